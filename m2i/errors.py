@@ -1,0 +1,47 @@
+"""The error tree of m2i.
+
+Every error a user can cause is an :class:`M2IError` whose message is one clear sentence naming
+the thing and the fix. The CLI and the TUI print ``str(exc)`` and exit non-zero; they never show a
+traceback for these. Third-party errors are translated with ``raise ... from exc``.
+
+- ``M2IError``
+  - ``InputError``     bad audio, bad file, bad argument
+  - ``StoreError``     database missing, not an m2i database, newer schema, read-only
+  - ``ProviderError``  LLM provider: missing/rejected key, unreachable server, unknown model
+  - ``BackendError``   image backend: missing weights, unwritable output, out of memory
+  - ``ConfigError``    bad m2i.toml or M2I_* value
+"""
+
+from __future__ import annotations
+
+
+class M2IError(Exception):
+    """Root of every error m2i raises on purpose."""
+
+
+class InputError(M2IError):
+    """Bad input a user supplied (audio, files, arguments)."""
+
+
+class StoreError(M2IError):
+    """The run store cannot be opened or used."""
+
+
+class ProviderError(M2IError):
+    """An LLM provider failed in a way the user can act on.
+
+    ``retryable`` tells the runner whether another attempt may succeed (429, 5xx, timeouts).
+    """
+
+    def __init__(self, message: str, *, retryable: bool = False, retry_after: float | None = None):
+        super().__init__(message)
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+class BackendError(M2IError):
+    """An image backend cannot load or render."""
+
+
+class ConfigError(M2IError):
+    """A configuration value is invalid."""
