@@ -1,0 +1,128 @@
+"""The musical-feature record shared by every stage, and its plain-text views.
+
+A sample's ``features`` column holds one JSON object. m2i's own analysis writes the full form;
+rows imported from the earlier system (``m2i import-legacy``) hold plain strings. Every consumer
+(prompt template, scorers, report, gallery, TUI) reads features only through :func:`summarize`
+and :func:`describe`, so both forms work everywhere.
+
+Full form (written by ``m2i.audio``)::
+
+    {
+      "key": "F#", "tonality": "minor",                 # tonic spelled with #/b, mode major|minor
+      "key_runner_up": "A major",
+      "tempo": 96.0, "beats": [0.41, 1.03, ...],       # BPM, beat times in s
+      "time_signature": "3/4",                          # 2/4 | 3/4 | 4/4 | 6/8
+      "mood": {"valence": 0.31, "arousal": 0.72, "words": ["tense", "driving"]},   # each in [0, 1]
+      "melody_contour": {"shape": "arch", "range_semitones": 12.0},
+      "harmonic_progression": {"roman": ["i", "iv", "V", "i"], "text": "i-iv-V-i"},
+      "dynamic_intensity": {"label": "mf", "loudness_db": -18.2, "range_db": 11.5, "trend": "crescendo"},
+      "chords": [[0.0, 1.2, "F#:min"], ...],
+      "spectrogram": "optional short text summary of the mel spectrogram",
+      "confidence": {"key": 0.8, "tonality": 0.8, "tempo": 0.9, "time_signature": 0.6, "mood": 0.5,
+                     "melody_contour": 0.7, "harmonic_progression": 0.6, "dynamic_intensity": 0.9}
+    }
+
+Legacy form: the same eight keys with string values (``"mood": "upbeat, dark"``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+FEATURE_NAMES = (
+    "key",
+    "tonality",
+    "tempo",
+    "time_signature",
+    "mood",
+    "melody_contour",
+    "harmonic_progression",
+    "dynamic_intensity",
+)
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_text(v) for v in value)
+    return str(value)
+
+
+def summarize(features: dict[str, Any] | None) -> dict[str, str]:
+    """Return the eight features as short human-readable strings.
+
+    Parameters
+    ----------
+    features : dict or None
+        A sample's ``features`` object, full or legacy form.
+
+    Returns
+    -------
+    dict[str, str]
+        One entry per name in :data:`FEATURE_NAMES`; missing features are ``""``.
+
+    Examples
+    --------
+    >>> summarize({"key": "F#", "tonality": "minor", "tempo": 96.0})["tempo"]
+    '96 BPM'
+    """
+    f = features or {}
+    out: dict[str, str] = {}
+    out["key"] = _text(f.get("key"))
+    out["tonality"] = _text(f.get("tonality"))
+    tempo = f.get("tempo")
+    out["tempo"] = f"{float(tempo):.0f} BPM" if isinstance(tempo, (int, float)) else _text(tempo)
+    out["time_signature"] = _text(f.get("time_signature"))
+
+    mood = f.get("mood")
+    if isinstance(mood, dict):
+        words = _text(mood.get("words"))
+        nums = []
+        if mood.get("valence") is not None:
+            nums.append(f"valence {float(mood['valence']):.2f}")
+        if mood.get("arousal") is not None:
+            nums.append(f"arousal {float(mood['arousal']):.2f}")
+        out["mood"] = f"{words} ({', '.join(nums)})" if nums and words else (words or ", ".join(nums))
+    else:
+        out["mood"] = _text(mood)
+
+    contour = f.get("melody_contour")
+    if isinstance(contour, dict):
+        shape = _text(contour.get("shape"))
+        rng = contour.get("range_semitones")
+        out["melody_contour"] = f"{shape}, range {float(rng):.0f} semitones" if rng is not None else shape
+    else:
+        out["melody_contour"] = _text(contour)
+
+    prog = f.get("harmonic_progression")
+    if isinstance(prog, dict):
+        out["harmonic_progression"] = _text(prog.get("text") or "-".join(prog.get("roman") or []))
+    else:
+        out["harmonic_progression"] = _text(prog)
+
+    dyn = f.get("dynamic_intensity")
+    if isinstance(dyn, dict):
+        parts = [_text(dyn.get("label"))]
+        if dyn.get("loudness_db") is not None:
+            parts.append(f"{float(dyn['loudness_db']):.0f} dB")
+        if dyn.get("trend"):
+            parts.append(_text(dyn.get("trend")))
+        out["dynamic_intensity"] = ", ".join(p for p in parts if p)
+    else:
+        out["dynamic_intensity"] = _text(dyn)
+    return out
+
+
+def describe(features: dict[str, Any] | None) -> str:
+    """One line per feature, ``name: value``, in :data:`FEATURE_NAMES` order (blank ones left out)."""
+    s = summarize(features)
+    return "\n".join(f"{name.replace('_', ' ')}: {s[name]}" for name in FEATURE_NAMES if s[name])
+
+
+def key_label(features: dict[str, Any] | None) -> str:
+    """``"F# minor"`` style label, or ``""``."""
+    s = summarize(features)
+    return " ".join(p for p in (s["key"], s["tonality"]) if p)
