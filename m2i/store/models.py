@@ -1,0 +1,224 @@
+"""SQLModel tables of the run store.
+
+The schema changes only through Alembic revisions in ``migrations/``; ``tests/store`` fails when
+these models and the migrations disagree. Import this module only through ``m2i.store`` so that
+the naming convention below is set before any table is declared.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, LargeBinary, MetaData, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+SQLModel.metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class Status(str, enum.Enum):
+    """Life of a work row."""
+
+    pending = "pending"
+    running = "running"
+    done = "done"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+STAGES: dict[str, str] = {"analyze": "sample", "generate": "prompt", "score": "score", "render": "image"}
+"""Stage name -> the table whose rows it works on."""
+
+
+class WorkColumns(SQLModel):
+    """Columns every stage table carries."""
+
+    status: str = Field(default=Status.pending.value, max_length=16, nullable=False)
+    priority: int = Field(default=0, nullable=False)
+    attempts: int = Field(default=0, nullable=False)
+    max_attempts: int = Field(default=3, nullable=False)
+    lease_until: datetime | None = Field(default=None)
+    worker: str | None = Field(default=None, max_length=200)
+    error: str | None = Field(default=None)
+    started_at: datetime | None = Field(default=None)
+    finished_at: datetime | None = Field(default=None)
+
+
+class Run(SQLModel, table=True):
+    __tablename__ = "run"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200, nullable=False)
+    created_at: datetime = Field(default_factory=utcnow, nullable=False)
+    config: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    paused: bool = Field(default=False, nullable=False)
+    cancelled: bool = Field(default=False, nullable=False)
+
+
+class Clip(SQLModel, table=True):
+    """Audio once per content hash: 16 kHz mono float32 little-endian PCM."""
+
+    __tablename__ = "clip"
+
+    sha256: str = Field(primary_key=True, max_length=64)
+    sample_rate: int = Field(default=16000, nullable=False)
+    n_samples: int = Field(nullable=False)
+    pcm: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class Sample(WorkColumns, table=True):
+    __tablename__ = "sample"
+    __table_args__ = (
+        UniqueConstraint("run_id", "idx"),
+        Index("ix_sample_run_id_status", "run_id", "status"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="run.id", nullable=False, ondelete="CASCADE")
+    idx: int = Field(nullable=False)
+    source: str = Field(default="", nullable=False)
+    audio_sha256: str | None = Field(default=None, foreign_key="clip.sha256", max_length=64, index=True)
+    duration_s: float | None = None
+    meta: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    features: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    abc: str | None = None
+
+
+class Prompt(WorkColumns, table=True):
+    __tablename__ = "prompt"
+    __table_args__ = (
+        UniqueConstraint("sample_id", "slot"),
+        Index("ix_prompt_run_id_status", "run_id", "status"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="run.id", nullable=False, ondelete="CASCADE")
+    sample_id: int = Field(foreign_key="sample.id", nullable=False, ondelete="CASCADE")
+    slot: int = Field(nullable=False)
+    mode: str = Field(max_length=16, nullable=False)  # convergent | divergent
+    temperature: float = Field(nullable=False)
+    seed: int = Field(nullable=False)
+    realised_by: str | None = Field(default=None, max_length=16)  # temperature | instruction
+    title: str | None = None
+    text: str | None = None  # the longer description the scorer also reads
+    image_prompt: str | None = None  # what SDXL reads (<= 75 CLIP tokens)
+    negative_prompt: str | None = None
+    palette: list[str] | None = Field(default=None, sa_column=Column(JSON))
+    image_prompt_tokens: int | None = None
+    provider: str | None = Field(default=None, max_length=50)
+    model: str | None = Field(default=None, max_length=200)
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    latency_ms: float | None = None
+    cost_usd: float | None = None
+    llm_attempts: int | None = None
+    raw: str | None = None
+
+
+class Score(WorkColumns, table=True):
+    __tablename__ = "score"
+    __table_args__ = (Index("ix_score_run_id_status", "run_id", "status"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="run.id", nullable=False, ondelete="CASCADE")
+    prompt_id: int = Field(foreign_key="prompt.id", nullable=False, unique=True, ondelete="CASCADE")
+    originality: float | None = None
+    elaboration: float | None = None
+    alignment: float | None = None
+    coherence: float | None = None
+    overall: float | None = None
+    method: str | None = Field(default=None, max_length=50)
+    details: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+
+
+class Image(WorkColumns, table=True):
+    __tablename__ = "image"
+    __table_args__ = (Index("ix_image_run_id_status", "run_id", "status"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="run.id", nullable=False, ondelete="CASCADE")
+    prompt_id: int = Field(foreign_key="prompt.id", nullable=False, unique=True, ondelete="CASCADE")
+    path: str | None = None
+    host: str | None = Field(default=None, max_length=200)
+    width: int | None = None
+    height: int | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    seed: int | None = None
+    refiner: bool | None = None
+    backend: str | None = Field(default=None, max_length=50)
+    model: str | None = Field(default=None, max_length=300)
+    scheduler: str | None = Field(default=None, max_length=100)
+    device: str | None = Field(default=None, max_length=50)
+    truncated: bool | None = None
+    seconds: float | None = None
+
+
+class Event(SQLModel, table=True):
+    __tablename__ = "event"
+    __table_args__ = (Index("ix_event_run_id_id", "run_id", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    ts: datetime = Field(default_factory=utcnow, nullable=False)
+    run_id: int | None = Field(default=None, foreign_key="run.id", ondelete="CASCADE")
+    level: str = Field(default="info", max_length=16, nullable=False)
+    stage: str | None = Field(default=None, max_length=32)
+    item: int | None = None
+    message: str = Field(default="", nullable=False)
+
+
+class LLMModel(SQLModel, table=True):
+    """What m2i learned about a model: whether it accepts sampling parameters."""
+
+    __tablename__ = "llm_model"
+    __table_args__ = (UniqueConstraint("provider", "model"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    provider: str = Field(max_length=50, nullable=False)
+    model: str = Field(max_length=200, nullable=False)
+    sampling: str = Field(max_length=16, nullable=False)  # temperature | instruction
+    learned_at: datetime = Field(default_factory=utcnow, nullable=False)
+    note: str | None = None
+
+
+class LLMBatch(SQLModel, table=True):
+    """A provider-side batch (Anthropic Message Batches) whose results are still to collect."""
+
+    __tablename__ = "llm_batch"
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="run.id", nullable=False, ondelete="CASCADE")
+    provider: str = Field(max_length=50, nullable=False)
+    batch_id: str = Field(max_length=200, nullable=False, unique=True)
+    status: str = Field(default="submitted", max_length=32, nullable=False)  # submitted | ended | collected
+    prompt_ids: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, nullable=False)
+    collected_at: datetime | None = None
+
+
+class Report(SQLModel, table=True):
+    """Analyses of a run (convergent vs divergent), newest per (run, kind) wins."""
+
+    __tablename__ = "report"
+    __table_args__ = (Index("ix_report_run_id_kind", "run_id", "kind"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="run.id", nullable=False, ondelete="CASCADE")
+    kind: str = Field(max_length=50, nullable=False)
+    created_at: datetime = Field(default_factory=utcnow, nullable=False)
+    data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+TABLES_BY_STAGE = {"analyze": Sample, "generate": Prompt, "score": Score, "render": Image}
