@@ -1,0 +1,173 @@
+"""The ``generate`` stage's pure function: one visual prompt for one clip and mode.
+
+:func:`write_prompt` builds the request from :mod:`m2i.prompts.template`, sends it through a
+provider (which retries transport failures), validates the answer with
+:func:`m2i.prompts.parse.parse_prompt` and, on an invalid answer (empty, refused, not JSON, no
+``image_prompt``, a repetition loop), asks again a bounded number of times: with the bad answer
+and what was wrong with it when there is something to repair, afresh with another seed otherwise.
+It returns the columns of the ``prompt`` table; it never touches the database.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from m2i.errors import ProviderError
+from m2i.prompts.parse import InvalidOutput, VisualPrompt, parse_prompt
+from m2i.prompts.providers.base import Completion, LLMProvider, redact
+from m2i.prompts.template import DEFAULTS, PromptRequest, build_request
+
+log = logging.getLogger(__name__)
+
+RETRY_SEED_STEP = 1000
+"""Answer ``k`` (0-based) after an invalid one is sampled with ``seed + k * RETRY_SEED_STEP``."""
+
+
+def prompt_columns(vp: VisualPrompt, tokens: int, *, provider: str, comps: list[Completion]) -> dict[str, Any]:
+    """The ``prompt`` row columns for a validated answer and the completions it took."""
+    last = comps[-1]
+    costs = [c.cost_usd for c in comps]
+    return {
+        "title": vp.title,
+        "text": vp.description,
+        "image_prompt": vp.image_prompt,
+        "negative_prompt": vp.negative_prompt,
+        "palette": vp.palette,
+        "image_prompt_tokens": tokens,
+        "realised_by": last.realised_by,
+        "provider": provider,
+        "model": last.model,
+        "tokens_in": sum(c.tokens_in or 0 for c in comps),
+        "tokens_out": sum(c.tokens_out or 0 for c in comps),
+        "latency_ms": round(sum(c.latency_ms for c in comps), 1),
+        "cost_usd": None if any(c is None for c in costs) else round(sum(costs), 8),  # type: ignore[arg-type]
+        "llm_attempts": sum(c.attempts for c in comps),
+        "raw": last.raw,
+    }
+
+
+def prompt_from_completion(comp: Completion, *, provider: str, settings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Columns for one finished completion (a Message Batches result, say).
+
+    Raises
+    ------
+    ProviderError
+        ``retryable=True``: the answer was refused or invalid; send the prompt again live.
+    """
+    s = {**DEFAULTS, **(settings or {})}
+    if comp.refusal:
+        raise ProviderError(f"{comp.model} refused to write this prompt: {comp.text[:200]!r}.", retryable=True)
+    try:
+        vp, tokens = parse_prompt(comp.text, clip_limit=int(s["clip_token_limit"]))
+    except InvalidOutput as exc:
+        raise ProviderError(f"{comp.model} gave no usable visual prompt: {exc.reason}.", retryable=True) from exc
+    return prompt_columns(vp, tokens, provider=provider, comps=[comp])
+
+
+def _repair_turns(req: PromptRequest, comp: Completion, reason: str) -> list[dict[str, Any]]:
+    return req.messages + [
+        {"role": "assistant", "content": comp.text[:3000]},
+        {"role": "user", "content": (
+            f"That answer cannot be used: {reason}. Reply again with only the JSON object with the keys "
+            "title, image_prompt, negative_prompt, palette and description."
+        )},
+    ]
+
+
+async def write_prompt(
+    provider: LLMProvider,
+    *,
+    features: dict[str, Any] | None,
+    abc: str | None,
+    mode: str,
+    temperature: float,
+    seed: int,
+    settings: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write one visual prompt.
+
+    Parameters
+    ----------
+    provider : LLMProvider
+        From :func:`m2i.prompts.providers.get_provider`.
+    features : dict or None
+        The sample's feature record (full or legacy form).
+    abc : str or None
+        The sample's ABC transcription.
+    mode : {"convergent", "divergent"}
+        The prompt's mode.
+    temperature : float
+        The mode's temperature (0.4 and 0.8 by default).
+    seed : int
+        The prompt's seed.
+    settings : dict or None
+        Overrides of :data:`m2i.prompts.template.DEFAULTS` (``max_tokens``, ``abc_chars``,
+        ``include_spectrogram``, ``max_output_retries``, ``clip_token_limit``, ``system_prompt``).
+
+    Returns
+    -------
+    dict
+        ``title, text, image_prompt, negative_prompt, palette, image_prompt_tokens, realised_by,
+        provider, model, tokens_in, tokens_out, latency_ms, cost_usd, llm_attempts, raw``:
+        columns of the ``prompt`` table. Token counts, latency, cost and attempts add up every
+        request this prompt took.
+
+    Raises
+    ------
+    InputError
+        Unknown mode or a temperature outside [0, 2].
+    ProviderError
+        The provider failed (``retryable`` as the provider said), or no valid answer came within
+        ``1 + max_output_retries`` answers (``retryable=False``); the message gives the reason and
+        ``exc.raw`` the last answer.
+
+    Examples
+    --------
+    >>> row = await write_prompt(provider, features=f, abc=abc, mode="divergent",
+    ...                          temperature=0.8, seed=7)  # doctest: +SKIP
+    >>> row["realised_by"]  # doctest: +SKIP
+    'temperature'
+    """
+    s = {**DEFAULTS, **(settings or {})}
+    req = build_request(features, abc, mode=mode, temperature=temperature, seed=seed, settings=s)
+    answers = 1 + max(0, int(s["max_output_retries"]))
+    comps: list[Completion] = []
+    messages = req.messages
+    reason = ""
+    for k in range(answers):
+        try:
+            comp = await provider.complete(
+                messages,
+                temperature=req.temperature,
+                seed=req.seed + k * RETRY_SEED_STEP,
+                max_tokens=req.max_tokens,
+                system=req.system,
+                json_schema=req.json_schema,
+                instruction=req.instruction,
+            )
+        except ProviderError as exc:
+            spent = sum(c.attempts for c in comps) + int(getattr(exc, "attempts", 1))
+            exc.attempts = spent  # type: ignore[attr-defined]
+            raise
+        comps.append(comp)
+        if comp.refusal:
+            reason = f"the model refused ({comp.text.strip()[:200]!r})"
+            messages = req.messages
+            continue
+        try:
+            vp, tokens = parse_prompt(comp.text, clip_limit=int(s["clip_token_limit"]))
+        except InvalidOutput as exc:
+            reason = exc.reason
+            log.info("%s %s answer %d of %d invalid: %s", provider.name, provider.model, k + 1, answers, reason)
+            repairable = comp.text.strip() and "loops" not in reason and comp.stop_reason not in ("length", "max_tokens")
+            messages = _repair_turns(req, comp, reason) if repairable else req.messages
+            continue
+        return prompt_columns(vp, tokens, provider=provider.name, comps=comps)
+    err = ProviderError(
+        f"{provider.name} model {provider.model} gave no usable visual prompt in {answers} answers; "
+        f"the last one failed because {reason}."
+    )
+    err.attempts = sum(c.attempts for c in comps)  # type: ignore[attr-defined]
+    err.raw = redact(comps[-1].raw if comps else "")  # type: ignore[attr-defined]
+    raise err

@@ -1,0 +1,305 @@
+"""What every LLM provider offers, and the retry policy they share.
+
+A provider turns one chat request into one :class:`Completion`. It owns the wire format of its
+API (where temperature and seed go, how tokens are counted), retries transient failures (429,
+5xx, timeouts, dropped connections, unreadable bodies) with exponential backoff that honours
+``Retry-After``, and translates every third-party error into :class:`m2i.errors.ProviderError`
+with one sentence that never contains an API key.
+
+Mode realisation
+----------------
+A request carries the mode's ``temperature`` and an ``instruction`` (the documented convergent
+or divergent instruction). A provider whose model accepts sampling parameters sends the
+temperature and, unless asked to add it anyway, leaves the instruction out; it reports
+``realised_by="temperature"``. A model that refuses sampling parameters (Claude from Opus 4.7 on)
+gets the instruction instead and reports ``realised_by="instruction"``. What was learned about a
+model is kept in a :class:`CapabilityStore` (the ``llm_model`` table in a run store).
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import logging
+import os
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
+
+from m2i.errors import ProviderError
+
+log = logging.getLogger(__name__)
+
+Realisation = Literal["temperature", "instruction"]
+T = TypeVar("T")
+
+SECRET_ENV_VARS = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "OPENAI_API_KEY", "OLLAMA_API_KEY")
+
+
+@dataclass
+class Completion:
+    """One model answer and what it cost.
+
+    Attributes
+    ----------
+    text : str
+        The assistant text (may be empty).
+    model : str
+        The model that answered.
+    realised_by : {"temperature", "instruction"}
+        How the mode reached the model.
+    tokens_in, tokens_out : int or None
+        Prompt and completion tokens as the API counts them (cache reads and writes included in
+        ``tokens_in``).
+    latency_ms : float
+        Wall time of all attempts, backoff sleeps included.
+    attempts : int
+        HTTP (or local) calls made, 1 when the first one succeeded.
+    stop_reason : str or None
+        ``end_turn``/``stop``/``length``/``refusal``...
+    refusal : bool
+        The model declined to answer.
+    raw : str
+        The response body as received (API keys redacted).
+    cost_usd : float or None
+        Estimated price; ``None`` when the model's price is unknown (local models cost 0).
+    cache_read_tokens, cache_write_tokens : int
+        Prompt-cache use (Anthropic).
+    """
+
+    text: str
+    model: str
+    realised_by: Realisation = "temperature"
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    latency_ms: float = 0.0
+    attempts: int = 1
+    stop_reason: str | None = None
+    refusal: bool = False
+    raw: str = ""
+    cost_usd: float | None = None
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+
+
+@dataclass
+class BatchRequest:
+    """One request of a provider-side batch (Anthropic Message Batches)."""
+
+    custom_id: str
+    messages: list[dict[str, Any]]
+    temperature: float
+    seed: int
+    max_tokens: int
+    system: str | None = None
+    instruction: str | None = None
+    json_schema: dict[str, Any] | None = None
+
+
+@dataclass
+class BatchError:
+    """A batch item that did not produce a message (errored, canceled or expired)."""
+
+    custom_id: str
+    kind: str
+    message: str
+    retryable: bool = True
+
+
+@runtime_checkable
+class CapabilityStore(Protocol):
+    """Where a provider remembers whether a model takes sampling parameters.
+
+    The run store implements it over the ``llm_model`` table; :class:`MemoryCapabilityStore` is
+    the in-process version.
+    """
+
+    def get(self, provider: str, model: str) -> str | None:
+        """``"temperature"``, ``"instruction"`` or ``None`` when nothing is known yet."""
+        ...
+
+    def set(self, provider: str, model: str, sampling: str, note: str | None = None) -> None:
+        """Remember ``sampling`` (``"temperature"`` or ``"instruction"``) for the model."""
+        ...
+
+
+@dataclass
+class MemoryCapabilityStore:
+    """A :class:`CapabilityStore` in a dict (one process, nothing persisted)."""
+
+    data: dict[tuple[str, str], tuple[str, str | None]] = field(default_factory=dict)
+
+    def get(self, provider: str, model: str) -> str | None:
+        hit = self.data.get((provider, model))
+        return hit[0] if hit else None
+
+    def set(self, provider: str, model: str, sampling: str, note: str | None = None) -> None:
+        if sampling not in ("temperature", "instruction"):
+            raise ValueError(f"sampling must be 'temperature' or 'instruction', got {sampling!r}")
+        self.data[(provider, model)] = (sampling, note)
+
+
+def known_secrets(extra: Sequence[str | None] = ()) -> list[str]:
+    """API keys found in the environment plus ``extra`` (only values long enough to be keys)."""
+    values = [os.environ.get(name) for name in SECRET_ENV_VARS] + list(extra)
+    return sorted({v for v in values if v and len(v) >= 6}, key=len, reverse=True)
+
+
+def redact(text: str | None, secrets: Sequence[str | None] = ()) -> str:
+    """Replace every known API key in ``text`` with ``***``."""
+    if not text:
+        return text or ""
+    for secret in known_secrets(secrets):
+        text = text.replace(secret, "***")
+    return text
+
+
+@dataclass
+class RetryPolicy:
+    """Backoff for transient failures.
+
+    Attempt ``n`` (1-based) that fails retryably waits ``Retry-After`` when the server sent one
+    (capped at ``max_retry_after``), otherwise ``min(max_delay, base_delay * 2**(n-1))`` with
+    +-25 % jitter.
+    """
+
+    max_attempts: int = 5
+    base_delay: float = 0.5
+    max_delay: float = 20.0
+    max_retry_after: float = 120.0
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None and retry_after >= 0:
+            return min(retry_after, self.max_retry_after)
+        d = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
+        return d * random.uniform(0.75, 1.25)
+
+
+async def call_with_retries(
+    fn: Callable[[], Awaitable[T]],
+    *,
+    policy: RetryPolicy,
+    what: str,
+) -> tuple[T, int]:
+    """Run ``fn`` until it succeeds, retrying :class:`ProviderError` with ``retryable=True``.
+
+    Returns
+    -------
+    (result, attempts)
+
+    Raises
+    ------
+    ProviderError
+        The last error, once ``policy.max_attempts`` calls failed or a non-retryable one came.
+    """
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return await fn(), attempt
+        except ProviderError as exc:
+            if not exc.retryable or attempt >= policy.max_attempts:
+                exc.attempts = attempt  # type: ignore[attr-defined]
+                raise
+            wait = policy.delay(attempt, exc.retry_after)
+            log.info("%s failed (attempt %d of %d): %s; retrying in %.2f s",
+                     what, attempt, policy.max_attempts, exc, wait)
+            await asyncio.sleep(wait)
+
+
+class LLMProvider(abc.ABC):
+    """One chat-model API behind one ``complete`` method.
+
+    Parameters
+    ----------
+    model : str
+        Model id as the API names it.
+    capabilities : CapabilityStore or None
+        Where to remember what the model accepts; an in-memory store when ``None``.
+    retry : RetryPolicy or None
+        Backoff for transient failures.
+    timeout : float
+        Seconds one HTTP request may take before it counts as a (retryable) timeout.
+    always_instruct : bool
+        Add the mode instruction even when the temperature is sent.
+    """
+
+    name: str = ""
+    default_model: str = ""
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        capabilities: CapabilityStore | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: float = 60.0,
+        always_instruct: bool = False,
+    ) -> None:
+        self.model = model or self.default_model
+        if not self.model:
+            raise ProviderError(f"The {self.name} provider needs a model: pass --model with a model id.")
+        self.capabilities: CapabilityStore = capabilities if capabilities is not None else MemoryCapabilityStore()
+        self.retry = retry or RetryPolicy()
+        self.timeout = float(timeout)
+        self.always_instruct = bool(always_instruct)
+
+    @property
+    def realisation(self) -> Realisation | None:
+        """How modes reach this model: known after :meth:`check` or the first request."""
+        return "temperature"  # type: ignore[return-value]
+
+    @abc.abstractmethod
+    async def complete(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        temperature: float,
+        seed: int,
+        max_tokens: int,
+        system: str | None = None,
+        json_schema: dict[str, Any] | None = None,
+        instruction: str | None = None,
+    ) -> Completion:
+        """Send one chat request and return the answer.
+
+        Parameters
+        ----------
+        messages : list of {"role": "user"|"assistant", "content": str}
+            The conversation.
+        temperature : float in [0, 2]
+            The mode's sampling temperature.
+        seed : int
+            Sampling seed (where the API has one).
+        max_tokens : int > 0
+            Completion token limit.
+        system : str or None
+            The shared system prompt (cached where the API supports it).
+        json_schema : dict or None
+            JSON schema of the expected answer, for APIs with structured output.
+        instruction : str or None
+            The mode's instruction, used when the temperature cannot be sent (or always, with
+            ``always_instruct``).
+
+        Raises
+        ------
+        ProviderError
+            ``retryable=True`` once transient failures outlasted the retry policy.
+        """
+
+    async def check(self) -> None:
+        """Fail fast, before any work, on a missing or rejected key, a dead server or an unknown model."""
+
+    async def aclose(self) -> None:
+        """Release connections and models."""
+
+    def _instruct(self, system: str | None, instruction: str | None, realised: Realisation) -> str | None:
+        if instruction and (realised == "instruction" or self.always_instruct):
+            return f"{system}\n\n{instruction}" if system else instruction
+        return system
+
+    @staticmethod
+    def _elapsed_ms(t0: float) -> float:
+        return (time.perf_counter() - t0) * 1000.0

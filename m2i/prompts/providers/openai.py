@@ -1,0 +1,223 @@
+"""Any OpenAI-compatible chat server (vLLM, llama.cpp server, LM Studio, OpenAI itself).
+
+``AsyncOpenAI`` against ``base_url`` (``--base-url`` or ``OPENAI_BASE_URL``) and
+``/v1/chat/completions`` with ``temperature``, ``seed`` and ``max_tokens`` as top-level fields,
+and the answer's JSON schema as ``response_format`` (``json_schema``). A server that rejects
+``response_format`` with a 400 is asked again without it, and remembered. ``OPENAI_API_KEY`` is
+sent when set; local servers usually want none.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from m2i.errors import ProviderError
+from m2i.prompts.providers.base import (
+    CapabilityStore,
+    Completion,
+    LLMProvider,
+    RetryPolicy,
+    call_with_retries,
+    redact,
+)
+
+NO_KEY = "no-key-needed"
+"""Sent as the bearer token when OPENAI_API_KEY is unset (local servers ignore it)."""
+
+
+class OpenAIProvider(LLMProvider):
+    """An OpenAI-compatible chat-completions server.
+
+    Parameters
+    ----------
+    model : str
+        Model id the server serves (required; ``GET /v1/models`` lists them).
+    base_url : str or None
+        API root including ``/v1``; ``OPENAI_BASE_URL`` when ``None``.
+    structured_output : bool
+        Send ``response_format`` with the JSON schema.
+    price_in, price_out : float or None
+        USD per million tokens, for the cost estimate (``None``: unknown).
+    **kwargs
+        ``capabilities``, ``retry``, ``timeout``, ``always_instruct`` (see :class:`LLMProvider`).
+    """
+
+    name = "openai"
+    default_model = ""
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        base_url: str | None = None,
+        capabilities: CapabilityStore | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: float = 300.0,
+        always_instruct: bool = False,
+        structured_output: bool = True,
+        price_in: float | None = None,
+        price_out: float | None = None,
+    ) -> None:
+        super().__init__(model, capabilities=capabilities, retry=retry, timeout=timeout,
+                         always_instruct=always_instruct)
+        self.base_url = base_url or os.environ.get("OPENAI_BASE_URL")
+        if not self.base_url:
+            raise ProviderError(
+                "The openai provider needs a server: pass --base-url (e.g. http://127.0.0.1:8000/v1) "
+                "or set OPENAI_BASE_URL."
+            )
+        self.structured_output = structured_output
+        self.price = (price_in, price_out) if price_in is not None and price_out is not None else None
+        self._client: Any = None
+
+    def _get_client(self) -> Any:
+        if self._client is None:
+            from openai import AsyncOpenAI
+
+            self._client = AsyncOpenAI(
+                api_key=os.environ.get("OPENAI_API_KEY") or NO_KEY,
+                base_url=self.base_url,
+                max_retries=0,
+                timeout=self.timeout,
+            )
+        return self._client
+
+    def _translate(self, exc: BaseException) -> ProviderError:
+        import openai
+
+        where = f"the OpenAI-compatible server at {self.base_url}"
+        if isinstance(exc, ProviderError):
+            return exc
+        if isinstance(exc, openai.APITimeoutError):
+            return ProviderError(f"{where} did not answer within {self.timeout:g} s.", retryable=True)
+        if isinstance(exc, openai.APIConnectionError):
+            return ProviderError(f"Cannot reach {where}: start the server or fix --base-url / OPENAI_BASE_URL.",
+                                 retryable=True)
+        if isinstance(exc, openai.APIStatusError):
+            status = exc.status_code
+            msg = redact(_message(exc))
+            if status in (401, 403):
+                return ProviderError(f"{where} rejected the key in OPENAI_API_KEY ({status}: {msg}); set the key "
+                                     "the server expects.")
+            if status == 404:
+                return ProviderError(f"{where} has no model {self.model!r} ({msg}); pass --model with one listed "
+                                     "by GET /v1/models.")
+            if status in (408, 409, 429) or status >= 500:
+                retry_after = None
+                try:
+                    value = exc.response.headers.get("retry-after")
+                    retry_after = float(value) if value is not None else None
+                except (TypeError, ValueError):
+                    retry_after = None
+                return ProviderError(f"{where} answered {status}: {msg}", retryable=True, retry_after=retry_after)
+            err = ProviderError(f"{where} refused the request for {self.model} ({status}: {msg}).")
+            err.status = status  # type: ignore[attr-defined]
+            return err
+        if isinstance(exc, (ValueError, openai.APIResponseValidationError)):
+            return ProviderError(f"{where} sent a body that is not valid JSON ({type(exc).__name__}).",
+                                 retryable=True)
+        if isinstance(exc, openai.OpenAIError):
+            return ProviderError(redact(f"The OpenAI client failed: {exc}"), retryable=True)
+        raise exc
+
+    async def complete(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        temperature: float,
+        seed: int,
+        max_tokens: int,
+        system: str | None = None,
+        json_schema: dict[str, Any] | None = None,
+        instruction: str | None = None,
+    ) -> Completion:
+        t0 = time.perf_counter()
+        sys_text = self._instruct(system, instruction, "temperature")
+        chat = ([{"role": "system", "content": sys_text}] if sys_text else []) + list(messages)
+        client = self._get_client()
+        spent = 0
+
+        async def once(structured: bool) -> Any:
+            extra: dict[str, Any] = {}
+            if structured and json_schema is not None:
+                extra["response_format"] = {
+                    "type": "json_schema",
+                    "json_schema": {"name": "visual_prompt", "schema": json_schema, "strict": True},
+                }
+            try:
+                return await client.chat.completions.create(
+                    model=self.model, messages=chat, temperature=float(temperature), seed=int(seed),
+                    max_tokens=int(max_tokens), **extra,
+                )
+            except Exception as exc:  # noqa: BLE001
+                raise self._translate(exc) from exc
+
+        try:
+            resp, attempts = await call_with_retries(lambda: once(self.structured_output), policy=self.retry,
+                                                     what=f"openai {self.model}")
+        except ProviderError as exc:
+            if not (self.structured_output and getattr(exc, "status", None) == 400
+                    and "response_format" in str(exc)):
+                raise
+            self.structured_output = False
+            spent = getattr(exc, "attempts", 1)
+            resp, attempts = await call_with_retries(lambda: once(False), policy=self.retry,
+                                                     what=f"openai {self.model}")
+        choice = resp.choices[0] if resp.choices else None
+        msg = choice.message if choice else None
+        refusal_text = getattr(msg, "refusal", None) if msg else None
+        usage = resp.usage
+        t_in = usage.prompt_tokens if usage else None
+        t_out = usage.completion_tokens if usage else None
+        cost = None
+        if self.price and t_in is not None and t_out is not None:
+            cost = round((t_in * self.price[0] + t_out * self.price[1]) / 1e6, 8)
+        return Completion(
+            text=(msg.content if msg and msg.content else "") or (refusal_text or ""),
+            model=resp.model or self.model,
+            realised_by="temperature",
+            tokens_in=t_in,
+            tokens_out=t_out,
+            latency_ms=self._elapsed_ms(t0),
+            attempts=attempts + spent,
+            stop_reason=choice.finish_reason if choice else None,
+            refusal=bool(refusal_text) or (choice is not None and choice.finish_reason == "content_filter"),
+            raw=redact(resp.model_dump_json(exclude_none=True)),
+            cost_usd=cost,
+        )
+
+    async def check(self) -> None:
+        """Unreachable server, rejected key or unknown model: one sentence, before any work."""
+        client = self._get_client()
+
+        async def once() -> Any:
+            try:
+                return [m.id async for m in client.models.list()]
+            except Exception as exc:  # noqa: BLE001
+                raise self._translate(exc) from exc
+
+        ids, _ = await call_with_retries(once, policy=RetryPolicy(max_attempts=2, base_delay=0.2),
+                                         what="openai models")
+        if ids and self.model not in ids:
+            raise ProviderError(
+                f"The server at {self.base_url} has no model {self.model!r}; pass --model with one of: "
+                f"{', '.join(sorted(ids)[:10])}."
+            )
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+
+def _message(exc: Any) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])
+        if isinstance(err, str):
+            return err
+    return str(getattr(exc, "message", "") or exc)
