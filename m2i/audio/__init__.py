@@ -1,0 +1,4 @@
+"""Audio in, music out: dataset loading, the eight musical features and ABC transcription.
+
+Nothing heavy is imported here; ``librosa``/``soxr`` load inside the functions that need them.
+"""

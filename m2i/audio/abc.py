@@ -1,0 +1,265 @@
+"""ABC notation from a transcribed melody.
+
+Notes ``(onset_s, offset_s, midi)`` are placed on the detected beat grid (beat times from the
+tracker, extrapolated at the tempo outside them), quantised to sixteenths (simple metres) or
+eighths (6/8), split at bar lines with ties, and spelled in the detected key: diatonic notes use
+the key signature, chromatic ones sharps in sharp keys and flats in flat keys. Every accidental
+that differs from the key signature, or follows an altered note of the same letter in the bar,
+is written explicitly, so the text reads the same under every ABC reader's accidental rules.
+
+The header always has X, T, M, L, Q and K, with K spelled ``K:F#m`` / ``K:Bb`` / ``K:Ebm``.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+LETTERS = "CDEFGAB"
+NATURAL_PC = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
+SHARP_ORDER = "FCGDAEB"
+FLAT_ORDER = "BEADGCF"
+MAJOR_FIFTHS = {"C": 0, "G": 1, "D": 2, "A": 3, "E": 4, "B": 5, "F#": 6, "C#": 7, "Gb": -6, "Db": -5,
+                "Ab": -4, "Eb": -3, "Bb": -2, "F": -1, "Cb": -7}
+MINOR_FIFTHS = {"A": 0, "E": 1, "B": 2, "F#": 3, "C#": 4, "G#": 5, "D#": 6, "A#": 7, "Eb": -6, "Bb": -5,
+                "F": -4, "C": -3, "G": -2, "D": -1, "Ab": -7}
+METERS = {"2/4": (8, 4, 1), "3/4": (12, 4, 1), "4/4": (16, 4, 1), "6/8": (12, 6, 2)}
+"""metre -> (sixteenths per bar, sixteenths per tracked beat, quantisation step in sixteenths)"""
+NOTATABLE = (16, 12, 8, 6, 4, 3, 2, 1)
+
+
+def key_field(tonic: str, mode: str) -> str:
+    """ABC ``K:`` value: ``"F#m"``, ``"Bb"``, ``"Ebm"``.
+
+    >>> key_field("F#", "minor"), key_field("Bb", "major")
+    ('F#m', 'Bb')
+    """
+    if not re.fullmatch(r"[A-G][#b]?", tonic):
+        raise ValueError(f"tonic {tonic!r} is not a spelled pitch name like 'F#' or 'Bb'")
+    return tonic + ("m" if mode == "minor" else "")
+
+
+def key_alterations(tonic: str, mode: str) -> dict[str, int]:
+    """Alteration (-1, 0, +1) of each letter in the key signature."""
+    fifths = (MINOR_FIFTHS if mode == "minor" else MAJOR_FIFTHS).get(tonic, 0)
+    alt = {letter: 0 for letter in LETTERS}
+    if fifths > 0:
+        for letter in SHARP_ORDER[:fifths]:
+            alt[letter] = 1
+    elif fifths < 0:
+        for letter in FLAT_ORDER[: -fifths]:
+            alt[letter] = -1
+    return alt
+
+
+def spell(midi: int, key_alt: dict[str, int], prefer_sharps: bool) -> tuple[str, int, int]:
+    """Spell a MIDI pitch as ``(letter, alteration, octave)`` in a key."""
+    pc = midi % 12
+    options = []
+    for letter in LETTERS:
+        d = (pc - NATURAL_PC[letter] + 6) % 12 - 6
+        if d in (-1, 0, 1):
+            options.append((letter, d))
+    diatonic = [o for o in options if o[1] == key_alt[o[0]]]
+    if diatonic:
+        letter, alt = diatonic[0]
+    else:
+        want = 1 if prefer_sharps else -1
+        pref = [o for o in options if o[1] == want] or [o for o in options if o[1] == 0] or options
+        letter, alt = pref[0]
+    octave = (midi - NATURAL_PC[letter] - alt) // 12 - 1
+    return letter, alt, int(octave)
+
+
+def _pitch_text(letter: str, octave: int) -> str:
+    if octave >= 5:
+        return letter.lower() + "'" * (octave - 5)
+    return letter + "," * (4 - octave)
+
+
+def _split(units: int) -> list[int]:
+    out = []
+    while units > 0:
+        for n in NOTATABLE:
+            if n <= units:
+                out.append(n)
+                units -= n
+                break
+    return out
+
+
+def _to_beats(times: np.ndarray, beats: np.ndarray, tempo: float) -> np.ndarray:
+    """Map seconds to (fractional) beat indices on the tracked grid, linear outside it."""
+    period = 60.0 / tempo
+    if beats.size < 2:
+        return times / period
+    idx = np.arange(beats.size, dtype=float)
+    out = np.interp(times, beats, idx)
+    out = np.where(times < beats[0], (times - beats[0]) / period, out)
+    out = np.where(times > beats[-1], beats.size - 1 + (times - beats[-1]) / period, out)
+    return out
+
+
+def notes_to_abc(
+    notes: list[tuple[float, float, int]],
+    *,
+    beats: list[float] | np.ndarray,
+    tempo: float,
+    meter: str,
+    tonic: str,
+    mode: str,
+    downbeat: int = 0,
+    title: str = "m2i transcription",
+) -> str:
+    """Write a melody as ABC.
+
+    Parameters
+    ----------
+    notes : list of (onset_s, offset_s, midi)
+        The transcribed melody, in time order.
+    beats : array [shape=(n,)]
+        Beat times in seconds.
+    tempo : float > 0
+        Beats per minute of the tracked beat.
+    meter : {"2/4", "3/4", "4/4", "6/8"}
+    tonic : str
+        Spelled tonic, e.g. ``"F#"``.
+    mode : {"major", "minor"}
+    downbeat : int
+        Index of the first tracked beat that starts a bar.
+    title : str
+
+    Returns
+    -------
+    str
+        A complete tune (header and body) ending with a newline.
+
+    Examples
+    --------
+    >>> abc = notes_to_abc([(0.0, 0.5, 60), (0.5, 1.0, 64)], beats=[0, 0.5, 1, 1.5], tempo=120,
+    ...                    meter="2/4", tonic="C", mode="major")
+    >>> abc.splitlines()[-1]
+    'C4 E4 |]'
+    """
+    if meter not in METERS:
+        raise ValueError(f"meter {meter!r} must be one of {', '.join(METERS)}")
+    bar_units, per_beat, step = METERS[meter]
+    kalt = key_alterations(tonic, mode)
+    fifths = (MINOR_FIFTHS if mode == "minor" else MAJOR_FIFTHS).get(tonic, 0)
+    prefer_sharps = fifths >= 0
+    bt = np.asarray(beats, dtype=float)
+    q = "3/8" if meter == "6/8" else "1/4"
+    header = [
+        "X:1",
+        f"T:{title}",
+        f"M:{meter}",
+        "L:1/16",
+        f"Q:{q}={int(round(tempo))}",
+        f"K:{key_field(tonic, mode)}",
+    ]
+    events: list[tuple[int, int, int]] = []  # (start_unit, end_unit, midi)
+    if notes:
+        ons = _to_beats(np.array([n[0] for n in notes]), bt, tempo) - downbeat
+        offs = _to_beats(np.array([n[1] for n in notes]), bt, tempo) - downbeat
+        first_bar = int(np.floor(ons.min() * per_beat / bar_units))
+        origin = first_bar * bar_units
+        last_end = -1
+        for on, off, (_, _, midi) in zip(ons, offs, notes):
+            s = int(round(on * per_beat / step)) * step - origin
+            e = int(round(off * per_beat / step)) * step - origin
+            s = max(s, last_end if last_end > 0 else 0)
+            if e <= s:
+                e = s + step
+            if events and s < events[-1][1]:
+                prev = events[-1]
+                if s <= prev[0]:
+                    continue
+                events[-1] = (prev[0], s, prev[2])
+            events.append((s, e, midi))
+            last_end = e
+    body_tokens: list[str] = []
+    if not events:
+        body_tokens = ["z" + str(bar_units), "|]"]
+        return "\n".join(header + [" ".join(body_tokens)]) + "\n"
+    total = events[-1][1]
+    n_bars = int(np.ceil(total / bar_units))
+    end = n_bars * bar_units
+    # timeline of (start, length, midi or None) segments filling every bar
+    segs: list[tuple[int, int, int | None]] = []
+    pos = 0
+    for s, e, m in events:
+        if s > pos:
+            segs.append((pos, s - pos, None))
+        segs.append((s, e - s, m))
+        pos = e
+    if pos < end:
+        segs.append((pos, end - pos, None))
+    lines: list[str] = []
+    bar: list[str] = []
+    state: dict[tuple[str, int], int] = {}
+    altered_letters: set[str] = set()
+    bar_index = 0
+
+    def close_bar() -> None:
+        nonlocal bar, bar_index
+        lines.append(" ".join(bar))
+        bar = []
+        bar_index += 1
+        state.clear()
+        altered_letters.clear()
+
+    for start, length, midi in segs:
+        cur = start
+        remaining = length
+        while remaining > 0:
+            in_bar = bar_units - (cur % bar_units)
+            take = min(remaining, in_bar)
+            pieces = _split(take)
+            for i, n in enumerate(pieces):
+                dur = "" if n == 1 else str(n)
+                if midi is None:
+                    bar.append(f"z{dur}")
+                else:
+                    letter, alt, octave = spell(int(midi), kalt, prefer_sharps)
+                    cur_alt = state.get((letter, octave), kalt[letter])
+                    acc = ""
+                    if alt != cur_alt or letter in altered_letters:
+                        acc = {1: "^", -1: "_", 0: "="}[alt]
+                        state[(letter, octave)] = alt
+                        if alt != kalt[letter]:
+                            altered_letters.add(letter)
+                    tie = "-" if (i < len(pieces) - 1 or remaining - take > 0) else ""
+                    bar.append(f"{acc}{_pitch_text(letter, octave)}{dur}{tie}")
+            cur += take
+            remaining -= take
+            if cur % bar_units == 0:
+                close_bar()
+    if bar:
+        close_bar()
+    body = []
+    for i in range(0, len(lines), 4):
+        chunk = lines[i : i + 4]
+        body.append(" | ".join(chunk) + (" |]" if i + 4 >= len(lines) else " |"))
+    return "\n".join(header + body) + "\n"
+
+
+def abc_notes(abc: str) -> list[tuple[float, float, int]]:
+    """Parse ABC with music21 and return ``(onset_qL, duration_qL, midi)`` of its notes (ties merged).
+
+    Raises
+    ------
+    ValueError
+        When music21 cannot parse the text.
+    """
+    import music21
+
+    try:
+        score = music21.converter.parse(abc, format="abc")
+    except Exception as exc:  # music21 raises several unrelated classes
+        raise ValueError(f"music21 could not parse the ABC: {exc}") from exc
+    out = []
+    for n in score.stripTies().flatten().notes:
+        if n.isNote:
+            out.append((float(n.offset), float(n.quarterLength), int(n.pitch.midi)))
+    return out

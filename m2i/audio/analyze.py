@@ -1,0 +1,198 @@
+"""The analyze stage: one clip of PCM in, the full feature record and its ABC out.
+
+:func:`analyze_clip` is a top-level, picklable, pure function: the runner calls it in a
+``ProcessPoolExecutor``. librosa's numba kernels are cached on disk (``NUMBA_CACHE_DIR``, set to
+``~/.cache/m2i/numba`` when unset and librosa's own folder is read-only), so a fresh worker
+process does not spend seconds compiling them again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from m2i.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain Python numbers/lists/dicts only (the result is stored as JSON)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return [_jsonable(v) for v in value.tolist()]
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        return round(float(value), 4)
+    return value
+
+
+def ensure_numba_cache() -> None:
+    """Point numba's cache at a writable folder before librosa is imported."""
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return
+    try:
+        import importlib.util
+
+        spec = importlib.util.find_spec("librosa")
+        pkg = Path(spec.origin).parent if spec and spec.origin else None
+    except (ImportError, ValueError):
+        pkg = None
+    if pkg is not None and os.access(pkg, os.W_OK):
+        return
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "m2i" / "numba"
+    cache.mkdir(parents=True, exist_ok=True)
+    os.environ["NUMBA_CACHE_DIR"] = str(cache)
+
+
+def analyze_clip(pcm: np.ndarray, sr: int = 16000, *, settings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Compute the eight musical features and an ABC transcription of one clip.
+
+    Parameters
+    ----------
+    pcm : np.ndarray [shape=(n,)]
+        Mono samples in [-1, 1]; resampled to 16 kHz when ``sr`` differs.
+    sr : int > 0
+        Sample rate of ``pcm``.
+    settings : dict or None
+        Overrides of :data:`m2i.audio.features.DEFAULTS`, plus ``"spectrogram": True`` to add a
+        text summary of the mel spectrogram and ``"title"`` for the ABC ``T:`` field.
+
+    Returns
+    -------
+    dict
+        ``{"features": {...}, "abc": str, "duration_s": float}``; the features follow the full
+        form documented in :mod:`m2i.features`, with a ``confidence`` entry for all eight names.
+
+    Raises
+    ------
+    InputError
+        The clip is not finite, shorter than 1 s, silent or not mono.
+
+    Examples
+    --------
+    >>> t = np.arange(32000) / 16000
+    >>> out = analyze_clip((0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32))
+    >>> sorted(out)
+    ['abc', 'duration_s', 'features']
+    """
+    from m2i.audio.datasets import SR, check_pcm, to_mono_16k
+
+    if not isinstance(sr, (int, np.integer)) or sr <= 0:
+        raise InputError(f"sample rate {sr!r} is not a positive integer; pass the clip's rate in Hz.")
+    arr = np.asarray(pcm)
+    if arr.ndim == 2 and min(arr.shape) <= 8:
+        raise InputError(f"the clip has shape {arr.shape} (several channels); mix it to mono first.")
+    problem = check_pcm(arr, int(sr))
+    if problem:
+        raise InputError(problem[0].upper() + problem[1:])
+    y = to_mono_16k(arr, int(sr)) if sr != SR else np.asarray(arr, dtype=np.float32)
+    peak = float(np.max(np.abs(y)))
+    if peak > 1.0:
+        y = y / peak
+    ensure_numba_cache()
+    from m2i.audio import features as F
+    from m2i.audio.abc import notes_to_abc
+
+    s = dict(settings or {})
+    t0 = time.perf_counter()
+    a = F.prepare(y, s)
+    key = F.estimate_key(a)
+    beats = F.estimate_beats(a)
+    meter = F.estimate_meter(a, beats["beat_frames"], beats["tempo"])
+    chords = F.estimate_chords(a, beats["beat_frames"])
+    prog = F.progression(chords["segments"], key["tonic_pc"], key["mode"])
+    track = F.melody_track(a)
+    notes = F.melody_notes(a, track)
+    shape = F.contour(track, notes)
+    dyn = F.dynamics(a)
+    md = F.mood(
+        mode=key["mode"],
+        mode_conf=key["confidence"],
+        tempo=beats["tempo"],
+        loudness_db=dyn["loudness_db"],
+        brightness_hz=F.brightness(a),
+        onset_rate=F.onset_rate(a),
+    )
+    abc = notes_to_abc(
+        notes,
+        beats=np.asarray(beats["beats"]),
+        tempo=beats["tempo"],
+        meter=meter["time_signature"],
+        tonic=key["key"],
+        mode=key["mode"],
+        downbeat=meter["downbeat"],
+        title=str(s.get("title") or "m2i transcription"),
+    )
+    features: dict[str, Any] = {
+        "key": key["key"],
+        "tonality": key["mode"],
+        "key_runner_up": key["runner_up"],
+        "tempo": beats["tempo"],
+        "beats": beats["beats"],
+        "time_signature": meter["time_signature"],
+        "mood": {k: md[k] for k in ("valence", "arousal", "words")},
+        "melody_contour": {k: shape[k] for k in ("shape", "range_semitones")},
+        "harmonic_progression": prog,
+        "dynamic_intensity": {k: dyn[k] for k in ("label", "loudness_db", "range_db", "trend")},
+        "chords": chords["segments"],
+        "melody_notes": [[on, off, p] for on, off, p in notes],
+        "confidence": {
+            "key": key["confidence"],
+            "tonality": key["confidence"],
+            "tempo": beats["confidence"],
+            "time_signature": meter["confidence"],
+            "mood": md["confidence"],
+            "melody_contour": shape["confidence"],
+            "harmonic_progression": chords["confidence"],
+            "dynamic_intensity": dyn["confidence"],
+        },
+    }
+    if s.get("spectrogram"):
+        from m2i.audio.spectrogram import summarize
+
+        features["spectrogram"] = summarize(y, SR)
+    logger.debug("analysed %.1f s clip in %.3f s", a.duration_s, time.perf_counter() - t0)
+    return {"features": _jsonable(features), "abc": abc, "duration_s": round(float(y.size / SR), 3)}
+
+
+def analyze_file(path: str | Path, *, settings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Analyse an audio file (or the first clip of a .npy) in the ``m2i analyze --json`` shape.
+
+    Parameters
+    ----------
+    path : str or Path
+        An audio file (wav, flac, ogg, mp3) or a .npy; files longer than 10 s are analysed on
+        their first 10 s window.
+
+    Returns
+    -------
+    dict
+        ``{"file": str, "features": {...}, "abc": str, "duration_s": float}``.
+
+    Raises
+    ------
+    InputError
+        The file is missing, unreadable, or its audio is unusable.
+    """
+    from m2i.audio.datasets import load_dataset
+
+    clips = load_dataset(path)
+    clip = next(iter(clips), None)
+    if clip is None:
+        raise InputError(f"{path} holds no audio; supply a file with at least 1 s of sound.")
+    if clip.error or clip.pcm is None:
+        raise InputError(f"{path}: {clip.error}")
+    out = analyze_clip(clip.pcm, 16000, settings=settings)
+    return {"file": str(path), **out}

@@ -1,0 +1,472 @@
+"""Dataset loaders: every input becomes 16 kHz mono float32 clips.
+
+Accepted inputs for :func:`load_dataset`:
+
+- the annotation file users already have (``label_data_with_16kHz_audio.npy``): a numpy object
+  array of dicts with ``audio``, ``style`` and ``audio_meta``. It needs pickle, so it is read
+  with a restricted unpickler (:func:`safe_load_npy`) that accepts numpy arrays and plain
+  containers only; a crafted file cannot run code.
+- a plain numeric ``.npy`` array, ``[N, T]`` (N clips) or ``[T]`` (one signal), assumed 16 kHz;
+- an audio file (wav, flac, ogg, mp3) or a folder of them (searched recursively); long files
+  are sliced into ``clip_s`` windows every ``hop_s`` seconds;
+- the string ``"demo"``: the clips bundled in ``m2i/data/demo``.
+
+A bad clip never stops the iteration: it is yielded as a :class:`Clip` whose ``error`` says what
+is wrong, and the ingest stage stores it as a failed sample. Only an unusable *path* (missing,
+empty folder, not audio at all, a pickle that tries to load code) raises :class:`InputError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import pickle
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from m2i.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+SR = 16000
+"""Sample rate of every clip m2i stores and analyses."""
+
+MIN_CLIP_S = 1.0
+"""Clips shorter than this are rejected."""
+
+SILENCE_DBFS = -60.0
+"""A clip whose RMS level is below this is treated as silence."""
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".oga", ".aif", ".aiff")
+
+DEMO_DIR = Path(__file__).resolve().parent.parent / "data" / "demo"
+
+
+@dataclass
+class Clip:
+    """One clip of audio ready to ingest.
+
+    Attributes
+    ----------
+    source : str
+        Where it came from: the file path, plus ``#index`` (row of a .npy) or ``@start_s``
+        (slice of a long file).
+    meta : dict
+        ``audio_meta`` of the annotation file, or sample-rate/channel/file information.
+    pcm : np.ndarray [shape=(n,), dtype=float32] or None
+        Mono 16 kHz samples in [-1, 1]; ``None`` when the clip is bad.
+    error : str or None
+        One sentence saying why the clip cannot be used; ``None`` for a good clip.
+    """
+
+    source: str
+    meta: dict[str, Any] = field(default_factory=dict)
+    pcm: np.ndarray | None = None
+    error: str | None = None
+
+
+def pcm_sha256(pcm: np.ndarray) -> str:
+    """Content hash of a clip: SHA-256 of its float32 little-endian bytes.
+
+    Parameters
+    ----------
+    pcm : np.ndarray [shape=(n,)]
+        Mono samples; converted to float32 little-endian before hashing.
+
+    Returns
+    -------
+    str
+        64 hex digits.
+
+    Examples
+    --------
+    >>> len(pcm_sha256(np.zeros(16000, dtype=np.float32)))
+    64
+    """
+    data = np.ascontiguousarray(np.asarray(pcm, dtype="<f4"))
+    return hashlib.sha256(data.tobytes()).hexdigest()
+
+
+# --------------------------------------------------------------------------- safe .npy loading
+
+_ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {}
+
+
+def _allowed() -> dict[tuple[str, str], Any]:
+    """The only globals an annotation pickle may name: numpy arrays, dtypes, scalars, containers."""
+    if not _ALLOWED_GLOBALS:
+        import builtins
+        import collections
+        import codecs
+
+        reconstruct = np.ndarray.__reduce__(np.zeros(1))[0]
+        scalar = np.float64(0).__reduce__()[0]
+        for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
+            _ALLOWED_GLOBALS[(mod, "_reconstruct")] = reconstruct
+            _ALLOWED_GLOBALS[(mod, "scalar")] = scalar
+        _ALLOWED_GLOBALS[("numpy", "ndarray")] = np.ndarray
+        _ALLOWED_GLOBALS[("numpy", "dtype")] = np.dtype
+        for name in dir(np.dtypes):
+            if name.endswith("DType"):
+                _ALLOWED_GLOBALS[("numpy.dtypes", name)] = getattr(np.dtypes, name)
+        for name in ("list", "dict", "tuple", "set", "frozenset", "bytearray", "complex"):
+            _ALLOWED_GLOBALS[("builtins", name)] = getattr(builtins, name)
+            _ALLOWED_GLOBALS[("__builtin__", name)] = getattr(builtins, name)
+        _ALLOWED_GLOBALS[("collections", "OrderedDict")] = collections.OrderedDict
+        _ALLOWED_GLOBALS[("_codecs", "encode")] = codecs.encode
+    return _ALLOWED_GLOBALS
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Unpickler that resolves only numpy arrays, dtypes and plain containers."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        obj = _allowed().get((module, name))
+        if obj is None:
+            raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed")
+        return obj
+
+
+def safe_load_npy(path: str | Path) -> np.ndarray:
+    """Load a ``.npy`` file; object arrays go through a restricted unpickler.
+
+    Parameters
+    ----------
+    path : str or Path
+        A ``.npy`` file (numeric, or an object array of dicts/arrays/strings).
+
+    Returns
+    -------
+    np.ndarray
+
+    Raises
+    ------
+    InputError
+        When the file is not a valid .npy file, or its pickle names anything other than numpy
+        arrays and plain containers (such a file could run code when loaded).
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+            else:
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+            if not dtype.hasobject:
+                fh.seek(0)
+                return np.load(fh, allow_pickle=False)
+            try:
+                obj = _RestrictedUnpickler(fh).load()
+            except (pickle.UnpicklingError, AttributeError, ImportError) as exc:
+                raise InputError(
+                    f"{path} contains pickled code or objects other than numpy arrays and plain "
+                    f"containers ({exc}); refusing to load it: re-save it with plain arrays and dicts."
+                ) from exc
+    except InputError:
+        raise
+    except (OSError, ValueError, EOFError, pickle.UnpicklingError) as exc:
+        raise InputError(f"{path} is not a readable .npy file ({exc}); check that it is complete.") from exc
+    if not isinstance(obj, np.ndarray):
+        obj = np.asarray(obj, dtype=object)
+    return obj
+
+
+# --------------------------------------------------------------------------- clip checks
+
+
+def to_mono_16k(y: np.ndarray, sr: int) -> np.ndarray:
+    """Convert samples to mono float32 at 16 kHz (soxr, high quality).
+
+    Parameters
+    ----------
+    y : np.ndarray [shape=(n,) or (n, channels)]
+        Samples; integer types are scaled to [-1, 1].
+    sr : int > 0
+        Their sample rate.
+
+    Returns
+    -------
+    np.ndarray [shape=(m,), dtype=float32]
+    """
+    y = np.asarray(y)
+    if y.dtype.kind in "iu":
+        info = np.iinfo(y.dtype)
+        if y.dtype.kind == "u":
+            y = (y.astype(np.float64) - (info.max + 1) / 2) / ((info.max + 1) / 2)
+        else:
+            y = y.astype(np.float64) / float(-info.min)
+    y = y.astype(np.float64, copy=False)
+    if y.ndim == 2:
+        y = y.mean(axis=1)
+    if sr != SR:
+        import soxr
+
+        y = soxr.resample(y, sr, SR, quality="HQ")
+    return np.ascontiguousarray(y, dtype=np.float32)
+
+
+def check_pcm(pcm: np.ndarray, sr: int = SR) -> str | None:
+    """Return one sentence saying why a clip is unusable, or ``None`` when it is fine.
+
+    Checks, in order: numeric, one-dimensional, finite (no NaN/inf), at least
+    :data:`MIN_CLIP_S` long, and louder than :data:`SILENCE_DBFS`.
+    """
+    a = np.asarray(pcm)
+    if a.dtype.kind not in "fiu":
+        return f"the clip holds {a.dtype} values, not audio samples; supply numeric PCM."
+    if a.ndim != 1:
+        return f"the clip has shape {a.shape}, not one mono signal; supply a 1-D array."
+    if a.size == 0:
+        return "the clip is empty; supply at least 1 s of audio."
+    if not np.all(np.isfinite(a)):
+        bad = int(np.count_nonzero(~np.isfinite(a)))
+        return f"the clip contains {bad} NaN or infinite samples; repair or drop it."
+    dur = a.size / float(sr)
+    if dur < MIN_CLIP_S:
+        return f"the clip is {dur:.2f} s long, shorter than {MIN_CLIP_S:g} s; supply longer audio."
+    rms = float(np.sqrt(np.mean(np.square(a.astype(np.float64)))))
+    level = 20 * np.log10(rms) if rms > 0 else -np.inf
+    if level < SILENCE_DBFS:
+        return f"the clip is silent (RMS {level:.0f} dBFS, below {SILENCE_DBFS:.0f} dBFS); drop it."
+    return None
+
+
+def _make_clip(source: str, pcm: np.ndarray | None, meta: dict[str, Any], sr: int = SR) -> Clip:
+    try:
+        arr = np.asarray(pcm)
+        if arr.dtype.kind not in "fiu":
+            return Clip(source, meta, None, check_pcm(arr))
+        if arr.ndim == 2 and min(arr.shape) <= 8:  # (n, ch) or (ch, n) stereo in an array
+            arr = arr if arr.shape[1] <= 8 else arr.T
+            meta = {**meta, "channels": int(arr.shape[1])}
+        if arr.ndim == 2 or sr != SR or arr.dtype.kind in "iu":
+            problem = None if arr.ndim <= 2 else "bad shape"
+            if problem is None:
+                if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+                    return Clip(source, meta, None, check_pcm(arr.reshape(-1), sr))
+                arr = to_mono_16k(arr, sr)
+        arr = np.asarray(arr, dtype=np.float32)
+    except (ValueError, TypeError) as exc:
+        return Clip(source, meta, None, f"the clip cannot be read as audio samples ({exc}); check its format.")
+    err = check_pcm(arr)
+    if err:
+        return Clip(source, meta, None, err)
+    peak = float(np.max(np.abs(arr)))
+    if peak > 1.0:  # int-scaled floats or clipped renders: normalise rather than distort
+        arr = arr / peak
+        meta = {**meta, "rescaled_from_peak": round(peak, 4)}
+    return Clip(source, meta, np.ascontiguousarray(arr, dtype=np.float32), None)
+
+
+def _plain(value: Any) -> Any:
+    """Make annotation metadata JSON-serialisable."""
+    if isinstance(value, np.ndarray):
+        return [_plain(v) for v in value.tolist()] if value.ndim else _plain(value.item())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def _iter_npy(path: Path) -> Iterator[Clip]:
+    arr = safe_load_npy(path)
+    if arr.dtype.hasobject:
+        items = arr.reshape(-1) if arr.ndim else [arr.item()]
+        if len(items) == 0:
+            raise InputError(f"{path} holds no clips; supply a non-empty array.")
+        if not any(isinstance(it, dict) or isinstance(it, np.ndarray) for it in items):
+            raise InputError(
+                f"{path} holds {type(items[0]).__name__} objects, not audio; supply an array of clips "
+                "or of dicts with an 'audio' entry."
+            )
+        for i, item in enumerate(items):
+            source = f"{path}#{i}"
+            if isinstance(item, dict):
+                meta = _plain(item.get("audio_meta") or {})
+                if not isinstance(meta, dict):
+                    meta = {"audio_meta": meta}
+                if "audio" not in item:
+                    yield Clip(source, meta, None, "the entry has no 'audio' field; add the 16 kHz samples.")
+                    continue
+                yield _make_clip(source, item["audio"], meta)
+            elif isinstance(item, np.ndarray):
+                yield _make_clip(source, item, {"sr": SR})
+            else:
+                yield Clip(source, {}, None, f"the entry is a {type(item).__name__}, not audio; drop it.")
+        return
+    if arr.dtype.kind not in "fiu":
+        raise InputError(f"{path} holds {arr.dtype} values, not audio samples; supply a numeric array.")
+    if arr.ndim == 1:
+        yield from _slices(str(path), arr, SR, {"sr": SR, "n_samples": int(arr.size)}, clip_s=None)
+        return
+    if arr.ndim != 2:
+        raise InputError(f"{path} has shape {arr.shape}; supply [N, T] clips or one [T] signal.")
+    if arr.shape[0] == 0:
+        raise InputError(f"{path} holds no clips; supply a non-empty array.")
+    for i in range(arr.shape[0]):
+        yield _make_clip(f"{path}#{i}", arr[i], {"sr": SR})
+
+
+def _slices(
+    source: str, y: np.ndarray, sr: int, meta: dict[str, Any], *, clip_s: float | None, hop_s: float = 10.0
+) -> Iterator[Clip]:
+    """Cut a signal into windows (``clip_s`` None: the whole signal is one clip)."""
+    n = y.shape[0]
+    if clip_s is None or n <= int(round((clip_s + 0.5) * sr)):
+        yield _make_clip(source if clip_s is None else f"{source}@0", y, meta, sr)
+        return
+    win = int(round(clip_s * sr))
+    hop = max(1, int(round(hop_s * sr)))
+    start = 0
+    while start < n:
+        seg = y[start : start + win]
+        if seg.shape[0] < int(MIN_CLIP_S * sr) and start > 0:
+            break  # a short tail after full windows is dropped, not reported
+        yield _make_clip(f"{source}@{start / sr:g}", seg, {**meta, "start_s": round(start / sr, 3)}, sr)
+        if start + win >= n:
+            break
+        start += hop
+
+
+def _read_audio(path: Path) -> tuple[np.ndarray, int, dict[str, Any]]:
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(path))
+        y, sr = sf.read(str(path), dtype="float64", always_2d=True)
+        meta = {
+            "file": str(path),
+            "sr": int(sr),
+            "channels": int(info.channels),
+            "subtype": str(info.subtype),
+            "format": str(info.format),
+        }
+        if info.frames and y.shape[0] < info.frames * 0.98:
+            raise RuntimeError(f"only {y.shape[0]} of {info.frames} frames could be read")
+        return (y[:, 0] if y.shape[1] == 1 else y), int(sr), meta
+    except Exception as exc:  # soundfile raises LibsndfileError/RuntimeError; fall back to librosa
+        if path.suffix.lower() not in (".mp3",):
+            raise RuntimeError(str(exc)) from exc
+    import warnings
+
+    import librosa
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        y, sr = librosa.load(str(path), sr=None, mono=False)
+    y = np.asarray(y)
+    meta = {"file": str(path), "sr": int(sr), "channels": 1 if y.ndim == 1 else int(y.shape[0])}
+    return (y if y.ndim == 1 else y.T), int(sr), meta
+
+
+def _iter_audio_file(path: Path, *, clip_s: float, hop_s: float) -> Iterator[Clip]:
+    try:
+        y, sr, meta = _read_audio(path)
+    except Exception as exc:
+        yield Clip(str(path), {"file": str(path)}, None,
+                   f"{path.name} could not be decoded ({str(exc).strip()[:160]}); it is corrupt or truncated.")
+        return
+    if y.ndim == 2 and not np.all(np.isfinite(y)):
+        yield Clip(str(path), meta, None, check_pcm(y.reshape(-1), sr))
+        return
+    if y.ndim == 2:
+        y = y.mean(axis=1)
+    if not np.all(np.isfinite(y)):
+        yield Clip(str(path), meta, None, check_pcm(y, sr))
+        return
+    y16 = to_mono_16k(y, sr) if sr != SR else y.astype(np.float32)
+    yield from _slices(str(path), y16, SR, meta, clip_s=clip_s, hop_s=hop_s)
+
+
+def _iter_demo() -> Iterator[Clip]:
+    index = DEMO_DIR / "clips.json"
+    if not index.exists():
+        raise InputError(f"the demo clips are missing from {DEMO_DIR}; reinstall m2i.")
+    entries = json.loads(index.read_text())
+    for entry in entries:
+        path = DEMO_DIR / entry["file"]
+        for clip in _iter_audio_file(path, clip_s=10.0, hop_s=10.0):
+            clip.source = f"demo:{entry['file']}"
+            clip.meta = {**clip.meta, **{k: v for k, v in entry.items() if k != "file"}}
+            clip.meta.pop("file", None)
+            yield clip
+
+
+def load_dataset(path: str | Path, *, clip_s: float = 10.0, hop_s: float = 10.0) -> Iterator[Clip]:
+    """Yield the clips of a dataset, 16 kHz mono float32, bad clips flagged not raised.
+
+    Parameters
+    ----------
+    path : str or Path
+        A ``.npy`` file, an audio file, a folder of audio files (recursive), or ``"demo"``.
+    clip_s : float > 0
+        Window length for slicing long audio files, in seconds.
+    hop_s : float > 0
+        Hop between windows, in seconds (``hop_s < clip_s`` overlaps them).
+
+    Yields
+    ------
+    Clip
+        In a stable order (files sorted by path).
+
+    Raises
+    ------
+    InputError
+        The path is missing, an empty folder, not audio at all, or a pickle that names code.
+
+    Examples
+    --------
+    >>> clips = list(load_dataset("demo"))
+    >>> clips[0].pcm.dtype
+    dtype('float32')
+    """
+    if clip_s <= 0 or hop_s <= 0:
+        raise InputError(f"clip_s={clip_s} and hop_s={hop_s} must both be positive seconds.")
+    if str(path) == "demo":
+        yield from _iter_demo()
+        return
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise InputError(f"{p} does not exist; give a .npy file, an audio file, a folder or 'demo'.")
+    if p.is_dir():
+        files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in AUDIO_EXTENSIONS)
+        npys = sorted(f for f in p.rglob("*.npy") if f.is_file())
+        if not files and not npys:
+            raise InputError(f"{p} contains no audio files ({', '.join(AUDIO_EXTENSIONS)}) or .npy files.")
+        for f in sorted(files + npys):
+            if f.suffix.lower() == ".npy":
+                try:
+                    yield from _iter_npy(f)
+                except InputError as exc:
+                    yield Clip(str(f), {"file": str(f)}, None, str(exc))
+            else:
+                yield from _iter_audio_file(f, clip_s=clip_s, hop_s=hop_s)
+        return
+    if p.suffix.lower() == ".npy":
+        yield from _iter_npy(p)
+        return
+    if p.suffix.lower() in AUDIO_EXTENSIONS:
+        clips = list(_iter_audio_file(p, clip_s=clip_s, hop_s=hop_s))
+        yield from clips
+        return
+    raise InputError(
+        f"{p} is not a .npy file, an audio file ({', '.join(AUDIO_EXTENSIONS)}) or a folder; "
+        "convert it first."
+    )
+
+
+__all__ = ["Clip", "SR", "check_pcm", "load_dataset", "pcm_sha256", "safe_load_npy", "to_mono_16k"]
