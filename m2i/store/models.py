@@ -25,7 +25,8 @@ SQLModel.metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    """Timezone-aware UTC now (stored as UTC on every database)."""
+    return datetime.now(timezone.utc)
 
 
 class Status(str, enum.Enum):

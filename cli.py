@@ -1,0 +1,402 @@
+"""The m2i command line. ``m2i ...`` and ``python cli.py ...`` are the same program.
+
+Every command takes ``--db PATH`` (or ``M2I_DB``; default ``./m2i.db``). Errors a user can cause
+print one sentence and exit 1; they never show a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from m2i.errors import InputError, M2IError
+
+app = typer.Typer(
+    name="m2i",
+    help="Music to image: features, LLM visual prompts, creativity scores and images, in a resumable run store.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+    rich_markup_mode=None,
+)
+
+DbOpt = Annotated[str | None, typer.Option("--db", help="Database path or URL (default $M2I_DB or ./m2i.db).")]
+RunOpt = Annotated[str | None, typer.Option("--run", help="Run id or name (default: the newest run).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+StageOpt = Annotated[str | None, typer.Option("--stage", help="analyze, generate, score or render.")]
+
+log = logging.getLogger("m2i")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _setup_logging(verbose: bool = False) -> None:
+    level = logging.DEBUG if verbose else logging.INFO
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    logging.getLogger("m2i").setLevel(level)
+    for noisy in ("httpx", "httpcore", "anthropic", "openai", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _db(db: str | None) -> str | None:
+    return db if db is not None else os.environ.get("M2I_DB")
+
+
+def _open(db: str | None, *, readonly: bool = False, create: bool = False):
+    from m2i.store import open_store
+
+    return open_store(_db(db), readonly=readonly, create=create)
+
+
+def _run_of(store, run: str | None) -> dict[str, Any]:
+    from m2i.store import ops
+
+    r = ops.get_run(store, run)
+    if r is None:
+        if run is None:
+            raise InputError("This database has no run yet; start one with `m2i run`.")
+        raise InputError(f"No run {run!r} in this database; `m2i status` lists the runs.")
+    return r
+
+
+def _echo_json(obj: Any) -> None:
+    typer.echo(json.dumps(obj, ensure_ascii=False, default=str))
+
+
+def _console():
+    from rich.console import Console
+
+    return Console()
+
+
+# --------------------------------------------------------------------------- init / ingest
+
+
+@app.command()
+def init(db: DbOpt = None) -> None:
+    """Create an empty run store (or upgrade an older one to the current schema)."""
+    store = _open(db, create=True)
+    typer.echo(f"m2i database ready at {store.path or store.url}")
+
+
+def _settings(flags: dict[str, Any], config: str | None = None):
+    from m2i.config import load_settings
+
+    return load_settings(flags, config_path=config)
+
+
+def _get_or_create_run(store, settings, *, new: bool = False) -> dict[str, Any]:
+    from m2i.store import ops
+
+    run = None if new else ops.get_run(store, settings.run_name)
+    if run is None:
+        name = settings.run_name or time.strftime("run-%Y%m%d-%H%M%S")
+        run_id = ops.create_run(store, name=name, config=settings.run_config())
+        run = ops.get_run(store, run_id)
+    return run  # type: ignore[return-value]
+
+
+def _ingest(store, run: dict[str, Any], dataset: str, *, samples: int | None, clip_s: float, hop_s: float) -> dict:
+    from m2i.audio.datasets import load_dataset
+    from m2i.store import ops
+
+    clips = load_dataset(dataset, clip_s=clip_s, hop_s=hop_s)
+    return ops.add_samples(store, int(run["id"]), clips, limit=samples)
+
+
+@app.command()
+def ingest(
+    dataset: Annotated[str, typer.Argument(help="A .npy file, a folder of audio files, an audio file, or 'demo'.")],
+    db: DbOpt = None,
+    run: RunOpt = None,
+    samples: Annotated[int | None, typer.Option("--samples", help="Keep at most N clips in the run.")] = None,
+    hop: Annotated[float | None, typer.Option("--hop", help="Hop between 10 s windows of long files (s).")] = None,
+    config: Annotated[str | None, typer.Option("--config", help="m2i.toml to read.")] = None,
+) -> None:
+    """Add clips to a run (identified by content hash: ingesting twice adds nothing)."""
+    settings = _settings({"run_name": run, "samples": samples, "hop_s": hop, "dataset": dataset}, config)
+    store = _open(db, create=True)
+    r = _get_or_create_run(store, settings)
+    counts = _ingest(store, r, dataset, samples=settings.samples, clip_s=settings.clip_s, hop_s=settings.hop_s)
+    typer.echo(
+        f"run {r['name']}: {counts['added']} clip(s) added, {counts['failed']} bad clip(s) recorded as failed, "
+        f"{counts['skipped']} already present"
+    )
+
+
+# --------------------------------------------------------------------------- run
+
+
+@app.command()
+def run(
+    dataset: Annotated[str | None, typer.Option("--dataset", help="Audio to add first: .npy, folder, file or 'demo'.")] = None,
+    db: DbOpt = None,
+    run_name: Annotated[str | None, typer.Option("--run", help="Run name or id to continue (default: the newest).")] = None,
+    new: Annotated[bool, typer.Option("--new", help="Start a new run even if one exists.")] = False,
+    samples: Annotated[int | None, typer.Option("--samples", help="Only the first N clips (a quick test).")] = None,
+    llm: Annotated[str | None, typer.Option("--llm", help="local, anthropic, ollama or openai.")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="The LLM's model id.")] = None,
+    base_url: Annotated[str | None, typer.Option("--base-url", help="Server URL for ollama/openai providers.")] = None,
+    batch: Annotated[bool | None, typer.Option("--batch/--no-batch", help="Anthropic Message Batches (half price).")] = None,
+    images: Annotated[str | None, typer.Option("--images", help="auto, sdxl or preview.")] = None,
+    image_model: Annotated[str | None, typer.Option("--image-model", help="SDXL model id or local path.")] = None,
+    width: Annotated[int | None, typer.Option("--width")] = None,
+    height: Annotated[int | None, typer.Option("--height")] = None,
+    steps: Annotated[int | None, typer.Option("--steps")] = None,
+    guidance: Annotated[float | None, typer.Option("--guidance")] = None,
+    refiner: Annotated[str | None, typer.Option("--refiner", help="SDXL refiner model id or path.")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="auto, cuda, cuda:1, mps or cpu.")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Images per SDXL call.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="Render at most N images in this run.")] = None,
+    stages: Annotated[str | None, typer.Option("--stages", help="Comma-separated stages to run (default all).")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Run seed (prompt and image seeds derive from it).")] = None,
+    out: Annotated[str | None, typer.Option("--out", help="Output folder for images and exports.")] = None,
+    config: Annotated[str | None, typer.Option("--config", help="m2i.toml to read.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run the pipeline until no work is left; run it again to continue where it stopped.
+
+    With no arguments: the bundled demo clips, the embedded local LLM and the best image
+    backend available here, into ./m2i.db.
+    """
+    _setup_logging(verbose)
+    flags = {
+        "dataset": dataset, "run_name": run_name, "samples": samples, "llm": llm, "model": model,
+        "base_url": base_url, "batch": batch, "images": images, "image_model": image_model, "width": width,
+        "height": height, "steps": steps, "guidance": guidance, "refiner": refiner, "device": device,
+        "batch_size": batch_size, "limit": limit, "seed": seed, "out_dir": out,
+        "stages": [s.strip() for s in stages.split(",") if s.strip()] if stages else None,
+    }
+    settings = _settings(flags, config)
+    from m2i.pipeline import run_pipeline
+
+    result = run_pipeline(
+        settings, db=_db(db), new_run=new, explicit={k for k, v in flags.items() if v is not None},
+        progress=_make_progress(),
+    )
+    for line in result.get("summary", []):
+        typer.echo(line)
+    if result.get("interrupted"):
+        typer.echo("stopped; run `m2i run` again to continue")
+
+
+def _make_progress():
+    """A progress callback: rich bars on a terminal, plain log lines otherwise."""
+    from m2i.store.ops import STAGE_ORDER
+
+    if sys.stderr.isatty():
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        progress = Progress(
+            TextColumn("{task.description:<9}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[detail]}"), TimeRemainingColumn(), transient=False,
+        )
+        tasks: dict[str, int] = {}
+
+        def update(counts: dict[str, dict[str, int]]) -> None:
+            if not progress.live.is_started:
+                progress.start()
+            for stage in STAGE_ORDER:
+                c = counts[stage]
+                total = sum(c.values())
+                finished = c["done"] + c["failed"] + c["cancelled"]
+                detail = f"running {c['running']}  failed {c['failed']}"
+                if stage not in tasks:
+                    tasks[stage] = progress.add_task(stage, total=total or None, detail=detail)
+                progress.update(tasks[stage], total=total or None, completed=finished, detail=detail)
+
+        update.stop = progress.stop  # type: ignore[attr-defined]
+        return update
+
+    last = {"t": 0.0, "line": ""}
+
+    def plain(counts: dict[str, dict[str, int]]) -> None:
+        line = "  ".join(
+            f"{s} {counts[s]['done']}/{sum(counts[s].values())}"
+            + (f" ({counts[s]['failed']} failed)" if counts[s]["failed"] else "")
+            for s in STAGE_ORDER
+        )
+        now = time.monotonic()
+        if line != last["line"] and now - last["t"] >= 5.0:
+            log.info("progress: %s", line)
+            last.update(t=now, line=line)
+
+    plain.stop = lambda: None  # type: ignore[attr-defined]
+    return plain
+
+
+# --------------------------------------------------------------------------- status / control
+
+
+@app.command()
+def status(db: DbOpt = None, run: RunOpt = None, json_out: JsonOpt = False) -> None:
+    """Counts of pending / running / done / failed / cancelled rows per stage."""
+    from m2i.store import ops
+
+    store = _open(db, readonly=True)
+    runs = ops.list_runs(store)
+    if not runs:
+        if json_out:
+            _echo_json({"runs": []})
+        else:
+            typer.echo("no runs yet; start one with `m2i run`")
+        return
+    r = _run_of(store, run)
+    counts = ops.status_counts(store, int(r["id"]))
+    if json_out:
+        _echo_json({"run": {k: r[k] for k in ("id", "name", "paused", "cancelled", "created_at")},
+                    "config": r["config"], "stages": counts})
+        return
+    from rich.table import Table
+
+    cfg = r["config"] or {}
+    t = Table(title=f"run {r['id']} {r['name']}" + ("  [paused]" if r["paused"] else "") + ("  [cancelled]" if r["cancelled"] else ""))
+    t.add_column("stage")
+    for s in ("pending", "running", "done", "failed", "cancelled"):
+        t.add_column(s, justify="right")
+    for stage, c in counts.items():
+        t.add_row(stage, *(str(c[s]) for s in ("pending", "running", "done", "failed", "cancelled")))
+    con = _console()
+    con.print(t)
+    con.print(f"llm: {cfg.get('llm')} {cfg.get('model') or ''}   images: {cfg.get('images')}   runs in db: {len(runs)}")
+
+
+def _ids(ids: list[int] | None) -> list[int] | None:
+    return list(ids) if ids else None
+
+
+@app.command()
+def requeue(
+    db: DbOpt = None,
+    run: RunOpt = None,
+    stage: StageOpt = None,
+    failed: Annotated[bool, typer.Option("--failed/--all", help="Only failed rows (default), or cancelled too.")] = True,
+    id: Annotated[list[int] | None, typer.Option("--id", help="Row id (repeatable); needs --stage.")] = None,
+) -> None:
+    """Put failed rows back to pending (safe while a runner is working)."""
+    from m2i.store import ops
+
+    if id and not stage:
+        raise InputError("--id needs --stage (ids are per table), e.g. `m2i requeue --stage generate --id 12`.")
+    store = _open(db)
+    r = _run_of(store, run)
+    out = ops.requeue(store, run_id=int(r["id"]), stage=stage, ids=_ids(id), failed_only=failed)
+    typer.echo("requeued " + ", ".join(f"{k}: {v}" for k, v in out.items()))
+
+
+@app.command()
+def cancel(
+    db: DbOpt = None,
+    run: RunOpt = None,
+    stage: StageOpt = None,
+    id: Annotated[list[int] | None, typer.Option("--id", help="Row id (repeatable); needs --stage.")] = None,
+) -> None:
+    """Cancel pending and running work (the whole run, one stage, or rows by id)."""
+    from m2i.store import ops
+
+    if id and not stage:
+        raise InputError("--id needs --stage (ids are per table), e.g. `m2i cancel --stage render --id 3`.")
+    store = _open(db)
+    r = _run_of(store, run)
+    out = ops.cancel(store, run_id=int(r["id"]), stage=stage, ids=_ids(id))
+    typer.echo("cancelled " + ", ".join(f"{k}: {v}" for k, v in out.items()))
+
+
+@app.command()
+def pause(db: DbOpt = None, run: RunOpt = None) -> None:
+    """Pause a run: no new work is handed out; work in flight finishes."""
+    from m2i.store import ops
+
+    store = _open(db)
+    r = _run_of(store, run)
+    changed = ops.set_paused(store, int(r["id"]), True)
+    typer.echo(f"run {r['name']} paused" if changed else f"run {r['name']} was already paused")
+
+
+@app.command()
+def resume(db: DbOpt = None, run: RunOpt = None) -> None:
+    """Resume a paused run."""
+    from m2i.store import ops
+
+    store = _open(db)
+    r = _run_of(store, run)
+    changed = ops.set_paused(store, int(r["id"]), False)
+    typer.echo(f"run {r['name']} resumed" if changed else f"run {r['name']} was not paused")
+
+
+# --------------------------------------------------------------------------- sql
+
+
+@app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="One read-only SQL statement.")],
+    db: DbOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Run a read-only SQL query and print the result (writes are refused)."""
+    from m2i.store.sql import run_readonly_query
+
+    store = _open(db, readonly=True)
+    columns, rows = run_readonly_query(store, query)
+    if json_out:
+        for row in rows:
+            _echo_json(dict(zip(columns, row)))
+        return
+    from rich.table import Table
+
+    t = Table(show_lines=False)
+    for c in columns:
+        t.add_column(str(c))
+    for row in rows:
+        t.add_row(*("" if v is None else str(v) for v in row))
+    con = _console()
+    con.print(t)
+    con.print(f"{len(rows)} row(s)")
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry: run the Typer app and turn m2i errors into one sentence."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except M2IError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        raise SystemExit(130) from None
+    except Exception as exc:
+        import click
+
+        if isinstance(exc, click.exceptions.Exit):
+            raise SystemExit(exc.exit_code) from None
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            raise SystemExit(exc.exit_code) from None
+        if isinstance(exc, click.exceptions.Abort):
+            typer.echo("aborted", err=True)
+            raise SystemExit(1) from None
+        raise
+    except SystemExit:
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""Settings: defaults < ``m2i.toml`` < ``M2I_*`` environment < command-line flags.
+
+One flat :class:`Settings` model. ``m2i.toml`` (in the working folder, or ``--config PATH`` /
+``M2I_CONFIG``) holds the same names, optionally under a ``[m2i]`` table. Environment variables
+are the upper-cased names with an ``M2I_`` prefix (``M2I_LLM=ollama``, ``M2I_SAMPLES=10``). API
+keys are never settings: providers read them from their own environment variables, so they
+cannot reach the database, logs or exports.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from m2i.errors import ConfigError
+
+ENV_PREFIX = "M2I_"
+
+
+class ModeSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    mode: Literal["convergent", "divergent"]
+    count: int = Field(ge=0, le=20)
+    temperature: float = Field(ge=0.0, le=2.0)
+
+
+class Settings(BaseModel):
+    """Everything a run can be told. Run-level values are stored in ``run.config``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    db: str = "m2i.db"
+    run_name: str | None = None
+    dataset: str = "demo"
+    samples: int | None = Field(default=None, ge=1)
+    clip_s: float = Field(default=10.0, gt=0)
+    hop_s: float = Field(default=10.0, gt=0)
+    out_dir: str = "m2i-output"
+    seed: int = 0
+
+    # prompts
+    llm: str = "local"
+    model: str | None = None
+    base_url: str | None = None
+    convergent: int = Field(default=3, ge=0, le=20)
+    divergent: int = Field(default=2, ge=0, le=20)
+    convergent_temperature: float = Field(default=0.4, ge=0, le=2)
+    divergent_temperature: float = Field(default=0.8, ge=0, le=2)
+    max_tokens: int = Field(default=400, ge=16)
+    mel_summary: bool = False
+    batch: bool = False
+
+    # images
+    images: str = "auto"
+    image_model: str | None = None
+    width: int | None = Field(default=None, ge=64, le=4096)
+    height: int | None = Field(default=None, ge=64, le=4096)
+    steps: int | None = Field(default=None, ge=1, le=500)
+    guidance: float | None = Field(default=None, ge=0)
+    refiner: str | None = None
+    device: str = "auto"
+    batch_size: int = Field(default=1, ge=1, le=64)
+    limit: int | None = Field(default=None, ge=0)
+
+    # runner
+    stages: list[str] = Field(default_factory=lambda: ["analyze", "generate", "score", "render"])
+    max_attempts: int = Field(default=3, ge=1, le=100)
+    lease_s: float = Field(default=120.0, gt=1)
+    analyze_workers: int | None = Field(default=None, ge=1)
+    generate_concurrency: int | None = Field(default=None, ge=1)
+    score_batch: int = Field(default=256, ge=1)
+
+    def modes(self) -> list[dict[str, Any]]:
+        return [
+            {"mode": "convergent", "count": self.convergent, "temperature": self.convergent_temperature},
+            {"mode": "divergent", "count": self.divergent, "temperature": self.divergent_temperature},
+        ]
+
+    def run_config(self) -> dict[str, Any]:
+        """What a run records about itself (no paths of the invoking shell, no secrets)."""
+        keys = (
+            "dataset", "samples", "seed", "llm", "model", "base_url", "max_tokens", "mel_summary", "batch",
+            "images", "image_model", "width", "height", "steps", "guidance", "refiner", "device",
+            "batch_size", "limit", "max_attempts", "out_dir", "clip_s", "hop_s",
+        )
+        cfg = {k: getattr(self, k) for k in keys}
+        cfg["modes"] = self.modes()
+        return cfg
+
+
+RUN_KEYS = set(Settings().run_config()) - {"modes"}
+
+
+def _coerce_env(name: str, raw: str) -> Any:
+    field = Settings.model_fields[name]
+    ann = str(field.annotation)
+    if name == "stages":
+        return [s.strip() for s in raw.split(",") if s.strip()]
+    if "bool" in ann:
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    return raw
+
+
+def load_settings(
+    flags: dict[str, Any] | None = None,
+    *,
+    config_path: str | os.PathLike[str] | None = None,
+    environ: dict[str, str] | None = None,
+) -> Settings:
+    """Merge the four layers; ``flags`` holds only options the user actually gave (None = not given).
+
+    Raises
+    ------
+    ConfigError
+        A bad value, with the layer it came from.
+    """
+    env = os.environ if environ is None else environ
+    merged: dict[str, Any] = {}
+
+    path = Path(config_path or env.get("M2I_CONFIG") or "m2i.toml")
+    if path.exists():
+        try:
+            data = tomllib.loads(path.read_text())
+        except (tomllib.TOMLDecodeError, OSError) as exc:
+            raise ConfigError(f"{path} is not valid TOML ({exc}); fix or remove it.") from exc
+        data = data.get("m2i", data)
+        unknown = set(data) - set(Settings.model_fields)
+        if unknown:
+            raise ConfigError(f"{path} has unknown setting(s): {', '.join(sorted(unknown))}.")
+        merged.update(data)
+    elif config_path:
+        raise ConfigError(f"The config file {path} does not exist.")
+
+    for name in Settings.model_fields:
+        key = ENV_PREFIX + name.upper()
+        if key in env and env[key] != "":
+            merged[name] = _coerce_env(name, env[key])
+
+    for name, value in (flags or {}).items():
+        if value is not None:
+            merged[name] = value
+    try:
+        return Settings(**merged)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(f"Invalid setting {where}: {err['msg']} (got {err.get('input')!r}).") from exc

@@ -1,0 +1,114 @@
+"""One run of the pipeline, as ``m2i run`` and the Python API start it.
+
+:func:`run_pipeline` opens (or creates) the store, creates or continues a run, ingests the
+dataset, builds the stage adapters named by the settings and drives them with the
+:class:`~m2i.runner.Runner` until no work is left or a stop is requested.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from m2i.config import RUN_KEYS, Settings
+from m2i.errors import InputError
+from m2i.store import ops
+from m2i.store.engine import Store, open_store
+
+log = logging.getLogger(__name__)
+
+
+def prepare_run(
+    store: Store, settings: Settings, *, new_run: bool = False, explicit: set[str] | None = None
+) -> dict[str, Any]:
+    """Create a run, or continue the newest (or named) one.
+
+    A continued run keeps its recorded configuration; options given explicitly on this
+    invocation (``explicit``) replace the recorded values, and the change is logged as an event.
+    """
+    explicit = explicit or set()
+    run = None if new_run else ops.get_run(store, settings.run_name)
+    if run is None:
+        name = settings.run_name or time.strftime("run-%Y%m%d-%H%M%S")
+        run_id = ops.create_run(store, name=name, config=settings.run_config())
+        return ops.get_run(store, run_id)  # type: ignore[return-value]
+    cfg = dict(run["config"] or {})
+    fresh = settings.run_config()
+    changed = {k: fresh[k] for k in explicit & RUN_KEYS if cfg.get(k) != fresh[k]}
+    if changed:
+        cfg.update(changed)
+        ops.update_run_config(store, int(run["id"]), cfg)
+        ops.log_event(store, int(run["id"]), "settings changed: " + ", ".join(f"{k}={v!r}" for k, v in changed.items()))
+        run = ops.get_run(store, int(run["id"]))
+    return run  # type: ignore[return-value]
+
+
+def run_pipeline(
+    settings: Settings,
+    *,
+    db: str | None = None,
+    new_run: bool = False,
+    explicit: set[str] | None = None,
+    progress: Callable[[dict[str, dict[str, int]]], None] | None = None,
+    handle_signals: bool = True,
+) -> dict[str, Any]:
+    """Run (or continue) a run to completion; returns counts and summary lines."""
+    from m2i.runner import Runner, run_blocking
+    from m2i.stages import build_stages
+
+    for s in settings.stages:
+        if s not in ops.STAGE_ORDER:
+            raise InputError(f"Unknown stage {s!r} in --stages; choose from {', '.join(ops.STAGE_ORDER)}.")
+    store = open_store(db or settings.db, create=True)
+    try:
+        run = prepare_run(store, settings, new_run=new_run, explicit=explicit)
+        run_id = int(run["id"])
+        cfg = run["config"]
+        if "analyze" in settings.stages or (explicit and "dataset" in explicit):
+            counts0 = ops.status_counts(store, run_id)
+            if (explicit and "dataset" in explicit) or sum(counts0["analyze"].values()) == 0:
+                from m2i.audio.datasets import load_dataset
+
+                added = ops.add_samples(
+                    store, run_id, load_dataset(cfg.get("dataset") or settings.dataset,
+                                                clip_s=settings.clip_s, hop_s=settings.hop_s),
+                    limit=cfg.get("samples"),
+                )
+                log.info("ingest: %(added)d added, %(failed)d bad, %(skipped)d already present", added)
+        impls, notes = build_stages(store, run, settings.stages)
+        for note in notes:
+            log.info("%s", note)
+            ops.log_event(store, run_id, note)
+        runner = Runner(store, run_id, impls, lease_s=settings.lease_s, on_progress=progress)
+        try:
+            counts = run_blocking(runner, handle_signals=handle_signals)
+        finally:
+            if progress is not None and hasattr(progress, "stop"):
+                progress.stop()
+        return {
+            "run_id": run_id,
+            "counts": counts,
+            "interrupted": runner.stopping,
+            "notes": notes,
+            "summary": summary_lines(store, run_id, counts),
+        }
+    finally:
+        store.close()
+
+
+def summary_lines(store: Store, run_id: int, counts: dict[str, dict[str, int]]) -> list[str]:
+    run = ops.get_run(store, run_id) or {}
+    lines = [f"run {run_id} {run.get('name', '')}: " + "  ".join(
+        f"{s} {c['done']}/{sum(c.values())}" + (f" ({c['failed']} failed)" if c["failed"] else "")
+        for s, c in counts.items()
+    )]
+    lines.append(f"database: {store.path or store.url}")
+    out_dir = (run.get("config") or {}).get("out_dir")
+    if out_dir and counts["render"]["done"]:
+        lines.append(f"images: {out_dir}/images")
+    failed = sum(c["failed"] for c in counts.values())
+    if failed:
+        lines.append(f"{failed} row(s) failed: see `m2i status`, then `m2i requeue --failed`")
+    return lines

@@ -1,0 +1,282 @@
+"""The asyncio runner: one worker group per stage, leases, graceful shutdown.
+
+Each stage is a :class:`StageImpl` (the adapters in :mod:`m2i.stages`): the runner claims rows
+for it, keeps their leases fresh while it works, and writes what it returns. A stage's group
+claims up to ``batch_size * concurrency`` rows at a time and runs up to ``concurrency`` batches
+at once; CPU-heavy stages hand their work to a process pool (:attr:`RunContext.executor`), the
+image stage runs one batch at a time on its device.
+
+Shutdown: the first :meth:`Runner.request_stop` (SIGINT/SIGTERM) stops claiming; batches in
+flight get ``grace_s`` to finish, after which they are cancelled and their rows handed back
+(pending again, the attempt not counted). A second signal exits the process at once; the
+leases of its rows then expire and another runner takes them.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any
+
+from m2i.errors import M2IError
+from m2i.store import ops
+from m2i.store.engine import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Outcome:
+    """What a stage made of one row: ``values`` to store, or an ``error``."""
+
+    id: int
+    values: dict[str, Any] | None = None
+    error: str | None = None
+    retryable: bool = True
+
+
+@dataclass
+class RunContext:
+    store: Store
+    run: dict[str, Any]
+    worker: str
+    executor: Executor | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def run_id(self) -> int:
+        return int(self.run["id"])
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.run.get("config") or {}
+
+    def event(self, message: str, *, level: str = "info", stage: str | None = None, item: int | None = None) -> None:
+        ops.log_event(self.store, self.run_id, message, level=level, stage=stage, item=item)
+
+
+class StageImpl(abc.ABC):
+    """A stage adapter. Subclasses set ``name`` and implement :meth:`process`."""
+
+    name: str = ""
+    batch_size: int = 1
+    concurrency: int = 1
+
+    async def setup(self, ctx: RunContext) -> None:
+        """Load models, check providers. Raise :class:`M2IError` with one sentence to refuse to start."""
+
+    @abc.abstractmethod
+    async def process(self, rows: list[dict[str, Any]], ctx: RunContext) -> list[Outcome]:
+        """Work on claimed rows; return one :class:`Outcome` per row (a row left out is failed)."""
+
+    async def finalize(self, ctx: RunContext) -> None:
+        """Called once when the stage has no work left (e.g. write the run's report)."""
+
+    async def close(self) -> None:
+        """Release models and connections."""
+
+
+def worker_id(tag: str = "") -> str:
+    base = f"{socket.gethostname()}:{os.getpid()}"
+    return f"{base}:{tag}" if tag else base
+
+
+class Runner:
+    """Drives the stages of one run until no work is left or a stop is requested."""
+
+    def __init__(
+        self,
+        store: Store,
+        run_id: int,
+        impls: Sequence[StageImpl],
+        *,
+        lease_s: float = 120.0,
+        poll_s: float = 0.2,
+        grace_s: float = 30.0,
+        executor: Executor | None = None,
+        worker: str | None = None,
+        on_progress: Callable[[dict[str, dict[str, int]]], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.impls = list(impls)
+        self.lease_s = lease_s
+        self.poll_s = poll_s
+        self.grace_s = grace_s
+        self.executor = executor
+        self.worker = worker or worker_id()
+        self.on_progress = on_progress
+        self._stop = asyncio.Event()
+        self._signals = 0
+        self.processed: dict[str, int] = {i.name: 0 for i in self.impls}
+        self.stage_names = [i.name for i in self.impls]
+
+    # ------------------------------------------------------------------ control
+
+    def request_stop(self) -> None:
+        self._signals += 1
+        if self._signals >= 2:
+            log.warning("second interrupt: exiting now; leases will expire and the rows run again")
+            os._exit(130)
+        log.info("stopping: no new work is claimed; finishing what is in flight")
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.request_stop)
+
+    # ------------------------------------------------------------------ main loop
+
+    async def run(self) -> dict[str, dict[str, int]]:
+        run = await asyncio.to_thread(ops.get_run, self.store, self.run_id)
+        if run is None:
+            raise M2IError(f"Run {self.run_id} does not exist.")
+        ctx = RunContext(store=self.store, run=run, worker=self.worker, executor=self.executor)
+        started: list[StageImpl] = []
+        try:
+            for impl in self.impls:
+                await impl.setup(ctx)
+                started.append(impl)
+            await asyncio.gather(*(self._stage_loop(impl, ctx) for impl in self.impls))
+        finally:
+            for impl in reversed(started):
+                with contextlib.suppress(Exception):
+                    await impl.close()
+        return await asyncio.to_thread(ops.status_counts, self.store, self.run_id)
+
+    def _upstream(self, stage: str) -> list[str]:
+        order = ops.STAGE_ORDER
+        return list(order[: order.index(stage)])
+
+    async def _finished(self, stage: str) -> bool:
+        counts = await asyncio.to_thread(ops.status_counts, self.store, self.run_id)
+        if self.on_progress is not None:
+            self.on_progress(counts)
+        if counts[stage]["pending"] + counts[stage]["running"]:
+            return False
+        for up in self._upstream(stage):
+            c = counts[up]
+            if c["running"]:
+                return False  # someone is producing rows for us
+            if c["pending"] and up in self.stage_names:
+                return False
+        return True
+
+    async def _stage_loop(self, impl: StageImpl, ctx: RunContext) -> None:
+        in_flight: set[asyncio.Task] = set()
+        stage = impl.name
+        cap = max(1, impl.batch_size) * max(1, impl.concurrency)
+        try:
+            while not self.stopping:
+                free_batches = impl.concurrency - len(in_flight)
+                rows: list[dict[str, Any]] = []
+                if free_batches > 0:
+                    rows = await asyncio.to_thread(
+                        ops.claim, self.store, stage, worker=self.worker, run_id=self.run_id,
+                        n=min(cap, free_batches * impl.batch_size), lease_s=self.lease_s,
+                    )
+                for i in range(0, len(rows), impl.batch_size):
+                    batch = rows[i : i + impl.batch_size]
+                    task = asyncio.create_task(self._run_batch(impl, ctx, batch))
+                    in_flight.add(task)
+                    task.add_done_callback(in_flight.discard)
+                if rows:
+                    continue
+                if not in_flight and await self._finished(stage):
+                    break
+                waiters = [asyncio.create_task(self._stop.wait())]
+                if in_flight:
+                    waiters.append(asyncio.create_task(asyncio.wait(set(in_flight), return_when=asyncio.FIRST_COMPLETED)))
+                done, pending = await asyncio.wait(waiters, timeout=self.poll_s, return_when=asyncio.FIRST_COMPLETED)
+                for w in pending:
+                    w.cancel()
+            if not self.stopping:
+                await impl.finalize(ctx)
+        finally:
+            if in_flight:
+                _, still = await asyncio.wait(set(in_flight), timeout=self.grace_s)
+                for task in still:
+                    task.cancel()
+                if still:
+                    await asyncio.gather(*still, return_exceptions=True)
+
+    async def _renew_forever(self, stage: str, ids: list[int]) -> None:
+        while True:
+            await asyncio.sleep(max(0.5, self.lease_s / 3))
+            held = await asyncio.to_thread(ops.renew, self.store, stage, ids, worker=self.worker, lease_s=self.lease_s)
+            if held == 0:
+                return
+
+    async def _run_batch(self, impl: StageImpl, ctx: RunContext, rows: list[dict[str, Any]]) -> None:
+        stage = impl.name
+        ids = [r["id"] for r in rows]
+        renewer = asyncio.create_task(self._renew_forever(stage, ids))
+        try:
+            try:
+                outcomes = await impl.process(rows, ctx)
+            except asyncio.CancelledError:
+                await asyncio.shield(asyncio.to_thread(ops.release, self.store, stage, ids, worker=self.worker))
+                raise
+            except M2IError as exc:
+                outcomes = [Outcome(id=i, error=str(exc), retryable=True) for i in ids]
+            except Exception as exc:  # a bug in a stage must not take the runner down
+                log.exception("stage %s crashed on rows %s", stage, ids)
+                outcomes = [Outcome(id=i, error=f"{type(exc).__name__}: {exc}", retryable=True) for i in ids]
+        finally:
+            renewer.cancel()
+        by_id = {o.id: o for o in outcomes}
+        missing = [i for i in ids if i not in by_id]
+        for i in missing:
+            by_id[i] = Outcome(id=i, error=f"the {stage} stage returned no result for this row", retryable=True)
+        good = [(o.id, o.values or {}) for o in by_id.values() if o.error is None]
+        if good:
+            accepted = await asyncio.to_thread(ops.complete_many, self.store, stage, good, worker=self.worker)
+            self.processed[stage] += sum(accepted)
+        for o in by_id.values():
+            if o.error is not None:
+                await asyncio.to_thread(
+                    ops.fail, self.store, stage, o.id, worker=self.worker, error=o.error, retryable=o.retryable
+                )
+
+
+def make_process_pool(workers: int | None = None) -> Executor:
+    """A process pool whose workers ignore Ctrl-C (the runner decides when to stop)."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    n = workers or max(1, min(os.cpu_count() or 1, 8))
+    return ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("spawn"), initializer=_ignore_sigint)
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def run_blocking(runner: Runner, *, handle_signals: bool = True) -> dict[str, dict[str, int]]:
+    """Run a :class:`Runner` to completion in a fresh event loop (the CLI's entry)."""
+
+    async def main() -> dict[str, dict[str, int]]:
+        if handle_signals:
+            runner.install_signal_handlers()
+        return await runner.run()
+
+    t0 = time.perf_counter()
+    try:
+        return asyncio.run(main())
+    finally:
+        log.info("runner finished in %.1f s", time.perf_counter() - t0)

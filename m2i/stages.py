@@ -1,0 +1,389 @@
+"""The four stage adapters: claim-side glue between the run store and the pure stage functions.
+
+Each adapter reads what its rows need from the store, calls the stage's pure function
+(``m2i.audio.analyze``, ``m2i.prompts.generate``, ``m2i.scoring``, ``m2i.images.backends``)
+and returns :class:`~m2i.runner.Outcome` values; the runner writes them. Nothing here decides
+*what* a feature, prompt, score or image is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import insert, select, update
+
+from m2i.errors import BackendError, InputError, ProviderError
+from m2i.runner import Outcome, RunContext, StageImpl, make_process_pool
+from m2i.store import ops
+from m2i.store.engine import Store
+from m2i.store.models import Image, LLMModel, Prompt, Sample, Score, Status, utcnow
+
+log = logging.getLogger(__name__)
+
+REMOTE_CONCURRENCY = 32
+
+
+# --------------------------------------------------------------------------- analyze
+
+
+def _analyze_job(pcm, sr: int, settings: dict[str, Any]) -> dict[str, Any]:
+    """Runs in a worker process."""
+    from m2i.audio.analyze import analyze_clip
+
+    return analyze_clip(pcm, sr, settings=settings)
+
+
+class AnalyzeStage(StageImpl):
+    """Features + ABC for each sample, in a process pool (one process per core by default)."""
+
+    name = "analyze"
+    batch_size = 1
+
+    def __init__(self, *, workers: int | None = None, settings: dict[str, Any] | None = None) -> None:
+        self.concurrency = workers or max(1, os.cpu_count() or 1)
+        self.settings = settings or {}
+        self._pool = None
+
+    async def setup(self, ctx: RunContext) -> None:
+        if ctx.executor is None:
+            self._pool = make_process_pool(self.concurrency)
+
+    async def process(self, rows: list[dict[str, Any]], ctx: RunContext) -> list[Outcome]:
+        loop = asyncio.get_running_loop()
+        out = []
+        for row in rows:
+            if not row.get("audio_sha256"):
+                out.append(Outcome(id=row["id"], error=row.get("error") or "this sample has no audio", retryable=False))
+                continue
+            pcm, sr = await asyncio.to_thread(ops.load_pcm, ctx.store, row["audio_sha256"])
+            try:
+                result = await loop.run_in_executor(ctx.executor or self._pool, _analyze_job, pcm, sr, self.settings)
+            except InputError as exc:
+                out.append(Outcome(id=row["id"], error=str(exc), retryable=False))
+                continue
+            out.append(
+                Outcome(
+                    id=row["id"],
+                    values={"features": result["features"], "abc": result["abc"], "duration_s": result.get("duration_s")},
+                )
+            )
+        return out
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+
+# --------------------------------------------------------------------------- generate
+
+
+class DBCapabilities:
+    """Remembers per (provider, model) how sampling works, in the ``llm_model`` table."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._cache: dict[tuple[str, str], str] = {}
+
+    def get(self, provider: str, model: str) -> str | None:
+        key = (provider, model)
+        if key not in self._cache:
+            t = LLMModel.__table__
+            with self.store.read() as conn:
+                v = conn.execute(select(t.c.sampling).where(t.c.provider == provider, t.c.model == model)).scalar()
+            if v is None:
+                return None
+            self._cache[key] = v
+        return self._cache[key]
+
+    def set(self, provider: str, model: str, sampling: str, note: str | None = None) -> None:
+        t = LLMModel.__table__
+        with self.store.transaction() as conn:
+            n = conn.execute(
+                update(t).where(t.c.provider == provider, t.c.model == model)
+                .values(sampling=sampling, note=note, learned_at=utcnow())
+            ).rowcount
+            if not n:
+                conn.execute(insert(t).values(provider=provider, model=model, sampling=sampling, note=note, learned_at=utcnow()))
+        self._cache[(provider, model)] = sampling
+
+
+def _sample_inputs(store: Store, sample_id: int) -> dict[str, Any]:
+    s = Sample.__table__
+    with store.read() as conn:
+        row = conn.execute(select(s.c.idx, s.c.features, s.c.abc).where(s.c.id == sample_id)).mappings().first()
+    return dict(row) if row else {}
+
+
+class GenerateStage(StageImpl):
+    """Five visual prompts per sample through the configured LLM provider."""
+
+    name = "generate"
+    batch_size = 1
+
+    def __init__(self, *, llm: str, model: str | None, base_url: str | None, settings: dict[str, Any],
+                 concurrency: int | None = None) -> None:
+        self.llm, self.model, self.base_url = llm, model, base_url
+        self.settings = settings
+        self.concurrency = concurrency or (1 if llm == "local" else REMOTE_CONCURRENCY)
+        self.provider = None
+
+    async def setup(self, ctx: RunContext) -> None:
+        from m2i.prompts.providers import get_provider
+
+        self.provider = get_provider(
+            self.llm, model=self.model, base_url=self.base_url, capabilities=DBCapabilities(ctx.store)
+        )
+        await self.provider.check()
+
+    async def process(self, rows: list[dict[str, Any]], ctx: RunContext) -> list[Outcome]:
+        from m2i.prompts.generate import write_prompt
+
+        out = []
+        for row in rows:
+            sample = await asyncio.to_thread(_sample_inputs, ctx.store, row["sample_id"])
+            try:
+                values = await write_prompt(
+                    self.provider, features=sample.get("features") or {}, abc=sample.get("abc"),
+                    mode=row["mode"], temperature=row["temperature"], seed=row["seed"], settings=self.settings,
+                )
+            except ProviderError as exc:
+                out.append(Outcome(id=row["id"], error=str(exc), retryable=exc.retryable))
+                continue
+            out.append(Outcome(id=row["id"], values=values))
+        return out
+
+    async def close(self) -> None:
+        if self.provider is not None:
+            await self.provider.aclose()
+
+
+# --------------------------------------------------------------------------- score
+
+
+PROMPT_FIELDS = ("id", "sample_id", "slot", "mode", "title", "text", "image_prompt")
+
+
+def _score_inputs(store: Store, run_id: int, prompt_ids: list[int]) -> tuple[list[dict], list[dict], dict[int, dict]]:
+    p, s = Prompt.__table__, Sample.__table__
+    with store.read() as conn:
+        context = [
+            dict(r) for r in conn.execute(
+                select(*(p.c[f] for f in PROMPT_FIELDS)).where(p.c.run_id == run_id, p.c.status == Status.done.value)
+                .order_by(p.c.id)
+            ).mappings()
+        ]
+        samples = {
+            int(r.id): (r.features or {})
+            for r in conn.execute(select(s.c.id, s.c.features).where(s.c.run_id == run_id))
+        }
+    by_id = {c["id"]: c for c in context}
+    targets = [by_id[i] for i in prompt_ids if i in by_id]
+    return targets, context, samples
+
+
+def mode_rows(store: Store, run_id: int) -> list[dict[str, Any]]:
+    """Per prompt: sample, mode and the five scores (done scores only)."""
+    p, sc = Prompt.__table__, Score.__table__
+    with store.read() as conn:
+        return [
+            dict(r) for r in conn.execute(
+                select(p.c.sample_id, p.c.mode, sc.c.originality, sc.c.elaboration, sc.c.alignment, sc.c.coherence, sc.c.overall)
+                .join(sc, sc.c.prompt_id == p.c.id)
+                .where(p.c.run_id == run_id, sc.c.status == Status.done.value)
+            ).mappings()
+        ]
+
+
+def write_mode_report(store: Store, run_id: int) -> dict[str, Any] | None:
+    """Compute convergent vs divergent for a run and store it (table ``report``, kind ``modes``)."""
+    from m2i.scoring import compare_modes
+
+    rows = mode_rows(store, run_id)
+    if not rows:
+        return None
+    report = compare_modes(rows)
+    ops.save_report(store, run_id, "modes", report)
+    return report
+
+
+class ScoreStage(StageImpl):
+    """Creativity scores, in batches, once the run's prompts are all written."""
+
+    name = "score"
+    concurrency = 1
+
+    def __init__(self, *, batch_size: int = 256, settings: dict[str, Any] | None = None) -> None:
+        self.batch_size = batch_size
+        self.settings = settings or {}
+
+    async def process(self, rows: list[dict[str, Any]], ctx: RunContext) -> list[Outcome]:
+        from m2i.scoring import score_prompts
+
+        ids = [r["prompt_id"] for r in rows]
+        targets, context, samples = await asyncio.to_thread(_score_inputs, ctx.store, ctx.run_id, ids)
+        results = await asyncio.to_thread(score_prompts, targets, context=context, samples=samples, settings=self.settings)
+        by_prompt = {t["id"]: res for t, res in zip(targets, results)}
+        out = []
+        for row in rows:
+            res = by_prompt.get(row["prompt_id"])
+            if res is None:
+                out.append(Outcome(id=row["id"], error="its prompt is not done", retryable=True))
+            else:
+                out.append(Outcome(id=row["id"], values=res))
+        return out
+
+    async def finalize(self, ctx: RunContext) -> None:
+        report = await asyncio.to_thread(write_mode_report, ctx.store, ctx.run_id)
+        if report is not None:
+            ctx.event("convergent-vs-divergent report written", stage="score")
+
+
+# --------------------------------------------------------------------------- render
+
+
+def _render_inputs(store: Store, prompt_ids: list[int]) -> dict[int, dict[str, Any]]:
+    p, s = Prompt.__table__, Sample.__table__
+    with store.read() as conn:
+        rows = conn.execute(
+            select(p.c.id, p.c.slot, p.c.title, p.c.image_prompt, p.c.text, p.c.negative_prompt, s.c.idx, s.c.features)
+            .join(s, s.c.id == p.c.sample_id).where(p.c.id.in_(prompt_ids))
+        ).mappings()
+        return {r["id"]: dict(r) for r in rows}
+
+
+def _done_images(store: Store, run_id: int) -> int:
+    t = Image.__table__
+    from sqlalchemy import func
+
+    with store.read() as conn:
+        return int(conn.execute(
+            select(func.count()).where(t.c.run_id == run_id, t.c.status == Status.done.value)
+        ).scalar_one())
+
+
+class RenderStage(StageImpl):
+    """One image per prompt on one device, in batches."""
+
+    name = "render"
+    concurrency = 1
+
+    def __init__(self, *, backend: str, settings: dict[str, Any], out_dir: str | os.PathLike[str],
+                 run_seed: int = 0, limit: int | None = None) -> None:
+        self.backend_name = backend
+        self.settings = settings
+        self.batch_size = max(1, int(settings.get("batch_size") or 1))
+        self.out_dir = Path(out_dir)
+        self.run_seed = run_seed
+        self.limit = limit
+        self.backend = None
+
+    async def setup(self, ctx: RunContext) -> None:
+        from m2i.images.backends import get_backend
+
+        self.backend = get_backend(self.backend_name, **self.settings)
+        await asyncio.to_thread(self.backend.load)
+
+    async def process(self, rows: list[dict[str, Any]], ctx: RunContext) -> list[Outcome]:
+        from m2i.images.jobs import ImageJob
+        from m2i.images.layout import image_path
+        from m2i.images.seeds import image_seed
+
+        if self.limit is not None:
+            done = await asyncio.to_thread(_done_images, ctx.store, ctx.run_id)
+            room = max(0, self.limit - done)
+            if room < len(rows):
+                over = [r["id"] for r in rows[room:]]
+                await asyncio.to_thread(ops.cancel, ctx.store, run_id=ctx.run_id, stage="render", ids=over)
+                rows = rows[:room]
+                if not rows:
+                    return [Outcome(id=i, error=f"beyond --limit {self.limit}", retryable=False) for i in over]
+        info = await asyncio.to_thread(_render_inputs, ctx.store, [r["prompt_id"] for r in rows])
+        jobs, out = [], []
+        for row in rows:
+            p = info.get(row["prompt_id"])
+            if p is None:
+                out.append(Outcome(id=row["id"], error="its prompt is missing", retryable=False))
+                continue
+            prompt = (p["image_prompt"] or p["text"] or "").strip()
+            jobs.append((row, ImageJob(
+                prompt_id=p["id"], sample_idx=p["idx"], slot=p["slot"], prompt=prompt,
+                negative_prompt=p["negative_prompt"] or "", seed=image_seed(self.run_seed, p["id"]),
+                width=self.settings.get("width"), height=self.settings.get("height"),
+                steps=self.settings.get("steps"), guidance=self.settings.get("guidance"),
+                out_path=image_path(self.out_dir, p["idx"], p["slot"]), features=p["features"] or {},
+                title=p["title"],
+            )))
+        if jobs:
+            try:
+                rendered = await asyncio.to_thread(self.backend.render, [j for _, j in jobs])
+            except BackendError as exc:
+                return out + [Outcome(id=row["id"], error=str(exc), retryable=True) for row, _ in jobs]
+            host = os.uname().nodename
+            for (row, _job), img in zip(jobs, rendered):
+                if img.error:
+                    out.append(Outcome(id=row["id"], error=img.error, retryable=False))
+                    continue
+                out.append(Outcome(id=row["id"], values={
+                    "path": str(img.path), "host": host, "width": img.width, "height": img.height,
+                    "steps": img.steps, "guidance": img.guidance, "seed": img.seed, "refiner": img.refiner,
+                    "backend": img.backend, "model": img.model, "scheduler": img.scheduler, "device": img.device,
+                    "truncated": img.truncated, "seconds": img.seconds,
+                }))
+        return out
+
+    async def close(self) -> None:
+        if self.backend is not None:
+            await asyncio.to_thread(self.backend.close)
+
+
+# --------------------------------------------------------------------------- assembly
+
+
+def image_settings(cfg: dict[str, Any]) -> dict[str, Any]:
+    keys = ("width", "height", "steps", "guidance", "refiner", "device", "batch_size")
+    out = {k: cfg.get(k) for k in keys if cfg.get(k) is not None}
+    if cfg.get("image_model"):
+        out["model"] = cfg["image_model"]
+    return out
+
+
+def build_stages(store: Store, run: dict[str, Any], names: list[str]) -> tuple[list[StageImpl], list[str]]:
+    """The adapters for ``names`` configured from the run's recorded settings, plus notes to show."""
+    cfg = run.get("config") or {}
+    impls: list[StageImpl] = []
+    notes: list[str] = []
+    if "analyze" in names:
+        impls.append(AnalyzeStage(settings={"mel_summary": bool(cfg.get("mel_summary"))}))
+    if "generate" in names:
+        impls.append(GenerateStage(
+            llm=cfg.get("llm") or "local", model=cfg.get("model"), base_url=cfg.get("base_url"),
+            settings={"max_tokens": cfg.get("max_tokens", 400), "batch": bool(cfg.get("batch"))},
+        ))
+        notes.append(f"prompts: {cfg.get('llm') or 'local'} {cfg.get('model') or '(default model)'}")
+    if "score" in names:
+        impls.append(ScoreStage())
+    if "render" in names:
+        from m2i.images.backends import resolve_auto
+
+        settings = image_settings(cfg)
+        name = cfg.get("images") or "auto"
+        if name == "auto":
+            name, reason = resolve_auto(**settings)
+            notes.append(f"images: {name} ({reason})")
+        else:
+            notes.append(f"images: {name}")
+        out_dir = Path(cfg.get("out_dir") or "m2i-output")
+        impls.append(RenderStage(backend=name, settings=settings, out_dir=out_dir,
+                                 run_seed=int(cfg.get("seed", 0)), limit=cfg.get("limit")))
+    return impls, notes
+
+
+__all__ = [
+    "AnalyzeStage", "DBCapabilities", "GenerateStage", "RenderStage", "ScoreStage", "build_stages",
+    "mode_rows", "write_mode_report",
+]

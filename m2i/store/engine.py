@@ -1,0 +1,307 @@
+"""Opening a run store: URL resolution, SQLite pragmas, schema checks and upgrades.
+
+A run store is a SQLite file (default ``./m2i.db``) or, for many machines on one run, a
+PostgreSQL database. :func:`open_store` is the one way in: it checks that the target really is
+an m2i database, upgrades an older schema to head through Alembic (copying a SQLite file aside
+first), and refuses a newer schema, a read-only file or a missing folder with one sentence.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import create_engine, event, inspect, text
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from m2i.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+BUSY_TIMEOUT_MS = 30_000
+
+
+def resolve_url(db: str | os.PathLike[str] | None) -> str:
+    """Turn ``--db``/``M2I_DB`` into a SQLAlchemy URL.
+
+    A plain path (``m2i.db``, ``runs/x.db``) becomes ``sqlite:///<absolute path>``; a URL
+    (``sqlite:///...``, ``postgresql+psycopg://...``) is kept as it is.
+    """
+    value = str(db) if db is not None else os.environ.get("M2I_DB", "m2i.db")
+    if "://" in value:
+        if value.startswith("postgresql://"):
+            value = "postgresql+psycopg://" + value[len("postgresql://") :]
+        return value
+    return "sqlite:///" + str(Path(value).expanduser().resolve())
+
+
+def _sqlite_path(url: str) -> Path | None:
+    u = make_url(url)
+    if u.get_backend_name() != "sqlite":
+        return None
+    if not u.database or u.database == ":memory:":
+        return None
+    return Path(u.database)
+
+
+def _migrations_dir() -> Path:
+    import migrations
+
+    return Path(migrations.__file__).resolve().parent
+
+
+def alembic_config(url: str):
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_migrations_dir()))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+
+
+def known_revisions() -> set[str]:
+    from alembic.script import ScriptDirectory
+
+    return {s.revision for s in ScriptDirectory.from_config(alembic_config("sqlite://")).walk_revisions()}
+
+
+def _install_sqlite_pragmas(engine: Engine, *, readonly: bool) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):  # pragma: no cover - exercised through every test
+        # Let SQLAlchemy, not pysqlite, decide when transactions begin (BEGIN IMMEDIATE below).
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        if not readonly:
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+        else:
+            cur.execute("PRAGMA query_only=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection):  # pragma: no cover - exercised through every test
+        if conn.get_execution_options().get("m2i_immediate"):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.exec_driver_sql("BEGIN")
+
+
+def make_engine(url: str, *, readonly: bool = False) -> Engine:
+    """Create an engine with m2i's connection settings (WAL, busy_timeout, foreign keys)."""
+    backend = make_url(url).get_backend_name()
+    if backend == "sqlite":
+        path = _sqlite_path(url)
+        connect_args: dict = {"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}
+        if readonly and path is not None:
+            # Read-only URI: the file is never written, not even its WAL header.
+            connect_args["uri"] = True
+            url = f"sqlite:///file:{path}?mode=ro&uri=true"
+        engine = create_engine(url, connect_args=connect_args, pool_pre_ping=False)
+        _install_sqlite_pragmas(engine, readonly=readonly)
+        return engine
+    if backend == "postgresql":
+        try:
+            import psycopg  # noqa: F401
+        except ImportError as exc:
+            raise StoreError(
+                "PostgreSQL needs the psycopg driver; install it with `pip install 'm2i[pg]'`."
+            ) from exc
+        opts = {"options": "-c default_transaction_read_only=on"} if readonly else {}
+        return create_engine(url, connect_args=opts, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    raise StoreError(f"Unsupported database URL {url!r}; use a SQLite path or postgresql+psycopg://.")
+
+
+def _check_sqlite_file(path: Path, *, must_exist: bool, write: bool) -> None:
+    if not path.parent.exists():
+        raise StoreError(f"The folder {path.parent} does not exist; create it or choose another --db path.")
+    if not path.exists():
+        if must_exist:
+            raise StoreError(f"No m2i database at {path}; run `m2i run` or `m2i init` to create one.")
+        if write and not os.access(path.parent, os.W_OK):
+            raise StoreError(f"Cannot create {path}: the folder {path.parent} is not writable.")
+        return
+    if path.is_dir():
+        raise StoreError(f"{path} is a folder, not a database file; pass a file path with --db.")
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except PermissionError as exc:
+        raise StoreError(f"Cannot read {path}: permission denied.") from exc
+    if head and head != SQLITE_MAGIC:
+        raise StoreError(f"{path} is not an m2i database (not a SQLite file); choose another --db path.")
+    if write and not os.access(path, os.W_OK):
+        raise StoreError(
+            f"{path} is read-only; make it writable or use read-only commands (`m2i status`, `m2i sql`)."
+        )
+    if write:
+        for suffix in ("-wal", "-shm"):
+            side = Path(str(path) + suffix)
+            if side.exists() and not os.access(side, os.W_OK):
+                raise StoreError(f"{side} is read-only; make it writable to use {path}.")
+
+
+def _current_revision(conn: Connection) -> tuple[str | None, set[str]]:
+    tables = set(inspect(conn).get_table_names())
+    if "alembic_version" not in tables:
+        return None, tables
+    row = conn.execute(text("SELECT version_num FROM alembic_version")).first()
+    return (row[0] if row else None), tables
+
+
+@dataclass
+class Store:
+    """An open run store: an engine plus the operations in :mod:`m2i.store.ops`."""
+
+    url: str
+    engine: Engine
+    readonly: bool = False
+    dialect: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.dialect = self.engine.dialect.name
+
+    @property
+    def path(self) -> Path | None:
+        return _sqlite_path(self.url)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A write transaction: ``BEGIN IMMEDIATE`` on SQLite; commit, or roll back on any error."""
+        if self.readonly:
+            raise StoreError("This store was opened read-only.")
+        with self.engine.connect() as conn:
+            if self.dialect == "sqlite":
+                conn = conn.execution_options(m2i_immediate=True)
+            with conn.begin():
+                yield conn
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A read transaction (a consistent snapshot)."""
+        with self.engine.connect() as conn:
+            with conn.begin():
+                yield conn
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_store(
+    db: str | os.PathLike[str] | None = None,
+    *,
+    readonly: bool = False,
+    create: bool = True,
+    upgrade: bool = True,
+) -> Store:
+    """Open (and if needed create or upgrade) a run store.
+
+    Parameters
+    ----------
+    db : str or path, optional
+        A SQLite path or a database URL; default ``$M2I_DB`` or ``./m2i.db``.
+    readonly : bool
+        Open without the right to write (``m2i status``, ``m2i sql``, the TUI's reader).
+    create : bool
+        Create a new database when none exists (ignored when ``readonly``).
+    upgrade : bool
+        Upgrade an older schema to head; when False an older schema raises.
+
+    Raises
+    ------
+    StoreError
+        One sentence: missing folder, not an m2i database, newer schema, read-only file, ...
+    """
+    url = resolve_url(db)
+    path = _sqlite_path(url)
+    if path is not None:
+        _check_sqlite_file(path, must_exist=readonly or not create, write=not readonly)
+    import m2i.store.models  # noqa: F401  (declares the tables)
+
+    # Look before touching: an existing SQLite file is inspected read-only, so a file that turns
+    # out not to be ours is left exactly as it was (not even switched to WAL).
+    probe_ro = readonly or (path is not None and path.exists())
+    engine = make_engine(url, readonly=probe_ro)
+    try:
+        with engine.connect() as conn:
+            rev, tables = _current_revision(conn)
+    except (OperationalError, DBAPIError, sqlite3.DatabaseError) as exc:
+        engine.dispose()
+        msg = str(getattr(exc, "orig", exc))
+        if "file is not a database" in msg or "file is encrypted" in msg:
+            raise StoreError(f"{path or url} is not an m2i database; choose another --db path.") from exc
+        if "readonly" in msg or "read-only" in msg:
+            raise StoreError(f"{path or url} is read-only; make it writable.") from exc
+        raise StoreError(f"Cannot open the database {path or url}: {msg}.") from exc
+
+    head = head_revision()
+    if rev is None:
+        user_tables = {t for t in tables if not t.startswith("sqlite_")}
+        if user_tables:
+            engine.dispose()
+            raise StoreError(
+                f"{path or url} is not an m2i database (it has other tables: "
+                f"{', '.join(sorted(user_tables)[:5])}); choose another --db path."
+            )
+        if readonly:
+            engine.dispose()
+            raise StoreError(f"{path or url} is an empty database; run `m2i init` first.")
+        _upgrade(url, backup=None)
+    elif rev != head:
+        if rev not in known_revisions():
+            engine.dispose()
+            raise StoreError(
+                f"{path or url} was written by a newer m2i (schema {rev}); upgrade m2i to use it."
+            )
+        if readonly or not upgrade:
+            engine.dispose()
+            raise StoreError(
+                f"{path or url} has an older schema ({rev}); run any writing m2i command "
+                "(e.g. `m2i init`) to upgrade it."
+            )
+        backup = None
+        if path is not None:
+            backup = path.with_name(f"{path.name}.bak-{rev}")
+            engine.dispose()
+            _sqlite_backup(path, backup)
+        log.info("upgrading %s from %s to %s (backup: %s)", path or url, rev, head, backup)
+        _upgrade(url, backup=backup)
+    if probe_ro and not readonly:
+        engine.dispose()
+        engine = make_engine(url, readonly=False)
+    return Store(url=url, engine=engine, readonly=readonly)
+
+
+def _sqlite_backup(src: Path, dst: Path) -> None:
+    with sqlite3.connect(str(src)) as a, sqlite3.connect(str(dst)) as b:
+        a.backup(b)
+
+
+def _upgrade(url: str, *, backup: Path | None) -> None:
+    from alembic import command
+
+    try:
+        command.upgrade(alembic_config(url), "head")
+    except Exception as exc:  # translate: the user's database must never be left half-upgraded
+        where = f"; your data is safe in {backup}" if backup else ""
+        raise StoreError(f"Upgrading the database schema failed ({exc}){where}.") from exc

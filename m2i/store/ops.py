@@ -1,0 +1,545 @@
+"""Operations on the run store: runs, ingest, claiming with leases, completion, requeue.
+
+Every mutating call runs in one write transaction (``BEGIN IMMEDIATE`` on SQLite) and returns
+what it changed. Claiming is one ``UPDATE ... WHERE id IN (SELECT ... LIMIT :n) RETURNING *``
+that also sets the lease owner and expiry; on PostgreSQL the inner select adds
+``FOR UPDATE SKIP LOCKED`` (:func:`_claimable_ids`), which is the only dialect-specific line.
+
+Completing a row creates its downstream rows in the same transaction, so a crash can never
+leave a finished sample without its prompts, nor a finished prompt without its score and image.
+A completion is accepted only from the worker that holds the row: a worker whose lease expired
+and whose row was taken over loses its result instead of writing it twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Table, and_, exists, func, insert, not_, or_, select, update
+from sqlalchemy.engine import Connection
+
+from m2i.errors import InputError, StoreError
+from m2i.store.engine import Store
+from m2i.store.models import (
+    STAGES,
+    TABLES_BY_STAGE,
+    Clip,
+    Event,
+    Image,
+    Prompt,
+    Report,
+    Run,
+    Sample,
+    Score,
+    Status,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+
+STAGE_ORDER = ("analyze", "generate", "score", "render")
+ACTIVE = (Status.pending.value, Status.running.value)
+
+DEFAULT_MODES: list[dict[str, Any]] = [
+    {"mode": "convergent", "count": 3, "temperature": 0.4},
+    {"mode": "divergent", "count": 2, "temperature": 0.8},
+]
+
+
+def table_of(stage: str) -> Table:
+    try:
+        return TABLES_BY_STAGE[stage].__table__  # type: ignore[return-value]
+    except KeyError:
+        raise InputError(f"Unknown stage {stage!r}; choose one of {', '.join(STAGE_ORDER)}.") from None
+
+
+def _t(model) -> Table:
+    return model.__table__
+
+
+def derive_seed(*parts: Any) -> int:
+    """A stable 31-bit seed from any parts (run seed, sample index, slot ...)."""
+    h = hashlib.blake2b("/".join(str(p) for p in parts).encode(), digest_size=8).digest()
+    return int.from_bytes(h, "big") & 0x7FFFFFFF
+
+
+# --------------------------------------------------------------------------- runs
+
+
+def create_run(store: Store, *, name: str, config: dict[str, Any]) -> int:
+    with store.transaction() as conn:
+        run_id = conn.execute(
+            insert(_t(Run)).values(name=name, config=config, created_at=utcnow()).returning(_t(Run).c.id)
+        ).scalar_one()
+        _event(conn, run_id, "info", None, None, f"run {name!r} created")
+    return int(run_id)
+
+
+def get_run(store: Store, run: int | str | None = None) -> dict[str, Any] | None:
+    """A run by id or name; the newest one when ``run`` is None."""
+    t = _t(Run)
+    q = select(t)
+    if run is None:
+        q = q.order_by(t.c.id.desc()).limit(1)
+    elif isinstance(run, int) or (isinstance(run, str) and run.isdigit()):
+        q = q.where(t.c.id == int(run))
+    else:
+        q = q.where(t.c.name == run).order_by(t.c.id.desc()).limit(1)
+    with store.read() as conn:
+        row = conn.execute(q).mappings().first()
+    return dict(row) if row else None
+
+
+def list_runs(store: Store) -> list[dict[str, Any]]:
+    with store.read() as conn:
+        return [dict(r) for r in conn.execute(select(_t(Run)).order_by(_t(Run).c.id)).mappings()]
+
+
+def update_run_config(store: Store, run_id: int, config: dict[str, Any]) -> None:
+    with store.transaction() as conn:
+        conn.execute(update(_t(Run)).where(_t(Run).c.id == run_id).values(config=config))
+
+
+def set_paused(store: Store, run_id: int, paused: bool) -> bool:
+    """Pause or resume a run; returns whether anything changed. Work in flight finishes."""
+    t = _t(Run)
+    with store.transaction() as conn:
+        n = conn.execute(update(t).where(t.c.id == run_id, t.c.paused != paused).values(paused=paused)).rowcount
+        if n:
+            _event(conn, run_id, "info", None, None, "run paused" if paused else "run resumed")
+    return bool(n)
+
+
+# --------------------------------------------------------------------------- ingest
+
+
+def add_samples(store: Store, run_id: int, clips: Iterable[Any], *, limit: int | None = None) -> dict[str, int]:
+    """Add clips (``m2i.audio.datasets.Clip``-like: source, meta, pcm, error) to a run.
+
+    A clip whose audio is already in the run (same SHA-256) is skipped; a bad clip becomes a
+    failed sample holding its reason. ``limit`` caps the run's sample count (``--samples N``).
+
+    Returns
+    -------
+    dict
+        ``{"added": n, "failed": n, "skipped": n}``.
+    """
+    import numpy as np
+
+    s, c = _t(Sample), _t(Clip)
+    counts = {"added": 0, "failed": 0, "skipped": 0}
+    with store.read() as conn:
+        known_sha = set(
+            conn.execute(select(s.c.audio_sha256).where(s.c.run_id == run_id, s.c.audio_sha256.is_not(None))).scalars()
+        )
+        known_bad = set(
+            conn.execute(select(s.c.source).where(s.c.run_id == run_id, s.c.audio_sha256.is_(None))).scalars()
+        )
+        next_idx = conn.execute(select(func.coalesce(func.max(s.c.idx) + 1, 0)).where(s.c.run_id == run_id)).scalar_one()
+        cfg = conn.execute(select(_t(Run).c.config).where(_t(Run).c.id == run_id)).scalar_one() or {}
+    max_attempts = int(cfg.get("max_attempts", 3))
+    total = next_idx
+    for clip in clips:
+        if limit is not None and total >= limit:
+            break
+        if clip.error is not None or clip.pcm is None:
+            if clip.source in known_bad:
+                counts["skipped"] += 1
+                continue
+            with store.transaction() as conn:
+                conn.execute(
+                    insert(s).values(
+                        run_id=run_id, idx=next_idx, source=clip.source, meta=_jsonable(clip.meta),
+                        status=Status.failed.value, error=clip.error or "no audio", finished_at=utcnow(),
+                    )
+                )
+                _event(conn, run_id, "error", "analyze", next_idx, f"{clip.source}: {clip.error}")
+            known_bad.add(clip.source)
+            counts["failed"] += 1
+            next_idx += 1
+            total += 1
+            continue
+        pcm = np.ascontiguousarray(clip.pcm, dtype="<f4")
+        sha = pcm_sha256(pcm)
+        if sha in known_sha:
+            counts["skipped"] += 1
+            continue
+        with store.transaction() as conn:
+            have = conn.execute(select(c.c.sha256).where(c.c.sha256 == sha)).first()
+            if not have:
+                conn.execute(insert(c).values(sha256=sha, sample_rate=16000, n_samples=int(pcm.size), pcm=pcm.tobytes()))
+            conn.execute(
+                insert(s).values(
+                    run_id=run_id, idx=next_idx, source=clip.source, audio_sha256=sha,
+                    duration_s=float(pcm.size) / 16000.0, meta=_jsonable(clip.meta), max_attempts=max_attempts,
+                )
+            )
+        known_sha.add(sha)
+        counts["added"] += 1
+        next_idx += 1
+        total += 1
+    return counts
+
+
+def pcm_sha256(pcm) -> str:
+    """Content hash of a clip: SHA-256 of its float32 little-endian samples (how clips are deduplicated)."""
+    import numpy as np
+
+    return hashlib.sha256(np.ascontiguousarray(pcm, dtype="<f4").tobytes()).hexdigest()
+
+
+def load_pcm(store: Store, sha256: str):
+    import numpy as np
+
+    c = _t(Clip)
+    with store.read() as conn:
+        row = conn.execute(select(c.c.pcm, c.c.sample_rate).where(c.c.sha256 == sha256)).first()
+    if row is None:
+        raise StoreError(f"The audio {sha256[:12]} is missing from the store; ingest it again.")
+    return np.frombuffer(row[0], dtype="<f4").copy(), int(row[1])
+
+
+def _jsonable(value: Any) -> Any:
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value
+
+
+# --------------------------------------------------------------------------- claiming
+
+
+def _claimable_ids(conn: Connection, stage: str, *, run_id: int | None, now: datetime, n: int):
+    """The one dialect-aware piece: which rows a worker may take now."""
+    t = table_of(stage)
+    r = _t(Run)
+    cond = [
+        or_(t.c.status == Status.pending.value, and_(t.c.status == Status.running.value, t.c.lease_until < now)),
+        t.c.run_id.in_(select(r.c.id).where(r.c.paused == False, r.c.cancelled == False)),  # noqa: E712
+    ]
+    if run_id is not None:
+        cond.append(t.c.run_id == run_id)
+    if stage == "score":
+        # Originality is relative to the whole run: wait until its prompts are all written.
+        p = _t(Prompt)
+        cond.append(not_(exists().where(p.c.run_id == t.c.run_id, p.c.status.in_(ACTIVE))))
+    q = select(t.c.id).where(*cond).order_by(t.c.priority.desc(), t.c.id).limit(n)
+    if conn.dialect.name == "postgresql":
+        q = q.with_for_update(skip_locked=True)
+    return q
+
+
+def claim(
+    store: Store, stage: str, *, worker: str, n: int = 1, lease_s: float = 60.0, run_id: int | None = None
+) -> list[dict[str, Any]]:
+    """Atomically take up to ``n`` claimable rows of a stage, leased to ``worker``.
+
+    Rows whose lease expired (their worker died) are claimable again; one that has already used
+    all its attempts that way is marked failed instead.
+    """
+    t = table_of(stage)
+    now = utcnow()
+    with store.transaction() as conn:
+        dead = conn.execute(
+            update(t)
+            .where(
+                t.c.status == Status.running.value,
+                t.c.lease_until < now,
+                t.c.attempts >= t.c.max_attempts,
+                *([t.c.run_id == run_id] if run_id is not None else []),
+            )
+            .values(
+                status=Status.failed.value,
+                error="its worker stopped (lease expired) on every attempt",
+                finished_at=now,
+                lease_until=None,
+            )
+            .returning(t.c.id, t.c.run_id)
+        ).all()
+        for row_id, rid in dead:
+            _event(conn, rid, "error", stage, row_id, "failed: its worker stopped on every attempt")
+        ids = _claimable_ids(conn, stage, run_id=run_id, now=now, n=n)
+        rows = conn.execute(
+            update(t)
+            .where(t.c.id.in_(ids.scalar_subquery() if conn.dialect.name == "postgresql" else ids))
+            .values(
+                status=Status.running.value,
+                attempts=t.c.attempts + 1,
+                lease_until=now + timedelta(seconds=lease_s),
+                worker=worker,
+                started_at=now,
+            )
+            .returning(*t.c)
+        ).mappings().all()
+    out = [dict(r) for r in rows]
+    out.sort(key=lambda r: (-r["priority"], r["id"]))
+    return out
+
+
+def renew(store: Store, stage: str, ids: Sequence[int], *, worker: str, lease_s: float = 60.0) -> int:
+    """Extend the lease of rows this worker still holds; returns how many it still holds."""
+    if not ids:
+        return 0
+    t = table_of(stage)
+    with store.transaction() as conn:
+        return conn.execute(
+            update(t)
+            .where(t.c.id.in_(list(ids)), t.c.worker == worker, t.c.status == Status.running.value)
+            .values(lease_until=utcnow() + timedelta(seconds=lease_s))
+        ).rowcount
+
+
+def release(store: Store, stage: str, ids: Sequence[int], *, worker: str) -> int:
+    """Hand rows back unprocessed (graceful shutdown): pending again, the attempt not counted."""
+    if not ids:
+        return 0
+    t = table_of(stage)
+    with store.transaction() as conn:
+        return conn.execute(
+            update(t)
+            .where(t.c.id.in_(list(ids)), t.c.worker == worker, t.c.status == Status.running.value)
+            .values(status=Status.pending.value, attempts=t.c.attempts - 1, lease_until=None, worker=None)
+        ).rowcount
+
+
+def complete(store: Store, stage: str, row_id: int, *, worker: str, values: dict[str, Any] | None = None) -> bool:
+    """Mark one row done with its results; see :func:`complete_many`."""
+    return complete_many(store, stage, [(row_id, values or {})], worker=worker)[0]
+
+
+def complete_many(
+    store: Store, stage: str, items: Sequence[tuple[int, dict[str, Any]]], *, worker: str
+) -> list[bool]:
+    """Mark rows done with their result columns and create their downstream rows, in one transaction.
+
+    Returns, per item, whether it was accepted (False: the worker no longer held the row).
+    """
+    if not items:
+        return []
+    t = table_of(stage)
+    now = utcnow()
+    accepted: list[bool] = []
+    with store.transaction() as conn:
+        for row_id, values in items:
+            vals = {k: v for k, v in values.items() if k in t.c and k not in ("id", "status", "worker")}
+            done = conn.execute(
+                update(t)
+                .where(t.c.id == row_id, t.c.worker == worker, t.c.status == Status.running.value)
+                .values(status=Status.done.value, finished_at=now, lease_until=None, error=None, **vals)
+                .returning(*t.c)
+            ).mappings().first()
+            accepted.append(done is not None)
+            if done is not None:
+                _create_downstream(conn, stage, dict(done))
+    return accepted
+
+
+def _create_downstream(conn: Connection, stage: str, row: dict[str, Any]) -> None:
+    if stage == "analyze":
+        run = conn.execute(select(_t(Run).c.config).where(_t(Run).c.id == row["run_id"])).scalar_one()
+        modes = (run or {}).get("modes") or DEFAULT_MODES
+        run_seed = int((run or {}).get("seed", 0))
+        max_attempts = int((run or {}).get("max_attempts", 3))
+        slot = 0
+        values = []
+        for m in modes:
+            for _ in range(int(m["count"])):
+                values.append(
+                    dict(
+                        run_id=row["run_id"], sample_id=row["id"], slot=slot, mode=m["mode"],
+                        temperature=float(m["temperature"]), seed=derive_seed(run_seed, row["idx"], slot),
+                        max_attempts=max_attempts,
+                    )
+                )
+                slot += 1
+        if values:
+            conn.execute(insert(_t(Prompt)), values)
+    elif stage == "generate":
+        conn.execute(insert(_t(Score)).values(run_id=row["run_id"], prompt_id=row["id"], max_attempts=row["max_attempts"]))
+        conn.execute(insert(_t(Image)).values(run_id=row["run_id"], prompt_id=row["id"], max_attempts=row["max_attempts"]))
+
+
+def fail(
+    store: Store, stage: str, row_id: int, *, worker: str, error: str, retryable: bool = True
+) -> str | None:
+    """Record a failed attempt; the row goes back to pending, or to failed after max_attempts.
+
+    Returns the row's new status, or None if this worker no longer held it.
+    """
+    t = table_of(stage)
+    now = utcnow()
+    with store.transaction() as conn:
+        row = conn.execute(
+            select(t.c.attempts, t.c.max_attempts, t.c.run_id).where(
+                t.c.id == row_id, t.c.worker == worker, t.c.status == Status.running.value
+            )
+        ).first()
+        if row is None:
+            return None
+        final = (not retryable) or row.attempts >= row.max_attempts
+        status = Status.failed.value if final else Status.pending.value
+        conn.execute(
+            update(t)
+            .where(t.c.id == row_id)
+            .values(status=status, error=error[:4000], lease_until=None, finished_at=now if final else None)
+        )
+        level = "error" if final else "warning"
+        what = "failed" if final else f"attempt {row.attempts}/{row.max_attempts} failed, will retry"
+        _event(conn, row.run_id, level, stage, row_id, f"{what}: {error[:500]}")
+    return status
+
+
+# --------------------------------------------------------------------------- requeue / cancel
+
+
+def _select_rows(t: Table, *, run_id: int | None, ids: Sequence[int] | None, statuses: Sequence[str] | None):
+    cond = []
+    if run_id is not None:
+        cond.append(t.c.run_id == run_id)
+    if ids:
+        cond.append(t.c.id.in_(list(ids)))
+    if statuses:
+        cond.append(t.c.status.in_(list(statuses)))
+    return cond
+
+
+def requeue(
+    store: Store,
+    *,
+    run_id: int | None = None,
+    stage: str | None = None,
+    ids: Sequence[int] | None = None,
+    failed_only: bool = True,
+) -> dict[str, int]:
+    """Put failed (or, with ``failed_only=False``, failed and cancelled) rows back to pending.
+
+    Attempts start again from zero; the last error stays visible until the row runs again.
+    Safe while runners are live: they pick the rows up on their next claim.
+    """
+    stages = [stage] if stage else list(STAGE_ORDER)
+    statuses = [Status.failed.value] if failed_only else [Status.failed.value, Status.cancelled.value]
+    out: dict[str, int] = {}
+    with store.transaction() as conn:
+        for st in stages:
+            t = table_of(st)
+            cond = _select_rows(t, run_id=run_id, ids=ids, statuses=statuses)
+            if st == "analyze":
+                cond.append(t.c.audio_sha256.is_not(None))  # a clip with no audio cannot run again
+            n = conn.execute(
+                update(t).where(*cond).values(
+                    status=Status.pending.value, attempts=0, lease_until=None, worker=None, finished_at=None
+                )
+            ).rowcount
+            out[st] = n
+            if n:
+                _event(conn, run_id, "info", st, None, f"requeued {n} row(s)")
+        if run_id is not None and any(out.values()):
+            conn.execute(update(_t(Run)).where(_t(Run).c.id == run_id).values(cancelled=False))
+    return out
+
+
+def cancel(
+    store: Store, *, run_id: int | None = None, stage: str | None = None, ids: Sequence[int] | None = None
+) -> dict[str, int]:
+    """Cancel pending and running rows (a running row's result is then dropped).
+
+    With neither ``stage`` nor ``ids`` the whole run is cancelled and hands out no more work.
+    """
+    stages = [stage] if stage else list(STAGE_ORDER)
+    out: dict[str, int] = {}
+    with store.transaction() as conn:
+        for st in stages:
+            t = table_of(st)
+            cond = _select_rows(t, run_id=run_id, ids=ids, statuses=list(ACTIVE))
+            out[st] = conn.execute(
+                update(t).where(*cond).values(status=Status.cancelled.value, lease_until=None, finished_at=utcnow())
+            ).rowcount
+        if run_id is not None and not stage and not ids:
+            conn.execute(update(_t(Run)).where(_t(Run).c.id == run_id).values(cancelled=True))
+        _event(conn, run_id, "warning", stage, None, f"cancelled {sum(out.values())} row(s)")
+    return out
+
+
+# --------------------------------------------------------------------------- status
+
+
+def status_counts(store: Store, run_id: int | None = None, *, conn: Connection | None = None) -> dict[str, dict[str, int]]:
+    """``{stage: {status: count}}`` for every stage (all statuses present, zeros included)."""
+
+    def _query(c: Connection) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for stage in STAGE_ORDER:
+            t = table_of(stage)
+            q = select(t.c.status, func.count()).group_by(t.c.status)
+            if run_id is not None:
+                q = q.where(t.c.run_id == run_id)
+            counts = {s.value: 0 for s in Status}
+            for status, n in c.execute(q):
+                counts[status] = int(n)
+            out[stage] = counts
+        return out
+
+    if conn is not None:
+        return _query(conn)
+    with store.read() as c:
+        return _query(c)
+
+
+def is_active(counts: dict[str, dict[str, int]], stages: Iterable[str] = STAGE_ORDER) -> bool:
+    return any(counts[s]["pending"] + counts[s]["running"] for s in stages)
+
+
+def recent_events(store: Store, run_id: int | None = None, *, after_id: int = 0, limit: int = 200) -> list[dict]:
+    e = _t(Event)
+    q = select(e).where(e.c.id > after_id).order_by(e.c.id.desc()).limit(limit)
+    if run_id is not None:
+        q = q.where(e.c.run_id == run_id)
+    with store.read() as conn:
+        rows = [dict(r) for r in conn.execute(q).mappings()]
+    return rows[::-1]
+
+
+def log_event(
+    store: Store, run_id: int | None, message: str, *, level: str = "info", stage: str | None = None, item: int | None = None
+) -> None:
+    with store.transaction() as conn:
+        _event(conn, run_id, level, stage, item, message)
+
+
+def _event(conn: Connection, run_id: int | None, level: str, stage: str | None, item: int | None, message: str) -> None:
+    conn.execute(insert(_t(Event)).values(ts=utcnow(), run_id=run_id, level=level, stage=stage, item=item, message=message))
+
+
+def save_report(store: Store, run_id: int, kind: str, data: dict[str, Any]) -> None:
+    with store.transaction() as conn:
+        conn.execute(insert(_t(Report)).values(run_id=run_id, kind=kind, data=data, created_at=utcnow()))
+
+
+def latest_report(store: Store, run_id: int, kind: str) -> dict[str, Any] | None:
+    r = _t(Report)
+    with store.read() as conn:
+        row = conn.execute(
+            select(r.c.data, r.c.created_at).where(r.c.run_id == run_id, r.c.kind == kind).order_by(r.c.id.desc()).limit(1)
+        ).first()
+    return None if row is None else {**row[0], "created_at": row[1].isoformat()}
+
+
+__all__ = [
+    "DEFAULT_MODES", "STAGES", "STAGE_ORDER", "add_samples", "cancel", "claim", "complete", "complete_many",
+    "create_run", "derive_seed", "fail", "get_run", "is_active", "latest_report", "list_runs", "load_pcm",
+    "log_event", "recent_events", "release", "renew", "requeue", "save_report", "set_paused", "status_counts",
+    "table_of", "update_run_config",
+]

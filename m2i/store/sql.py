@@ -1,0 +1,49 @@
+"""``m2i sql``: one read-only statement against the run store.
+
+The store is opened read-only (SQLite ``mode=ro`` plus ``PRAGMA query_only``; PostgreSQL
+``default_transaction_read_only``), so a write is refused by the database itself, not by
+guessing from the statement's text.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from m2i.errors import InputError
+from m2i.store.engine import Store
+
+WRITE_HINTS = ("readonly", "read-only", "read only", "query_only", "cannot execute")
+
+
+def run_readonly_query(store: Store, query: str, *, max_rows: int | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Execute ``query`` on a read-only connection; return column names and rows.
+
+    Raises
+    ------
+    InputError
+        The statement writes, or is not valid SQL (the database's own message is kept).
+    """
+    q = query.strip().rstrip(";").strip()
+    if not q:
+        raise InputError("Give one SQL statement, e.g. m2i sql \"SELECT count(*) FROM prompt\".")
+    if ";" in q:
+        # sqlite3 refuses several statements anyway; say it plainly.
+        raise InputError("m2i sql runs one statement at a time; remove the extra ';'.")
+    try:
+        with store.engine.connect() as conn:
+            with conn.begin():
+                result = conn.execute(text(q))
+                if not result.returns_rows:
+                    raise InputError("m2i sql is read-only and this statement returns no rows; it was refused.")
+                columns = list(result.keys())
+                rows = [tuple(r) for r in (result.fetchmany(max_rows) if max_rows else result.fetchall())]
+                conn.rollback()
+    except DBAPIError as exc:
+        msg = str(exc.orig).strip()
+        if any(h in msg.lower() for h in WRITE_HINTS):
+            raise InputError(f"m2i sql is read-only; the statement was refused ({msg}).") from exc
+        raise InputError(f"SQL error: {msg}.") from exc
+    return columns, rows

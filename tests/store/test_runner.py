@@ -1,0 +1,148 @@
+"""The runner: stages end to end, failures, two runners, kill -9 recovery, graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from store_helpers import RecordingStage, all_stages, seed_run
+from sqlalchemy import text
+
+from m2i.runner import Runner
+from m2i.store import open_store, ops
+
+SCRIPT = Path(__file__).with_name("run_script.py")
+
+
+def _run(store, run_id, impls, **kw):
+    return asyncio.run(Runner(store, run_id, impls, poll_s=0.02, **kw).run())
+
+
+def _assert_complete(store, run_id, n_samples):
+    counts = ops.status_counts(store, run_id)
+    assert counts["analyze"]["done"] == n_samples
+    for stage in ("generate", "score", "render"):
+        assert counts[stage]["done"] == n_samples * 5, (stage, counts)
+        assert counts[stage]["pending"] == counts[stage]["running"] == counts[stage]["failed"] == 0
+    with store.read() as conn:
+        per_sample = conn.execute(text("SELECT sample_id, count(*) FROM prompt GROUP BY sample_id")).all()
+        assert all(n == 5 for _, n in per_sample) and len(per_sample) == n_samples
+        assert conn.execute(text("SELECT count(DISTINCT prompt_id) FROM score")).scalar() == n_samples * 5
+        assert conn.execute(text("SELECT count(DISTINCT prompt_id) FROM image")).scalar() == n_samples * 5
+
+
+def test_all_stages_run_to_completion(tmp_path):
+    store = open_store(tmp_path / "m2i.db")
+    run_id = seed_run(store, 4)
+    log = tmp_path / "log"
+    _run(store, run_id, all_stages(log))
+    _assert_complete(store, run_id, 4)
+    lines = log.read_text().split("\n")[:-1]
+    assert len(lines) == 4 + 3 * 20  # each row processed once
+    # a second run on the same database redoes nothing
+    _run(store, run_id, all_stages(log))
+    assert len(log.read_text().split("\n")[:-1]) == len(lines)
+
+
+def test_a_failing_stage_keeps_the_error_and_others_go_on(tmp_path):
+    store = open_store(tmp_path / "m2i.db")
+    run_id = seed_run(store, 3, config={"max_attempts": 2, "seed": 0})
+    impls = [RecordingStage("analyze", fail_ids={1})] + [RecordingStage(s) for s in ("generate", "score", "render")]
+    _run(store, run_id, impls)
+    counts = ops.status_counts(store, run_id)
+    assert counts["analyze"]["failed"] == 1 and counts["analyze"]["done"] == 2
+    assert counts["render"]["done"] == 10
+    with store.read() as conn:
+        row = conn.execute(text("SELECT attempts, error FROM sample WHERE idx=1")).one()
+    assert row.attempts == 2 and row.error == "boom on 1"
+    # requeue --failed and a fixed stage: the clip completes
+    assert ops.requeue(store, run_id=run_id)["analyze"] == 1
+    _run(store, run_id, all_stages())
+    _assert_complete(store, run_id, 3)
+
+
+def test_a_stage_that_raises_does_not_stop_the_runner(tmp_path):
+    class Exploding(RecordingStage):
+        async def process(self, rows, ctx):
+            if any(r["idx"] == 0 for r in rows):
+                raise ValueError("unexpected")
+            return await super().process(rows, ctx)
+
+    store = open_store(tmp_path / "m2i.db")
+    run_id = seed_run(store, 2, config={"max_attempts": 1})
+    _run(store, run_id, [Exploding("analyze")])
+    with store.read() as conn:
+        rows = dict(conn.execute(text("SELECT idx, coalesce(error, status) FROM sample")).all())
+    assert rows[0] == "ValueError: unexpected" and rows[1] == "done"
+
+
+def test_graceful_stop_releases_work_in_flight(tmp_path):
+    store = open_store(tmp_path / "m2i.db")
+    run_id = seed_run(store, 4)
+
+    async def main():
+        runner = Runner(store, run_id, [RecordingStage("analyze", delay=5.0, concurrency=2)], poll_s=0.02, grace_s=0.1)
+        task = asyncio.create_task(runner.run())
+        await asyncio.sleep(0.5)
+        runner.request_stop()
+        await task
+
+    asyncio.run(main())
+    counts = ops.status_counts(store, run_id)["analyze"]
+    assert counts["running"] == 0 and counts["pending"] == 4
+    with store.read() as conn:
+        assert conn.execute(text("SELECT max(attempts) FROM sample")).scalar() == 0
+
+
+def _spawn(db, run_id, log, delay, lease="2.0"):
+    return subprocess.Popen(
+        [sys.executable, str(SCRIPT), str(db), str(run_id), str(log), str(delay), "analyze,generate,score,render", lease],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(Path.cwd())},
+    )
+
+
+def test_two_runners_never_process_a_row_twice(tmp_path):
+    db = tmp_path / "m2i.db"
+    store = open_store(db)
+    run_id = seed_run(store, 12)
+    log = tmp_path / "log"
+    procs = [_spawn(db, run_id, log, 0.01, lease="60") for _ in range(2)]
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    _assert_complete(store, run_id, 12)
+    entries = [tuple(line.split()[:2]) for line in log.read_text().splitlines()]
+    dup = [k for k, n in collections.Counter(entries).items() if n > 1]
+    assert dup == []
+    pids = {line.split()[2] for line in log.read_text().splitlines()}
+    assert len(pids) == 2  # both runners did work
+
+
+def test_kill_9_then_run_again_finishes_everything_exactly_once(tmp_path):
+    db = tmp_path / "m2i.db"
+    store = open_store(db)
+    run_id = seed_run(store, 10)
+    log = tmp_path / "log"
+    p = _spawn(db, run_id, log, 0.05, lease="1.0")
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if log.exists() and sum(1 for line in log.read_text().splitlines() if line.startswith("generate")) >= 8:
+            break
+        time.sleep(0.05)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    mid = ops.status_counts(store, run_id)
+    assert mid["render"]["done"] < 50  # it really was killed mid-run
+    time.sleep(1.1)  # the dead runner's leases expire
+    p2 = _spawn(db, run_id, log, 0.0, lease="1.0")
+    out, err = p2.communicate(timeout=120)
+    assert p2.returncode == 0, err
+    _assert_complete(store, run_id, 10)

@@ -1,0 +1,248 @@
+"""The run store: opening, schema checks, claiming with leases, completion, requeue, pause."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+import pytest
+from store_helpers import make_clips, seed_run
+from sqlalchemy import text
+
+from m2i.errors import StoreError
+from m2i.store import open_store, ops
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = open_store(tmp_path / "m2i.db")
+    yield s
+    s.close()
+
+
+def test_new_database_is_wal_with_foreign_keys(store):
+    with store.read() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
+
+
+def test_models_and_migrations_agree(tmp_path):
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from sqlmodel import SQLModel
+
+    s = open_store(tmp_path / "x.db")
+    with s.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), SQLModel.metadata)
+    assert diff == []
+
+
+def test_single_alembic_head():
+    from alembic.script import ScriptDirectory
+
+    from m2i.store.engine import alembic_config
+
+    assert len(ScriptDirectory.from_config(alembic_config("sqlite://")).get_heads()) == 1
+
+
+def test_not_an_m2i_database_is_refused_and_untouched(tmp_path):
+    p = tmp_path / "other.db"
+    with sqlite3.connect(p) as c:
+        c.execute("CREATE TABLE customers (id INTEGER)")
+    before = p.read_bytes()
+    with pytest.raises(StoreError, match="not an m2i database"):
+        open_store(p)
+    assert p.read_bytes() == before
+
+
+def test_text_file_is_refused_and_untouched(tmp_path):
+    p = tmp_path / "notes.db"
+    p.write_text("hello, not sqlite at all\n" * 10)
+    with pytest.raises(StoreError, match="not an m2i database"):
+        open_store(p)
+    assert p.read_text().startswith("hello")
+
+
+def test_newer_schema_is_refused_and_untouched(tmp_path):
+    p = tmp_path / "m2i.db"
+    open_store(p).close()
+    with sqlite3.connect(p) as c:
+        c.execute("UPDATE alembic_version SET version_num='ffffffffffff'")
+    before = p.read_bytes()
+    with pytest.raises(StoreError, match="newer m2i"):
+        open_store(p)
+    assert p.read_bytes() == before
+
+
+def test_read_only_file_is_refused_for_writing_but_readable(tmp_path):
+    p = tmp_path / "m2i.db"
+    s = open_store(p)
+    seed_run(s, 2)
+    s.close()
+    for side in ("-wal", "-shm"):
+        (tmp_path / f"m2i.db{side}").unlink(missing_ok=True)
+    p.chmod(0o444)
+    try:
+        import os
+
+        if os.access(p, os.W_OK):
+            pytest.skip("running as a user who can write read-only files")
+        with pytest.raises(StoreError, match="read-only"):
+            open_store(p)
+        ro = open_store(p, readonly=True)
+        assert ops.status_counts(ro)["analyze"]["pending"] == 2
+    finally:
+        p.chmod(0o644)
+
+
+def test_missing_directory(tmp_path):
+    with pytest.raises(StoreError, match="does not exist"):
+        open_store(tmp_path / "nope" / "m2i.db")
+    assert not (tmp_path / "nope").exists()
+
+
+def test_older_schema_is_upgraded_with_a_backup(tmp_path):
+    from alembic import command
+
+    from m2i.store.engine import alembic_config, head_revision
+
+    p = tmp_path / "m2i.db"
+    url = f"sqlite:///{p}"
+    command.upgrade(alembic_config(url), "0001")
+    if head_revision() == "0001":
+        pytest.skip("only one revision so far")
+    s = open_store(p)
+    with s.read() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == head_revision()
+    assert (tmp_path / "m2i.db.bak-0001").exists()
+
+
+def test_ingest_is_idempotent_and_bad_clips_fail_with_reason(store):
+    run_id = ops.create_run(store, name="r", config={})
+    clips = make_clips(3)
+    clips.append(type(clips[0])("broken.wav", {}, None, "broken.wav is truncated: no audio frames."))
+    assert ops.add_samples(store, run_id, clips) == {"added": 3, "failed": 1, "skipped": 0}
+    assert ops.add_samples(store, run_id, clips) == {"added": 0, "failed": 0, "skipped": 4}
+    counts = ops.status_counts(store, run_id)["analyze"]
+    assert counts["pending"] == 3 and counts["failed"] == 1
+    with store.read() as conn:
+        err = conn.execute(text("SELECT error FROM sample WHERE source='broken.wav'")).scalar()
+    assert "truncated" in err
+
+
+def test_samples_limit(store):
+    run_id = ops.create_run(store, name="r", config={})
+    assert ops.add_samples(store, run_id, make_clips(5), limit=2)["added"] == 2
+
+
+def test_claim_is_exclusive_and_completion_creates_downstream(store):
+    run_id = seed_run(store, 3)
+    a = ops.claim(store, "analyze", worker="w1", n=2, run_id=run_id)
+    b = ops.claim(store, "analyze", worker="w2", n=5, run_id=run_id)
+    assert len(a) == 2 and len(b) == 1
+    assert {r["id"] for r in a}.isdisjoint({r["id"] for r in b})
+    assert all(r["status"] == "running" and r["attempts"] == 1 for r in a)
+    # w2 cannot complete w1's row
+    assert ops.complete(store, "analyze", a[0]["id"], worker="w2", values={"abc": "x"}) is False
+    assert ops.complete(store, "analyze", a[0]["id"], worker="w1", values={"abc": "X:1", "features": {"key": "C"}})
+    with store.read() as conn:
+        prompts = conn.execute(
+            text("SELECT mode, temperature, slot FROM prompt WHERE sample_id=:s ORDER BY slot"), {"s": a[0]["id"]}
+        ).all()
+    assert [(m, t) for m, t, _ in prompts] == [("convergent", 0.4)] * 3 + [("divergent", 0.8)] * 2
+    p = ops.claim(store, "generate", worker="w1", n=1, run_id=run_id)[0]
+    ops.complete(store, "generate", p["id"], worker="w1", values={"text": "t"})
+    counts = ops.status_counts(store, run_id)
+    assert counts["score"]["pending"] == 1 and counts["render"]["pending"] == 1
+
+
+def test_modes_are_configurable_per_run(store):
+    cfg = {"modes": [{"mode": "convergent", "count": 1, "temperature": 0.2},
+                     {"mode": "divergent", "count": 4, "temperature": 1.1}]}
+    run_id = seed_run(store, 1, config=cfg)
+    r = ops.claim(store, "analyze", worker="w", run_id=run_id)[0]
+    ops.complete(store, "analyze", r["id"], worker="w", values={})
+    with store.read() as conn:
+        temps = [t for (t,) in conn.execute(text("SELECT temperature FROM prompt ORDER BY slot"))]
+    assert temps == [0.2, 1.1, 1.1, 1.1, 1.1]
+
+
+def test_expired_lease_is_reclaimed_and_late_result_dropped(store):
+    run_id = seed_run(store, 1)
+    r = ops.claim(store, "analyze", worker="dead", n=1, lease_s=0.05, run_id=run_id)[0]
+    time.sleep(0.1)
+    r2 = ops.claim(store, "analyze", worker="alive", n=1, run_id=run_id)
+    assert [x["id"] for x in r2] == [r["id"]] and r2[0]["attempts"] == 2
+    assert ops.complete(store, "analyze", r["id"], worker="dead", values={}) is False
+    assert ops.complete(store, "analyze", r["id"], worker="alive", values={}) is True
+    assert ops.status_counts(store, run_id)["generate"]["pending"] == 5
+
+
+def test_lease_renewal_keeps_the_row(store):
+    run_id = seed_run(store, 1)
+    r = ops.claim(store, "analyze", worker="w", n=1, lease_s=0.2, run_id=run_id)[0]
+    for _ in range(3):
+        time.sleep(0.1)
+        assert ops.renew(store, "analyze", [r["id"]], worker="w", lease_s=0.2) == 1
+    assert ops.claim(store, "analyze", worker="other", n=1, run_id=run_id) == []
+
+
+def test_fail_retries_then_fails_and_requeue_brings_back(store):
+    run_id = seed_run(store, 1, config={"max_attempts": 2})
+    for attempt in (1, 2):
+        r = ops.claim(store, "analyze", worker="w", run_id=run_id)[0]
+        status = ops.fail(store, "analyze", r["id"], worker="w", error=f"bad {attempt}")
+    assert status == "failed"
+    assert ops.claim(store, "analyze", worker="w", run_id=run_id) == []
+    with store.read() as conn:
+        row = conn.execute(text("SELECT status, attempts, error FROM sample")).one()
+    assert tuple(row) == ("failed", 2, "bad 2")
+    assert ops.requeue(store, run_id=run_id, stage="analyze")["analyze"] == 1
+    r = ops.claim(store, "analyze", worker="w", run_id=run_id)[0]
+    assert r["attempts"] == 1
+
+
+def test_dead_worker_on_every_attempt_fails_the_row(store):
+    run_id = seed_run(store, 1)
+    for _ in range(3):
+        ops.claim(store, "analyze", worker="w", lease_s=0.01, run_id=run_id)
+        time.sleep(0.03)
+    assert ops.claim(store, "analyze", worker="w", run_id=run_id) == []
+    assert ops.status_counts(store, run_id)["analyze"]["failed"] == 1
+
+
+def test_pause_hands_out_nothing_and_resume_continues(store):
+    run_id = seed_run(store, 2)
+    inflight = ops.claim(store, "analyze", worker="w", n=1, run_id=run_id)[0]
+    assert ops.set_paused(store, run_id, True) is True
+    assert ops.set_paused(store, run_id, True) is False
+    assert ops.claim(store, "analyze", worker="w", n=5, run_id=run_id) == []
+    assert ops.complete(store, "analyze", inflight["id"], worker="w", values={})  # in flight finishes
+    ops.set_paused(store, run_id, False)
+    assert len(ops.claim(store, "analyze", worker="w", n=5, run_id=run_id)) == 1
+
+
+def test_cancel_and_requeue_cancelled(store):
+    run_id = seed_run(store, 3)
+    assert ops.cancel(store, run_id=run_id, stage="analyze")["analyze"] == 3
+    assert ops.claim(store, "analyze", worker="w", run_id=run_id) == []
+    assert ops.requeue(store, run_id=run_id, stage="analyze", failed_only=False)["analyze"] == 3
+
+
+def test_score_waits_for_all_prompts_of_the_run(store):
+    run_id = seed_run(store, 1)
+    s = ops.claim(store, "analyze", worker="w", run_id=run_id)[0]
+    ops.complete(store, "analyze", s["id"], worker="w", values={})
+    prompts = ops.claim(store, "generate", worker="w", n=5, run_id=run_id)
+    ops.complete(store, "generate", prompts[0]["id"], worker="w", values={})
+    assert ops.claim(store, "score", worker="w", run_id=run_id) == []
+    ops.complete_many(store, "generate", [(p["id"], {}) for p in prompts[1:]], worker="w")
+    assert len(ops.claim(store, "score", worker="w", n=10, run_id=run_id)) == 5
+
+
+def test_status_counts_cover_every_stage_and_status(store):
+    run_id = seed_run(store, 2)
+    counts = ops.status_counts(store, run_id)
+    assert set(counts) == {"analyze", "generate", "score", "render"}
+    assert counts["analyze"] == {"pending": 2, "running": 0, "done": 0, "failed": 0, "cancelled": 0}
