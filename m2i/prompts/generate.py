@@ -29,11 +29,11 @@ def prompt_columns(vp: VisualPrompt, tokens: int, *, provider: str, comps: list[
     last = comps[-1]
     costs = [c.cost_usd for c in comps]
     return {
-        "title": vp.title,
-        "text": vp.description,
-        "image_prompt": vp.image_prompt,
-        "negative_prompt": vp.negative_prompt,
-        "palette": vp.palette,
+        "title": redact(vp.title),
+        "text": redact(vp.description),
+        "image_prompt": redact(vp.image_prompt),
+        "negative_prompt": redact(vp.negative_prompt),
+        "palette": [redact(c) for c in vp.palette],
         "image_prompt_tokens": tokens,
         "realised_by": last.realised_by,
         "provider": provider,
@@ -43,7 +43,7 @@ def prompt_columns(vp: VisualPrompt, tokens: int, *, provider: str, comps: list[
         "latency_ms": round(sum(c.latency_ms for c in comps), 1),
         "cost_usd": None if any(c is None for c in costs) else round(sum(costs), 8),  # type: ignore[arg-type]
         "llm_attempts": sum(c.attempts for c in comps),
-        "raw": last.raw,
+        "raw": redact(last.raw),
     }
 
 

@@ -42,6 +42,7 @@ def default_answer(body: dict[str, Any], n: int) -> str:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
+    request_queue_size = 512
     allow_reuse_address = True
 
 
