@@ -72,7 +72,7 @@ class WireServer:
                     body = json.loads(raw) if raw else {}
                 except json.JSONDecodeError:
                     body = {"_unparsed": raw.decode("utf-8", "replace")}
-                rec = {"method": method, "path": self.path, "headers": dict(self.headers.items()), "body": body}
+                rec = {"method": method, "path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body}
                 with outer.lock:
                     outer.requests.append(rec)
                     queue = outer.faults.get(self.path.split("?")[0])

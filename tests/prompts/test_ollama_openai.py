@@ -1,0 +1,170 @@
+"""The ollama and openai providers against real local servers speaking their wire formats."""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+import pytest
+from conftest import ABC, OPENAI_KEY, SLOTS
+
+from m2i.errors import ProviderError
+from m2i.prompts.generate import write_prompt
+from m2i.prompts.providers import get_provider
+from m2i.prompts.template import PROMPT_JSON_SCHEMA
+
+
+async def five_prompts(provider, features):
+    return [
+        await write_prompt(provider, features=features, abc=ABC, mode=mode, temperature=t, seed=seed)
+        for _, mode, t, seed in SLOTS
+    ]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# -- ollama --------------------------------------------------------------------------------------
+
+
+async def test_ollama_reads_temperature_and_seed_inside_options(ollama_server, features):
+    provider = get_provider("ollama", model="llama3.2")
+    await provider.check()
+    rows = await five_prompts(provider, features)
+    await provider.aclose()
+    chats = ollama_server.posts("/api/chat")
+    assert len(chats) == 5
+    for (_, _, t, seed), req in zip(SLOTS, chats):
+        body = req["body"]
+        assert body["model"] == "llama3.2" and body["stream"] is False
+        assert body["options"]["temperature"] == t
+        assert body["options"]["seed"] == seed
+        assert body["options"]["num_predict"] == 400
+        assert "temperature" not in body and "seed" not in body  # the earlier system's mistake
+        assert body["format"] == PROMPT_JSON_SCHEMA
+        assert body["messages"][0]["role"] == "system"
+    assert all(r["realised_by"] == "temperature" and r["provider"] == "ollama" for r in rows)
+    assert all(r["cost_usd"] == 0.0 and r["tokens_in"] > 0 for r in rows)
+
+
+async def test_ollama_missing_model_names_the_pull_command(ollama_server):
+    provider = get_provider("ollama", model="mistral-small3.2")
+    with pytest.raises(ProviderError, match=r"run `ollama pull mistral-small3.2`"):
+        await provider.check()
+    await provider.aclose()
+
+
+async def test_ollama_unreachable_is_one_sentence(monkeypatch, fast_retry):
+    monkeypatch.setenv("OLLAMA_HOST", f"http://127.0.0.1:{free_port()}")
+    provider = get_provider("ollama", model="llama3.2", retry=fast_retry)
+    with pytest.raises(ProviderError, match="Cannot reach Ollama") as info:
+        await provider.check()
+    assert info.value.retryable
+    await provider.aclose()
+
+
+@pytest.mark.parametrize("fault", [{"status": 500}, {"status": 503}, "drop", "malformed", ("hang", 1.5)],
+                         ids=["500", "503", "dropped-connection", "malformed-body", "timeout"])
+async def test_ollama_transient_faults_are_retried(ollama_server, features, fast_retry, fault):
+    provider = get_provider("ollama", model="llama3.2", retry=fast_retry, timeout=0.5)
+    ollama_server.inject("/api/chat", fault)
+    row = await write_prompt(provider, features=features, abc=ABC, mode="divergent", temperature=0.8, seed=5)
+    await provider.aclose()
+    assert row["llm_attempts"] == 2 and ollama_server.ok == 1 and row["image_prompt"]
+
+
+async def test_ollama_empty_answer_then_good(ollama_server, features):
+    provider = get_provider("ollama", model="llama3.2")
+    ollama_server.inject("/api/chat", "empty")
+    row = await write_prompt(provider, features=features, abc=ABC, mode="divergent", temperature=0.8, seed=5)
+    await provider.aclose()
+    seeds = [r["body"]["options"]["seed"] for r in ollama_server.posts("/api/chat")]
+    assert seeds == [5, 1005], "an invalid answer is asked again with another seed"
+    assert row["llm_attempts"] == 2
+
+
+# -- openai-compatible ---------------------------------------------------------------------------
+
+
+async def test_openai_compatible_fields_on_the_wire(openai_server, features):
+    provider = get_provider("openai", model="qwen2.5-7b-instruct", base_url=openai_server.url + "/v1")
+    await provider.check()
+    rows = await five_prompts(provider, features)
+    await provider.aclose()
+    reqs = openai_server.posts("/v1/chat/completions")
+    for (_, _, t, seed), req in zip(SLOTS, reqs):
+        body = req["body"]
+        assert body["temperature"] == t and body["seed"] == seed and body["max_tokens"] == 400
+        assert body["model"] == "qwen2.5-7b-instruct"
+        assert body["response_format"]["type"] == "json_schema"
+        assert body["response_format"]["json_schema"]["schema"] == PROMPT_JSON_SCHEMA
+    assert all(r["realised_by"] == "temperature" and r["cost_usd"] is None for r in rows)
+
+
+async def test_openai_base_url_from_environment_and_key(monkeypatch, features):
+    from wire_servers import OpenAIServer
+
+    with OpenAIServer(models=("llama-3.1-8b",), api_key=OPENAI_KEY) as srv:
+        monkeypatch.setenv("OPENAI_BASE_URL", srv.url + "/v1")
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong-000000")
+        provider = get_provider("openai", model="llama-3.1-8b")
+        with pytest.raises(ProviderError, match="rejected the key in OPENAI_API_KEY") as info:
+            await provider.check()
+        assert "sk-wrong-000000" not in str(info.value)
+        await provider.aclose()
+        monkeypatch.setenv("OPENAI_API_KEY", OPENAI_KEY)
+        provider = get_provider("openai", model="llama-3.1-8b")
+        await provider.check()
+        row = await write_prompt(provider, features=features, abc=ABC, mode="convergent", temperature=0.4, seed=2)
+        await provider.aclose()
+        assert srv.posts("/v1/chat/completions")[0]["headers"]["authorization"] == f"Bearer {OPENAI_KEY}"
+        assert OPENAI_KEY not in row["raw"]
+
+
+async def test_openai_unknown_model_lists_the_served_ones(openai_server):
+    provider = get_provider("openai", model="gpt-9", base_url=openai_server.url + "/v1")
+    with pytest.raises(ProviderError, match="no model 'gpt-9'.*qwen2.5-7b-instruct"):
+        await provider.check()
+    await provider.aclose()
+
+
+def test_openai_without_server_is_one_sentence(monkeypatch):
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    with pytest.raises(ProviderError, match="pass --base-url"):
+        get_provider("openai", model="x")
+
+
+@pytest.mark.parametrize("fault", [{"status": 429, "headers": {"retry-after": "0.1"}}, {"status": 502}, "drop",
+                                   "malformed", ("hang", 1.5), "refusal", "empty"],
+                         ids=["429", "502", "dropped-connection", "malformed-body", "timeout", "refusal", "empty"])
+async def test_openai_faults_end_done_exactly_once(openai_server, features, fast_retry, fault):
+    provider = get_provider("openai", model="qwen2.5-7b-instruct", base_url=openai_server.url + "/v1",
+                            retry=fast_retry, timeout=0.5)
+    openai_server.inject("/v1/chat/completions", fault)
+    row = await write_prompt(provider, features=features, abc=ABC, mode="divergent", temperature=0.8, seed=5)
+    await provider.aclose()
+    assert row["llm_attempts"] == 2 and row["image_prompt"]
+    content_fault = fault in ("refusal", "empty")
+    assert openai_server.ok == (2 if content_fault else 1)
+
+
+async def test_openai_server_without_structured_output_is_asked_plainly(features, caplog):
+    from wire_servers import OpenAIServer
+
+    caplog.set_level(logging.INFO)
+    with OpenAIServer(models=("m",), rejects_response_format=True) as srv:
+        provider = get_provider("openai", model="m", base_url=srv.url + "/v1")
+        row = await write_prompt(provider, features=features, abc=ABC, mode="convergent", temperature=0.4, seed=1)
+        await write_prompt(provider, features=features, abc=ABC, mode="convergent", temperature=0.4, seed=2)
+        await provider.aclose()
+        bodies = [r["body"] for r in srv.posts("/v1/chat/completions")]
+    assert "response_format" in bodies[0] and all("response_format" not in b for b in bodies[1:])
+    assert len(bodies) == 3 and row["llm_attempts"] == 2
+
+
+def test_unknown_provider_name():
+    with pytest.raises(ProviderError, match="unknown: use one of anthropic, local, ollama, openai"):
+        get_provider("gemini")
