@@ -1,0 +1,226 @@
+"""Accuracy and speed of m2i's audio analysis on the labelled evaluation set.
+
+Usage::
+
+    python benchmarks/evalset/render.py            # once: renders bench-data/evalset
+    python benchmarks/bench_features.py [--data bench-data/evalset] [--split all|dev|test] [--no-e2e]
+
+Prints one figure per line. Conventions:
+
+- key: MIREX weighted score (mir_eval.key: 1 same key, 0.5 fifth, 0.3 relative, 0.2 parallel)
+  on chorale, chorale_rn (when the score's key is not modal) and lead clips;
+- tempo Acc1: share of estimates within 4 % of the rendered tempo (chorales and lead clips;
+  folk reported separately);
+- meter balanced accuracy: mean of the recall of triple (3/4) and of duple (2/4, 4/4, 6/8) clips
+  over every subset;
+- chord majmin weighted recall: mir_eval's majmin comparison, duration-weighted over all
+  chorale_rn clips (segments the analysis labels diminished/augmented are not scored, as in MIREX);
+- melody raw pitch accuracy: mir_eval.melody on the lead clips (10 ms grid, 50 cents);
+- ABC note F1: the ABC is parsed back with music21, its notes placed on the detected beat grid,
+  and compared with the score's notes by mir_eval.transcription (onset tolerance 50 ms and
+  100 ms, pitch 50 cents, offsets ignored) on the monophonic folk clips;
+- speed: analyze_clip per 10 s clip in this warm process with one thread (median and 95th
+  percentile), and 100 clips end to end in a new process with a 2-process pool.
+
+``--split dev`` / ``test`` keeps clips whose index is even / odd (thresholds were tuned on dev).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ.setdefault(_v, "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def _hz(m):
+    return 440.0 * 2 ** ((np.asarray(m, dtype=float) - 69) / 12)
+
+
+def abc_note_times(abc: str, features: dict) -> list[tuple[float, float, int]]:
+    """Place the ABC's notes on the detected beat grid (inverse of the quantisation)."""
+    from m2i.audio.abc import _to_beats, abc_notes
+
+    notes = abc_notes(abc)
+    est = features.get("melody_notes") or []
+    if not notes or not est:
+        return []
+    meter = features["time_signature"]
+    ql_per_beat = 1.5 if meter == "6/8" else 1.0
+    beats = np.asarray(features["beats"], dtype=float)
+    tempo = float(features["tempo"])
+    b0 = float(_to_beats(np.array([est[0][0]]), beats, tempo)[0])
+    b0 = round(b0 * (6 if meter == "6/8" else 4) / (2 if meter == "6/8" else 1)) * (2 if meter == "6/8" else 1) / (
+        6 if meter == "6/8" else 4)
+    first = notes[0][0] / ql_per_beat
+    out = []
+    period = 60.0 / tempo
+    idx = np.arange(beats.size, dtype=float)
+    for on, dur, p in notes:
+        bpos = b0 + on / ql_per_beat - first
+        bend = bpos + dur / ql_per_beat
+        t = [float(np.interp(b, idx, beats)) if 0 <= b <= beats.size - 1 else
+             (beats[0] + b * period if b < 0 else beats[-1] + (b - beats.size + 1) * period) for b in (bpos, bend)]
+        out.append((t[0], t[1], p))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    import mir_eval
+    import soundfile as sf
+
+    from m2i.audio import features as F
+    from m2i.audio.analyze import analyze_clip
+
+    ap = argparse.ArgumentParser(description="m2i audio feature benchmark")
+    ap.add_argument("--data", default=str(ROOT / "bench-data" / "evalset"))
+    ap.add_argument("--split", choices=("all", "dev", "test"), default="all")
+    ap.add_argument("--no-e2e", action="store_true", help="skip the 100-clip new-process timing")
+    ap.add_argument("--verbose", action="store_true")
+    args = ap.parse_args(argv)
+    data = Path(args.data)
+    labels = json.loads((data / "labels.json").read_text())
+    if args.split != "all":
+        labels = [r for i, r in enumerate(labels) if (i % 2 == 0) == (args.split == "dev")]
+    # warm-up (numba compile / cache load) outside the timings
+    y0, _ = sf.read(str(data / labels[0]["file"]), dtype="float32")
+    analyze_clip(y0)
+
+    key_scores, tempo_ok, tempo_ok_folk, meter_rows = [], [], [], []
+    chord_num = chord_den = 0.0
+    rpa_num = rpa_den = 0
+    f1_50, f1_100, abc_parsed = [], [], 0
+    times = []
+    for r in labels:
+        y, sr = sf.read(str(data / r["file"]), dtype="float32")
+        t = time.perf_counter()
+        out = analyze_clip(y, sr)
+        times.append(time.perf_counter() - t)
+        f = out["features"]
+        sub = r["subset"]
+        if r.get("key") and sub != "folk":
+            ref = f"{r['key']} {r['mode']}"
+            est = f"{f['key']} {f['tonality']}"
+            key_scores.append(mir_eval.key.weighted_score(ref, est))
+            if args.verbose and key_scores[-1] < 1:
+                print(f"  key {r['file']}: ref {ref} est {est} ({key_scores[-1]})")
+        ok = abs(f["tempo"] - r["tempo"]) <= 0.04 * r["tempo"]
+        (tempo_ok_folk if sub == "folk" else tempo_ok).append(ok)
+        if args.verbose and not ok:
+            print(f"  tempo {r['file']}: ref {r['tempo']} est {f['tempo']}")
+        meter_rows.append((r["meter"] == "3/4", f["time_signature"] == "3/4"))
+        if sub == "chorale_rn" and r.get("chords"):
+            ref_iv = np.array([[a, b] for a, b, _ in r["chords"]])
+            ref_lab = [c for _, _, c in r["chords"]]
+            ref_lab = [c.replace(":aug", ":aug").replace(":X", ":maj") if not c.endswith(":X") else "X"
+                       for c in ref_lab]
+            est_iv = np.array([[a, b] for a, b, _ in f["chords"]])
+            est_lab = [c for _, _, c in f["chords"]]
+            ref_iv, ref_lab = mir_eval.util.adjust_intervals(ref_iv, ref_lab, 0.0, 10.0, "N", "N")
+            est_iv, est_lab = mir_eval.util.adjust_intervals(est_iv, est_lab, 0.0, 10.0, "N", "N")
+            iv, rl, el = mir_eval.util.merge_labeled_intervals(ref_iv, ref_lab, est_iv, est_lab)
+            dur = mir_eval.util.intervals_to_durations(iv)
+            comp = mir_eval.chord.majmin(rl, el)
+            mask = comp >= 0
+            chord_num += float(np.sum(comp[mask] * dur[mask]))
+            chord_den += float(np.sum(dur[mask]))
+        if sub == "lead":
+            a = F.prepare(y)
+            tr = F.melody_track(a)
+            ref_t = np.arange(0, 10.0, 0.01)
+            ref_f = np.zeros_like(ref_t)
+            for on, off, p in r["melody"]:
+                ref_f[(ref_t >= on) & (ref_t < off)] = _hz(p)
+            est_f = np.interp(ref_t, tr["times"], tr["f0"])
+            est_f = np.where(np.interp(ref_t, tr["times"], tr["voiced"].astype(float)) > 0.5, est_f, 0.0)
+            rv, rc, ev, ec = mir_eval.melody.to_cent_voicing(ref_t, ref_f, ref_t, est_f)
+            n_ref = int(rv.sum())
+            rpa_num += mir_eval.melody.raw_pitch_accuracy(rv, rc, ev, ec) * n_ref
+            rpa_den += n_ref
+        if sub == "folk":
+            try:
+                est_notes = abc_note_times(out["abc"], f)
+                abc_parsed += 1
+            except ValueError:
+                est_notes = []
+            ref = r["melody"]
+            ref_iv = np.array([[a, max(b, a + 0.01)] for a, b, _ in ref])
+            ref_p = _hz([p for _, _, p in ref])
+            if est_notes:
+                est_iv = np.array([[a, max(b, a + 0.01)] for a, b, _ in est_notes])
+                est_p = _hz([p for _, _, p in est_notes])
+            else:
+                est_iv, est_p = np.zeros((0, 2)), np.zeros(0)
+            for tol, acc in ((0.05, f1_50), (0.1, f1_100)):
+                _, _, fm, _ = mir_eval.transcription.precision_recall_f1_overlap(
+                    ref_iv, ref_p, est_iv, est_p, onset_tolerance=tol, offset_ratio=None)
+                acc.append(fm)
+
+    def line(name: str, value: float, target: str, n: int) -> None:
+        print(f"{name}: {value:.3f} ({target}; n={n})")
+
+    print(f"evaluation set: {data} split={args.split} clips={len(labels)}")
+    line("key_mirex_weighted", float(np.mean(key_scores)), "target >= 0.87", len(key_scores))
+    line("key_exact", float(np.mean([s == 1.0 for s in key_scores])), "share of exact keys", len(key_scores))
+    line("tempo_acc1_chorales", float(np.mean(tempo_ok)), "target >= 0.95", len(tempo_ok))
+    if tempo_ok_folk:
+        line("tempo_acc1_folk", float(np.mean(tempo_ok_folk)), "no target", len(tempo_ok_folk))
+    tri = [e for t, e in meter_rows if t]
+    dup = [not e for t, e in meter_rows if not t]
+    bal = (np.mean(tri) + np.mean(dup)) / 2 if tri and dup else float("nan")
+    line("meter_balanced_accuracy", float(bal), f"target >= 0.70; triple recall {np.mean(tri):.3f} n={len(tri)}, "
+         f"duple recall {np.mean(dup):.3f}", len(meter_rows))
+    if chord_den:
+        line("chord_majmin_weighted_recall", chord_num / chord_den, "target >= 0.75",
+             sum(1 for r in labels if r["subset"] == "chorale_rn"))
+    if rpa_den:
+        line("melody_raw_pitch_accuracy", rpa_num / rpa_den, "target >= 0.90",
+             sum(1 for r in labels if r["subset"] == "lead"))
+    if f1_50:
+        line("abc_note_f1_50ms", float(np.mean(f1_50)), "target >= 0.80", len(f1_50))
+        line("abc_note_f1_100ms", float(np.mean(f1_100)), "onset tolerance 100 ms", len(f1_100))
+        line("abc_parsed_by_music21", abc_parsed / len(f1_50), "must be 1.000", len(f1_50))
+    tms = np.asarray(times)
+    line("analyze_clip_median_s", float(np.median(tms)), "target <= 0.25 s, one thread, warm", tms.size)
+    line("analyze_clip_p95_s", float(np.percentile(tms, 95)), "one thread, warm", tms.size)
+    if not args.no_e2e:
+        files = [str(data / r["file"]) for r in labels][:100]
+        while len(files) < 100:
+            files += files[: 100 - len(files)]
+        code = (
+            "import sys,time;t=time.perf_counter();sys.path.insert(0,%r)\n"
+            "from concurrent.futures import ProcessPoolExecutor\n"
+            "import soundfile as sf\n"
+            "from m2i.audio.analyze import analyze_clip\n"
+            "files=%r\n"
+            "def one(p):\n    y,sr=sf.read(p,dtype='float32');return analyze_clip(y,sr)['features']['tempo']\n"
+            "if __name__=='__main__':\n"
+            "    with ProcessPoolExecutor(2) as ex: r=list(ex.map(one,files,chunksize=5))\n"
+            "    print(len(r), time.perf_counter()-t)\n" % (str(ROOT), files)
+        )
+        script = data / "_e2e.py"
+        script.write_text(code)
+        t = time.perf_counter()
+        res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+        wall = time.perf_counter() - t
+        if res.returncode != 0:
+            print("e2e_100_clips_s: failed\n" + res.stderr[-2000:])
+        else:
+            line("e2e_100_clips_s", wall, "target <= 40 s, new process, 2 workers, numba cache warm", 100)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
