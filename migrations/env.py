@@ -7,9 +7,10 @@ show up in autogenerate and in the models-match-migrations test.
 from __future__ import annotations
 
 from alembic import context
+from sqlmodel import SQLModel
+
 import m2i.store.models  # noqa: F401  (declares the tables on SQLModel.metadata)
 from m2i.store.engine import make_engine
-from sqlmodel import SQLModel
 
 config = context.config
 target_metadata = SQLModel.metadata

@@ -8,7 +8,7 @@ the naming convention below is set before any table is declared.
 from __future__ import annotations
 
 import enum
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, Column, Index, LargeBinary, MetaData, UniqueConstraint
@@ -26,7 +26,7 @@ SQLModel.metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 def utcnow() -> datetime:
     """Timezone-aware UTC now (stored as UTC on every database)."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Status(str, enum.Enum):
@@ -220,6 +220,20 @@ class Report(SQLModel, table=True):
     kind: str = Field(max_length=50, nullable=False)
     created_at: datetime = Field(default_factory=utcnow, nullable=False)
     data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class StageCount(SQLModel, table=True):
+    """Rows per (run, stage, status), kept exact by triggers (see migration 0002).
+
+    ``m2i status`` and the dashboard read these few rows instead of counting 100,000s of rows.
+    """
+
+    __tablename__ = "stage_count"
+
+    run_id: int = Field(foreign_key="run.id", primary_key=True, ondelete="CASCADE")
+    stage: str = Field(primary_key=True, max_length=16)
+    status: str = Field(primary_key=True, max_length=16)
+    n: int = Field(default=0, nullable=False)
 
 
 TABLES_BY_STAGE = {"analyze": Sample, "generate": Prompt, "score": Score, "render": Image}

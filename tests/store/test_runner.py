@@ -11,9 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-from store_helpers import RecordingStage, all_stages, seed_run
 from sqlalchemy import text
+from store_helpers import RecordingStage, all_stages, seed_run
 
 from m2i.runner import Runner
 from m2i.store import open_store, ops

@@ -6,8 +6,8 @@ import sqlite3
 import time
 
 import pytest
-from store_helpers import make_clips, seed_run
 from sqlalchemy import text
+from store_helpers import make_clips, seed_run
 
 from m2i.errors import StoreError
 from m2i.store import open_store, ops
@@ -246,3 +246,20 @@ def test_status_counts_cover_every_stage_and_status(store):
     counts = ops.status_counts(store, run_id)
     assert set(counts) == {"analyze", "generate", "score", "render"}
     assert counts["analyze"] == {"pending": 2, "running": 0, "done": 0, "failed": 0, "cancelled": 0}
+
+
+def test_stage_counts_stay_exact_through_every_change(store):
+    """The trigger-maintained counts equal a real COUNT(*) after inserts, claims, failures and deletes."""
+    run_id = seed_run(store, 6, config={"max_attempts": 1})
+    rows = ops.claim(store, "analyze", worker="w", n=4, run_id=run_id)
+    ops.complete_many(store, "analyze", [(r["id"], {}) for r in rows[:3]], worker="w")
+    ops.fail(store, "analyze", rows[3]["id"], worker="w", error="x")
+    ops.claim(store, "generate", worker="w", n=7, run_id=run_id)
+    ops.cancel(store, run_id=run_id, stage="generate", ids=[1, 2])
+    with store.transaction() as conn:
+        conn.execute(text("DELETE FROM prompt WHERE id = 3"))
+    counts = ops.status_counts(store, run_id)
+    with store.read() as conn:
+        for stage, table in (("analyze", "sample"), ("generate", "prompt"), ("score", "score"), ("render", "image")):
+            real = dict(conn.execute(text(f"SELECT status, count(*) FROM {table} GROUP BY status")).all())
+            assert {k: v for k, v in counts[stage].items() if v} == real, stage

@@ -1,0 +1,147 @@
+"""Run-store figures: claim + complete throughput, concurrent workers, status-count latency.
+
+    python benchmarks/bench_store.py [--db-url URL]
+
+Prints one line per figure with its target. Uses temporary SQLite files (or the PostgreSQL
+URL given) and the real claim/complete functions of m2i.store.ops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import multiprocessing as mp
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sqlalchemy import insert, text  # noqa: E402
+
+from m2i.store import open_store, ops  # noqa: E402
+from m2i.store.models import Image, Prompt, Run, Sample  # noqa: E402
+
+
+def seed_images(store, n_images: int, *, status: str = "pending") -> int:
+    """A run with n_images/5 samples, 5 prompts each and one image row per prompt (bulk insert)."""
+    n_samples = max(1, n_images // 5)
+    with store.transaction() as conn:
+        run_id = conn.execute(insert(Run.__table__).values(name="bench", config={}, created_at=ops.utcnow())
+                              .returning(Run.__table__.c.id)).scalar_one()
+        conn.execute(insert(Sample.__table__), [
+            {"run_id": run_id, "idx": i, "source": f"s{i}", "meta": {}, "status": "done"} for i in range(n_samples)
+        ])
+        sids = [r[0] for r in conn.execute(text("SELECT id FROM sample WHERE run_id=:r ORDER BY idx"), {"r": run_id})]
+        conn.execute(insert(Prompt.__table__), [
+            {"run_id": run_id, "sample_id": sid, "slot": k, "mode": "convergent" if k < 3 else "divergent",
+             "temperature": 0.4 if k < 3 else 0.8, "seed": k, "status": status}
+            for sid in sids for k in range(5)
+        ])
+        pids = [r[0] for r in conn.execute(text("SELECT id FROM prompt WHERE run_id=:r ORDER BY id"), {"r": run_id})]
+        conn.execute(insert(Image.__table__), [{"run_id": run_id, "prompt_id": pid} for pid in pids[:n_images]])
+    return int(run_id)
+
+
+def single_worker(url: str, n: int, batch: int) -> float:
+    store = open_store(url)
+    run_id = seed_images(store, n)
+    t0 = time.perf_counter()
+    done = 0
+    while True:
+        rows = ops.claim(store, "render", worker="w1", n=batch, run_id=run_id)
+        if not rows:
+            break
+        ops.complete_many(store, "render", [(r["id"], {"path": f"{r['id']}.png"}) for r in rows], worker="w1")
+        done += len(rows)
+    dt = time.perf_counter() - t0
+    assert done == n, (done, n)
+    store.close()
+    return n / dt
+
+
+def _worker(url: str, run_id: int, name: str, batch: int, q) -> None:
+    store = open_store(url)
+    got = []
+    while True:
+        rows = ops.claim(store, "render", worker=name, n=batch, run_id=run_id)
+        if not rows:
+            break
+        acc = ops.complete_many(store, "render", [(r["id"], {"worker": name}) for r in rows], worker=name)
+        got.extend(r["id"] for r, ok in zip(rows, acc) if ok)
+    q.put(got)
+
+
+def many_workers(url: str, n: int, workers: int, batch: int) -> tuple[float, int, int, int]:
+    store = open_store(url)
+    run_id = seed_images(store, n)
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    procs = [ctx.Process(target=_worker, args=(url, run_id, f"w{i}", batch, q)) for i in range(workers)]
+    t0 = time.perf_counter()
+    for p in procs:
+        p.start()
+    results = [q.get() for _ in procs]
+    for p in procs:
+        p.join()
+    dt = time.perf_counter() - t0
+    ids = [i for r in results for i in r]
+    c = collections.Counter(ids)
+    doubled = sum(1 for v in c.values() if v > 1)
+    counts = ops.status_counts(store, run_id)["render"]
+    lost = n - counts["done"]
+    store.close()
+    return n / dt, lost, doubled, sum(1 for r in results if r)
+
+
+def status_latency(url: str, n_prompts: int) -> float:
+    store = open_store(url)
+    run_id = seed_images(store, n_prompts)
+    # a realistic mix of statuses
+    with store.transaction() as conn:
+        conn.execute(text("UPDATE prompt SET status='done' WHERE id % 3 = 0"))
+        conn.execute(text("UPDATE prompt SET status='failed' WHERE id % 97 = 0"))
+        conn.execute(text("UPDATE image SET status='done' WHERE id % 4 = 0"))
+    if store.dialect == "sqlite":
+        with store.transaction() as conn:
+            conn.exec_driver_sql("ANALYZE")
+    times = []
+    for _ in range(30):
+        t0 = time.perf_counter()
+        ops.status_counts(store, run_id)
+        times.append(time.perf_counter() - t0)
+    store.close()
+    return statistics.median(times) * 1000
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--db-url", help="database URL (default: temporary SQLite files)")
+    ap.add_argument("--rows", type=int, default=10_000)
+    ap.add_argument("--workers", type=int, default=8)
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="m2i-bench-"))
+
+    def url(name: str) -> str:
+        if args.db_url:
+            return args.db_url
+        return str(tmp / f"{name}.db")
+
+    label = "postgresql" if args.db_url and args.db_url.startswith("postgres") else "sqlite"
+    rate = single_worker(url("single"), args.rows, 100)
+    print(f"{label} claim+complete, 1 worker, {args.rows} rows, batch 100: {rate:,.0f} rows/s (target >= 3,000)")
+    rate1 = single_worker(url("single1"), 2000, 1)
+    print(f"{label} claim+complete, 1 worker, one row per claim: {rate1:,.0f} rows/s")
+    rate, lost, doubled, active = many_workers(url("many"), args.rows, args.workers, 50)
+    print(f"{label} {args.workers} worker processes, {args.rows} rows: {rate:,.0f} rows/s, lost {lost}, "
+          f"doubled {doubled}, workers that got rows {active} (target: 0 lost, 0 doubled)")
+    ms = status_latency(url("status"), 100_000)
+    print(f"{label} status counts over 100,000 prompt rows: {ms:.1f} ms median of 30 (target <= 30 ms)")
+    print(f"machine: {os.cpu_count()} cores")
+
+
+if __name__ == "__main__":
+    main()

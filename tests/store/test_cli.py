@@ -1,0 +1,149 @@
+"""The m2i command line on real database files: one sentence and a non-zero exit for user errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+from store_helpers import seed_run
+
+from m2i.store import open_store, ops
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def m2i(*args, cwd=None, env=None):
+    return subprocess.run(
+        [sys.executable, str(ROOT / "cli.py"), *args], capture_output=True, text=True, cwd=cwd,
+        env={**os.environ, **(env or {})}, timeout=120,
+    )
+
+
+def test_init_status_and_json(tmp_path):
+    r = m2i("init", "--db", str(tmp_path / "a.db"))
+    assert r.returncode == 0 and "ready" in r.stdout
+    store = open_store(tmp_path / "a.db")
+    seed_run(store, 3)
+    r = m2i("status", "--json", "--db", str(tmp_path / "a.db"))
+    data = json.loads(r.stdout)
+    assert data["stages"]["analyze"]["pending"] == 3
+    r = m2i("status", env={"M2I_DB": str(tmp_path / "a.db")})
+    assert "analyze" in r.stdout and r.returncode == 0
+
+
+def test_sql_reads_and_refuses_writes(tmp_path):
+    db = tmp_path / "a.db"
+    store = open_store(db)
+    seed_run(store, 2)
+    r = m2i("sql", "SELECT count(*) AS n FROM sample", "--json", "--db", str(db))
+    assert json.loads(r.stdout) == {"n": 2}
+    before = ops.status_counts(store)
+    for stmt in ("DELETE FROM sample", "UPDATE sample SET status='done'", "DROP TABLE sample",
+                 "INSERT INTO run(name, config, created_at, paused, cancelled) VALUES ('x','{}','2020-01-01',0,0)"):
+        r = m2i("sql", stmt, "--db", str(db))
+        assert r.returncode == 1 and "read-only" in r.stderr and "Traceback" not in r.stderr, stmt
+    assert ops.status_counts(store) == before
+    r = m2i("sql", "SELEC nonsense", "--db", str(db))
+    assert r.returncode == 1 and r.stderr.startswith("error: SQL error")
+
+
+@pytest.mark.parametrize("kind", ["not_sqlite", "other_sqlite", "newer_schema", "missing_dir", "empty_path_is_dir"])
+def test_bad_databases_one_sentence_and_untouched(tmp_path, kind):
+    db = tmp_path / "x.db"
+    if kind == "not_sqlite":
+        db.write_text("just some text\n")
+    elif kind == "other_sqlite":
+        with sqlite3.connect(db) as c:
+            c.execute("CREATE TABLE t (a)")
+    elif kind == "newer_schema":
+        open_store(db).close()
+        with sqlite3.connect(db) as c:
+            c.execute("UPDATE alembic_version SET version_num='9999'")
+    elif kind == "missing_dir":
+        db = tmp_path / "missing" / "x.db"
+    elif kind == "empty_path_is_dir":
+        db.mkdir()
+    before = db.read_bytes() if db.is_file() else None
+    for cmd in (["status"], ["run", "--samples", "1"], ["init"]):
+        r = m2i(*cmd, "--db", str(db))
+        assert r.returncode == 1, (cmd, r.stdout, r.stderr)
+        lines = [x for x in r.stderr.splitlines() if x.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in r.stderr, r.stderr
+    if before is not None:
+        assert db.read_bytes() == before
+    assert not (tmp_path / "missing").exists()
+
+
+def test_read_only_database_file(tmp_path):
+    """As a user who may not write the file: writing commands refuse in one sentence; reading works."""
+    work = Path(tempfile.mkdtemp(prefix="m2i-ro-"))
+    immutable = False
+    try:
+        db = work / "m2i.db"
+        store = open_store(db)
+        seed_run(store, 2)
+        store.close()
+        for side in ("-wal", "-shm"):
+            Path(str(db) + side).unlink(missing_ok=True)
+        before = db.read_bytes()
+        if os.geteuid() == 0:
+            # root may write any file whatever its mode; an immutable file is read-only even for root
+            r = subprocess.run(["chattr", "+i", str(db)], capture_output=True)
+            if r.returncode != 0:
+                pytest.skip("root cannot make a read-only file here (chattr +i unsupported)")
+            immutable = True
+        else:
+            db.chmod(0o444)
+        r = m2i("requeue", "--db", str(db), cwd=work)
+        assert r.returncode == 1 and "read-only" in r.stderr and "Traceback" not in r.stderr, r.stderr
+        r = m2i("status", "--json", "--db", str(db), cwd=work)
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["stages"]["analyze"]["pending"] == 2
+        assert db.read_bytes() == before
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(db)], check=False)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def test_requeue_needs_stage_with_id(tmp_path):
+    db = tmp_path / "a.db"
+    seed_run(open_store(db), 1)
+    r = m2i("requeue", "--id", "3", "--db", str(db))
+    assert r.returncode == 1 and "--stage" in r.stderr
+
+
+def test_pause_resume_cancel_requeue(tmp_path):
+    db = tmp_path / "a.db"
+    store = open_store(db)
+    run_id = seed_run(store, 2)
+    assert "paused" in m2i("pause", "--db", str(db)).stdout
+    assert ops.get_run(store, run_id)["paused"] is True
+    assert "resumed" in m2i("resume", "--db", str(db)).stdout
+    assert ops.get_run(store, run_id)["paused"] is False
+    assert "analyze: 2" in m2i("cancel", "--stage", "analyze", "--db", str(db)).stdout
+    assert "analyze: 2" in m2i("requeue", "--all", "--db", str(db)).stdout
+    assert ops.status_counts(store, run_id)["analyze"]["pending"] == 2
+
+
+def test_no_run_yet(tmp_path):
+    db = tmp_path / "a.db"
+    open_store(db).close()
+    r = m2i("pause", "--db", str(db))
+    assert r.returncode == 1 and "no run yet" in r.stderr
+
+
+def test_import_m2i_stays_light():
+    code = ("import sys, m2i, m2i.store, m2i.runner, m2i.config, m2i.pipeline, m2i.stages;"
+            "heavy = [m for m in ('torch', 'librosa', 'diffusers', 'transformers', 'llama_cpp', 'textual', 'cli', 'tui')"
+            " if m in sys.modules]; print(','.join(heavy))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == ""
