@@ -368,6 +368,23 @@ def sql(
     con.print(f"{len(rows)} row(s)")
 
 
+# --------------------------------------------------------------------------- dashboard
+
+
+@app.command()
+def tui(
+    db: DbOpt = None,
+    start_runner: Annotated[bool, typer.Option("--run", help="Also run the pipeline in this process.")] = False,
+    run_id: Annotated[str | None, typer.Option("--run-id", help="Run id or name to show (default: the newest).")] = None,
+    config: Annotated[str | None, typer.Option("--config", help="m2i.toml to read (with --run).")] = None,
+) -> None:
+    """The dashboard: live progress, convergent vs divergent, failures and requeue, samples."""
+    from tui.app import run_app
+
+    settings = _settings({"run_name": run_id}, config) if start_runner else None
+    run_app(db=_db(db), run=run_id, settings=settings)
+
+
 # --------------------------------------------------------------------------- entry point
 
 

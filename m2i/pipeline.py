@@ -53,8 +53,14 @@ def run_pipeline(
     explicit: set[str] | None = None,
     progress: Callable[[dict[str, dict[str, int]]], None] | None = None,
     handle_signals: bool = True,
+    on_runner: Callable[[Any], None] | None = None,
 ) -> dict[str, Any]:
-    """Run (or continue) a run to completion; returns counts and summary lines."""
+    """Run (or continue) a run to completion; returns counts and summary lines.
+
+    ``on_runner`` receives the :class:`~m2i.runner.Runner` before it starts, so a caller in
+    another thread (the dashboard) can stop it with ``runner.stop_threadsafe()``. Pass
+    ``handle_signals=False`` when not on the main thread.
+    """
     from m2i.runner import Runner, run_blocking
     from m2i.stages import build_stages
 
@@ -82,6 +88,8 @@ def run_pipeline(
             log.info("%s", note)
             ops.log_event(store, run_id, note)
         runner = Runner(store, run_id, impls, lease_s=settings.lease_s, on_progress=progress)
+        if on_runner is not None:
+            on_runner(runner)
         try:
             counts = run_blocking(runner, handle_signals=handle_signals)
         finally:

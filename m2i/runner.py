@@ -117,6 +117,7 @@ class Runner:
         self.on_progress = on_progress
         self._stop = asyncio.Event()
         self._signals = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.processed: dict[str, int] = {i.name: 0 for i in self.impls}
         self.stage_names = [i.name for i in self.impls]
 
@@ -129,6 +130,12 @@ class Runner:
             os._exit(130)
         log.info("stopping: no new work is claimed; finishing what is in flight")
         self._stop.set()
+
+    def stop_threadsafe(self) -> None:
+        """Request a graceful stop from another thread (the dashboard's quit key)."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._stop.set)
 
     @property
     def stopping(self) -> bool:
@@ -143,6 +150,7 @@ class Runner:
     # ------------------------------------------------------------------ main loop
 
     async def run(self) -> dict[str, dict[str, int]]:
+        self._loop = asyncio.get_running_loop()
         run = await asyncio.to_thread(ops.get_run, self.store, self.run_id)
         if run is None:
             raise M2IError(f"Run {self.run_id} does not exist.")
