@@ -1,0 +1,70 @@
+"""Output layout, per-image seeds and PNG writing."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from m2i.errors import BackendError, InputError
+from m2i.images import image_path, image_seed
+from m2i.images.png import TMP_PREFIX, png_text, read_png_text, save_png
+
+
+def test_layout_matches_the_earlier_system(tmp_path):
+    assert image_path(tmp_path, 0, 0) == tmp_path / "images" / "sample_000" / "sample_000_prompt_00.png"
+    assert image_path("run", 42, 4).as_posix() == "run/images/sample_042/sample_042_prompt_04.png"
+    assert image_path("run", 1234, 12).name == "sample_1234_prompt_12.png"
+    for bad in ((-1, 0), (0, -1), (1.5, 0), (True, 0)):
+        with pytest.raises(InputError):
+            image_path("run", *bad)
+
+
+def test_image_seed_is_stable_across_processes():
+    code = "from m2i.images import image_seed; print(image_seed(42, 7), image_seed(-3, 0))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert [int(x) for x in out] == [image_seed(42, 7), image_seed(-3, 0)]
+    # golden value: changing the derivation would silently change every re-rendered image
+    assert image_seed(42, 7) == 8084361912552697151
+    seeds = {image_seed(42, i) for i in range(1000)}
+    assert len(seeds) == 1000 and all(0 <= s < 2**63 for s in seeds)
+    assert image_seed(1, 7) != image_seed(2, 7)
+    with pytest.raises(InputError):
+        image_seed(42, -1)
+
+
+def test_png_text_round_trips_unicode(tmp_path):
+    text = png_text(prompt="Nacht über dem Fjord — 夜", negative_prompt=None, seed=3, steps=30, guidance=7.0,
+                    width=8, height=8, model="m", scheduler="euler", backend="sdxl", extra={"truncated": True})
+    path = save_png(Image.new("RGB", (8, 8), (10, 20, 30)), tmp_path / "a" / "b.png", text=text)
+    back = read_png_text(path)
+    assert back["prompt"] == "Nacht über dem Fjord — 夜" and back["negative_prompt"] == ""
+    assert back["guidance"] == "7" and back["truncated"] == "true" and back["size"] == "8x8"
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
+    target = tmp_path / "img.png"
+    target.write_bytes(b"previous image")
+
+    class DiskFullImage:
+        """Stands in for a picture whose encoding dies half-way (like a runner killed mid-write)."""
+
+        def save(self, fh, **kwargs):
+            fh.write(b"\x89PNG half")
+            raise OSError(28, "No space left on device")
+
+    with pytest.raises(BackendError, match="No space left on device"):
+        save_png(DiskFullImage(), target, text={})
+    assert target.read_bytes() == b"previous image"
+    assert not list(tmp_path.glob(f"{TMP_PREFIX}*"))
+
+
+def test_unwritable_folder_is_one_sentence(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(BackendError) as err:
+        save_png(Image.new("RGB", (8, 8)), tmp_path / "f" / "img.png", text={})
+    assert str(err.value).startswith(f"cannot write {Path(tmp_path / 'f' / 'img.png')}")
+    assert str(err.value).endswith("choose a writable output folder.")

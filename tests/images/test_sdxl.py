@@ -1,0 +1,224 @@
+"""The ``sdxl`` backend on a tiny, real SDXL pipeline (CPU, offline)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from m2i.errors import BackendError, ConfigError
+from m2i.images import image_path
+from m2i.images.backends import get_backend
+from m2i.images.png import TMP_PREFIX, read_png_text
+
+
+def pixels(path: str | Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"), dtype=np.int16)
+
+
+def test_batch_renders_every_job_in_order_into_the_legacy_layout(tiny_backend, make_job, tmp_path):
+    jobs = [make_job(i, f"a {word} garden at dusk", sample_idx=3, slot=i) for i, word in
+            enumerate(["quiet", "burning", "frozen", "floating", "violet"])]
+    results = tiny_backend.render(jobs)
+
+    assert [r.prompt_id for r in results] == [0, 1, 2, 3, 4]
+    assert all(r.error is None for r in results), [r.error for r in results]
+    for job, res in zip(jobs, results):
+        assert res.path == str(tmp_path / "out" / "images" / "sample_003" / f"sample_003_prompt_{job.slot:02d}.png")
+        with Image.open(res.path) as im:
+            assert im.size == (64, 64) and im.mode == "RGB"
+        assert (res.backend, res.device, res.scheduler) == ("sdxl", "cpu", "euler")
+        assert res.model == str(Path(tiny_backend.model)) and res.refiner is False and res.truncated is False
+        assert res.seconds > 0
+    assert not list((tmp_path / "out").rglob(f"{TMP_PREFIX}*")), "temporary files left behind"
+
+
+def test_same_seed_same_pixels_other_seed_other_pixels(tiny_backend, make_job, tmp_path):
+    a = tiny_backend.render([make_job(7, "a red kite over the sea", seed=1234, out_dir=tmp_path / "a")])[0]
+    b = tiny_backend.render([make_job(7, "a red kite over the sea", seed=1234, out_dir=tmp_path / "b")])[0]
+    c = tiny_backend.render([make_job(7, "a red kite over the sea", seed=1235, out_dir=tmp_path / "c")])[0]
+    assert np.array_equal(pixels(a.path), pixels(b.path))
+    assert np.abs(pixels(a.path) - pixels(c.path)).mean() > 1.0
+
+
+def test_image_does_not_depend_on_its_batch_mates(tiny_backend, make_job, tmp_path):
+    alone = tiny_backend.render([make_job(2, "a paper boat", seed=99, out_dir=tmp_path / "alone")])[0]
+    mates = [make_job(i, f"mate number {i}", seed=i, negative_prompt="blurry", out_dir=tmp_path / "batch")
+             for i in (10, 11, 13)]
+    batch = tiny_backend.render([*mates[:2], make_job(2, "a paper boat", seed=99, out_dir=tmp_path / "batch"), mates[2]])
+    assert batch[2].prompt_id == 2
+    diff = np.abs(pixels(alone.path) - pixels(batch[2].path))
+    assert diff.max() <= 2, f"batched render differs from the single render by up to {diff.max()} levels"
+
+
+def test_png_carries_everything_needed_to_reproduce_it(tiny_backend, make_job):
+    job = make_job(5, "an orchestra of glass birds, ultramarine", negative_prompt="text, watermark",
+                   seed=424242, steps=3, guidance=6.5, title="Glass birds")
+    res = tiny_backend.render([job])[0]
+    text = read_png_text(res.path)
+    assert text["prompt"] == job.prompt
+    assert text["negative_prompt"] == "text, watermark"
+    assert text["seed"] == "424242" and res.seed == 424242
+    assert text["steps"] == "3" and text["guidance"] == "6.5"
+    assert text["width"] == "64" and text["height"] == "64" and text["size"] == "64x64"
+    assert text["model"] == tiny_backend.model and text["scheduler"] == "euler" and text["backend"] == "sdxl"
+    assert text["title"] == "Glass birds" and text["truncated"] == "false" and text["prompt_id"] == "5"
+    assert "Seed: 424242" in text["parameters"] and "Negative prompt: text, watermark" in text["parameters"]
+
+
+def test_model_defaults_fill_what_a_job_leaves_out(tiny_backend, make_job):
+    job = make_job(6, "steam rising from a cup", steps=None, guidance=None, width=64, height=64)
+    res = tiny_backend.render([job])[0]
+    assert (res.steps, res.guidance) == (30, 7.0)
+    assert read_png_text(res.path)["steps"] == "30"
+
+
+def test_long_prompt_is_rendered_and_recorded_as_truncated(tiny_backend, make_job):
+    long_prompt = "a very long prompt about a cathedral made of rain " * 4  # ~200 byte-level tokens
+    res = tiny_backend.render([make_job(8, long_prompt)])[0]
+    assert res.error is None and res.truncated is True
+    assert any("CLIP tokens" in n and "read the first 77" in n for n in res.notes)
+    assert read_png_text(res.path)["truncated"] == "true"
+
+
+def test_refiner_path_shares_encoder_and_vae_and_changes_the_image(tiny_sdxl, make_job, tmp_path):
+    base_dir, refiner_dir = tiny_sdxl
+    backend = get_backend("sdxl", model=str(base_dir), refiner=str(refiner_dir), refiner_split=0.5, device="cpu")
+    backend.load()
+    try:
+        assert backend.refiner_pipeline.text_encoder_2 is backend.pipeline.text_encoder_2
+        assert backend.refiner_pipeline.vae is backend.pipeline.vae
+        jobs = [make_job(i, f"a comet over {w}", seed=i, steps=4, out_dir=tmp_path / "r") for i, w in
+                enumerate(["dunes", "a harbour"])]
+        refined = backend.render(jobs)
+        again = backend.render([make_job(0, "a comet over dunes", seed=0, steps=4, out_dir=tmp_path / "r2")])[0]
+    finally:
+        backend.close()
+    assert all(r.error is None and r.refiner for r in refined)
+    assert read_png_text(refined[0].path)["refiner"] == str(refiner_dir)
+    assert np.array_equal(pixels(refined[0].path), pixels(again.path))
+
+    plain = get_backend("sdxl", model=str(base_dir), device="cpu")
+    plain_res = plain.render([make_job(0, "a comet over dunes", seed=0, steps=4, out_dir=tmp_path / "p")])[0]
+    plain.close()
+    assert np.abs(pixels(refined[0].path) - pixels(plain_res.path)).mean() > 0.5
+
+
+def test_bad_jobs_fail_alone_with_a_reason(tiny_backend, make_job, tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the output folder should be")
+    unwritable = make_job(21, "a fine prompt", out_dir=blocker / "run")
+    jobs = [make_job(20, "   "), unwritable, make_job(22, "a fine prompt", width=60), make_job(23, "an owl at noon")]
+    results = tiny_backend.render(jobs)
+
+    assert [r.prompt_id for r in results] == [20, 21, 22, 23]
+    assert "empty image_prompt" in results[0].error and results[0].path is None
+    assert "cannot write to" in results[1].error and str(blocker) in results[1].error
+    assert "writable output folder" in results[1].error
+    assert "multiple of 8" in results[2].error
+    assert results[3].error is None and Path(results[3].path).is_file()
+
+
+def test_out_of_memory_halves_the_batch_then_fails_the_row(tiny_sdxl, make_job, tmp_path):
+    # A real out-of-memory cannot be caused on a shared CPU machine without endangering other
+    # processes, so a test hook on the UNet raises torch's own OutOfMemoryError whenever the
+    # UNet is asked for more than `limit` latents (classifier-free guidance doubles the batch).
+    import torch
+
+    backend = get_backend("sdxl", model=str(tiny_sdxl[0]), device="cpu", batch_size=4)
+    backend.load()
+    unet = backend.pipeline.unet
+    real_forward = unet.forward
+    seen: list[int] = []
+    limit = {"latents": 2}
+
+    def forward_with_memory_limit(sample, *args, **kwargs):
+        seen.append(sample.shape[0])
+        if sample.shape[0] > limit["latents"]:
+            raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {sample.shape[0]} latents (test hook)")
+        return real_forward(sample, *args, **kwargs)
+
+    unet.forward = forward_with_memory_limit
+    try:
+        jobs = [make_job(i, f"a tower of clocks {i}", seed=i, out_dir=tmp_path / "oom") for i in range(4)]
+        results = backend.render(jobs)
+        assert all(r.error is None for r in results), [r.error for r in results]
+        assert seen[0] == 8 and seen[1] == 4 and set(seen[2:]) == {2}  # 4 -> 2 -> 1 images per call
+        assert any("batch size reduced to 1" in n for n in results[0].notes)
+        assert backend._max_batch[(64, 64)] == 1  # remembered for the next batch of this size
+
+        limit["latents"] = 0  # now even one image does not fit
+        failed = backend.render([make_job(9, "one more", out_dir=tmp_path / "oom")])[0]
+    finally:
+        unet.forward = real_forward
+        backend.close()
+    assert failed.path is None
+    assert failed.error.startswith("out of memory rendering one 64x64 image on cpu")
+    assert "--cpu-offload" in failed.error
+
+
+def test_missing_local_model_folder_is_one_sentence_with_the_fix(tmp_path):
+    backend = get_backend("sdxl", model=str(tmp_path / "no-such-model"), device="cpu")
+    with pytest.raises(BackendError) as err:
+        backend.load()
+    msg = str(err.value)
+    assert str(tmp_path / "no-such-model") in msg and "does not exist" in msg and "huggingface-cli download" in msg
+    assert msg.count(". ") == 0 and msg.endswith(".")
+
+
+def test_folder_without_model_index_is_refused(tmp_path):
+    (tmp_path / "half").mkdir()
+    with pytest.raises(BackendError, match="no model_index.json"):
+        get_backend("sdxl", model=str(tmp_path / "half"), device="cpu").load()
+
+
+def test_uncached_hub_id_names_the_download_command(tmp_path):
+    backend = get_backend("sdxl", model="someone/sdxl-never-downloaded", device="cpu", cache_dir=str(tmp_path))
+    with pytest.raises(BackendError) as err:
+        backend.load()
+    assert str(err.value) == (
+        "SDXL model 'someone/sdxl-never-downloaded' is not in the local Hugging Face cache; run "
+        "`huggingface-cli download someone/sdxl-never-downloaded` on this machine, or pass a local folder."
+    )
+
+
+def test_explicit_gpu_on_a_machine_without_one_is_refused(tiny_sdxl):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    with pytest.raises(BackendError, match="torch sees no CUDA GPU"):
+        get_backend("sdxl", model=str(tiny_sdxl[0]), device="cuda").load()
+
+
+@pytest.mark.parametrize(
+    ("settings", "needle"),
+    [({"scheduler": "warp"}, "unknown scheduler"), ({"batch_size": 0}, "batch_size"),
+     ({"refiner_split": 1.5}, "refiner_split"), ({"model": " "}, "model is empty")],
+)
+def test_bad_settings_are_config_errors(settings, needle):
+    with pytest.raises(ConfigError, match=needle):
+        get_backend("sdxl", **settings)
+
+
+def test_other_scheduler_is_used_and_recorded(tiny_sdxl, make_job):
+    backend = get_backend("sdxl", model=str(tiny_sdxl[0]), device="cpu", scheduler="dpmpp_2m_karras")
+    res = backend.render([make_job(30, "a glacier singing")])[0]
+    assert type(backend.pipeline.scheduler).__name__ == "DPMSolverMultistepScheduler"
+    assert backend.pipeline.scheduler.config.use_karras_sigmas is True
+    backend.close()
+    assert res.scheduler == "dpmpp_2m_karras" and read_png_text(res.path)["scheduler"] == "dpmpp_2m_karras"
+
+
+def test_rendering_replaces_an_existing_image_atomically(tiny_backend, make_job, tmp_path):
+    job = make_job(40, "a salt flat under two moons")
+    target = image_path(tmp_path / "out", 0, job.slot)
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"old image")
+    res = tiny_backend.render([job])[0]
+    assert res.path == str(target)
+    with Image.open(target) as im:
+        assert im.format == "PNG"
