@@ -1,0 +1,334 @@
+"""Convergent-vs-divergent analysis: paired per-clip differences with honest statistics.
+
+Conventions
+-----------
+- The unit of analysis is the clip: for each clip that has prompts in both modes, the metric's
+  mean over its divergent prompts minus the mean over its convergent prompts is one paired
+  difference ``d`` (positive = divergent higher). Prompts of one clip are not independent, so
+  prompt-level tests would overstate the evidence.
+- For each metric: mean of ``d``, a seeded percentile bootstrap 95 % confidence interval of that
+  mean, the two-sided Wilcoxon signed-rank p-value (zero differences dropped, scipy's exact
+  distribution for small samples), Holm's step-down adjustment across the metrics compared, and
+  two effect sizes: Cohen's ``d_z = mean(d) / sd(d)`` and the matched-pairs rank-biserial
+  correlation ``r = (R+ - R-) / (R+ + R-)``.
+- Within-clip diversity is ``1 - mean pairwise cosine`` of a clip's prompt embeddings (all
+  prompts, or one mode's), read from each score's ``details`` (``sim_clip_mean``,
+  ``sim_mode_mean``); it is compared across modes the same way but outside the Holm family.
+- A value that cannot be computed (no pairs, one pair for a standard deviation) is ``None``.
+
+Formulas are in docs/metrics.md.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from m2i.errors import InputError
+
+COMPARE_METHOD = "m2i-compare/1"
+DEFAULT_METRICS = ("originality", "elaboration", "alignment", "coherence", "overall")
+MODES = ("convergent", "divergent")
+
+
+def _f(x: float | None, nd: int = 6) -> float | None:
+    if x is None:
+        return None
+    x = float(x)
+    return None if not math.isfinite(x) else round(x, nd)
+
+
+def holm(pvalues: Sequence[float | None]) -> list[float | None]:
+    """Holm step-down adjusted p-values; ``None`` entries stay ``None`` and are not counted.
+
+    Examples
+    --------
+    >>> holm([0.01, 0.04, 0.03])
+    [0.03, 0.06, 0.06]
+    """
+    idx = [i for i, p in enumerate(pvalues) if p is not None]
+    m = len(idx)
+    out: list[float | None] = [None] * len(pvalues)
+    running = 0.0
+    for rank, i in enumerate(sorted(idx, key=lambda i: pvalues[i])):
+        running = max(running, min(1.0, (m - rank) * float(pvalues[i])))
+        out[i] = round(running, 12)
+    return out
+
+
+def rank_biserial(d: np.ndarray) -> float | None:
+    """Matched-pairs rank-biserial correlation of differences ``d`` (zeros dropped).
+
+    ``(R+ - R-) / (R+ + R-)`` where ``R+`` (``R-``) sums the ranks of ``|d|`` over positive
+    (negative) differences; in [-1, 1]; ``0.0`` when every difference is zero; ``None`` when empty.
+    """
+    from scipy.stats import rankdata
+
+    d = np.asarray(d, dtype=float)
+    if d.size == 0:
+        return None
+    nz = d[d != 0]
+    if nz.size == 0:
+        return 0.0
+    r = rankdata(np.abs(nz))
+    rp, rm = r[nz > 0].sum(), r[nz < 0].sum()
+    return float((rp - rm) / (rp + rm))
+
+
+def cohen_dz(d: np.ndarray) -> float | None:
+    """``mean(d) / sd(d)`` (ddof=1); ``0.0`` if all differences are equal to 0, ``None`` if undefined."""
+    d = np.asarray(d, dtype=float)
+    if d.size < 2:
+        return None
+    sd = float(d.std(ddof=1))
+    if sd == 0.0:
+        return 0.0 if float(d.mean()) == 0.0 else None
+    return float(d.mean() / sd)
+
+
+def bootstrap_ci(d: np.ndarray, *, n_boot: int = 10_000, seed: int = 0, level: float = 0.95) -> list[float] | None:
+    """Percentile bootstrap confidence interval of ``mean(d)`` (clips resampled with replacement)."""
+    d = np.asarray(d, dtype=float)
+    if d.size == 0:
+        return None
+    if d.size == 1 or n_boot < 1:
+        return [float(d[0]), float(d[0])] if d.size == 1 else None
+    rng = np.random.default_rng(seed)
+    means = np.empty(n_boot)
+    step = max(1, 2_000_000 // d.size)
+    for start in range(0, n_boot, step):
+        k = min(step, n_boot - start)
+        means[start : start + k] = d[rng.integers(0, d.size, size=(k, d.size))].mean(1)
+    a = (1.0 - level) / 2.0
+    lo, hi = np.quantile(means, [a, 1.0 - a])
+    return [float(lo), float(hi)]
+
+
+def wilcoxon_p(d: np.ndarray) -> tuple[float | None, float | None]:
+    """Two-sided Wilcoxon signed-rank test of ``d``: ``(statistic, p)``; ``(0, 1)`` if all zero."""
+    from scipy.stats import wilcoxon
+
+    d = np.asarray(d, dtype=float)
+    if d.size == 0:
+        return None, None
+    if not np.any(d != 0):
+        return 0.0, 1.0
+    res = wilcoxon(d, zero_method="wilcox", alternative="two-sided")
+    return float(res.statistic), float(res.pvalue)
+
+
+def paired_test(d: np.ndarray, *, n_boot: int = 10_000, seed: int = 0) -> dict[str, Any]:
+    """All statistics of one set of paired differences (see module conventions)."""
+    d = np.asarray(d, dtype=float)
+    stat, p = wilcoxon_p(d)
+    ci = bootstrap_ci(d, n_boot=n_boot, seed=seed)
+    return {
+        "n_pairs": int(d.size),
+        "mean_diff": _f(d.mean()) if d.size else None,
+        "median_diff": _f(np.median(d)) if d.size else None,
+        "sd_diff": _f(d.std(ddof=1)) if d.size > 1 else None,
+        "ci95": [_f(ci[0]), _f(ci[1])] if ci else None,
+        "wilcoxon_stat": _f(stat),
+        "p_value": _f(p, 10),
+        "cohen_dz": _f(cohen_dz(d)),
+        "rank_biserial": _f(rank_biserial(d)),
+    }
+
+
+def _details(row: dict[str, Any]) -> dict[str, Any]:
+    d = row.get("details")
+    if isinstance(d, str):
+        try:
+            d = json.loads(d)
+        except json.JSONDecodeError:
+            return {}
+    return d if isinstance(d, dict) else {}
+
+
+def _num(x: Any) -> float | None:
+    if x is None or isinstance(x, bool):
+        return None
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _describe(values: list[float]) -> dict[str, Any]:
+    a = np.asarray(values, dtype=float)
+    if a.size == 0:
+        return {"n": 0, "mean": None, "sd": None, "median": None, "min": None, "max": None}
+    return {
+        "n": int(a.size),
+        "mean": _f(a.mean()),
+        "sd": _f(a.std(ddof=1)) if a.size > 1 else None,
+        "median": _f(np.median(a)),
+        "min": _f(a.min()),
+        "max": _f(a.max()),
+    }
+
+
+def compare_modes(
+    rows: list[dict[str, Any]],
+    *,
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    n_boot: int = 10_000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> dict[str, Any]:
+    """Compare convergent against divergent prompts, per clip, per run and paired across clips.
+
+    Parameters
+    ----------
+    rows : list of dict
+        One per scored prompt: ``sample_id``, ``mode`` and a value per metric (``None`` values are
+        skipped); optional ``details`` (dict or JSON text, as written by
+        :func:`m2i.scoring.score_prompts`) enables the diversity analysis.
+    metrics : sequence of str
+        Metric keys to compare; they form the Holm family.
+    n_boot : int >= 0
+        Bootstrap resamples for each confidence interval.
+    seed : int
+        Seed of the bootstrap generator (results are reproducible).
+    alpha : float in (0, 1)
+        Level at which ``significant`` is set from the Holm-adjusted p-value.
+
+    Returns
+    -------
+    dict
+        JSON-able: ``method``, ``direction``, ``n_prompts``, ``n_clips``, ``n_pairs``, ``metrics``
+        (per metric: ``n_pairs, mean_convergent, mean_divergent, mean_diff, median_diff, sd_diff,
+        ci95, wilcoxon_stat, p_value, p_holm, significant, cohen_dz, rank_biserial``),
+        ``diversity`` (same statistics for within-clip diversity, outside the Holm family),
+        ``clips`` (per clip: counts, per-metric means overall and per mode, diversity) and ``run``
+        (per metric: distribution overall and per mode).
+
+    Raises
+    ------
+    InputError
+        If a row lacks ``sample_id`` or ``mode``, or ``metrics`` is empty.
+
+    Examples
+    --------
+    >>> rep = compare_modes(rows, metrics=("originality",), n_boot=2000)  # doctest: +SKIP
+    >>> rep["metrics"]["originality"]["p_holm"]  # doctest: +SKIP
+    0.41
+    """
+    metrics = tuple(metrics)
+    if not metrics:
+        raise InputError("compare_modes needs at least one metric name.")
+    if not 0 < alpha < 1:
+        raise InputError(f"alpha {alpha!r} is out of range; use a level between 0 and 1 such as 0.05.")
+    by_clip: dict[Any, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: {m: [] for m in MODES})
+    n_prompts = 0
+    for i, r in enumerate(rows):
+        if not isinstance(r, dict) or "sample_id" not in r or "mode" not in r:
+            raise InputError(f"rows[{i}] lacks sample_id or mode; pass one dict per scored prompt.")
+        if r["mode"] not in MODES:
+            continue
+        by_clip[r["sample_id"]][r["mode"]].append(r)
+        n_prompts += 1
+
+    clips_out: list[dict[str, Any]] = []
+    diffs: dict[str, list[float]] = {m: [] for m in metrics}
+    pair_means: dict[str, dict[str, list[float]]] = {m: {"convergent": [], "divergent": []} for m in metrics}
+    div_diffs: list[float] = []
+    div_pairs: dict[str, list[float]] = {"convergent": [], "divergent": []}
+    run_vals: dict[str, dict[str, list[float]]] = {m: {"all": [], **{md: [] for md in MODES}} for m in metrics}
+
+    for sid in sorted(by_clip, key=lambda s: (str(type(s)), s)):
+        groups = by_clip[sid]
+        clip = {"sample_id": sid, "n": {md: len(groups[md]) for md in MODES}, "means": {}, "diversity": {}}
+        for m in metrics:
+            vals = {md: [v for v in (_num(r.get(m)) for r in groups[md]) if v is not None] for md in MODES}
+            for md in MODES:
+                run_vals[m][md] += vals[md]
+                run_vals[m]["all"] += vals[md]
+            allv = vals["convergent"] + vals["divergent"]
+            clip["means"][m] = {
+                "all": _f(np.mean(allv)) if allv else None,
+                **{md: (_f(np.mean(vals[md])) if vals[md] else None) for md in MODES},
+            }
+            if vals["convergent"] and vals["divergent"]:
+                c, d = float(np.mean(vals["convergent"])), float(np.mean(vals["divergent"]))
+                diffs[m].append(d - c)
+                pair_means[m]["convergent"].append(c)
+                pair_means[m]["divergent"].append(d)
+        # diversity: 1 - mean pairwise cosine, from each prompt's mean similarity to the others
+        sims_all = [_num(_details(r).get("sim_clip_mean")) for md in MODES for r in groups[md]]
+        sims_all = [s for s in sims_all if s is not None]
+        clip["diversity"]["all"] = _f(1.0 - np.mean(sims_all)) if sims_all else None
+        for md in MODES:
+            s = [_num(_details(r).get("sim_mode_mean")) for r in groups[md]]
+            s = [x for x in s if x is not None]
+            clip["diversity"][md] = _f(1.0 - np.mean(s)) if s else None
+        if clip["diversity"]["convergent"] is not None and clip["diversity"]["divergent"] is not None:
+            div_pairs["convergent"].append(clip["diversity"]["convergent"])
+            div_pairs["divergent"].append(clip["diversity"]["divergent"])
+            div_diffs.append(clip["diversity"]["divergent"] - clip["diversity"]["convergent"])
+        clips_out.append(clip)
+
+    metrics_out: dict[str, dict[str, Any]] = {}
+    for j, m in enumerate(metrics):
+        d = np.asarray(diffs[m], dtype=float)
+        res = paired_test(d, n_boot=n_boot, seed=seed + j)
+        res["mean_convergent"] = _f(np.mean(pair_means[m]["convergent"])) if d.size else None
+        res["mean_divergent"] = _f(np.mean(pair_means[m]["divergent"])) if d.size else None
+        metrics_out[m] = res
+    adjusted = holm([metrics_out[m]["p_value"] for m in metrics])
+    for m, p in zip(metrics, adjusted):
+        metrics_out[m]["p_holm"] = _f(p, 10)
+        metrics_out[m]["significant"] = bool(p is not None and p < alpha)
+
+    dd = np.asarray(div_diffs, dtype=float)
+    diversity = paired_test(dd, n_boot=n_boot, seed=seed + len(metrics))
+    diversity["mean_convergent"] = _f(np.mean(div_pairs["convergent"])) if dd.size else None
+    diversity["mean_divergent"] = _f(np.mean(div_pairs["divergent"])) if dd.size else None
+    all_div = [c["diversity"]["all"] for c in clips_out if c["diversity"]["all"] is not None]
+    diversity["mean_clip_diversity"] = _f(np.mean(all_div)) if all_div else None
+
+    run = {m: {k: _describe(v) for k, v in run_vals[m].items()} for m in metrics}
+    return {
+        "method": COMPARE_METHOD,
+        "direction": "divergent - convergent",
+        "alpha": alpha,
+        "n_boot": int(n_boot),
+        "seed": int(seed),
+        "n_prompts": n_prompts,
+        "n_clips": len(clips_out),
+        "n_pairs": max((metrics_out[m]["n_pairs"] for m in metrics), default=0),
+        "metrics": metrics_out,
+        "diversity": diversity,
+        "run": run,
+        "clips": clips_out,
+    }
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """Plain-text table of :func:`compare_modes` output, one line per metric (for ``m2i report``)."""
+    lines = [
+        f"convergent vs divergent: {report['n_pairs']} clips paired, {report['n_prompts']} prompts "
+        f"(difference = {report['direction']}; p Holm-adjusted over {len(report['metrics'])} metrics)",
+        f"{'metric':<12} {'conv':>6} {'div':>6} {'diff':>7} {'95% CI':>17} {'p':>8} {'p_holm':>8} {'d_z':>6} {'r_rb':>6}",
+    ]
+
+    def fmt(x: Any, spec: str) -> str:
+        return "-" if x is None else format(x, spec)
+
+    items = list(report["metrics"].items()) + [("diversity", report["diversity"])]
+    for name, s in items:
+        ci = s.get("ci95")
+        ci_s = f"[{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci and None not in ci else "-"
+        lines.append(
+            f"{name:<12} {fmt(s.get('mean_convergent'), '6.3f')} {fmt(s.get('mean_divergent'), '6.3f')} "
+            f"{fmt(s.get('mean_diff'), '+7.3f')} {ci_s:>17} {fmt(s.get('p_value'), '8.4f')} "
+            f"{fmt(s.get('p_holm'), '8.4f')} {fmt(s.get('cohen_dz'), '+6.2f')} {fmt(s.get('rank_biserial'), '+6.2f')}"
+            + ("  *" if s.get("significant") else "")
+        )
+    return "\n".join(lines)
