@@ -1,0 +1,323 @@
+"""The m2i dashboard: a Textual app that follows a run store, live, from any process.
+
+``make_app`` builds the app from its services (a :class:`~tui.data.Reader`, the
+:class:`~tui.data.Actions`, optionally a :class:`~tui.runner_host.RunnerHost`) so the CLI and
+the tests build it the same way; ``run_app`` is what ``m2i tui`` calls. The app itself only
+schedules reads (a thread worker about once a second), hands each result to the visible screen
+and performs the two writes (requeue, pause/resume) that screens ask for with messages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from textual import on, work
+from textual.app import App
+from textual.binding import Binding
+from textual.message import Message
+from textual.worker import Worker, WorkerState
+
+from m2i.errors import M2IError
+from tui.data import Actions, Reader, RateTracker, Snapshot, View, Want
+from tui.runner_host import RunnerHost
+from tui.screens.base import DataScreen, RefreshWanted
+from tui.screens.compare import CompareScreen
+from tui.screens.dashboard import DashboardScreen
+from tui.screens.detail import SampleDetailScreen
+from tui.screens.failures import FailuresScreen
+from tui.screens.help import HelpScreen
+from tui.screens.samples import SamplesScreen
+
+log = logging.getLogger(__name__)
+
+SCREENS = Binding.Group("Screens", compact=True)
+EVENTS_KEPT = 500
+
+
+class Refreshed(Message):
+    """A snapshot came back from the reader thread."""
+
+    def __init__(self, snap: Snapshot) -> None:
+        super().__init__()
+        self.snap = snap
+
+
+class RunnerNote(Message):
+    """A log line from the embedded runner (``m2i tui --run``)."""
+
+    def __init__(self, text: str, level: str = "info") -> None:
+        super().__init__()
+        self.text = text
+        self.level = level
+
+
+class M2IApp(App[None]):
+    """Dashboard, Compare, Failures and Samples screens over one run store."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "m2i"
+    ENABLE_COMMAND_PALETTE = False
+    MODES = {
+        "dashboard": DashboardScreen,
+        "compare": CompareScreen,
+        "failures": FailuresScreen,
+        "samples": SamplesScreen,
+    }
+    DEFAULT_MODE = "dashboard"
+    BINDINGS = [
+        Binding("d", "switch_mode('dashboard')", "Dashboard", id="screen.dashboard", group=SCREENS),
+        Binding("c", "switch_mode('compare')", "Compare", id="screen.compare", group=SCREENS),
+        Binding("f", "switch_mode('failures')", "Failures", id="screen.failures", group=SCREENS),
+        Binding("s", "switch_mode('samples')", "Samples", id="screen.samples", group=SCREENS),
+        Binding("question_mark", "help", "Help", id="app.help", key_display="?"),
+        Binding("q", "quit", "Quit", id="app.quit"),
+    ]
+
+    def __init__(
+        self,
+        *,
+        reader: Reader,
+        actions: Actions,
+        host: RunnerHost | None = None,
+        refresh_s: float | None = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self.reader = reader
+        self.actions = actions
+        self.host = host
+        self.refresh_s = refresh_s
+        self.rates = RateTracker(clock=clock)
+        self.view: View | None = None
+        self.refreshes = 0
+        self._events: list = []
+        self._report: dict[str, Any] | None = None
+        self._report_id: int | None = None
+        self._run_id: int | None = None
+        self._polling = False
+        self._again = False
+
+    # ------------------------------------------------------------------ reading
+
+    def on_mount(self) -> None:
+        if self.refresh_s:
+            self.set_interval(self.refresh_s, self.request_refresh, name="refresh")
+        if self.host is not None:
+            self.host.start(self._runner_done)
+        self.request_refresh()
+
+    def request_refresh(self) -> None:
+        """Read the store again now (or right after the read in progress)."""
+        if self._polling:
+            self._again = True
+            return
+        self._polling = True
+        base = Want(events_after=self._events[-1].id if self._events else 0, report_id=self._report_id)
+        screen = self.screen
+        want = screen.want(base) if isinstance(screen, DataScreen) else base
+        self._read(want)
+
+    @work(thread=True, group="read", exit_on_error=False)
+    def _read(self, want: Want) -> None:
+        self.post_message(Refreshed(self.reader.snapshot(want)))
+
+    @on(Refreshed)
+    def _refreshed(self, message: Refreshed) -> None:
+        self._polling = False
+        snap = message.snap
+        run_id = snap.run.id if snap.run else None
+        if run_id != self._run_id and run_id is not None:
+            self._run_id = run_id
+            self._events, self._report, self._report_id = [], None, None
+            self.rates.reset()
+        if snap.events:
+            self._events = (self._events + snap.events)[-EVENTS_KEPT:]
+        if snap.report_changed:
+            self._report, self._report_id = snap.report, snap.report_id
+        rates = self.rates.update(snap.counts) if snap.run else {}
+        self.view = View(snap=snap, rates=rates, events=self._events, report=self._report,
+                         report_id=self._report_id)
+        self._show()
+        self.refreshes += 1
+        if self._again:
+            self._again = False
+            self.request_refresh()
+
+    def _show(self) -> None:
+        if self.view is not None and isinstance(self.screen, DataScreen):
+            self.screen.show(self.view)
+
+    @on(RefreshWanted)
+    def _refresh_wanted(self) -> None:
+        self._show()
+        self.request_refresh()
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """The one handler for worker failures: say it in one line, keep the app alive."""
+        if event.state != WorkerState.ERROR:
+            return
+        if event.worker.group == "read":
+            self._polling = False
+        err = event.worker.error
+        text = str(err) if isinstance(err, M2IError) else f"{type(err).__name__}: {err}"
+        log.error("worker %s failed: %s", event.worker.name, text)
+        self.notify(text, title="error", severity="error", timeout=8)
+
+    # ------------------------------------------------------------------ writing
+
+    @on(DashboardScreen.PauseRequested)
+    def _pause(self, message: DashboardScreen.PauseRequested) -> None:
+        self._set_paused(message.run_id, message.paused)
+
+    @work(thread=True, group="write", exit_on_error=False)
+    def _set_paused(self, run_id: int, paused: bool) -> None:
+        changed = self.actions.set_paused(run_id, paused)
+        word = "paused" if paused else "resumed"
+        text = f"Run {word}." if changed else f"The run was already {word}."
+        self.call_from_thread(self.notify, text + (" Work in flight finishes first." if paused else ""))
+        self.call_from_thread(self.request_refresh)
+
+    @on(FailuresScreen.RequeueRequested)
+    def _requeue_requested(self, message: FailuresScreen.RequeueRequested) -> None:
+        self._requeue(message.run_id, message.rows, message.stage, message.what)
+
+    @work(thread=True, group="write", exit_on_error=False)
+    def _requeue(self, run_id: int, rows: dict[str, list[int]] | None, stage: str | None, what: str) -> None:
+        n = self.actions.requeue(run_id, rows=rows, stage=stage)
+        text = f"Requeued {n} row(s) ({what}); a runner on this database picks them up." if n else (
+            f"Nothing requeued ({what}): those rows are no longer failed, or a clip without audio cannot run again."
+        )
+        self.call_from_thread(self.notify, text, severity="information" if n else "warning")
+        self.call_from_thread(self.request_refresh)
+
+    # ------------------------------------------------------------------ runner in this process
+
+    def _runner_done(self, error: str | None) -> None:
+        if error:
+            self.post_message(RunnerNote(f"runner stopped: {error}", "error"))
+        else:
+            self.post_message(RunnerNote("runner finished: no work left (or stopped on request)", "info"))
+
+    @on(RunnerNote)
+    def _runner_note(self, message: RunnerNote) -> None:
+        screen = self.get_screen("dashboard") if "dashboard" in self._installed_modes() else None
+        if isinstance(screen, DashboardScreen) and screen.is_mounted:
+            screen.note(message.text, level=message.level)
+        if message.level == "error":
+            self.notify(message.text, severity="error", timeout=10)
+
+    def _installed_modes(self) -> set[str]:
+        return {name for name in self.MODES if self._screen_stacks.get(name)}
+
+    # ------------------------------------------------------------------ keys
+
+    def action_help(self) -> None:
+        if isinstance(self.screen, HelpScreen):
+            return
+        self.push_screen(HelpScreen([
+            ("Everywhere", self.BINDINGS),
+            ("Dashboard", DashboardScreen.BINDINGS),
+            ("Compare", [("up,down", "", "Choose the metric plotted")]),
+            ("Failures", FailuresScreen.BINDINGS + [("up,down", "", "Move")]),
+            ("Samples", SamplesScreen.BINDINGS),
+            ("Sample detail", SampleDetailScreen.BINDINGS),
+        ]))
+
+    async def action_quit(self) -> None:
+        if self.host is not None and self.host.running:
+            self.host.stop()
+            self.notify("Stopping the runner: work in flight finishes first.")
+        self.exit()
+
+
+class _ToApp(logging.Handler):
+    """Sends log records of the embedded runner to the dashboard instead of the terminal."""
+
+    def __init__(self, app: M2IApp) -> None:
+        super().__init__(level=logging.INFO)
+        self.app = app
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.app.is_running:
+            return
+        level = "error" if record.levelno >= logging.ERROR else "warning" if record.levelno >= logging.WARNING else "info"
+        try:
+            self.app.post_message(RunnerNote(record.getMessage(), level))
+        except Exception:  # a log line must never break the runner
+            pass
+
+
+@contextlib.contextmanager
+def _logs_to(app: M2IApp) -> Iterator[None]:
+    """While the app runs, terminal log handlers are set aside and records go to the event log."""
+    root = logging.getLogger()
+    taken = [h for h in root.handlers if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
+    for h in taken:
+        root.removeHandler(h)
+    handler = _ToApp(app)
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        for h in taken:
+            root.addHandler(h)
+
+
+def make_app(
+    db: str | None,
+    run: str | None = None,
+    *,
+    settings: Any = None,
+    refresh_s: float | None = 1.0,
+    clock: Callable[[], float] = time.monotonic,
+    busy_ms: int | None = None,
+) -> M2IApp:
+    """Build the dashboard for a database.
+
+    Parameters
+    ----------
+    db : str or None
+        SQLite path or URL; None: ``settings.db`` when running, else ``$M2I_DB`` or ``./m2i.db``.
+    run : str or None
+        Run id or name to follow; None follows the newest run.
+    settings : m2i.config.Settings or None
+        When given, the pipeline also runs in this process (``m2i tui --run``).
+    refresh_s : float or None
+        Seconds between reads; None reads only on demand (tests, screenshots).
+    clock : callable
+        Monotonic seconds for throughput and ETA (tests freeze it).
+    busy_ms : int or None
+        How long one read waits on a locked database before saying so.
+    """
+    if db is None and settings is not None:
+        db = settings.db
+    reader = Reader(db, run=run) if busy_ms is None else Reader(db, run=run, busy_ms=busy_ms)
+    host = RunnerHost(settings, db=db) if settings is not None else None
+    return M2IApp(reader=reader, actions=Actions(db), host=host, refresh_s=refresh_s, clock=clock)
+
+
+def run_app(db: str | None, run: str | None, settings: Any | None) -> None:
+    """Run the dashboard in this terminal until the user quits (``m2i tui``).
+
+    With ``settings`` the pipeline runs in the same process and is stopped gracefully on quit.
+    """
+    with contextlib.suppress(Exception):  # ask the terminal about graphics before Textual owns it
+        import textual_image.widget  # noqa: F401
+    app = make_app(db, run, settings=settings)
+    with _logs_to(app):
+        app.run()
+    app.reader.close()
+    host = app.host
+    if host is not None:
+        if host.running:
+            print("waiting for the runner to finish the work in flight…", file=sys.stderr, flush=True)
+            host.stop()
+            host.join()
+        if host.error:
+            raise M2IError(host.error)

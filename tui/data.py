@@ -1,0 +1,551 @@
+"""What the dashboard reads and writes: snapshots of a run store, throughput, and the two actions.
+
+Everything here is plain Python with no Textual import, so it is tested and benchmarked on its
+own. :class:`Reader` owns one read-only store (``open_store(readonly=True)``) and turns a
+:class:`Want` (what the visible screen needs) into a :class:`Snapshot` inside one read
+transaction; the app calls it from a worker thread about once a second. Problems a user can
+cause (no database yet, an older schema, a database locked by another process) become
+``Snapshot.problem``, one sentence, and the next call tries again. :class:`Actions` opens a
+second, writable store only for requeue and pause/resume.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from m2i.errors import M2IError, StoreError
+
+log = logging.getLogger(__name__)
+
+STAGE_ORDER = ("analyze", "generate", "score", "render")
+STATUSES = ("pending", "running", "done", "failed", "cancelled")
+METRICS = ("originality", "elaboration", "alignment", "coherence", "overall")
+READ_BUSY_MS = 250
+"""How long one dashboard query waits on a locked database before reporting it (the UI retries)."""
+FAILURES_LIMIT = 500
+"""Failed rows listed per stage (the counts above the table are always exact)."""
+SAMPLES_PAGE = 200
+"""Clips per page on the Samples screen."""
+
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """The run the dashboard follows, with what it was configured to use."""
+
+    id: int
+    name: str
+    paused: bool
+    cancelled: bool
+    llm: str
+    model: str
+    images: str
+    device: str
+    created_at: str
+
+
+@dataclass(frozen=True)
+class EventRow:
+    id: int
+    ts: str
+    level: str
+    stage: str | None
+    item: int | None
+    message: str
+
+
+@dataclass(frozen=True)
+class FailureRow:
+    """One failed work row: which stage, which clip and prompt, how often it ran, and why it failed."""
+
+    stage: str
+    id: int
+    sample_idx: int | None
+    source: str
+    slot: int | None
+    mode: str | None
+    attempts: int
+    max_attempts: int
+    error: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.stage}:{self.id}"
+
+
+@dataclass(frozen=True)
+class SampleRow:
+    id: int
+    idx: int
+    source: str
+    status: str
+    key: str
+    tempo: str
+    mood: str
+    prompts_done: int
+    prompts_total: int
+    overall: float | None
+
+
+@dataclass(frozen=True)
+class PromptView:
+    id: int
+    slot: int
+    mode: str
+    temperature: float
+    status: str
+    title: str
+    text: str
+    image_prompt: str
+    error: str
+    scores: dict[str, float | None]
+    score_status: str | None
+    image_path: str | None
+    image_status: str | None
+
+
+@dataclass(frozen=True)
+class SampleDetail:
+    id: int
+    idx: int
+    source: str
+    status: str
+    error: str
+    duration_s: float | None
+    features: dict[str, str]
+    abc: str
+    prompts: list[PromptView]
+
+
+@dataclass(frozen=True)
+class Want:
+    """What the visible screen needs besides the always-read run, counts and new events."""
+
+    events_after: int = 0
+    report_id: int | None = None
+    failures: bool = False
+    samples_page: int | None = None
+    detail: int | None = None
+
+
+@dataclass
+class Snapshot:
+    """One refresh's worth of data, taken in one read transaction."""
+
+    taken_at: float
+    problem: str | None = None
+    run: RunInfo | None = None
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    actual_backend: str | None = None
+    actual_device: str | None = None
+    events: list[EventRow] = field(default_factory=list)
+    report_id: int | None = None
+    report: dict[str, Any] | None = None
+    report_changed: bool = False
+    failures: list[FailureRow] | None = None
+    samples: list[SampleRow] | None = None
+    samples_total: int = 0
+    samples_page: int = 0
+    detail: SampleDetail | None = None
+    query_ms: float = 0.0
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _iso(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    return "" if value is None else str(value)[:19].replace("T", " ")
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+def _locked(exc: BaseException) -> bool:
+    msg = str(getattr(exc, "orig", exc)).lower()
+    return "locked" in msg or "busy" in msg
+
+
+class Reader:
+    """Reads snapshots of one run from a read-only store, reopening it until it can.
+
+    Parameters
+    ----------
+    db : str or None
+        SQLite path or database URL (None: ``$M2I_DB`` or ``./m2i.db``).
+    run : str or None
+        Run id or name; None follows the newest run.
+    busy_ms : int
+        How long a query waits on a locked database before the snapshot reports it.
+    """
+
+    def __init__(self, db: str | None, *, run: str | None = None, busy_ms: int = READ_BUSY_MS) -> None:
+        self.db = db
+        self.run = run
+        self.busy_ms = busy_ms
+        self._store = None
+        self._run_id: int | None = None
+
+    @property
+    def where(self) -> str:
+        from m2i.store.engine import resolve_url
+
+        url = resolve_url(self.db)
+        return url[len("sqlite:///"):] if url.startswith("sqlite:///") else url
+
+    def _open(self):
+        if self._store is None:
+            from sqlalchemy import event
+
+            from m2i.store import open_store
+
+            store = open_store(self.db, readonly=True)
+            if store.dialect == "sqlite":
+                busy = int(self.busy_ms)
+
+                @event.listens_for(store.engine, "connect")
+                def _short_busy(dbapi_conn, _record):  # runs after the store's own pragmas
+                    dbapi_conn.execute(f"PRAGMA busy_timeout={busy}")
+
+                store.engine.dispose()  # the probe connection had the long timeout
+            self._store = store
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def snapshot(self, want: Want | None = None) -> Snapshot:
+        """Read what ``want`` asks for; never raises for a problem the user can fix.
+
+        Returns
+        -------
+        Snapshot
+            With ``problem`` set (one sentence) when the database is missing, locked, of an
+            older schema or has no run yet.
+        """
+        from sqlalchemy.exc import DBAPIError, OperationalError
+
+        want = want or Want()
+        t0 = time.perf_counter()
+        snap = Snapshot(taken_at=time.time())
+        try:
+            store = self._open()
+            with store.read() as conn:
+                self._fill(conn, snap, want)
+        except StoreError as exc:
+            self.close()
+            snap.problem = f"{exc} Retrying every second."
+        except (OperationalError, DBAPIError) as exc:
+            if _locked(exc):
+                snap.problem = f"The database {self.where} is locked by another process; retrying every second."
+            else:
+                self.close()
+                snap.problem = f"Cannot read {self.where} ({getattr(exc, 'orig', exc)}); retrying every second."
+        except M2IError as exc:
+            snap.problem = str(exc)
+        snap.query_ms = (time.perf_counter() - t0) * 1000.0
+        return snap
+
+    # ----------------------------------------------------------------- queries
+
+    def _fill(self, conn, snap: Snapshot, want: Want) -> None:
+        from sqlalchemy import select
+
+        from m2i.store import ops
+        from m2i.store.models import Event, Image, Report, Run
+
+        r = Run.__table__
+        q = select(r)
+        if self._run_id is not None:
+            q = q.where(r.c.id == self._run_id)
+        elif self.run is None:
+            q = q.order_by(r.c.id.desc()).limit(1)
+        elif self.run.isdigit():
+            q = q.where(r.c.id == int(self.run))
+        else:
+            q = q.where(r.c.name == self.run).order_by(r.c.id.desc()).limit(1)
+        row = conn.execute(q).mappings().first()
+        if row is None:
+            what = f"run {self.run!r}" if self.run else "any run"
+            snap.problem = f"{self.where} has no {what} yet; start one with `m2i run` (waiting for it)."
+            self._run_id = None
+            return
+        self._run_id = run_id = int(row["id"])
+        cfg = _json(row["config"]) or {}
+        snap.run = RunInfo(
+            id=run_id, name=row["name"], paused=bool(row["paused"]), cancelled=bool(row["cancelled"]),
+            llm=str(cfg.get("llm") or "?"), model=str(cfg.get("model") or "default"),
+            images=str(cfg.get("images") or "?"), device=str(cfg.get("device") or "?"),
+            created_at=_iso(row["created_at"]),
+        )
+        snap.counts = ops.status_counts(None, run_id, conn=conn)  # type: ignore[arg-type]
+
+        im = Image.__table__
+        last = conn.execute(
+            select(im.c.backend, im.c.device)
+            .where(im.c.run_id == run_id, im.c.status == "done")
+            .order_by(im.c.id.desc()).limit(1)
+        ).first()
+        if last is not None:
+            snap.actual_backend, snap.actual_device = last[0], last[1]
+
+        e = Event.__table__
+        eq = select(e).where(e.c.run_id == run_id, e.c.id > want.events_after).order_by(e.c.id.desc()).limit(200)
+        snap.events = [
+            EventRow(id=int(x["id"]), ts=_iso(x["ts"]), level=x["level"], stage=x["stage"], item=x["item"],
+                     message=x["message"])
+            for x in reversed(conn.execute(eq).mappings().all())
+        ]
+
+        rep = Report.__table__
+        rid = conn.execute(
+            select(rep.c.id).where(rep.c.run_id == run_id, rep.c.kind == "modes").order_by(rep.c.id.desc()).limit(1)
+        ).scalar()
+        snap.report_id = rid
+        if rid is not None and rid != want.report_id:
+            data = conn.execute(select(rep.c.data).where(rep.c.id == rid)).scalar()
+            snap.report = _json(data) if data is not None else None
+            snap.report_changed = True
+
+        if want.failures:
+            snap.failures = self._failures(conn, run_id)
+        if want.samples_page is not None:
+            self._samples(conn, snap, run_id, want.samples_page)
+        if want.detail is not None:
+            snap.detail = self._detail(conn, run_id, want.detail)
+
+    def _failures(self, conn, run_id: int) -> list[FailureRow]:
+        from sqlalchemy import null, select
+
+        from m2i.store.models import Image, Prompt, Sample, Score
+
+        s, p = Sample.__table__, Prompt.__table__
+        out: list[FailureRow] = []
+        queries = {
+            "analyze": select(s.c.id, s.c.idx, s.c.source, null().label("slot"), null().label("mode"),
+                              s.c.attempts, s.c.max_attempts, s.c.error)
+            .where(s.c.run_id == run_id, s.c.status == "failed"),
+            "generate": select(p.c.id, s.c.idx, s.c.source, p.c.slot, p.c.mode, p.c.attempts, p.c.max_attempts,
+                               p.c.error)
+            .join_from(p, s, p.c.sample_id == s.c.id)
+            .where(p.c.run_id == run_id, p.c.status == "failed"),
+        }
+        for stage, model in (("score", Score), ("render", Image)):
+            t = model.__table__
+            queries[stage] = (
+                select(t.c.id, s.c.idx, s.c.source, p.c.slot, p.c.mode, t.c.attempts, t.c.max_attempts, t.c.error)
+                .join_from(t, p, t.c.prompt_id == p.c.id)
+                .join(s, p.c.sample_id == s.c.id)
+                .where(t.c.run_id == run_id, t.c.status == "failed")
+            )
+        for stage in STAGE_ORDER:
+            q = queries[stage].order_by(queries[stage].selected_columns[0]).limit(FAILURES_LIMIT)
+            for row in conn.execute(q):
+                out.append(FailureRow(
+                    stage=stage, id=int(row[0]), sample_idx=row[1], source=row[2] or "", slot=row[3], mode=row[4],
+                    attempts=int(row[5] or 0), max_attempts=int(row[6] or 0), error=(row[7] or "").strip(),
+                ))
+        return out
+
+    def _samples(self, conn, snap: Snapshot, run_id: int, page: int) -> None:
+        from sqlalchemy import case, func, select
+
+        from m2i.features import key_label, summarize
+        from m2i.store.models import Prompt, Sample, Score
+
+        s, p, sc = Sample.__table__, Prompt.__table__, Score.__table__
+        snap.samples_total = sum(snap.counts.get("analyze", {}).values())
+        pages = max(0, (snap.samples_total - 1) // SAMPLES_PAGE)
+        page = max(0, min(page, pages))
+        snap.samples_page = page
+        rows = conn.execute(
+            select(s.c.id, s.c.idx, s.c.source, s.c.status, s.c.features)
+            .where(s.c.run_id == run_id).order_by(s.c.idx).limit(SAMPLES_PAGE).offset(page * SAMPLES_PAGE)
+        ).all()
+        ids = [int(r[0]) for r in rows]
+        agg: dict[int, tuple[int, int, float | None]] = {}
+        if ids:
+            q = (
+                select(p.c.sample_id, func.count(), func.sum(case((p.c.status == "done", 1), else_=0)),
+                       func.avg(sc.c.overall))
+                .select_from(p.outerjoin(sc, sc.c.prompt_id == p.c.id))
+                .where(p.c.sample_id.in_(ids)).group_by(p.c.sample_id)
+            )
+            agg = {int(a): (int(n), int(d or 0), o) for a, n, d, o in conn.execute(q)}
+        out = []
+        for sid, idx, source, status, feats in rows:
+            f = _json(feats) if feats is not None else None
+            summ = summarize(f if isinstance(f, dict) else None)
+            n, d, o = agg.get(int(sid), (0, 0, None))
+            out.append(SampleRow(
+                id=int(sid), idx=int(idx), source=source or "", status=status, key=key_label(f if isinstance(f, dict) else None),
+                tempo=summ["tempo"], mood=summ["mood"], prompts_done=d, prompts_total=n,
+                overall=None if o is None else float(o),
+            ))
+        snap.samples = out
+
+    def _detail(self, conn, run_id: int, sample_id: int) -> SampleDetail | None:
+        from sqlalchemy import select
+
+        from m2i.features import summarize
+        from m2i.store.models import Image, Prompt, Sample, Score
+
+        s, p, sc, im = Sample.__table__, Prompt.__table__, Score.__table__, Image.__table__
+        row = conn.execute(select(s).where(s.c.id == sample_id, s.c.run_id == run_id)).mappings().first()
+        if row is None:
+            return None
+        f = _json(row["features"]) if row["features"] is not None else None
+        q = (
+            select(p.c.id, p.c.slot, p.c.mode, p.c.temperature, p.c.status, p.c.title, p.c.text, p.c.image_prompt,
+                   p.c.error, sc.c.originality, sc.c.elaboration, sc.c.alignment, sc.c.coherence, sc.c.overall,
+                   sc.c.status.label("score_status"), im.c.path, im.c.status.label("image_status"))
+            .select_from(p.outerjoin(sc, sc.c.prompt_id == p.c.id).outerjoin(im, im.c.prompt_id == p.c.id))
+            .where(p.c.sample_id == sample_id).order_by(p.c.slot)
+        )
+        prompts = [
+            PromptView(
+                id=int(x["id"]), slot=int(x["slot"]), mode=x["mode"], temperature=float(x["temperature"]),
+                status=x["status"], title=x["title"] or "", text=x["text"] or "", image_prompt=x["image_prompt"] or "",
+                error=x["error"] or "", scores={m: x[m] for m in METRICS}, score_status=x["score_status"],
+                image_path=x["path"], image_status=x["image_status"],
+            )
+            for x in conn.execute(q).mappings()
+        ]
+        return SampleDetail(
+            id=int(row["id"]), idx=int(row["idx"]), source=row["source"] or "", status=row["status"],
+            error=row["error"] or "", duration_s=row["duration_s"],
+            features=summarize(f if isinstance(f, dict) else None), abc=row["abc"] or "", prompts=prompts,
+        )
+
+
+# --------------------------------------------------------------------------- throughput
+
+
+class RateTracker:
+    """Done-per-minute and ETA per stage from successive counts (constant time per refresh).
+
+    Parameters
+    ----------
+    window_s : float
+        How far back the rate looks.
+    clock : callable
+        Seconds, monotonic (tests pass a frozen clock).
+    """
+
+    def __init__(self, *, window_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.window_s = window_s
+        self.clock = clock
+        self._hist: deque[tuple[float, dict[str, int]]] = deque()
+
+    def update(self, counts: dict[str, dict[str, int]]) -> dict[str, tuple[float | None, float | None]]:
+        """Record ``counts`` and return ``{stage: (rows per minute, eta seconds)}`` (None: unknown)."""
+        now = self.clock()
+        finished = {s: c.get("done", 0) + c.get("failed", 0) for s, c in counts.items()}
+        self._hist.append((now, finished))
+        while len(self._hist) > 2 and now - self._hist[1][0] >= self.window_s:
+            self._hist.popleft()
+        t0, first = self._hist[0]
+        out: dict[str, tuple[float | None, float | None]] = {}
+        for stage, c in counts.items():
+            dt = now - t0
+            if dt <= 0.5:
+                out[stage] = (None, None)
+                continue
+            delta = finished[stage] - first.get(stage, 0)
+            per_min = max(0.0, delta) * 60.0 / dt
+            left = c.get("pending", 0) + c.get("running", 0)
+            eta = left * 60.0 / per_min if per_min > 0 else None
+            out[stage] = (per_min, 0.0 if left == 0 else eta)
+        return out
+
+    def reset(self) -> None:
+        self._hist.clear()
+
+
+def format_eta(seconds: float | None) -> str:
+    """``"3m20s"``-style duration; ``"-"`` when unknown."""
+    if seconds is None:
+        return "-"
+    s = int(round(seconds))
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    if s >= 60:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s}s"
+
+
+# --------------------------------------------------------------------------- writing
+
+
+class Actions:
+    """The dashboard's two writes, each on its own short-lived writable store.
+
+    Called from worker threads only; a locked database makes them wait (the store's busy timeout)
+    and a problem raises :class:`~m2i.errors.StoreError` with one sentence.
+    """
+
+    def __init__(self, db: str | None) -> None:
+        self.db = db
+
+    def _store(self):
+        from m2i.store import open_store
+
+        return open_store(self.db, create=False, upgrade=False)
+
+    def requeue(self, run_id: int, *, rows: dict[str, Sequence[int]] | None = None, stage: str | None = None) -> int:
+        """Put failed rows back to pending: the given ``{stage: ids}``, or every failed row of ``stage``.
+
+        Returns
+        -------
+        int
+            How many rows went back to pending.
+        """
+        from m2i.store import ops
+
+        with self._store() as store:
+            if rows is not None:
+                return sum(
+                    sum(ops.requeue(store, run_id=run_id, stage=st, ids=list(ids)).values())
+                    for st, ids in rows.items() if ids
+                )
+            return sum(ops.requeue(store, run_id=run_id, stage=stage).values())
+
+    def set_paused(self, run_id: int, paused: bool) -> bool:
+        """Pause (or resume) the run; returns whether it changed. Work in flight finishes."""
+        from m2i.store import ops
+
+        with self._store() as store:
+            return ops.set_paused(store, run_id, paused)
+
+
+@dataclass
+class View:
+    """What the app hands to the visible screen: the latest snapshot plus what it accumulated.
+
+    ``events`` keeps the newest run events across refreshes, ``rates`` the per-stage throughput
+    and ETA, ``report`` the newest convergent-vs-divergent report (read only when it changed).
+    """
+
+    snap: Snapshot
+    rates: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
+    events: list[EventRow] = field(default_factory=list)
+    report: dict[str, Any] | None = None
+    report_id: int | None = None

@@ -1,0 +1,76 @@
+"""``m2i tui --run``: the pipeline in a background thread of the dashboard's process."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from m2i.errors import M2IError
+
+log = logging.getLogger(__name__)
+
+
+class RunnerHost:
+    """Runs :func:`m2i.pipeline.run_pipeline` in a thread and stops it gracefully on request.
+
+    Parameters
+    ----------
+    settings : m2i.config.Settings
+        What to run.
+    db : str or None
+        The database both the runner and the dashboard use.
+    """
+
+    def __init__(self, settings: Any, *, db: str | None) -> None:
+        self.settings = settings
+        self.db = db
+        self.result: dict[str, Any] | None = None
+        self.error: str | None = None
+        self._runner: Any = None
+        self._stopping = False
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self, on_done: Callable[[str | None], None]) -> None:
+        """Start the pipeline; ``on_done(error)`` is called from its thread when it ends."""
+
+        def target() -> None:
+            from m2i.pipeline import run_pipeline
+
+            try:
+                self.result = run_pipeline(self.settings, db=self.db, handle_signals=False, on_runner=self._got)
+            except M2IError as exc:
+                self.error = str(exc)
+            except Exception as exc:  # the dashboard shows it instead of dying with the thread
+                log.exception("the runner stopped with an unexpected error")
+                self.error = f"The runner stopped with an unexpected error: {exc!r}."
+            on_done(self.error)
+
+        self._thread = threading.Thread(target=target, name="m2i-runner", daemon=False)
+        self._thread.start()
+
+    def _got(self, runner: Any) -> None:
+        with self._lock:
+            self._runner = runner
+            if self._stopping:
+                runner.request_stop()
+
+    def stop(self) -> None:
+        """Ask the runner to finish the work in flight and claim nothing new."""
+        with self._lock:
+            self._stopping = True
+            if self._runner is not None:
+                self._runner.stop_threadsafe()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the thread; returns whether it ended."""
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()

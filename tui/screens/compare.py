@@ -1,0 +1,53 @@
+"""Compare: convergent vs divergent per metric, and the per-clip differences of the chosen one."""
+
+from __future__ import annotations
+
+from textual import on
+from textual.app import ComposeResult
+from textual.widgets import Static
+
+from tui.data import View
+from tui.screens.base import DataScreen
+from tui.widgets.diff_plot import DiffPlot
+from tui.widgets.metrics_table import MetricsTable
+
+
+class CompareScreen(DataScreen):
+    """The ``modes`` report written by the score stage; ↑/↓ choose the metric plotted."""
+
+    TITLE = "Compare"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._report_id: int | None = None
+        self._shown = False
+
+    def compose(self) -> ComposeResult:
+        yield from self.compose_top()
+        yield Static("no scores yet", id="compare-summary")
+        yield MetricsTable(id="metrics")
+        yield DiffPlot(id="diff-plot")
+        yield from self.compose_bottom()
+
+    def show(self, view: View) -> None:
+        super().show(view)
+        report, report_id = view.report, view.report_id
+        if report_id == self._report_id and self._shown:
+            return
+        self._report_id = report_id
+        self._shown = True
+        summary = self.query_one("#compare-summary", Static)
+        if not report:
+            summary.update("no scores yet: the comparison appears once the score stage has written it")
+        else:
+            summary.update(
+                f"{report.get('n_pairs', 0)} clips paired, {report.get('n_prompts', 0)} prompts · "
+                f"diff = {report.get('direction', 'divergent - convergent')} · p Holm-adjusted, * < "
+                f"{report.get('alpha', 0.05)} · d_z = Cohen's effect size"
+            )
+        self.query_one(MetricsTable).show(report)
+        self.query_one(DiffPlot).report = report
+
+    @on(MetricsTable.MetricHighlighted)
+    def _metric(self, event: MetricsTable.MetricHighlighted) -> None:
+        self.query_one(DiffPlot).metric = event.metric

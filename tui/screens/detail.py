@@ -1,0 +1,121 @@
+"""One clip: the eight features, the ABC, the prompts with their scores, and a prompt's image."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.widgets import Static
+
+from m2i.features import FEATURE_NAMES
+from tui.data import METRICS, PromptView, SampleDetail, View, Want
+from tui.screens.base import DataScreen, RefreshWanted
+from tui.widgets.image_view import ImageView
+
+SHORT = {"originality": "orig", "elaboration": "elab", "alignment": "align", "coherence": "coh", "overall": "overall"}
+
+
+def features_text(d: SampleDetail) -> Text:
+    t = Text()
+    t.append(f"clip {d.idx} · {d.source} · {d.status}", style="bold")
+    if d.duration_s:
+        t.append(f" · {d.duration_s:.1f} s")
+    if d.error:
+        t.append(f"\n{d.error}", style="red")
+    for name in FEATURE_NAMES:
+        t.append(f"\n{name.replace('_', ' '):<21}", style="dim")
+        t.append(d.features.get(name) or "-")
+    return t
+
+
+def prompt_text(p: PromptView, *, current: bool) -> Text:
+    t = Text()
+    t.append("▶ " if current else "  ", style="bold yellow")
+    t.append(f"{p.slot} {p.mode} T={p.temperature:g}", style="bold magenta" if p.mode == "divergent" else "bold cyan")
+    t.append(f" · {p.status}", style="red" if p.status == "failed" else "dim")
+    if p.title:
+        t.append(f" · {p.title}", style="bold")
+    if p.error and p.status != "done":
+        t.append(f"\n  {p.error}", style="red")
+    if p.text:
+        t.append(f"\n  {p.text}")
+    if p.image_prompt:
+        t.append(f"\n  image: {p.image_prompt}", style="italic dim")
+    if any(v is not None for v in p.scores.values()):
+        t.append("\n  ")
+        t.append("  ".join(f"{SHORT[m]} {p.scores[m]:.2f}" for m in METRICS if p.scores.get(m) is not None),
+                 style="green")
+    return t
+
+
+class SampleDetailScreen(DataScreen):
+    """Detail of one sample; ``[``/``]`` choose whose image is shown, escape goes back."""
+
+    TITLE = "Sample"
+    BINDINGS = [
+        Binding("escape,backspace", "back", "Back", id="detail.back"),
+        Binding("left_square_bracket", "prompt(-1)", "Prev image", id="detail.prev"),
+        Binding("right_square_bracket", "prompt(1)", "Next image", id="detail.next"),
+    ]
+
+    def __init__(self, sample_id: int) -> None:
+        super().__init__()
+        self.sample_id = sample_id
+        self.current = 0
+        self._detail: SampleDetail | None = None
+
+    def compose(self) -> ComposeResult:
+        yield from self.compose_top()
+        with Horizontal(id="detail-body"):
+            with VerticalScroll(id="detail-text"):
+                yield Static("loading…", id="detail-features")
+                yield Static("", id="detail-abc")
+                yield Static("", id="detail-prompts")
+            yield ImageView(id="detail-image")
+        yield from self.compose_bottom()
+
+    def want(self, base: Want) -> Want:
+        return Want(events_after=base.events_after, report_id=base.report_id, detail=self.sample_id)
+
+    def show(self, view: View) -> None:
+        super().show(view)
+        d = view.snap.detail
+        if d is None:
+            if view.snap.run is not None and view.snap.problem is None:
+                self.query_one("#detail-features", Static).update(f"sample {self.sample_id} is not in this run")
+            return
+        if d == self._detail:
+            return
+        self._detail = d
+        self.query_one("#detail-features", Static).update(features_text(d))
+        self.query_one("#detail-abc", Static).update(Text(d.abc or "(no ABC transcription yet)", style="dim"))
+        self._draw_prompts()
+
+    def _draw_prompts(self) -> None:
+        d = self._detail
+        if d is None:
+            return
+        prompts = d.prompts
+        if not prompts:
+            self.query_one("#detail-prompts", Static).update("no prompts yet")
+            self.query_one(ImageView).show(None, status=None, caption="")
+            return
+        self.current = max(0, min(self.current, len(prompts) - 1))
+        body = Text("\n").join(prompt_text(p, current=i == self.current) for i, p in enumerate(prompts))
+        self.query_one("#detail-prompts", Static).update(body)
+        p = prompts[self.current]
+        self.query_one(ImageView).show(
+            p.image_path, status=p.image_status,
+            caption=f"prompt {p.slot} ({p.mode}) {self.current + 1}/{len(prompts)}",
+        )
+
+    def action_prompt(self, step: int) -> None:
+        self.current += step
+        self._draw_prompts()
+
+    def action_back(self) -> None:
+        self.dismiss()
+
+    def on_screen_resume(self) -> None:
+        self.post_message(RefreshWanted())

@@ -1,0 +1,46 @@
+"""The help screen: every key of every screen, read from the bindings themselves."""
+
+from __future__ import annotations
+
+from rich.table import Table
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+
+def _key(binding: Binding) -> str:
+    names = {"question_mark": "?", "left_square_bracket": "[", "right_square_bracket": "]", "escape": "esc"}
+    return ",".join(names.get(k, k) for k in binding.key.split(","))
+
+
+def keys_table(sections: list[tuple[str, list]]) -> Table:
+    """A two-column table: key, what it does; one heading row per section."""
+    table = Table(show_header=False, box=None, padding=(0, 2, 0, 0))
+    table.add_column(style="bold yellow", no_wrap=True)
+    table.add_column()
+    for title, bindings in sections:
+        table.add_row(f"[bold]{title}[/]", "")
+        for b in bindings:
+            b = b if isinstance(b, Binding) else Binding(*b)
+            table.add_row(_key(b), b.description)
+    return table
+
+
+class HelpScreen(ModalScreen[None]):
+    """Lists the keys; any of escape, ? or q closes it."""
+
+    BINDINGS = [Binding("escape,question_mark,q", "close", "Close", id="help.close")]
+
+    def __init__(self, sections: list[tuple[str, list]]) -> None:
+        super().__init__()
+        self.sections = sections
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="help-box"):
+            yield Static("[bold]m2i dashboard — keys[/]  (mouse optional; esc closes)", id="help-title")
+            yield Static(keys_table(self.sections), id="help-keys")
+
+    def action_close(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,44 @@
+"""The live event log: one line per run event, errors in red and warnings in yellow."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from rich.text import Text
+from textual.widgets import RichLog
+
+from tui.data import EventRow
+
+STYLES = {"error": "bold red", "warning": "yellow", "info": ""}
+
+
+def event_text(e: EventRow) -> Text:
+    t = Text(e.ts[11:19] + " ", style="dim")
+    t.append(f"{e.level[:4]:<4} ", style=STYLES.get(e.level, "") or "dim")
+    if e.stage:
+        t.append(f"{e.stage}" + (f"#{e.item}" if e.item is not None else "") + " ", style="cyan")
+    t.append(e.message, style=STYLES.get(e.level, ""))
+    return t
+
+
+class EventLog(RichLog):
+    """Appends events it has not shown yet (by id), keeping the newest ``max_lines``."""
+
+    DEFAULT_CLASSES = "event-log"
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id, max_lines=500, wrap=True, markup=False, auto_scroll=True)
+        self.last_id = 0
+
+    def add(self, events: Iterable[EventRow]) -> None:
+        for e in events:
+            if e.id > self.last_id:
+                self.write(event_text(e))
+                self.last_id = e.id
+
+    def note(self, message: str, *, level: str = "info") -> None:
+        """A line from this process (the embedded runner's log), not from the database."""
+        t = Text("         ")
+        t.append(f"{level[:4]:<4} ", style=STYLES.get(level, "") or "dim")
+        t.append(message, style=STYLES.get(level, ""))
+        self.write(t)

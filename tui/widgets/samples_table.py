@@ -1,0 +1,45 @@
+"""The table of clips on the Samples screen."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.widgets import DataTable
+
+from tui.data import SampleRow
+
+COLUMNS = ("#", "clip", "status", "key", "tempo", "prompts", "overall", "mood")
+STATUS_STYLE = {"failed": "red", "running": "cyan", "pending": "dim", "done": "green", "cancelled": "dim"}
+
+
+class SamplesTable(DataTable):
+    """One row per clip (sample) of the current page; the row key is the sample id."""
+
+    DEFAULT_CLASSES = "samples-table"
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id, cursor_type="row")
+        self._rows: list[SampleRow] = []
+
+    def on_mount(self) -> None:
+        self.add_columns(*COLUMNS)
+
+    def show(self, rows: list[SampleRow]) -> None:
+        if rows == self._rows:
+            return
+        cursor = self.cursor_row
+        self._rows = list(rows)
+        self.clear()
+        for r in rows:
+            self.add_row(
+                str(r.idx), r.source.rsplit("/", 1)[-1], Text(r.status, style=STATUS_STYLE.get(r.status, "")),
+                r.key or "-", r.tempo or "-", f"{r.prompts_done}/{r.prompts_total}",
+                "-" if r.overall is None else f"{r.overall:.3f}", r.mood or "-", key=str(r.id),
+            )
+        if self.row_count:
+            self.move_cursor(row=min(cursor, self.row_count - 1))
+
+    @property
+    def selected_id(self) -> int | None:
+        if not self.row_count:
+            return None
+        return int(self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value)
