@@ -138,6 +138,34 @@ def ingest(
     )
 
 
+@app.command()
+def analyze(
+    files: Annotated[list[str], typer.Argument(help="Audio files (wav, flac, ogg, mp3) or .npy.")],
+    json_out: JsonOpt = False,
+    spectrogram: Annotated[bool, typer.Option("--spectrogram", help="Add a mel-spectrogram summary.")] = False,
+) -> None:
+    """Print the eight features and the ABC transcription of audio files (one JSON object per line with --json)."""
+    from m2i.audio.analyze import analyze_file
+    from m2i.features import describe
+
+    failed = 0
+    for f in files:
+        try:
+            result = analyze_file(f, settings={"spectrogram": spectrogram})
+        except M2IError as exc:
+            failed += 1
+            typer.echo(f"error: {exc}", err=True)
+            continue
+        if json_out:
+            _echo_json(result)
+        else:
+            typer.echo(f"== {f}")
+            typer.echo(describe(result["features"]))
+            typer.echo(result["abc"])
+    if failed:
+        raise typer.Exit(code=1)
+
+
 # --------------------------------------------------------------------------- run
 
 
@@ -391,7 +419,9 @@ def tui(
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry: run the Typer app and turn m2i errors into one sentence."""
     try:
-        app(args=argv, standalone_mode=False)
+        rc = app(args=argv, standalone_mode=False)
+        if isinstance(rc, int) and rc:
+            raise SystemExit(rc)
     except M2IError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise SystemExit(1) from None
@@ -399,14 +429,13 @@ def main(argv: list[str] | None = None) -> None:
         typer.echo("interrupted", err=True)
         raise SystemExit(130) from None
     except Exception as exc:
-        import click
-
-        if isinstance(exc, click.exceptions.Exit):
+        # Typer carries its own copy of click: recognise its exceptions by behaviour, not import.
+        if hasattr(exc, "exit_code") and type(exc).__name__ == "Exit":
             raise SystemExit(exc.exit_code) from None
-        if isinstance(exc, click.ClickException):
+        if hasattr(exc, "show") and hasattr(exc, "exit_code"):
             exc.show()
             raise SystemExit(exc.exit_code) from None
-        if isinstance(exc, click.exceptions.Abort):
+        if type(exc).__name__ == "Abort":
             typer.echo("aborted", err=True)
             raise SystemExit(1) from None
         raise

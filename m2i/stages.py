@@ -358,7 +358,7 @@ def build_stages(store: Store, run: dict[str, Any], names: list[str]) -> tuple[l
     impls: list[StageImpl] = []
     notes: list[str] = []
     if "analyze" in names:
-        impls.append(AnalyzeStage(settings={"mel_summary": bool(cfg.get("mel_summary"))}))
+        impls.append(AnalyzeStage(settings={"spectrogram": bool(cfg.get("mel_summary"))}))
     if "generate" in names:
         impls.append(GenerateStage(
             llm=cfg.get("llm") or "local", model=cfg.get("model"), base_url=cfg.get("base_url"),
