@@ -366,6 +366,25 @@ def resume(db: DbOpt = None, run: RunOpt = None) -> None:
     typer.echo(f"run {r['name']} resumed" if changed else f"run {r['name']} was not paused")
 
 
+@app.command()
+def report(
+    db: DbOpt = None,
+    run: RunOpt = None,
+    json_out: JsonOpt = False,
+    recompute: Annotated[bool, typer.Option("--recompute", help="Recompute the statistics from the scores.")] = False,
+) -> None:
+    """Run summary and the convergent-vs-divergent statistics (mean, 95 % CI, Wilcoxon p, effect size)."""
+    from m2i.report import build_report, format_text
+
+    store = _open(db, readonly=True)
+    r = _run_of(store, run)
+    rep = build_report(store, int(r["id"]), recompute=recompute)
+    if json_out:
+        _echo_json(rep)
+    else:
+        typer.echo(format_text(rep))
+
+
 # --------------------------------------------------------------------------- sql
 
 

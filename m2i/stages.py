@@ -192,7 +192,8 @@ def mode_rows(store: Store, run_id: int) -> list[dict[str, Any]]:
     with store.read() as conn:
         return [
             dict(r) for r in conn.execute(
-                select(p.c.sample_id, p.c.mode, sc.c.originality, sc.c.elaboration, sc.c.alignment, sc.c.coherence, sc.c.overall)
+                select(p.c.sample_id, p.c.mode, sc.c.originality, sc.c.elaboration, sc.c.alignment, sc.c.coherence, sc.c.overall,
+                       sc.c.details)
                 .join(sc, sc.c.prompt_id == p.c.id)
                 .where(p.c.run_id == run_id, sc.c.status == Status.done.value)
             ).mappings()

@@ -1,0 +1,112 @@
+"""``m2i report``: what a run did and whether convergent and divergent prompts differ.
+
+:func:`build_report` gathers the run's settings, per-stage counts, how each prompt's mode was
+realised (the sampling temperature, or an instruction for models that refuse temperature), the
+image backends used, and the convergent-vs-divergent analysis. The analysis is the one the score
+stage stored (table ``report``) when it is current; otherwise it is computed now from the scores.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+
+from m2i.store import ops
+from m2i.store.engine import Store
+from m2i.store.models import Image, Prompt, Status
+
+
+def build_report(store: Store, run_id: int, *, recompute: bool = False) -> dict[str, Any]:
+    """The whole report of one run as a JSON-able dict."""
+    run = ops.get_run(store, run_id)
+    if run is None:
+        from m2i.errors import InputError
+
+        raise InputError(f"No run {run_id} in this database; `m2i status` lists the runs.")
+    counts = ops.status_counts(store, run_id)
+    p, im = Prompt.__table__, Image.__table__
+    with store.read() as conn:
+        realised = {
+            (mode, how or "not yet"): int(n)
+            for mode, how, n in conn.execute(
+                select(p.c.mode, p.c.realised_by, func.count()).where(p.c.run_id == run_id, p.c.status == Status.done.value)
+                .group_by(p.c.mode, p.c.realised_by)
+            )
+        }
+        llm = [
+            {"provider": prov, "model": model, "prompts": int(n), "tokens_in": int(ti or 0), "tokens_out": int(to or 0),
+             "cost_usd": round(float(c or 0), 4), "mean_latency_ms": round(float(lat or 0), 1)}
+            for prov, model, n, ti, to, c, lat in conn.execute(
+                select(p.c.provider, p.c.model, func.count(), func.sum(p.c.tokens_in), func.sum(p.c.tokens_out),
+                       func.sum(p.c.cost_usd), func.avg(p.c.latency_ms))
+                .where(p.c.run_id == run_id, p.c.status == Status.done.value).group_by(p.c.provider, p.c.model)
+            )
+        ]
+        images = [
+            {"backend": b, "model": m, "device": d, "images": int(n), "mean_seconds": round(float(s or 0), 3),
+             "truncated": int(t or 0)}
+            for b, m, d, n, s, t in conn.execute(
+                select(im.c.backend, im.c.model, im.c.device, func.count(), func.avg(im.c.seconds),
+                       func.sum(func.coalesce(im.c.truncated, False).cast(type_=p.c.slot.type)))
+                .where(im.c.run_id == run_id, im.c.status == Status.done.value).group_by(im.c.backend, im.c.model, im.c.device)
+            )
+        ]
+    by_instruction = sum(n for (_, how), n in realised.items() if how == "instruction")
+    modes = None if recompute else ops.latest_report(store, run_id, "modes")
+    if (modes is None or modes.get("n_prompts", -1) != counts["score"]["done"]) and counts["score"]["done"]:
+        from m2i.scoring import compare_modes
+        from m2i.stages import mode_rows
+
+        modes = compare_modes(mode_rows(store, run_id))
+        if not store.readonly:
+            ops.save_report(store, run_id, "modes", modes)
+    return {
+        "run": {"id": run["id"], "name": run["name"], "created_at": str(run["created_at"]), "paused": run["paused"]},
+        "config": run["config"],
+        "counts": counts,
+        "realised_by": [{"mode": m, "by": how, "prompts": n} for (m, how), n in sorted(realised.items())],
+        "modes_by_instruction": by_instruction > 0,
+        "llm": llm,
+        "images": images,
+        "modes": modes,
+    }
+
+
+def format_text(report: dict[str, Any]) -> str:
+    """The report as plain text for a terminal."""
+    from m2i.scoring import format_report
+
+    r, cfg = report["run"], report["config"] or {}
+    lines = [f"run {r['id']} {r['name']}  (created {r['created_at'][:19]})" + ("  [paused]" if r["paused"] else "")]
+    lines.append("  ".join(
+        f"{s}: {c['done']}/{sum(c.values())}" + (f" ({c['failed']} failed)" if c["failed"] else "")
+        for s, c in report["counts"].items()
+    ))
+    for row in report["llm"]:
+        lines.append(
+            f"llm: {row['provider']} {row['model']}  {row['prompts']} prompts, {row['tokens_in']}+{row['tokens_out']} tokens, "
+            f"${row['cost_usd']:.4f}, mean latency {row['mean_latency_ms']:.0f} ms"
+        )
+    if not report["llm"]:
+        lines.append(f"llm: {cfg.get('llm')} {cfg.get('model') or ''} (no prompts yet)")
+    modes = ", ".join(f"{x['mode']} by {x['by']}: {x['prompts']}" for x in report["realised_by"])
+    if modes:
+        lines.append(f"modes realised: {modes}")
+    if report["modes_by_instruction"]:
+        lines.append(
+            "NOTE: this model refuses sampling parameters, so convergent and divergent were realised by "
+            "instructions, not temperature; compare with runs that used temperature with care."
+        )
+    for row in report["images"]:
+        label = "PREVIEW renderer (not SDXL)" if row["backend"] == "preview" else f"{row['backend']} {row['model'] or ''}"
+        lines.append(
+            f"images: {label} on {row['device'] or '?'}: {row['images']} images, {row['mean_seconds']:.2f} s each"
+            + (f", {row['truncated']} prompts truncated" if row["truncated"] else "")
+        )
+    lines.append("")
+    if report["modes"]:
+        lines.append(format_report(report["modes"]))
+    else:
+        lines.append("convergent vs divergent: no scores yet")
+    return "\n".join(lines)
