@@ -149,7 +149,9 @@ PROMPTS = [
 ]
 
 FEATURES = {
-    "key": "F#", "tonality": "minor", "tempo": 96.0,
+    "key": "F#",
+    "tonality": "minor",
+    "tempo": 96.0,
     "mood": {"valence": 0.31, "arousal": 0.72, "words": ["tense", "driving"]},
     "melody_contour": {"shape": "arch", "range_semitones": 12.0},
     "dynamic_intensity": {"label": "mf", "loudness_db": -18.2, "trend": "crescendo"},
@@ -164,7 +166,11 @@ def byte_level_clip_tokenizer():
     """
     from transformers import CLIPTokenizer
 
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    bs = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
     cs, n = bs[:], 0
     for b in range(256):
         if b not in bs:
@@ -181,7 +187,12 @@ def byte_level_clip_tokenizer():
 def full_size_pipeline(device: str):
     """Random-init SDXL 1.0 base built directly on ``device`` in fp16."""
     import torch
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers import (
+        AutoencoderKL,
+        EulerDiscreteScheduler,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     torch.manual_seed(0)
@@ -192,8 +203,13 @@ def full_size_pipeline(device: str):
         te2 = CLIPTextModelWithProjection(CLIPTextConfig(**SDXL_TEXT_ENCODER_2)).to(torch.float16)
     tok = byte_level_clip_tokenizer()
     return StableDiffusionXLPipeline(
-        vae=vae, text_encoder=te1, text_encoder_2=te2, tokenizer=tok, tokenizer_2=tok, unet=unet,
-        scheduler=EulerDiscreteScheduler(**SDXL_SCHEDULER),
+        vae=vae,
+        text_encoder=te1,
+        text_encoder_2=te2,
+        tokenizer=tok,
+        tokenizer_2=tok,
+        unet=unet,
+        scheduler=EulerDiscreteScheduler.from_config(SDXL_SCHEDULER),
     )
 
 
@@ -201,10 +217,20 @@ def jobs(n: int, out: Path, *, width: int, height: int, steps: int, guidance: fl
     from m2i.images import ImageJob, image_path, image_seed
 
     return [
-        ImageJob(prompt_id=offset + i, sample_idx=(offset + i) // 5, slot=(offset + i) % 5,
-                 prompt=PROMPTS[i % len(PROMPTS)], negative_prompt="blurry, text, watermark",
-                 seed=image_seed(0, offset + i), width=width, height=height, steps=steps, guidance=guidance,
-                 out_path=image_path(out, (offset + i) // 5, (offset + i) % 5), features=FEATURES)
+        ImageJob(
+            prompt_id=offset + i,
+            sample_idx=(offset + i) // 5,
+            slot=(offset + i) % 5,
+            prompt=PROMPTS[i % len(PROMPTS)],
+            negative_prompt="blurry, text, watermark",
+            seed=image_seed(0, offset + i),
+            width=width,
+            height=height,
+            steps=steps,
+            guidance=guidance,
+            out_path=image_path(out, (offset + i) // 5, (offset + i) % 5),
+            features=FEATURES,
+        )
         for i in range(n)
     ]
 
@@ -233,7 +259,7 @@ def bench_preview(out: Path, repeats: int) -> None:
 
     draw(FEATURES, seed=0)
     draws = []
-    for r in range(repeats):
+    for _ in range(repeats):
         t0 = time.perf_counter()
         for s in range(20):
             draw(FEATURES, seed=s)
@@ -245,10 +271,14 @@ def bench_preview(out: Path, repeats: int) -> None:
         res = backend.render(jobs(20, out / f"preview{r}", width=512, height=512, steps=1, guidance=0.0))
         assert all(x.error is None for x in res), res[0].error
         full.append((time.perf_counter() - t0) / 20)
-    print(f"preview_ms_per_image_512_draw: {statistics.median(draws) * 1000:.1f} "
-          f"(runs {', '.join(f'{d * 1000:.1f}' for d in draws)}; target <= 50)")
-    print(f"preview_ms_per_image_512_with_png: {statistics.median(full) * 1000:.1f} "
-          f"(runs {', '.join(f'{d * 1000:.1f}' for d in full)}; target <= 50)")
+    print(
+        f"preview_ms_per_image_512_draw: {statistics.median(draws) * 1000:.1f} "
+        f"(runs {', '.join(f'{d * 1000:.1f}' for d in draws)}; target <= 50)"
+    )
+    print(
+        f"preview_ms_per_image_512_with_png: {statistics.median(full) * 1000:.1f} "
+        f"(runs {', '.join(f'{d * 1000:.1f}' for d in full)}; target <= 50)"
+    )
 
 
 def bench_cpu(args: argparse.Namespace, out: Path) -> None:
@@ -274,9 +304,13 @@ def bench_cpu(args: argparse.Namespace, out: Path) -> None:
         _, per = time_backend(backend, args.images, out / f"tiny{r}", warm_batches=1 if r == 0 else 0, **size)
         rates.append(1.0 / per)
     backend.close()
-    print(f"device: cpu ({os.cpu_count()} cores visible, torch threads {args.threads}; shared machine, timings noisy)")
-    print(f"tiny_sdxl_images_per_s_64px_4steps_batch{args.batch}: {statistics.median(rates):.2f} "
-          f"(runs {', '.join(f'{x:.2f}' for x in rates)})")
+    print(
+        f"device: cpu ({os.cpu_count()} cores visible, torch threads {args.threads}; shared machine, timings noisy)"
+    )
+    print(
+        f"tiny_sdxl_images_per_s_64px_4steps_batch{args.batch}: {statistics.median(rates):.2f} "
+        f"(runs {', '.join(f'{x:.2f}' for x in rates)})"
+    )
     bench_preview(out, args.repeats)
 
 
@@ -291,18 +325,24 @@ def bench_gpu(args: argparse.Namespace, out: Path) -> None:
     print(f"device: {name}; torch {torch.__version__}; diffusers {diffusers.__version__}")
     size = {"width": args.size, "height": args.size, "steps": args.steps, "guidance": 7.0}
     figures = {}
-    for compiled in ([False, True] if not args.no_compile else [False]):
+    for compiled in [False, True] if not args.no_compile else [False]:
         backend = SDXLBackend.from_pipeline(
-            full_size_pipeline(device), model="random-init SDXL 1.0 (published configs)", device=device,
-            dtype="fp16", batch_size=max(args.batches), compile=args.compile_mode if compiled else False,
+            full_size_pipeline(device),
+            model="random-init SDXL 1.0 (published configs)",
+            device=device,
+            dtype="fp16",
+            batch_size=max(args.batches),
+            compile=args.compile_mode if compiled else False,
         )
         for batch in args.batches:
             backend.batch_size = batch  # the same resident (and compiled) pipeline for every batch size
             n = max(batch * args.batches_timed, batch)
-            warm, per = time_backend(backend, n, out / f"gpu_{compiled}_{batch}",
-                                     warm_batches=2 if compiled else 1, **size)
+            warm, per = time_backend(
+                backend, n, out / f"gpu_{compiled}_{batch}", warm_batches=2 if compiled else 1, **size
+            )
             key = f"sdxl_s_per_image_{args.size}px_{args.steps}steps_fp16_batch{batch}" + (
-                f"_compile_{args.compile_mode}" if compiled else "")
+                f"_compile_{args.compile_mode}" if compiled else ""
+            )
             figures[key] = per
             print(f"{key}: {per:.3f} (target <= 1.3; warm-up {warm:.1f} s; {n} images timed)", flush=True)
         backend.close()
@@ -312,7 +352,9 @@ def bench_gpu(args: argparse.Namespace, out: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="cpu", help="cpu (tiny pipeline + preview) or cuda / cuda:N (full size)")
+    ap.add_argument(
+        "--device", default="cpu", help="cpu (tiny pipeline + preview) or cuda / cuda:N (full size)"
+    )
     ap.add_argument("--images", type=int, default=16, help="CPU: images per timed run")
     ap.add_argument("--batch", type=int, default=4, help="CPU: batch size")
     ap.add_argument("--threads", type=int, default=1, help="CPU: torch intra-op threads")

@@ -83,7 +83,9 @@ def png_text(
     return text
 
 
-def save_png(image: PILImage.Image, path: str | Path, *, text: dict[str, str], compress_level: int = 6) -> Path:
+def save_png(
+    image: PILImage.Image, path: str | Path, *, text: dict[str, str], compress_level: int = 6
+) -> Path:
     """Write ``image`` to ``path`` with ``text`` chunks, atomically.
 
     Parameters

@@ -45,7 +45,11 @@ FEATURES_LEGACY = {
 
 def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2/CLIP's reversible byte -> printable character table."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    bs = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
     cs = bs[:]
     n = 0
     for b in range(256):
@@ -105,7 +109,11 @@ def build_tiny_sdxl(folder: Path) -> tuple[Path, Path]:
         )
 
     scheduler = EulerDiscreteScheduler(
-        beta_start=0.00085, beta_end=0.012, steps_offset=1, beta_schedule="scaled_linear", timestep_spacing="leading"
+        beta_start=0.00085,
+        beta_end=0.012,
+        steps_offset=1,
+        beta_schedule="scaled_linear",
+        timestep_spacing="leading",
     )
     torch.manual_seed(0)
     vae = AutoencoderKL(
@@ -198,8 +206,15 @@ def make_job(tmp_path):
     """Factory of :class:`ImageJob` s writing under ``tmp_path/out`` in the standard layout."""
     from m2i.images import ImageJob, image_path, image_seed
 
-    def make(prompt_id: int = 1, prompt: str = "a lighthouse in a storm", *, sample_idx: int = 0,
-             slot: int | None = None, out_dir: Path | None = None, **kw) -> ImageJob:
+    def make(
+        prompt_id: int = 1,
+        prompt: str = "a lighthouse in a storm",
+        *,
+        sample_idx: int = 0,
+        slot: int | None = None,
+        out_dir: Path | None = None,
+        **kw,
+    ) -> ImageJob:
         slot = prompt_id % 5 if slot is None else slot
         kw.setdefault("seed", image_seed(42, prompt_id))
         kw.setdefault("width", 64)

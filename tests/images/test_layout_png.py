@@ -25,7 +25,9 @@ def test_layout_matches_the_earlier_system(tmp_path):
 
 def test_image_seed_is_stable_across_processes():
     code = "from m2i.images import image_seed; print(image_seed(42, 7), image_seed(-3, 0))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
     assert [int(x) for x in out] == [image_seed(42, 7), image_seed(-3, 0)]
     # golden value: changing the derivation would silently change every re-rendered image
     assert image_seed(42, 7) == 8084361912552697151
@@ -37,8 +39,19 @@ def test_image_seed_is_stable_across_processes():
 
 
 def test_png_text_round_trips_unicode(tmp_path):
-    text = png_text(prompt="Nacht über dem Fjord — 夜", negative_prompt=None, seed=3, steps=30, guidance=7.0,
-                    width=8, height=8, model="m", scheduler="euler", backend="sdxl", extra={"truncated": True})
+    text = png_text(
+        prompt="Nacht über dem Fjord — 夜",
+        negative_prompt=None,
+        seed=3,
+        steps=30,
+        guidance=7.0,
+        width=8,
+        height=8,
+        model="m",
+        scheduler="euler",
+        backend="sdxl",
+        extra={"truncated": True},
+    )
     path = save_png(Image.new("RGB", (8, 8), (10, 20, 30)), tmp_path / "a" / "b.png", text=text)
     back = read_png_text(path)
     assert back["prompt"] == "Nacht über dem Fjord — 夜" and back["negative_prompt"] == ""

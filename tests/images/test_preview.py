@@ -18,13 +18,31 @@ def arr(picture) -> np.ndarray:
 
 def test_renders_jobs_with_preview_recorded_everywhere(make_job, features_full, tmp_path):
     backend = get_backend("preview")
-    jobs = [make_job(i, "a spiral staircase of light", sample_idx=12, slot=i, features=features_full,
-                     width=None, height=None) for i in range(5)]
+    jobs = [
+        make_job(
+            i,
+            "a spiral staircase of light",
+            sample_idx=12,
+            slot=i,
+            features=features_full,
+            width=None,
+            height=None,
+        )
+        for i in range(5)
+    ]
     results = backend.render(jobs)
     assert [r.error for r in results] == [None] * 5
     for job, res in zip(jobs, results):
-        assert res.path == str(tmp_path / "out" / "images" / "sample_012" / f"sample_012_prompt_{job.slot:02d}.png")
-        assert (res.backend, res.model, res.device, res.width, res.height) == ("preview", PREVIEW_MODEL, "cpu", 512, 512)
+        assert res.path == str(
+            tmp_path / "out" / "images" / "sample_012" / f"sample_012_prompt_{job.slot:02d}.png"
+        )
+        assert (res.backend, res.model, res.device, res.width, res.height) == (
+            "preview",
+            PREVIEW_MODEL,
+            "cpu",
+            512,
+            512,
+        )
         assert res.steps is None and res.guidance is None and res.scheduler is None
         text = read_png_text(res.path)
         assert text["backend"] == "preview" and text["model"] == PREVIEW_MODEL
@@ -38,11 +56,17 @@ def test_same_features_and_seed_give_the_same_pixels(features_full):
 
 
 def test_the_picture_follows_the_music(features_full):
-    bright = dict(features_full, tonality="major",
-                  mood={"valence": 0.9, "arousal": 0.4, "words": ["joyful"]},
-                  dynamic_intensity={"label": "ff", "loudness_db": -8.0})
-    dark = dict(features_full, mood={"valence": 0.1, "arousal": 0.4, "words": ["sad"]},
-                dynamic_intensity={"label": "pp", "loudness_db": -35.0})
+    bright = dict(
+        features_full,
+        tonality="major",
+        mood={"valence": 0.9, "arousal": 0.4, "words": ["joyful"]},
+        dynamic_intensity={"label": "ff", "loudness_db": -8.0},
+    )
+    dark = dict(
+        features_full,
+        mood={"valence": 0.1, "arousal": 0.4, "words": ["sad"]},
+        dynamic_intensity={"label": "pp", "loudness_db": -35.0},
+    )
     assert arr(draw(bright, seed=1)).mean() > arr(draw(dark, seed=1)).mean() + 20
 
     # key sets the hue: C major and G major (neighbours on the circle of fifths) are closer
@@ -55,13 +79,23 @@ def test_the_picture_follows_the_music(features_full):
 
     slow, fast = look_of(dict(features_full, tempo=60.0)), look_of(dict(features_full, tempo=180.0))
     assert slow.tempo == 60.0 and fast.tempo == 180.0
-    assert np.abs(arr(draw(dict(features_full, tempo=60.0), seed=1)) - arr(draw(dict(features_full, tempo=180.0), seed=1))).mean() > 2
+    assert (
+        np.abs(
+            arr(draw(dict(features_full, tempo=60.0), seed=1))
+            - arr(draw(dict(features_full, tempo=180.0), seed=1))
+        ).mean()
+        > 2
+    )
 
 
 def test_melody_contour_is_drawn_where_the_melody_goes(features_full):
     def line_rows(shape):
-        f = dict(features_full, melody_contour={"shape": shape, "range_semitones": 19.0},
-                 mood={"valence": 0.5, "arousal": 0.0, "words": []}, tempo=40.0)
+        f = dict(
+            features_full,
+            melody_contour={"shape": shape, "range_semitones": 19.0},
+            mood={"valence": 0.5, "arousal": 0.0, "words": []},
+            tempo=40.0,
+        )
         img = arr(draw(f, seed=3)).sum(-1)
         return img[:480, 20].argmax(), img[:480, 490].argmax()  # brightest row near left / right edge
 
@@ -95,10 +129,14 @@ def test_a_512px_picture_takes_at_most_50_ms(features_full):
 def test_bad_jobs_fail_alone(make_job, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    results = get_backend("preview").render([
-        make_job(1, ""), make_job(2, "ok", out_dir=blocker), make_job(3, "ok", width=8192, height=8192),
-        make_job(4, "fine"),
-    ])
+    results = get_backend("preview").render(
+        [
+            make_job(1, ""),
+            make_job(2, "ok", out_dir=blocker),
+            make_job(3, "ok", width=8192, height=8192),
+            make_job(4, "fine"),
+        ]
+    )
     assert "empty image_prompt" in results[0].error
     assert "writable output folder" in results[1].error
     assert "4096" in results[2].error

@@ -48,7 +48,7 @@ def test_weights_available(tiny_sdxl, tmp_path):
 
 
 def test_model_family_defaults():
-    assert model_defaults("stabilityai/sdxl-turbo") .steps == 1
+    assert model_defaults("stabilityai/sdxl-turbo").steps == 1
     assert model_defaults("stabilityai/sdxl-turbo").guidance == 0.0
     assert model_defaults("ByteDance/SDXL-Lightning").steps == 4
     base = model_defaults("stabilityai/stable-diffusion-xl-base-1.0")

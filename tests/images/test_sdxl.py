@@ -20,14 +20,18 @@ def pixels(path: str | Path) -> np.ndarray:
 
 
 def test_batch_renders_every_job_in_order_into_the_legacy_layout(tiny_backend, make_job, tmp_path):
-    jobs = [make_job(i, f"a {word} garden at dusk", sample_idx=3, slot=i) for i, word in
-            enumerate(["quiet", "burning", "frozen", "floating", "violet"])]
+    jobs = [
+        make_job(i, f"a {word} garden at dusk", sample_idx=3, slot=i)
+        for i, word in enumerate(["quiet", "burning", "frozen", "floating", "violet"])
+    ]
     results = tiny_backend.render(jobs)
 
     assert [r.prompt_id for r in results] == [0, 1, 2, 3, 4]
     assert all(r.error is None for r in results), [r.error for r in results]
     for job, res in zip(jobs, results):
-        assert res.path == str(tmp_path / "out" / "images" / "sample_003" / f"sample_003_prompt_{job.slot:02d}.png")
+        assert res.path == str(
+            tmp_path / "out" / "images" / "sample_003" / f"sample_003_prompt_{job.slot:02d}.png"
+        )
         with Image.open(res.path) as im:
             assert im.size == (64, 64) and im.mode == "RGB"
         assert (res.backend, res.device, res.scheduler) == ("sdxl", "cpu", "euler")
@@ -46,17 +50,28 @@ def test_same_seed_same_pixels_other_seed_other_pixels(tiny_backend, make_job, t
 
 def test_image_does_not_depend_on_its_batch_mates(tiny_backend, make_job, tmp_path):
     alone = tiny_backend.render([make_job(2, "a paper boat", seed=99, out_dir=tmp_path / "alone")])[0]
-    mates = [make_job(i, f"mate number {i}", seed=i, negative_prompt="blurry", out_dir=tmp_path / "batch")
-             for i in (10, 11, 13)]
-    batch = tiny_backend.render([*mates[:2], make_job(2, "a paper boat", seed=99, out_dir=tmp_path / "batch"), mates[2]])
+    mates = [
+        make_job(i, f"mate number {i}", seed=i, negative_prompt="blurry", out_dir=tmp_path / "batch")
+        for i in (10, 11, 13)
+    ]
+    batch = tiny_backend.render(
+        [*mates[:2], make_job(2, "a paper boat", seed=99, out_dir=tmp_path / "batch"), mates[2]]
+    )
     assert batch[2].prompt_id == 2
     diff = np.abs(pixels(alone.path) - pixels(batch[2].path))
     assert diff.max() <= 2, f"batched render differs from the single render by up to {diff.max()} levels"
 
 
 def test_png_carries_everything_needed_to_reproduce_it(tiny_backend, make_job):
-    job = make_job(5, "an orchestra of glass birds, ultramarine", negative_prompt="text, watermark",
-                   seed=424242, steps=3, guidance=6.5, title="Glass birds")
+    job = make_job(
+        5,
+        "an orchestra of glass birds, ultramarine",
+        negative_prompt="text, watermark",
+        seed=424242,
+        steps=3,
+        guidance=6.5,
+        title="Glass birds",
+    )
     res = tiny_backend.render([job])[0]
     text = read_png_text(res.path)
     assert text["prompt"] == job.prompt
@@ -86,15 +101,21 @@ def test_long_prompt_is_rendered_and_recorded_as_truncated(tiny_backend, make_jo
 
 def test_refiner_path_shares_encoder_and_vae_and_changes_the_image(tiny_sdxl, make_job, tmp_path):
     base_dir, refiner_dir = tiny_sdxl
-    backend = get_backend("sdxl", model=str(base_dir), refiner=str(refiner_dir), refiner_split=0.5, device="cpu")
+    backend = get_backend(
+        "sdxl", model=str(base_dir), refiner=str(refiner_dir), refiner_split=0.5, device="cpu"
+    )
     backend.load()
     try:
         assert backend.refiner_pipeline.text_encoder_2 is backend.pipeline.text_encoder_2
         assert backend.refiner_pipeline.vae is backend.pipeline.vae
-        jobs = [make_job(i, f"a comet over {w}", seed=i, steps=4, out_dir=tmp_path / "r") for i, w in
-                enumerate(["dunes", "a harbour"])]
+        jobs = [
+            make_job(i, f"a comet over {w}", seed=i, steps=4, out_dir=tmp_path / "r")
+            for i, w in enumerate(["dunes", "a harbour"])
+        ]
         refined = backend.render(jobs)
-        again = backend.render([make_job(0, "a comet over dunes", seed=0, steps=4, out_dir=tmp_path / "r2")])[0]
+        again = backend.render([make_job(0, "a comet over dunes", seed=0, steps=4, out_dir=tmp_path / "r2")])[
+            0
+        ]
     finally:
         backend.close()
     assert all(r.error is None and r.refiner for r in refined)
@@ -111,7 +132,12 @@ def test_bad_jobs_fail_alone_with_a_reason(tiny_backend, make_job, tmp_path):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the output folder should be")
     unwritable = make_job(21, "a fine prompt", out_dir=blocker / "run")
-    jobs = [make_job(20, "   "), unwritable, make_job(22, "a fine prompt", width=60), make_job(23, "an owl at noon")]
+    jobs = [
+        make_job(20, "   "),
+        unwritable,
+        make_job(22, "a fine prompt", width=60),
+        make_job(23, "an owl at noon"),
+    ]
     results = tiny_backend.render(jobs)
 
     assert [r.prompt_id for r in results] == [20, 21, 22, 23]
@@ -138,7 +164,9 @@ def test_out_of_memory_halves_the_batch_then_fails_the_row(tiny_sdxl, make_job, 
     def forward_with_memory_limit(sample, *args, **kwargs):
         seen.append(sample.shape[0])
         if sample.shape[0] > limit["latents"]:
-            raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {sample.shape[0]} latents (test hook)")
+            raise torch.OutOfMemoryError(
+                f"CUDA out of memory. Tried to allocate {sample.shape[0]} latents (test hook)"
+            )
         return real_forward(sample, *args, **kwargs)
 
     unet.forward = forward_with_memory_limit
@@ -165,7 +193,11 @@ def test_missing_local_model_folder_is_one_sentence_with_the_fix(tmp_path):
     with pytest.raises(BackendError) as err:
         backend.load()
     msg = str(err.value)
-    assert str(tmp_path / "no-such-model") in msg and "does not exist" in msg and "huggingface-cli download" in msg
+    assert (
+        str(tmp_path / "no-such-model") in msg
+        and "does not exist" in msg
+        and "huggingface-cli download" in msg
+    )
     assert msg.count(". ") == 0 and msg.endswith(".")
 
 
@@ -176,7 +208,9 @@ def test_folder_without_model_index_is_refused(tmp_path):
 
 
 def test_uncached_hub_id_names_the_download_command(tmp_path):
-    backend = get_backend("sdxl", model="someone/sdxl-never-downloaded", device="cpu", cache_dir=str(tmp_path))
+    backend = get_backend(
+        "sdxl", model="someone/sdxl-never-downloaded", device="cpu", cache_dir=str(tmp_path)
+    )
     with pytest.raises(BackendError) as err:
         backend.load()
     assert str(err.value) == (
@@ -196,8 +230,12 @@ def test_explicit_gpu_on_a_machine_without_one_is_refused(tiny_sdxl):
 
 @pytest.mark.parametrize(
     ("settings", "needle"),
-    [({"scheduler": "warp"}, "unknown scheduler"), ({"batch_size": 0}, "batch_size"),
-     ({"refiner_split": 1.5}, "refiner_split"), ({"model": " "}, "model is empty")],
+    [
+        ({"scheduler": "warp"}, "unknown scheduler"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"refiner_split": 1.5}, "refiner_split"),
+        ({"model": " "}, "model is empty"),
+    ],
 )
 def test_bad_settings_are_config_errors(settings, needle):
     with pytest.raises(ConfigError, match=needle):
@@ -222,3 +260,31 @@ def test_rendering_replaces_an_existing_image_atomically(tiny_backend, make_job,
     assert res.path == str(target)
     with Image.open(target) as im:
         assert im.format == "PNG"
+
+
+def test_a_pipeline_built_in_memory_renders_like_the_saved_one(tiny_sdxl, tiny_backend, make_job, tmp_path):
+    from diffusers import StableDiffusionXLPipeline
+
+    from m2i.images.backends.sdxl import SDXLBackend
+
+    pipe = StableDiffusionXLPipeline.from_pretrained(str(tiny_sdxl[0]))
+    backend = SDXLBackend.from_pipeline(pipe, model="in-memory tiny", device="cpu")
+    a = backend.render([make_job(50, "a bell under water", seed=5, out_dir=tmp_path / "mem")])[0]
+    b = tiny_backend.render([make_job(50, "a bell under water", seed=5, out_dir=tmp_path / "disk")])[0]
+    assert a.model == "in-memory tiny" and a.error is None
+    assert np.array_equal(pixels(a.path), pixels(b.path))
+    assert backend.render([]) == []
+
+
+def test_out_of_memory_is_recognised_on_every_device():
+    import torch
+
+    from m2i.images.backends.sdxl import is_out_of_memory
+
+    assert is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert is_out_of_memory(RuntimeError("MPS backend out of memory (MPS allocated: 17.00 GB)"))
+    assert is_out_of_memory(
+        RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
+    )
+    assert not is_out_of_memory(RuntimeError("expected scalar type Half but found Float"))
+    assert not is_out_of_memory(ValueError("out of memory"))

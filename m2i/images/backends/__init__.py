@@ -83,10 +83,16 @@ def resolve_auto(**settings: Any) -> tuple[str, str]:
     model = settings.get("model") or DEFAULT_MODEL
     device = str(settings.get("device") or "auto").lower()
     if device == "cpu":
-        return "preview", "device cpu was asked for and SDXL on a CPU takes minutes per image, so images are previews."
+        return (
+            "preview",
+            "device cpu was asked for and SDXL on a CPU takes minutes per image, so images are previews.",
+        )
     gpu = gpu_device()
     if gpu is None:
-        return "preview", "no CUDA or Apple GPU is visible to torch, so images are previews (drawn from the features)."
+        return (
+            "preview",
+            "no CUDA or Apple GPU is visible to torch, so images are previews (drawn from the features).",
+        )
     if not weights_available(model, cache_dir=settings.get("cache_dir")):
         return "preview", (
             f"SDXL weights {model} are not on this machine (run `huggingface-cli download {model}`), "

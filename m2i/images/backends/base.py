@@ -81,7 +81,9 @@ def job_problem(job: ImageJob, *, multiple_of: int = 8) -> str | None:
             isinstance(value, bool) or not isinstance(value, int) or value <= 0 or value % multiple_of
         ):
             return f"{name} {value!r} is not a positive multiple of {multiple_of}; use e.g. 768 or 1024."
-    if job.steps is not None and (isinstance(job.steps, bool) or not isinstance(job.steps, int) or job.steps < 1):
+    if job.steps is not None and (
+        isinstance(job.steps, bool) or not isinstance(job.steps, int) or job.steps < 1
+    ):
         return f"steps {job.steps!r} must be an integer >= 1; use e.g. --steps 30."
     if job.guidance is not None and not (isinstance(job.guidance, (int, float)) and job.guidance >= 0):
         return f"guidance {job.guidance!r} must be a number >= 0; use e.g. --guidance 7."

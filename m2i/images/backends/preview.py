@@ -42,17 +42,95 @@ PREVIEW_MODEL = "m2i-preview-1"
 MAX_SIDE = 4096
 
 _PITCH = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
-_POSITIVE = {"bright", "happy", "joyful", "upbeat", "cheerful", "playful", "warm", "hopeful", "uplifting",
-             "triumphant", "serene", "peaceful", "calm", "tender", "romantic", "light", "sunny"}
-_NEGATIVE = {"dark", "sad", "melancholic", "melancholy", "gloomy", "tense", "somber", "sombre", "angry",
-             "anxious", "ominous", "eerie", "dramatic", "mournful", "brooding", "menacing", "bleak"}
-_ENERGETIC = {"energetic", "upbeat", "driving", "intense", "aggressive", "excited", "dramatic", "tense",
-              "angry", "fast", "powerful", "triumphant", "playful", "frantic", "agitated"}
-_CALM = {"calm", "peaceful", "serene", "relaxed", "soft", "gentle", "tender", "dreamy", "mellow",
-         "slow", "sad", "melancholic", "melancholy", "moderate"}
-_DYNAMICS = {"ppp": 0.05, "pp": 0.15, "p": 0.3, "mp": 0.45, "mf": 0.6, "f": 0.75, "ff": 0.9, "fff": 1.0,
-             "soft": 0.25, "quiet": 0.2, "moderate": 0.55, "medium": 0.55, "loud": 0.8, "intense": 0.8,
-             "very_intense": 0.95, "very intense": 0.95}
+_POSITIVE = {
+    "bright",
+    "happy",
+    "joyful",
+    "upbeat",
+    "cheerful",
+    "playful",
+    "warm",
+    "hopeful",
+    "uplifting",
+    "triumphant",
+    "serene",
+    "peaceful",
+    "calm",
+    "tender",
+    "romantic",
+    "light",
+    "sunny",
+}
+_NEGATIVE = {
+    "dark",
+    "sad",
+    "melancholic",
+    "melancholy",
+    "gloomy",
+    "tense",
+    "somber",
+    "sombre",
+    "angry",
+    "anxious",
+    "ominous",
+    "eerie",
+    "dramatic",
+    "mournful",
+    "brooding",
+    "menacing",
+    "bleak",
+}
+_ENERGETIC = {
+    "energetic",
+    "upbeat",
+    "driving",
+    "intense",
+    "aggressive",
+    "excited",
+    "dramatic",
+    "tense",
+    "angry",
+    "fast",
+    "powerful",
+    "triumphant",
+    "playful",
+    "frantic",
+    "agitated",
+}
+_CALM = {
+    "calm",
+    "peaceful",
+    "serene",
+    "relaxed",
+    "soft",
+    "gentle",
+    "tender",
+    "dreamy",
+    "mellow",
+    "slow",
+    "sad",
+    "melancholic",
+    "melancholy",
+    "moderate",
+}
+_DYNAMICS = {
+    "ppp": 0.05,
+    "pp": 0.15,
+    "p": 0.3,
+    "mp": 0.45,
+    "mf": 0.6,
+    "f": 0.75,
+    "ff": 0.9,
+    "fff": 1.0,
+    "soft": 0.25,
+    "quiet": 0.2,
+    "moderate": 0.55,
+    "medium": 0.55,
+    "loud": 0.8,
+    "intense": 0.8,
+    "very_intense": 0.95,
+    "very intense": 0.95,
+}
 
 
 @dataclass(frozen=True)
@@ -129,11 +207,27 @@ def look_of(features: dict[str, Any] | None) -> Look:
     else:
         dynamics = 0.6
     dynamics = min(1.0, max(0.0, dynamics))
-    trend = "crescendo" if "cresc" in dyn_text else "decrescendo" if ("decresc" in dyn_text or "dimin" in dyn_text) else ""
+    trend = (
+        "crescendo"
+        if "cresc" in dyn_text
+        else "decrescendo"
+        if ("decresc" in dyn_text or "dimin" in dyn_text)
+        else ""
+    )
 
     parts = [p for p in (" ".join(x for x in (s["key"], s["tonality"]) if x), s["tempo"]) if p]
-    return Look(hue=hue, minor=minor, valence=valence, arousal=arousal, tempo=tempo, contour=contour,
-                span=span, dynamics=dynamics, trend=trend, label=" · ".join(parts))
+    return Look(
+        hue=hue,
+        minor=minor,
+        valence=valence,
+        arousal=arousal,
+        tempo=tempo,
+        contour=contour,
+        span=span,
+        dynamics=dynamics,
+        trend=trend,
+        label=" · ".join(parts),
+    )
 
 
 def _hsv(h: float, s: float, v: float) -> tuple[float, float, float]:
@@ -305,24 +399,56 @@ class PreviewBackend(ImageBackend):
             if problem is None and max(width, height) > MAX_SIDE:
                 problem = f"{width}x{height} is larger than the preview's {MAX_SIDE} px limit; use --width/--height <= {MAX_SIDE}."
             if problem is not None:
-                out.append(failed(job, problem, backend=self, width=width, height=height, steps=None, guidance=None))
+                out.append(
+                    failed(job, problem, backend=self, width=width, height=height, steps=None, guidance=None)
+                )
                 continue
             picture = draw(job.features, seed=job.seed, width=width, height=height)
-            extra: dict[str, Any] = {"prompt_id": job.prompt_id, "sample_idx": job.sample_idx, "slot": job.slot,
-                                     "device": self.device, "note": "feature-driven preview, not an SDXL render"}
+            extra: dict[str, Any] = {
+                "prompt_id": job.prompt_id,
+                "sample_idx": job.sample_idx,
+                "slot": job.slot,
+                "device": self.device,
+                "note": "feature-driven preview, not an SDXL render",
+            }
             if job.title:
                 extra["title"] = job.title
-            text = png_text(prompt=job.prompt, negative_prompt=job.negative_prompt, seed=job.seed, steps=None,
-                            guidance=None, width=width, height=height, model=self.model, scheduler=None,
-                            backend=self.name, extra=extra)
+            text = png_text(
+                prompt=job.prompt,
+                negative_prompt=job.negative_prompt,
+                seed=job.seed,
+                steps=None,
+                guidance=None,
+                width=width,
+                height=height,
+                model=self.model,
+                scheduler=None,
+                backend=self.name,
+                extra=extra,
+            )
             try:
                 path = save_png(picture, job.out_path, text=text, compress_level=self.compress_level)
             except Exception as exc:  # noqa: BLE001 - BackendError carries the sentence
-                out.append(failed(job, str(exc), backend=self, width=width, height=height, steps=None, guidance=None))
+                out.append(
+                    failed(job, str(exc), backend=self, width=width, height=height, steps=None, guidance=None)
+                )
                 continue
-            out.append(RenderedImage(
-                prompt_id=job.prompt_id, path=str(path), width=width, height=height, seed=job.seed, steps=None,
-                guidance=None, backend=self.name, model=self.model, scheduler=None, device=self.device,
-                refiner=False, truncated=False, seconds=round(time.perf_counter() - t0, 4),
-            ))
+            out.append(
+                RenderedImage(
+                    prompt_id=job.prompt_id,
+                    path=str(path),
+                    width=width,
+                    height=height,
+                    seed=job.seed,
+                    steps=None,
+                    guidance=None,
+                    backend=self.name,
+                    model=self.model,
+                    scheduler=None,
+                    device=self.device,
+                    refiner=False,
+                    truncated=False,
+                    seconds=round(time.perf_counter() - t0, 4),
+                )
+            )
         return out

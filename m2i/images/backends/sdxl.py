@@ -183,8 +183,14 @@ def _torch_dtype(dtype: str, device: str) -> Any:
     name = str(dtype or "auto").lower()
     if name == "auto":
         name = "fp32" if device == "cpu" else "fp16"
-    table = {"fp16": torch.float16, "float16": torch.float16, "bf16": torch.bfloat16,
-             "bfloat16": torch.bfloat16, "fp32": torch.float32, "float32": torch.float32}
+    table = {
+        "fp16": torch.float16,
+        "float16": torch.float16,
+        "bf16": torch.bfloat16,
+        "bfloat16": torch.bfloat16,
+        "fp32": torch.float32,
+        "float32": torch.float32,
+    }
     if name not in table:
         raise ConfigError(f"unknown dtype {dtype!r}; use auto, fp16, bf16 or fp32.")
     return table[name]
@@ -274,7 +280,9 @@ class SDXLBackend(ImageBackend):
         progress: bool = False,
     ) -> None:
         if not model or not str(model).strip():
-            raise ConfigError("the SDXL model is empty; pass a Hugging Face id or a local folder with --model.")
+            raise ConfigError(
+                "the SDXL model is empty; pass a Hugging Face id or a local folder with --model."
+            )
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}.")
         if not 0.0 < float(refiner_split) < 1.0:
@@ -309,7 +317,9 @@ class SDXLBackend(ImageBackend):
     # ------------------------------------------------------------------ loading
 
     @classmethod
-    def from_pipeline(cls, pipeline: Any, *, refiner_pipeline: Any = None, model: str, **settings: Any) -> SDXLBackend:
+    def from_pipeline(
+        cls, pipeline: Any, *, refiner_pipeline: Any = None, model: str, **settings: Any
+    ) -> SDXLBackend:
         """Wrap an already built ``StableDiffusionXLPipeline`` (e.g. built in memory by a benchmark).
 
         The pipeline goes through the same device, dtype, scheduler, attention, memory and compile
@@ -409,7 +419,7 @@ class SDXLBackend(ImageBackend):
                         cache_dir=self.cache_dir,
                         **kwargs,
                     )
-            except (OSError, ValueError, EnvironmentError) as exc:
+            except (OSError, ValueError) as exc:
                 last = exc
                 log.debug("loading %s (variant %s) failed: %s", source, variant, exc)
         if folder is None:
@@ -417,7 +427,9 @@ class SDXLBackend(ImageBackend):
                 f"{what} {ident!r} is not in the local Hugging Face cache; run "
                 f"`huggingface-cli download {ident}` on this machine, or pass a local folder."
             ) from last
-        raise BackendError(f"cannot load {what} from {ident} ({last}); check the folder is complete.") from last
+        raise BackendError(
+            f"cannot load {what} from {ident} ({last}); check the folder is complete."
+        ) from last
 
     def _configure(self) -> None:
         """Scheduler, attention, memory options, device placement and compile."""
@@ -438,7 +450,11 @@ class SDXLBackend(ImageBackend):
                 log.debug("SDPA attention not set: %s", exc)
             pipe.set_progress_bar_config(disable=not self.progress)
         vae = self.pipeline.vae
-        if self.vae_model is not None and hasattr(vae, "config") and getattr(vae.config, "force_upcast", False):
+        if (
+            self.vae_model is not None
+            and hasattr(vae, "config")
+            and getattr(vae.config, "force_upcast", False)
+        ):
             # An explicitly chosen VAE is assumed fp16-safe (that is why one picks it).
             vae.register_to_config(force_upcast=False)
         if self.vae_slicing:
@@ -514,8 +530,13 @@ class SDXLBackend(ImageBackend):
             for i, job in enumerate(jobs):
                 problem = job_problem(job) or check_writable(job.out_path)
                 if problem is not None:
-                    results[i] = failed(job, problem, backend=self, scheduler=self.scheduler,
-                                        refiner=self.refiner_pipeline is not None)
+                    results[i] = failed(
+                        job,
+                        problem,
+                        backend=self,
+                        scheduler=self.scheduler,
+                        refiner=self.refiner_pipeline is not None,
+                    )
                     continue
                 key = (
                     job.width or self.defaults.width,
@@ -559,18 +580,35 @@ class SDXLBackend(ImageBackend):
                     log.exception("SDXL failed on prompts %s", [jobs[i].prompt_id for i in part])
                     msg = f"SDXL failed: {type(exc).__name__}: {exc}".strip()
                 for i in part:
-                    out.append((i, failed(jobs[i], msg, backend=self, width=width, height=height, steps=steps,
-                                          guidance=guidance, scheduler=self.scheduler,
-                                          refiner=self.refiner_pipeline is not None)))
+                    out.append(
+                        (
+                            i,
+                            failed(
+                                jobs[i],
+                                msg,
+                                backend=self,
+                                width=width,
+                                height=height,
+                                steps=steps,
+                                guidance=guidance,
+                                scheduler=self.scheduler,
+                                refiner=self.refiner_pipeline is not None,
+                            ),
+                        )
+                    )
                 pos += len(part)
                 continue
             per_image = (time.perf_counter() - t0) / len(part)
             for i, image in zip(part, images):
-                out.append((i, self._save(jobs[i], image, width, height, steps, guidance, per_image, reduced_note)))
+                out.append(
+                    (i, self._save(jobs[i], image, width, height, steps, guidance, per_image, reduced_note))
+                )
             pos += len(part)
         return out
 
-    def _generate(self, batch: list[ImageJob], width: int, height: int, steps: int, guidance: float) -> list[Any]:
+    def _generate(
+        self, batch: list[ImageJob], width: int, height: int, steps: int, guidance: float
+    ) -> list[Any]:
         import torch
 
         prompts = [j.prompt for j in batch]
@@ -646,8 +684,13 @@ class SDXLBackend(ImageBackend):
             extra=extra,
         )
         fields: dict[str, Any] = {
-            "width": width, "height": height, "steps": steps, "guidance": guidance,
-            "scheduler": self.scheduler, "refiner": refiner, "truncated": truncated,
+            "width": width,
+            "height": height,
+            "steps": steps,
+            "guidance": guidance,
+            "scheduler": self.scheduler,
+            "refiner": refiner,
+            "truncated": truncated,
         }
         try:
             path = save_png(image, job.out_path, text=text)
@@ -671,4 +714,3 @@ class SDXLBackend(ImageBackend):
             self.pipeline = None
             self.refiner_pipeline = None
             _free_memory(self.device)
-
