@@ -1,0 +1,161 @@
+"""A small Python API for notebooks and scripts: the same library calls the CLI makes.
+
+>>> from m2i.api import open_runs
+>>> runs = open_runs("m2i.db")                      # doctest: +SKIP
+>>> run = runs.new_run("notebook", llm="local", images="preview")   # doctest: +SKIP
+>>> run.ingest("demo", samples=2)                   # doctest: +SKIP
+>>> run.process(["analyze"])                        # doctest: +SKIP
+>>> run.features()[0]["features"]["key"]            # doctest: +SKIP
+>>> run.process()                                   # the remaining stages   # doctest: +SKIP
+>>> run.report()["modes"]["metrics"]["originality"] # doctest: +SKIP
+
+Works inside Jupyter (whose event loop is already running): :meth:`Run.process` then runs the
+pipeline on a helper thread and waits for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import select
+
+from m2i.config import Settings, load_settings
+from m2i.errors import InputError
+from m2i.store import ops
+from m2i.store.engine import Store, open_store
+from m2i.store.models import Image, Prompt, Sample, Score
+
+
+class Runs:
+    """An open run store."""
+
+    def __init__(self, db: str | None = None) -> None:
+        self.store: Store = open_store(db)
+
+    def new_run(self, name: str | None = None, **settings: Any) -> Run:
+        """Create a run; ``settings`` are :class:`m2i.config.Settings` fields (llm, model, images, ...)."""
+        s = load_settings({**settings, "run_name": name})
+        import time
+
+        run_id = ops.create_run(self.store, name=name or time.strftime("run-%Y%m%d-%H%M%S"), config=s.run_config())
+        return Run(self, run_id, s)
+
+    def run(self, run: int | str | None = None) -> Run:
+        """An existing run by id or name (the newest when None)."""
+        r = ops.get_run(self.store, run)
+        if r is None:
+            raise InputError("No such run in this database; create one with new_run().")
+        return Run(self, int(r["id"]), load_settings({}))
+
+    def runs(self) -> list[dict[str, Any]]:
+        return ops.list_runs(self.store)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Runs:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def open_runs(db: str | None = None) -> Runs:
+    """Open (or create) a run store: ``open_runs("m2i.db")``."""
+    return Runs(db)
+
+
+def _run_coroutine(coro) -> Any:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = asyncio.run(coro)
+        except BaseException as exc:  # handed back to the caller's thread
+            box["error"] = exc
+
+    t = threading.Thread(target=target, name="m2i-api-runner")
+    t.start()
+    t.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+class Run:
+    """One run: ingest clips, process stages, read results."""
+
+    def __init__(self, runs: Runs, run_id: int, settings: Settings) -> None:
+        self.runs = runs
+        self.id = run_id
+        self.settings = settings
+
+    @property
+    def store(self) -> Store:
+        return self.runs.store
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return ops.get_run(self.store, self.id) or {}
+
+    def ingest(self, dataset: str, *, samples: int | None = None) -> dict[str, int]:
+        """Add clips (.npy, folder, audio file or "demo"); returns added/failed/skipped counts."""
+        from m2i.audio.datasets import load_dataset
+
+        return ops.add_samples(self.store, self.id, load_dataset(dataset, clip_s=self.settings.clip_s,
+                                                                  hop_s=self.settings.hop_s), limit=samples)
+
+    def process(self, stages: Sequence[str] | None = None) -> dict[str, dict[str, int]]:
+        """Run the given stages (default all four) until they have no work left; returns the counts."""
+        from m2i.runner import Runner
+        from m2i.stages import build_stages
+
+        names = list(stages or ops.STAGE_ORDER)
+        impls, _notes = build_stages(self.store, self.info, names)
+        runner = Runner(self.store, self.id, impls, lease_s=self.settings.lease_s)
+        return _run_coroutine(runner.run())
+
+    def status(self) -> dict[str, dict[str, int]]:
+        return ops.status_counts(self.store, self.id)
+
+    def requeue_failed(self, stage: str | None = None) -> dict[str, int]:
+        return ops.requeue(self.store, run_id=self.id, stage=stage)
+
+    def features(self) -> list[dict[str, Any]]:
+        """Per sample: idx, source, meta, features, abc, status, error."""
+        s = Sample.__table__
+        with self.store.read() as conn:
+            return [dict(r) for r in conn.execute(
+                select(s.c.id, s.c.idx, s.c.source, s.c.meta, s.c.features, s.c.abc, s.c.status, s.c.error)
+                .where(s.c.run_id == self.id).order_by(s.c.idx)
+            ).mappings()]
+
+    def prompts(self) -> list[dict[str, Any]]:
+        """Per prompt: its sample, mode, temperature, text, image prompt, scores and image path."""
+        p, s, sc, im = Prompt.__table__, Sample.__table__, Score.__table__, Image.__table__
+        with self.store.read() as conn:
+            return [dict(r) for r in conn.execute(
+                select(s.c.idx.label("sample_idx"), p.c.id, p.c.slot, p.c.mode, p.c.temperature, p.c.realised_by,
+                       p.c.title, p.c.text, p.c.image_prompt, p.c.status, sc.c.originality, sc.c.elaboration,
+                       sc.c.alignment, sc.c.coherence, sc.c.overall, im.c.path.label("image_path"),
+                       im.c.backend.label("image_backend"))
+                .join(s, s.c.id == p.c.sample_id)
+                .outerjoin(sc, sc.c.prompt_id == p.c.id).outerjoin(im, im.c.prompt_id == p.c.id)
+                .where(p.c.run_id == self.id).order_by(s.c.idx, p.c.slot)
+            ).mappings()]
+
+    def report(self) -> dict[str, Any]:
+        """The same report as ``m2i report --json``."""
+        from m2i.report import build_report
+
+        return build_report(self.store, self.id)
+
+
+__all__ = ["Run", "Runs", "open_runs"]
