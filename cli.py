@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -383,6 +384,25 @@ def report(
         _echo_json(rep)
     else:
         typer.echo(format_text(rep))
+
+
+@app.command()
+def gallery(
+    db: DbOpt = None,
+    run: RunOpt = None,
+    out: Annotated[str | None, typer.Option("--out", help="HTML file to write (default <out_dir>/gallery.html).")] = None,
+) -> None:
+    """Write a static HTML contact sheet of a run (opens from the filesystem, no server)."""
+    from m2i.gallery import write_gallery
+
+    store = _open(db, readonly=True)
+    r = _run_of(store, run)
+    target = Path(out) if out else Path((r["config"] or {}).get("out_dir") or "m2i-output") / "gallery.html"
+    try:
+        path = write_gallery(store, int(r["id"]), target)
+    except OSError as exc:
+        raise InputError(f"Cannot write the gallery to {target}: {exc.strerror}; choose another --out.") from exc
+    typer.echo(f"gallery: {path.resolve()}")
 
 
 # --------------------------------------------------------------------------- sql

@@ -278,7 +278,7 @@ class RenderStage(StageImpl):
         self.backend_name = backend
         self.settings = settings
         self.batch_size = max(1, int(settings.get("batch_size") or 1))
-        self.out_dir = Path(out_dir)
+        self.out_dir = Path(out_dir).expanduser().resolve()
         self.run_seed = run_seed
         self.limit = limit
         self.backend = None
