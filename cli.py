@@ -405,6 +405,28 @@ def gallery(
     typer.echo(f"gallery: {path.resolve()}")
 
 
+@app.command()
+def doctor(
+    db: DbOpt = None,
+    llm: Annotated[str | None, typer.Option("--llm", help="Provider to check (default: the configured one).")] = None,
+    model: Annotated[str | None, typer.Option("--model")] = None,
+    base_url: Annotated[str | None, typer.Option("--base-url")] = None,
+    skip_llm: Annotated[bool, typer.Option("--skip-llm", help="Do not contact the LLM.")] = False,
+    config: Annotated[str | None, typer.Option("--config", help="m2i.toml to read.")] = None,
+) -> None:
+    """Check this machine: Python, packages, GPU and VRAM, disk, SDXL weights, the LLM, the database."""
+    from m2i.doctor import run_checks
+
+    settings = _settings({"llm": llm, "model": model, "base_url": base_url}, config)
+    checks = run_checks(settings, db=_db(db), llm=not skip_llm)
+    for c in checks:
+        typer.echo(c.line())
+    worst = "fail" if any(c.level == "fail" for c in checks) else "warn" if any(c.level == "warn" for c in checks) else "ok"
+    typer.echo(f"doctor: {worst}")
+    if worst == "fail":
+        raise typer.Exit(code=1)
+
+
 # --------------------------------------------------------------------------- sql
 
 
