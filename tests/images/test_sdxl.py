@@ -288,3 +288,18 @@ def test_out_of_memory_is_recognised_on_every_device():
     )
     assert not is_out_of_memory(RuntimeError("expected scalar type Half but found Float"))
     assert not is_out_of_memory(ValueError("out of memory"))
+
+
+def test_backend_level_defaults_override_the_model_family_defaults(tiny_sdxl, make_job):
+    backend = get_backend(
+        "sdxl", model=str(tiny_sdxl[0]), device="cpu", width=64, height=56, steps=3, guidance=4.5
+    )
+    res = backend.render(
+        [make_job(60, "a moth made of ash", width=None, height=None, steps=None, guidance=None)]
+    )[0]
+    backend.close()
+    assert (res.width, res.height, res.steps, res.guidance) == (64, 56, 3, 4.5)
+    with Image.open(res.path) as im:
+        assert im.size == (64, 56)
+    with pytest.raises(ConfigError, match="multiple of 8"):
+        get_backend("sdxl", width=1020)

@@ -35,7 +35,7 @@ import re
 import threading
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -256,6 +256,8 @@ class SDXLBackend(ImageBackend):
         Let diffusers download missing weights (off: a missing model is an error with the fix).
     progress : bool
         Show diffusers' per-step progress bars.
+    width, height, steps, guidance : int, int, int, float or None
+        Defaults for jobs that leave these ``None`` (``None`` here: :func:`model_defaults`).
     """
 
     name = "sdxl"
@@ -278,6 +280,10 @@ class SDXLBackend(ImageBackend):
         cache_dir: str | Path | None = None,
         allow_download: bool = False,
         progress: bool = False,
+        width: int | None = None,
+        height: int | None = None,
+        steps: int | None = None,
+        guidance: float | None = None,
     ) -> None:
         if not model or not str(model).strip():
             raise ConfigError(
@@ -308,7 +314,20 @@ class SDXLBackend(ImageBackend):
         self.cache_dir = str(cache_dir) if cache_dir is not None else None
         self.allow_download = bool(allow_download)
         self.progress = bool(progress)
-        self.defaults = model_defaults(self.model)
+        overrides: dict[str, Any] = {}
+        for key, value in (("width", width), ("height", height), ("steps", steps)):
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{key} must be a positive integer, got {value!r}.")
+            if key != "steps" and value % 8:
+                raise ConfigError(f"{key} {value} is not a multiple of 8; use e.g. 768 or 1024.")
+            overrides[key] = value
+        if guidance is not None:
+            if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or guidance < 0:
+                raise ConfigError(f"guidance must be a number >= 0, got {guidance!r}.")
+            overrides["guidance"] = float(guidance)
+        self.defaults = replace(model_defaults(self.model), **overrides)
         self.pipeline: Any = None
         self.refiner_pipeline: Any = None
         self._max_batch: dict[tuple[int, int], int] = {}
