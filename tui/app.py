@@ -118,8 +118,8 @@ class M2IApp(App[None]):
             return
         self._polling = True
         base = Want(events_after=self._events[-1].id if self._events else 0, report_id=self._report_id)
-        screen = self.screen
-        want = screen.want(base) if isinstance(screen, DataScreen) else base
+        screen = self._visible()
+        want = screen.want(base) if screen is not None else base
         self._read(want)
 
     @work(thread=True, group="read", exit_on_error=False)
@@ -148,9 +148,17 @@ class M2IApp(App[None]):
             self._again = False
             self.request_refresh()
 
+    def _visible(self) -> DataScreen | None:
+        """The visible data screen, or None (a modal on top, or the app shutting down)."""
+        if self._exit or not self._screen_stack:
+            return None
+        screen = self.screen
+        return screen if isinstance(screen, DataScreen) else None
+
     def _show(self) -> None:
-        if self.view is not None and isinstance(self.screen, DataScreen):
-            self.screen.show(self.view)
+        screen = self._visible()
+        if self.view is not None and screen is not None:
+            screen.show(self.view)
 
     @on(RefreshWanted)
     def _refresh_wanted(self) -> None:

@@ -177,6 +177,10 @@ def _json(value: Any) -> Any:
     return value
 
 
+class _Locked(Exception):
+    """The database answered "locked" within the short busy timeout."""
+
+
 def _locked(exc: BaseException) -> bool:
     msg = str(getattr(exc, "orig", exc)).lower()
     return "locked" in msg or "busy" in msg
@@ -209,12 +213,35 @@ class Reader:
         url = resolve_url(self.db)
         return url[len("sqlite:///"):] if url.startswith("sqlite:///") else url
 
+    def _probe(self) -> None:
+        """Fail fast on a locked SQLite file (``open_store`` itself would wait up to 30 s)."""
+        import sqlite3
+        from pathlib import Path
+
+        from m2i.store.engine import resolve_url
+
+        url = resolve_url(self.db)
+        if not url.startswith("sqlite:///"):
+            return
+        path = Path(url[len("sqlite:///"):])
+        if not path.is_file():
+            return  # open_store explains a missing file
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=self.busy_ms / 1000)
+        try:
+            con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.OperationalError as exc:
+            if _locked(exc):
+                raise _Locked() from exc
+        finally:
+            con.close()
+
     def _open(self):
         if self._store is None:
             from sqlalchemy import event
 
             from m2i.store import open_store
 
+            self._probe()
             store = open_store(self.db, readonly=True)
             if store.dialect == "sqlite":
                 busy = int(self.busy_ms)
@@ -250,6 +277,8 @@ class Reader:
             store = self._open()
             with store.read() as conn:
                 self._fill(conn, snap, want)
+        except _Locked:
+            snap.problem = f"The database {self.where} is locked by another process; retrying every second."
         except StoreError as exc:
             self.close()
             snap.problem = f"{exc} Retrying every second."

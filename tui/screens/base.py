@@ -32,7 +32,7 @@ class DataScreen(Screen):
         yield ProblemBanner(id="problem")
 
     def compose_bottom(self) -> ComposeResult:
-        yield Footer(compact=True)
+        yield Footer()
 
     def want(self, base: Want) -> Want:
         """What to read for this screen; ``base`` already carries the event cursor and report id."""

@@ -33,7 +33,9 @@ class DashboardScreen(DataScreen):
     def compose(self) -> ComposeResult:
         yield from self.compose_top()
         yield StagePanel(id="stages")
-        yield EventLog(id="events")
+        log = EventLog(id="events")
+        log.border_title = "events"
+        yield log
         yield from self.compose_bottom()
 
     def show(self, view: View) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from rich.text import Text
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
-from textual.widgets import Static
+from textual.widgets import DataTable, Static
 
 from tui.data import STAGE_ORDER, FAILURES_LIMIT, View, Want
 from tui.screens.base import DataScreen
@@ -43,6 +45,7 @@ class FailuresScreen(DataScreen):
         yield from self.compose_top()
         yield Static("", id="failures-summary")
         yield FailuresTable(id="failures")
+        yield Static("", id="failure-error")
         yield from self.compose_bottom()
 
     def want(self, base: Want) -> Want:
@@ -57,7 +60,21 @@ class FailuresScreen(DataScreen):
         table = self.query_one(FailuresTable)
         if snap.failures is not None:
             table.show(snap.failures)
+            self._show_error()
         self._summary()
+
+    @on(DataTable.RowHighlighted, "#failures")
+    def _highlighted(self) -> None:
+        self._show_error()
+
+    def _show_error(self) -> None:
+        f = self.query_one(FailuresTable).selected
+        box = self.query_one("#failure-error", Static)
+        if f is None:
+            box.update("")
+            return
+        head = f"{f.stage} #{f.id} · clip {f.sample_idx} {f.source}" + (f" · prompt {f.slot} {f.mode}" if f.mode else "")
+        box.update(Text.assemble((head + "\n", "bold"), (f.error or "(no error text)", "red")))
 
     def _summary(self) -> None:
         if self._view is None:

@@ -7,7 +7,7 @@ from textual.widgets import DataTable
 
 from tui.data import FailureRow
 
-COLUMNS = ("✓", "stage", "clip", "prompt", "tries", "error")
+COLUMNS = (("✓", 1), ("stage", 8), ("clip", 14), ("prompt", 6), ("tries", 5), ("error", None))
 
 
 class FailuresTable(DataTable):
@@ -21,7 +21,8 @@ class FailuresTable(DataTable):
         self.marked: set[str] = set()
 
     def on_mount(self) -> None:
-        self.add_columns(*COLUMNS)
+        for label, width in COLUMNS:
+            self.add_column(label, width=width)
 
     def show(self, failures: list[FailureRow]) -> None:
         """Replace the rows, keeping marks (of rows still failed) and the cursor's row."""

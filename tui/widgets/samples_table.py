@@ -7,7 +7,7 @@ from textual.widgets import DataTable
 
 from tui.data import SampleRow
 
-COLUMNS = ("#", "clip", "status", "key", "tempo", "prompts", "overall", "mood")
+COLUMNS = (("#", 4), ("clip", 14), ("status", 7), ("key", 8), ("tempo", 7), ("prompts", 7), ("overall", 7), ("mood", None))
 STATUS_STYLE = {"failed": "red", "running": "cyan", "pending": "dim", "done": "green", "cancelled": "dim"}
 
 
@@ -21,7 +21,8 @@ class SamplesTable(DataTable):
         self._rows: list[SampleRow] = []
 
     def on_mount(self) -> None:
-        self.add_columns(*COLUMNS)
+        for label, width in COLUMNS:
+            self.add_column(label, width=width)
 
     def show(self, rows: list[SampleRow]) -> None:
         if rows == self._rows:

@@ -39,7 +39,8 @@ class StageProgress(Horizontal):
         for col in COLS:
             self.query_one(f".stage-{col}", Label).update(_n(counts.get(col, 0)))
         self.query_one(".stage-rate", Label).update("-" if rate is None else f"{rate:.1f}")
-        self.query_one(".stage-eta", Label).update(format_eta(eta) if total else "-")
+        left = counts.get("pending", 0) + counts.get("running", 0)
+        self.query_one(".stage-eta", Label).update("-" if not total else "done" if not left else format_eta(eta))
         self.set_class(counts.get("failed", 0) > 0, "-has-failed")
 
 

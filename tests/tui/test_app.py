@@ -1,0 +1,268 @@
+"""Pilot tests of the dashboard on seeded run stores: keys, requeue, pause, live updates, bad databases."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+from conftest import refreshed, wait_until
+from textual.widgets import DataTable, Static
+
+from m2i.store import open_store, ops
+from tui.screens.compare import CompareScreen
+from tui.screens.confirm import ConfirmScreen
+from tui.screens.dashboard import DashboardScreen
+from tui.screens.detail import SampleDetailScreen
+from tui.screens.failures import FailuresScreen
+from tui.screens.help import HelpScreen
+from tui.screens.samples import SamplesScreen
+from tui.widgets.event_log import EventLog
+from tui.widgets.failures_table import FailuresTable
+from tui.widgets.image_view import ImageView
+from tui.widgets.metrics_table import MetricsTable
+from tui.widgets.problem_banner import ProblemBanner
+from tui.widgets.samples_table import SamplesTable
+from tui.widgets.stage_progress import StageProgress
+
+
+def status_of(db, table: str, row_id: int) -> str:
+    with sqlite3.connect(db) as con:
+        return con.execute(f"SELECT status FROM {table} WHERE id = ?", (row_id,)).fetchone()[0]
+
+
+def label_text(widget) -> str:
+    return str(widget.render())
+
+
+def stage_numbers(screen, stage: str) -> dict[str, str]:
+    row = screen.query_one(f"#stage-{stage}", StageProgress)
+    return {c: label_text(row.query_one(f".stage-{c}")) for c in ("pending", "running", "done", "failed")}
+
+
+def log_text(screen) -> str:
+    return "\n".join(line.text for line in screen.query_one(EventLog).lines)
+
+
+async def test_screens_switch_with_single_keys(seeded_db, frozen_app):
+    app = frozen_app(seeded_db)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await refreshed(pilot, after=0)
+        assert isinstance(app.screen, DashboardScreen)
+        assert stage_numbers(app.screen, "generate") == {"pending": "0", "running": "0", "done": "23", "failed": "2"}
+        assert "CUDA out of memory" in log_text(app.screen)
+
+        await pilot.press("c")
+        await refreshed(pilot)
+        assert isinstance(app.screen, CompareScreen)
+        metrics = app.screen.query_one(MetricsTable)
+        assert [str(k.value) for k in metrics.rows] == [
+            "originality", "elaboration", "alignment", "coherence", "overall", "diversity"]
+
+        await pilot.press("f")
+        await refreshed(pilot)
+        assert isinstance(app.screen, FailuresScreen)
+        assert app.screen.query_one(FailuresTable).row_count == 4
+
+        await pilot.press("s")
+        await refreshed(pilot)
+        assert isinstance(app.screen, SamplesScreen)
+        assert app.screen.query_one(SamplesTable).row_count == 6
+
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+        assert isinstance(app.screen, SamplesScreen)
+
+        await pilot.press("d")
+        assert isinstance(app.screen, DashboardScreen)
+        await pilot.press("q")
+    assert app.return_code == 0
+
+
+async def test_compare_plots_the_metric_under_the_cursor(seeded_db, frozen_app):
+    app = frozen_app(seeded_db)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("c")
+        await refreshed(pilot)
+        from tui.widgets.diff_plot import DiffPlot, clip_differences
+
+        plot = app.screen.query_one(DiffPlot)
+        assert plot.metric == "originality"
+        diffs = clip_differences(plot.report, "originality")
+        assert len(diffs) == 5 and all(d > 0.1 for _, d in diffs)  # divergent prompts were seeded more original
+        await pilot.press("down", "down")
+        await wait_until(pilot, lambda: plot.metric == "alignment", what="the plot to follow the cursor")
+
+
+async def test_compare_says_no_scores_yet(unscored_db, frozen_app):
+    app = frozen_app(unscored_db)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("c")
+        await refreshed(pilot)
+        assert "no scores yet" in label_text(app.screen.query_one("#compare-summary", Static))
+        assert app.screen.query_one(MetricsTable).row_count == 0
+
+
+async def test_requeue_selected_row_after_confirmation(seeded_db, frozen_app):
+    app = frozen_app(seeded_db)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("f")
+        await refreshed(pilot)
+        table = app.screen.query_one(FailuresTable)
+        await pilot.press("down")  # analyze row -> first failed prompt
+        row = table.selected
+        assert (row.stage, row.id) == ("generate", 1)
+        assert "529 overloaded" in label_text(app.screen.query_one("#failure-error", Static))
+
+        await pilot.press("r")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("n")  # declined: nothing changes
+        assert isinstance(app.screen, FailuresScreen)
+        assert status_of(seeded_db, "prompt", 1) == "failed"
+
+        await pilot.press("r")
+        await pilot.press("y")
+        await wait_until(pilot, lambda: status_of(seeded_db, "prompt", 1) == "pending", what="the requeue")
+        await wait_until(pilot, lambda: table.row_count == 3, what="the table to drop the row")
+        assert status_of(seeded_db, "prompt", 2) == "failed"
+
+
+async def test_requeue_marked_rows_and_a_whole_stage(seeded_db, frozen_app):
+    app = frozen_app(seeded_db)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("f")
+        await refreshed(pilot)
+        table = app.screen.query_one(FailuresTable)
+        await pilot.press("space", "down", "down", "down", "space")  # analyze 6 and render 1
+        assert table.marked_rows() == {"analyze": [6], "render": [1]}
+        await pilot.press("m", "y")
+        await wait_until(pilot, lambda: status_of(seeded_db, "image", 1) == "pending", what="the marked requeue")
+        assert status_of(seeded_db, "sample", 6) == "pending"
+        assert status_of(seeded_db, "prompt", 1) == "failed"
+        await wait_until(pilot, lambda: table.row_count == 2, what="the table to refresh")
+
+        table.move_cursor(row=0)
+        await pilot.press("a")
+        assert "all 2 failed generate" in label_text(app.screen.query_one("#confirm-question", Static))
+        await pilot.press("y")
+        await wait_until(pilot, lambda: status_of(seeded_db, "prompt", 2) == "pending", what="the stage requeue")
+        assert status_of(seeded_db, "prompt", 1) == "pending"
+
+
+async def test_pause_and_resume_from_the_dashboard(seeded_db, frozen_app):
+    app = frozen_app(seeded_db)
+
+    def paused() -> int:
+        with sqlite3.connect(seeded_db) as con:
+            return con.execute("SELECT paused FROM run WHERE id = 1").fetchone()[0]
+
+    async with app.run_test(size=(80, 24)) as pilot:
+        await refreshed(pilot, after=0)
+        await pilot.press("p")
+        await wait_until(pilot, lambda: paused() == 1, what="the pause")
+        await wait_until(pilot, lambda: "PAUSED" in label_text(app.screen.query_one("#run-header")),
+                         what="the header to say PAUSED")
+        await wait_until(pilot, lambda: "run paused" in log_text(app.screen), what="the pause event")
+        await pilot.press("p")
+        await wait_until(pilot, lambda: paused() == 0, what="the resume")
+
+
+async def test_follows_another_connection_live(seeded_db, frozen_app):
+    app = frozen_app(seeded_db, refresh_s=0.1)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await refreshed(pilot, after=0)
+        assert stage_numbers(app.screen, "render")["done"] == "7"
+        store = open_store(str(seeded_db))
+        try:
+            rows = ops.claim(store, "render", worker="other", n=3)
+            ops.complete_many(store, "render", [(r["id"], {"path": "x.png"}) for r in rows], worker="other")
+            ops.log_event(store, 1, "render batch finished on another machine", stage="render")
+        finally:
+            store.close()
+        await wait_until(pilot, lambda: stage_numbers(app.screen, "render")["done"] == "10", what="the new count")
+        await wait_until(pilot, lambda: "another machine" in log_text(app.screen), what="the new event")
+
+
+async def test_missing_database_says_so_and_recovers(tmp_path, seeded_template, frozen_app):
+    from conftest import copy_db
+
+    db = tmp_path / "later.db"
+    app = frozen_app(db)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await refreshed(pilot, after=0)
+        banner = app.screen.query_one(ProblemBanner)
+        assert banner.display and "No m2i database" in label_text(banner)
+        copy_db(seeded_template, db)
+        await refreshed(pilot)
+        assert not banner.display
+        assert stage_numbers(app.screen, "analyze")["done"] == "5"
+
+
+async def test_locked_database_keeps_retrying(seeded_db, frozen_app):
+    con = sqlite3.connect(seeded_db, isolation_level=None)
+    con.execute("PRAGMA journal_mode=DELETE")
+    con.execute("BEGIN EXCLUSIVE")
+    app = frozen_app(seeded_db, busy_ms=50)
+    try:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await refreshed(pilot, after=0)
+            banner = app.screen.query_one(ProblemBanner)
+            assert banner.display and "locked" in label_text(banner)
+            con.execute("COMMIT")
+            await refreshed(pilot)
+            assert not banner.display
+            assert stage_numbers(app.screen, "score")["done"] == "23"
+    finally:
+        con.close()
+
+
+async def test_older_schema_is_explained(tmp_path, frozen_app):
+    from alembic import command
+
+    from m2i.store.engine import alembic_config, resolve_url
+
+    db = tmp_path / "old.db"
+    command.upgrade(alembic_config(resolve_url(str(db))), "0001")
+    app = frozen_app(db)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await refreshed(pilot, after=0)
+        text = label_text(app.screen.query_one(ProblemBanner))
+        assert "older schema" in text and "m2i init" in text
+
+
+async def test_sample_detail_shows_features_abc_prompts_and_image(seeded_db, frozen_app):
+    app = frozen_app(seeded_db)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("s")
+        await refreshed(pilot)
+        await pilot.press("enter")
+        assert isinstance(app.screen, SampleDetailScreen)
+        await refreshed(pilot)
+        feats = label_text(app.screen.query_one("#detail-features", Static))
+        assert "D" in feats and "72 BPM" in feats and "i-iv-V-i" in feats and "tense, driving" in feats
+        assert "K:Dm" in label_text(app.screen.query_one("#detail-abc", Static))
+        prompts = label_text(app.screen.query_one("#detail-prompts", Static))
+        assert prompts.count("convergent T=0.4") == 3 and prompts.count("divergent T=0.8") == 2
+        assert "529 overloaded" in prompts and "overall" in prompts
+        view = app.screen.query_one(ImageView)
+        assert "no image yet" in label_text(view.query_one(".image-body"))  # prompt 0 failed
+        await pilot.press("right_square_bracket", "right_square_bracket")  # prompt 2: rendered... or failed render
+        await pilot.press("right_square_bracket")  # prompt 3 has a PNG on disk
+        body = view.query_one(".image-body")
+        assert "image-missing" not in body.classes, label_text(body)
+        assert type(body).__module__.startswith("textual_image")
+        await pilot.press("escape")
+        assert isinstance(app.screen, SamplesScreen)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+async def test_every_screen_fits(seeded_db, frozen_app, size):
+    """No screen raises or loses its footer at the smallest supported size."""
+    app = frozen_app(seeded_db)
+    async with app.run_test(size=size) as pilot:
+        for key in ("d", "c", "f", "s"):
+            await pilot.press(key)
+            await refreshed(pilot)
+            footer = app.screen.query_one("Footer")
+            assert footer.region.y == size[1] - 1
+            assert all(t.region.height > 0 for t in app.screen.query(DataTable))
