@@ -189,6 +189,7 @@ def run(
     guidance: Annotated[float | None, typer.Option("--guidance")] = None,
     refiner: Annotated[str | None, typer.Option("--refiner", help="SDXL refiner model id or path.")] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto, cuda, cuda:1, mps or cpu.")] = None,
+    devices: Annotated[str | None, typer.Option("--devices", help="One render worker per GPU: cuda:0,cuda:1 or all.")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Images per SDXL call.")] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="Render at most N images in this run.")] = None,
     stages: Annotated[str | None, typer.Option("--stages", help="Comma-separated stages to run (default all).")] = None,
@@ -207,7 +208,7 @@ def run(
         "dataset": dataset, "run_name": run_name, "samples": samples, "llm": llm, "model": model,
         "base_url": base_url, "batch": batch, "images": images, "image_model": image_model, "width": width,
         "height": height, "steps": steps, "guidance": guidance, "refiner": refiner, "device": device,
-        "batch_size": batch_size, "limit": limit, "seed": seed, "out_dir": out,
+        "batch_size": batch_size, "limit": limit, "seed": seed, "out_dir": out, "devices": devices,
         "stages": [s.strip() for s in stages.split(",") if s.strip()] if stages else None,
     }
     settings = _settings(flags, config)

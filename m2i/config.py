@@ -63,6 +63,7 @@ class Settings(BaseModel):
     guidance: float | None = Field(default=None, ge=0)
     refiner: str | None = None
     device: str = "auto"
+    devices: str | None = None  # this machine's GPUs for the render stage: "cuda:0,cuda:1" or "all"
     batch_size: int = Field(default=1, ge=1, le=64)
     limit: int | None = Field(default=None, ge=0)
 

@@ -36,7 +36,8 @@ def prepare_run(
         return ops.get_run(store, run_id)  # type: ignore[return-value]
     cfg = dict(run["config"] or {})
     fresh = settings.run_config()
-    changed = {k: fresh[k] for k in explicit & RUN_KEYS if cfg.get(k) != fresh[k]}
+    # out_dir belongs to the machine (each box of a cluster writes where it is told), not the run
+    changed = {k: fresh[k] for k in (explicit & RUN_KEYS) - {"out_dir"} if cfg.get(k) != fresh[k]}
     if changed:
         cfg.update(changed)
         ops.update_run_config(store, int(run["id"]), cfg)
@@ -83,7 +84,10 @@ def run_pipeline(
                     limit=cfg.get("samples"),
                 )
                 log.info("ingest: %(added)d added, %(failed)d bad, %(skipped)d already present", added)
-        impls, notes = build_stages(store, run, settings.stages)
+        impls, notes = build_stages(
+            store, run, settings.stages, out_dir=settings.out_dir if explicit and "out_dir" in explicit else None,
+            devices=settings.devices,
+        )
         for note in notes:
             log.info("%s", note)
             ops.log_event(store, run_id, note)

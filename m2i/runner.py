@@ -70,6 +70,8 @@ class StageImpl(abc.ABC):
     name: str = ""
     batch_size: int = 1
     concurrency: int = 1
+    worker_tag: str = ""
+    """Added to the runner's worker id (``host:pid``) for rows this adapter takes, e.g. its device."""
 
     async def setup(self, ctx: RunContext) -> None:
         """Load models, check providers. Raise :class:`M2IError` with one sentence to refuse to start."""
@@ -167,6 +169,9 @@ class Runner:
                     await impl.close()
         return await asyncio.to_thread(ops.status_counts, self.store, self.run_id)
 
+    def worker_for(self, impl: StageImpl) -> str:
+        return f"{self.worker}:{impl.worker_tag}" if impl.worker_tag else self.worker
+
     def _upstream(self, stage: str) -> list[str]:
         order = ops.STAGE_ORDER
         return list(order[: order.index(stage)])
@@ -195,7 +200,7 @@ class Runner:
                 rows: list[dict[str, Any]] = []
                 if free_batches > 0:
                     rows = await asyncio.to_thread(
-                        ops.claim, self.store, stage, worker=self.worker, run_id=self.run_id,
+                        ops.claim, self.store, stage, worker=self.worker_for(impl), run_id=self.run_id,
                         n=min(cap, free_batches * impl.batch_size), lease_s=self.lease_s,
                     )
                 for i in range(0, len(rows), impl.batch_size):
@@ -223,22 +228,23 @@ class Runner:
                 if still:
                     await asyncio.gather(*still, return_exceptions=True)
 
-    async def _renew_forever(self, stage: str, ids: list[int]) -> None:
+    async def _renew_forever(self, stage: str, ids: list[int], worker: str) -> None:
         while True:
             await asyncio.sleep(max(0.5, self.lease_s / 3))
-            held = await asyncio.to_thread(ops.renew, self.store, stage, ids, worker=self.worker, lease_s=self.lease_s)
+            held = await asyncio.to_thread(ops.renew, self.store, stage, ids, worker=worker, lease_s=self.lease_s)
             if held == 0:
                 return
 
     async def _run_batch(self, impl: StageImpl, ctx: RunContext, rows: list[dict[str, Any]]) -> None:
         stage = impl.name
+        worker = self.worker_for(impl)
         ids = [r["id"] for r in rows]
-        renewer = asyncio.create_task(self._renew_forever(stage, ids))
+        renewer = asyncio.create_task(self._renew_forever(stage, ids, worker))
         try:
             try:
                 outcomes = await impl.process(rows, ctx)
             except asyncio.CancelledError:
-                await asyncio.shield(asyncio.to_thread(ops.release, self.store, stage, ids, worker=self.worker))
+                await asyncio.shield(asyncio.to_thread(ops.release, self.store, stage, ids, worker=worker))
                 raise
             except M2IError as exc:
                 outcomes = [Outcome(id=i, error=str(exc), retryable=True) for i in ids]
@@ -253,12 +259,12 @@ class Runner:
             by_id[i] = Outcome(id=i, error=f"the {stage} stage returned no result for this row", retryable=True)
         good = [(o.id, o.values or {}) for o in by_id.values() if o.error is None]
         if good:
-            accepted = await asyncio.to_thread(ops.complete_many, self.store, stage, good, worker=self.worker)
+            accepted = await asyncio.to_thread(ops.complete_many, self.store, stage, good, worker=worker)
             self.processed[stage] += sum(accepted)
         for o in by_id.values():
             if o.error is not None:
                 await asyncio.to_thread(
-                    ops.fail, self.store, stage, o.id, worker=self.worker, error=o.error, retryable=o.retryable
+                    ops.fail, self.store, stage, o.id, worker=worker, error=o.error, retryable=o.retryable
                 )
 
 

@@ -353,8 +353,29 @@ def image_settings(cfg: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def build_stages(store: Store, run: dict[str, Any], names: list[str]) -> tuple[list[StageImpl], list[str]]:
-    """The adapters for ``names`` configured from the run's recorded settings, plus notes to show."""
+def resolve_devices(devices: str | list[str] | None) -> list[str | None]:
+    """``--devices cuda:0,cuda:1`` or ``all`` (every local CUDA GPU) -> device names; None = the backend's own choice."""
+    if not devices:
+        return [None]
+    items = devices.split(",") if isinstance(devices, str) else list(devices)
+    items = [d.strip() for d in items if d and d.strip()]
+    if items == ["all"]:
+        import torch
+
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        return [f"cuda:{i}" for i in range(n)] or [None]
+    return items or [None]
+
+
+def build_stages(
+    store: Store, run: dict[str, Any], names: list[str], *, out_dir: str | None = None,
+    devices: str | list[str] | None = None,
+) -> tuple[list[StageImpl], list[str]]:
+    """The adapters for ``names`` configured from the run's recorded settings, plus notes to show.
+
+    ``out_dir`` and ``devices`` belong to this machine, not to the run: in a cluster each box
+    writes to the folder it is given and renders on its own GPUs (one render worker per device).
+    """
     cfg = run.get("config") or {}
     impls: list[StageImpl] = []
     notes: list[str] = []
@@ -371,16 +392,21 @@ def build_stages(store: Store, run: dict[str, Any], names: list[str]) -> tuple[l
     if "render" in names:
         from m2i.images.backends import resolve_auto
 
-        settings = image_settings(cfg)
-        name = cfg.get("images") or "auto"
-        if name == "auto":
-            name, reason = resolve_auto(**settings)
-            notes.append(f"images: {name} ({reason})")
-        else:
-            notes.append(f"images: {name}")
-        out_dir = Path(cfg.get("out_dir") or "m2i-output")
-        impls.append(RenderStage(backend=name, settings=settings, out_dir=out_dir,
-                                 run_seed=int(cfg.get("seed", 0)), limit=cfg.get("limit")))
+        target = Path(out_dir or cfg.get("out_dir") or "m2i-output")
+        for device in resolve_devices(devices):
+            settings = image_settings(cfg)
+            if device is not None:
+                settings["device"] = device
+            name = cfg.get("images") or "auto"
+            if name == "auto":
+                name, reason = resolve_auto(**settings)
+                notes.append(f"images: {name} ({reason})")
+            else:
+                notes.append(f"images: {name}" + (f" on {device}" if device else ""))
+            stage = RenderStage(backend=name, settings=settings, out_dir=target,
+                                run_seed=int(cfg.get("seed", 0)), limit=cfg.get("limit"))
+            stage.worker_tag = device or ""
+            impls.append(stage)
     return impls, notes
 
 
