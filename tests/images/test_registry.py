@@ -63,3 +63,12 @@ def test_importing_the_images_package_loads_no_heavy_library():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_refiner_setting_spellings():
+    from m2i.images.backends.sdxl import DEFAULT_REFINER, refiner_model
+
+    assert refiner_model(True) == refiner_model("default") == refiner_model("yes") == DEFAULT_REFINER
+    assert refiner_model(None) is refiner_model(False) is refiner_model("off") is refiner_model("") is None
+    assert refiner_model("/models/my-refiner") == "/models/my-refiner"
+    assert get_backend("sdxl", refiner="true").refiner_model == DEFAULT_REFINER

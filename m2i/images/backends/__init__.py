@@ -78,7 +78,7 @@ def resolve_auto(**settings: Any) -> tuple[str, str]:
     tuple[str, str]
         The backend name and one sentence saying why.
     """
-    from m2i.images.backends.sdxl import DEFAULT_MODEL, gpu_device, weights_available
+    from m2i.images.backends.sdxl import DEFAULT_MODEL, gpu_device, refiner_model, weights_available
 
     model = settings.get("model") or DEFAULT_MODEL
     device = str(settings.get("device") or "auto").lower()
@@ -96,6 +96,12 @@ def resolve_auto(**settings: Any) -> tuple[str, str]:
     if not weights_available(model, cache_dir=settings.get("cache_dir")):
         return "preview", (
             f"SDXL weights {model} are not on this machine (run `huggingface-cli download {model}`), "
+            "so images are previews."
+        )
+    refiner = refiner_model(settings.get("refiner"))
+    if refiner is not None and not weights_available(refiner, cache_dir=settings.get("cache_dir")):
+        return "preview", (
+            f"SDXL refiner weights {refiner} are not on this machine (run `huggingface-cli download {refiner}`), "
             "so images are previews."
         )
     return "sdxl", f"a {gpu} GPU and the weights of {model} are here, so images are rendered with SDXL."

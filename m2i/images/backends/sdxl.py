@@ -101,6 +101,25 @@ def model_defaults(model: str) -> ModelDefaults:
     return ModelDefaults(steps=30, guidance=7.0, width=1024, height=1024)
 
 
+def refiner_model(refiner: str | bool | None) -> str | None:
+    """The refiner id/folder a ``refiner`` setting means (``None``: no refiner).
+
+    ``True`` and the strings ``true``/``yes``/``on``/``default`` mean
+    ``stabilityai/stable-diffusion-xl-refiner-1.0``; ``False``, ``None``, ``""`` and
+    ``false``/``no``/``off``/``none`` mean no refiner; any other string is an id or folder.
+    """
+    if refiner is None or refiner is False:
+        return None
+    if refiner is True:
+        return DEFAULT_REFINER
+    text = str(refiner).strip()
+    if text.lower() in {"", "false", "no", "off", "none", "0"}:
+        return None
+    if text.lower() in {"true", "yes", "on", "default", "1"}:
+        return DEFAULT_REFINER
+    return text
+
+
 def _local_folder(model: str) -> Path | None:
     path = Path(model).expanduser()
     if path.exists() or not _HUB_ID.match(model):
@@ -299,7 +318,7 @@ class SDXLBackend(ImageBackend):
             )
         folder = _local_folder(str(model))
         self.model = str(folder.resolve()) if folder is not None and folder.exists() else str(model)
-        self.refiner_model: str | None = DEFAULT_REFINER if refiner is True else (refiner or None)
+        self.refiner_model = refiner_model(refiner)
         self.refiner_split = float(refiner_split)
         self.requested_device = str(device)
         self.device = str(device)
