@@ -3,8 +3,8 @@
 Conventions
 -----------
 - A *segment* is a sentence, or one line of a list, with markdown markers (``*``, ``#``,
-  ``**``, ``---``, ``1.``) removed. Segments shorter than :data:`MIN_SEGMENT_WORDS` words (headings
-  such as ``"Color Palette:"``) are joined to the segment that follows them.
+  ``**``, ``---``, ``1.``) removed. Segments shorter than :data:`MIN_SEGMENT_WORDS` words and
+  headings (``"Color Palette:"``) are joined to the segment that follows them.
 - *Words* are lower-case runs of letters, with inner hyphens and apostrophes kept
   (``"close-up"``, ``"bird's-eye"``).
 - *Terms* are looked up in :mod:`m2i.scoring.lexicon` as single words, bigrams and trigrams,
@@ -47,8 +47,8 @@ def segments(text: str | None, *, min_words: int = MIN_SEGMENT_WORDS) -> list[st
     text : str or None
         The prompt.
     min_words : int >= 1
-        Segments with fewer words are joined to the following segment (the last one to the
-        previous segment).
+        Segments with fewer words, and headings (ending in ``:``), are joined to the following
+        segment (a trailing one to the previous segment).
 
     Returns
     -------
@@ -71,7 +71,7 @@ def segments(text: str | None, *, min_words: int = MIN_SEGMENT_WORDS) -> list[st
     carry = ""
     for s in raw:
         s = f"{carry} {s}".strip() if carry else s
-        if len(words(s)) < min_words:
+        if len(words(s)) < min_words or s.endswith(":"):
             carry = s
             continue
         carry = ""

@@ -1,0 +1,139 @@
+"""Paired convergent-vs-divergent statistics on inputs with known answers."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from m2i.errors import InputError
+from m2i.scoring.stats import (
+    bootstrap_ci,
+    cohen_dz,
+    compare_modes,
+    format_report,
+    holm,
+    rank_biserial,
+    wilcoxon_p,
+)
+
+
+def rows_with_shift(shift: float, *, n_clips: int = 30, seed: int = 1, noise: float = 0.05):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for c in range(n_clips):
+        base = rng.uniform(0.3, 0.7)
+        for k in range(3):
+            rows.append({"sample_id": c, "mode": "convergent", "originality": base + rng.normal(0, noise),
+                         "details": {"sim_clip_mean": 0.6, "sim_mode_mean": 0.7}})
+        for k in range(2):
+            rows.append({"sample_id": c, "mode": "divergent", "originality": base + shift + rng.normal(0, noise),
+                         "details": json.dumps({"sim_clip_mean": 0.6, "sim_mode_mean": 0.5})})
+    return rows
+
+
+def test_holm_golden_values():
+    assert holm([0.01, 0.04, 0.03]) == [0.03, 0.06, 0.06]
+    assert holm([0.5, None, 0.01]) == [0.5, None, 0.02]
+    assert holm([]) == []
+
+
+def test_rank_biserial_golden_values():
+    # |d| ranks 1, 2, 3, 4 ; positives 1 + 3 + 4 = 8 ; negative 2 -> (8 - 2) / 10
+    assert rank_biserial(np.array([0.1, -0.2, 0.3, 0.4])) == pytest.approx(0.6)
+    assert rank_biserial(np.array([0.0, 0.0])) == 0.0
+    assert rank_biserial(np.array([])) is None
+
+
+def test_cohen_dz_golden_values():
+    d = np.array([1.0, 2.0, 3.0])
+    assert cohen_dz(d) == pytest.approx(2.0 / 1.0)
+    assert cohen_dz(np.array([0.0, 0.0])) == 0.0
+    assert cohen_dz(np.array([1.0])) is None
+
+
+def test_wilcoxon_matches_scipy_and_handles_all_zero():
+    d = np.array([0.3, -0.1, 0.25, 0.4, 0.05, 0.2, -0.05, 0.33])
+    stat, p = wilcoxon_p(d)
+    ref = sps.wilcoxon(d)
+    assert (stat, p) == (pytest.approx(ref.statistic), pytest.approx(ref.pvalue))
+    assert wilcoxon_p(np.zeros(5)) == (0.0, 1.0)
+    assert wilcoxon_p(np.array([])) == (None, None)
+
+
+def test_bootstrap_is_seeded_and_brackets_the_mean():
+    d = np.random.default_rng(3).normal(0.2, 0.1, 40)
+    a = bootstrap_ci(d, n_boot=3000, seed=7)
+    assert a == bootstrap_ci(d, n_boot=3000, seed=7)
+    assert a[0] < d.mean() < a[1]
+    assert a[1] - a[0] == pytest.approx(2 * 1.96 * d.std(ddof=1) / np.sqrt(d.size), rel=0.25)
+    assert bootstrap_ci(np.array([0.4]), n_boot=100) == [0.4, 0.4]
+    assert bootstrap_ci(np.array([]), n_boot=100) is None
+
+
+def test_a_real_shift_is_found_and_no_shift_is_not():
+    shifted = compare_modes(rows_with_shift(0.1), metrics=("originality",), n_boot=2000)
+    m = shifted["metrics"]["originality"]
+    assert m["n_pairs"] == 30 and m["significant"] and m["p_holm"] < 0.001
+    assert m["mean_diff"] == pytest.approx(m["mean_divergent"] - m["mean_convergent"], abs=1e-6)
+    assert m["ci95"][0] > 0.05 and m["rank_biserial"] > 0.9 and m["cohen_dz"] > 1
+    flat = compare_modes(rows_with_shift(0.0), metrics=("originality",), n_boot=2000)["metrics"]["originality"]
+    assert not flat["significant"] and flat["ci95"][0] < 0 < flat["ci95"][1]
+
+
+def test_holm_adjusts_across_the_metrics_compared():
+    rows = rows_with_shift(0.02, seed=5)
+    for r in rows:
+        r["elaboration"] = r["originality"]
+        r["alignment"] = r["originality"]
+    rep = compare_modes(rows, metrics=("originality", "elaboration", "alignment"), n_boot=500)
+    p = rep["metrics"]["originality"]["p_value"]
+    assert rep["metrics"]["originality"]["p_holm"] == pytest.approx(min(1.0, 3 * p), rel=1e-6)
+
+
+def test_diversity_per_clip_and_paired_across_modes():
+    rep = compare_modes(rows_with_shift(0.0), metrics=("originality",), n_boot=200)
+    clip = rep["clips"][0]
+    assert clip["n"] == {"convergent": 3, "divergent": 2}
+    assert clip["diversity"] == {"all": pytest.approx(0.4), "convergent": pytest.approx(0.3), "divergent": pytest.approx(0.5)}
+    assert rep["diversity"]["mean_diff"] == pytest.approx(0.2)
+
+
+def test_unpaired_clips_none_values_and_unknown_modes_are_skipped():
+    rows = [
+        {"sample_id": 1, "mode": "convergent", "originality": 0.4},
+        {"sample_id": 1, "mode": "divergent", "originality": None},
+        {"sample_id": 2, "mode": "convergent", "originality": 0.5},
+        {"sample_id": 2, "mode": "divergent", "originality": 0.7},
+        {"sample_id": 2, "mode": "other", "originality": 0.9},
+    ]
+    rep = compare_modes(rows, metrics=("originality",), n_boot=100)
+    m = rep["metrics"]["originality"]
+    assert rep["n_prompts"] == 4 and m["n_pairs"] == 1
+    assert m["mean_diff"] == pytest.approx(0.2) and m["ci95"] == [pytest.approx(0.2), pytest.approx(0.2)]
+    assert m["sd_diff"] is None and m["cohen_dz"] is None
+    assert rep["run"]["originality"]["convergent"]["n"] == 2
+
+
+def test_empty_input_gives_an_empty_but_complete_report():
+    rep = compare_modes([], n_boot=10)
+    assert rep["n_pairs"] == 0
+    assert all(m["p_value"] is None and m["significant"] is False for m in rep["metrics"].values())
+    json.dumps(rep)  # JSON-able
+    assert "0 clips paired" in format_report(rep)
+
+
+def test_bad_rows_raise_input_error():
+    with pytest.raises(InputError, match="sample_id or mode"):
+        compare_modes([{"mode": "convergent"}])
+    with pytest.raises(InputError):
+        compare_modes([], metrics=())
+
+
+def test_format_report_has_one_line_per_metric():
+    text = format_report(compare_modes(rows_with_shift(0.1), metrics=("originality",), n_boot=200))
+    lines = text.splitlines()
+    assert lines[2].startswith("originality") and lines[2].endswith("*")
+    assert lines[3].startswith("diversity")
