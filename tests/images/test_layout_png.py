@@ -81,3 +81,26 @@ def test_unwritable_folder_is_one_sentence(tmp_path):
         save_png(Image.new("RGB", (8, 8)), tmp_path / "f" / "img.png", text={})
     assert str(err.value).startswith(f"cannot write {Path(tmp_path / 'f' / 'img.png')}")
     assert str(err.value).endswith("choose a writable output folder.")
+
+
+def test_rendered_image_columns_are_image_table_columns():
+    from m2i.images import RenderedImage
+    from m2i.store.models import Image as ImageRow
+
+    res = RenderedImage(
+        prompt_id=1,
+        path="/x.png",
+        width=8,
+        height=8,
+        seed=1,
+        steps=2,
+        guidance=5.0,
+        backend="sdxl",
+        model="m",
+        scheduler="euler",
+        device="cpu",
+        notes=["n"],
+    )
+    cols = res.image_columns()
+    assert set(cols) <= set(ImageRow.model_fields)
+    assert cols["path"] == "/x.png" and cols["error"] is None and "notes" not in cols and res.ok
