@@ -1,0 +1,92 @@
+"""The SQL views on a real m2i SQLite store (created by open_store, i.e. the migrations)."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import insert, text
+
+from m2i.scoring import compare_modes
+from m2i.scoring.views import VIEW_NAMES, create_statements, drop_statements
+from m2i.store import open_store
+from m2i.store.models import Image, Prompt, Sample, Score
+
+FULL = {"key": "F#", "tonality": "minor", "tempo": 96.0,
+        "mood": {"valence": 0.3, "arousal": 0.7, "words": ["tense", "driving"]}}
+
+
+@pytest.fixture
+def store_with_scores(tmp_path, legacy_data):
+    from m2i.store import ops
+
+    store = open_store(tmp_path / "views.db")
+    run_id = ops.create_run(store, name="views", config={})
+    rows = []
+    with store.transaction() as conn:
+        for s in legacy_data["samples"][:6]:
+            features = FULL if s["idx"] == 5 else s["features"]
+            sid = conn.execute(insert(Sample.__table__).values(
+                run_id=run_id, idx=s["idx"], source=s["source"], meta=s["meta"], features=features,
+                abc=s["abc"], status="done")).inserted_primary_key[0]
+            for q in s["prompts"]:
+                pid = conn.execute(insert(Prompt.__table__).values(
+                    run_id=run_id, sample_id=sid, slot=q["slot"], mode=q["mode"], temperature=q["temperature"],
+                    seed=q["slot"], text=q["text"], status="done")).inserted_primary_key[0]
+                if q["slot"] == 4 and s["idx"] == 0:
+                    continue  # one prompt not scored yet
+                v = {m: round(0.1 * ((s["idx"] + q["slot"] + k) % 9) + 0.05, 3)
+                     for k, m in enumerate(("originality", "elaboration", "alignment", "coherence", "overall"))}
+                conn.execute(insert(Score.__table__).values(run_id=run_id, prompt_id=pid, status="done",
+                                                            method="m2i-score/1", **v))
+                conn.execute(insert(Image.__table__).values(run_id=run_id, prompt_id=pid, status="done",
+                                                            path=f"images/{pid}.png"))
+                rows.append({"sample_id": sid, "mode": q["mode"], **v})
+        for stmt in create_statements("sqlite"):
+            conn.execute(text(stmt))
+    yield store, run_id, rows
+    store.close()
+
+
+def test_prompt_scores_view_has_one_row_per_prompt_with_features(store_with_scores):
+    store, run_id, _ = store_with_scores
+    with store.read() as conn:
+        got = conn.execute(text(
+            "SELECT sample_idx, slot, mode, key, tonality, tempo, mood, score_status, originality, image_path "
+            "FROM v_prompt_scores WHERE run_id = :r ORDER BY sample_idx, slot"), {"r": run_id}).all()
+    assert len(got) == 30
+    first = got[0]
+    assert first[:7] == (0, 0, "convergent", "F", "minor", 125.0, "upbeat, dark")
+    assert first.score_status == "done" and first.image_path.endswith(".png")
+    unscored = got[4]
+    assert (unscored.slot, unscored.score_status, unscored.originality, unscored.image_path) == (4, None, None, None)
+    full = got[25]
+    assert (full.key, full.tempo, full.mood) == ("F#", 96.0, '["tense","driving"]')
+
+
+def test_mode_summary_agrees_with_compare_modes(store_with_scores):
+    store, run_id, rows = store_with_scores
+    with store.read() as conn:
+        got = {r.mode: r for r in conn.execute(text("SELECT * FROM v_mode_summary WHERE run_id = :r"), {"r": run_id})}
+    assert set(got) == {"convergent", "divergent"}
+    assert (got["convergent"].n_prompts, got["convergent"].n_scored, got["convergent"].n_samples) == (18, 18, 6)
+    assert (got["divergent"].n_prompts, got["divergent"].n_scored) == (12, 11)
+    run = compare_modes(rows, n_boot=10)["run"]
+    for mode in ("convergent", "divergent"):
+        for m in ("originality", "elaboration", "alignment", "coherence", "overall"):
+            assert getattr(got[mode], f"mean_{m}") == pytest.approx(run[m][mode]["mean"], abs=1e-6)
+            assert getattr(got[mode], f"max_{m}") == pytest.approx(run[m][mode]["max"], abs=1e-6)
+
+
+def test_views_drop_cleanly(store_with_scores):
+    store, _, _ = store_with_scores
+    with store.transaction() as conn:
+        for stmt in drop_statements("sqlite"):
+            conn.execute(text(stmt))
+        names = {r[0] for r in conn.execute(text("SELECT name FROM sqlite_master WHERE type = 'view'"))}
+    assert not names & set(VIEW_NAMES)
+
+
+def test_postgresql_text_uses_jsonb_access():
+    pg = "\n".join(create_statements("postgresql"))
+    assert "jsonb_typeof" in pg and "json_extract" not in pg
+    with pytest.raises(ValueError):
+        create_statements("mysql")
