@@ -16,7 +16,7 @@ from typing import Any
 from m2i.errors import ProviderError
 from m2i.prompts.parse import InvalidOutput, VisualPrompt, parse_prompt
 from m2i.prompts.providers.base import Completion, LLMProvider, redact
-from m2i.prompts.template import DEFAULTS, PromptRequest, build_request
+from m2i.prompts.template import DEFAULT_NEGATIVE_PROMPT, DEFAULTS, PromptRequest, build_request
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +59,20 @@ def prompt_from_completion(comp: Completion, *, provider: str, settings: dict[st
     if comp.refusal:
         raise ProviderError(f"{comp.model} refused to write this prompt: {comp.text[:200]!r}.", retryable=True)
     try:
-        vp, tokens = parse_prompt(comp.text, clip_limit=int(s["clip_token_limit"]))
+        vp, tokens = _parse(comp.text, s)
     except InvalidOutput as exc:
         raise ProviderError(f"{comp.model} gave no usable visual prompt: {exc.reason}.", retryable=True) from exc
     return prompt_columns(vp, tokens, provider=provider, comps=[comp])
+
+
+def _parse(text: str, s: dict[str, Any]) -> tuple[VisualPrompt, int]:
+    return parse_prompt(text, clip_limit=int(s["clip_token_limit"]), drop_music_words=bool(s["drop_music_words"]),
+                        default_negative=str(s.get("negative_prompt") or DEFAULT_NEGATIVE_PROMPT))
+
+
+def _settings(provider: LLMProvider | None, settings: dict[str, Any] | None) -> dict[str, Any]:
+    hint = getattr(provider, "prompt_settings", None) or {}
+    return {**DEFAULTS, **hint, **(settings or {})}
 
 
 def _repair_turns(req: PromptRequest, comp: Completion, reason: str) -> list[dict[str, Any]]:
@@ -103,7 +113,9 @@ async def write_prompt(
         The prompt's seed.
     settings : dict or None
         Overrides of :data:`m2i.prompts.template.DEFAULTS` (``max_tokens``, ``abc_chars``,
-        ``include_spectrogram``, ``max_output_retries``, ``clip_token_limit``, ``system_prompt``).
+        ``include_spectrogram``, ``max_output_retries``, ``clip_token_limit``, ``system_prompt``,
+        ``style``, ``drop_music_words``, ``negative_prompt``); they take precedence over the
+        provider's ``prompt_settings``.
 
     Returns
     -------
@@ -129,7 +141,7 @@ async def write_prompt(
     >>> row["realised_by"]  # doctest: +SKIP
     'temperature'
     """
-    s = {**DEFAULTS, **(settings or {})}
+    s = _settings(provider, settings)
     req = build_request(features, abc, mode=mode, temperature=temperature, seed=seed, settings=s)
     answers = 1 + max(0, int(s["max_output_retries"]))
     comps: list[Completion] = []
@@ -156,11 +168,12 @@ async def write_prompt(
             messages = req.messages
             continue
         try:
-            vp, tokens = parse_prompt(comp.text, clip_limit=int(s["clip_token_limit"]))
+            vp, tokens = _parse(comp.text, s)
         except InvalidOutput as exc:
             reason = exc.reason
             log.info("%s %s answer %d of %d invalid: %s", provider.name, provider.model, k + 1, answers, reason)
-            repairable = comp.text.strip() and "loops" not in reason and comp.stop_reason not in ("length", "max_tokens")
+            repairable = (s["style"] == "json" and comp.text.strip() and "loops" not in reason
+                          and comp.stop_reason not in ("length", "max_tokens"))
             messages = _repair_turns(req, comp, reason) if repairable else req.messages
             continue
         return prompt_columns(vp, tokens, provider=provider.name, comps=comps)

@@ -87,7 +87,25 @@ _KEYS = {
     "colors": "palette",
     "colours": "palette",
     "description": "description",
+    "image": "image_prompt",
+    "about": "description",
 }
+
+COLOUR_WORDS = (
+    "amber azure beige black blue bronze brown burgundy charcoal cobalt copper coral cream crimson cyan ebony "
+    "emerald gold golden gray green grey indigo ivory jade lavender lilac magenta maroon mauve navy ochre olive "
+    "orange peach pink plum purple red rose ruby rust saffron scarlet sepia silver slate tan teal turquoise "
+    "ultramarine umber vermilion violet white yellow"
+).split()
+"""Colour names the palette is read from when an answer has none."""
+
+MUSIC_WORDS = frozenset(
+    "music musical musician musicians melody melodies melodic song songs sing sings singing sung sound sounds "
+    "note notes tempo bpm chord chords crescendo diminuendo harmony harmonic rhythm rhythmic minor major "
+    "piano violin guitar lute cello drum drums instrument instruments composer tune tunes audio beat beats "
+    "key keys tonality chromatic".split()
+)
+"""Words that make an ``image_prompt`` phrase about sound rather than sight (``drop_music_words``)."""
 _LINE = re.compile(r"^\s*[-*#>\s]*\**\s*\"?([A-Za-z _]{4,20}?)\"?\s*\**\s*[:=]\s*(.*)$")
 
 
@@ -170,7 +188,7 @@ def _from_lines(text: str) -> dict[str, Any]:
         key = _KEYS.get(m.group(1).strip().lower()) if m else None
         if m and key:
             current = key
-            fields[key] = m.group(2).strip()
+            fields[key] = m.group(2).strip().strip("*").strip()
         elif current and line.strip() and current in ("description", "image_prompt"):
             fields[current] = f"{fields[current]} {line.strip()}".strip()
         elif not line.strip():
@@ -201,7 +219,25 @@ def _dedupe_phrases(prompt: str) -> str:
     return ", ".join(parts)
 
 
-def parse_prompt(text: str, *, clip_limit: int = 75) -> tuple[VisualPrompt, int]:
+def palette_from_text(*texts: str, limit: int = 6) -> list[str]:
+    """Colour names mentioned in ``texts``, in order of first mention."""
+    found: list[str] = []
+    for text in texts:
+        for word in re.findall(r"[a-z]+", (text or "").lower()):
+            if word in COLOUR_WORDS and word not in found:
+                found.append(word)
+    return found[:limit]
+
+
+def drop_music_phrases(prompt: str) -> str:
+    """Remove the comma-separated phrases of ``prompt`` that talk about music or sound."""
+    keep = [p.strip() for p in prompt.split(",")
+            if p.strip() and not MUSIC_WORDS.intersection(re.findall(r"[a-z]+", p.lower()))]
+    return ", ".join(keep)
+
+
+def parse_prompt(text: str, *, clip_limit: int = 75, drop_music_words: bool = False,
+                 default_negative: str = "") -> tuple[VisualPrompt, int]:
     """Validate one answer and fit its ``image_prompt``.
 
     Parameters
@@ -210,6 +246,11 @@ def parse_prompt(text: str, *, clip_limit: int = 75) -> tuple[VisualPrompt, int]
         The assistant text.
     clip_limit : int
         CLIP token budget of ``image_prompt``.
+    drop_music_words : bool
+        Remove ``image_prompt`` phrases about music or sound (for small models); an answer left
+        with fewer than two phrases is invalid.
+    default_negative : str
+        Negative prompt for answers that have none.
 
     Returns
     -------
@@ -244,6 +285,15 @@ def parse_prompt(text: str, *, clip_limit: int = 75) -> tuple[VisualPrompt, int]
         vp.title = " ".join(vp.image_prompt.split(",")[0].split()[:6])
     if not vp.description:
         vp.description = vp.image_prompt
+    if drop_music_words:
+        kept = drop_music_phrases(vp.image_prompt)
+        if len([p for p in kept.split(",") if p.strip()]) < 2:
+            raise InvalidOutput("the image_prompt describes music or sound instead of a picture")
+        vp.image_prompt = kept
+    if not vp.palette:
+        vp.palette = palette_from_text(vp.image_prompt, vp.description)
+    if not vp.negative_prompt:
+        vp.negative_prompt = default_negative
     vp.image_prompt = fit_clip_tokens(_dedupe_phrases(vp.image_prompt), clip_limit)
     if not vp.image_prompt:
         raise InvalidOutput("the image_prompt is empty after fitting it to the CLIP token limit")

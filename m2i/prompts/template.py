@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from m2i.errors import InputError
-from m2i.features import describe
+from m2i.features import describe, summarize
 
 Mode = Literal["convergent", "divergent"]
 
@@ -63,6 +63,19 @@ PROMPT_JSON_SCHEMA: dict[str, Any] = {
 }
 """JSON schema of the answer, sent where the API supports structured output."""
 
+LINES_SYSTEM_PROMPT = """\
+You are an art director. For a piece of music you invent one picture that a painter could paint.
+Write three lines, like this example for a slow, sad piece:
+Title: Harbour at dusk
+Image: a quiet harbour at dusk, violet fog over dark water, a lantern on a wooden pier, soft golden light, oil painting
+About: The slow sad music becomes fog and still water, and the lonely lantern is the melody.
+Invent a new picture for the music you are given. Image lists only visible things: places, objects, \
+weather, light, colours, style. Never mention music, notes or sound in Image."""
+"""The short system prompt for small local models, which answer in three labelled lines (the
+negative prompt is the default one and the palette is read from the colours the lines name)."""
+
+DEFAULT_NEGATIVE_PROMPT = "text, letters, watermark, signature, blurry, low quality, deformed"
+
 DEFAULTS: dict[str, Any] = {
     "max_tokens": 400,
     "abc_chars": 400,
@@ -70,8 +83,12 @@ DEFAULTS: dict[str, Any] = {
     "always_instruct": False,
     "max_output_retries": 2,
     "clip_token_limit": 75,
+    "style": "json",
+    "drop_music_words": False,
 }
-"""Settings :func:`m2i.prompts.generate.write_prompt` reads (``settings`` overrides them)."""
+"""Settings :func:`m2i.prompts.generate.write_prompt` reads. Precedence: these defaults, then the
+provider's ``prompt_settings`` (the local model asks for ``style="lines"``), then ``settings``.
+``style="lines"`` uses :data:`LINES_SYSTEM_PROMPT` and the compact user message."""
 
 
 @dataclass
@@ -85,7 +102,7 @@ class PromptRequest:
     seed: int
     max_tokens: int
     instruction: str
-    json_schema: dict[str, Any] = field(default_factory=lambda: PROMPT_JSON_SCHEMA)
+    json_schema: dict[str, Any] | None = field(default_factory=lambda: PROMPT_JSON_SCHEMA)
 
 
 def user_message(features: dict[str, Any] | None, abc: str | None, *, abc_chars: int = 400,
@@ -116,6 +133,21 @@ def user_message(features: dict[str, Any] | None, abc: str | None, *, abc_chars:
     return "\n".join(lines)
 
 
+def compact_user_message(features: dict[str, Any] | None) -> str:
+    """One line of features for small models: ``Music: key: F# minor; tempo: 96 BPM; ...``."""
+    s = summarize(features)
+    parts = []
+    key = " ".join(p for p in (s["key"], s["tonality"]) if p)
+    if key:
+        parts.append(f"key: {key}")
+    for name, label in (("tempo", "tempo"), ("time_signature", "time signature"), ("mood", "mood"),
+                        ("melody_contour", "melody"), ("harmonic_progression", "harmony"),
+                        ("dynamic_intensity", "dynamics")):
+        if s[name]:
+            parts.append(f"{label}: {s[name]}")
+    return "Music: " + ("; ".join(parts) or "unknown") + "."
+
+
 def build_request(features: dict[str, Any] | None, abc: str | None, *, mode: str, temperature: float,
                   seed: int, settings: dict[str, Any] | None = None) -> PromptRequest:
     """Assemble the request for one prompt.
@@ -130,14 +162,22 @@ def build_request(features: dict[str, Any] | None, abc: str | None, *, mode: str
         raise InputError(f"Prompt mode {mode!r} is unknown: use 'convergent' or 'divergent'.")
     if not 0.0 <= float(temperature) <= 2.0:
         raise InputError(f"Temperature {temperature!r} is outside [0, 2]: pick a value such as 0.4 or 0.8.")
-    content = user_message(features, abc, abc_chars=int(s["abc_chars"]),
-                           include_spectrogram=bool(s["include_spectrogram"]))
+    if s["style"] == "lines":
+        content = compact_user_message(features)
+        default_system = LINES_SYSTEM_PROMPT
+    elif s["style"] == "json":
+        content = user_message(features, abc, abc_chars=int(s["abc_chars"]),
+                               include_spectrogram=bool(s["include_spectrogram"]))
+        default_system = SYSTEM_PROMPT
+    else:
+        raise InputError(f"Prompt style {s['style']!r} is unknown: use 'json' or 'lines'.")
     return PromptRequest(
-        system=str(s.get("system_prompt") or SYSTEM_PROMPT),
+        system=str(s.get("system_prompt") or default_system),
         messages=[{"role": "user", "content": content}],
         mode=mode,  # type: ignore[arg-type]
         temperature=float(temperature),
         seed=int(seed),
         max_tokens=int(s["max_tokens"]),
         instruction=MODE_INSTRUCTIONS[mode],
+        json_schema=PROMPT_JSON_SCHEMA if s["style"] == "json" else None,
     )

@@ -228,6 +228,8 @@ class LLMProvider(abc.ABC):
 
     name: str = ""
     default_model: str = ""
+    prompt_settings: dict[str, Any] = {}
+    """Template settings this provider's models need (merged under the caller's ``settings``)."""
 
     def __init__(
         self,

