@@ -31,7 +31,13 @@ def status_of(db, table: str, row_id: int) -> str:
 
 
 def label_text(widget) -> str:
-    return str(widget.render())
+    """The plain text a Static or Label shows (rich renderables rendered wide, no wrapping)."""
+    from rich.console import Console
+
+    console = Console(width=300, record=True, file=open("/dev/null", "w"))
+    content = widget.content if isinstance(widget, Static) else widget.render()
+    console.print(content)
+    return console.export_text().rstrip("\n")
 
 
 def stage_numbers(screen, stage: str) -> dict[str, str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from rich.console import Group
+from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -16,17 +18,19 @@ from tui.widgets.image_view import ImageView
 SHORT = {"originality": "orig", "elaboration": "elab", "alignment": "align", "coherence": "coh", "overall": "overall"}
 
 
-def features_text(d: SampleDetail) -> Text:
-    t = Text()
-    t.append(f"clip {d.idx} · {d.source} · {d.status}", style="bold")
+def features_text(d: SampleDetail) -> Group:
+    head = Text()
+    head.append(f"clip {d.idx} · {d.source} · {d.status}", style="bold")
     if d.duration_s:
-        t.append(f" · {d.duration_s:.1f} s")
+        head.append(f" · {d.duration_s:.1f} s")
     if d.error:
-        t.append(f"\n{d.error}", style="red")
+        head.append(f"\n{d.error}", style="red")
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(style="dim", no_wrap=True)
+    grid.add_column()
     for name in FEATURE_NAMES:
-        t.append(f"\n{name.replace('_', ' '):<21}", style="dim")
-        t.append(d.features.get(name) or "-")
-    return t
+        grid.add_row(name.replace("_", " "), d.features.get(name) or "-")
+    return Group(head, grid)
 
 
 def prompt_text(p: PromptView, *, current: bool) -> Text:
@@ -70,8 +74,8 @@ class SampleDetailScreen(DataScreen):
         with Horizontal(id="detail-body"):
             with VerticalScroll(id="detail-text"):
                 yield Static("loading…", id="detail-features")
-                yield Static("", id="detail-abc")
                 yield Static("", id="detail-prompts")
+                yield Static("", id="detail-abc")
             yield ImageView(id="detail-image")
         yield from self.compose_bottom()
 

@@ -22,8 +22,8 @@ class FailuresScreen(DataScreen):
     BINDINGS = [
         Binding("space", "mark", "Mark", id="failures.mark"),
         Binding("r", "requeue_selected", "Requeue", id="failures.requeue"),
-        Binding("m", "requeue_marked", "Req. marked", id="failures.requeue_marked"),
-        Binding("a", "requeue_stage", "Req. stage", id="failures.requeue_stage"),
+        Binding("m", "requeue_marked", "Marked", id="failures.requeue_marked"),
+        Binding("a", "requeue_stage", "Stage", id="failures.requeue_stage"),
     ]
 
     class RequeueRequested(Message):

@@ -15,6 +15,28 @@ def _key(binding: Binding) -> str:
     return ",".join(names.get(k, k) for k in binding.key.split(","))
 
 
+LONG = {
+    "screen.dashboard": "Dashboard: progress per stage, throughput, ETA, live events",
+    "screen.compare": "Compare: convergent vs divergent per metric, per-clip plot",
+    "screen.failures": "Failures: failed rows, their errors, requeue",
+    "screen.samples": "Samples: browse clips, enter opens one",
+    "app.help": "This help",
+    "app.quit": "Quit (with --run: the runner finishes its work in flight first)",
+    "dashboard.pause": "Pause or resume the run (work in flight finishes)",
+    "failures.mark": "Mark or unmark the selected row",
+    "failures.requeue": "Requeue the selected row (asks first)",
+    "failures.requeue_marked": "Requeue the marked rows (asks first)",
+    "failures.requeue_stage": "Requeue every failed row of the selected row's stage (asks first)",
+    "samples.open": "Open the selected clip: features, ABC, prompts, scores, image",
+    "samples.next": "Next page of clips",
+    "samples.prev": "Previous page of clips",
+    "detail.back": "Back to the clip list",
+    "detail.prev": "Show the previous prompt's image",
+    "detail.next": "Show the next prompt's image",
+}
+"""Longer explanations by binding id; the footer shows the short description."""
+
+
 def keys_table(sections: list[tuple[str, list]]) -> Table:
     """A two-column table: key, what it does; one heading row per section."""
     table = Table(show_header=False, box=None, padding=(0, 2, 0, 0))
@@ -24,7 +46,7 @@ def keys_table(sections: list[tuple[str, list]]) -> Table:
         table.add_row(f"[bold]{title}[/]", "")
         for b in bindings:
             b = b if isinstance(b, Binding) else Binding(*b)
-            table.add_row(_key(b), b.description)
+            table.add_row(_key(b), LONG.get(b.id or "", b.description))
     return table
 
 

@@ -27,13 +27,13 @@ class EventLog(RichLog):
     DEFAULT_CLASSES = "event-log"
 
     def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(id=id, max_lines=500, wrap=True, markup=False, auto_scroll=True)
+        super().__init__(id=id, max_lines=500, wrap=True, markup=False, auto_scroll=True, min_width=20)
         self.last_id = 0
 
     def add(self, events: Iterable[EventRow]) -> None:
         for e in events:
             if e.id > self.last_id:
-                self.write(event_text(e))
+                self.write(event_text(e), expand=True)
                 self.last_id = e.id
 
     def note(self, message: str, *, level: str = "info") -> None:
@@ -41,4 +41,4 @@ class EventLog(RichLog):
         t = Text("         ")
         t.append(f"{level[:4]:<4} ", style=STYLES.get(level, "") or "dim")
         t.append(message, style=STYLES.get(level, ""))
-        self.write(t)
+        self.write(t, expand=True)
