@@ -135,8 +135,12 @@ class GenerateStage(StageImpl):
     async def setup(self, ctx: RunContext) -> None:
         from m2i.prompts.providers import get_provider
 
+        model, options = self.model, {}
+        if self.llm == "local" and model and model.endswith(".gguf"):
+            # `--llm local --model path/to/model.gguf`: any GGUF chat model instead of SmolLM2
+            model, options = Path(model).stem, {"model_path": self.model}
         self.provider = get_provider(
-            self.llm, model=self.model, base_url=self.base_url, capabilities=DBCapabilities(ctx.store)
+            self.llm, model=model, base_url=self.base_url, capabilities=DBCapabilities(ctx.store), **options
         )
         await self.provider.check()
 
