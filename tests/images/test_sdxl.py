@@ -303,3 +303,31 @@ def test_backend_level_defaults_override_the_model_family_defaults(tiny_sdxl, ma
         assert im.size == (64, 56)
     with pytest.raises(ConfigError, match="multiple of 8"):
         get_backend("sdxl", width=1020)
+
+
+def test_a_cached_hub_id_loads_and_a_damaged_cache_says_how_to_repair(tiny_sdxl, make_job, tmp_path):
+    import shutil
+
+    from m2i.images.backends.sdxl import weights_available
+
+    # the Hugging Face cache layout: models--org--name/{refs/main, snapshots/<commit>/...}
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--m2i-test--tiny-sdxl"
+    shutil.copytree(tiny_sdxl[0], repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    cache = str(tmp_path / "hub")
+    assert weights_available("m2i-test/tiny-sdxl", cache_dir=cache)
+
+    backend = get_backend("sdxl", model="m2i-test/tiny-sdxl", device="cpu", cache_dir=cache)
+    res = backend.render([make_job(70, "a cello in the snow")])[0]
+    backend.close()
+    assert res.error is None and res.model == "m2i-test/tiny-sdxl"
+
+    for weights in (repo / "snapshots" / commit / "unet").glob("*.safetensors"):
+        weights.write_bytes(b"truncated download")
+    with pytest.raises(BackendError) as err:
+        get_backend("sdxl", model="m2i-test/tiny-sdxl", device="cpu", cache_dir=cache).load()
+    msg = str(err.value)
+    assert msg.startswith("cannot load SDXL model from m2i-test/tiny-sdxl (")
+    assert msg.endswith("(run `huggingface-cli download m2i-test/tiny-sdxl` again to repair it).")

@@ -152,6 +152,20 @@ def weights_available(model: str = DEFAULT_MODEL, *, cache_dir: str | Path | Non
     return False
 
 
+def _cached(ident: str, *, marker: str | None, cache_dir: str | Path | None) -> bool:
+    if marker is None:
+        return weights_available(ident, cache_dir=cache_dir)
+    from huggingface_hub import try_to_load_from_cache
+
+    kw: dict[str, Any] = {"cache_dir": str(cache_dir)} if cache_dir is not None else {}
+    return isinstance(try_to_load_from_cache(ident, marker, **kw), str)
+
+
+def _first_line(exc: BaseException | None) -> str:
+    text = str(exc or "unknown error").strip().splitlines()
+    return (text[0] if text else type(exc).__name__).rstrip(".")
+
+
 def gpu_device() -> str | None:
     """``"cuda"`` or ``"mps"`` when torch sees one, else ``None``."""
     import torch
@@ -460,13 +474,16 @@ class SDXLBackend(ImageBackend):
             except (OSError, ValueError) as exc:
                 last = exc
                 log.debug("loading %s (variant %s) failed: %s", source, variant, exc)
-        if folder is None:
+        if folder is None and not _cached(
+            ident, marker="config.json" if cls.__name__ == "AutoencoderKL" else None, cache_dir=self.cache_dir
+        ):
             raise BackendError(
                 f"{what} {ident!r} is not in the local Hugging Face cache; run "
                 f"`huggingface-cli download {ident}` on this machine, or pass a local folder."
             ) from last
         raise BackendError(
-            f"cannot load {what} from {ident} ({last}); check the folder is complete."
+            f"cannot load {what} from {ident} ({_first_line(last)}); check that it is a complete "
+            f"SDXL-family download (run `huggingface-cli download {ident}` again to repair it)."
         ) from last
 
     def _configure(self) -> None:
