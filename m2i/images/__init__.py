@@ -4,7 +4,7 @@ The pieces, all importable without torch or diffusers:
 
 - :class:`~m2i.images.jobs.ImageJob` / :class:`~m2i.images.jobs.RenderedImage`: what the render
   stage hands a backend and what it gets back (one result per job, in order).
-- :func:`~m2i.images.layout.image_path`: ``images/sample_XXX/sample_XXX_prompt_YY.png``.
+- :func:`~m2i.images.layout.image_path`: ``images/sample_007/sample_007_prompt_03.png`` (sample 7, slot 3).
 - :func:`~m2i.images.seeds.image_seed`: the per-image seed derived from the run seed and prompt id.
 - :mod:`m2i.images.png`: atomic PNG writing with the settings in text chunks, and reading them back.
 - :mod:`m2i.images.backends`: the registry (``sdxl``, ``preview``, ``auto``).

@@ -4,7 +4,7 @@ The layout is the one existing users have from the earlier system::
 
     <out_dir>/images/sample_000/sample_000_prompt_00.png
 
-``sample_XXX`` is the sample index (zero-padded to 3 digits, wider when needed) and ``prompt_YY``
+``sample_000`` is the sample index (zero-padded to 3 digits, wider when needed) and ``prompt_00``
 the prompt's slot within its sample (0-2 convergent, 3-4 divergent by default).
 """
 
@@ -32,7 +32,7 @@ def image_path(out_dir: str | Path, sample_idx: int, slot: int) -> Path:
     Returns
     -------
     Path
-        ``out_dir/images/sample_XXX/sample_XXX_prompt_YY.png``.
+        ``out_dir/images/sample_{sample_idx:03d}/sample_{sample_idx:03d}_prompt_{slot:02d}.png``.
 
     Raises
     ------
