@@ -67,6 +67,7 @@ def prompt_from_completion(comp: Completion, *, provider: str, settings: dict[st
 
 def _parse(text: str, s: dict[str, Any]) -> tuple[VisualPrompt, int]:
     return parse_prompt(text, clip_limit=int(s["clip_token_limit"]), drop_music_words=bool(s["drop_music_words"]),
+                        drop_gibberish=bool(s.get("drop_gibberish")),
                         default_negative=str(s.get("negative_prompt") or DEFAULT_NEGATIVE_PROMPT))
 
 

@@ -236,8 +236,19 @@ def drop_music_phrases(prompt: str) -> str:
     return ", ".join(keep)
 
 
+def drop_gibberish_phrases(prompt: str, *, max_pieces: int = 3) -> str:
+    """Remove phrases holding a word that CLIP's 49k-word BPE splits into ``max_pieces`` or more
+    pieces: run-together or invented words a small model writes ("thatsntnadc", "izhitha")."""
+    keep = []
+    for phrase in prompt.split(","):
+        words = [w for w in re.split(r"[\s-]+", phrase.strip().lower()) if w]
+        if words and all(count_clip_tokens(w) < max_pieces for w in words):
+            keep.append(phrase.strip())
+    return ", ".join(keep)
+
+
 def parse_prompt(text: str, *, clip_limit: int = 75, drop_music_words: bool = False,
-                 default_negative: str = "") -> tuple[VisualPrompt, int]:
+                 drop_gibberish: bool = False, default_negative: str = "") -> tuple[VisualPrompt, int]:
     """Validate one answer and fit its ``image_prompt``.
 
     Parameters
@@ -249,6 +260,8 @@ def parse_prompt(text: str, *, clip_limit: int = 75, drop_music_words: bool = Fa
     drop_music_words : bool
         Remove ``image_prompt`` phrases about music or sound (for small models); an answer left
         with fewer than two phrases is invalid.
+    drop_gibberish : bool
+        Remove ``image_prompt`` phrases with run-together or invented words (for small models).
     default_negative : str
         Negative prompt for answers that have none.
 
@@ -289,6 +302,11 @@ def parse_prompt(text: str, *, clip_limit: int = 75, drop_music_words: bool = Fa
         kept = drop_music_phrases(vp.image_prompt)
         if len([p for p in kept.split(",") if p.strip()]) < 2:
             raise InvalidOutput("the image_prompt describes music or sound instead of a picture")
+        vp.image_prompt = kept
+    if drop_gibberish:
+        kept = drop_gibberish_phrases(vp.image_prompt)
+        if len([p for p in kept.split(",") if p.strip()]) < 2:
+            raise InvalidOutput("the image_prompt is mostly run-together or invented words")
         vp.image_prompt = kept
     if not vp.palette:
         vp.palette = palette_from_text(vp.image_prompt, vp.description)

@@ -85,6 +85,7 @@ DEFAULTS: dict[str, Any] = {
     "clip_token_limit": 75,
     "style": "json",
     "drop_music_words": False,
+    "drop_gibberish": False,
 }
 """Settings :func:`m2i.prompts.generate.write_prompt` reads. Precedence: these defaults, then the
 provider's ``prompt_settings`` (the local model asks for ``style="lines"``), then ``settings``.

@@ -130,3 +130,12 @@ def test_importing_prompts_stays_light():
             "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_run_together_words_of_small_models_are_dropped():
+    text = ("Title: Dark shore\nImage: a dark beach, shadowsthat are not so much ofthemaslice, a lone torch, "
+            "izhitha ezgjha lasso, violet fog over water\nAbout: The slow piece becomes a dark beach.\n")
+    vp, _ = parse_prompt(text, drop_gibberish=True)
+    assert vp.image_prompt == "a dark beach, a lone torch, violet fog over water"
+    with pytest.raises(InvalidOutput, match="invented words"):
+        parse_prompt("Title: x\nImage: izhitha ezgjha, javamu thatsntnadc, a lamp\nAbout: Odd.\n", drop_gibberish=True)

