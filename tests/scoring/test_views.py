@@ -35,13 +35,16 @@ def store_with_scores(tmp_path, legacy_data):
                     continue  # one prompt not scored yet
                 v = {m: round(0.1 * ((s["idx"] + q["slot"] + k) % 9) + 0.05, 3)
                      for k, m in enumerate(("originality", "elaboration", "alignment", "coherence", "overall"))}
+                details = {"orig_run": v["originality"], "orig_clip": 0.5, "details": 12, "adjacent_sim": 0.4,
+                           "sim_mode_mean": 0.7, "sim_clip_mean": 0.65}
                 conn.execute(insert(Score.__table__).values(run_id=run_id, prompt_id=pid, status="done",
-                                                            method="m2i-score/1", **v))
+                                                            method="m2i-score/1", details=details, **v))
                 conn.execute(insert(Image.__table__).values(run_id=run_id, prompt_id=pid, status="done",
                                                             path=f"images/{pid}.png"))
                 rows.append({"sample_id": sid, "mode": q["mode"], **v})
         for stmt in create_statements("sqlite"):
             conn.execute(text(stmt))
+    ops.save_report(store, run_id, "modes", compare_modes(rows, n_boot=200))
     yield store, run_id, rows
     store.close()
 
@@ -90,3 +93,24 @@ def test_postgresql_text_uses_jsonb_access():
     assert "jsonb_typeof" in pg and "json_extract" not in pg
     with pytest.raises(ValueError):
         create_statements("mysql")
+
+
+def test_every_query_in_the_sql_cookbook_runs_and_returns_rows(store_with_scores):
+    """docs/sql.md's worked queries, run read-only through ``m2i sql``'s own function."""
+    import re
+    from pathlib import Path
+
+    from m2i.store.sql import run_readonly_query
+
+    store, run_id, _ = store_with_scores
+    assert run_id == 1  # the cookbook's queries name run 1
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "sql.md").read_text()
+    queries = re.findall(r"```sql\n(.*?)```", doc, flags=re.S)
+    assert len(queries) >= 10
+    ro = open_store(store.path, readonly=True)
+    try:
+        for q in queries:
+            cols, rows = run_readonly_query(ro, q)
+            assert cols and rows, q
+    finally:
+        ro.close()
