@@ -169,14 +169,24 @@ def build_tiny_sdxl(folder: Path) -> tuple[Path, Path]:
     return base_dir, refiner_dir
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """One intra-op torch thread while an image test runs, then the previous setting back.
+
+    The test machines' cores are shared with other jobs; with one OpenMP thread per core the
+    threads spin against each other and these tiny tensors run up to 60x slower.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_sdxl(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """``(base_folder, refiner_folder)`` of a tiny SDXL saved with ``save_pretrained``."""
-    import torch
-
-    # The test machine's two cores are shared with other jobs; one intra-op thread avoids
-    # OpenMP threads spinning against each other (60x faster for these tiny tensors).
-    torch.set_num_threads(1)
     return build_tiny_sdxl(tmp_path_factory.mktemp("sdxl"))
 
 
