@@ -16,8 +16,9 @@ from m2i.prompts.generate import write_prompt  # noqa: E402
 from m2i.prompts.providers import get_provider  # noqa: E402
 from m2i.prompts.providers.local import find_smollm2_gguf  # noqa: E402
 
-# random letters from a 2-layer model: allow enough tokens for the three lines, spelled per character
-SETTINGS = {"max_tokens": 700}
+# random letters from a 2-layer model: allow enough tokens for the three lines, spelled per character,
+# and keep its invented words (the filter for them is tested in test_parse_template.py)
+SETTINGS = {"max_tokens": 700, "drop_gibberish": False}
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,7 @@ def tiny_model(tmp_path_factory):
 
 
 async def test_local_provider_writes_a_well_formed_prompt(tiny_model, features):
-    provider = get_provider("local", model="tiny", model_path=tiny_model)
+    provider = get_provider("local", model="tiny", model_path=tiny_model, n_ctx=512)
     await provider.check()
     row = await write_prompt(provider, features=features, abc=ABC, mode="divergent", temperature=0.8, seed=11,
                              settings=SETTINGS)
@@ -46,7 +47,7 @@ async def test_local_provider_writes_a_well_formed_prompt(tiny_model, features):
 
 
 async def test_local_generation_does_not_block_the_event_loop(tiny_model, features):
-    provider = get_provider("local", model="tiny", model_path=tiny_model)
+    provider = get_provider("local", model="tiny", model_path=tiny_model, n_ctx=512)
     await provider.check()
     ticks = 0
     done = asyncio.Event()
