@@ -27,7 +27,7 @@ def tiny_model(tmp_path_factory):
 
 
 async def test_local_provider_writes_a_well_formed_prompt(tiny_model, features):
-    provider = get_provider("local", model="tiny", model_path=tiny_model, n_ctx=512)
+    provider = get_provider("local", model="tiny", model_path=tiny_model)
     await provider.check()
     row = await write_prompt(provider, features=features, abc=ABC, mode="divergent", temperature=0.8, seed=11,
                              settings=SETTINGS)
@@ -47,7 +47,7 @@ async def test_local_provider_writes_a_well_formed_prompt(tiny_model, features):
 
 
 async def test_local_generation_does_not_block_the_event_loop(tiny_model, features):
-    provider = get_provider("local", model="tiny", model_path=tiny_model, n_ctx=512)
+    provider = get_provider("local", model="tiny", model_path=tiny_model)
     await provider.check()
     ticks = 0
     done = asyncio.Event()

@@ -35,7 +35,7 @@ def write_tiny_llama(path: Path, *, seed: int = 0, n_embd: int = 64, n_layer: in
 
     w = gguf.GGUFWriter(str(path), "llama")
     w.add_name("tiny-test-llama")
-    w.add_context_length(512)
+    w.add_context_length(2048)
     w.add_embedding_length(n_embd)
     w.add_block_count(n_layer)
     w.add_feed_forward_length(n_ff)

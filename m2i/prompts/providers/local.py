@@ -211,8 +211,13 @@ class LocalProvider(LLMProvider):
         chat = ([{"role": "system", "content": sys_text}] if sys_text else []) + list(messages)
         async with self._lock:
             t0 = time.perf_counter()
-            out = await asyncio.to_thread(self._generate, chat, temperature=temperature, seed=seed,
-                                          max_tokens=max_tokens, json_schema=json_schema)
+            try:
+                out = await asyncio.to_thread(self._generate, chat, temperature=temperature, seed=seed,
+                                              max_tokens=max_tokens, json_schema=json_schema)
+            except (ValueError, RuntimeError) as exc:
+                raise ProviderError(
+                    f"llama.cpp could not answer with {self.model}: {exc}; lower max_tokens or raise n_ctx."
+                ) from exc
             elapsed = self._elapsed_ms(t0)
         choice = out["choices"][0]
         usage = out.get("usage") or {}
