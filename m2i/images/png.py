@@ -10,7 +10,9 @@ renamed, so a runner killed mid-write never leaves a half-written PNG at the fin
 from __future__ import annotations
 
 import os
+import struct
 import tempfile
+import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -83,21 +85,67 @@ def png_text(
     return text
 
 
+def _chunk(tag: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+
+def encode_png_fast(pixels: Any, *, text: dict[str, str]) -> bytes:
+    """Encode an 8-bit RGB array as PNG with the ``Up`` filter and zlib level 1.
+
+    About 3x faster than Pillow's adaptive filtering for the preview's smooth pictures, at a
+    similar size; the file is a standard PNG (Pillow and browsers read it, text chunks included).
+
+    Parameters
+    ----------
+    pixels : np.ndarray [shape=(height, width, 3), dtype=uint8]
+    text : dict[str, str]
+        Stored as ``tEXt`` when Latin-1, else as UTF-8 ``iTXt``.
+    """
+    import numpy as np
+
+    px = np.ascontiguousarray(pixels, dtype=np.uint8)
+    if px.ndim != 3 or px.shape[2] != 3:
+        raise ValueError(f"expected an (height, width, 3) uint8 array, got shape {px.shape}")
+    height, width, _ = px.shape
+    rows = np.empty((height, width * 3 + 1), np.uint8)
+    rows[:, 0] = 2  # filter type Up: each byte minus the byte above (mod 256)
+    flat = px.reshape(height, width * 3)
+    rows[0, 1:] = flat[0]
+    np.subtract(flat[1:], flat[:-1], out=rows[1:, 1:])
+    parts = [b"\x89PNG\r\n\x1a\n", _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))]
+    for key, value in text.items():
+        k = key.encode("latin-1", "replace")[:79]
+        try:
+            parts.append(_chunk(b"tEXt", k + b"\0" + value.encode("latin-1")))
+        except UnicodeEncodeError:
+            parts.append(_chunk(b"iTXt", k + b"\0\0\0\0\0" + value.encode("utf-8")))
+    parts.append(_chunk(b"IDAT", zlib.compress(rows.tobytes(), 1)))
+    parts.append(_chunk(b"IEND", b""))
+    return b"".join(parts)
+
+
 def save_png(
-    image: PILImage.Image, path: str | Path, *, text: dict[str, str], compress_level: int = 6
+    image: PILImage.Image | Any,
+    path: str | Path,
+    *,
+    text: dict[str, str],
+    compress_level: int = 6,
+    fast: bool = False,
 ) -> Path:
     """Write ``image`` to ``path`` with ``text`` chunks, atomically.
 
     Parameters
     ----------
-    image : PIL.Image.Image
-        The picture (RGB).
+    image : PIL.Image.Image or np.ndarray
+        The picture (RGB); an array only with ``fast=True``.
     path : str or Path
         Final location; its folder is created when missing.
     text : dict[str, str]
         Text chunks (non-Latin-1 values are stored as UTF-8 ``iTXt``).
     compress_level : int in [0, 9]
-        zlib level; 1 is several times faster than 6 for a few percent more bytes.
+        zlib level of Pillow's encoder; 1 is several times faster than 6 for a few percent more bytes.
+    fast : bool
+        Use :func:`encode_png_fast` (for smooth synthetic pictures) instead of Pillow's encoder.
 
     Returns
     -------
@@ -109,18 +157,25 @@ def save_png(
     BackendError
         If the folder cannot be created or written (one sentence naming it and the fix).
     """
-    from PIL.PngImagePlugin import PngInfo
-
     path = Path(path)
-    info = PngInfo()
-    for key, value in text.items():
-        info.add_text(key, value)
+    info = None
+    if not fast:
+        from PIL.PngImagePlugin import PngInfo
+
+        info = PngInfo()
+        for key, value in text.items():
+            info.add_text(key, value)
     tmp_name: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=".png", dir=path.parent)
         with os.fdopen(fd, "wb") as fh:
-            image.save(fh, format="PNG", pnginfo=info, compress_level=compress_level)
+            if fast:
+                import numpy as np
+
+                fh.write(encode_png_fast(np.asarray(image), text=text))
+            else:
+                image.save(fh, format="PNG", pnginfo=info, compress_level=compress_level)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp_name, path)

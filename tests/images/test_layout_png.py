@@ -104,3 +104,21 @@ def test_rendered_image_columns_are_image_table_columns():
     cols = res.image_columns()
     assert set(cols) <= set(ImageRow.model_fields)
     assert cols["path"] == "/x.png" and cols["error"] is None and "notes" not in cols and res.ok
+
+
+def test_fast_encoder_writes_a_standard_png_with_the_same_pixels_and_text(tmp_path):
+    import numpy as np
+
+    from m2i.images.png import encode_png_fast
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)  # odd sizes, every byte value
+    text = {"prompt": "Nacht über dem Fjord — 夜", "seed": "12", "backend": "preview"}
+    path = save_png(pixels, tmp_path / "fast.png", text=text, fast=True)
+    with Image.open(path) as im:
+        im.load()
+        assert im.format == "PNG" and im.mode == "RGB" and im.size == (53, 37)
+        assert np.array_equal(np.asarray(im), pixels)
+    assert read_png_text(path) == text
+    with pytest.raises(ValueError):
+        encode_png_fast(pixels[..., 0], text={})

@@ -25,7 +25,7 @@ def test_names_and_unknowns():
 def test_settings_for_the_other_backend_are_ignored():
     backend = get_backend("preview", model="stabilityai/sdxl-turbo", batch_size=8, refiner=None, width=256)
     assert backend.default_width == 256
-    sdxl = get_backend("sdxl", model="stabilityai/sdxl-turbo", compress_level=3, batch_size=None)
+    sdxl = get_backend("sdxl", model="stabilityai/sdxl-turbo", batch_size=None)
     assert sdxl.batch_size == 4
 
 

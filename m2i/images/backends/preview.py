@@ -375,18 +375,15 @@ class PreviewBackend(ImageBackend):
     ----------
     width, height : int
         Size used when a job leaves it ``None`` (512 x 512).
-    compress_level : int in [0, 9]
-        PNG zlib level (1: fast, a few percent larger files).
     """
 
     name = "preview"
 
-    def __init__(self, *, width: int = 512, height: int = 512, compress_level: int = 1) -> None:
+    def __init__(self, *, width: int = 512, height: int = 512) -> None:
         self.model = PREVIEW_MODEL
         self.device = "cpu"
         self.default_width = int(width)
         self.default_height = int(height)
-        self.compress_level = int(compress_level)
 
     def render(self, jobs: list[ImageJob]) -> list[RenderedImage]:
         """Draw and write each job's picture; one result per job, in order."""
@@ -427,7 +424,7 @@ class PreviewBackend(ImageBackend):
                 extra=extra,
             )
             try:
-                path = save_png(picture, job.out_path, text=text, compress_level=self.compress_level)
+                path = save_png(picture, job.out_path, text=text, fast=True)
             except Exception as exc:  # noqa: BLE001 - BackendError carries the sentence
                 out.append(
                     failed(job, str(exc), backend=self, width=width, height=height, steps=None, guidance=None)
