@@ -73,7 +73,7 @@ def abc_note_times(abc: str, features: dict) -> list[tuple[float, float, int]]:
         bend = bpos + dur / ql_per_beat
         t = [float(np.interp(b, idx, beats)) if 0 <= b <= beats.size - 1 else
              (beats[0] + b * period if b < 0 else beats[-1] + (b - beats.size + 1) * period) for b in (bpos, bend)]
-        out.append((t[0], t[1], p))
+        out.append((max(0.0, t[0]), max(0.01, t[1]), p))
     return out
 
 
@@ -127,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
             ref_lab = [c.replace(":aug", ":aug").replace(":X", ":maj") if not c.endswith(":X") else "X"
                        for c in ref_lab]
             est_iv = np.array([[a, b] for a, b, _ in f["chords"]])
+            keep = [i for i, (a, b) in enumerate(ref_iv) if b > a]
+            ref_iv, ref_lab = ref_iv[keep], [ref_lab[i] for i in keep]
             est_lab = [c for _, _, c in f["chords"]]
             ref_iv, ref_lab = mir_eval.util.adjust_intervals(ref_iv, ref_lab, 0.0, 10.0, "N", "N")
             est_iv, est_lab = mir_eval.util.adjust_intervals(est_iv, est_lab, 0.0, 10.0, "N", "N")
@@ -155,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                 abc_parsed += 1
             except ValueError:
                 est_notes = []
-            ref = r["melody"]
+            ref = [n for n in r["melody"] if n[0] >= 0.0]
             ref_iv = np.array([[a, max(b, a + 0.01)] for a, b, _ in ref])
             ref_p = _hz([p for _, _, p in ref])
             if est_notes:

@@ -92,7 +92,11 @@ def part_notes(part) -> list[tuple[float, float, int]]:
 
 
 def measure_offsets(part) -> dict[int, float]:
-    return {int(m.number): float(m.getOffsetInHierarchy(part)) for m in part.getElementsByClass("Measure")}
+    """Start of each measure number (a measure split at a repeat sign keeps its first offset)."""
+    out: dict[int, float] = {}
+    for m in part.getElementsByClass("Measure"):
+        out.setdefault(int(m.number), float(m.getOffsetInHierarchy(part)))
+    return out
 
 
 def render_midi(tracks, path_wav: Path, soundfont: str, gain: float = 0.5) -> np.ndarray:
@@ -241,7 +245,7 @@ def render_chorale(path: str, out: Path, idx: int, rng: random.Random, *, lead: 
 
 
 def rn_chords(rn_path: str, score, start_ql: float, qpm: float) -> list[list]:
-    """Beat-level chord segments [start_s, end_s, 'G:maj'] from a RomanText analysis."""
+    """Beat-level chord segments [start_s, end_s, 'G:maj', 'E major'] (local key last) from RomanText."""
     from music21 import converter
 
     an = converter.parse(rn_path, format="romantext")
@@ -262,15 +266,16 @@ def rn_chords(rn_path: str, score, start_ql: float, qpm: float) -> list[list]:
         q = r.quality
         qual = {"major": "maj", "minor": "min", "diminished": "dim", "augmented": "aug"}.get(q, "X")
         root = r.root().name.replace("-", "b")
-        items.append((on, f"{root}:{qual}"))
+        k = r.key
+        items.append((on, f"{root}:{qual}", f"{k.tonic.name.replace('-', 'b')} {k.mode}"))
     items.sort()
     segs = []
-    for i, (on, lab) in enumerate(items):
+    for i, (on, lab, lkey) in enumerate(items):
         end = items[i + 1][0] if i + 1 < len(items) else float(score.parts[0].highestTime)
         s, e = (on - start_ql) * sec, (end - start_ql) * sec
         if e <= 0 or s >= CLIP_S or e - s < 0.01:
             continue
-        segs.append([round(max(0.0, s), 4), round(min(CLIP_S, e), 4), lab])
+        segs.append([round(max(0.0, s), 4), round(min(CLIP_S, e), 4), lab, lkey])
     return segs
 
 
@@ -371,7 +376,12 @@ def main(argv: list[str] | None = None) -> int:
             rec, (score, start_ql, qpm) = res
             rec["subset"] = "chorale_rn"
             rec["rntxt"] = rn_file.name
-            rec["chords"] = rn_chords(str(rn_file), score, start_ql, qpm)
+            segs = rn_chords(str(rn_file), score, start_ql, qpm)
+            rec["chords"] = [c[:3] for c in segs]
+            weight: dict[str, float] = {}
+            for a, b, _, lkey in segs:
+                weight[lkey] = weight.get(lkey, 0.0) + b - a
+            rec["local_key"] = max(weight, key=weight.get) if weight else None
             labels.append(rec)
     n_ch = n_lead = 0
     for p in order:

@@ -342,10 +342,32 @@ def _slices(
         start += hop
 
 
+def _wav_shortfall(path: Path) -> int:
+    """Bytes missing from a RIFF/WAVE file's data chunk (0 when complete or not a WAV)."""
+    import struct
+
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return 0
+        pos = 12
+        while pos + 8 <= size:
+            fh.seek(pos)
+            cid, clen = struct.unpack("<4sI", fh.read(8))
+            if cid == b"data":
+                return max(0, pos + 8 + clen - size)
+            pos += 8 + clen + (clen & 1)
+    return 0
+
+
 def _read_audio(path: Path) -> tuple[np.ndarray, int, dict[str, Any]]:
     import soundfile as sf
 
     try:
+        missing = _wav_shortfall(path) if path.suffix.lower() == ".wav" else 0
+        if missing:
+            raise RuntimeError(f"the file ends {missing} bytes before its data chunk does")
         info = sf.info(str(path))
         y, sr = sf.read(str(path), dtype="float64", always_2d=True)
         meta = {

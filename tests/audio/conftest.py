@@ -1,0 +1,62 @@
+"""Fixtures for the audio tests: real audio built here (pretty_midi synthesis) and the demo clips."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SR = 16000
+DEMO = Path(__file__).resolve().parents[2] / "m2i" / "data" / "demo"
+
+
+def synth_notes(notes, *, program: int = 0, sr: int = SR, duration: float | None = None, velocity: int = 90):
+    """Render ``[(start_s, end_s, midi), ...]`` with pretty_midi's additive sine synthesis."""
+    import pretty_midi
+
+    pm = pretty_midi.PrettyMIDI()
+    inst = pretty_midi.Instrument(program=program)
+    for s, e, p in notes:
+        inst.notes.append(pretty_midi.Note(velocity=velocity, pitch=int(p), start=float(s), end=float(e)))
+    pm.instruments.append(inst)
+    y = pm.synthesize(fs=sr, wave=_harmonic_wave)
+    if duration is not None:
+        n = int(duration * sr)
+        y = y[:n] if y.size >= n else np.pad(y, (0, n - y.size))
+    return (0.5 * y / (np.abs(y).max() + 1e-9)).astype(np.float32)
+
+
+def _harmonic_wave(phase):
+    """A reed-like tone: the first four harmonics with decaying weights."""
+    return np.sin(phase) + 0.5 * np.sin(2 * phase) + 0.3 * np.sin(3 * phase) + 0.15 * np.sin(4 * phase)
+
+
+def scale_notes(tonic_midi: int, steps, *, bpm: float, start: float = 0.25):
+    beat = 60.0 / bpm
+    out, t, pitch = [], start, tonic_midi
+    for st in steps:
+        pitch += st
+        out.append((t, t + beat * 0.95, pitch))
+        t += beat
+    return out
+
+
+@pytest.fixture(scope="session")
+def demo_entries():
+    return json.loads((DEMO / "clips.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def demo_results(demo_entries):
+    """analyze_clip on every demo clip, once per session."""
+    import soundfile as sf
+
+    from m2i.audio.analyze import analyze_clip
+
+    out = {}
+    for e in demo_entries:
+        y, sr = sf.read(str(DEMO / e["file"]), dtype="float32")
+        out[e["file"]] = (e, analyze_clip(y, sr))
+    return out

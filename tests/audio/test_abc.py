@@ -1,0 +1,83 @@
+"""ABC output: valid headers, correct spelling, and music21 reads back the notes we wrote."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from m2i.audio.abc import abc_notes, key_field, notes_to_abc
+
+
+@pytest.mark.parametrize(
+    ("tonic", "mode", "field"),
+    [("F#", "minor", "F#m"), ("Bb", "major", "Bb"), ("Eb", "minor", "Ebm"), ("C#", "minor", "C#m"), ("D", "major", "D")],
+)
+def test_key_field_is_spelled_with_sharps_and_flats(tonic, mode, field):
+    assert key_field(tonic, mode) == field
+
+
+def test_key_field_refuses_abc_accidentals():
+    with pytest.raises(ValueError):
+        key_field("^F", "minor")
+
+
+def _grid(n, bpm):
+    return [i * 60.0 / bpm for i in range(n)]
+
+
+def test_round_trip_in_f_sharp_minor_with_accidentals():
+    bpm = 100.0
+    beat = 60.0 / bpm
+    # F# minor: F# G# A B C# D E#(=F) F# -- E# is chromatic (leading note), then a natural E
+    pitches = [66, 68, 69, 71, 73, 74, 77, 78, 76, 76, 73, 66]
+    notes = [(i * beat, (i + 1) * beat, p) for i, p in enumerate(pitches)]
+    abc = notes_to_abc(notes, beats=_grid(16, bpm), tempo=bpm, meter="4/4", tonic="F#", mode="minor")
+    assert "K:F#m" in abc and "^F" not in abc.split("K:")[0]
+    parsed = abc_notes(abc)
+    assert [p for _, _, p in parsed] == pitches
+    assert [on for on, _, _ in parsed] == [float(i) for i in range(len(pitches))]
+
+
+def test_header_fields_and_meter_fill_bars():
+    bpm = 90.0
+    notes = [(0.0, 0.6667, 67), (0.6667, 2.0, 71), (2.0, 3.3333, 74)]  # quarter, two beats, two beats in 3/4
+    abc = notes_to_abc(notes, beats=_grid(8, bpm), tempo=bpm, meter="3/4", tonic="G", mode="major", title="Test")
+    head = abc.splitlines()[:6]
+    assert [h.split(":")[0] for h in head] == ["X", "T", "M", "L", "Q", "K"]
+    assert head[2] == "M:3/4" and head[4] == "Q:1/4=90"
+    parsed = abc_notes(abc)
+    assert [(on, d, p) for on, d, p in parsed] == [(0.0, 1.0, 67), (1.0, 2.0, 71), (3.0, 2.0, 74)]
+
+
+def test_notes_across_bar_lines_are_tied():
+    bpm = 120.0
+    notes = [(0.0, 1.5, 60), (1.5, 3.0, 62)]  # 3 beats + 3 beats in 2/4: ties across bars
+    abc = notes_to_abc(notes, beats=_grid(8, bpm), tempo=bpm, meter="2/4", tonic="C", mode="major")
+    assert "-" in abc.split("K:C")[1]
+    assert [(on, d, p) for on, d, p in abc_notes(abc)] == [(0.0, 3.0, 60), (3.0, 3.0, 62)]
+
+
+def test_six_eight_uses_dotted_quarter_tempo():
+    bpm = 60.0  # dotted quarters
+    notes = [(i / 3, (i + 1) / 3, 69 + (i % 3)) for i in range(12)]
+    abc = notes_to_abc(notes, beats=_grid(6, bpm), tempo=bpm, meter="6/8", tonic="A", mode="minor")
+    assert "M:6/8" in abc and "Q:3/8=60" in abc and "K:Am" in abc
+    parsed = abc_notes(abc)
+    assert len(parsed) == 12 and all(d == 0.5 for _, d, _ in parsed)
+
+
+def test_empty_melody_is_still_a_valid_tune():
+    abc = notes_to_abc([], beats=[0, 1], tempo=60, meter="4/4", tonic="Eb", mode="minor")
+    assert "K:Ebm" in abc
+    assert abc_notes(abc) == []
+
+
+def test_every_demo_abc_parses(demo_results):
+    for name, (_, out) in demo_results.items():
+        abc = out["abc"]
+        assert re.search(r"^K:[A-G][#b]?m?$", abc, re.M), name
+        assert re.search(r"^Q:(1/4|3/8)=\d+$", abc, re.M), name
+        notes = abc_notes(abc)
+        assert len(notes) >= 8, name
+        assert {p for _, _, p in notes} == {p for _, _, p in out["features"]["melody_notes"]}, name

@@ -1,0 +1,181 @@
+"""Ingest: every kind of input becomes 16 kHz mono clips; bad clips are flagged, never raised."""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from m2i.audio.datasets import SR, load_dataset, pcm_sha256, safe_load_npy
+from m2i.errors import InputError
+
+
+def _tone(seconds: float, sr: int = SR, freq: float = 440.0, amp: float = 0.3) -> np.ndarray:
+    t = np.arange(int(seconds * sr)) / sr
+    return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def _annotation_file(path, n=3):
+    rows = []
+    for i in range(n):
+        rows.append({
+            "audio": _tone(10.0, freq=220.0 * (i + 1)),
+            "style": np.random.default_rng(i).normal(size=16).astype(np.float32),
+            "audio_meta": {"artist_name": [f"Artist {i}"], "album_name": "Album", "track_name": f"Track {i}",
+                           "slice_pos": np.int64(i * 10), "youtube_link": "https://youtu.be/x"},
+        })
+    arr = np.empty(n, dtype=object)
+    arr[:] = rows
+    np.save(path, arr, allow_pickle=True)
+
+
+def test_annotation_npy_keeps_audio_meta(tmp_path):
+    f = tmp_path / "label_data_with_16kHz_audio.npy"
+    _annotation_file(f)
+    clips = list(load_dataset(f))
+    assert [c.source for c in clips] == [f"{f}#0", f"{f}#1", f"{f}#2"]
+    assert all(c.error is None and c.pcm.dtype == np.float32 and c.pcm.shape == (160000,) for c in clips)
+    assert clips[1].meta == {"artist_name": ["Artist 1"], "album_name": "Album", "track_name": "Track 1",
+                             "slice_pos": 10, "youtube_link": "https://youtu.be/x"}
+
+
+class _Exploit:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_malicious_pickle_is_refused_without_running_code(tmp_path):
+    marker = tmp_path / "pwned"
+    arr = np.empty(1, dtype=object)
+    arr[0] = {"audio": _Exploit(marker), "audio_meta": {}}
+    f = tmp_path / "evil.npy"
+    np.save(f, arr, allow_pickle=True)
+    with pytest.raises(InputError, match="refusing to load"):
+        list(load_dataset(f))
+    assert not marker.exists()
+
+
+def test_restricted_unpickler_rejects_other_classes(tmp_path):
+    import collections
+
+    f = tmp_path / "odd.npy"
+    arr = np.empty(1, dtype=object)
+    arr[0] = collections.Counter("abc")
+    np.save(f, arr, allow_pickle=True)
+    with pytest.raises(InputError, match="Counter"):
+        safe_load_npy(f)
+
+
+def test_plain_numeric_arrays(tmp_path):
+    two_d = tmp_path / "clips.npy"
+    np.save(two_d, np.stack([_tone(10), _tone(10, freq=330)]))
+    clips = list(load_dataset(two_d))
+    assert len(clips) == 2 and all(c.pcm.shape == (160000,) for c in clips)
+    one_d = tmp_path / "one.npy"
+    np.save(one_d, _tone(3).astype(np.float64))
+    (clip,) = list(load_dataset(one_d))
+    assert clip.error is None and clip.pcm.dtype == np.float32 and clip.pcm.size == 48000
+
+
+def test_npy_of_strings_is_refused(tmp_path):
+    f = tmp_path / "names.npy"
+    np.save(f, np.array(["a", "b"]))
+    with pytest.raises(InputError, match="not audio"):
+        list(load_dataset(f))
+
+
+def test_bad_clips_in_npy_become_failed_clips(tmp_path):
+    bad = np.stack([_tone(10), np.full(160000, np.nan, np.float32), np.zeros(160000, np.float32)])
+    f = tmp_path / "mixed.npy"
+    np.save(f, bad)
+    ok, nan, silent = load_dataset(f)
+    assert ok.error is None
+    assert nan.pcm is None and "NaN" in nan.error
+    assert silent.pcm is None and "silent" in silent.error
+
+
+def test_folder_of_awkward_files(tmp_path):
+    sf.write(tmp_path / "a_stereo44k.wav", np.stack([_tone(4, 44100), _tone(4, 44100, 550)], axis=1), 44100)
+    sf.write(tmp_path / "b_96k.flac", _tone(3, 96000), 96000, subtype="PCM_24")
+    sf.write(tmp_path / "c_8bit.wav", _tone(2, 8000), 8000, subtype="PCM_U8")
+    sf.write(tmp_path / "d.ogg", _tone(2), SR, format="OGG", subtype="VORBIS")
+    sf.write(tmp_path / "e_short.wav", _tone(0.4), SR)
+    sf.write(tmp_path / "f_silence.wav", np.zeros(SR * 2, np.float32), SR)
+    sf.write(tmp_path / "g_full.wav", _tone(5), SR)
+    data = (tmp_path / "g_full.wav").read_bytes()
+    (tmp_path / "h_truncated.wav").write_bytes(data[: len(data) // 3])
+    (tmp_path / "i_corrupt.flac").write_bytes(b"fLaC" + os.urandom(2000))
+    (tmp_path / "notes.txt").write_text("not audio")
+    clips = {c.source.split("/")[-1]: c for c in load_dataset(tmp_path)}
+    good = ["a_stereo44k.wav@0", "b_96k.flac@0", "c_8bit.wav@0", "d.ogg@0", "g_full.wav@0"]
+    for name in good:
+        c = clips[name]
+        assert c.error is None, (name, c.error)
+        assert c.pcm.dtype == np.float32 and c.pcm.ndim == 1 and np.abs(c.pcm).max() <= 1.0
+    assert clips["a_stereo44k.wav@0"].meta["channels"] == 2 and clips["a_stereo44k.wav@0"].pcm.size == 4 * SR
+    assert clips["b_96k.flac@0"].meta["sr"] == 96000 and abs(clips["b_96k.flac@0"].pcm.size - 3 * SR) <= 2
+    assert "shorter than 1 s" in clips["e_short.wav@0"].error
+    assert "silent" in clips["f_silence.wav@0"].error
+    assert "corrupt or truncated" in clips["h_truncated.wav"].error
+    assert "corrupt or truncated" in clips["i_corrupt.flac"].error
+    assert not any("notes.txt" in k for k in clips)
+
+
+def test_long_file_is_sliced_with_hop(tmp_path):
+    sf.write(tmp_path / "long.wav", _tone(25), SR)
+    clips = list(load_dataset(tmp_path / "long.wav", clip_s=10.0, hop_s=5.0))
+    assert [c.source.split("@")[1] for c in clips] == ["0", "5", "10", "15"]
+    assert [c.pcm.size for c in clips] == [160000, 160000, 160000, 160000]
+    assert clips[2].meta["start_s"] == 10.0
+
+
+def test_mp3_is_decoded(tmp_path):
+    sf.write(tmp_path / "song.mp3", _tone(3), SR, format="MP3", subtype="MPEG_LAYER_III")
+    (clip,) = list(load_dataset(tmp_path / "song.mp3"))
+    assert clip.error is None and abs(clip.pcm.size - 3 * SR) < SR // 10
+
+
+def test_unusable_paths_raise_one_sentence(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        list(load_dataset(tmp_path / "nope"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="contains no audio"):
+        list(load_dataset(tmp_path / "empty"))
+    (tmp_path / "x.csv").write_text("1,2,3")
+    with pytest.raises(InputError, match="not a .npy file"):
+        list(load_dataset(tmp_path / "x.csv"))
+    (tmp_path / "broken.npy").write_bytes(b"\x93NUMPY garbage")
+    with pytest.raises(InputError, match="not a readable .npy"):
+        list(load_dataset(tmp_path / "broken.npy"))
+
+
+def test_content_hash_dedupes(tmp_path):
+    f = tmp_path / "a.npy"
+    _annotation_file(f, n=2)
+    first = [pcm_sha256(c.pcm) for c in load_dataset(f)]
+    second = [pcm_sha256(c.pcm) for c in load_dataset(f)]
+    assert first == second and len(set(first)) == 2
+    assert pcm_sha256(_tone(1.0)) != pcm_sha256(_tone(1.0, amp=0.31))
+
+
+def test_demo_set_ships_with_the_package(demo_entries):
+    clips = list(load_dataset("demo"))
+    assert len(clips) == len(demo_entries) >= 6
+    assert all(c.error is None and c.pcm.size == 160000 for c in clips)
+    metres = {c.meta["time_signature"] for c in clips}
+    assert {"3/4", "6/8", "4/4"} <= metres
+    assert all(c.meta["tempo_bpm"] and c.meta["piece"] for c in clips)
+    assert sum(p.stat().st_size for p in (clips and __import__("m2i.audio.datasets").audio.datasets.DEMO_DIR).iterdir()) < 4e6
+
+
+def test_pickle_round_trip_of_clip():
+    from m2i.audio.datasets import Clip
+
+    c = Clip("x#0", {"a": 1}, _tone(1.0), None)
+    assert pickle.loads(pickle.dumps(c)).source == "x#0"

@@ -1,0 +1,163 @@
+"""The eight features on real audio: the demo renders and clips synthesised here."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+import pytest
+
+from m2i.audio.analyze import analyze_clip, analyze_file
+from m2i.errors import InputError
+from m2i.features import FEATURE_NAMES, describe
+
+from .conftest import SR, scale_notes, synth_notes
+
+MAJOR_STEPS = [0, 2, 2, 1, 2, 2, 2, 1]
+
+
+def test_demo_clips_tempo_meter_and_key(demo_results):
+    """Every demo tempo within 4 %, the two ensemble chorales' keys exact, most metres right."""
+    metre_right = 0
+    for name, (entry, out) in demo_results.items():
+        f = out["features"]
+        assert abs(f["tempo"] - entry["tempo_bpm"]) <= 0.04 * entry["tempo_bpm"], (name, f["tempo"])
+        metre_right += f["time_signature"] == entry["time_signature"]
+    assert metre_right >= 4
+    by_file = {n: o["features"] for n, (_, o) in demo_results.items()}
+    assert (by_file["demo1_bwv269.flac"]["key"], by_file["demo1_bwv269.flac"]["tonality"]) == ("G", "major")
+    assert (by_file["demo2_bwv26_6.flac"]["key"], by_file["demo2_bwv26_6.flac"]["tonality"]) == ("A", "minor")
+    assert by_file["demo4_folk_68.flac"]["time_signature"] == "6/8"
+    assert by_file["demo5_folk_34.flac"]["time_signature"] == "3/4"
+
+
+def test_feature_record_is_complete_json(demo_results):
+    for name, (_, out) in demo_results.items():
+        f = out["features"]
+        json.dumps(out)
+        assert set(f["confidence"]) == set(FEATURE_NAMES)
+        assert all(0.0 <= v <= 1.0 for v in f["confidence"].values())
+        assert re.fullmatch(r"[A-G][#b]?", f["key"]) and f["tonality"] in ("major", "minor")
+        assert f["time_signature"] in ("2/4", "3/4", "4/4", "6/8")
+        assert 0 <= f["mood"]["valence"] <= 1 and 0 <= f["mood"]["arousal"] <= 1 and f["mood"]["words"]
+        assert f["melody_contour"]["shape"] in ("ascending", "descending", "arch", "valley", "wave", "static")
+        assert f["harmonic_progression"]["text"] == "-".join(f["harmonic_progression"]["roman"])
+        assert f["dynamic_intensity"]["label"] in ("pp", "p", "mp", "mf", "f", "ff")
+        assert all(a < b for a, b, _ in f["chords"]) and all(":" in c for _, _, c in f["chords"])
+        assert out["duration_s"] == 10.0
+        assert "tempo:" in describe(f)
+    # confidences are measured, not constants
+    metre_conf = {out["features"]["confidence"]["time_signature"] for _, out in demo_results.values()}
+    key_conf = {out["features"]["confidence"]["key"] for _, out in demo_results.values()}
+    assert len(metre_conf) > 2 and len(key_conf) > 2
+
+
+def test_ascending_scale_contour_key_and_abc():
+    notes = scale_notes(62, MAJOR_STEPS + [0] * 0, bpm=96)  # D major scale, one note per beat
+    notes = notes + scale_notes(74, [0, -2, -2, -1, -2], bpm=96, start=notes[-1][1] + 0.05)[:0]
+    y = synth_notes(notes, duration=6.0)
+    out = analyze_clip(y, SR)
+    f = out["features"]
+    assert f["melody_contour"]["shape"] == "ascending"
+    assert f["melody_contour"]["range_semitones"] == pytest.approx(12, abs=1)
+    assert [p for _, _, p in f["melody_notes"]] == [62, 64, 66, 67, 69, 71, 73, 74]
+    assert "K:D" in out["abc"] or "K:Bm" in out["abc"]
+
+
+def test_arch_and_valley_melodies():
+    up_down = scale_notes(60, [0, 2, 2, 1, 2, 2, -2, -1, -2, -2, -2], bpm=110)
+    assert analyze_clip(synth_notes(up_down, duration=7.0))["features"]["melody_contour"]["shape"] == "arch"
+    down_up = scale_notes(72, [0, -1, -2, -2, -2, -1, 1, 2, 2, 2, 1], bpm=110)
+    assert analyze_clip(synth_notes(down_up, duration=7.0))["features"]["melody_contour"]["shape"] == "valley"
+
+
+def test_tempo_is_the_beat_not_the_eighth_note():
+    bpm = 66.0
+    beat = 60.0 / bpm
+    notes = []
+    for i in range(12):  # loud quarter-note chords, soft off-beat eighths
+        t = 0.2 + i * beat
+        notes += [(t, t + beat * 0.9, 48 + (i % 2) * 5), (t, t + beat * 0.9, 64)]
+    y_beats = synth_notes(notes, duration=10.0, velocity=110)
+    off = synth_notes([(0.2 + i * beat + beat / 2, 0.2 + i * beat + beat * 0.7, 76) for i in range(12)],
+                      duration=10.0, velocity=40)
+    f = analyze_clip(0.7 * y_beats + 0.15 * off)["features"]
+    assert abs(f["tempo"] - bpm) <= 0.04 * bpm
+    assert len(f["beats"]) in range(9, 13)
+
+
+def test_dynamics_follow_the_level():
+    bpm = 100
+    notes = scale_notes(60, [0, 2, 2, 1, 2, 2, 2, 1] * 2, bpm=bpm)
+    y = synth_notes(notes, duration=9.0)
+    ramp = np.linspace(0.05, 1.0, y.size, dtype=np.float32)
+    cresc = analyze_clip(y * ramp)["features"]["dynamic_intensity"]
+    dim = analyze_clip(y * ramp[::-1])["features"]["dynamic_intensity"]
+    quiet = analyze_clip(y * 0.02)["features"]["dynamic_intensity"]
+    loud = analyze_clip(y)["features"]["dynamic_intensity"]
+    assert cresc["trend"] == "crescendo" and dim["trend"] == "decrescendo" and loud["trend"] == "steady"
+    assert quiet["loudness_db"] < loud["loudness_db"] - 25
+    order = ["pp", "p", "mp", "mf", "f", "ff"]
+    assert order.index(quiet["label"]) < order.index(loud["label"])
+
+
+def test_mood_moves_with_mode_tempo_and_level():
+    fast_major = synth_notes(scale_notes(60, [0, 4, 3, 5, -5, -3, 4, 3, 5, -5, -3, -4] * 2, bpm=150), duration=8.0)
+    slow_minor = synth_notes(scale_notes(57, [0, 3, 4, -4, -3, 3, 4, 5, -2, -1, -2, -2], bpm=55), duration=8.0)
+    happy = analyze_clip(fast_major)["features"]["mood"]
+    sad = analyze_clip(0.1 * slow_minor)["features"]["mood"]
+    assert happy["valence"] > sad["valence"] and happy["arousal"] > sad["arousal"]
+    assert happy["words"] != sad["words"]
+
+
+@pytest.mark.parametrize(
+    ("pcm", "match"),
+    [
+        (np.full(SR * 2, np.nan, np.float32), "NaN"),
+        (np.zeros(SR * 2, np.float32), "silent"),
+        (np.ones(SR // 2, np.float32) * 0.1, "shorter than 1 s"),
+        (np.zeros((SR * 2, 2), np.float32) + 0.1, "mono"),
+        (np.array(["a", "b"]), "not audio"),
+    ],
+)
+def test_bad_clips_raise_input_error(pcm, match):
+    with pytest.raises(InputError, match=match):
+        analyze_clip(pcm)
+
+
+def test_other_sample_rates_are_resampled():
+    notes = scale_notes(60, MAJOR_STEPS, bpm=90)
+    y44 = synth_notes(notes, sr=44100, duration=6.0)
+    f = analyze_clip(y44, 44100)["features"]
+    assert [p for _, _, p in f["melody_notes"]] == [60, 62, 64, 65, 67, 69, 71, 72]
+
+
+def test_analyze_clip_runs_in_a_process_pool():
+    y = synth_notes(scale_notes(60, MAJOR_STEPS, bpm=90), duration=4.0)
+    with ProcessPoolExecutor(1) as ex:
+        out = ex.submit(analyze_clip, y, SR).result(timeout=120)
+    assert out["features"]["key"] in ("C", "G", "F", "A")
+
+
+def test_analyze_file_shape(tmp_path):
+    import soundfile as sf
+
+    y = synth_notes(scale_notes(65, MAJOR_STEPS, bpm=90), duration=6.0)
+    sf.write(tmp_path / "scale.flac", y, SR)
+    out = analyze_file(tmp_path / "scale.flac")
+    assert out["file"] == str(tmp_path / "scale.flac")
+    assert set(out) == {"file", "features", "abc", "duration_s"}
+    with pytest.raises(InputError, match="does not exist"):
+        analyze_file(tmp_path / "missing.wav")
+
+
+def test_importing_the_audio_package_stays_light():
+    code = ("import sys, m2i.audio.analyze, m2i.audio.datasets, m2i.audio.spectrogram, m2i.audio.abc;"
+            "heavy = [m for m in ('librosa', 'torch', 'numba', 'music21', 'soxr', 'scipy') if m in sys.modules];"
+            "print(','.join(heavy))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert res.stdout.strip() == ""
