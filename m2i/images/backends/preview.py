@@ -31,10 +31,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from m2i.errors import BackendError
 from m2i.features import summarize
 from m2i.images.backends.base import ImageBackend, failed, job_problem
 from m2i.images.jobs import ImageJob, RenderedImage
-from m2i.images.png import check_writable, png_text, save_png
+from m2i.images.png import png_text, save_png
 
 log = logging.getLogger(__name__)
 
@@ -392,7 +393,7 @@ class PreviewBackend(ImageBackend):
             t0 = time.perf_counter()
             width = job.width or self.default_width
             height = job.height or self.default_height
-            problem = job_problem(job) or check_writable(job.out_path)
+            problem = job_problem(job)  # an unwritable folder shows when saving: drawing costs ms
             if problem is None and max(width, height) > MAX_SIDE:
                 problem = f"{width}x{height} is larger than the preview's {MAX_SIDE} px limit; use --width/--height <= {MAX_SIDE}."
             if problem is not None:
@@ -425,7 +426,7 @@ class PreviewBackend(ImageBackend):
             )
             try:
                 path = save_png(picture, job.out_path, text=text, fast=True)
-            except Exception as exc:  # noqa: BLE001 - BackendError carries the sentence
+            except BackendError as exc:
                 out.append(
                     failed(job, str(exc), backend=self, width=width, height=height, steps=None, guidance=None)
                 )
