@@ -331,3 +331,29 @@ def test_a_cached_hub_id_loads_and_a_damaged_cache_says_how_to_repair(tiny_sdxl,
     msg = str(err.value)
     assert msg.startswith("cannot load SDXL model from m2i-test/tiny-sdxl (")
     assert msg.endswith("(run `huggingface-cli download m2i-test/tiny-sdxl` again to repair it).")
+
+
+def test_a_job_that_breaks_its_batch_fails_alone(tiny_sdxl, make_job, tmp_path):
+    # A test hook on encode_prompt stands in for a pipeline error tied to one prompt.
+    backend = get_backend("sdxl", model=str(tiny_sdxl[0]), device="cpu", batch_size=3)
+    backend.load()
+    real_encode = backend.pipeline.encode_prompt
+
+    def encode_refusing_one_prompt(prompt, *args, **kwargs):
+        if any("poison" in p for p in ([prompt] if isinstance(prompt, str) else prompt)):
+            raise ValueError("this prompt cannot be encoded (test hook)")
+        return real_encode(prompt, *args, **kwargs)
+
+    backend.pipeline.encode_prompt = encode_refusing_one_prompt
+    try:
+        res = backend.render(
+            [
+                make_job(i, p, out_dir=tmp_path / "b")
+                for i, p in enumerate(["a calm sea", "poison apple", "a windmill"])
+            ]
+        )
+    finally:
+        backend.close()
+    assert [r.error is None for r in res] == [True, False, True]
+    assert res[1].error == "SDXL failed: ValueError: this prompt cannot be encoded (test hook)"
+    assert backend._max_batch == {}  # not an out-of-memory: the batch size stays

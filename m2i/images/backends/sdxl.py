@@ -631,8 +631,17 @@ class SDXLBackend(ImageBackend):
                         f"out of memory rendering one {width}x{height} image on {self.device}; "
                         "lower --width/--height, use --cpu-offload or free the GPU, then requeue."
                     )
+                elif len(part) > 1:
+                    # find the job that breaks the batch: the others still render
+                    log.warning(
+                        "SDXL failed on a batch of %d (%s); rendering them one by one", len(part), exc
+                    )
+                    for i in part:
+                        out.extend(self._render_group(jobs, [i], key))
+                    pos += len(part)
+                    continue
                 else:
-                    log.exception("SDXL failed on prompts %s", [jobs[i].prompt_id for i in part])
+                    log.exception("SDXL failed on prompt %s", jobs[part[0]].prompt_id)
                     msg = f"SDXL failed: {type(exc).__name__}: {exc}".strip()
                 for i in part:
                     out.append(
