@@ -79,13 +79,13 @@ async def test_model_refusing_sampling_gets_its_five_prompts_by_instruction(anth
         {"status": 500},
         {"status": 529},
         "drop",
-        ("hang", 1.5),
+        ("hang", 2.5),
         "malformed",
     ],
     ids=["429-retry-after", "500", "529-overloaded", "dropped-connection", "timeout", "malformed-body"],
 )
 async def test_transient_fault_is_retried_and_the_prompt_done_once(anthropic_server, features, fast_retry, fault):
-    provider = get_provider("anthropic", model="claude-sonnet-4-6", retry=fast_retry, timeout=0.5)
+    provider = get_provider("anthropic", model="claude-sonnet-4-6", retry=fast_retry, timeout=1.0)
     anthropic_server.inject("/v1/messages", fault)
     t0 = time.perf_counter()
     row = await write_prompt(provider, features=features, abc=ABC, mode="convergent", temperature=0.4, seed=1)
@@ -133,9 +133,10 @@ async def test_repeated_refusals_fail_with_the_reason(anthropic_server, features
 
 
 async def test_no_prompt_lost_or_duplicated_under_concurrent_faults(anthropic_server, features, fast_retry):
-    provider = get_provider("anthropic", model="claude-sonnet-4-6", retry=fast_retry, timeout=0.5)
+    # a timeout long enough that only the hung request times out, even on a busy machine
+    provider = get_provider("anthropic", model="claude-sonnet-4-6", retry=fast_retry, timeout=3.0)
     anthropic_server.inject("/v1/messages", {"status": 429, "headers": {"retry-after": "0.05"}}, {"status": 500},
-                            "drop", "malformed", ("hang", 1.0), "empty", {"status": 529}, "refusal")
+                            "drop", "malformed", ("hang", 4.0), "empty", {"status": 529}, "refusal")
     rows = await asyncio.gather(*[
         write_prompt(provider, features=features, abc=ABC, mode="convergent", temperature=0.4, seed=i)
         for i in range(40)
