@@ -112,6 +112,8 @@ def test_legacy_string_features_work(features_legacy, make_job):
     res = get_backend("preview").render([make_job(1, "x", features=features_legacy)])[0]
     assert res.error is None
     assert look_of(None).label == ""  # no features at all still draws
+    assert look_of('{"key": "D", "tonality": "major"}').label == "D major"  # JSON text
+    assert look_of("not json").label == "" and look_of(["a list"]).label == ""
 
 
 def test_a_512px_picture_takes_at_most_50_ms(features_full):

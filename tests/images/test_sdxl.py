@@ -35,6 +35,7 @@ def test_batch_renders_every_job_in_order_into_the_legacy_layout(tiny_backend, m
         with Image.open(res.path) as im:
             assert im.size == (64, 64) and im.mode == "RGB"
         assert (res.backend, res.device, res.scheduler) == ("sdxl", "cpu", "euler")
+        assert tiny_backend.describe()["dtype"] == "float32"
         assert res.model == str(Path(tiny_backend.model)) and res.refiner is False and res.truncated is False
         assert res.seconds > 0
     assert not list((tmp_path / "out").rglob(f"{TMP_PREFIX}*")), "temporary files left behind"

@@ -24,6 +24,7 @@ Conventions (what each feature controls)
 from __future__ import annotations
 
 import colorsys
+import json
 import logging
 import math
 import re
@@ -155,9 +156,18 @@ def _number(pattern: str, text: str) -> float | None:
     return float(m.group(1)) if m else None
 
 
-def look_of(features: dict[str, Any] | None) -> Look:
-    """Derive the drawing parameters from a feature record (full or legacy form)."""
-    s = summarize(features)
+def look_of(features: dict[str, Any] | str | None) -> Look:
+    """Derive the drawing parameters from a feature record (full or legacy form).
+
+    A record still serialised as JSON text is parsed; anything that is not a feature object
+    draws the neutral picture.
+    """
+    if isinstance(features, (str, bytes)):
+        try:
+            features = json.loads(features)
+        except ValueError:
+            features = None
+    s = summarize(features if isinstance(features, dict) else None)
     key = s["key"].strip()
     pc = None
     if key and key[0].upper() in _PITCH:

@@ -772,6 +772,18 @@ class SDXLBackend(ImageBackend):
             **fields,
         )
 
+    def describe(self) -> dict[str, Any]:
+        """Backend, model, device, dtype, refiner, scheduler and batch size, for logs and the dashboard."""
+        dtype = getattr(self.pipeline, "dtype", None) if self.pipeline is not None else None
+        return {
+            **super().describe(),
+            "dtype": str(dtype).replace("torch.", "") if dtype is not None else self.dtype_name,
+            "refiner": self.refiner_model,
+            "scheduler": self.scheduler,
+            "batch_size": self.batch_size,
+            "compile": self.compile,
+        }
+
     def close(self) -> None:
         """Drop the pipelines and free GPU memory; :meth:`load` can be called again."""
         with self._lock:
