@@ -14,6 +14,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 from textual import on, work
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 
 SCREENS = Binding.Group("Screens", compact=True)
 EVENTS_KEPT = 500
+REPORT_EVERY_S = 5.0
+"""A newer report is read at most this often (each one covers every clip of the run)."""
 
 
 class Refreshed(Message):
@@ -98,6 +101,8 @@ class M2IApp(App[None]):
         self._events: list = []
         self._report: dict[str, Any] | None = None
         self._report_id: int | None = None
+        self._report_at = -1e9
+        self._clock = clock
         self._run_id: int | None = None
         self._polling = False
         self._again = False
@@ -120,6 +125,8 @@ class M2IApp(App[None]):
         base = Want(events_after=self._events[-1].id if self._events else 0, report_id=self._report_id)
         screen = self._visible()
         want = screen.want(base) if screen is not None else base
+        if want.report and self._report is not None and self._clock() - self._report_at < REPORT_EVERY_S:
+            want = replace(want, report=False)
         self._read(want)
 
     @work(thread=True, group="read", exit_on_error=False)
@@ -139,6 +146,7 @@ class M2IApp(App[None]):
             self._events = (self._events + snap.events)[-EVENTS_KEPT:]
         if snap.report_changed:
             self._report, self._report_id = snap.report, snap.report_id
+            self._report_at = self._clock()
         rates = self.rates.update(snap.counts) if snap.run else {}
         self.view = View(snap=snap, rates=rates, events=self._events, report=self._report,
                          report_id=self._report_id)

@@ -29,10 +29,12 @@ STATUSES = ("pending", "running", "done", "failed", "cancelled")
 METRICS = ("originality", "elaboration", "alignment", "coherence", "overall")
 READ_BUSY_MS = 250
 """How long one dashboard query waits on a locked database before reporting it (the UI retries)."""
-FAILURES_LIMIT = 500
+FAILURES_LIMIT = 300
 """Failed rows listed per stage (the counts above the table are always exact)."""
-SAMPLES_PAGE = 200
+SAMPLES_PAGE = 100
 """Clips per page on the Samples screen."""
+MEMO_MAX_AGE_S = 5.0
+"""The failures and samples lists are re-read when the stage counts change, or after this long."""
 
 
 # --------------------------------------------------------------------------- records
@@ -128,10 +130,16 @@ class SampleDetail:
 
 @dataclass(frozen=True)
 class Want:
-    """What the visible screen needs besides the always-read run, counts and new events."""
+    """What the visible screen needs besides the always-read run, counts, new events and report id.
+
+    ``report`` asks for the report's data when its id differs from ``report_id`` (the one the app
+    already holds): a report covers every clip (megabytes at 20,000 clips), so only the Compare
+    screen asks, and the app asks at most every few seconds.
+    """
 
     events_after: int = 0
     report_id: int | None = None
+    report: bool = False
     failures: bool = False
     samples_page: int | None = None
     detail: int | None = None
@@ -205,6 +213,7 @@ class Reader:
         self.busy_ms = busy_ms
         self._store = None
         self._run_id: int | None = None
+        self._memo: dict[str, tuple[Any, float, Any]] = {}
 
     @property
     def where(self) -> str:
@@ -349,17 +358,80 @@ class Reader:
             select(rep.c.id).where(rep.c.run_id == run_id, rep.c.kind == "modes").order_by(rep.c.id.desc()).limit(1)
         ).scalar()
         snap.report_id = rid
-        if rid is not None and rid != want.report_id:
-            data = conn.execute(select(rep.c.data).where(rep.c.id == rid)).scalar()
-            snap.report = _json(data) if data is not None else None
+        if want.report and rid is not None and rid != want.report_id:
+            snap.report = self._report(conn, rid)
             snap.report_changed = True
 
         if want.failures:
-            snap.failures = self._failures(conn, run_id)
+            key = (run_id, tuple(snap.counts[s]["failed"] for s in STAGE_ORDER))
+            snap.failures = self._memoized("failures", key, lambda: self._failures(conn, run_id))
         if want.samples_page is not None:
-            self._samples(conn, snap, run_id, want.samples_page)
+            key = (run_id, want.samples_page,
+                   tuple(tuple(snap.counts[s].values()) for s in ("analyze", "generate", "score")))
+            page, total, rows = self._memoized(
+                "samples", key, lambda: self._samples(conn, snap, run_id, want.samples_page))
+            snap.samples_page, snap.samples_total, snap.samples = page, total, rows
         if want.detail is not None:
             snap.detail = self._detail(conn, run_id, want.detail)
+
+    def _memoized(self, name: str, key: Any, compute: Callable[[], Any]) -> Any:
+        """Reuse the last result while ``key`` (built from the exact stage counts) is unchanged.
+
+        A table's rows can change without its counts changing (one row requeued and another
+        failed within a second), so a result is also recomputed after :data:`MEMO_MAX_AGE_S`.
+        """
+        hit = self._memo.get(name)
+        now = time.monotonic()
+        if hit is not None and hit[0] == key and now - hit[1] < MEMO_MAX_AGE_S:
+            return hit[2]
+        value = compute()
+        self._memo[name] = (key, now, value)
+        return value
+
+    def _report(self, conn, report_id: int) -> dict[str, Any] | None:
+        """The parts of a ``compare_modes`` report the Compare screen shows.
+
+        ``metrics``, ``diversity`` and the counts as written, plus ``clip_diffs``: per metric,
+        ``[(sample_id, divergent mean - convergent mean)]`` of the clips with both modes. On
+        SQLite the report is taken apart by SQLite's JSON functions, which run without Python's
+        GIL, so a multi-megabyte report (20,000 clips) never freezes the screen while it loads.
+        """
+        from sqlalchemy import text
+
+        if conn.dialect.name != "sqlite":
+            from sqlalchemy import select
+
+            from m2i.store.models import Report
+
+            rep = Report.__table__
+            data = _json(conn.execute(select(rep.c.data).where(rep.c.id == report_id)).scalar())
+            return condense_report(data) if isinstance(data, dict) else None
+        head = conn.execute(text(
+            "SELECT json_extract(data, '$.metrics'), json_extract(data, '$.diversity'), "
+            "json_extract(data, '$.n_pairs'), json_extract(data, '$.n_prompts'), json_extract(data, '$.n_clips'), "
+            "json_extract(data, '$.alpha'), json_extract(data, '$.direction') FROM report WHERE id = :id"
+        ), {"id": report_id}).first()
+        if head is None:
+            return None
+        cols = ", ".join(
+            f"json_extract(c.value, '$.means.{m}.convergent'), json_extract(c.value, '$.means.{m}.divergent')"
+            for m in METRICS
+        )
+        rows = conn.execute(text(
+            f"SELECT json_extract(c.value, '$.sample_id'), {cols}, json_extract(c.value, '$.diversity.convergent'), "
+            "json_extract(c.value, '$.diversity.divergent') FROM report r, json_each(r.data, '$.clips') c "
+            "WHERE r.id = :id"
+        ), {"id": report_id}).all()
+        diffs: dict[str, list[tuple[Any, float]]] = {m: [] for m in (*METRICS, "diversity")}
+        for row in rows:
+            for j, m in enumerate((*METRICS, "diversity")):
+                c, d = row[1 + 2 * j], row[2 + 2 * j]
+                if c is not None and d is not None:
+                    diffs[m].append((row[0], float(d) - float(c)))
+        return {
+            "metrics": _json(head[0]) or {}, "diversity": _json(head[1]) or {}, "n_pairs": head[2],
+            "n_prompts": head[3], "n_clips": head[4], "alpha": head[5], "direction": head[6], "clip_diffs": diffs,
+        }
 
     def _failures(self, conn, run_id: int) -> list[FailureRow]:
         from sqlalchemy import null, select
@@ -394,17 +466,16 @@ class Reader:
                 ))
         return out
 
-    def _samples(self, conn, snap: Snapshot, run_id: int, page: int) -> None:
+    def _samples(self, conn, snap: Snapshot, run_id: int, page: int) -> tuple[int, int, list[SampleRow]]:
         from sqlalchemy import case, func, select
 
         from m2i.features import key_label, summarize
         from m2i.store.models import Prompt, Sample, Score
 
         s, p, sc = Sample.__table__, Prompt.__table__, Score.__table__
-        snap.samples_total = sum(snap.counts.get("analyze", {}).values())
-        pages = max(0, (snap.samples_total - 1) // SAMPLES_PAGE)
+        total = sum(snap.counts.get("analyze", {}).values())
+        pages = max(0, (total - 1) // SAMPLES_PAGE)
         page = max(0, min(page, pages))
-        snap.samples_page = page
         rows = conn.execute(
             select(s.c.id, s.c.idx, s.c.source, s.c.status, s.c.features)
             .where(s.c.run_id == run_id).order_by(s.c.idx).limit(SAMPLES_PAGE).offset(page * SAMPLES_PAGE)
@@ -429,7 +500,7 @@ class Reader:
                 tempo=summ["tempo"], mood=summ["mood"], prompts_done=d, prompts_total=n,
                 overall=None if o is None else float(o),
             ))
-        snap.samples = out
+        return page, total, out
 
     def _detail(self, conn, run_id: int, sample_id: int) -> SampleDetail | None:
         from sqlalchemy import select
@@ -463,6 +534,19 @@ class Reader:
             error=row["error"] or "", duration_s=row["duration_s"],
             features=summarize(f if isinstance(f, dict) else None), abc=row["abc"] or "", prompts=prompts,
         )
+
+
+def condense_report(report: dict[str, Any]) -> dict[str, Any]:
+    """Keep what the Compare screen shows of a ``compare_modes`` report (see :meth:`Reader._report`)."""
+    diffs: dict[str, list[tuple[Any, float]]] = {m: [] for m in (*METRICS, "diversity")}
+    for clip in report.get("clips") or []:
+        for m in diffs:
+            vals = (clip.get("diversity") or {}) if m == "diversity" else ((clip.get("means") or {}).get(m) or {})
+            c, d = vals.get("convergent"), vals.get("divergent")
+            if c is not None and d is not None:
+                diffs[m].append((clip.get("sample_id"), float(d) - float(c)))
+    keep = ("metrics", "diversity", "n_pairs", "n_prompts", "n_clips", "alpha", "direction")
+    return {**{k: report.get(k) for k in keep}, "clip_diffs": diffs}
 
 
 # --------------------------------------------------------------------------- throughput

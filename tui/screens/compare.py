@@ -6,7 +6,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.widgets import Static
 
-from tui.data import View
+from tui.data import View, Want
 from tui.screens.base import DataScreen
 from tui.widgets.diff_plot import DiffPlot
 from tui.widgets.metrics_table import MetricsTable
@@ -29,14 +29,20 @@ class CompareScreen(DataScreen):
         yield DiffPlot(id="diff-plot")
         yield from self.compose_bottom()
 
+    def want(self, base: Want) -> Want:
+        return Want(events_after=base.events_after, report_id=base.report_id, report=True)
+
     def show(self, view: View) -> None:
         super().show(view)
         report, report_id = view.report, view.report_id
+        summary = self.query_one("#compare-summary", Static)
+        if report is None and view.snap.report_id is not None:
+            summary.update("loading the comparison…")
+            return
         if report_id == self._report_id and self._shown:
             return
         self._report_id = report_id
         self._shown = True
-        summary = self.query_one("#compare-summary", Static)
         if not report:
             summary.update("no scores yet: the comparison appears once the score stage has written it")
         else:

@@ -7,19 +7,13 @@ from typing import Any
 from textual.reactive import reactive
 from textual_plotext import PlotextPlot
 
+MAX_BARS = 60
+"""Above this many clips the per-clip bars become a histogram of the differences."""
+
 
 def clip_differences(report: dict[str, Any] | None, metric: str) -> list[tuple[Any, float]]:
-    """``[(sample_id, divergent mean - convergent mean)]`` for clips that have both modes."""
-    out: list[tuple[Any, float]] = []
-    for clip in (report or {}).get("clips") or []:
-        if metric == "diversity":
-            m = clip.get("diversity") or {}
-        else:
-            m = (clip.get("means") or {}).get(metric) or {}
-        c, d = m.get("convergent"), m.get("divergent")
-        if c is not None and d is not None:
-            out.append((clip.get("sample_id"), float(d) - float(c)))
-    return out
+    """``[(sample_id, divergent mean - convergent mean)]`` of a condensed report (clips with both modes)."""
+    return list(((report or {}).get("clip_diffs") or {}).get(metric) or [])
 
 
 class DiffPlot(PlotextPlot):
@@ -38,12 +32,19 @@ class DiffPlot(PlotextPlot):
             plt.title(f"{self.metric}: no clip has both modes scored yet")
             self.refresh()
             return
-        xs = list(range(1, len(diffs) + 1))
         ys = [d for _, d in diffs]
+        if len(diffs) > MAX_BARS:
+            plt.hist(ys, bins=40)
+            plt.vline(0.0)
+            plt.title(f"{self.metric}: divergent - convergent, {len(diffs)} clips (histogram)")
+            plt.xlabel("difference")
+            self.refresh()
+            return
+        xs = list(range(1, len(diffs) + 1))
         plt.bar(xs, ys, width=0.6)
         plt.hline(0.0)
         plt.title(f"{self.metric}: divergent - convergent, per clip ({len(diffs)} clips)")
-        plt.xlabel("clip")
+        plt.xlabel("clip (sample id)")
         if len(xs) <= 20:
             plt.xticks(xs, [str(sid) for sid, _ in diffs])
         self.refresh()

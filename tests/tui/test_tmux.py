@@ -1,0 +1,120 @@
+"""The real `m2i tui` in tmux, following a database that a headless runner in another process works on.
+
+This is what a person does over SSH: one pane runs the pipeline, another the dashboard; they
+watch progress, open Failures, requeue the failed render with `r` then `y`, and see the running
+runner pick it up.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from m2i.store import open_store, ops
+
+HERE = Path(__file__).parent
+REPO = HERE.parents[1]
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (scripts/system-deps.sh installs it)"),
+]
+
+
+class Pane:
+    def __init__(self, session: str, env: dict[str, str]) -> None:
+        self.session = session
+        self.env = env
+
+    def tmux(self, *args: str) -> str:
+        return subprocess.run(["tmux", *args], capture_output=True, text=True, env=self.env, check=False).stdout
+
+    def text(self) -> str:
+        return self.tmux("capture-pane", "-p", "-t", self.session)
+
+    def keys(self, *keys: str) -> None:
+        for k in keys:
+            self.tmux("send-keys", "-t", self.session, k)
+            time.sleep(0.15)
+
+    def wait_for(self, predicate, what: str, timeout: float = 20.0) -> str:
+        deadline = time.monotonic() + timeout
+        text = ""
+        while time.monotonic() < deadline:
+            text = self.text()
+            if predicate(text):
+                return text
+            time.sleep(0.2)
+        raise AssertionError(f"timed out waiting for {what}; the pane shows:\n{text}")
+
+
+def image_status(db: Path, image_id: int) -> str | None:
+    with sqlite3.connect(db) as con:
+        row = con.execute("SELECT status FROM image WHERE id = ?", (image_id,)).fetchone()
+    return row[0] if row else None
+
+
+def test_tui_over_tmux_follows_a_live_runner_and_requeues(tmp_path):
+    from seeding import make_clips
+
+    db = tmp_path / "live.db"
+    store = open_store(str(db))
+    run_id = ops.create_run(store, name="tmux-run", config={"seed": 3, "llm": "ollama", "model": "llama3.2",
+                                                            "images": "preview", "device": "cpu"})
+    ops.add_samples(store, run_id, make_clips(4))
+    store.close()
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TERM": "xterm-256color", "HF_HUB_OFFLINE": "1",
+           "TMUX_TMPDIR": str(tmp_path)}
+    env.pop("NO_COLOR", None)
+    env.pop("TMUX", None)
+    marker = tmp_path / "failed-once"
+    runner = subprocess.Popen(
+        [sys.executable, str(HERE / "runner_proc.py"), str(db), str(run_id), "0.4", "1", str(marker)],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    session = f"m2i-tui-{os.getpid()}"
+    pane = Pane(session, env)
+    cmd = f"cd {REPO} && {sys.executable} cli.py tui --db {db}; echo TUI-EXITED $?; sleep 60"
+    pane.tmux("new-session", "-d", "-s", session, "-x", "80", "-y", "24", cmd)
+    try:
+        pane.wait_for(lambda t: "m2i · Dashboard" in t and "run tmux-run" in t, "the dashboard")
+        pane.wait_for(lambda t: "ollama/llama3.2" in t, "the provider and model")
+        # the runner fails image 1 once; the dashboard's event log shows it
+        text = pane.wait_for(lambda t: "out of memory" in t, "the render failure in the event log")
+        assert "render" in text
+
+        pane.keys("f")
+        text = pane.wait_for(lambda t: "m2i · Failures" in t and "BackendError" in t, "the failures table")
+        assert "render 1" in text.replace("  ", " ") or "render" in text
+        pane.keys("r")
+        pane.wait_for(lambda t: "Requeue render row 1" in t, "the confirmation")
+        pane.keys("y")
+        deadline = time.monotonic() + 20
+        while image_status(db, 1) != "done" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert image_status(db, 1) == "done", "the live runner did not pick the requeued row up"
+
+        pane.keys("d")
+        pane.wait_for(lambda t: "render" in t and "requeued 1 row(s)" in t, "the requeue event on the dashboard")
+        out, _ = runner.communicate(timeout=60)
+        assert runner.returncode == 0, out
+        text = pane.wait_for(lambda t: t.count("done") >= 4 and "idle" in t, "every stage done")
+        render_line = next(line for line in text.splitlines() if line.strip().startswith("render"))
+        assert "100%" in render_line and " 20 " in render_line + " "
+
+        pane.keys("q")
+        pane.wait_for(lambda t: "TUI-EXITED 0" in t, "the app to quit cleanly")
+        assert "Traceback" not in pane.text()
+    finally:
+        pane.tmux("kill-session", "-t", session)
+        if runner.poll() is None:
+            runner.terminate()
+            runner.wait(timeout=10)
