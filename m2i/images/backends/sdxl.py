@@ -621,8 +621,8 @@ class SDXLBackend(ImageBackend):
             except Exception as exc:  # noqa: BLE001 - every failure becomes a row error
                 _free_memory(self.device)
                 if is_out_of_memory(exc):
-                    if size > 1:
-                        size = max(1, size // 2)
+                    if len(part) > 1:
+                        size = max(1, len(part) // 2)
                         self._max_batch[(width, height)] = size
                         reduced_note = f"out of memory at batch {len(part)}; batch size reduced to {size}"
                         log.warning("%s at %dx%d", reduced_note, width, height)
