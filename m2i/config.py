@@ -53,6 +53,7 @@ class Settings(BaseModel):
     max_tokens: int = Field(default=400, ge=16)
     mel_summary: bool = False
     batch: bool = False
+    prompt_settings: dict[str, Any] = Field(default_factory=dict)  # template options, see docs/prompts.md
 
     # images
     images: str = "auto"
@@ -85,6 +86,7 @@ class Settings(BaseModel):
         """What a run records about itself (no paths of the invoking shell, no secrets)."""
         keys = (
             "dataset", "samples", "seed", "llm", "model", "base_url", "max_tokens", "mel_summary", "batch",
+            "prompt_settings",
             "images", "image_model", "width", "height", "steps", "guidance", "refiner", "device",
             "batch_size", "limit", "max_attempts", "out_dir", "clip_s", "hop_s",
         )

@@ -388,7 +388,8 @@ def build_stages(
     if "generate" in names:
         impls.append(GenerateStage(
             llm=cfg.get("llm") or "local", model=cfg.get("model"), base_url=cfg.get("base_url"),
-            settings={"max_tokens": cfg.get("max_tokens", 400), "batch": bool(cfg.get("batch"))},
+            settings={**(cfg.get("prompt_settings") or {}), "max_tokens": cfg.get("max_tokens", 400),
+                      "batch": bool(cfg.get("batch"))},
         ))
         notes.append(f"prompts: {cfg.get('llm') or 'local'} {cfg.get('model') or '(default model)'}")
     if "score" in names:

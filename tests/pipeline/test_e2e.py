@@ -25,8 +25,12 @@ def cli(*args, cwd, timeout=600, env=None):
 
 
 def run_args(db, out, gguf, samples=2):
+    # the tiny test model writes random characters: keep them rather than reject them as gibberish
+    cfg = db.parent / "m2i.toml"
+    if not cfg.exists():
+        cfg.write_text("prompt_settings = { drop_gibberish = false }\n")
     return ["run", "--db", str(db), "--out", str(out), "--samples", str(samples), "--llm", "local",
-            "--model", str(gguf), "--images", "preview"]
+            "--model", str(gguf), "--images", "preview", "--config", str(cfg)]
 
 
 def check_complete(db: Path, out: Path, n_clips: int) -> None:
@@ -93,10 +97,9 @@ def test_kill_9_three_times_then_finish(tmp_path, tiny_gguf):
     rng = random.Random(7)
     killed_with_work_left = 0
     for _ in range(3):
-        p = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), *run_args(db, out, tiny_gguf),
-                              "--config", str(tmp_path / "m2i.toml")],
+        (tmp_path / "m2i.toml").write_text("lease_s = 3.0\nprompt_settings = { drop_gibberish = false }\n")
+        p = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), *run_args(db, out, tiny_gguf)],
                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        (tmp_path / "m2i.toml").write_text("lease_s = 3.0\n")
         time.sleep(rng.uniform(3.0, 12.0))
         if p.poll() is None:
             os.kill(p.pid, signal.SIGKILL)
@@ -104,7 +107,7 @@ def test_kill_9_three_times_then_finish(tmp_path, tiny_gguf):
         p.wait()
         time.sleep(3.2)  # let the dead runner's leases expire
     assert killed_with_work_left >= 1
-    r = cli(*run_args(db, out, tiny_gguf), "--config", str(tmp_path / "m2i.toml"), cwd=tmp_path)
+    r = cli(*run_args(db, out, tiny_gguf), cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     check_complete(db, out, 2)
 
