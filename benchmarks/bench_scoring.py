@@ -95,22 +95,25 @@ def child(case: str) -> None:
         return
     from m2i.scoring import score_prompts
 
+    case, _, threads_s = case.partition(":")
+    threads = int(threads_s) if threads_s else None
     prompts, samples = legacy_inputs()
     if case == "own":
         prompts = own_shaped(prompts)
     t_load = time.perf_counter()
     from m2i.scoring.embed import get_embedder
 
-    emb = get_embedder()
+    emb = get_embedder(threads=threads)
     loaded = time.perf_counter()
-    rows = score_prompts(prompts, context=prompts, samples=samples)
+    rows = score_prompts(prompts, context=prompts, samples=samples, settings={"threads": threads})
     done = time.perf_counter()
     from m2i.scoring.metrics import prompt_text
 
     n_words = statistics.median(len(prompt_text(p).split()) for p in prompts)
     print(json.dumps({"seconds": done - _T0, "cpu_s": time.process_time(), "load_s": loaded - t_load,
                       "score_s": done - loaded,
-                      "n": len(rows), "median_words": n_words, "precision": emb.precision}))
+                      "n": len(rows), "median_words": n_words, "precision": emb.precision,
+                      "threads": threads or __import__("torch").get_num_threads()}))
 
 
 def run_child(case: str) -> dict:
@@ -128,18 +131,19 @@ def run_child(case: str) -> dict:
 # --------------------------------------------------------------------------- figures
 
 
-def speed(repeats: int, reference: bool) -> None:
+def speed(repeats: int, reference: bool, threads: list[int | None]) -> None:
     print(f"machine: {os.cpu_count()} CPUs, load average {load1()} at start")
-    for case, target in (("own", 10.0), ("legacy", 30.0)):
-        runs = [run_child(case) for _ in range(repeats)]
+    for (case, target), th in [(c, t) for c in (("own", 10.0), ("legacy", 30.0)) for t in threads]:
+        runs = [run_child(case + (f":{th}" if th else "")) for _ in range(repeats)]
         for k, r in enumerate(runs):
             print(f"  run {k + 1}: {r['seconds']:.1f} s wall, {r['cpu_s']:.1f} s CPU (imports+load "
                   f"{r['seconds'] - r['score_s']:.1f} s, scoring {r['score_s']:.1f} s, {r['precision']}, "
-                  f"load avg {r['load_avg']})")
+                  f"{r['threads']} threads, load avg {r['load_avg']})")
         med = statistics.median(r["seconds"] for r in runs)
         best = min(r["seconds"] for r in runs)
         cpu = statistics.median(r["cpu_s"] for r in runs)
-        print(f"score_{case}_500_s: {med:.1f} median, {best:.1f} best of {repeats} wall; {cpu:.1f} CPU-s median "
+        label = f"score_{case}_500_s" + (f"_threads{th}" if th else "")
+        print(f"{label}: {med:.1f} median, {best:.1f} best of {repeats} wall; {cpu:.1f} CPU-s median "
               f"(target <= {target:.0f}; median words {runs[0]['median_words']:.0f})")
     if reference:
         st = [run_child("st") for _ in range(max(1, min(repeats, 2)))]
@@ -238,6 +242,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="fresh-process runs per speed case")
     ap.add_argument("--no-reference", action="store_true", help="skip the sentence-transformers reference timing")
     ap.add_argument("--only", choices=("speed", "agreement", "soundness"), help="run one group of figures")
+    ap.add_argument("--threads", default="default,1",
+                    help="comma-separated torch thread counts to time ('default' = torch's own choice)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -245,7 +251,8 @@ def main() -> None:
         return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.only in (None, "speed"):
-        speed(args.repeats, not args.no_reference)
+        threads = [None if t.strip() == "default" else int(t) for t in args.threads.split(",")]
+        speed(args.repeats, not args.no_reference, threads)
     if args.only in (None, "agreement"):
         agreement()
     if args.only in (None, "soundness"):

@@ -38,6 +38,7 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "max_tokens": 128,
     "max_segments": 48,
     "max_prompt_tokens": 256,
+    "threads": None,
 }
 """Settings :func:`score_prompts` accepts (``settings`` overrides any of them)."""
 
@@ -97,6 +98,9 @@ def resolve_settings(settings: dict[str, Any] | None) -> dict[str, Any]:
                 out["weights"][m] = float(w)
         else:
             out[k] = v
+    t = out["threads"]
+    if t is not None and (not isinstance(t, int) or isinstance(t, bool) or t < 1):
+        raise ConfigError(f"Scoring setting threads = {t!r} is invalid; use an integer >= 1 or leave it unset.")
     if sum(out["weights"].values()) <= 0:
         raise ConfigError("All scoring weights are 0; give at least one metric a positive weight.")
     for k in ("max_segments", "max_prompt_tokens", "max_tokens"):
@@ -245,7 +249,7 @@ def score_prompts(
         ``sample_id -> features`` (full or legacy form) for the samples of the pool.
     settings : dict or None
         Overrides of :data:`DEFAULT_SETTINGS` (``weights``, ``precision``, ``max_tokens``,
-        ``max_segments``).
+        ``max_segments``, ``max_prompt_tokens``, ``threads``).
     embedder : Embedder or None
         An :class:`m2i.scoring.embed.Embedder`; ``None`` uses the cached process-wide one.
 
@@ -294,7 +298,7 @@ def score_prompts(
     if embedder is None:
         from m2i.scoring.embed import get_embedder
 
-        embedder = get_embedder(precision=cfg["precision"], max_tokens=int(cfg["max_tokens"]))
+        embedder = get_embedder(precision=cfg["precision"], max_tokens=int(cfg["max_tokens"]), threads=cfg["threads"])
 
     # keep a prompt's leading segments up to the token budget (the first segment always)
     segs: list[list[str]] = []

@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from m2i.errors import ConfigError
 from m2i.scoring.metrics import (
     elaboration_parts,
     mood_contradiction,
@@ -13,7 +14,6 @@ from m2i.scoring.metrics import (
     resolve_settings,
     term_agreement,
 )
-from m2i.errors import ConfigError
 
 FOX = "A red fox in the snow at dawn, close-up."
 
@@ -85,6 +85,7 @@ def test_mood_contradiction_golden_values():
         {"colour": 1},
         {"max_prompt_tokens": 0},
         {"precision": "fp8"},
+        {"threads": 0},
     ],
 )
 def test_bad_settings_raise_config_error(settings):

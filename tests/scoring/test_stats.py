@@ -25,10 +25,10 @@ def rows_with_shift(shift: float, *, n_clips: int = 30, seed: int = 1, noise: fl
     rows = []
     for c in range(n_clips):
         base = rng.uniform(0.3, 0.7)
-        for k in range(3):
+        for _ in range(3):
             rows.append({"sample_id": c, "mode": "convergent", "originality": base + rng.normal(0, noise),
                          "details": {"sim_clip_mean": 0.6, "sim_mode_mean": 0.7}})
-        for k in range(2):
+        for _ in range(2):
             rows.append({"sample_id": c, "mode": "divergent", "originality": base + shift + rng.normal(0, noise),
                          "details": json.dumps({"sim_clip_mean": 0.6, "sim_mode_mean": 0.5})})
     return rows
