@@ -1,0 +1,104 @@
+"""Settings precedence, the notebook API and `m2i doctor`, on real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from m2i.config import load_settings
+from m2i.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_precedence_defaults_toml_env_flags(tmp_path):
+    cfg = tmp_path / "m2i.toml"
+    assert load_settings({}, config_path=None, environ={}).llm == "local"
+    cfg.write_text('[m2i]\nllm = "ollama"\nsamples = 7\nconvergent = 4\n')
+    s = load_settings({}, config_path=cfg, environ={})
+    assert (s.llm, s.samples, s.convergent) == ("ollama", 7, 4)
+    s = load_settings({}, config_path=cfg, environ={"M2I_LLM": "openai", "M2I_SAMPLES": "9"})
+    assert (s.llm, s.samples, s.convergent) == ("openai", 9, 4)
+    s = load_settings({"llm": "anthropic", "samples": None}, config_path=cfg, environ={"M2I_LLM": "openai"})
+    assert (s.llm, s.samples) == ("anthropic", 7)  # a flag not given (None) does not hide the lower layers
+
+
+@pytest.mark.parametrize("text, match", [
+    ("samples = 0\n", "samples"),
+    ("llm = \n", "not valid TOML"),
+    ("colour = 'red'\n", "unknown setting"),
+])
+def test_bad_config_is_one_sentence(tmp_path, text, match):
+    cfg = tmp_path / "m2i.toml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError, match=match):
+        load_settings({}, config_path=cfg, environ={})
+    r = subprocess.run([sys.executable, str(ROOT / "cli.py"), "run", "--config", str(cfg), "--db", str(tmp_path / "x.db")],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert r.returncode == 1 and r.stderr.startswith("error: ") and "Traceback" not in r.stderr
+
+
+def test_temperatures_and_counts_are_configurable_per_run(tmp_path):
+    from m2i.pipeline import prepare_run
+    from m2i.store import open_store, ops
+
+    s = load_settings({"convergent": 2, "divergent": 3, "divergent_temperature": 1.1}, environ={})
+    store = open_store(tmp_path / "m2i.db")
+    run = prepare_run(store, s)
+    assert run["config"]["modes"] == [
+        {"mode": "convergent", "count": 2, "temperature": 0.4},
+        {"mode": "divergent", "count": 3, "temperature": 1.1},
+    ]
+    # continuing the run with an explicit flag records the change as an event
+    s2 = load_settings({"llm": "ollama"}, environ={})
+    run2 = prepare_run(store, s2, explicit={"llm"})
+    assert run2["id"] == run["id"] and run2["config"]["llm"] == "ollama"
+    assert any("llm='ollama'" in e["message"] for e in ops.recent_events(store, run["id"]))
+
+
+def test_notebook_api_runs_stages_and_reads_results(tmp_path, tiny_gguf):
+    from m2i.api import open_runs
+
+    with open_runs(str(tmp_path / "nb.db")) as runs:
+        run = runs.new_run("notebook", llm="local", model=str(tiny_gguf), images="preview",
+                           out_dir=str(tmp_path / "out"), prompt_settings={"drop_gibberish": False})
+        assert run.ingest("demo", samples=2) == {"added": 2, "failed": 0, "skipped": 0}
+        counts = run.process(["analyze"])
+        assert counts["analyze"]["done"] == 2 and counts["generate"]["pending"] == 10
+        feats = run.features()
+        assert feats[0]["features"]["key"] and feats[0]["abc"].startswith("X:")
+        counts = run.process()
+        assert counts["render"]["done"] == 10
+        prompts = run.prompts()
+        assert len(prompts) == 10 and all(p["overall"] is not None and p["image_path"] for p in prompts)
+        rep = run.report()
+        assert rep["modes"]["n_prompts"] == 10
+        assert [r["name"] for r in runs.runs()] == ["notebook"]
+
+
+def test_doctor_reports_each_check(tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT / "cli.py"), "doctor", "--skip-llm", "--db", str(tmp_path / "x.db")],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                       env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    lines = r.stdout.splitlines()
+    names = [line.split("]")[1].split(":")[0].strip() for line in lines if line.startswith("[")]
+    assert {"python", "gpu", "disk", "sdxl weights", "numba cache", "database"} <= set(names)
+    assert any(line.startswith("[warn] gpu") and "→" in line for line in lines)  # no GPU here: warn with the fix
+    assert lines[-1] in ("doctor: ok", "doctor: warn")
+    assert r.returncode == 0
+
+
+def test_doctor_fails_on_a_bad_database(tmp_path):
+    bad = tmp_path / "bad.db"
+    bad.write_text("not a database")
+    r = subprocess.run([sys.executable, str(ROOT / "cli.py"), "doctor", "--skip-llm", "--db", str(bad)],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert r.returncode == 1
+    assert any(line.startswith("[fail] database") for line in r.stdout.splitlines())
+    json.dumps(r.stdout)  # plain text, no traceback
+    assert "Traceback" not in r.stderr
