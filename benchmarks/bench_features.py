@@ -77,6 +77,33 @@ def abc_note_times(abc: str, features: dict) -> list[tuple[float, float, int]]:
     return out
 
 
+def symbolic_key_scores(rows: list[dict]) -> list[float]:
+    """MIREX score of the key profile applied to each excerpt's score notes (no audio)."""
+    import mir_eval
+    from music21 import corpus
+
+    sys.path.insert(0, str(ROOT / "benchmarks" / "evalset"))
+    import render as R
+
+    from m2i.audio import features as F
+
+    out = []
+    for r in rows:
+        score = corpus.parse("bach/" + r["source"].rsplit(".", 1)[0])
+        mo = R.measure_offsets(score.parts[0])
+        st = mo[r["start_measure"]]
+        end = st + 10.0 * r["tempo"] / 60.0
+        hist = np.zeros(12)
+        for part in score.parts:
+            for on, d, m in R.part_notes(part):
+                hist[m % 12] += max(0.0, min(on + d, end) - max(on, st))
+        sc = F.key_scores(hist, F.DEFAULTS["key_profile"])
+        i = int(np.argmax(sc.ravel()))
+        mode = "major" if i < 12 else "minor"
+        out.append(mir_eval.key.weighted_score(f"{r['key']} {r['mode']}", f"{F.key_name(i % 12, mode)} {mode}"))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     import mir_eval
     import soundfile as sf
@@ -89,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split", choices=("all", "dev", "test"), default="all")
     ap.add_argument("--no-e2e", action="store_true", help="skip the 100-clip new-process timing")
     ap.add_argument("--verbose", action="store_true")
+    ap.add_argument("--symbolic", action="store_true",
+                    help="also score the key of each chorale excerpt's own notes (music21 parse, slow)")
     args = ap.parse_args(argv)
     data = Path(args.data)
     labels = json.loads((data / "labels.json").read_text())
@@ -98,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     y0, _ = sf.read(str(data / labels[0]["file"]), dtype="float32")
     analyze_clip(y0)
 
+    local_scores = []
     key_scores, tempo_ok, tempo_ok_folk, meter_rows = [], [], [], []
     chord_num = chord_den = 0.0
     rpa_num = rpa_den = 0
@@ -114,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
             ref = f"{r['key']} {r['mode']}"
             est = f"{f['key']} {f['tonality']}"
             key_scores.append(mir_eval.key.weighted_score(ref, est))
+            if r.get("local_key"):
+                local_scores.append(mir_eval.key.weighted_score(r["local_key"], est))
             if args.verbose and key_scores[-1] < 1:
                 print(f"  key {r['file']}: ref {ref} est {est} ({key_scores[-1]})")
         ok = abs(f["tempo"] - r["tempo"]) <= 0.04 * r["tempo"]
@@ -194,6 +226,13 @@ def main(argv: list[str] | None = None) -> int:
         line("abc_note_f1_50ms", float(np.mean(f1_50)), "target >= 0.80", len(f1_50))
         line("abc_note_f1_100ms", float(np.mean(f1_100)), "onset tolerance 100 ms", len(f1_100))
         line("abc_parsed_by_music21", abc_parsed / len(f1_50), "must be 1.000", len(f1_50))
+    if local_scores:
+        line("key_mirex_vs_local_key", float(np.mean(local_scores)),
+             "chorale_rn clips against the analysis' prevailing local key", len(local_scores))
+    if args.symbolic:
+        sym = symbolic_key_scores([r for r in labels if r.get("key") and r["subset"] != "folk"])
+        line("key_symbolic_excerpt_mirex", float(np.mean(sym)),
+             "same profile on the excerpt's score notes: the ceiling for any excerpt-only method", len(sym))
     tms = np.asarray(times)
     line("analyze_clip_median_s", float(np.median(tms)), "target <= 0.25 s, one thread, warm", tms.size)
     line("analyze_clip_p95_s", float(np.percentile(tms, 95)), "one thread, warm", tms.size)

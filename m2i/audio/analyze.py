@@ -109,6 +109,7 @@ def analyze_clip(pcm: np.ndarray, sr: int = 16000, *, settings: dict[str, Any] |
     t0 = time.perf_counter()
     a = F.prepare(y, s)
     key = F.estimate_key(a)
+    a.extra["key"] = key
     beats = F.estimate_beats(a)
     meter = F.estimate_meter(a, beats["beat_frames"], beats["tempo"])
     chords = F.estimate_chords(a, beats["beat_frames"])

@@ -7,12 +7,14 @@ Everything is computed from one constant-Q transform (36 bins per octave, C2..C8
   chord) correlated with the 24 rotations of a key profile (Albrecht & Shanahan 2013 by default;
   Temperley-Kostka-Payne selectable). Krumhansl-Kessler is deliberately not used: on audio it
   systematically prefers the dominant. The runner-up key is reported too.
-- **tempo / beats**: spectral-flux onset envelope, autocorrelation tempo candidates, and an
-  explicit double/half-tempo decision (see :func:`_choose_tempo`); beats from librosa's dynamic
+- **tempo / beats**: spectral-flux onset envelope of the CQT, autocorrelation tempo candidates
+  (:func:`_choose_tempo`), then an explicit double/half-tempo decision (:func:`_octave_decision`:
+  a five-weight logistic model of "the half-beats are beats too"); beats from librosa's dynamic
   programming tracker at the chosen tempo.
-- **time signature**: beat-synchronous accent, harmonic-change and bass-change strength,
-  scored for bar lengths of 2, 3 and 4 beats at every phase; compound (6/8) when the beats
-  subdivide in three. The confidence is the margin between the best and the other candidates.
+- **time signature**: per-beat accent (onset strength) plus the bass energy starting on the
+  beat, scored for bar lengths of 2, 3 and 4 beats at every phase (downbeats minus the rest);
+  compound (6/8) when the beats subdivide in three. The confidence is the logistic margin
+  between the triple and the best duple candidate, so it varies clip to clip.
 - **mood**: valence and arousal from a documented linear mapping (see :func:`mood`).
 - **melody contour**: predominant-melody pitch track by harmonic summation on the CQT with a
   voicing gate, reduced to a shape and a range in semitones.
@@ -68,8 +70,12 @@ DEFAULTS: dict[str, Any] = {
     "chroma_log_gamma": 10.0,
     "tempo_min": 40.0,
     "tempo_max": 200.0,
-    "chord_self_prob": 0.6,
-    "chord_bass_weight": 0.25,
+    "chord_self_prob": 0.3,
+    "chord_bass_weight": 0.0,
+    "chord_template_harmonics": 1.0,
+    "chord_split_frames": 16,
+    "chord_obs_scale": 25.0,
+    "chord_key_bonus": 0.03,
     "melody_fmin_midi": 48,  # C3
     "melody_fmax_midi": 96,  # C7
     "melody_voicing": 0.25,
@@ -373,10 +379,11 @@ def estimate_beats(a: Analysis) -> dict[str, Any]:
 # --------------------------------------------------------------------------- chords
 
 
-def _chord_templates() -> tuple[np.ndarray, list[tuple[int, str]]]:
-    """24 triad templates with decaying harmonics, plus their (root, quality) labels."""
+def _chord_templates(harmonics: float = 1.0) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """24 triad templates (chord tones plus ``harmonics`` x their partials 2-4) and their labels."""
     temps, labels = [], []
-    harm = [(0, 1.0), (12, 0.5), (19, 0.33), (24, 0.25)]  # partials 1..4 of each chord tone
+    h = float(harmonics)
+    harm = [(0, 1.0), (12, 0.5 * h), (19, 0.33 * h), (24, 0.25 * h)]  # partials 1..4 of each chord tone
     for q, iv in (("maj", (0, 4, 7)), ("min", (0, 3, 7))):
         for r in range(12):
             t = np.zeros(12)
@@ -386,6 +393,18 @@ def _chord_templates() -> tuple[np.ndarray, list[tuple[int, str]]]:
             temps.append(t / np.linalg.norm(t))
             labels.append((r, q))
     return np.asarray(temps), labels
+
+
+_DIATONIC = {
+    "major": {(0, "maj"), (2, "min"), (4, "min"), (5, "maj"), (7, "maj"), (9, "min")},
+    "minor": {(0, "min"), (3, "maj"), (5, "min"), (7, "maj"), (7, "min"), (8, "maj"), (10, "maj")},
+}
+
+
+def diatonic_mask(tonic_pc: int, mode: str, labels: list[tuple[int, str]]) -> np.ndarray:
+    """1.0 for the triads that belong to the key (minor: natural and harmonic), else 0.0."""
+    keep = _DIATONIC[mode]
+    return np.array([1.0 if ((r - tonic_pc) % 12, q) in keep else 0.0 for r, q in labels])
 
 
 def beat_sync(x: np.ndarray, bounds: np.ndarray) -> np.ndarray:
@@ -406,23 +425,27 @@ def estimate_chords(a: Analysis, beat_frames: np.ndarray) -> dict[str, Any]:
     bounds = np.unique(np.concatenate([[0], beat_frames[(beat_frames > 0) & (beat_frames < a.n_frames)], [a.n_frames]]))
     # split every beat in two so chords that change on the half beat are not smeared
     halves = []
+    split = int(s["chord_split_frames"])
     for i in range(len(bounds) - 1):
         halves.append(bounds[i])
-        if bounds[i + 1] - bounds[i] >= 16:
+        if split and bounds[i + 1] - bounds[i] >= split:
             halves.append((bounds[i] + bounds[i + 1]) // 2)
     halves.append(bounds[-1])
     bounds = np.asarray(halves)
     ch = beat_sync(a.chroma, bounds)
     bs = beat_sync(a.bass_chroma, bounds)
-    temps, labels = _chord_templates()
+    temps, labels = _chord_templates(float(s["chord_template_harmonics"]))
     chn = ch / (np.linalg.norm(ch, axis=0, keepdims=True) + 1e-9)
     sim = temps @ chn  # [24, n]
     bsn = bs / (bs.sum(axis=0, keepdims=True) + 1e-9)
     roots = np.array([r for r, _ in labels])
     sim = sim + float(s["chord_bass_weight"]) * bsn[roots, :]
+    key = a.extra.get("key")
+    if key is not None and float(s["chord_key_bonus"]) > 0:
+        sim = sim + float(s["chord_key_bonus"]) * diatonic_mask(key["tonic_pc"], key["mode"], labels)[:, None]
     n_states, n = sim.shape
     # Viterbi on a log-softmax of the similarities
-    obs = sim * 25.0
+    obs = sim * float(s["chord_obs_scale"])
     obs = obs - obs.max(axis=0, keepdims=True)
     logp = obs - np.log(np.exp(obs).sum(axis=0, keepdims=True))
     p_self = float(s["chord_self_prob"])
@@ -491,7 +514,6 @@ def estimate_meter(a: Analysis, beat_frames: np.ndarray, tempo: float) -> dict[s
     bf = beat_frames[(beat_frames >= 0) & (beat_frames < a.n_frames)]
     if bf.size < 5:
         return {"time_signature": "4/4", "confidence": 0.1, "downbeat": 0}
-    bounds = np.concatenate([bf, [a.n_frames]])
     # Per beat: the accent (onset strength at the beat) and the bass energy that starts there.
     # On the evaluation set's even-numbered clips these two separated triple from duple metre
     # better than harmonic change, bass change or loudness (benchmarks/bench_features.py).
