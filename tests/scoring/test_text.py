@@ -75,3 +75,18 @@ def test_every_detail_category_is_lower_case_and_non_trivial():
     for name, vocab in lx.CATEGORIES.items():
         assert len(vocab) >= 40, name
         assert all(t == t.lower() and t.strip() == t for t in vocab), name
+
+
+def test_importing_scoring_loads_no_heavy_library():
+    """``import m2i.scoring`` must stay fast: torch, tokenizers and scipy load only when scoring."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, m2i.scoring, m2i.scoring.legacy, m2i.scoring.views, m2i.exports\n"
+        "heavy = [m for m in ('torch', 'transformers', 'sentence_transformers', 'tokenizers', 'scipy',"
+        " 'librosa', 'safetensors') if m in sys.modules]\n"
+        "print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
