@@ -192,6 +192,8 @@ def run(
     devices: Annotated[str | None, typer.Option("--devices", help="One render worker per GPU: cuda:0,cuda:1 or all.")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Images per SDXL call.")] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="Render at most N images in this run.")] = None,
+    scheduler: Annotated[str | None, typer.Option("--scheduler", help="SDXL scheduler: euler (default), euler_a, dpmpp_2m, ddim, ... or model.")] = None,
+    compile_unet: Annotated[bool | None, typer.Option("--compile/--no-compile", help="torch.compile the SDXL UNet.")] = None,
     stages: Annotated[str | None, typer.Option("--stages", help="Comma-separated stages to run (default all).")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Run seed (prompt and image seeds derive from it).")] = None,
     out: Annotated[str | None, typer.Option("--out", help="Output folder for images and exports.")] = None,
@@ -212,6 +214,10 @@ def run(
         "stages": [s.strip() for s in stages.split(",") if s.strip()] if stages else None,
     }
     settings = _settings(flags, config)
+    extra = {k: v for k, v in (("scheduler", scheduler), ("compile", compile_unet)) if v is not None}
+    if extra:
+        settings.image_options = {**settings.image_options, **extra}
+        flags["image_options"] = settings.image_options
     from m2i.pipeline import run_pipeline
 
     result = run_pipeline(

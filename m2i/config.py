@@ -67,6 +67,7 @@ class Settings(BaseModel):
     devices: str | None = None  # this machine's GPUs for the render stage: "cuda:0,cuda:1" or "all"
     batch_size: int = Field(default=1, ge=1, le=64)
     limit: int | None = Field(default=None, ge=0)
+    image_options: dict[str, Any] = Field(default_factory=dict)  # scheduler, compile, cpu_offload, ...
 
     # runner
     stages: list[str] = Field(default_factory=lambda: ["analyze", "generate", "score", "render"])
@@ -88,7 +89,7 @@ class Settings(BaseModel):
             "dataset", "samples", "seed", "llm", "model", "base_url", "max_tokens", "mel_summary", "batch",
             "prompt_settings",
             "images", "image_model", "width", "height", "steps", "guidance", "refiner", "device",
-            "batch_size", "limit", "max_attempts", "out_dir", "clip_s", "hop_s",
+            "batch_size", "limit", "max_attempts", "out_dir", "clip_s", "hop_s", "image_options",
         )
         cfg = {k: getattr(self, k) for k in keys}
         cfg["modes"] = self.modes()

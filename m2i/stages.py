@@ -330,15 +330,14 @@ class RenderStage(StageImpl):
                 return out + [Outcome(id=row["id"], error=str(exc), retryable=True) for row, _ in jobs]
             host = os.uname().nodename
             for (row, _job), img in zip(jobs, rendered):
+                for note in img.notes:
+                    await asyncio.to_thread(ctx.event, note, level="warning", stage="render", item=row["id"])
                 if img.error:
                     out.append(Outcome(id=row["id"], error=img.error, retryable=False))
                     continue
-                out.append(Outcome(id=row["id"], values={
-                    "path": str(img.path), "host": host, "width": img.width, "height": img.height,
-                    "steps": img.steps, "guidance": img.guidance, "seed": img.seed, "refiner": img.refiner,
-                    "backend": img.backend, "model": img.model, "scheduler": img.scheduler, "device": img.device,
-                    "truncated": img.truncated, "seconds": img.seconds,
-                }))
+                values = img.image_columns()
+                values.pop("error", None)
+                out.append(Outcome(id=row["id"], values={**values, "path": str(img.path), "host": host}))
         return out
 
     async def close(self) -> None:
@@ -350,8 +349,11 @@ class RenderStage(StageImpl):
 
 
 def image_settings(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Backend settings from a run's config: the flags plus ``image_options`` from m2i.toml
+    (scheduler, dtype, compile, cpu_offload, vae, vae_slicing, vae_tiling, ...; docs/images.md)."""
     keys = ("width", "height", "steps", "guidance", "refiner", "device", "batch_size")
-    out = {k: cfg.get(k) for k in keys if cfg.get(k) is not None}
+    out = {**(cfg.get("image_options") or {})}
+    out.update({k: cfg.get(k) for k in keys if cfg.get(k) is not None})
     if cfg.get("image_model"):
         out["model"] = cfg["image_model"]
     return out
