@@ -24,7 +24,7 @@ You turn a short piece of music into one image. You write the prompt that a text
 
 Reply with one JSON object and nothing else, with exactly these keys:
 - "title": 2 to 6 words naming the image.
-- "image_prompt": one line of at most 50 words that Stable Diffusion XL will read. Concrete and \
+- "image_prompt": one line of at most 40 words that Stable Diffusion XL will read. Concrete and \
 visual only: the subject, the setting, the light, the colours, the composition, the medium or \
 style. Comma-separated phrases are fine. No music words (no notes, keys, tempo, instruments, \
 sound), no abstract feelings without something visible that carries them.
@@ -63,16 +63,24 @@ PROMPT_JSON_SCHEMA: dict[str, Any] = {
 }
 """JSON schema of the answer, sent where the API supports structured output."""
 
-LINES_SYSTEM_PROMPT = """\
-You are an art director. For a piece of music you invent one picture that a painter could paint.
-Write three lines, like this example for a slow, sad piece:
-Title: Harbour at dusk
-Image: a quiet harbour at dusk, violet fog over dark water, a lantern on a wooden pier, soft golden light, oil painting
-About: The slow sad music becomes fog and still water, and the lonely lantern is the melody.
-Invent a new picture for the music you are given. Image lists only visible things: places, objects, \
-weather, light, colours, style. Never mention music, notes or sound in Image."""
-"""The short system prompt for small local models, which answer in three labelled lines (the
-negative prompt is the default one and the palette is read from the colours the lines name)."""
+LINES_SYSTEM_PROMPT = (
+    "You are an art director. For a piece of music you invent one picture that a painter could paint. "
+    "Answer in exactly three lines: Title, Image, About. Image lists only visible things: places, objects, "
+    "weather, light, colours, style. Never mention music, notes or sound in Image."
+)
+"""The short system prompt for small local models (``style="lines"``)."""
+
+LINES_EXAMPLE = (
+    "Music: key: D minor; tempo: 60 BPM; mood: sad, calm; melody: descending; dynamics: soft.",
+    "Title: Harbour at dusk\n"
+    "Image: a quiet harbour at dusk, violet fog over dark water, a lantern on a wooden pier, soft golden light, "
+    "oil painting\n"
+    "About: The slow sad music becomes fog and still water, and the lonely lantern is the melody.",
+)
+"""One worked exchange (user, assistant) put before the clip's message in ``style="lines"``: small
+models follow a shown answer far better than a described one. The answer's three labelled lines
+are read by :func:`m2i.prompts.parse.parse_prompt`; the negative prompt is the default one and the
+palette is read from the colours the lines name."""
 
 DEFAULT_NEGATIVE_PROMPT = "text, letters, watermark, signature, blurry, low quality, deformed"
 
@@ -89,7 +97,8 @@ DEFAULTS: dict[str, Any] = {
 }
 """Settings :func:`m2i.prompts.generate.write_prompt` reads. Precedence: these defaults, then the
 provider's ``prompt_settings`` (the local model asks for ``style="lines"``), then ``settings``.
-``style="lines"`` uses :data:`LINES_SYSTEM_PROMPT` and the compact user message."""
+``style="lines"`` uses :data:`LINES_SYSTEM_PROMPT`, :data:`LINES_EXAMPLE` and the compact user
+message, and asks for three labelled lines instead of JSON."""
 
 
 @dataclass
@@ -172,9 +181,13 @@ def build_request(features: dict[str, Any] | None, abc: str | None, *, mode: str
         default_system = SYSTEM_PROMPT
     else:
         raise InputError(f"Prompt style {s['style']!r} is unknown: use 'json' or 'lines'.")
+    messages = [{"role": "user", "content": content}]
+    if s["style"] == "lines":
+        messages = [{"role": "user", "content": LINES_EXAMPLE[0]},
+                    {"role": "assistant", "content": LINES_EXAMPLE[1]}] + messages
     return PromptRequest(
         system=str(s.get("system_prompt") or default_system),
-        messages=[{"role": "user", "content": content}],
+        messages=messages,
         mode=mode,  # type: ignore[arg-type]
         temperature=float(temperature),
         seed=int(seed),

@@ -42,6 +42,7 @@ async def test_local_provider_writes_a_well_formed_prompt(tiny_model, features):
     assert row["tokens_in"] > 0 and row["tokens_out"] > 0 and row["cost_usd"] == 0.0
     assert row["raw"].startswith("{") and "Title:" in row["raw"]
     assert row["negative_prompt"]  # the default negative prompt
+    assert row["llm_attempts"] == 2, "random free text lacks the three lines: generated again under the grammar"
     assert again["image_prompt"] == row["image_prompt"], "same seed, same prompt"
     assert other["image_prompt"] != row["image_prompt"], "another seed, another prompt"
 

