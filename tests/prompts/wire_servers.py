@@ -93,7 +93,7 @@ class WireServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "WireServer":
+    def start(self) -> WireServer:
         self.thread.start()
         return self
 
@@ -101,7 +101,7 @@ class WireServer:
         self.httpd.shutdown()
         self.httpd.server_close()
 
-    def __enter__(self) -> "WireServer":
+    def __enter__(self) -> WireServer:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

@@ -230,10 +230,11 @@ class LocalProvider(LLMProvider):
         sys_text = self._instruct(system, instruction, "temperature")
         chat = ([{"role": "system", "content": sys_text}] if sys_text else []) + list(messages)
         plan = {"always": [True], "never": [False], "fallback": [False, True]}[self.grammar_mode]
-        tokens_in = tokens_out = 0
+        tokens_in = tokens_out = attempts = 0
         async with self._lock:
             t0 = time.perf_counter()
-            for attempt, constrained in enumerate(plan, start=1):
+            for constrained in plan:
+                attempts += 1
                 try:
                     out = await asyncio.to_thread(self._generate, chat, temperature=temperature, seed=seed,
                                                   max_tokens=max_tokens, json_schema=json_schema,
@@ -257,7 +258,7 @@ class LocalProvider(LLMProvider):
             tokens_in=tokens_in,
             tokens_out=tokens_out,
             latency_ms=elapsed,
-            attempts=attempt,
+            attempts=attempts,
             stop_reason=choice.get("finish_reason"),
             raw=json.dumps(out, ensure_ascii=False),
             cost_usd=0.0,
