@@ -63,38 +63,51 @@ def single_worker(url: str, n: int, batch: int) -> float:
     return n / dt
 
 
-def _worker(url: str, run_id: int, name: str, batch: int, q) -> None:
+def _worker(url: str, run_id: int, name: str, batch: int, ready, go, q) -> None:
     store = open_store(url)
+    ops.status_counts(store, run_id)  # connect before the clock starts
+    ready.put(name)
+    go.wait()
     got = []
-    while True:
-        rows = ops.claim(store, "render", worker=name, n=batch, run_id=run_id)
-        if not rows:
-            break
-        acc = ops.complete_many(store, "render", [(r["id"], {"worker": name}) for r in rows], worker=name)
-        got.extend(r["id"] for r, ok in zip(rows, acc) if ok)
-    q.put(got)
+    try:
+        while True:
+            rows = ops.claim(store, "render", worker=name, n=batch, run_id=run_id)
+            if not rows:
+                break
+            acc = ops.complete_many(store, "render", [(r["id"], {"worker": name}) for r in rows], worker=name)
+            got.extend(r["id"] for r, ok in zip(rows, acc) if ok)
+    finally:
+        q.put((name, got, time.perf_counter()))
+        store.close()
 
 
 def many_workers(url: str, n: int, workers: int, batch: int) -> tuple[float, int, int, int]:
+    """Worker processes claim and complete ``n`` rows; the clock runs from "go" (all connected) to
+    the last worker finding nothing left. Returns rows/s, lost, doubled, workers that got rows."""
     store = open_store(url)
     run_id = seed_images(store, n)
     ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(url, run_id, f"w{i}", batch, q)) for i in range(workers)]
-    t0 = time.perf_counter()
+    ready, q, go = ctx.Queue(), ctx.Queue(), ctx.Event()
+    procs = [ctx.Process(target=_worker, args=(url, run_id, f"w{i}", batch, ready, go, q)) for i in range(workers)]
     for p in procs:
         p.start()
-    results = [q.get() for _ in procs]
+    for _ in procs:
+        ready.get(timeout=300)
+    t0 = time.perf_counter()
+    go.set()
+    results = [q.get(timeout=600) for _ in procs]
+    dt = max(r[2] for r in results) - t0
     for p in procs:
-        p.join()
-    dt = time.perf_counter() - t0
-    ids = [i for r in results for i in r]
+        p.join(timeout=60)
+        if p.exitcode != 0:
+            raise SystemExit(f"worker process failed (exit code {p.exitcode}); see its traceback above")
+    ids = [i for r in results for i in r[1]]
     c = collections.Counter(ids)
     doubled = sum(1 for v in c.values() if v > 1)
     counts = ops.status_counts(store, run_id)["render"]
     lost = n - counts["done"]
     store.close()
-    return n / dt, lost, doubled, sum(1 for r in results if r)
+    return n / dt, lost, doubled, sum(1 for r in results if r[1])
 
 
 def status_latency(url: str, n_prompts: int) -> float:

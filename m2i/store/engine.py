@@ -9,12 +9,16 @@ first), and refuses a newer schema, a read-only file or a missing folder with on
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
+import random
 import sqlite3
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import Connection, Engine, make_url
@@ -23,6 +27,9 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from m2i.errors import StoreError
 
 log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 BUSY_TIMEOUT_MS = 30_000
@@ -122,7 +129,7 @@ def make_engine(url: str, *, readonly: bool = False) -> Engine:
                 "PostgreSQL needs the psycopg driver; install it with `pip install 'm2i[pg]'`."
             ) from exc
         opts = {"options": "-c default_transaction_read_only=on"} if readonly else {}
-        return create_engine(url, connect_args=opts, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        return create_engine(url, connect_args=opts, pool_pre_ping=False, pool_size=10, max_overflow=20)
     raise StoreError(f"Unsupported database URL {url!r}; use a SQLite path or postgresql+psycopg://.")
 
 
@@ -161,6 +168,38 @@ def _current_revision(conn: Connection) -> tuple[str | None, set[str]]:
         return None, tables
     row = conn.execute(text("SELECT version_num FROM alembic_version")).first()
     return (row[0] if row else None), tables
+
+
+TRANSIENT_SQLSTATES = {"40P01": "deadlock", "40001": "serialization failure"}
+TRANSIENT_TRIES = 8
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a database error means "run the same transaction again" (deadlock, serialization)."""
+    orig = getattr(exc, "orig", None)
+    return getattr(orig, "sqlstate", None) in TRANSIENT_SQLSTATES
+
+
+def retry_transient(fn: Callable[P, R]) -> Callable[P, R]:
+    """Run a whole store operation again when PostgreSQL aborted its transaction as a deadlock victim.
+
+    Every operation in :mod:`m2i.store.ops` is one transaction that was rolled back in full, so
+    running it again is safe. SQLite never raises these (``BEGIN IMMEDIATE`` serialises writers).
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        for attempt in range(TRANSIENT_TRIES):
+            try:
+                return fn(*args, **kwargs)
+            except DBAPIError as exc:
+                if not is_transient(exc) or attempt == TRANSIENT_TRIES - 1:
+                    raise
+                log.info("%s: %s, trying again", fn.__name__, TRANSIENT_SQLSTATES[exc.orig.sqlstate])
+                time.sleep(random.uniform(0.005, 0.02) * (2**attempt))
+        raise AssertionError("unreachable")
+
+    return wrapper
 
 
 @dataclass

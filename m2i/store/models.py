@@ -223,9 +223,12 @@ class Report(SQLModel, table=True):
 
 
 class StageCount(SQLModel, table=True):
-    """Rows per (run, stage, status), kept exact by triggers (see migration 0002).
+    """Rows per (run, stage, status), kept exact by triggers (migrations 0002 and 0003).
 
     ``m2i status`` and the dashboard read these few rows instead of counting 100,000s of rows.
+    The true count is the sum over ``shard``: SQLite writes shard 0 only; PostgreSQL writes each
+    connection's changes into its own shard (its backend pid), so concurrent runners never wait
+    for one another on a counter row (no hot row, no deadlock between claim and completion).
     """
 
     __tablename__ = "stage_count"
@@ -233,7 +236,15 @@ class StageCount(SQLModel, table=True):
     run_id: int = Field(foreign_key="run.id", primary_key=True, ondelete="CASCADE")
     stage: str = Field(primary_key=True, max_length=16)
     status: str = Field(primary_key=True, max_length=16)
+    shard: int = Field(default=0, primary_key=True, sa_column_kwargs={"server_default": "0", "autoincrement": False})
     n: int = Field(default=0, nullable=False)
 
 
 TABLES_BY_STAGE = {"analyze": Sample, "generate": Prompt, "score": Score, "render": Image}
+
+# The claim's order (priority first, then oldest) read straight from an index, so taking n rows
+# touches n index entries instead of sorting every pending row of the run (migration 0003).
+for _model in TABLES_BY_STAGE.values():
+    _c = _model.__table__.c  # type: ignore[attr-defined]
+    Index(f"ix_{_model.__tablename__}_claim", _c.run_id, _c.status, _c.priority.desc(), _c.id)
+del _model, _c

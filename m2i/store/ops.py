@@ -3,7 +3,10 @@
 Every mutating call runs in one write transaction (``BEGIN IMMEDIATE`` on SQLite) and returns
 what it changed. Claiming is one ``UPDATE ... WHERE id IN (SELECT ... LIMIT :n) RETURNING *``
 that also sets the lease owner and expiry; on PostgreSQL the inner select adds
-``FOR UPDATE SKIP LOCKED`` (:func:`_claimable_ids`), which is the only dialect-specific line.
+``FOR UPDATE SKIP LOCKED`` (:func:`_skip_locked`, the only dialect-specific function), on SQLite
+the transaction is ``BEGIN IMMEDIATE``. Callers never learn which database they talk to.
+Mutating calls are retried whole when PostgreSQL picks their transaction as a deadlock victim
+(:func:`m2i.store.engine.retry_transient`).
 
 Completing a row creates its downstream rows in the same transaction, so a crash can never
 leave a finished sample without its prompts, nor a finished prompt without its score and image.
@@ -19,11 +22,11 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, exists, func, insert, not_, or_, select, update
+from sqlalchemy import Table, bindparam, exists, func, insert, not_, select, update
 from sqlalchemy.engine import Connection
 
 from m2i.errors import InputError, StoreError
-from m2i.store.engine import Store
+from m2i.store.engine import Store, retry_transient
 from m2i.store.models import (
     STAGES,
     TABLES_BY_STAGE,
@@ -105,6 +108,7 @@ def update_run_config(store: Store, run_id: int, config: dict[str, Any]) -> None
         conn.execute(update(_t(Run)).where(_t(Run).c.id == run_id).values(config=config))
 
 
+@retry_transient
 def set_paused(store: Store, run_id: int, paused: bool) -> bool:
     """Pause or resume a run; returns whether anything changed. Work in flight finishes."""
     t = _t(Run)
@@ -223,26 +227,45 @@ def _jsonable(value: Any) -> Any:
 # --------------------------------------------------------------------------- claiming
 
 
-def _claimable_ids(conn: Connection, stage: str, *, run_id: int | None, now: datetime, n: int):
-    """The one dialect-aware piece: which rows a worker may take now."""
+def _claimable_ids(conn: Connection, stage: str, *, run_id: int | None, now: datetime, n: int, expired: bool):
+    """Which rows of a stage a worker may take now: pending ones, or (``expired``) running ones
+    whose worker's lease ran out. Highest priority first, then oldest; read in that order from
+    ``ix_<table>_claim`` so that taking n rows touches about n index entries."""
     t = table_of(stage)
     r = _t(Run)
-    cond = [
-        or_(t.c.status == Status.pending.value, and_(t.c.status == Status.running.value, t.c.lease_until < now)),
-        t.c.run_id.in_(select(r.c.id).where(r.c.paused == False, r.c.cancelled == False)),  # noqa: E712
-    ]
+    if expired:
+        cond = [t.c.status == Status.running.value, t.c.lease_until < now]
+    else:
+        cond = [t.c.status == Status.pending.value]
     if run_id is not None:
+        # Run-level conditions checked once per claim, not once per row.
         cond.append(t.c.run_id == run_id)
+        cond.append(exists().where(r.c.id == run_id, r.c.paused == False, r.c.cancelled == False))  # noqa: E712
+    else:
+        cond.append(t.c.run_id.in_(select(r.c.id).where(r.c.paused == False, r.c.cancelled == False)))  # noqa: E712
     if stage == "score":
         # Originality is relative to the whole run: wait until its prompts are all written.
         p = _t(Prompt)
-        cond.append(not_(exists().where(p.c.run_id == t.c.run_id, p.c.status.in_(ACTIVE))))
+        prompt_run = run_id if run_id is not None else t.c.run_id
+        cond.append(not_(exists().where(p.c.run_id == prompt_run, p.c.status.in_(ACTIVE))))
     q = select(t.c.id).where(*cond).order_by(t.c.priority.desc(), t.c.id).limit(n)
+    return _skip_locked(conn, q)
+
+
+def _skip_locked(conn: Connection, q):
+    """The one dialect-aware piece of claiming: rows another transaction holds are passed over.
+
+    PostgreSQL: ``SELECT ... FOR UPDATE SKIP LOCKED`` inside the claiming ``UPDATE``, so many
+    runners claim at once and never wait for (or take) each other's rows. SQLite: the whole
+    transaction is ``BEGIN IMMEDIATE`` (one writer at a time), so the plain select is already exclusive.
+    Returns something ``Column.in_()`` accepts.
+    """
     if conn.dialect.name == "postgresql":
-        q = q.with_for_update(skip_locked=True)
+        return q.with_for_update(skip_locked=True).scalar_subquery()
     return q
 
 
+@retry_transient
 def claim(
     store: Store, stage: str, *, worker: str, n: int = 1, lease_s: float = 60.0, run_id: int | None = None
 ) -> list[dict[str, Any]]:
@@ -254,14 +277,15 @@ def claim(
     t = table_of(stage)
     now = utcnow()
     with store.transaction() as conn:
+        exhausted = select(t.c.id).where(
+            t.c.status == Status.running.value,
+            t.c.lease_until < now,
+            t.c.attempts >= t.c.max_attempts,
+            *([t.c.run_id == run_id] if run_id is not None else []),
+        )
         dead = conn.execute(
             update(t)
-            .where(
-                t.c.status == Status.running.value,
-                t.c.lease_until < now,
-                t.c.attempts >= t.c.max_attempts,
-                *([t.c.run_id == run_id] if run_id is not None else []),
-            )
+            .where(t.c.id.in_(_skip_locked(conn, exhausted)))
             .values(
                 status=Status.failed.value,
                 error="its worker stopped (lease expired) on every attempt",
@@ -272,24 +296,29 @@ def claim(
         ).all()
         for row_id, rid in dead:
             _event(conn, rid, "error", stage, row_id, "failed: its worker stopped on every attempt")
-        ids = _claimable_ids(conn, stage, run_id=run_id, now=now, n=n)
-        rows = conn.execute(
-            update(t)
-            .where(t.c.id.in_(ids.scalar_subquery() if conn.dialect.name == "postgresql" else ids))
-            .values(
-                status=Status.running.value,
-                attempts=t.c.attempts + 1,
-                lease_until=now + timedelta(seconds=lease_s),
-                worker=worker,
-                started_at=now,
-            )
-            .returning(*t.c)
-        ).mappings().all()
+        rows: list[Any] = []
+        for expired in (True, False):  # a dead worker's rows first: they were started before
+            if len(rows) >= n:
+                break
+            ids = _claimable_ids(conn, stage, run_id=run_id, now=now, n=n - len(rows), expired=expired)
+            rows += conn.execute(
+                update(t)
+                .where(t.c.id.in_(ids))
+                .values(
+                    status=Status.running.value,
+                    attempts=t.c.attempts + 1,
+                    lease_until=now + timedelta(seconds=lease_s),
+                    worker=worker,
+                    started_at=now,
+                )
+                .returning(*t.c)
+            ).mappings().all()
     out = [dict(r) for r in rows]
     out.sort(key=lambda r: (-r["priority"], r["id"]))
     return out
 
 
+@retry_transient
 def renew(store: Store, stage: str, ids: Sequence[int], *, worker: str, lease_s: float = 60.0) -> int:
     """Extend the lease of rows this worker still holds; returns how many it still holds."""
     if not ids:
@@ -303,6 +332,7 @@ def renew(store: Store, stage: str, ids: Sequence[int], *, worker: str, lease_s:
         ).rowcount
 
 
+@retry_transient
 def release(store: Store, stage: str, ids: Sequence[int], *, worker: str) -> int:
     """Hand rows back unprocessed (graceful shutdown): pending again, the attempt not counted."""
     if not ids:
@@ -321,6 +351,7 @@ def complete(store: Store, stage: str, row_id: int, *, worker: str, values: dict
     return complete_many(store, stage, [(row_id, values or {})], worker=worker)[0]
 
 
+@retry_transient
 def complete_many(
     store: Store, stage: str, items: Sequence[tuple[int, dict[str, Any]]], *, worker: str
 ) -> list[bool]:
@@ -351,6 +382,7 @@ def complete_many(
             vals = {k: v for k, v in values.items() if k in t.c and k not in _RESERVED}
             groups.setdefault(tuple(sorted(vals)), []).append({"b_id": row_id, **{f"b_{k}": v for k, v in vals.items()}})
         for keys, params in groups.items():
+            params.sort(key=lambda p: p["b_id"])  # one lock order for every writer
             stmt = (
                 update(t)
                 .where(t.c.id == bindparam("b_id"))
@@ -394,6 +426,7 @@ def _create_downstream(conn: Connection, stage: str, rows: list[dict[str, Any]])
         conn.execute(insert(_t(Image)), values)
 
 
+@retry_transient
 def fail(
     store: Store, stage: str, row_id: int, *, worker: str, error: str, retryable: bool = True
 ) -> str | None:
@@ -438,6 +471,7 @@ def _select_rows(t: Table, *, run_id: int | None, ids: Sequence[int] | None, sta
     return cond
 
 
+@retry_transient
 def requeue(
     store: Store,
     *,
@@ -473,6 +507,7 @@ def requeue(
     return out
 
 
+@retry_transient
 def cancel(
     store: Store, *, run_id: int | None = None, stage: str | None = None, ids: Sequence[int] | None = None
 ) -> dict[str, int]:

@@ -13,29 +13,78 @@ from m2i.errors import StoreError
 from m2i.store import open_store, ops
 
 
-@pytest.fixture
-def store(tmp_path):
-    s = open_store(tmp_path / "m2i.db")
-    yield s
-    s.close()
+# The ``store`` and ``db_url`` fixtures (tests/store/conftest.py) run each test that takes them on
+# SQLite and on PostgreSQL.
 
 
-def test_new_database_is_wal_with_foreign_keys(store):
+def test_new_database_is_wal_with_foreign_keys(tmp_path):
+    store = open_store(tmp_path / "m2i.db")
     with store.read() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
 
 
-def test_models_and_migrations_agree(tmp_path):
+def test_models_and_migrations_agree(db_url):
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
     from sqlmodel import SQLModel
 
-    s = open_store(tmp_path / "x.db")
+    s = open_store(db_url)
     with s.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), SQLModel.metadata)
+    s.close()
     assert diff == []
+
+
+def test_empty_postgresql_database_is_created_at_head(empty_pg_url):
+    from m2i.store.engine import head_revision
+
+    s = open_store(empty_pg_url)
+    assert s.dialect == "postgresql"
+    with s.read() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == head_revision()
+    run_id = seed_run(s, 2)
+    assert ops.status_counts(s, run_id)["analyze"]["pending"] == 2
+    s.close()
+
+
+def test_postgresql_database_of_another_program_is_refused(empty_pg_url):
+    from sqlalchemy import create_engine
+
+    e = create_engine(empty_pg_url)
+    with e.begin() as conn:
+        conn.execute(text("CREATE TABLE customers (id integer)"))
+    with pytest.raises(StoreError, match="not an m2i database"):
+        open_store(empty_pg_url)
+    with e.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM information_schema.tables WHERE table_schema='public'")).scalar() == 1
+    e.dispose()
+
+
+def test_unreachable_postgresql_server_is_one_sentence():
+    with pytest.raises(StoreError, match="Cannot open the database"):
+        open_store("postgresql+psycopg://m2i@127.0.0.1:9/none?connect_timeout=2")
+
+
+def test_migrations_go_down_and_up_again_keeping_counts(db_url):
+    """Every revision downgrades and upgrades; the stage counts survive the 0003 reshaping."""
+    from alembic import command
+
+    from m2i.store.engine import alembic_config
+
+    s = open_store(db_url)
+    run_id = seed_run(s, 3)
+    ops.claim(s, "analyze", worker="w", n=1, run_id=run_id)
+    url = s.url
+    s.close()
+    command.downgrade(alembic_config(url), "0002")
+    command.upgrade(alembic_config(url), "head")
+    s = open_store(db_url)
+    assert ops.status_counts(s, run_id)["analyze"] == {"pending": 2, "running": 1, "done": 0, "failed": 0, "cancelled": 0}
+    r = ops.claim(s, "analyze", worker="w", n=5, run_id=run_id)
+    assert len(r) == 2 and ops.status_counts(s, run_id)["analyze"]["running"] == 3
+    s.close()
 
 
 def test_single_alembic_head():
