@@ -99,6 +99,8 @@ class M2IApp(App[None]):
         self.view: View | None = None
         self.refreshes = 0
         self._events: list = []
+        self._notes: list[tuple[int, str, str]] = []
+        self._note_seq = -1
         self._report: dict[str, Any] | None = None
         self._report_id: int | None = None
         self._report_at = -1e9
@@ -149,7 +151,7 @@ class M2IApp(App[None]):
             self._report_at = self._clock()
         rates = self.rates.update(snap.counts) if snap.run else {}
         self.view = View(snap=snap, rates=rates, events=self._events, report=self._report,
-                         report_id=self._report_id)
+                         report_id=self._report_id, notes=list(self._notes))
         self._show()
         self.refreshes += 1
         if self._again:
@@ -221,14 +223,14 @@ class M2IApp(App[None]):
 
     @on(RunnerNote)
     def _runner_note(self, message: RunnerNote) -> None:
-        screen = self.get_screen("dashboard") if "dashboard" in self._installed_modes() else None
-        if isinstance(screen, DashboardScreen) and screen.is_mounted:
-            screen.note(message.text, level=message.level)
+        self._note_seq += 1
+        self._notes.append((self._note_seq, message.level, message.text))
+        del self._notes[:-EVENTS_KEPT]
+        if self.view is not None:
+            self.view.notes = list(self._notes)
+            self._show()
         if message.level == "error":
             self.notify(message.text, severity="error", timeout=10)
-
-    def _installed_modes(self) -> set[str]:
-        return {name for name in self.MODES if self._screen_stacks.get(name)}
 
     # ------------------------------------------------------------------ keys
 

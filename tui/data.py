@@ -654,7 +654,8 @@ class View:
     """What the app hands to the visible screen: the latest snapshot plus what it accumulated.
 
     ``events`` keeps the newest run events across refreshes, ``rates`` the per-stage throughput
-    and ETA, ``report`` the newest convergent-vs-divergent report (read only when it changed).
+    and ETA, ``report`` the newest convergent-vs-divergent report (read only when it changed),
+    ``notes`` the ``(seq, level, text)`` log lines of a runner in this process (``m2i tui --run``).
     """
 
     snap: Snapshot
@@ -662,3 +663,4 @@ class View:
     events: list[EventRow] = field(default_factory=list)
     report: dict[str, Any] | None = None
     report_id: int | None = None
+    notes: list[tuple[int, str, str]] = field(default_factory=list)

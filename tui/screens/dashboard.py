@@ -43,10 +43,9 @@ class DashboardScreen(DataScreen):
         self._snap = view.snap
         if view.snap.run is not None:
             self.query_one(StagePanel).show(view.snap.counts, view.rates)
-        self.query_one(EventLog).add(view.events)
-
-    def note(self, message: str, *, level: str = "info") -> None:
-        self.query_one(EventLog).note(message, level=level)
+        log = self.query_one(EventLog)
+        log.add(view.events)
+        log.add_notes(view.notes)
 
     def action_toggle_pause(self) -> None:
         run = self._snap.run if self._snap else None

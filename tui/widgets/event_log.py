@@ -29,12 +29,20 @@ class EventLog(RichLog):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id, max_lines=500, wrap=True, markup=False, auto_scroll=True, min_width=20)
         self.last_id = 0
+        self.notes_shown = 0
 
     def add(self, events: Iterable[EventRow]) -> None:
         for e in events:
             if e.id > self.last_id:
                 self.write(event_text(e), expand=True)
                 self.last_id = e.id
+
+    def add_notes(self, notes: list[tuple[int, str, str]]) -> None:
+        """Append the ``(seq, level, text)`` notes not shown yet."""
+        for seq, level, text in notes:
+            if seq >= self.notes_shown:
+                self.note(text, level=level)
+                self.notes_shown = seq + 1
 
     def note(self, message: str, *, level: str = "info") -> None:
         """A line from this process (the embedded runner's log), not from the database."""

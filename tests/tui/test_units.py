@@ -1,0 +1,79 @@
+"""The dashboard's plain parts: throughput and ETA, report condensing, import weight, the in-process runner."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from conftest import refreshed, wait_until
+
+from tui.data import Reader, RateTracker, Want, condense_report, format_eta
+
+
+def test_rate_and_eta_from_successive_counts():
+    now = [0.0]
+    tracker = RateTracker(window_s=60.0, clock=lambda: now[0])
+    counts = {"render": {"pending": 100, "running": 2, "done": 0, "failed": 0, "cancelled": 0}}
+    assert tracker.update(counts)["render"] == (None, None)  # one sample: no rate yet
+    now[0] = 30.0
+    counts = {"render": {"pending": 70, "running": 2, "done": 29, "failed": 1, "cancelled": 0}}
+    rate, eta = tracker.update(counts)["render"]
+    assert rate == 60.0  # 30 rows finished in 30 s
+    assert eta == 72.0  # 72 rows left at one per second
+    now[0] = 200.0  # nothing finished for a long time: the old samples leave the window
+    rate, eta = tracker.update(counts)["render"]
+    assert rate == 0.0 and eta is None
+
+
+def test_eta_formatting():
+    assert [format_eta(x) for x in (None, 0, 59, 61, 3599, 7322)] == ["-", "0s", "59s", "1m01s", "59m59s", "2h02m"]
+
+
+def test_sqlite_report_reading_matches_the_full_report(seeded_db):
+    full = json.loads(sqlite3.connect(seeded_db).execute("SELECT data FROM report").fetchone()[0])
+    expected = condense_report(full)
+    snap = Reader(str(seeded_db)).snapshot(Want(report=True))
+    assert snap.report_changed and snap.report == expected
+    assert len(expected["clip_diffs"]["originality"]) == 5
+    # the report is read only when asked for, and not again once the app holds it
+    again = Reader(str(seeded_db)).snapshot(Want(report=True, report_id=snap.report_id))
+    assert again.report is None and again.report_id == snap.report_id
+    assert Reader(str(seeded_db)).snapshot(Want()).report is None
+
+
+def test_importing_the_app_stays_light():
+    code = ("import sys, tui.app; heavy = [m for m in ('torch', 'librosa', 'diffusers', 'transformers', "
+            "'llama_cpp', 'sentence_transformers', 'sqlalchemy') if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).parents[2]).stdout.strip()
+    assert out == "[]"
+
+
+async def test_run_flag_starts_the_pipeline_in_this_process(tmp_path):
+    from m2i.config import Settings
+    from tui.app import make_app
+
+    sr = 16000
+    t = np.arange(sr * 2) / sr
+    np.save(tmp_path / "clips.npy", np.stack([0.3 * np.sin(2 * np.pi * f * t) for f in (220.0, 330.0)]).astype(np.float32))
+    db = tmp_path / "inproc.db"
+    settings = Settings(db=str(db), dataset=str(tmp_path / "clips.npy"), stages=["render"], images="preview",
+                        run_name="in-process")
+    app = make_app(None, None, settings=settings, refresh_s=0.2)
+    assert app.host is not None
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: not app.host.running and app.host.result is not None, timeout=30,
+                         what="the in-process runner to finish")
+        await refreshed(pilot)
+        header = str(app.screen.query_one("#run-header").content)
+        assert "run in-process (#1)" in header and "preview" in header
+        from tui.widgets.event_log import EventLog
+
+        lines = "\n".join(line.text for line in app.screen.query_one(EventLog).lines)
+        assert "images: preview" in lines and "runner finished" in lines
+        await pilot.press("q")
+    assert app.host.error is None
