@@ -230,3 +230,38 @@ async def test_api_key_never_leaks(anthropic_server, features, fast_retry, caplo
     assert API_KEY not in str(info.value) and "***" in str(info.value)
     assert API_KEY not in row["raw"] and API_KEY not in repr(row)
     assert API_KEY not in caplog.text
+
+
+async def test_generate_batch_stores_the_id_before_waiting_and_a_restart_collects(anthropic_server, features, caps):
+    from m2i.prompts.batch import BatchItem, generate_batch
+
+    anthropic_server.batch_polls = 2  # in progress at the first poll
+    items = [BatchItem(prompt_id=100 + slot, features=features, abc=ABC, mode=mode, temperature=t, seed=seed)
+             for slot, mode, t, seed in SLOTS]
+    stored: list[tuple[str, list[int]]] = []
+
+    async def store(batch_id, prompt_ids):
+        assert anthropic_server.batches[batch_id]["polls"] == 0, "stored before any waiting"
+        stored.append((batch_id, prompt_ids))
+
+    provider = get_provider("anthropic", model="claude-sonnet-4-6", capabilities=caps)
+    rows = await generate_batch(provider, items, on_submitted=store, poll_s=0.01)
+    assert stored and stored[0][1] == [100, 101, 102, 103, 104]
+    assert sorted(rows) == [100, 101, 102, 103, 104]
+    assert all(isinstance(r, dict) and r["image_prompt"] and r["realised_by"] == "temperature" for r in rows.values())
+
+    # the runner restarts with the stored id: nothing is submitted again
+    again = await generate_batch(provider, items, batch_id=stored[0][0], poll_s=0.01)
+    await provider.aclose()
+    assert len(anthropic_server.posts("/v1/messages/batches")) == 1
+    assert {k: v["image_prompt"] for k, v in again.items()} == {k: v["image_prompt"] for k, v in rows.items()}
+    assert anthropic_server.ok == 5
+
+
+async def test_generate_batch_needs_a_batch_api(ollama_server, features):
+    from m2i.prompts.batch import BatchItem, generate_batch
+
+    provider = get_provider("ollama", model="llama3.2")
+    with pytest.raises(ProviderError, match="no batch API: run without --batch"):
+        await generate_batch(provider, [BatchItem(1, features, ABC, "convergent", 0.4, 1)])
+    await provider.aclose()

@@ -158,5 +158,5 @@ class OllamaProvider(LLMProvider):
 
     async def aclose(self) -> None:
         if self._client is not None:
-            await self._client._client.aclose()
+            await self._client.close()
             self._client = None
