@@ -164,20 +164,17 @@ def notes_to_abc(
         offs = _to_beats(np.array([n[1] for n in notes]), bt, tempo) - downbeat
         first_bar = int(np.floor(ons.min() * per_beat / bar_units))
         origin = first_bar * bar_units
-        last_end = -1
         for on, off, (_, _, midi) in zip(ons, offs, notes):
-            s = int(round(on * per_beat / step)) * step - origin
+            s = max(0, int(round(on * per_beat / step)) * step - origin)
             e = int(round(off * per_beat / step)) * step - origin
-            s = max(s, last_end if last_end > 0 else 0)
             if e <= s:
                 e = s + step
-            if events and s < events[-1][1]:
+            if events and s < events[-1][1]:  # overlap: the earlier note ends where this one starts
                 prev = events[-1]
                 if s <= prev[0]:
-                    continue
+                    continue  # both quantised to the same slot: keep the first
                 events[-1] = (prev[0], s, prev[2])
             events.append((s, e, midi))
-            last_end = e
     body_tokens: list[str] = []
     if not events:
         body_tokens = ["z" + str(bar_units), "|]"]

@@ -134,7 +134,7 @@ def prepare(y: np.ndarray, settings: dict[str, Any] | None = None) -> Analysis:
             fmin=librosa.midi_to_hz(CQT_FMIN_MIDI),
             n_bins=N_BINS,
             bins_per_octave=BPO,
-            res_type="soxr_hq",
+            res_type="polyphase",
         )
     ).astype(np.float32)
     # chroma: centre bin of each semitone carries the most weight, neighbours less
