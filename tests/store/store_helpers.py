@@ -79,3 +79,31 @@ class RecordingStage(StageImpl):
 
 def all_stages(log: Path | None = None, delay: float = 0.0, **kw) -> list[StageImpl]:
     return [RecordingStage(s, log=log, delay=delay, **kw) for s in ops.STAGE_ORDER]
+
+
+def seed_render_rows(store, n: int) -> int:
+    """A run whose analysis and prompts are done and whose ``n`` image rows wait (bulk insert)."""
+    from sqlalchemy import insert, select
+
+    from m2i.store.models import Image, Prompt, Run, Sample
+
+    n_samples = max(1, -(-n // 5))
+    with store.transaction() as conn:
+        run_id = conn.execute(
+            insert(Run.__table__).values(name="render-only", config={}, created_at=ops.utcnow())
+            .returning(Run.__table__.c.id)
+        ).scalar_one()
+        conn.execute(insert(Sample.__table__), [
+            {"run_id": run_id, "idx": i, "source": f"s{i}", "meta": {}, "status": "done"} for i in range(n_samples)
+        ])
+        sids = conn.execute(select(Sample.__table__.c.id).where(Sample.__table__.c.run_id == run_id)).scalars().all()
+        conn.execute(insert(Prompt.__table__), [
+            {"run_id": run_id, "sample_id": sid, "slot": k, "mode": "convergent" if k < 3 else "divergent",
+             "temperature": 0.4 if k < 3 else 0.8, "seed": k, "status": "done"}
+            for sid in sids for k in range(5)
+        ])
+        pids = conn.execute(
+            select(Prompt.__table__.c.id).where(Prompt.__table__.c.run_id == run_id).order_by(Prompt.__table__.c.id)
+        ).scalars().all()
+        conn.execute(insert(Image.__table__), [{"run_id": run_id, "prompt_id": pid} for pid in pids[:n]])
+    return int(run_id)

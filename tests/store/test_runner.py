@@ -1,4 +1,7 @@
-"""The runner: stages end to end, failures, two runners, kill -9 recovery, graceful stop."""
+"""The runner: stages end to end, failures, two and four runners, kill -9 recovery, graceful stop.
+
+Every test runs on SQLite and on PostgreSQL (the ``db_url`` fixture in conftest.py).
+"""
 
 from __future__ import annotations
 
@@ -11,8 +14,9 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from sqlalchemy import text
-from store_helpers import RecordingStage, all_stages, seed_run
+from store_helpers import RecordingStage, all_stages, seed_render_rows, seed_run
 
 from m2i.runner import Runner
 from m2i.store import open_store, ops
@@ -37,8 +41,8 @@ def _assert_complete(store, run_id, n_samples):
         assert conn.execute(text("SELECT count(DISTINCT prompt_id) FROM image")).scalar() == n_samples * 5
 
 
-def test_all_stages_run_to_completion(tmp_path):
-    store = open_store(tmp_path / "m2i.db")
+def test_all_stages_run_to_completion(tmp_path, db_url):
+    store = open_store(db_url)
     run_id = seed_run(store, 4)
     log = tmp_path / "log"
     _run(store, run_id, all_stages(log))
@@ -50,8 +54,8 @@ def test_all_stages_run_to_completion(tmp_path):
     assert len(log.read_text().split("\n")[:-1]) == len(lines)
 
 
-def test_a_failing_stage_keeps_the_error_and_others_go_on(tmp_path):
-    store = open_store(tmp_path / "m2i.db")
+def test_a_failing_stage_keeps_the_error_and_others_go_on(db_url):
+    store = open_store(db_url)
     run_id = seed_run(store, 3, config={"max_attempts": 2, "seed": 0})
     impls = [RecordingStage("analyze", fail_ids={1})] + [RecordingStage(s) for s in ("generate", "score", "render")]
     _run(store, run_id, impls)
@@ -67,14 +71,14 @@ def test_a_failing_stage_keeps_the_error_and_others_go_on(tmp_path):
     _assert_complete(store, run_id, 3)
 
 
-def test_a_stage_that_raises_does_not_stop_the_runner(tmp_path):
+def test_a_stage_that_raises_does_not_stop_the_runner(db_url):
     class Exploding(RecordingStage):
         async def process(self, rows, ctx):
             if any(r["idx"] == 0 for r in rows):
                 raise ValueError("unexpected")
             return await super().process(rows, ctx)
 
-    store = open_store(tmp_path / "m2i.db")
+    store = open_store(db_url)
     run_id = seed_run(store, 2, config={"max_attempts": 1})
     _run(store, run_id, [Exploding("analyze")])
     with store.read() as conn:
@@ -82,8 +86,8 @@ def test_a_stage_that_raises_does_not_stop_the_runner(tmp_path):
     assert rows[0] == "ValueError: unexpected" and rows[1] == "done"
 
 
-def test_graceful_stop_releases_work_in_flight(tmp_path):
-    store = open_store(tmp_path / "m2i.db")
+def test_graceful_stop_releases_work_in_flight(db_url):
+    store = open_store(db_url)
     run_id = seed_run(store, 4)
 
     async def main():
@@ -100,16 +104,16 @@ def test_graceful_stop_releases_work_in_flight(tmp_path):
         assert conn.execute(text("SELECT max(attempts) FROM sample")).scalar() == 0
 
 
-def _spawn(db, run_id, log, delay, lease="2.0"):
+def _spawn(db, run_id, log, delay, lease="2.0", stages="analyze,generate,score,render", batch=2):
     return subprocess.Popen(
-        [sys.executable, str(SCRIPT), str(db), str(run_id), str(log), str(delay), "analyze,generate,score,render", lease],
+        [sys.executable, str(SCRIPT), str(db), str(run_id), str(log), str(delay), stages, lease, str(batch)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONPATH": str(Path.cwd())},
     )
 
 
-def test_two_runners_never_process_a_row_twice(tmp_path):
-    db = tmp_path / "m2i.db"
+def test_two_runners_never_process_a_row_twice(tmp_path, db_url):
+    db = db_url
     store = open_store(db)
     run_id = seed_run(store, 12)
     log = tmp_path / "log"
@@ -125,8 +129,8 @@ def test_two_runners_never_process_a_row_twice(tmp_path):
     assert len(pids) == 2  # both runners did work
 
 
-def test_kill_9_then_run_again_finishes_everything_exactly_once(tmp_path):
-    db = tmp_path / "m2i.db"
+def test_kill_9_then_run_again_finishes_everything_exactly_once(tmp_path, db_url):
+    db = db_url
     store = open_store(db)
     run_id = seed_run(store, 10)
     log = tmp_path / "log"
@@ -145,3 +149,26 @@ def test_kill_9_then_run_again_finishes_everything_exactly_once(tmp_path):
     out, err = p2.communicate(timeout=120)
     assert p2.returncode == 0, err
     _assert_complete(store, run_id, 10)
+
+
+@pytest.mark.slow
+def test_four_runners_share_10000_rows_exactly_once(tmp_path, db_url):
+    """Four runner processes on one database, 10,000 image rows: each row is done once, by one
+    worker, and every runner got a share."""
+    store = open_store(db_url)
+    run_id = seed_render_rows(store, 10_000)
+    log = tmp_path / "log"
+    procs = [_spawn(db_url, run_id, log, 0.0, lease="60", stages="render", batch=50) for _ in range(4)]
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    counts = ops.status_counts(store, run_id)["render"]
+    assert counts == {"pending": 0, "running": 0, "done": 10_000, "failed": 0, "cancelled": 0}
+    lines = log.read_text().splitlines()
+    ids = collections.Counter(line.split()[1] for line in lines)
+    assert len(ids) == 10_000 and max(ids.values()) == 1  # exactly once
+    assert len({line.split()[2] for line in lines}) == 4  # all four runners worked
+    with store.read() as conn:
+        assert conn.execute(text("SELECT count(*) FROM image WHERE attempts <> 1 OR worker IS NULL")).scalar() == 0
+        assert conn.execute(text("SELECT count(DISTINCT worker) FROM image")).scalar() == 4
+    store.close()
