@@ -80,4 +80,7 @@ def test_every_demo_abc_parses(demo_results):
         assert re.search(r"^Q:(1/4|3/8)=\d+$", abc, re.M), name
         notes = abc_notes(abc)
         assert len(notes) >= 8, name
-        assert {p for _, _, p in notes} == {p for _, _, p in out["features"]["melody_notes"]}, name
+        melody = out["features"]["melody_notes"]
+        # every written note is a transcribed one; only notes quantised onto the same slot are merged
+        assert {p for _, _, p in notes} <= {p for _, _, p in melody}, name
+        assert len(notes) >= 0.8 * len(melody), name
