@@ -114,3 +114,73 @@ def test_every_query_in_the_sql_cookbook_runs_and_returns_rows(store_with_scores
             assert cols and rows, q
     finally:
         ro.close()
+
+
+@pytest.fixture(scope="module")
+def pg_url():
+    """A throwaway PostgreSQL server (scripts/pg.sh); skipped where PostgreSQL is not installed."""
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        pytest.skip("psycopg is not installed (pip install 'm2i[pg]'); PostgreSQL view test skipped")
+    url = os.environ.get("M2I_TEST_PG_URL")
+    if url:
+        yield url
+        return
+    if not (shutil.which("initdb") or any(Path("/usr/lib/postgresql").glob("*/bin/initdb"))):
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql); PostgreSQL view test skipped")
+    pg_sh = Path(__file__).resolve().parents[2] / "scripts" / "pg.sh"
+    workdir = tempfile.mkdtemp(prefix="m2i-pgviews-")
+    os.chmod(workdir, 0o755)
+    r = subprocess.run(["bash", str(pg_sh), "start", workdir], capture_output=True, text=True, timeout=180)
+    if r.returncode != 0:
+        shutil.rmtree(workdir, ignore_errors=True)
+        pytest.fail(f"could not start a throwaway PostgreSQL server: {r.stderr.strip()}")
+    try:
+        yield r.stdout.strip().splitlines()[-1]
+    finally:
+        subprocess.run(["bash", str(pg_sh), "stop", workdir], capture_output=True, timeout=120)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_views_on_postgresql(pg_url):
+    """The PostgreSQL text gives the same rows as SQLite for legacy and full-form features."""
+    from m2i.store import ops
+
+    store = open_store(pg_url)
+    try:
+        run_id = ops.create_run(store, name="pg views", config={})
+        feats = [{"key": "F", "tonality": "minor", "tempo": 125.0, "mood": "upbeat, dark"}, FULL]
+        with store.transaction() as conn:
+            for idx, f in enumerate(feats):
+                sid = conn.execute(insert(Sample.__table__).values(
+                    run_id=run_id, idx=idx, source="s", meta={}, features=f, status="done")).inserted_primary_key[0]
+                for slot, mode in enumerate(("convergent", "convergent", "divergent")):
+                    pid = conn.execute(insert(Prompt.__table__).values(
+                        run_id=run_id, sample_id=sid, slot=slot, mode=mode, temperature=0.4, seed=1, text="t",
+                        status="done")).inserted_primary_key[0]
+                    conn.execute(insert(Score.__table__).values(
+                        run_id=run_id, prompt_id=pid, status="done", originality=0.1 * slot, elaboration=0.5,
+                        alignment=0.5, coherence=0.5, overall=0.5))
+            for stmt in create_statements("postgresql"):
+                conn.execute(text(stmt))
+        with store.read() as conn:
+            rows = conn.execute(text("SELECT sample_idx, slot, key, tempo, mood, originality, image_path "
+                                     "FROM v_prompt_scores WHERE run_id = :r ORDER BY 1, 2"), {"r": run_id}).all()
+            summary = {r.mode: r for r in conn.execute(text("SELECT * FROM v_mode_summary WHERE run_id = :r"),
+                                                       {"r": run_id})}
+        assert [tuple(r) for r in rows[:1]] == [(0, 0, "F", 125.0, "upbeat, dark", 0.0, None)]
+        assert (rows[3].key, rows[3].tempo, rows[3].mood) == ("F#", 96.0, '["tense", "driving"]')
+        assert (summary["convergent"].n_scored, summary["divergent"].n_scored) == (4, 2)
+        assert summary["convergent"].mean_originality == pytest.approx(0.05)
+        with store.transaction() as conn:
+            for stmt in drop_statements("postgresql"):
+                conn.execute(text(stmt))
+    finally:
+        store.close()
