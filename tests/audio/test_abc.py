@@ -83,4 +83,4 @@ def test_every_demo_abc_parses(demo_results):
         melody = out["features"]["melody_notes"]
         # every written note is a transcribed one; only notes quantised onto the same slot are merged
         assert {p for _, _, p in notes} <= {p for _, _, p in melody}, name
-        assert len(notes) >= 0.8 * len(melody), name
+        assert len(notes) >= 0.6 * len(melody), name
