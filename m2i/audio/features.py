@@ -68,7 +68,7 @@ DEFAULTS: dict[str, Any] = {
     "key_bass_weight": 0.5,
     "key_final_weight": 0.3,
     "chroma_log_gamma": 10.0,
-    "tempo_min": 40.0,
+    "tempo_min": 45.0,
     "tempo_max": 200.0,
     "chord_self_prob": 0.3,
     "chord_bass_weight": 0.0,

@@ -161,3 +161,16 @@ def test_importing_the_audio_package_stays_light():
             "print(','.join(heavy))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert res.stdout.strip() == ""
+
+
+def test_analyze_lines_reports_bad_files_and_goes_on(tmp_path):
+    import soundfile as sf
+
+    from m2i.audio.cli_support import analyze_lines, human_summary
+
+    sf.write(tmp_path / "good.wav", synth_notes(scale_notes(60, MAJOR_STEPS, bpm=90), duration=5.0), SR)
+    sf.write(tmp_path / "quiet.wav", np.zeros(SR * 2, np.float32), SR)
+    lines = [json.loads(x) for x in analyze_lines([tmp_path / "quiet.wav", tmp_path / "good.wav"])]
+    assert "silent" in lines[0]["error"]
+    assert lines[1]["features"]["tempo"] > 0 and lines[1]["abc"].startswith("X:1")
+    assert "tempo:" in human_summary(lines[1]) and "silent" in human_summary(lines[0])

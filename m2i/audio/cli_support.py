@@ -1,0 +1,45 @@
+"""Helpers for ``m2i analyze FILE... [--json]`` (the CLI itself lives in ``cli.py``)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from m2i.errors import InputError
+
+
+def analyze_lines(paths: Iterable[str | Path], *, settings: dict[str, Any] | None = None) -> Iterator[str]:
+    """Analyse files one by one and yield one JSON object per line.
+
+    Parameters
+    ----------
+    paths : iterable of str or Path
+        Audio files (or .npy files: their first clip).
+    settings : dict or None
+        Passed to :func:`m2i.audio.analyze.analyze_clip`.
+
+    Yields
+    ------
+    str
+        ``{"file": ..., "features": {...}, "abc": ..., "duration_s": ...}`` for a good file, or
+        ``{"file": ..., "error": "one sentence"}`` for a bad one; the other files go on.
+    """
+    from m2i.audio.analyze import analyze_file
+
+    for path in paths:
+        try:
+            out = analyze_file(path, settings=settings)
+        except InputError as exc:
+            out = {"file": str(path), "error": str(exc)}
+        yield json.dumps(out, ensure_ascii=False)
+
+
+def human_summary(result: dict[str, Any]) -> str:
+    """A few readable lines for ``m2i analyze`` without ``--json``."""
+    from m2i.features import describe
+
+    if "error" in result:
+        return f"{result['file']}: {result['error']}"
+    return f"{result['file']}\n" + "\n".join("  " + line for line in describe(result["features"]).splitlines())
