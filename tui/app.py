@@ -24,7 +24,7 @@ from textual.message import Message
 from textual.worker import Worker, WorkerState
 
 from m2i.errors import M2IError
-from tui.data import Actions, Reader, RateTracker, Snapshot, View, Want
+from tui.data import Actions, RateTracker, Reader, Snapshot, View, Want
 from tui.runner_host import RunnerHost
 from tui.screens.base import DataScreen, RefreshWanted
 from tui.screens.compare import CompareScreen

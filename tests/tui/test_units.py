@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from conftest import refreshed, wait_until
 
-from tui.data import Reader, RateTracker, Want, condense_report, format_eta
+from tui.data import RateTracker, Reader, Want, condense_report, format_eta
 
 
 def test_rate_and_eta_from_successive_counts():

@@ -9,7 +9,7 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import DataTable, Static
 
-from tui.data import STAGE_ORDER, FAILURES_LIMIT, View, Want
+from tui.data import FAILURES_LIMIT, STAGE_ORDER, View, Want
 from tui.screens.base import DataScreen
 from tui.screens.confirm import ConfirmScreen
 from tui.widgets.failures_table import FailuresTable
