@@ -12,7 +12,6 @@ from store_helpers import make_clips, seed_run
 from m2i.errors import StoreError
 from m2i.store import open_store, ops
 
-
 # The ``store`` and ``db_url`` fixtures (tests/store/conftest.py) run each test that takes them on
 # SQLite and on PostgreSQL.
 
