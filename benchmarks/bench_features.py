@@ -255,8 +255,8 @@ def main(argv: list[str] | None = None) -> int:
             "def one(p):\n    y,sr=sf.read(p,dtype='float32');return analyze_clip(y,sr)['features']['tempo']\n"
             "if __name__=='__main__':\n"
             "    with ProcessPoolExecutor(2) as ex: r=list(ex.map(one,files,chunksize=5))\n"
-            "    print(len(r), time.perf_counter()-t)\n" % (str(ROOT), files)
-        )
+            "    print(len(r), time.perf_counter()-t)\n"
+        ).replace("%r", "{!r}").format(str(ROOT), files)
         script = data / "_e2e.py"
         script.write_text(code)
         t = time.perf_counter()

@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         entries.append({"file": name, "piece": f"J. S. Bach, chorale {Path(path).name}",
                         "corpus": path, "bars": f"{start_m}-{last_m}", "instruments": desc, "tempo_bpm": qpm,
                         "time_signature": ts.ratioString, "key": f"{key[0]} {key[1]}" if key else None})
-    for k, (book, meter, bpm, inst) in enumerate(FOLK):
+    for book, meter, bpm, inst in FOLK:
         opus = corpus.parse(f"essenFolksong/{book}")
         for sc in opus.scores:
             tss = list(sc.recurse().getElementsByClass("TimeSignature"))

@@ -97,7 +97,7 @@ def analyze_clip(pcm: np.ndarray, sr: int = 16000, *, settings: dict[str, Any] |
     problem = check_pcm(arr, int(sr))
     if problem:
         raise InputError(problem[0].upper() + problem[1:])
-    y = to_mono_16k(arr, int(sr)) if sr != SR else np.asarray(arr, dtype=np.float32)
+    y = to_mono_16k(arr, int(sr)) if (sr != SR or arr.dtype.kind in "iu") else np.asarray(arr, dtype=np.float32)
     peak = float(np.max(np.abs(y)))
     if peak > 1.0:
         y = y / peak

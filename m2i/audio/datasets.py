@@ -101,8 +101,8 @@ def _allowed() -> dict[tuple[str, str], Any]:
     """The only globals an annotation pickle may name: numpy arrays, dtypes, scalars, containers."""
     if not _ALLOWED_GLOBALS:
         import builtins
-        import collections
         import codecs
+        import collections
 
         reconstruct = np.ndarray.__reduce__(np.zeros(1))[0]
         scalar = np.float64(0).__reduce__()[0]

@@ -122,12 +122,15 @@ def key_name(tonic_pc: int, mode: str) -> str:
 
 def prepare(y: np.ndarray, settings: dict[str, Any] | None = None) -> Analysis:
     """Compute the CQT, chroma, onset envelope and loudness of a 16 kHz clip."""
+    import warnings
+
     import librosa
 
     s = {**DEFAULTS, **(settings or {})}
     y = np.ascontiguousarray(y, dtype=np.float32)
-    C = np.abs(
-        librosa.cqt(
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # short clips: librosa warns about its low octaves
+        C = librosa.cqt(
             y,
             sr=SR,
             hop_length=HOP,
@@ -136,7 +139,7 @@ def prepare(y: np.ndarray, settings: dict[str, Any] | None = None) -> Analysis:
             bins_per_octave=BPO,
             res_type="polyphase",
         )
-    ).astype(np.float32)
+    C = np.abs(C).astype(np.float32)
     # chroma: centre bin of each semitone carries the most weight, neighbours less
     gamma = float(s["chroma_log_gamma"])
     semis = C.reshape(N_OCT * 12, 3, -1)
@@ -245,7 +248,6 @@ def _choose_tempo(onset: np.ndarray, s: dict[str, Any]) -> tuple[float, float, d
     motion in chorales is not).
     """
     ac = _autocorr(onset)
-    lags = np.arange(ac.size)
     tmin, tmax = float(s["tempo_min"]), float(s["tempo_max"])
     lag_min = int(math.floor(60.0 * FPS / tmax))
     lag_max = min(ac.size - 1, int(math.ceil(60.0 * FPS / tmin)))

@@ -36,7 +36,7 @@ def test_demo_clips_tempo_meter_and_key(demo_results):
 
 
 def test_feature_record_is_complete_json(demo_results):
-    for name, (_, out) in demo_results.items():
+    for _name, (_, out) in demo_results.items():
         f = out["features"]
         json.dumps(out)
         assert set(f["confidence"]) == set(FEATURE_NAMES)
