@@ -33,7 +33,7 @@ class InvalidOutput(ValueError):
 class VisualPrompt(BaseModel):
     """The validated answer."""
 
-    title: str
+    title: str = ""
     image_prompt: str
     negative_prompt: str = ""
     palette: list[str] = []
@@ -295,7 +295,8 @@ def parse_prompt(text: str, *, clip_limit: int = 75, drop_music_words: bool = Fa
         if loop:
             raise InvalidOutput(f"the {name} loops on the phrase {loop!r}")
     if not vp.title:
-        vp.title = " ".join(vp.image_prompt.split(",")[0].split()[:6])
+        first = " ".join(vp.image_prompt.split(",")[0].split()[:6])
+        vp.title = first[:1].upper() + first[1:]
     if not vp.description:
         vp.description = vp.image_prompt
     if drop_music_words:

@@ -139,3 +139,8 @@ def test_run_together_words_of_small_models_are_dropped():
     assert vp.image_prompt == "a dark beach, a lone torch, violet fog over water"
     with pytest.raises(InvalidOutput, match="invented words"):
         parse_prompt("Title: x\nImage: izhitha ezgjha, javamu thatsntnadc, a lamp\nAbout: Odd.\n", drop_gibberish=True)
+
+
+def test_answer_without_title_gets_one_from_its_image_prompt():
+    vp, _ = parse_prompt("Image: a grand cathedral, dark sky over the sea\nAbout: The upbeat music turns to stone.")
+    assert vp.title == "A grand cathedral" and vp.description == "The upbeat music turns to stone."

