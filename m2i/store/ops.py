@@ -556,6 +556,35 @@ def status_counts(store: Store, run_id: int | None = None, *, conn: Connection |
         return _query(c)
 
 
+def image_locations(store: Store, run_id: int, *, missing_only: bool = False) -> list[dict[str, Any]]:
+    """Where each finished image of a run lives, and whether its file is reachable from here.
+
+    With runners on several machines, each writes images to the folder it was given (a shared
+    mount, or a local disk); the row records the host and the path. ``m2i export`` uses this to
+    say which files it cannot read from the machine it runs on.
+
+    Returns
+    -------
+    list of dict
+        ``{"id", "prompt_id", "path", "host", "device", "worker", "reachable"}`` per done image
+        (``reachable``: the path is a file here), in id order; only unreachable ones when
+        ``missing_only``.
+    """
+    from pathlib import Path
+
+    t = _t(Image)
+    q = (
+        select(t.c.id, t.c.prompt_id, t.c.path, t.c.host, t.c.device, t.c.worker)
+        .where(t.c.run_id == run_id, t.c.status == Status.done.value)
+        .order_by(t.c.id)
+    )
+    with store.read() as conn:
+        rows = [dict(r) for r in conn.execute(q).mappings()]
+    for r in rows:
+        r["reachable"] = bool(r["path"]) and Path(r["path"]).is_file()
+    return [r for r in rows if not r["reachable"]] if missing_only else rows
+
+
 def is_active(counts: dict[str, dict[str, int]], stages: Iterable[str] = STAGE_ORDER) -> bool:
     return any(counts[s]["pending"] + counts[s]["running"] for s in stages)
 
@@ -597,7 +626,7 @@ def latest_report(store: Store, run_id: int, kind: str) -> dict[str, Any] | None
 
 __all__ = [
     "DEFAULT_MODES", "STAGES", "STAGE_ORDER", "add_samples", "cancel", "claim", "complete", "complete_many",
-    "create_run", "derive_seed", "fail", "get_run", "is_active", "latest_report", "list_runs", "load_pcm",
+    "create_run", "derive_seed", "fail", "get_run", "image_locations", "is_active", "latest_report", "list_runs", "load_pcm",
     "log_event", "recent_events", "release", "renew", "requeue", "save_report", "set_paused", "status_counts",
     "table_of", "update_run_config",
 ]

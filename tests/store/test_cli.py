@@ -147,3 +147,44 @@ def test_import_m2i_stays_light():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == ""
+
+
+def test_status_sql_and_requeue_on_postgresql_while_runners_are_live(tmp_path, pg_url):
+    """Against PostgreSQL the same commands work unchanged, and a requeue issued while two
+    runners are working is picked up by them: every row ends done, each processed once."""
+    import collections
+    import time
+
+    from test_runner import _assert_complete, _spawn
+
+    store = open_store(pg_url)
+    run_id = seed_run(store, 12, config={"seed": 1, "max_attempts": 1})
+    for row in ops.claim(store, "analyze", worker="earlier", n=3, run_id=run_id):
+        ops.fail(store, "analyze", row["id"], worker="earlier", error="model crashed", retryable=False)
+    log = tmp_path / "log"
+    procs = [_spawn(pg_url, run_id, log, 0.05, lease="60") for _ in range(2)]
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and not (log.exists() and log.read_text().count("generate") >= 5):
+            time.sleep(0.05)
+        r = m2i("status", "--json", "--db", pg_url)
+        assert r.returncode == 0, r.stderr
+        stages = json.loads(r.stdout)["stages"]
+        assert sum(stages["analyze"].values()) == 12 and stages["analyze"]["failed"] == 3
+        r = m2i("requeue", "--db", pg_url)
+        assert r.returncode == 0 and "analyze: 3" in r.stdout, (r.stdout, r.stderr)
+        r = m2i("sql", "SELECT count(*) AS n FROM sample", "--json", "--db", pg_url)
+        assert json.loads(r.stdout) == {"n": 12}
+        r = m2i("sql", "DELETE FROM sample", "--db", pg_url)
+        assert r.returncode == 1 and "read-only" in r.stderr and "Traceback" not in r.stderr
+    finally:
+        for p in procs:
+            out, err = p.communicate(timeout=120)
+            assert p.returncode == 0, err
+    # The requeue may land after both runners decided they were finished; a third one mops up.
+    p = _spawn(pg_url, run_id, log, 0.0, lease="60")
+    p.communicate(timeout=120)
+    _assert_complete(store, run_id, 12)
+    entries = collections.Counter(tuple(line.split()[:2]) for line in log.read_text().splitlines())
+    assert max(entries.values()) == 1
+    store.close()

@@ -311,3 +311,26 @@ def test_stage_counts_stay_exact_through_every_change(store):
         for stage, table in (("analyze", "sample"), ("generate", "prompt"), ("score", "score"), ("render", "image")):
             real = dict(conn.execute(text(f"SELECT status, count(*) FROM {table} GROUP BY status")).all())
             assert {k: v for k, v in counts[stage].items() if v} == real, stage
+
+
+def test_image_locations_say_which_files_are_not_here(store, tmp_path):
+    """Images rendered on two machines: the one whose file is on this machine's disk is
+    reachable, the one another host wrote to its own disk is not."""
+    run_id = seed_run(store, 1)
+    s = ops.claim(store, "analyze", worker="w", run_id=run_id)[0]
+    ops.complete(store, "analyze", s["id"], worker="w", values={})
+    prompts = ops.claim(store, "generate", worker="w", n=5, run_id=run_id)
+    ops.complete_many(store, "generate", [(p["id"], {}) for p in prompts], worker="w")
+    here = tmp_path / "out" / "a.png"
+    here.parent.mkdir()
+    here.write_bytes(b"\x89PNG\r\n\x1a\n")
+    imgs = ops.claim(store, "render", worker="boxA:1:cuda:0", n=2, run_id=run_id)
+    ops.complete(store, "render", imgs[0]["id"], worker="boxA:1:cuda:0",
+                 values={"path": str(here), "host": "boxA", "device": "cuda:0"})
+    ops.complete(store, "render", imgs[1]["id"], worker="boxA:1:cuda:0",
+                 values={"path": "/scratch/boxB-only/b.png", "host": "boxB", "device": "cuda:1"})
+    locs = ops.image_locations(store, run_id)
+    assert [(x["host"], x["reachable"]) for x in locs] == [("boxA", True), ("boxB", False)]
+    missing = ops.image_locations(store, run_id, missing_only=True)
+    assert [x["path"] for x in missing] == ["/scratch/boxB-only/b.png"]
+    assert missing[0]["worker"] == "boxA:1:cuda:0" and missing[0]["device"] == "cuda:1"
