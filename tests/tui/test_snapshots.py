@@ -1,6 +1,7 @@
 """Screenshots of every screen at 80x24 and 120x40 on a seeded run (update with --snapshot-update).
 
-Time never moves in these apps (frozen clock, pinned timestamps, reads only on demand), so a
+The 120x40 variants are marked slow (with the tmux test they double the directory's run time);
+``-m "not slow"`` keeps the 80x24 set. Time never moves in these apps (frozen clock, pinned timestamps, reads only on demand), so a
 changed screenshot means changed layout or content.
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 import pytest
 from conftest import refreshed
 
-SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 40), id="120x40")]
+SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 40), id="120x40", marks=pytest.mark.slow)]
 
 
 def keys_then_refresh(*keys: str):
