@@ -125,7 +125,7 @@ def test_long_prompt_is_fitted_and_repeated_phrases_dropped():
 
 
 def test_importing_prompts_stays_light():
-    code = ("import sys, m2i.prompts.generate, m2i.prompts.providers; "
+    code = ("import sys, m2i.prompts.generate, m2i.prompts.providers, m2i.prompts.batch; "
             "heavy = {'anthropic', 'openai', 'ollama', 'llama_cpp', 'torch', 'transformers', 'httpx'}; "
             "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
