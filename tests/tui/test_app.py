@@ -260,3 +260,19 @@ async def test_sample_detail_shows_features_abc_prompts_and_image(seeded_db, fro
         assert type(body).__module__.startswith("textual_image")
         await pilot.press("escape")
         assert isinstance(app.screen, SamplesScreen)
+
+
+async def test_a_report_of_another_shape_does_not_break_compare(seeded_db, frozen_app):
+    """A run imported from the earlier scripts carries its own report layout: show what fits, no crash."""
+    store = open_store(str(seeded_db))
+    try:
+        ops.save_report(store, 1, "modes", {"convergent_metrics": {"originality_avg": 1.0}, "metrics": "n/a"})
+    finally:
+        store.close()
+    app = frozen_app(seeded_db)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("c")
+        await refreshed(pilot)
+        assert isinstance(app.screen, CompareScreen)
+        assert app.screen.query_one(MetricsTable).row_count == 0
+        assert "0 clips paired" in label_text(app.screen.query_one("#compare-summary", Static))

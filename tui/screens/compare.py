@@ -47,8 +47,8 @@ class CompareScreen(DataScreen):
             summary.update("no scores yet: the comparison appears once the score stage has written it")
         else:
             summary.update(
-                f"{report.get('n_pairs', 0)} clips paired · {report.get('n_prompts', 0)} prompts · "
-                f"diff = div - conv · * p < {report.get('alpha', 0.05)} · d_z effect size"
+                f"{report.get('n_pairs') or 0} clips paired · {report.get('n_prompts') or 0} prompts · "
+                f"diff = div - conv · * p < {report.get('alpha') or 0.05} · d_z effect size"
             )
         self.query_one(MetricsTable).show(report)
         self.query_one(DiffPlot).report = report

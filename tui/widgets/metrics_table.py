@@ -56,9 +56,11 @@ class MetricsTable(DataTable):
         self.clear()
         if not report:
             return
-        for name, s in (report.get("metrics") or {}).items():
-            self.add_row(*metric_cells(name, s), key=name)
-        if report.get("diversity"):
+        metrics = report.get("metrics")
+        for name, s in (metrics.items() if isinstance(metrics, dict) else ()):
+            if isinstance(s, dict):  # a report of another shape (an imported run) shows what it can
+                self.add_row(*metric_cells(name, s), key=name)
+        if isinstance(report.get("diversity"), dict) and report["diversity"]:
             self.add_row(*metric_cells("diversity", report["diversity"]), key="diversity")
         if self.row_count:
             self.move_cursor(row=min(current, self.row_count - 1))
