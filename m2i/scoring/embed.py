@@ -205,7 +205,7 @@ class Embedder:
         *,
         precision: Precision = "auto",
         max_tokens: int = 128,
-        batch_tokens: int = 4096,
+        batch_tokens: int = 1024,
         cache_size: int = 50_000,
         threads: int | None = None,
     ) -> None:
