@@ -20,7 +20,7 @@ from m2i.errors import BackendError, InputError, ProviderError
 from m2i.runner import Outcome, RunContext, StageImpl, make_process_pool
 from m2i.store import ops
 from m2i.store.engine import Store
-from m2i.store.models import Image, LLMModel, Prompt, Sample, Score, Status, utcnow
+from m2i.store.models import Image, LLMBatch, LLMModel, Prompt, Sample, Score, Status, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +143,13 @@ class GenerateStage(StageImpl):
             self.llm, model=model, base_url=self.base_url, capabilities=DBCapabilities(ctx.store), **options
         )
         await self.provider.check()
+        how = self.provider.realisation
+        msg = (f"prompts: {self.provider.name} {self.provider.model}: convergent and divergent realised by "
+               + ({"temperature": "temperature (0.4 / 0.8 by default)",
+                   "instruction": "instructions (this model refuses sampling parameters)"}.get(how or "", "whatever "
+                  "the first answer shows (temperature if the model accepts it, else instructions)")))
+        log.info("%s", msg)
+        await asyncio.to_thread(ctx.event, msg, stage="generate")
 
     async def process(self, rows: list[dict[str, Any]], ctx: RunContext) -> list[Outcome]:
         from m2i.prompts.generate import write_prompt
@@ -164,6 +171,95 @@ class GenerateStage(StageImpl):
     async def close(self) -> None:
         if self.provider is not None:
             await self.provider.aclose()
+
+
+class BatchGenerateStage(GenerateStage):
+    """``--batch``: the prompts go to Anthropic's Message Batches API (half price).
+
+    Each claim takes every claimable prompt of the run. Prompts already sent in a stored batch
+    (table ``llm_batch``) are not sent again: a restarted runner polls and collects that batch
+    from its id. The batch id is committed before any waiting starts.
+    """
+
+    batch_size = 100_000
+    concurrency = 1
+    poll_s = 30.0
+
+    def __init__(self, *, model: str | None, base_url: str | None, settings: dict[str, Any]) -> None:
+        settings = dict(settings)
+        self.poll_s = float(settings.pop("batch_poll_s", self.poll_s))
+        super().__init__(llm="anthropic", model=model, base_url=base_url, settings=settings, concurrency=1)
+
+    async def process(self, rows: list[dict[str, Any]], ctx: RunContext) -> list[Outcome]:
+        from m2i.prompts.generate import _settings as prompt_settings
+        from m2i.prompts.generate import prompt_from_completion
+        from m2i.prompts.providers.base import BatchError, BatchRequest
+        from m2i.prompts.template import build_request
+
+        ids = {r["id"] for r in rows}
+        open_batches = await asyncio.to_thread(_open_batches, ctx.store, ctx.run_id)
+        mine = [b for b in open_batches if ids & set(b["prompt_ids"])]
+        covered = {i for b in mine for i in b["prompt_ids"]}
+        new = [r for r in rows if r["id"] not in covered]
+        s = prompt_settings(self.provider, self.settings)
+        if new:
+            reqs = []
+            for r in new:
+                sample = await asyncio.to_thread(_sample_inputs, ctx.store, r["sample_id"])
+                q = build_request(sample.get("features") or {}, sample.get("abc"), mode=r["mode"],
+                                  temperature=r["temperature"], seed=r["seed"], settings=s)
+                reqs.append(BatchRequest(custom_id=f"prompt-{r['id']}", messages=q.messages, temperature=q.temperature,
+                                         seed=q.seed, max_tokens=q.max_tokens, system=q.system,
+                                         instruction=q.instruction, json_schema=q.json_schema))
+            batch_id = await self.provider.submit_batch(reqs)
+            row = await asyncio.to_thread(_save_batch, ctx.store, ctx.run_id, batch_id, [r["id"] for r in new])
+            await asyncio.to_thread(ctx.event, f"Message Batch {batch_id} submitted with {len(new)} prompts", stage="generate")
+            mine.append(row)
+        results: dict[str, Any] = {}
+        for b in mine:
+            while (status := await self.provider.batch_status(b["batch_id"])) != "ended":
+                log.info("Message Batch %s is %s; next look in %.0f s", b["batch_id"], status, self.poll_s)
+                await asyncio.sleep(self.poll_s)
+            results.update(await self.provider.collect_batch(b["batch_id"]))
+            await asyncio.to_thread(_mark_batch, ctx.store, b["id"])
+        out = []
+        for r in rows:
+            item = results.get(f"prompt-{r['id']}")
+            if item is None:
+                out.append(Outcome(id=r["id"], error="the Message Batch returned no result for this prompt"))
+            elif isinstance(item, BatchError):
+                out.append(Outcome(id=r["id"], error=f"Message Batch item {item.kind}: {item.message}",
+                                   retryable=item.retryable))
+            else:
+                try:
+                    out.append(Outcome(id=r["id"], values=prompt_from_completion(item, provider="anthropic", settings=s)))
+                except ProviderError as exc:
+                    out.append(Outcome(id=r["id"], error=str(exc), retryable=exc.retryable))
+        return out
+
+
+def _open_batches(store: Store, run_id: int) -> list[dict[str, Any]]:
+    t = LLMBatch.__table__
+    with store.read() as conn:
+        return [dict(r) for r in conn.execute(
+            select(t.c.id, t.c.batch_id, t.c.prompt_ids).where(t.c.run_id == run_id, t.c.status != "collected")
+        ).mappings()]
+
+
+def _save_batch(store: Store, run_id: int, batch_id: str, prompt_ids: list[int]) -> dict[str, Any]:
+    t = LLMBatch.__table__
+    with store.transaction() as conn:
+        new_id = conn.execute(insert(t).values(
+            run_id=run_id, provider="anthropic", batch_id=batch_id, status="submitted", prompt_ids=prompt_ids,
+            created_at=utcnow(),
+        ).returning(t.c.id)).scalar_one()
+    return {"id": new_id, "batch_id": batch_id, "prompt_ids": prompt_ids}
+
+
+def _mark_batch(store: Store, row_id: int) -> None:
+    t = LLMBatch.__table__
+    with store.transaction() as conn:
+        conn.execute(update(t).where(t.c.id == row_id).values(status="collected", collected_at=utcnow()))
 
 
 # --------------------------------------------------------------------------- score
@@ -388,12 +484,15 @@ def build_stages(
     if "analyze" in names:
         impls.append(AnalyzeStage(settings={"spectrogram": bool(cfg.get("mel_summary"))}))
     if "generate" in names:
-        impls.append(GenerateStage(
-            llm=cfg.get("llm") or "local", model=cfg.get("model"), base_url=cfg.get("base_url"),
-            settings={**(cfg.get("prompt_settings") or {}), "max_tokens": cfg.get("max_tokens", 400),
-                      "batch": bool(cfg.get("batch"))},
-        ))
-        notes.append(f"prompts: {cfg.get('llm') or 'local'} {cfg.get('model') or '(default model)'}")
+        llm = cfg.get("llm") or "local"
+        psettings = {**(cfg.get("prompt_settings") or {}), "max_tokens": cfg.get("max_tokens", 400)}
+        if cfg.get("batch"):
+            if llm != "anthropic":
+                raise InputError(f"--batch works with --llm anthropic (Message Batches), not {llm!r}.")
+            impls.append(BatchGenerateStage(model=cfg.get("model"), base_url=cfg.get("base_url"), settings=psettings))
+        else:
+            impls.append(GenerateStage(llm=llm, model=cfg.get("model"), base_url=cfg.get("base_url"), settings=psettings))
+        notes.append(f"prompts: {llm} {cfg.get('model') or '(default model)'}" + (" via Message Batches" if cfg.get("batch") else ""))
     if "score" in names:
         impls.append(ScoreStage())
     if "render" in names:
