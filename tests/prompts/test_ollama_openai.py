@@ -66,8 +66,9 @@ async def test_ollama_unreachable_is_one_sentence(monkeypatch, fast_retry):
     await provider.aclose()
 
 
-@pytest.mark.parametrize("fault", [{"status": 500}, {"status": 503}, "drop", "malformed", ("hang", 2.5)],
-                         ids=["500", "503", "dropped-connection", "malformed-body", "timeout"])
+@pytest.mark.parametrize("fault", [{"status": 429, "headers": {"retry-after": "0.1"}}, {"status": 500},
+                                   {"status": 503}, "drop", "malformed", ("hang", 2.5)],
+                         ids=["429", "500", "503", "dropped-connection", "malformed-body", "timeout"])
 async def test_ollama_transient_faults_are_retried(ollama_server, features, fast_retry, fault):
     provider = get_provider("ollama", model="llama3.2", retry=fast_retry, timeout=1.0)
     ollama_server.inject("/api/chat", fault)
