@@ -102,3 +102,20 @@ def test_doctor_fails_on_a_bad_database(tmp_path):
     assert any(line.startswith("[fail] database") for line in r.stdout.splitlines())
     json.dumps(r.stdout)  # plain text, no traceback
     assert "Traceback" not in r.stderr
+
+
+def test_any_command_upgrades_an_older_database(tmp_path):
+    """Even read-only commands (status, sql) bring an older schema to head, after copying the file aside."""
+    from alembic import command
+
+    from m2i.store.engine import alembic_config, head_revision
+
+    db = tmp_path / "m2i.db"
+    command.upgrade(alembic_config(f"sqlite:///{db}"), "0001")
+    r = subprocess.run([sys.executable, str(ROOT / "cli.py"), "status", "--db", str(db)],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert r.returncode == 0, r.stderr
+    import sqlite3
+
+    assert sqlite3.connect(db).execute("SELECT version_num FROM alembic_version").fetchone() == (head_revision(),)
+    assert (tmp_path / "m2i.db.bak-0001").exists()
