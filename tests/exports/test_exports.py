@@ -137,3 +137,25 @@ def test_export_errors_are_one_clear_sentence(store, small_legacy, tmp_path):
         export_run(store, run_id, blocker)
     with pytest.raises(InputError, match="does not exist"):
         import_legacy(store, tmp_path / "missing.json")
+
+
+@pytest.mark.slow
+def test_imported_run_goes_through_the_score_stage_report_and_export(tmp_path, small_legacy):
+    """End to end through the runner: import-legacy, the score stage, the report, the export."""
+    from m2i.api import Runs
+
+    runs = Runs(str(tmp_path / "e2e.db"))
+    try:
+        run_id = import_legacy(runs.store, small_legacy)["run_id"]
+        run = runs.run(run_id)
+        run.process(["score"])
+        assert ops.status_counts(runs.store, run_id)["score"]["done"] == 30
+        modes = run.report()["modes"]
+        assert modes["n_pairs"] == 6 and set(modes["metrics"]) >= {"originality", "overall"}
+        paths = export_run(runs.store, run_id, tmp_path / "out")
+        report = json.loads(paths["creativity_comparison_report"].read_text())
+        assert report["convergent_metrics"]["count"] == 18
+        assert report["paired_analysis"]["metrics"]["originality"]["p_value"] == pytest.approx(
+            modes["metrics"]["originality"]["p_value"])
+    finally:
+        runs.close()
