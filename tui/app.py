@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual import on, work
 from textual.app import App
@@ -33,6 +33,9 @@ from tui.screens.detail import SampleDetailScreen
 from tui.screens.failures import FailuresScreen
 from tui.screens.help import HelpScreen
 from tui.screens.samples import SamplesScreen
+
+if TYPE_CHECKING:
+    from m2i.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -291,7 +294,7 @@ def make_app(
     db: str | None,
     run: str | None = None,
     *,
-    settings: Any = None,
+    settings: Settings | None = None,
     refresh_s: float | None = 1.0,
     clock: Callable[[], float] = time.monotonic,
     busy_ms: int | None = None,
@@ -320,7 +323,7 @@ def make_app(
     return M2IApp(reader=reader, actions=Actions(db), host=host, refresh_s=refresh_s, clock=clock)
 
 
-def run_app(db: str | None, run: str | None, settings: Any | None) -> None:
+def run_app(db: str | None, run: str | None, settings: Settings | None) -> None:
     """Run the dashboard in this terminal until the user quits (``m2i tui``).
 
     With ``settings`` the pipeline runs in the same process and is stopped gracefully on quit.

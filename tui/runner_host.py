@@ -5,9 +5,12 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from m2i.errors import M2IError
+
+if TYPE_CHECKING:
+    from m2i.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +26,7 @@ class RunnerHost:
         The database both the runner and the dashboard use.
     """
 
-    def __init__(self, settings: Any, *, db: str | None) -> None:
+    def __init__(self, settings: Settings, *, db: str | None) -> None:
         self.settings = settings
         self.db = db
         self.result: dict[str, Any] | None = None

@@ -87,6 +87,10 @@ def test_tui_over_tmux_follows_a_live_runner_and_requeues(tmp_path):
     try:
         pane.wait_for(lambda t: "m2i · Dashboard" in t and "run tmux-run" in t, "the dashboard")
         pane.wait_for(lambda t: "ollama/llama3.2" in t, "the provider and model")
+        pane.keys("?")
+        pane.wait_for(lambda t: "m2i dashboard — keys" in t, "the help screen")
+        pane.keys("Escape")
+        pane.wait_for(lambda t: "m2i dashboard — keys" not in t, "the help screen to close")
         # the runner fails image 1 once; the dashboard's event log shows it
         text = pane.wait_for(lambda t: "out of memory" in t, "the render failure in the event log")
         assert "render" in text

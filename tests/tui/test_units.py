@@ -77,3 +77,51 @@ async def test_run_flag_starts_the_pipeline_in_this_process(tmp_path):
         assert "images: preview" in lines and "runner finished" in lines
         await pilot.press("q")
     assert app.host.error is None
+
+
+def test_quitting_stops_the_in_process_runner_gracefully(tmp_path, monkeypatch):
+    """RunnerHost hands the real Runner a stop: in-flight rows finish, the rest stay pending."""
+    import time
+
+    from runner_proc import SleepyStage
+    from seeding import make_clips
+
+    from m2i.runner import Runner, run_blocking
+    from m2i.store import open_store, ops
+    from tui.runner_host import RunnerHost
+
+    db = tmp_path / "host.db"
+    store = open_store(str(db))
+    run_id = ops.create_run(store, name="host", config={"seed": 0})
+    ops.add_samples(store, run_id, make_clips(12))
+    store.close()
+
+    def scripted_pipeline(settings, *, db, handle_signals, on_runner):
+        assert handle_signals is False  # not on the main thread
+        st = open_store(db)
+        runner = Runner(st, run_id, [SleepyStage("analyze", delay=0.2)], poll_s=0.05, grace_s=5.0)
+        on_runner(runner)
+        try:
+            return {"counts": run_blocking(runner, handle_signals=False)}
+        finally:
+            st.close()
+
+    monkeypatch.setattr("m2i.pipeline.run_pipeline", scripted_pipeline)
+    ended: list[str | None] = []
+    host = RunnerHost(None, db=str(db))  # type: ignore[arg-type]
+    host.start(ended.append)
+
+    def done() -> int:
+        with sqlite3.connect(db) as con:
+            return con.execute("SELECT count(*) FROM sample WHERE status = 'done'").fetchone()[0]
+
+    deadline = time.monotonic() + 20
+    while done() < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    host.stop()
+    assert host.join(timeout=15), "the runner did not stop"
+    assert ended == [None] and host.error is None
+    with sqlite3.connect(db) as con:
+        statuses = dict(con.execute("SELECT status, count(*) FROM sample GROUP BY status").fetchall())
+    assert 2 <= statuses.get("done", 0) < 12 and statuses.get("running", 0) == 0
+    assert statuses.get("pending", 0) == 12 - statuses["done"]
