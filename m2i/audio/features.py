@@ -81,6 +81,9 @@ DEFAULTS: dict[str, Any] = {
     "melody_voicing": 0.25,
     "melody_top_ratio": 0.9,
     "melody_f0_power": 0.0,
+    "melody_onset_snap": 0,
+    "melody_snap_thr": 0.1,
+    "melody_min_note_s": 0.07,
 }
 
 
@@ -636,13 +639,15 @@ def melody_track(a: Analysis) -> dict[str, Any]:
     return {"times": times, "f0": f0, "midi": sm, "voiced": sm > 0}
 
 
-def melody_notes(a: Analysis, track: dict[str, Any], *, min_dur_s: float = 0.07) -> list[tuple[float, float, int]]:
+def melody_notes(a: Analysis, track: dict[str, Any], *, min_dur_s: float | None = None) -> list[tuple[float, float, int]]:
     """Segment the pitch track into notes ``(onset_s, offset_s, midi)``.
 
     A note is a run of voiced frames whose rounded MIDI pitch stays the same; a new note also
     starts at a strong onset inside a run (repeated notes). Runs shorter than ``min_dur_s`` are
     dropped.
     """
+    if min_dur_s is None:
+        min_dur_s = float(a.settings.get("melody_min_note_s", 0.07))
     midi = track["midi"]
     T = midi.size
     rnd = np.where(midi > 0, np.round(midi), 0).astype(int)
@@ -674,7 +679,26 @@ def melody_notes(a: Analysis, track: dict[str, Any], *, min_dur_s: float = 0.07)
         t += 1
     if start is not None:
         notes.append((start / FPS, T / FPS, cur))
-    return [(round(float(on), 3), round(float(off), 3), int(p)) for on, off, p in notes if off - on >= min_dur_s]
+    notes = [n for n in notes if n[1] - n[0] >= min_dur_s]
+    # Pitch changes show late (the CQT's low-frequency windows are long): move each note start
+    # to the onset-envelope peak within ``snap`` frames, and the previous note's end with it.
+    snap = int(a.settings.get("melody_onset_snap", 0))
+    if snap and env.size > 2 and notes:
+        lowthr = float(a.settings.get("melody_snap_thr", 0.1)) * float(env.max())
+        pk = np.nonzero((env[1:-1] > env[:-2]) & (env[1:-1] >= env[2:]) & (env[1:-1] > lowthr))[0] + 1
+        if pk.size:
+            moved = []
+            for i, (on, off, p) in enumerate(notes):
+                f = on * FPS
+                j = int(np.argmin(np.abs(pk - f)))
+                if abs(pk[j] - f) <= snap:
+                    on = pk[j] / FPS
+                if moved and on < moved[-1][1]:
+                    moved[-1] = (moved[-1][0], on, moved[-1][2])
+                if off - on > 0:
+                    moved.append((on, off, p))
+            notes = [n for n in moved if n[1] - n[0] > 0]
+    return [(round(float(on), 3), round(float(off), 3), int(p)) for on, off, p in notes]
 
 
 def contour(track: dict[str, Any], notes: list[tuple[float, float, int]]) -> dict[str, Any]:
