@@ -276,3 +276,29 @@ async def test_a_report_of_another_shape_does_not_break_compare(seeded_db, froze
         assert isinstance(app.screen, CompareScreen)
         assert app.screen.query_one(MetricsTable).row_count == 0
         assert "0 clips paired" in label_text(app.screen.query_one("#compare-summary", Static))
+
+
+async def test_compare_updates_when_a_new_report_arrives(unscored_db, frozen_app):
+    """The score stage writes a newer report while Compare is open: the table fills in by itself."""
+    from seeding import save_modes_report, score_values
+
+    now = [0.0]
+    app = frozen_app(unscored_db, refresh_s=0.1, clock=lambda: now[0])
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("c")
+        await refreshed(pilot)
+        table = app.screen.query_one(MetricsTable)
+        assert table.row_count == 0
+        store = open_store(str(unscored_db))
+        try:
+            meta = {pid: (mode, idx, slot) for pid, mode, idx, slot in sqlite3.connect(unscored_db).execute(
+                "SELECT p.id, p.mode, s.idx, p.slot FROM prompt p JOIN sample s ON s.id = p.sample_id").fetchall()}
+            rows = ops.claim(store, "score", worker="scorer", n=1000)
+            ops.complete_many(store, "score", [(r["id"], score_values(*meta[r["prompt_id"]])) for r in rows],
+                              worker="scorer")
+            save_modes_report(store, 1)
+        finally:
+            store.close()
+        now[0] += 10.0
+        await wait_until(pilot, lambda: table.row_count == 6, what="the new report on screen")
+        assert "5 clips paired" in label_text(app.screen.query_one("#compare-summary", Static))
