@@ -70,6 +70,7 @@ DEFAULTS: dict[str, Any] = {
     "chroma_log_gamma": 10.0,
     "tempo_min": 45.0,
     "tempo_max": 200.0,
+    "tempo_double_p": 0.5,
     "chord_self_prob": 0.3,
     "chord_bass_weight": 0.0,
     "chord_template_harmonics": 1.0,
@@ -342,7 +343,7 @@ def _octave_decision(a: Analysis, bpm: float) -> tuple[float, list[tuple[float, 
     while True:
         p = 1.0 / (1.0 + math.exp(-float(_DOUBLE_W @ _half_beat_features(a.onset_env, a.chroma, t))))
         trail.append((round(t, 2), round(p, 3)))
-        if p > 0.5 and t * 2.0 <= tmax:
+        if p > float(s["tempo_double_p"]) and t * 2.0 <= tmax:
             t *= 2.0
             continue
         return t, trail
@@ -688,7 +689,7 @@ def melody_notes(a: Analysis, track: dict[str, Any], *, min_dur_s: float | None 
         pk = np.nonzero((env[1:-1] > env[:-2]) & (env[1:-1] >= env[2:]) & (env[1:-1] > lowthr))[0] + 1
         if pk.size:
             moved = []
-            for i, (on, off, p) in enumerate(notes):
+            for on, off, p in notes:
                 f = on * FPS
                 j = int(np.argmin(np.abs(pk - f)))
                 if abs(pk[j] - f) <= snap:
