@@ -50,7 +50,7 @@ class Settings(BaseModel):
     divergent: int = Field(default=2, ge=0, le=20)
     convergent_temperature: float = Field(default=0.4, ge=0, le=2)
     divergent_temperature: float = Field(default=0.8, ge=0, le=2)
-    max_tokens: int = Field(default=400, ge=16)
+    max_tokens: int | None = Field(default=None, ge=16)  # None: the provider's own default
     mel_summary: bool = False
     batch: bool = False
     prompt_settings: dict[str, Any] = Field(default_factory=dict)  # template options, see docs/prompts.md

@@ -191,50 +191,47 @@ class BatchGenerateStage(GenerateStage):
         super().__init__(llm="anthropic", model=model, base_url=base_url, settings=settings, concurrency=1)
 
     async def process(self, rows: list[dict[str, Any]], ctx: RunContext) -> list[Outcome]:
-        from m2i.prompts.generate import _settings as prompt_settings
-        from m2i.prompts.generate import prompt_from_completion
-        from m2i.prompts.providers.base import BatchError, BatchRequest
-        from m2i.prompts.template import build_request
+        from m2i.prompts.batch import BatchItem, generate_batch
 
-        ids = {r["id"] for r in rows}
+        by_id = {r["id"]: r for r in rows}
         open_batches = await asyncio.to_thread(_open_batches, ctx.store, ctx.run_id)
-        mine = [b for b in open_batches if ids & set(b["prompt_ids"])]
-        covered = {i for b in mine for i in b["prompt_ids"]}
-        new = [r for r in rows if r["id"] not in covered]
-        s = prompt_settings(self.provider, self.settings)
+        jobs: list[tuple[str | None, int | None, list[int]]] = [
+            (b["batch_id"], b["id"], [i for i in b["prompt_ids"] if i in by_id])
+            for b in open_batches if set(b["prompt_ids"]) & set(by_id)
+        ]
+        covered = {i for _, _, ids in jobs for i in ids}
+        new = [i for i in by_id if i not in covered]
         if new:
-            reqs = []
-            for r in new:
+            jobs.append((None, None, new))
+        results: dict[int, Any] = {}
+        for batch_id, row_id, ids in jobs:
+            items = []
+            for i in ids:
+                r = by_id[i]
                 sample = await asyncio.to_thread(_sample_inputs, ctx.store, r["sample_id"])
-                q = build_request(sample.get("features") or {}, sample.get("abc"), mode=r["mode"],
-                                  temperature=r["temperature"], seed=r["seed"], settings=s)
-                reqs.append(BatchRequest(custom_id=f"prompt-{r['id']}", messages=q.messages, temperature=q.temperature,
-                                         seed=q.seed, max_tokens=q.max_tokens, system=q.system,
-                                         instruction=q.instruction, json_schema=q.json_schema))
-            batch_id = await self.provider.submit_batch(reqs)
-            row = await asyncio.to_thread(_save_batch, ctx.store, ctx.run_id, batch_id, [r["id"] for r in new])
-            await asyncio.to_thread(ctx.event, f"Message Batch {batch_id} submitted with {len(new)} prompts", stage="generate")
-            mine.append(row)
-        results: dict[str, Any] = {}
-        for b in mine:
-            while (status := await self.provider.batch_status(b["batch_id"])) != "ended":
-                log.info("Message Batch %s is %s; next look in %.0f s", b["batch_id"], status, self.poll_s)
-                await asyncio.sleep(self.poll_s)
-            results.update(await self.provider.collect_batch(b["batch_id"]))
-            await asyncio.to_thread(_mark_batch, ctx.store, b["id"])
-        out = []
-        for r in rows:
-            item = results.get(f"prompt-{r['id']}")
-            if item is None:
-                out.append(Outcome(id=r["id"], error="the Message Batch returned no result for this prompt"))
-            elif isinstance(item, BatchError):
-                out.append(Outcome(id=r["id"], error=f"Message Batch item {item.kind}: {item.message}",
-                                   retryable=item.retryable))
+                items.append(BatchItem(prompt_id=i, features=sample.get("features") or {}, abc=sample.get("abc"),
+                                       mode=r["mode"], temperature=r["temperature"], seed=r["seed"]))
+
+            async def stored(bid: str, prompt_ids: list[int]) -> None:
+                await asyncio.to_thread(_save_batch, ctx.store, ctx.run_id, bid, prompt_ids)
+                await asyncio.to_thread(ctx.event, f"Message Batch {bid} submitted with {len(prompt_ids)} prompts",
+                                        stage="generate")
+
+            results.update(await generate_batch(self.provider, items, on_submitted=stored, batch_id=batch_id,
+                                                settings=self.settings, poll_s=self.poll_s))
+            if row_id is not None:
+                await asyncio.to_thread(_mark_batch, ctx.store, row_id)
             else:
-                try:
-                    out.append(Outcome(id=r["id"], values=prompt_from_completion(item, provider="anthropic", settings=s)))
-                except ProviderError as exc:
-                    out.append(Outcome(id=r["id"], error=str(exc), retryable=exc.retryable))
+                await asyncio.to_thread(_mark_batch_by_id, ctx.store, ctx.run_id, ids)
+        out = []
+        for i in by_id:
+            res = results.get(i)
+            if isinstance(res, ProviderError):
+                out.append(Outcome(id=i, error=str(res), retryable=res.retryable))
+            elif res is None:
+                out.append(Outcome(id=i, error="the Message Batch returned no result for this prompt"))
+            else:
+                out.append(Outcome(id=i, values=res))
         return out
 
 
@@ -254,6 +251,12 @@ def _save_batch(store: Store, run_id: int, batch_id: str, prompt_ids: list[int])
             created_at=utcnow(),
         ).returning(t.c.id)).scalar_one()
     return {"id": new_id, "batch_id": batch_id, "prompt_ids": prompt_ids}
+
+
+def _mark_batch_by_id(store: Store, run_id: int, prompt_ids: list[int]) -> None:
+    for b in _open_batches(store, run_id):
+        if b["prompt_ids"] == prompt_ids:
+            _mark_batch(store, b["id"])
 
 
 def _mark_batch(store: Store, row_id: int) -> None:
@@ -485,7 +488,11 @@ def build_stages(
         impls.append(AnalyzeStage(settings={"spectrogram": bool(cfg.get("mel_summary"))}))
     if "generate" in names:
         llm = cfg.get("llm") or "local"
-        psettings = {**(cfg.get("prompt_settings") or {}), "max_tokens": cfg.get("max_tokens", 400)}
+        psettings = dict(cfg.get("prompt_settings") or {})
+        if cfg.get("max_tokens"):
+            psettings["max_tokens"] = cfg["max_tokens"]  # else the provider's own default (small for local)
+        if cfg.get("mel_summary"):
+            psettings["include_spectrogram"] = True
         if cfg.get("batch"):
             if llm != "anthropic":
                 raise InputError(f"--batch works with --llm anthropic (Message Batches), not {llm!r}.")
