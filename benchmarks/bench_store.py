@@ -1,9 +1,13 @@
-"""Run-store figures: claim + complete throughput, concurrent workers, status-count latency.
+"""Run-store figures on SQLite and PostgreSQL: claim + complete throughput (one worker, and
+four worker processes sharing 10,000 rows, checked for lost and doubled rows), status latency.
 
-    python benchmarks/bench_store.py [--db-url URL]
+    python benchmarks/bench_store.py                      # both databases
+    python benchmarks/bench_store.py --backends sqlite    # SQLite only
+    python benchmarks/bench_store.py --db-url URL         # one given database
 
-Prints one line per figure with its target. Uses temporary SQLite files (or the PostgreSQL
-URL given) and the real claim/complete functions of m2i.store.ops.
+PostgreSQL: $M2I_BENCH_PG_URL, or a throwaway server started with scripts/pg.sh (durable
+commits unless --pg-fsync off). Prints one line per figure with its target, and the machine's
+load average (the figures move with it). Uses the real claim/complete functions of m2i.store.ops.
 """
 
 from __future__ import annotations
@@ -12,7 +16,9 @@ import argparse
 import collections
 import multiprocessing as mp
 import os
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -130,30 +136,77 @@ def status_latency(url: str, n_prompts: int) -> float:
     return statistics.median(times) * 1000
 
 
+def start_throwaway_pg(workdir: Path, *, durable: bool) -> str | None:
+    """Start a PostgreSQL server with scripts/pg.sh (Debian `postgresql` binaries); None if not installed."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "pg.sh"
+    env = {**os.environ, "PG_FSYNC": "on" if durable else "off"}
+    r = subprocess.run(["bash", str(script), "start", str(workdir)], capture_output=True, text=True, env=env)
+    if r.returncode != 0:
+        print(f"postgresql: not measured ({r.stderr.strip()})")
+        return None
+    return r.stdout.strip().splitlines()[-1]
+
+
+def stop_throwaway_pg(workdir: Path) -> None:
+    script = Path(__file__).resolve().parents[1] / "scripts" / "pg.sh"
+    subprocess.run(["bash", str(script), "stop", str(workdir)], capture_output=True)
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+def measure(label: str, url_for, *, rows: int, workers: int) -> None:
+    rate = single_worker(url_for("single"), rows, 100)
+    print(f"{label} claim+complete, 1 worker, {rows} rows, batch 100: {rate:,.0f} rows/s (target >= 3,000)")
+    rate1 = single_worker(url_for("single1"), 2000, 1)
+    print(f"{label} claim+complete, 1 worker, one row per claim: {rate1:,.0f} rows/s")
+    rate, lost, doubled, active = many_workers(url_for("many"), rows, workers, 50)
+    target = " (target >= 2,000 rows/s with 4 workers)" if label.startswith("postgresql") else ""
+    print(f"{label} {workers} worker processes, {rows} rows, batch 50: {rate:,.0f} rows/s{target}")
+    print(f"{label} {workers} worker processes: lost {lost}, doubled {doubled}, workers that got rows {active} "
+          f"(target: 0 lost, 0 doubled)")
+    ms = status_latency(url_for("status"), 100_000)
+    print(f"{label} status counts over 100,000 prompt rows: {ms:.1f} ms median of 30 (target <= 30 ms)")
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--db-url", help="database URL (default: temporary SQLite files)")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--db-url", help="measure only this database (a SQLite path/URL or postgresql+psycopg://)")
+    ap.add_argument("--backends", default="sqlite,postgresql",
+                    help="without --db-url: which to measure (default both; PostgreSQL from $M2I_BENCH_PG_URL "
+                         "or a throwaway server started with scripts/pg.sh)")
+    ap.add_argument("--pg-fsync", choices=["on", "off"], default="on",
+                    help="throwaway server: durable commits (on, default) or test settings (off)")
     ap.add_argument("--rows", type=int, default=10_000)
-    ap.add_argument("--workers", type=int, default=8)
+    ap.add_argument("--workers", type=int, default=4)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="m2i-bench-"))
-
-    def url(name: str) -> str:
-        if args.db_url:
-            return args.db_url
-        return str(tmp / f"{name}.db")
-
-    label = "postgresql" if args.db_url and args.db_url.startswith("postgres") else "sqlite"
-    rate = single_worker(url("single"), args.rows, 100)
-    print(f"{label} claim+complete, 1 worker, {args.rows} rows, batch 100: {rate:,.0f} rows/s (target >= 3,000)")
-    rate1 = single_worker(url("single1"), 2000, 1)
-    print(f"{label} claim+complete, 1 worker, one row per claim: {rate1:,.0f} rows/s")
-    rate, lost, doubled, active = many_workers(url("many"), args.rows, args.workers, 50)
-    print(f"{label} {args.workers} worker processes, {args.rows} rows: {rate:,.0f} rows/s, lost {lost}, "
-          f"doubled {doubled}, workers that got rows {active} (target: 0 lost, 0 doubled)")
-    ms = status_latency(url("status"), 100_000)
-    print(f"{label} status counts over 100,000 prompt rows: {ms:.1f} ms median of 30 (target <= 30 ms)")
-    print(f"machine: {os.cpu_count()} cores")
+    load = os.getloadavg()
+    print(f"machine: {os.cpu_count()} cores, load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} at start")
+    if args.db_url:
+        label = "postgresql" if "postgres" in args.db_url else "sqlite"
+        measure(label, lambda name: args.db_url, rows=args.rows, workers=args.workers)
+        return
+    for backend in args.backends.split(","):
+        if backend == "sqlite":
+            measure("sqlite", lambda name: str(tmp / f"{name}.db"), rows=args.rows, workers=args.workers)
+        elif backend == "postgresql":
+            url = os.environ.get("M2I_BENCH_PG_URL")
+            workdir = None
+            if not url:
+                workdir = Path(tempfile.mkdtemp(prefix="m2i-bench-pg-"))
+                os.chmod(workdir, 0o755)
+                url = start_throwaway_pg(workdir, durable=args.pg_fsync == "on")
+                if url is None:
+                    continue
+            try:
+                label = f"postgresql (fsync {args.pg_fsync})" if workdir else "postgresql"
+                measure(label, lambda name, url=url: url, rows=args.rows, workers=args.workers)
+            finally:
+                if workdir is not None:
+                    stop_throwaway_pg(workdir)
+        else:
+            raise SystemExit(f"unknown backend {backend!r}; use sqlite and/or postgresql")
+    load = os.getloadavg()
+    print(f"machine: load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} at end")
 
 
 if __name__ == "__main__":
