@@ -16,7 +16,8 @@ Full form (written by ``m2i.audio``)::
       "melody_contour": {"shape": "arch", "range_semitones": 12.0},
       "harmonic_progression": {"roman": ["i", "iv", "V", "i"], "text": "i-iv-V-i"},
       "dynamic_intensity": {"label": "mf", "loudness_db": -18.2, "range_db": 11.5, "trend": "crescendo"},
-      "chords": [[0.0, 1.2, "F#:min"], ...],
+      "chords": [[0.0, 1.2, "F#:min"], ...],            # beat-synchronous [start_s, end_s, label]
+      "melody_notes": [[0.03, 0.14, 66], ...],          # transcribed melody [onset_s, offset_s, MIDI pitch]
       "spectrogram": "optional short text summary of the mel spectrogram",
       "confidence": {"key": 0.8, "tonality": 0.8, "tempo": 0.9, "time_signature": 0.6, "mood": 0.5,
                      "melody_contour": 0.7, "harmonic_progression": 0.6, "dynamic_intensity": 0.9}
