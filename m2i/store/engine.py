@@ -336,11 +336,44 @@ def _sqlite_backup(src: Path, dst: Path) -> None:
         a.backup(b)
 
 
+MIGRATION_LOCK = 0x6D3269  # pg_advisory_lock key ("m2i") held while one runner upgrades the schema
+
+
 def _upgrade(url: str, *, backup: Path | None) -> None:
     from alembic import command
 
     try:
-        command.upgrade(alembic_config(url), "head")
+        if make_url(url).get_backend_name() == "postgresql":
+            _upgrade_postgresql(url)
+        else:
+            command.upgrade(alembic_config(url), "head")
     except Exception as exc:  # translate: the user's database must never be left half-upgraded
         where = f"; your data is safe in {backup}" if backup else ""
         raise StoreError(f"Upgrading the database schema failed ({exc}){where}.") from exc
+
+
+def _upgrade_postgresql(url: str) -> None:
+    """Upgrade under an advisory lock, in one transaction (PostgreSQL DDL is transactional).
+
+    Several boxes starting ``m2i run`` at once on an empty database all find no schema; the
+    first to take the lock creates it, the others find it at head once they get the lock.
+    """
+    from alembic import command
+
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK})
+            conn.commit()
+            try:
+                with conn.begin():
+                    rev, _ = _current_revision(conn)
+                    if rev != head_revision():
+                        cfg = alembic_config(url)
+                        cfg.attributes["connection"] = conn
+                        command.upgrade(cfg, "head")
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK})
+                conn.commit()
+    finally:
+        engine.dispose()

@@ -334,3 +334,20 @@ def test_image_locations_say_which_files_are_not_here(store, tmp_path):
     missing = ops.image_locations(store, run_id, missing_only=True)
     assert [x["path"] for x in missing] == ["/scratch/boxB-only/b.png"]
     assert missing[0]["worker"] == "boxA:1:cuda:0" and missing[0]["device"] == "cuda:1"
+
+
+def test_runners_starting_together_on_an_empty_postgresql_database(empty_pg_url):
+    """Four boxes start at once on an empty database: one creates the schema, all four open it."""
+    import concurrent.futures
+
+    def opener(_):
+        s = open_store(empty_pg_url)
+        s.close()
+        return s.dialect
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(opener, range(4))) == ["postgresql"] * 4
+    s = open_store(empty_pg_url)
+    with s.read() as conn:
+        assert conn.execute(text("SELECT count(*) FROM alembic_version")).scalar() == 1
+    s.close()
