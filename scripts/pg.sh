@@ -70,7 +70,9 @@ case "$cmd" in
     fi
     port=${3:-$(free_port)}
     mkdir -p "$dir/sock"
-    [ "$(id -u)" -eq 0 ] && chown postgres "$dir/sock"
+    if [ "$(id -u)" -eq 0 ]; then
+      chown postgres "$dir/sock"
+    fi
     # Test settings: no fsync by default (PG_FSYNC=on to measure with durable commits).
     as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
       -o "-p $port -k $dir/sock -c listen_addresses=127.0.0.1 -c fsync=${PG_FSYNC:-off} \
