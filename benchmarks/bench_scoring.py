@@ -80,7 +80,11 @@ def own_shaped(prompts: list[dict]) -> list[dict]:
 
 def child(case: str) -> None:
     """Run one timed case in this fresh process and print its JSON result."""
-    if case == "st":
+    if case.startswith("st"):
+        if case == "st:1":
+            import torch
+
+            torch.set_num_threads(1)
         prompts, _ = legacy_inputs()
         from sentence_transformers import SentenceTransformer
 
@@ -89,9 +93,10 @@ def child(case: str) -> None:
 
         st = SentenceTransformer(str(model_dir()), device="cpu")
         texts = [prompt_text(p) for p in prompts]
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         st.encode(texts, batch_size=32)
-        print(json.dumps({"seconds": time.perf_counter() - t, "max_seq_length": st.max_seq_length}))
+        print(json.dumps({"seconds": time.perf_counter() - t, "cpu_s": time.process_time() - c,
+                          "max_seq_length": st.max_seq_length}))
         return
     from m2i.scoring import score_prompts
 
@@ -146,11 +151,15 @@ def speed(repeats: int, reference: bool, threads: list[int | None]) -> None:
         print(f"{label}: {med:.1f} median, {best:.1f} best of {repeats} wall; {cpu:.1f} CPU-s median "
               f"(target <= {target:.0f}; median words {runs[0]['median_words']:.0f})")
     if reference:
-        st = [run_child("st") for _ in range(max(1, min(repeats, 2)))]
-        for r in st:
-            print(f"  st run: {r['seconds']:.1f} s (max_seq_length {r['max_seq_length']}, load avg {r['load_avg']})")
-        print(f"st_embed_legacy_500_s: {min(r['seconds'] for r in st):.1f} best "
-              f"(reference; the issue quotes about 18 s on this machine)")
+        for th in threads:
+            st = [run_child("st" + (f":{th}" if th else "")) for _ in range(max(1, min(repeats, 2)))]
+            for r in st:
+                print(f"  st run: {r['seconds']:.1f} s wall, {r['cpu_s']:.1f} s CPU (max_seq_length "
+                      f"{r['max_seq_length']}, load avg {r['load_avg']})")
+            label = "st_embed_legacy_500_s" + (f"_threads{th}" if th else "")
+            print(f"{label}: {min(r['seconds'] for r in st):.1f} best wall, "
+                  f"{statistics.median(r['cpu_s'] for r in st):.1f} CPU-s median "
+                  f"(reference, embedding only, model loaded; the issue quotes about 18 s on an idle machine)")
 
 
 def agreement() -> None:
