@@ -300,7 +300,7 @@ class Embedder:
             raise InputError("Embedder.encode takes a list of strings; wrap a single text in a list.")
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         ntok = np.zeros(len(texts), dtype=np.int64)
-        todo: dict[str, list[int]] = {}
+        pending: dict[str, list[int]] = {}
         with self._lock:
             for i, t in enumerate(texts):
                 if not t or not t.strip():
@@ -310,12 +310,12 @@ class Embedder:
                     self._cache.move_to_end(t)
                     out[i], ntok[i] = hit
                 else:
-                    todo.setdefault(t, []).append(i)
+                    pending.setdefault(t, []).append(i)
         with self._lock:
             known, self._tokenized = self._tokenized, {}
-        if not todo:
+        if not pending:
             return (out, ntok) if return_tokens else out
-        uniq = list(todo)
+        uniq = list(pending)
         missing = [t for t in uniq if t not in known]
         if missing:
             known.update(zip(missing, self.tokenizer.encode_batch(missing, add_special_tokens=True)))
@@ -339,7 +339,7 @@ class Embedder:
                     vecs = self._forward([encs[j] for j in chunk])
                     for j, v in zip(chunk, vecs):
                         n = len(encs[j].ids)
-                        for i in todo[uniq[j]]:
+                        for i in pending[uniq[j]]:
                             out[i] = v
                             ntok[i] = n
                         self._remember(uniq[j], v, n)
