@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Table, bindparam, exists, func, insert, not_, select, update
@@ -227,7 +227,15 @@ def _jsonable(value: Any) -> Any:
 # --------------------------------------------------------------------------- claiming
 
 
-def _claimable_ids(conn: Connection, stage: str, *, run_id: int | None, now: datetime, n: int, expired: bool):
+def _now(conn: Connection):
+    """The time leases are measured in: the database server's clock on PostgreSQL (runners on
+    many hosts then agree whatever their own clocks say), this machine's on SQLite (one host)."""
+    if conn.dialect.name == "postgresql":
+        return func.now()
+    return utcnow()
+
+
+def _claimable_ids(conn: Connection, stage: str, *, run_id: int | None, now: Any, n: int, expired: bool):
     """Which rows of a stage a worker may take now: pending ones, or (``expired``) running ones
     whose worker's lease ran out. Highest priority first, then oldest; read in that order from
     ``ix_<table>_claim`` so that taking n rows touches about n index entries."""
@@ -275,8 +283,8 @@ def claim(
     all its attempts that way is marked failed instead.
     """
     t = table_of(stage)
-    now = utcnow()
     with store.transaction() as conn:
+        now = _now(conn)
         exhausted = select(t.c.id).where(
             t.c.status == Status.running.value,
             t.c.lease_until < now,
@@ -328,7 +336,7 @@ def renew(store: Store, stage: str, ids: Sequence[int], *, worker: str, lease_s:
         return conn.execute(
             update(t)
             .where(t.c.id.in_(list(ids)), t.c.worker == worker, t.c.status == Status.running.value)
-            .values(lease_until=utcnow() + timedelta(seconds=lease_s))
+            .values(lease_until=_now(conn) + timedelta(seconds=lease_s))
         ).rowcount
 
 
@@ -363,10 +371,10 @@ def complete_many(
     if not items:
         return []
     t = table_of(stage)
-    now = utcnow()
     ids = [row_id for row_id, _ in items]
     extra = [t.c.idx] if stage == "analyze" else []
     with store.transaction() as conn:
+        now = _now(conn)
         held = {
             r["id"]: dict(r)
             for r in conn.execute(
@@ -435,8 +443,8 @@ def fail(
     Returns the row's new status, or None if this worker no longer held it.
     """
     t = table_of(stage)
-    now = utcnow()
     with store.transaction() as conn:
+        now = _now(conn)
         row = conn.execute(
             select(t.c.attempts, t.c.max_attempts, t.c.run_id).where(
                 t.c.id == row_id, t.c.worker == worker, t.c.status == Status.running.value
@@ -522,7 +530,7 @@ def cancel(
             t = table_of(st)
             cond = _select_rows(t, run_id=run_id, ids=ids, statuses=list(ACTIVE))
             out[st] = conn.execute(
-                update(t).where(*cond).values(status=Status.cancelled.value, lease_until=None, finished_at=utcnow())
+                update(t).where(*cond).values(status=Status.cancelled.value, lease_until=None, finished_at=_now(conn))
             ).rowcount
         if run_id is not None and not stage and not ids:
             conn.execute(update(_t(Run)).where(_t(Run).c.id == run_id).values(cancelled=True))

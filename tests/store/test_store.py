@@ -10,7 +10,7 @@ from sqlalchemy import text
 from store_helpers import make_clips, seed_run
 
 from m2i.errors import StoreError
-from m2i.store import open_store, ops
+from m2i.store import models, open_store, ops
 
 # The ``store`` and ``db_url`` fixtures (tests/store/conftest.py) run each test that takes them on
 # SQLite and on PostgreSQL.
@@ -351,3 +351,18 @@ def test_runners_starting_together_on_an_empty_postgresql_database(empty_pg_url)
     with s.read() as conn:
         assert conn.execute(text("SELECT count(*) FROM alembic_version")).scalar() == 1
     s.close()
+
+
+def test_a_runner_with_a_fast_clock_does_not_steal_live_rows_on_postgresql(pg_url, monkeypatch):
+    """Leases are measured by the database server's clock: a box whose own clock runs ten
+    minutes ahead sees another box's 60 s lease as live, and still gets the free rows."""
+    from datetime import timedelta
+
+    store = open_store(pg_url)
+    run_id = seed_run(store, 2)
+    mine = ops.claim(store, "analyze", worker="boxA:1", n=1, lease_s=60, run_id=run_id)
+    monkeypatch.setattr(ops, "utcnow", lambda: models.utcnow() + timedelta(minutes=10))
+    theirs = ops.claim(store, "analyze", worker="boxB:2", n=5, lease_s=60, run_id=run_id)
+    assert [r["id"] for r in theirs] != [mine[0]["id"]] and len(theirs) == 1
+    assert ops.complete(store, "analyze", mine[0]["id"], worker="boxA:1", values={}) is True
+    store.close()
