@@ -279,6 +279,72 @@ def rn_chords(rn_path: str, score, start_ql: float, qpm: float) -> list[list]:
     return segs
 
 
+def key_window(score, kind: str, qpm: float, rng: random.Random) -> int | None:
+    """Start measure of a ``key_open`` (pickup, bar 1 or 2) or ``key_end`` excerpt at ``qpm``.
+
+    ``key_end`` takes the last measure from which ``CLIP_S`` seconds of music still fit, so the
+    window ends in the final bar and holds the final bass note. None when the voices do not sing
+    in the first bars (instrumental prelude).
+    """
+    mo = measure_offsets(score.parts[0])
+    if kind == "open":
+        # a few chorales open with an instrumental prelude the four voices rest through
+        first = min(on for p in score.parts[:4] for on, _, _ in part_notes(p))
+        bar = float(score.recurse().getElementsByClass("TimeSignature")[0].barDuration.quarterLength)
+        cands = [k for k in sorted(mo) if k <= 2 and mo[k] + bar > first + 1e-9]
+        return rng.choice(cands) if cands else None
+    total = float(score.parts[0].highestTime)
+    need = CLIP_S * qpm / 60.0
+    fits = [k for k in sorted(mo) if mo[k] + need <= total]
+    return fits[-1] if fits else min(mo)
+
+
+def render_key_excerpts(out: Path, paths: list[str], n: int, rng: random.Random) -> list[dict]:
+    """``key_open`` / ``key_end``: chorale excerpts whose window the global key label describes.
+
+    The key label (key signature + final bass note) is the key of the whole piece; a 10 s window
+    from a random bar in the middle of a chorale is often in the dominant or the relative key at
+    that point (the excerpt's own notes give the global key only 2 times in 3). These two subsets
+    keep the random tempo, instruments and start bar but draw the start bar where the label holds:
+    ``key_open`` starts at the pickup, bar 1 or bar 2 (a chorale's first phrase states its key);
+    ``key_end`` starts at the bar that makes the window end in the final bar (it holds the final
+    bass note that defines the label), so its start bar varies with the tempo.
+    """
+    from music21 import corpus
+
+    recs: dict[str, list[dict]] = {"open": [], "end": []}
+    done = 0
+    for p in paths:
+        if done >= n:
+            break
+        score = corpus.parse(p)
+        if len(score.parts) < 4 or score_key(score) is None:
+            continue
+        ts = score.recurse().getElementsByClass("TimeSignature")
+        if not ts or ts[0].ratioString not in ("4/4", "3/4"):
+            continue
+        mo = measure_offsets(score.parts[0])
+        for kind in ("open", "end"):
+            qpm = round(rng.uniform(50, 150), 1)
+            m = key_window(score, kind, qpm, rng)
+            if m is None:
+                break
+            res = render_chorale(p, out, done, rng, lead=False, name=f"key_{kind}_{done:03d}", start=(mo[m], m),
+                                 qpm=qpm)
+            if res is None:
+                break
+            rec = res[0]
+            rec["subset"] = f"key_{kind}"
+            recs[kind].append(rec)
+        if len(recs["open"]) == len(recs["end"]) == done + 1:
+            done += 1
+        else:  # keep the two subsets on the same chorales
+            recs["open"] = recs["open"][:done]
+            recs["end"] = recs["end"][:done]
+    # all openings, then all endings: the benchmark's even/odd split then halves each subset
+    return recs["open"] + recs["end"]
+
+
 def render_folk(out: Path, n: int, rng: random.Random) -> list[dict]:
     from music21 import corpus
 
@@ -347,7 +413,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-chorales", type=int, default=120)
     ap.add_argument("--n-lead", type=int, default=40)
     ap.add_argument("--n-folk", type=int, default=40)
+    ap.add_argument("--n-key", type=int, default=60, help="chorales for the key_open / key_end subsets")
     ap.add_argument("--seed", type=int, default=20261126)
+    ap.add_argument("--only-key", action="store_true",
+                    help="render only key_open / key_end and merge them into an existing labels.json")
     args = ap.parse_args(argv)
     if not shutil.which("fluidsynth"):
         print("fluidsynth is not installed: apt-get install fluidsynth fluid-soundfont-gm timgm6mb-soundfont")
@@ -359,6 +428,13 @@ def main(argv: list[str] | None = None) -> int:
     order = paths[:]
     rng.shuffle(order)
     labels = []
+    if args.only_key:
+        old = json.loads((out / "labels.json").read_text())
+        labels = [r for r in old if not r["subset"].startswith("key_")]
+        labels += render_key_excerpts(out, order[::-1], args.n_key, random.Random(args.seed + 1))
+        (out / "labels.json").write_text(json.dumps(labels, indent=1))
+        print(f"wrote {len(labels)} clips to {out}")
+        return 0
     # RomanText subset first (fixed pieces)
     from music21 import corpus
 
@@ -398,6 +474,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             break
     labels += render_folk(out, args.n_folk, rng)
+    # key subsets last, from their own generator, so the clips above do not change
+    labels += render_key_excerpts(out, order[::-1], args.n_key, random.Random(args.seed + 1))
     (out / "labels.json").write_text(json.dumps(labels, indent=1))
     counts = {}
     for r in labels:
