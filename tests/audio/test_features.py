@@ -174,3 +174,41 @@ def test_analyze_lines_reports_bad_files_and_goes_on(tmp_path):
     assert "silent" in lines[0]["error"]
     assert lines[1]["features"]["tempo"] > 0 and lines[1]["abc"].startswith("X:1")
     assert "tempo:" in human_summary(lines[1]) and "silent" in human_summary(lines[0])
+
+
+def _block_chords(chords, *, bpm: float = 80.0, beats_each: int = 2):
+    """[(midi, ...), ...] as block chords, ``beats_each`` beats each, with the bass an octave down."""
+    beat = 60.0 / bpm
+    notes, t = [], 0.2
+    for ch in chords:
+        for k in range(beats_each):  # re-struck on every beat, so the tracker finds the beat
+            s, e = t + k * beat, t + (k + 1) * beat * 0.97
+            notes += [(s, e, p) for p in ch] + [(s, e, ch[0] - 12)]
+        t += beats_each * beat
+    return notes
+
+
+def test_chord_labels_and_roman_numerals_follow_a_progression():
+    # G major: I vi IV V I, two beats each at 80 BPM, plus a final tonic
+    prog = [(55, 59, 62), (52, 55, 59), (48, 52, 55), (50, 54, 57), (55, 59, 62)]
+    y = synth_notes(_block_chords(prog), duration=8.0)
+    out = analyze_clip(y, 16000)
+    f = out["features"]
+    assert (f["key"], f["tonality"]) == ("G", "major")
+    truth = ["G:maj", "E:min", "C:maj", "D:maj", "G:maj"]
+    span = 2 * 60.0 / 80.0
+    hits = 0
+    for i, lab in enumerate(truth):
+        mid = 0.2 + (i + 0.5) * span
+        got = [c for a, b, c in f["chords"] if a <= mid < b]
+        hits += got == [lab]
+    assert hits >= 4, f["chords"]
+    assert f["harmonic_progression"]["roman"][:4] == ["I", "vi", "IV", "V"]
+
+
+def test_fitted_key_profile_is_selectable():
+    prog = [(57, 60, 64), (50, 53, 57), (52, 56, 59), (57, 60, 64)]  # A minor: i iv V i
+    y = synth_notes(_block_chords(prog), duration=7.0)
+    for settings in (None, {"key_profile": "learned", "key_bass_weight": 0.0}):
+        f = analyze_clip(y, 16000, settings=settings)["features"]
+        assert (f["key"], f["tonality"]) == ("A", "minor"), settings
