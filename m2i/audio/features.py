@@ -3,10 +3,11 @@
 Everything is computed from one constant-Q transform (36 bins per octave, C2..C8, hop 256 at
 16 kHz, i.e. 62.5 frames per second), so a 10 s clip costs about a tenth of a second:
 
-- **key / tonality**: log-compressed chroma (treble + bass, bass weighted towards the final
-  chord) correlated with the 24 rotations of a key profile (Albrecht & Shanahan 2013 by default;
-  Temperley-Kostka-Payne and a profile fitted to rendered chorales selectable). Krumhansl-Kessler is deliberately not used: on audio it
-  systematically prefers the dominant. The runner-up key is reported too.
+- **key / tonality**: log-compressed chroma (plus the bass of the last 15 % of the clip)
+  correlated with the 24 rotations of a key profile spread over the partials of each degree
+  (:func:`audio_profile`; Temperley-Kostka-Payne by default, Albrecht & Shanahan 2013
+  selectable). Krumhansl-Kessler is deliberately not used: on audio it systematically prefers
+  the dominant. The runner-up key is reported too.
 - **tempo / beats**: spectral-flux onset envelope of the CQT, autocorrelation tempo candidates
   (:func:`_choose_tempo`), then an explicit double/half-tempo decision (:func:`_octave_decision`:
   a five-weight logistic model of "the half-beats are beats too"); beats from librosa's dynamic
@@ -57,17 +58,6 @@ PROFILES: dict[str, tuple[list[float], list[float]]] = {
         [0.238, 0.006, 0.111, 0.006, 0.137, 0.094, 0.016, 0.214, 0.009, 0.080, 0.008, 0.081],
         [0.220, 0.006, 0.104, 0.123, 0.019, 0.103, 0.012, 0.214, 0.062, 0.022, 0.061, 0.052],
     ),
-    # Fitted to audio: the mean of the clip vectors estimate_key builds (chroma + final bass, each
-    # mean-removed and unit-norm), rotated to the tonic, over the even-numbered key_open / key_end
-    # clips of benchmarks/evalset (60 chorale renders whose window the key label describes). The
-    # instruments' partials and the chorales' final cadences are in them, which the symbolic
-    # profiles lack (the dominant's weight above the tonic's comes from the tonic's 3rd partial).
-    # Fitted with key_bass_weight 0.0 and key_final_weight 0.3; not the default, because 60 renders
-    # of one style on two GM soundfonts are a narrow base for real recordings (docs/features.md).
-    "learned": (
-        [0.360, -0.252, 0.166, -0.286, 0.185, -0.031, -0.131, 0.468, -0.277, 0.032, -0.334, 0.100],
-        [0.366, -0.292, 0.128, 0.106, -0.233, 0.093, -0.240, 0.441, -0.119, -0.162, 0.056, -0.144],
-    ),
     # Temperley (2001) / Kostka-Payne corpus weights, as in music21 and humdrum keycor.
     "temperley": (
         [0.748, 0.060, 0.488, 0.082, 0.670, 0.460, 0.096, 0.715, 0.104, 0.366, 0.057, 0.400],
@@ -76,8 +66,9 @@ PROFILES: dict[str, tuple[list[float], list[float]]] = {
 }
 
 DEFAULTS: dict[str, Any] = {
-    "key_profile": "albrecht",  # "learned" with key_bass_weight 0.0: better on the renders, see docs
-    "key_bass_weight": 0.5,
+    "key_profile": "temperley",
+    "key_profile_harmonics": 0.6,  # partial k of each degree weighs 0.6**(k-1) (audio_profile)
+    "key_bass_weight": 0.0,
     "key_final_weight": 0.3,
     "chroma_log_gamma": 10.0,
     "tempo_min": 45.0,
@@ -199,13 +190,34 @@ def prepare(y: np.ndarray, settings: dict[str, Any] | None = None) -> Analysis:
 # --------------------------------------------------------------------------- key
 
 
-def key_scores(profile_chroma: np.ndarray, profile: str = "albrecht") -> np.ndarray:
-    """Pearson correlation of a 12-bin chroma with the 24 keys: rows major C..B, minor C..B."""
+# pitch class of partials 1..4 of a tone relative to it: unison, octave, twelfth (fifth), 2 octaves
+_PARTIAL_PC = (0, 0, 7, 0)
+
+
+def audio_profile(profile: list[float], harmonics: float) -> np.ndarray:
+    """A symbolic key profile as a chroma would see it: each degree adds its partials 2-4.
+
+    Partial ``k`` of every scale degree gets ``harmonics ** (k - 1)`` of the degree's weight (Gomez
+    2006, "Tonal description of music audio signals", ch. 4: the profile is spread over the
+    harmonics the way the HPCP spreads each note). ``harmonics=0`` gives the profile unchanged.
+    """
+    p = np.asarray(profile, dtype=float)
+    out = p.copy()
+    for k, off in enumerate(_PARTIAL_PC[1:], start=1):
+        out = out + harmonics**k * np.roll(p, off)
+    return out
+
+
+def key_scores(profile_chroma: np.ndarray, profile: str = "albrecht", *, harmonics: float = 0.0) -> np.ndarray:
+    """Pearson correlation of a 12-bin chroma with the 24 keys: rows major C..B, minor C..B.
+
+    ``harmonics`` > 0 compares with :func:`audio_profile` of the profile (for audio chroma).
+    """
     major, minor = PROFILES[profile]
     x = profile_chroma - profile_chroma.mean()
     out = np.zeros((2, 12))
     for m, prof in enumerate((major, minor)):
-        p = np.asarray(prof, dtype=float)
+        p = audio_profile(prof, harmonics) if harmonics > 0 else np.asarray(prof, dtype=float)
         for t in range(12):
             r = np.roll(p, t)
             r = r - r.mean()
@@ -225,7 +237,7 @@ def estimate_key(a: Analysis) -> dict[str, Any]:
     vec = chroma / (chroma.sum() + 1e-9)
     vec = vec + float(s["key_bass_weight"]) * bass / (bass.sum() + 1e-9)
     vec = vec + float(s["key_final_weight"]) * final_bass / (final_bass.sum() + 1e-9)
-    sc = key_scores(vec, str(s["key_profile"]))
+    sc = key_scores(vec, str(s["key_profile"]), harmonics=float(s["key_profile_harmonics"]))
     order = np.argsort(sc.ravel())[::-1]
     best, second = order[0], order[1]
     mode = "major" if best < 12 else "minor"

@@ -206,9 +206,10 @@ def test_chord_labels_and_roman_numerals_follow_a_progression():
     assert f["harmonic_progression"]["roman"][:4] == ["I", "vi", "IV", "V"]
 
 
-def test_fitted_key_profile_is_selectable():
+def test_key_profiles_are_selectable():
     prog = [(57, 60, 64), (50, 53, 57), (52, 56, 59), (57, 60, 64)]  # A minor: i iv V i
     y = synth_notes(_block_chords(prog), duration=7.0)
-    for settings in (None, {"key_profile": "learned", "key_bass_weight": 0.0}):
+    # default (Temperley spread over partials), and the earlier plain Albrecht-Shanahan + bass
+    for settings in (None, {"key_profile": "albrecht", "key_profile_harmonics": 0.0, "key_bass_weight": 0.5}):
         f = analyze_clip(y, 16000, settings=settings)["features"]
         assert (f["key"], f["tonality"]) == ("A", "minor"), settings
