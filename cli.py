@@ -442,6 +442,53 @@ def doctor(
         raise typer.Exit(code=1)
 
 
+@app.command()
+def export(
+    db: DbOpt = None,
+    run: RunOpt = None,
+    out: Annotated[str | None, typer.Option("--out", help="Output folder (default <out_dir>/exports).")] = None,
+) -> None:
+    """Write the earlier system's JSON files (same names and shapes) for a run."""
+    from sqlalchemy import select
+
+    from m2i.exports import export_run
+    from m2i.store.models import Image
+
+    store = _open(db, readonly=True)
+    r = _run_of(store, run)
+    target = Path(out) if out else Path((r["config"] or {}).get("out_dir") or "m2i-output") / "exports"
+    paths = export_run(store, int(r["id"]), target)
+    for key, path in paths.items():
+        typer.echo(f"{key}: {path}")
+    t = Image.__table__
+    with store.read() as conn:
+        rows = conn.execute(select(t.c.path, t.c.host).where(t.c.run_id == r["id"], t.c.path.is_not(None))).all()
+    missing = [(p, h) for p, h in rows if not Path(p).is_file()]
+    if missing:
+        hosts = sorted({h or "?" for _, h in missing})
+        typer.echo(
+            f"note: {len(missing)} of {len(rows)} image file(s) are not reachable from this machine "
+            f"(written on {', '.join(hosts)}), e.g. {missing[0][0]}; the exports list them with their host.",
+            err=True,
+        )
+
+
+@app.command("import-legacy")
+def import_legacy_cmd(
+    file: Annotated[str, typer.Argument(help="The earlier system's visual_prompts_complete.json.")],
+    db: DbOpt = None,
+    name: Annotated[str | None, typer.Option("--name", help="Run name (default legacy:<file name>).")] = None,
+) -> None:
+    """Load the earlier system's prompts into a run, so they can be scored, rendered and browsed."""
+    from m2i.exports import import_legacy
+
+    store = _open(db, create=True)
+    res = import_legacy(store, file, name=name)
+    what = "already imported as" if res.get("existing") else "imported as"
+    typer.echo(f"{file}: {what} run {res['run_id']} {res['name']}: {res['samples']} samples, {res['prompts']} prompts")
+    typer.echo(f"next: m2i run --run {res['run_id']} --stages score,render")
+
+
 # --------------------------------------------------------------------------- sql
 
 

@@ -75,7 +75,6 @@ class Settings(BaseModel):
     lease_s: float = Field(default=120.0, gt=1)
     analyze_workers: int | None = Field(default=None, ge=1)
     generate_concurrency: int | None = Field(default=None, ge=1)
-    score_batch: int = Field(default=256, ge=1)
 
     def modes(self) -> list[dict[str, Any]]:
         return [

@@ -28,7 +28,7 @@ def build_report(store: Store, run_id: int, *, recompute: bool = False) -> dict[
     p, im = Prompt.__table__, Image.__table__
     with store.read() as conn:
         realised = {
-            (mode, how or "not yet"): int(n)
+            (mode, how or "unrecorded"): int(n)
             for mode, how, n in conn.execute(
                 select(p.c.mode, p.c.realised_by, func.count()).where(p.c.run_id == run_id, p.c.status == Status.done.value)
                 .group_by(p.c.mode, p.c.realised_by)

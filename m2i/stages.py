@@ -316,12 +316,16 @@ def write_mode_report(store: Store, run_id: int) -> dict[str, Any] | None:
 
 
 class ScoreStage(StageImpl):
-    """Creativity scores, in batches, once the run's prompts are all written."""
+    """Creativity scores once the run's prompts are all written.
+
+    One batch normally holds the whole run: every prompt is embedded once, and originality
+    compares each prompt with all the others of its run.
+    """
 
     name = "score"
     concurrency = 1
 
-    def __init__(self, *, batch_size: int = 256, settings: dict[str, Any] | None = None) -> None:
+    def __init__(self, *, batch_size: int = 10_000, settings: dict[str, Any] | None = None) -> None:
         self.batch_size = batch_size
         self.settings = settings or {}
 
