@@ -449,10 +449,7 @@ def export(
     out: Annotated[str | None, typer.Option("--out", help="Output folder (default <out_dir>/exports).")] = None,
 ) -> None:
     """Write the earlier system's JSON files (same names and shapes) for a run."""
-    from sqlalchemy import select
-
     from m2i.exports import export_run
-    from m2i.store.models import Image
 
     store = _open(db, readonly=True)
     r = _run_of(store, run)
@@ -460,17 +457,20 @@ def export(
     paths = export_run(store, int(r["id"]), target)
     for key, path in paths.items():
         typer.echo(f"{key}: {path}")
-    t = Image.__table__
-    with store.read() as conn:
-        rows = conn.execute(select(t.c.path, t.c.host).where(t.c.run_id == r["id"], t.c.path.is_not(None))).all()
-    missing = [(p, h) for p, h in rows if not Path(p).is_file()]
+    from m2i.store import ops
+
+    located = ops.image_locations(store, int(r["id"]))
+    missing = [x for x in located if not x["reachable"]]
     if missing:
-        hosts = sorted({h or "?" for _, h in missing})
+        hosts = sorted({x["host"] or "?" for x in missing})
         typer.echo(
-            f"note: {len(missing)} of {len(rows)} image file(s) are not reachable from this machine "
-            f"(written on {', '.join(hosts)}), e.g. {missing[0][0]}; the exports list them with their host.",
-            err=True,
+            f"note: {len(missing)} of {len(located)} image file(s) are not reachable from this machine "
+            f"(written on {', '.join(hosts)}):", err=True,
         )
+        for x in missing[:20]:
+            typer.echo(f"  {x['host'] or '?'}:{x['path']}", err=True)
+        if len(missing) > 20:
+            typer.echo(f"  ... and {len(missing) - 20} more (m2i sql \"SELECT host, path FROM image\")", err=True)
 
 
 @app.command("import-legacy")
@@ -487,6 +487,19 @@ def import_legacy_cmd(
     what = "already imported as" if res.get("existing") else "imported as"
     typer.echo(f"{file}: {what} run {res['run_id']} {res['name']}: {res['samples']} samples, {res['prompts']} prompts")
     typer.echo(f"next: m2i run --run {res['run_id']} --stages score,render")
+
+
+@app.command("migrate-db")
+def migrate_db_cmd(
+    src: Annotated[str, typer.Option("--from", help="Store to copy: SQLite path/URL or postgresql+psycopg://...")],
+    dst: Annotated[str, typer.Option("--to", help="Empty store to copy into (created if needed).")],
+) -> None:
+    """Copy every run of one store into another (SQLite <-> PostgreSQL), losing nothing."""
+    from m2i.store.migrate import migrate_db
+
+    out = migrate_db(src, dst)
+    typer.echo(f"copied {out['runs']} run(s) in {out['seconds']:.1f} s: "
+               + ", ".join(f"{k} {v}" for k, v in out["tables"].items()))
 
 
 # --------------------------------------------------------------------------- sql

@@ -99,18 +99,45 @@ def run_pipeline(
         finally:
             if progress is not None and hasattr(progress, "stop"):
                 progress.stop()
+        files = {} if runner.stopping else write_results(store, run_id, counts, out_dir=settings.out_dir)
         return {
             "run_id": run_id,
             "counts": counts,
             "interrupted": runner.stopping,
             "notes": notes,
-            "summary": summary_lines(store, run_id, counts),
+            "files": files,
+            "summary": summary_lines(store, run_id, counts, files),
         }
     finally:
         store.close()
 
 
-def summary_lines(store: Store, run_id: int, counts: dict[str, dict[str, int]]) -> list[str]:
+def write_results(store: Store, run_id: int, counts: dict[str, dict[str, int]], *, out_dir: str) -> dict[str, str]:
+    """After a finished run: the report (text and JSON) and the gallery, in the output folder."""
+    import json
+    from pathlib import Path
+
+    from m2i.gallery import write_gallery
+    from m2i.report import build_report, format_text
+
+    out = Path(out_dir).expanduser().resolve()
+    files: dict[str, str] = {}
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if counts["generate"]["done"]:
+            rep = build_report(store, run_id)
+            (out / "report.txt").write_text(format_text(rep) + "\n", encoding="utf-8")
+            (out / "report.json").write_text(json.dumps(rep, indent=1, default=str), encoding="utf-8")
+            files["report"] = str(out / "report.txt")
+            files["gallery"] = str(write_gallery(store, run_id, out / "gallery.html"))
+    except OSError as exc:
+        log.warning("could not write the report and gallery to %s: %s", out, exc.strerror)
+    return files
+
+
+def summary_lines(
+    store: Store, run_id: int, counts: dict[str, dict[str, int]], files: dict[str, str] | None = None
+) -> list[str]:
     run = ops.get_run(store, run_id) or {}
     lines = [f"run {run_id} {run.get('name', '')}: " + "  ".join(
         f"{s} {c['done']}/{sum(c.values())}" + (f" ({c['failed']} failed)" if c["failed"] else "")
@@ -120,6 +147,8 @@ def summary_lines(store: Store, run_id: int, counts: dict[str, dict[str, int]]) 
     out_dir = (run.get("config") or {}).get("out_dir")
     if out_dir and counts["render"]["done"]:
         lines.append(f"images: {out_dir}/images")
+    for key, path in (files or {}).items():
+        lines.append(f"{key}: {path}" + ("  (m2i report prints it again)" if key == "report" else ""))
     failed = sum(c["failed"] for c in counts.values())
     if failed:
         lines.append(f"{failed} row(s) failed: see `m2i status`, then `m2i requeue --failed`")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -431,7 +432,7 @@ class RenderStage(StageImpl):
                 rendered = await asyncio.to_thread(self.backend.render, [j for _, j in jobs])
             except BackendError as exc:
                 return out + [Outcome(id=row["id"], error=str(exc), retryable=True) for row, _ in jobs]
-            host = os.uname().nodename
+            host = socket.gethostname()  # the same name the runner's worker id uses
             for (row, _job), img in zip(jobs, rendered):
                 for note in img.notes:
                     await asyncio.to_thread(ctx.event, note, level="warning", stage="render", item=row["id"])

@@ -59,6 +59,8 @@ def test_fresh_run_through_all_stages(tmp_path, tiny_gguf):
     r = cli(*run_args(db, out, tiny_gguf), cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "database:" in r.stdout and "images:" in r.stdout
+    assert f"report: {out / 'report.txt'}" in r.stdout and f"gallery: {out / 'gallery.html'}" in r.stdout
+    assert "originality" in (out / "report.txt").read_text() and (out / "gallery.html").stat().st_size > 1000
     check_complete(db, out, 2)
     con = sqlite3.connect(db)
     feats = [json.loads(f) for (f,) in con.execute("SELECT features FROM sample")]
