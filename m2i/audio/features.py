@@ -402,7 +402,9 @@ def estimate_beats(a: Analysis) -> dict[str, Any]:
     if beats.size < 2:
         period = 60.0 * FPS / bpm
         beats = np.arange(0, a.n_frames, period).astype(int)
-    times = beats / FPS
+    # the flux at frame t is the change from frame t-1 to t, so the onset lies half a frame
+    # earlier (the tracked beats lagged the rendered beats by a median 11 ms on the evaluation set)
+    times = np.maximum(beats / FPS - 0.5 / FPS, 0.0)
     return {"tempo": round(float(bpm), 1), "beat_frames": beats, "beats": [round(float(t), 3) for t in times],
             "confidence": round(conf, 3), "info": info}
 
