@@ -274,7 +274,31 @@ def make_process_pool(workers: int | None = None) -> Executor:
     from concurrent.futures import ProcessPoolExecutor
 
     n = workers or max(1, min(os.cpu_count() or 1, 8))
+    _start_resource_tracker()
     return ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("spawn"), initializer=_ignore_sigint)
+
+
+def _start_resource_tracker() -> None:
+    """Start multiprocessing's resource tracker with a real stderr.
+
+    The tracker is started on the first spawn and hands it ``sys.stderr.fileno()``; inside the
+    dashboard (``m2i tui --run``) sys.stderr is Textual's capture object, whose descriptor is not
+    a real one, and the spawn fails with "bad value(s) in fds_to_keep".
+    """
+    import sys
+    from multiprocessing import resource_tracker
+
+    saved = sys.stderr
+    try:
+        try:
+            ok = saved is not None and saved.fileno() >= 0
+        except (AttributeError, OSError, ValueError):
+            ok = False
+        if not ok and sys.__stderr__ is not None:
+            sys.stderr = sys.__stderr__
+        resource_tracker.ensure_running()
+    finally:
+        sys.stderr = saved
 
 
 def _ignore_sigint() -> None:
