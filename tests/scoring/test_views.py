@@ -42,8 +42,6 @@ def store_with_scores(tmp_path, legacy_data):
                 conn.execute(insert(Image.__table__).values(run_id=run_id, prompt_id=pid, status="done",
                                                             path=f"images/{pid}.png"))
                 rows.append({"sample_id": sid, "mode": q["mode"], **v})
-        for stmt in create_statements("sqlite"):
-            conn.execute(text(stmt))
     ops.save_report(store, run_id, "modes", compare_modes(rows, n_boot=200))
     yield store, run_id, rows
     store.close()
@@ -168,8 +166,6 @@ def test_views_on_postgresql(pg_url):
                     conn.execute(insert(Score.__table__).values(
                         run_id=run_id, prompt_id=pid, status="done", originality=0.1 * slot, elaboration=0.5,
                         alignment=0.5, coherence=0.5, overall=0.5))
-            for stmt in create_statements("postgresql"):
-                conn.execute(text(stmt))
         with store.read() as conn:
             rows = conn.execute(text("SELECT sample_idx, slot, key, tempo, mood, originality, image_path "
                                      "FROM v_prompt_scores WHERE run_id = :r ORDER BY 1, 2"), {"r": run_id}).all()
@@ -179,8 +175,19 @@ def test_views_on_postgresql(pg_url):
         assert (rows[3].key, rows[3].tempo, rows[3].mood) == ("F#", 96.0, '["tense", "driving"]')
         assert (summary["convergent"].n_scored, summary["divergent"].n_scored) == (4, 2)
         assert summary["convergent"].mean_originality == pytest.approx(0.05)
-        with store.transaction() as conn:
-            for stmt in drop_statements("postgresql"):
-                conn.execute(text(stmt))
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_the_migration_creates_exactly_these_views(dialect):
+    """Migration 0004 froze the SQL of m2i.scoring.views; a change to the views needs a new revision."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "migrations" / "versions" / "0004_views.py"
+    spec = importlib.util.spec_from_file_location("m2i_migration_0004", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.CREATE[dialect] == create_statements(dialect)
+    assert mod.DROP == drop_statements(dialect)
