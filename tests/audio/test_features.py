@@ -227,3 +227,28 @@ def test_beat_times_fall_on_the_note_onsets():
     # within 1.5 analysis frames (16 ms each); these instant sine attacks read a little early,
     # FluidSynth's instruments (slower attacks) within 3 ms in the median (benchmarks)
     assert np.median(err) <= 0.025
+
+
+def _bowed(notes, *, attack_s: float = 0.08, duration: float = 9.0) -> np.ndarray:
+    """Notes with a slow linear attack (bowed or blown), four harmonics, at 16 kHz."""
+    y = np.zeros(int(duration * SR))
+    for s, e, p in notes:
+        t = np.arange(int((e - s) * SR)) / SR
+        f0 = 440.0 * 2 ** ((p - 69) / 12)
+        tone = sum(w * np.sin(2 * np.pi * k * f0 * t) for k, w in ((1, 1.0), (2, 0.5), (3, 0.3), (4, 0.15)))
+        env = np.minimum(1.0, t / attack_s) * np.minimum(1.0, (t[-1] - t + 1e-3) / 0.02)
+        i = int(s * SR)
+        y[i : i + t.size] += (tone * env)[: y.size - i]
+    return (0.5 * y / np.abs(y).max()).astype(np.float32)
+
+
+def test_melody_note_onsets_stay_near_the_note_ons():
+    notes = scale_notes(62, [2, 2, 1, 2, 2, 2, 1, -1, -2, -2, -2, -1, -2, -2], bpm=100)
+    on = np.asarray([s for s, _, _ in notes])
+    # a slow (bowed) attack and pretty_midi's instant one: the latency compensation for sampled
+    # bowed/blown instruments (melody_latency_s) must not push either out of a 50 ms tolerance
+    for y, tol in ((_bowed(notes, attack_s=0.2), 0.025), (synth_notes(notes, duration=9.0), 0.05)):
+        got = analyze_clip(y)["features"]["melody_notes"]
+        assert len(got) >= 12
+        lag = float(np.median([a - on[np.argmin(np.abs(on - a))] for a, _, _ in got]))
+        assert abs(lag) <= tol, lag
