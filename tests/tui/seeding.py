@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from sqlalchemy import text
 
 from m2i.store import open_store, ops
 
@@ -141,7 +142,8 @@ def seed_store(
             save_modes_report(store, run_id)
     finally:
         store.close()
-    pin_times(db)
+    if "://" not in str(db):
+        pin_times(db)  # SQLite files only: the snapshots need fixed times
     return run_id
 
 
@@ -161,10 +163,10 @@ def save_modes_report(store, run_id: int) -> None:
     from m2i.scoring.stats import compare_modes
 
     with store.read() as conn:
-        rows = [dict(r) for r in conn.exec_driver_sql(
+        rows = [dict(r) for r in conn.execute(text(
             "SELECT p.sample_id, p.mode, s.originality, s.elaboration, s.alignment, s.coherence, s.overall "
-            "FROM score s JOIN prompt p ON p.id = s.prompt_id WHERE s.status = 'done' AND s.run_id = ?",
-            (run_id,)).mappings()]
+            "FROM score s JOIN prompt p ON p.id = s.prompt_id WHERE s.status = 'done' AND s.run_id = :r"),
+            {"r": run_id}).mappings()]
     ops.save_report(store, run_id, "modes", compare_modes(rows, n_boot=500, seed=0))
 
 
