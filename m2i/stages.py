@@ -393,7 +393,12 @@ class RenderStage(StageImpl):
 
     async def setup(self, ctx: RunContext) -> None:
         from m2i.images.backends import get_backend
+        from m2i.images.png import sweep_stale_temps
 
+        swept = await asyncio.to_thread(sweep_stale_temps, self.out_dir / "images")
+        if swept:
+            await asyncio.to_thread(ctx.event, f"removed {swept} half-written image(s) left by a stopped runner",
+                                    stage="render")
         self.backend = get_backend(self.backend_name, **self.settings)
         await asyncio.to_thread(self.backend.load)
 

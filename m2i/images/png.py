@@ -22,6 +22,47 @@ if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image as PILImage
 
 TMP_PREFIX = ".m2i-tmp-"
+"""Temporary files are named ``.m2i-tmp-<host>-<pid>-<random>.png`` (see :func:`sweep_stale_temps`)."""
+
+
+def _tmp_prefix() -> str:
+    import socket
+
+    return f"{TMP_PREFIX}{socket.gethostname()}-{os.getpid()}-"
+
+
+def sweep_stale_temps(folder: str | Path, *, foreign_age_s: float = 86_400.0) -> int:
+    """Delete temporary PNGs left by writers that died (kill -9 between write and rename).
+
+    A temporary file of this host is removed when its process no longer exists; one written by
+    another host (a shared folder in a cluster) only when it is older than ``foreign_age_s``.
+    Returns how many files were removed.
+    """
+    import socket
+    import time
+
+    root = Path(folder)
+    if not root.is_dir():
+        return 0
+    host, removed = socket.gethostname(), 0
+    for f in root.rglob(f"{TMP_PREFIX}*"):
+        parts = f.name[len(TMP_PREFIX):].rsplit("-", 2)
+        try:
+            if len(parts) == 3 and parts[0] == host:
+                try:
+                    os.kill(int(parts[1]), 0)
+                    continue  # its writer is alive
+                except ProcessLookupError:
+                    pass
+                except (PermissionError, ValueError):
+                    continue
+            elif time.time() - f.stat().st_mtime < foreign_age_s:
+                continue
+            f.unlink()
+            removed += 1
+        except OSError:
+            continue
+    return removed
 
 
 def png_text(
@@ -168,7 +209,7 @@ def save_png(
     tmp_name: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=".png", dir=path.parent)
+        fd, tmp_name = tempfile.mkstemp(prefix=_tmp_prefix(), suffix=".png", dir=path.parent)
         with os.fdopen(fd, "wb") as fh:
             if fast:
                 import numpy as np

@@ -122,3 +122,28 @@ def test_fast_encoder_writes_a_standard_png_with_the_same_pixels_and_text(tmp_pa
     assert read_png_text(path) == text
     with pytest.raises(ValueError):
         encode_png_fast(pixels[..., 0], text={})
+
+
+def test_sweep_removes_only_dead_writers_temps(tmp_path):
+    """A temp PNG of a dead process on this host goes; a live one's and a recent foreign host's stay."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from m2i.images.png import sweep_stale_temps
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host = socket.gethostname()
+    d = tmp_path / "images" / "sample_000"
+    d.mkdir(parents=True)
+    gone = d / f"{TMP_PREFIX}{host}-{dead.stdout.strip()}-abc123.png"
+    live = d / f"{TMP_PREFIX}{host}-{os.getpid()}-def456.png"
+    foreign = d / f"{TMP_PREFIX}other-box-1234-ghi789.png"
+    for f in (gone, live, foreign):
+        f.write_bytes(b"partial")
+    assert sweep_stale_temps(tmp_path / "images") == 1
+    assert not gone.exists() and live.exists() and foreign.exists()
+    old = os.stat(foreign).st_mtime - 2 * 86_400
+    os.utime(foreign, (old, old))
+    assert sweep_stale_temps(tmp_path / "images") == 1 and not foreign.exists()

@@ -50,7 +50,7 @@ def check_complete(db: Path, out: Path, n_clips: int) -> None:
     assert all(p.is_file() for p in paths)
     on_disk = set((out / "images").rglob("*.png"))
     assert on_disk == paths
-    assert not list(out.rglob("*.tmp*"))
+    assert not list(out.rglob("*.tmp*")) and not list(out.rglob(".m2i-tmp-*"))
     con.close()
 
 
