@@ -1,9 +1,9 @@
 """The analyze stage: one clip of PCM in, the full feature record and its ABC out.
 
 :func:`analyze_clip` is a top-level, picklable, pure function: the runner calls it in a
-``ProcessPoolExecutor``. librosa's numba kernels are cached on disk (``NUMBA_CACHE_DIR``, set to
-``~/.cache/m2i/numba`` when unset and librosa's own folder is read-only), so a fresh worker
-process does not spend seconds compiling them again.
+``ProcessPoolExecutor``. librosa's numba kernels are cached on disk, one folder per live process
+(:func:`ensure_numba_cache`), so a fresh worker does not spend seconds compiling them again and
+two workers never write the same cache at once.
 """
 
 from __future__ import annotations
@@ -38,22 +38,53 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def ensure_numba_cache() -> None:
-    """Point numba's cache at a writable folder before librosa is imported."""
-    if os.environ.get("NUMBA_CACHE_DIR"):
-        return
-    try:
-        import importlib.util
+_SLOT_LOCK: Any = None  # the open lock file of this process's cache slot (held until exit)
 
-        spec = importlib.util.find_spec("librosa")
-        pkg = Path(spec.origin).parent if spec and spec.origin else None
-    except (ImportError, ValueError):
-        pkg = None
-    if pkg is not None and os.access(pkg, os.W_OK):
+
+def ensure_numba_cache() -> None:
+    """Give this process its own numba cache folder before librosa is imported.
+
+    Two processes compiling the same librosa kernels into one cache folder at once leave it
+    corrupt: the next process to load it crashes with a segmentation fault (seen here with two
+    analysis workers on a cold cache). So every process takes an exclusive *slot* below one base
+    folder (``slot-0``, ``slot-1``, ...) with an advisory lock held for its lifetime, and numba
+    writes only there. A slot compiles once; later processes reuse it.
+
+    The base is ``$M2I_NUMBA_CACHE_BASE``, else ``$NUMBA_CACHE_DIR``, else ``~/.cache/m2i/numba``;
+    it is handed on to child processes in ``M2I_NUMBA_CACHE_BASE``.
+    """
+    global _SLOT_LOCK
+    if _SLOT_LOCK is not None:
         return
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "m2i" / "numba"
-    cache.mkdir(parents=True, exist_ok=True)
-    os.environ["NUMBA_CACHE_DIR"] = str(cache)
+    import fcntl
+
+    base = Path(
+        os.environ.get("M2I_NUMBA_CACHE_BASE")
+        or os.environ.get("NUMBA_CACHE_DIR")
+        or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "m2i" / "numba"
+    )
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        logger.warning("numba cache folder %s cannot be created; compiled kernels will not be cached", base)
+        return
+    os.environ["M2I_NUMBA_CACHE_BASE"] = str(base)
+    for i in range(256):
+        slot = base / f"slot-{i}"
+        try:
+            slot.mkdir(exist_ok=True)
+            fh = open(slot / ".lock", "a")  # noqa: SIM115 - held open for the life of the process
+        except OSError:
+            break
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.close()
+            continue
+        _SLOT_LOCK = fh
+        os.environ["NUMBA_CACHE_DIR"] = str(slot)
+        return
+    logger.warning("no free numba cache slot under %s; compiled kernels will not be cached", base)
 
 
 def analyze_clip(pcm: np.ndarray, sr: int = 16000, *, settings: dict[str, Any] | None = None) -> dict[str, Any]:

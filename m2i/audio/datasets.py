@@ -385,6 +385,11 @@ def _read_audio(path: Path) -> tuple[np.ndarray, int, dict[str, Any]]:
             raise RuntimeError(str(exc)) from exc
     import warnings
 
+    from m2i.audio.analyze import ensure_numba_cache
+
+
+    ensure_numba_cache()
+
     import librosa
 
     with warnings.catch_warnings():

@@ -135,6 +135,11 @@ def prepare(y: np.ndarray, settings: dict[str, Any] | None = None) -> Analysis:
     """Compute the CQT, chroma, onset envelope and loudness of a 16 kHz clip."""
     import warnings
 
+    from m2i.audio.analyze import ensure_numba_cache
+
+
+    ensure_numba_cache()
+
     import librosa
 
     s = {**DEFAULTS, **(settings or {})}
@@ -390,6 +395,9 @@ def _refine_tempo(times: np.ndarray, bpm: float) -> float:
 
 def estimate_beats(a: Analysis) -> dict[str, Any]:
     """Tempo in BPM, beat times in seconds, and a confidence."""
+    from m2i.audio.analyze import ensure_numba_cache
+
+    ensure_numba_cache()
     import librosa
 
     bpm, conf, info = _choose_tempo(a.onset_env, a.settings)

@@ -21,6 +21,9 @@ _RAMP = np.array(  # black -> purple -> orange -> pale yellow
 
 
 def _mel_db(pcm: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:
+    from m2i.audio.analyze import ensure_numba_cache
+
+    ensure_numba_cache()
     import librosa
 
     y = np.asarray(pcm, dtype=np.float32)

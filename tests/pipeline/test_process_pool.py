@@ -34,3 +34,30 @@ def test_captured_stream_really_breaks_a_plain_spawn():
                         "make_process_pool = lambda n: ProcessPoolExecutor(n, mp_context=mp.get_context('spawn'))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
     assert "fds_to_keep" in r.stdout
+
+
+ANALYZE = r"""
+from m2i.audio.datasets import load_dataset
+from m2i.audio.analyze import analyze_clip
+clip = next(iter(load_dataset("demo")))
+print(analyze_clip(clip.pcm, 16000)["features"]["key"])
+"""
+
+
+def test_concurrent_workers_never_corrupt_the_numba_cache(tmp_path):
+    """Two processes compiling at once used to leave a cache that crashed the next process (SIGSEGV)."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "M2I_NUMBA_CACHE_BASE"}
+    env["NUMBA_CACHE_DIR"] = str(tmp_path / "numba")
+    first = [subprocess.Popen([sys.executable, "-c", ANALYZE], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    keys = []
+    for p in first:
+        out, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-2000:]
+        keys.append(out.strip())
+    again = subprocess.run([sys.executable, "-c", ANALYZE], env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, f"exit {again.returncode}: {again.stderr[-2000:]}"
+    assert again.stdout.strip() == keys[0] == keys[1]
+    assert sorted(p.name for p in (tmp_path / "numba").iterdir()) == ["slot-0", "slot-1"]
