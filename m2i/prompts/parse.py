@@ -229,10 +229,20 @@ def palette_from_text(*texts: str, limit: int = 6) -> list[str]:
     return found[:limit]
 
 
+NOTATION = re.compile(r"(?<![\w-])(?:[A-Za-z#]{1,3}\d?-){2,}[A-Za-z#]{1,3}\d?(?![\w-])")
+"""Chord or key chains a small model copies from the features ("I-vi-V-I", "Mf-Mv-mF")."""
+
+
 def drop_music_phrases(prompt: str) -> str:
-    """Remove the comma-separated phrases of ``prompt`` that talk about music or sound."""
-    keep = [p.strip() for p in prompt.split(",")
-            if p.strip() and not MUSIC_WORDS.intersection(re.findall(r"[a-z]+", p.lower()))]
+    """Remove the comma-separated phrases of ``prompt`` that talk about music or sound, and
+    chord or key chains copied from the features."""
+    keep = []
+    for phrase in prompt.split(","):
+        phrase = re.sub(r"\s{2,}", " ", NOTATION.sub("", phrase)).strip(" .;:")
+        if re.fullmatch(r"[ivIV#b\d ]*", phrase):
+            continue  # nothing left, or a lone Roman numeral
+        if not MUSIC_WORDS.intersection(re.findall(r"[a-z]+", phrase.lower())):
+            keep.append(phrase)
     return ", ".join(keep)
 
 

@@ -144,3 +144,11 @@ def test_run_together_words_of_small_models_are_dropped():
 def test_answer_without_title_gets_one_from_its_image_prompt():
     vp, _ = parse_prompt("Image: a grand cathedral, dark sky over the sea\nAbout: The upbeat music turns to stone.")
     assert vp.title == "A grand cathedral" and vp.description == "The upbeat music turns to stone."
+
+
+def test_chord_chains_copied_from_the_features_are_dropped():
+    from m2i.prompts.parse import drop_music_phrases
+
+    assert drop_music_phrases("an island with waves. I-vi-V-I-M-i-C-A-T-E, dark shore") == "an island with waves, dark shore"
+    assert drop_music_phrases("a serene valley, Mf-Mv-mF vi, only the light.") == "a serene valley, only the light"
+    assert drop_music_phrases("a well-lit red-brick house, x-ray vision") == "a well-lit red-brick house, x-ray vision"
