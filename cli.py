@@ -108,25 +108,6 @@ def _settings(flags: dict[str, Any], config: str | None = None):
     return load_settings(flags, config_path=config)
 
 
-def _get_or_create_run(store, settings, *, new: bool = False) -> dict[str, Any]:
-    from m2i.store import ops
-
-    run = None if new else ops.get_run(store, settings.run_name)
-    if run is None:
-        name = settings.run_name or time.strftime("run-%Y%m%d-%H%M%S")
-        run_id = ops.create_run(store, name=name, config=settings.run_config())
-        run = ops.get_run(store, run_id)
-    return run  # type: ignore[return-value]
-
-
-def _ingest(store, run: dict[str, Any], dataset: str, *, samples: int | None, clip_s: float, hop_s: float) -> dict:
-    from m2i.audio.datasets import load_dataset
-    from m2i.store import ops
-
-    clips = load_dataset(dataset, clip_s=clip_s, hop_s=hop_s)
-    return ops.add_samples(store, int(run["id"]), clips, limit=samples)
-
-
 @app.command()
 def ingest(
     dataset: Annotated[str, typer.Argument(help="A .npy file, a folder of audio files, an audio file, or 'demo'.")],
@@ -138,9 +119,13 @@ def ingest(
 ) -> None:
     """Add clips to a run (identified by content hash: ingesting twice adds nothing)."""
     settings = _settings({"run_name": run, "samples": samples, "hop_s": hop, "dataset": dataset}, config)
+    from m2i.pipeline import ingest as ingest_clips
+    from m2i.pipeline import prepare_run
+
     store = _open(db, create=True)
-    r = _get_or_create_run(store, settings)
-    counts = _ingest(store, r, dataset, samples=settings.samples, clip_s=settings.clip_s, hop_s=settings.hop_s)
+    r = prepare_run(store, settings)
+    counts = ingest_clips(store, int(r["id"]), dataset, clip_s=settings.clip_s, hop_s=settings.hop_s,
+                          limit=settings.samples)
     typer.echo(
         f"run {r['name']}: {counts['added']} clip(s) added, {counts['failed']} bad clip(s) recorded as failed, "
         f"{counts['skipped']} already present"

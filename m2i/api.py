@@ -37,11 +37,10 @@ class Runs:
 
     def new_run(self, name: str | None = None, **settings: Any) -> Run:
         """Create a run; ``settings`` are :class:`m2i.config.Settings` fields (llm, model, images, ...)."""
-        s = load_settings({**settings, "run_name": name})
-        import time
+        from m2i.pipeline import prepare_run
 
-        run_id = ops.create_run(self.store, name=name or time.strftime("run-%Y%m%d-%H%M%S"), config=s.run_config())
-        return Run(self, run_id, s)
+        s = load_settings({**settings, "run_name": name})
+        return Run(self, int(prepare_run(self.store, s, new_run=True)["id"]), s)
 
     def run(self, run: int | str | None = None) -> Run:
         """An existing run by id or name (the newest when None)."""
@@ -107,10 +106,10 @@ class Run:
 
     def ingest(self, dataset: str, *, samples: int | None = None) -> dict[str, int]:
         """Add clips (.npy, folder, audio file or "demo"); returns added/failed/skipped counts."""
-        from m2i.audio.datasets import load_dataset
+        from m2i.pipeline import ingest
 
-        return ops.add_samples(self.store, self.id, load_dataset(dataset, clip_s=self.settings.clip_s,
-                                                                  hop_s=self.settings.hop_s), limit=samples)
+        return ingest(self.store, self.id, dataset, clip_s=self.settings.clip_s, hop_s=self.settings.hop_s,
+                      limit=samples)
 
     def process(self, stages: Sequence[str] | None = None) -> dict[str, dict[str, int]]:
         """Run the given stages (default all four) until they have no work left; returns the counts."""

@@ -46,6 +46,14 @@ def prepare_run(
     return run  # type: ignore[return-value]
 
 
+def ingest(store: Store, run_id: int, dataset: str, *, clip_s: float = 10.0, hop_s: float = 10.0,
+           limit: int | None = None) -> dict[str, int]:
+    """Add a dataset's clips to a run (``m2i ingest``, ``m2i run --dataset``, the Python API)."""
+    from m2i.audio.datasets import load_dataset
+
+    return ops.add_samples(store, run_id, load_dataset(dataset, clip_s=clip_s, hop_s=hop_s), limit=limit)
+
+
 def run_pipeline(
     settings: Settings,
     *,
@@ -76,13 +84,8 @@ def run_pipeline(
         if "analyze" in settings.stages or (explicit and "dataset" in explicit):
             counts0 = ops.status_counts(store, run_id)
             if (explicit and "dataset" in explicit) or sum(counts0["analyze"].values()) == 0:
-                from m2i.audio.datasets import load_dataset
-
-                added = ops.add_samples(
-                    store, run_id, load_dataset(cfg.get("dataset") or settings.dataset,
-                                                clip_s=settings.clip_s, hop_s=settings.hop_s),
-                    limit=cfg.get("samples"),
-                )
+                added = ingest(store, run_id, cfg.get("dataset") or settings.dataset, clip_s=settings.clip_s,
+                               hop_s=settings.hop_s, limit=cfg.get("samples"))
                 log.info("ingest: %(added)d added, %(failed)d bad, %(skipped)d already present", added)
         impls, notes = build_stages(
             store, run, settings.stages, out_dir=settings.out_dir if explicit and "out_dir" in explicit else None,

@@ -55,12 +55,9 @@ def build_report(store: Store, run_id: int, *, recompute: bool = False) -> dict[
     by_instruction = sum(n for (_, how), n in realised.items() if how == "instruction")
     modes = None if recompute else ops.latest_report(store, run_id, "modes")
     if (modes is None or modes.get("n_prompts", -1) != counts["score"]["done"]) and counts["score"]["done"]:
-        from m2i.scoring import compare_modes
-        from m2i.stages import mode_rows
+        from m2i.stages import write_mode_report
 
-        modes = compare_modes(mode_rows(store, run_id))
-        if not store.readonly:
-            ops.save_report(store, run_id, "modes", modes)
+        modes = write_mode_report(store, run_id)
     return {
         "run": {"id": run["id"], "name": run["name"], "created_at": str(run["created_at"]), "paused": run["paused"]},
         "config": run["config"],

@@ -21,7 +21,7 @@ from m2i.errors import BackendError, InputError, ProviderError
 from m2i.runner import Outcome, RunContext, StageImpl, make_process_pool
 from m2i.store import ops
 from m2i.store.engine import Store
-from m2i.store.models import Image, LLMBatch, LLMModel, Prompt, Sample, Score, Status, utcnow
+from m2i.store.models import LLMBatch, LLMModel, Prompt, Sample, Score, Status, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -213,17 +213,16 @@ class BatchGenerateStage(GenerateStage):
                 items.append(BatchItem(prompt_id=i, features=sample.get("features") or {}, abc=sample.get("abc"),
                                        mode=r["mode"], temperature=r["temperature"], seed=r["seed"]))
 
-            async def stored(bid: str, prompt_ids: list[int]) -> None:
-                await asyncio.to_thread(_save_batch, ctx.store, ctx.run_id, bid, prompt_ids)
+            saved: dict[str, Any] = {}
+
+            async def stored(bid: str, prompt_ids: list[int], saved: dict[str, Any] = saved) -> None:
+                saved.update(await asyncio.to_thread(_save_batch, ctx.store, ctx.run_id, bid, prompt_ids))
                 await asyncio.to_thread(ctx.event, f"Message Batch {bid} submitted with {len(prompt_ids)} prompts",
                                         stage="generate")
 
             results.update(await generate_batch(self.provider, items, on_submitted=stored, batch_id=batch_id,
                                                 settings=self.settings, poll_s=self.poll_s))
-            if row_id is not None:
-                await asyncio.to_thread(_mark_batch, ctx.store, row_id)
-            else:
-                await asyncio.to_thread(_mark_batch_by_id, ctx.store, ctx.run_id, ids)
+            await asyncio.to_thread(_mark_batch, ctx.store, row_id if row_id is not None else saved["id"])
         out = []
         for i in by_id:
             res = results.get(i)
@@ -252,12 +251,6 @@ def _save_batch(store: Store, run_id: int, batch_id: str, prompt_ids: list[int])
             created_at=utcnow(),
         ).returning(t.c.id)).scalar_one()
     return {"id": new_id, "batch_id": batch_id, "prompt_ids": prompt_ids}
-
-
-def _mark_batch_by_id(store: Store, run_id: int, prompt_ids: list[int]) -> None:
-    for b in _open_batches(store, run_id):
-        if b["prompt_ids"] == prompt_ids:
-            _mark_batch(store, b["id"])
 
 
 def _mark_batch(store: Store, row_id: int) -> None:
@@ -305,14 +298,16 @@ def mode_rows(store: Store, run_id: int) -> list[dict[str, Any]]:
 
 
 def write_mode_report(store: Store, run_id: int) -> dict[str, Any] | None:
-    """Compute convergent vs divergent for a run and store it (table ``report``, kind ``modes``)."""
+    """Compute convergent vs divergent for a run and store it (table ``report``, kind ``modes``);
+    on a read-only store it is computed and returned only."""
     from m2i.scoring import compare_modes
 
     rows = mode_rows(store, run_id)
     if not rows:
         return None
     report = compare_modes(rows)
-    ops.save_report(store, run_id, "modes", report)
+    if not store.readonly:
+        ops.save_report(store, run_id, "modes", report)
     return report
 
 
@@ -365,16 +360,6 @@ def _render_inputs(store: Store, prompt_ids: list[int]) -> dict[int, dict[str, A
         return {r["id"]: dict(r) for r in rows}
 
 
-def _done_images(store: Store, run_id: int) -> int:
-    t = Image.__table__
-    from sqlalchemy import func
-
-    with store.read() as conn:
-        return int(conn.execute(
-            select(func.count()).where(t.c.run_id == run_id, t.c.status == Status.done.value)
-        ).scalar_one())
-
-
 class RenderStage(StageImpl):
     """One image per prompt on one device, in batches."""
 
@@ -408,7 +393,8 @@ class RenderStage(StageImpl):
         from m2i.images.seeds import image_seed
 
         if self.limit is not None:
-            done = await asyncio.to_thread(_done_images, ctx.store, ctx.run_id)
+            counts = await asyncio.to_thread(ops.status_counts, ctx.store, ctx.run_id)
+            done = counts["render"]["done"]
             room = max(0, self.limit - done)
             if room < len(rows):
                 over = [r["id"] for r in rows[room:]]

@@ -264,16 +264,16 @@ def _make_clip(source: str, pcm: np.ndarray | None, meta: dict[str, Any], sr: in
     return Clip(source, meta, np.ascontiguousarray(arr, dtype=np.float32), None)
 
 
-def _plain(value: Any) -> Any:
+def plain_json(value: Any) -> Any:
     """Make annotation metadata JSON-serialisable."""
     if isinstance(value, np.ndarray):
-        return [_plain(v) for v in value.tolist()] if value.ndim else _plain(value.item())
+        return [plain_json(v) for v in value.tolist()] if value.ndim else plain_json(value.item())
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain_json(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain_json(v) for v in value]
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     return value
@@ -296,7 +296,7 @@ def _iter_npy(path: Path) -> Iterator[Clip]:
         for i, item in enumerate(items):
             source = f"{path}#{i}"
             if isinstance(item, dict):
-                meta = _plain(item.get("audio_meta") or {})
+                meta = plain_json(item.get("audio_meta") or {})
                 if not isinstance(meta, dict):
                     meta = {"audio_meta": meta}
                 if "audio" not in item:

@@ -135,6 +135,8 @@ def add_samples(store: Store, run_id: int, clips: Iterable[Any], *, limit: int |
     """
     import numpy as np
 
+    from m2i.audio.datasets import plain_json
+
     s, c = _t(Sample), _t(Clip)
     counts = {"added": 0, "failed": 0, "skipped": 0}
     with store.read() as conn:
@@ -158,7 +160,7 @@ def add_samples(store: Store, run_id: int, clips: Iterable[Any], *, limit: int |
             with store.transaction() as conn:
                 conn.execute(
                     insert(s).values(
-                        run_id=run_id, idx=next_idx, source=clip.source, meta=_jsonable(clip.meta),
+                        run_id=run_id, idx=next_idx, source=clip.source, meta=plain_json(clip.meta),
                         status=Status.failed.value, error=clip.error or "no audio", finished_at=utcnow(),
                     )
                 )
@@ -180,7 +182,7 @@ def add_samples(store: Store, run_id: int, clips: Iterable[Any], *, limit: int |
             conn.execute(
                 insert(s).values(
                     run_id=run_id, idx=next_idx, source=clip.source, audio_sha256=sha,
-                    duration_s=float(pcm.size) / 16000.0, meta=_jsonable(clip.meta), max_attempts=max_attempts,
+                    duration_s=float(pcm.size) / 16000.0, meta=plain_json(clip.meta), max_attempts=max_attempts,
                 )
             )
         known_sha.add(sha)
@@ -206,22 +208,6 @@ def load_pcm(store: Store, sha256: str):
     if row is None:
         raise StoreError(f"The audio {sha256[:12]} is missing from the store; ingest it again.")
     return np.frombuffer(row[0], dtype="<f4").copy(), int(row[1])
-
-
-def _jsonable(value: Any) -> Any:
-    import numpy as np
-
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return value
 
 
 # --------------------------------------------------------------------------- claiming
