@@ -12,12 +12,10 @@ HERE = Path(__file__).parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
+from prompt_constants import ABC, API_KEY, OPENAI_KEY, SLOTS  # noqa: E402,F401
 from wire_servers import AnthropicServer, OllamaServer, OpenAIServer  # noqa: E402
 
 from m2i.prompts.providers import MemoryCapabilityStore, RetryPolicy  # noqa: E402
-
-API_KEY = "sk-ant-api03-TESTKEY-9f8e7d6c5b4a3210"
-OPENAI_KEY = "sk-proj-TESTKEY-0a1b2c3d4e5f"
 
 FULL_FEATURES = {
     "key": "F#", "tonality": "minor", "key_runner_up": "A major",
@@ -29,11 +27,8 @@ FULL_FEATURES = {
     "dynamic_intensity": {"label": "mf", "loudness_db": -18.2, "range_db": 11.5, "trend": "crescendo"},
     "spectrogram": "energy concentrated below 500 Hz, bright transients every beat",
 }
-ABC = "X:1\nT:clip\nM:3/4\nL:1/8\nQ:96\nK:F#m\nF2 A2 c2 | e2 d2 c2 | B2 A2 F2 |"
 
 # The default five prompts of a clip: (slot, mode, temperature, seed)
-SLOTS = [(0, "convergent", 0.4, 100), (1, "convergent", 0.4, 101), (2, "convergent", 0.4, 102),
-         (3, "divergent", 0.8, 103), (4, "divergent", 0.8, 104)]
 
 
 @pytest.fixture

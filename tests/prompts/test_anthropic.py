@@ -7,7 +7,7 @@ import logging
 import time
 
 import pytest
-from conftest import ABC, API_KEY, SLOTS
+from prompt_constants import ABC, API_KEY, SLOTS
 
 from m2i.errors import ProviderError
 from m2i.prompts.generate import prompt_from_completion, write_prompt

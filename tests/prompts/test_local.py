@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from conftest import ABC
+from prompt_constants import ABC
 
 pytest.importorskip("llama_cpp")
 

@@ -6,7 +6,7 @@ import logging
 import socket
 
 import pytest
-from conftest import ABC, OPENAI_KEY, SLOTS
+from prompt_constants import ABC, OPENAI_KEY, SLOTS
 
 from m2i.errors import ProviderError
 from m2i.prompts.generate import write_prompt

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ABC
+from prompt_constants import ABC
 
 from m2i.errors import InputError
 from m2i.prompts.clip_tokens import clip_tokenize, count_clip_tokens, fit_clip_tokens

@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import sqlite3
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from pilot_helpers import copy_db, refreshed, wait_until  # noqa: E402,F401  (used by fixtures)
 from seeding import seed_store  # noqa: E402
-
-
-def copy_db(src: Path, dst: Path) -> Path:
-    """A consistent copy of a SQLite database (its WAL folded in)."""
-    with sqlite3.connect(src) as a, sqlite3.connect(dst) as b:
-        a.backup(b)
-    a.close()
-    b.close()
-    return dst
 
 
 @pytest.fixture(scope="session")
@@ -64,21 +54,3 @@ def frozen_app():
         return make_app(str(db), **kw)
 
     return build
-
-
-async def wait_until(pilot, predicate, *, timeout: float = 10.0, what: str = "condition") -> None:
-    """Let the app run until ``predicate()`` holds (raises after ``timeout`` seconds)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await pilot.pause(0.02)
-
-
-async def refreshed(pilot, *, after: int | None = None, timeout: float = 10.0) -> None:
-    """Wait until the app has applied a snapshot newer than ``after`` (default: the current one)."""
-    app = pilot.app
-    n = app.refreshes if after is None else after
-    if after is None:
-        app.request_refresh()
-    await wait_until(pilot, lambda: app.refreshes > n and not app._polling, timeout=timeout, what="a refresh")

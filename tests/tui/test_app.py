@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from conftest import refreshed, wait_until
+from pilot_helpers import refreshed, wait_until
 from textual.widgets import Static
 
 from m2i.store import open_store, ops
@@ -191,7 +191,7 @@ async def test_follows_another_connection_live(seeded_db, frozen_app):
 
 
 async def test_missing_database_says_so_and_recovers(tmp_path, seeded_template, frozen_app):
-    from conftest import copy_db
+    from pilot_helpers import copy_db
 
     db = tmp_path / "later.db"
     app = frozen_app(db)

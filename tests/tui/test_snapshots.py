@@ -8,7 +8,7 @@ changed screenshot means changed layout or content.
 from __future__ import annotations
 
 import pytest
-from conftest import refreshed
+from pilot_helpers import refreshed
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 40), id="120x40", marks=pytest.mark.slow)]
 

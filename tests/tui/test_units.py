@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from conftest import refreshed, wait_until
+from pilot_helpers import refreshed, wait_until
 
 from tui.data import RateTracker, Reader, Want, condense_report, format_eta
 
