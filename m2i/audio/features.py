@@ -8,10 +8,11 @@ Everything is computed from one constant-Q transform (36 bins per octave, C2..C8
   (:func:`audio_profile`; Temperley-Kostka-Payne by default, Albrecht & Shanahan 2013
   selectable). Krumhansl-Kessler is deliberately not used: on audio it systematically prefers
   the dominant. The runner-up key is reported too.
-- **tempo / beats**: spectral-flux onset envelope of the CQT, autocorrelation tempo candidates
-  (:func:`_choose_tempo`), then an explicit double/half-tempo decision (:func:`_octave_decision`:
-  a five-weight logistic model of "the half-beats are beats too"); beats from librosa's dynamic
-  programming tracker at the chosen tempo.
+- **tempo / beats**: autocorrelation tempo candidates (:func:`_choose_tempo`) of an attack-count
+  envelope (how many semitones start a note in each frame, :func:`attack_envelope`), then an
+  explicit double/half-tempo decision (:func:`_octave_decision`: a logistic model of "the
+  half-beats are beats too" that looks at the grid's subdivisions two levels down); beats from
+  librosa's dynamic programming tracker at the chosen tempo on the spectral-flux onset envelope.
 - **time signature**: per-beat accent (onset strength) plus the bass energy starting on the
   beat, scored for bar lengths of 2, 3 and 4 beats at every phase (downbeats minus the rest);
   compound (6/8) when the beats subdivide in three. The confidence is the logistic margin
@@ -74,6 +75,10 @@ DEFAULTS: dict[str, Any] = {
     "tempo_min": 45.0,
     "tempo_max": 200.0,
     "tempo_double_p": 0.5,
+    # attack envelope: a semitone starts a note when it rises > 10 dB within 4 frames (64 ms) to
+    # above -45 dB of the clip's loudest semitone
+    "attack_rise_db": 10.0,
+    "attack_floor_db": -45.0,
     "chord_self_prob": 0.3,
     "chord_bass_weight": 0.0,
     "chord_template_harmonics": 1.0,
@@ -107,6 +112,7 @@ class Analysis:
     onset_env: np.ndarray
     rms_db: np.ndarray
     settings: dict[str, Any]
+    attack_env: np.ndarray | None = None  # semitones starting a note per frame (attack_envelope)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -190,9 +196,29 @@ def prepare(y: np.ndarray, settings: dict[str, Any] | None = None) -> Analysis:
         onset_env=onset,
         rms_db=rms_db.astype(np.float32),
         settings=s,
+        attack_env=attack_envelope(semi, float(s["attack_rise_db"]), float(s["attack_floor_db"])),
     )
     analysis.extra["semi"] = semi
     return analysis
+
+
+_ATTACK_FRAMES = 4  # rise measured over 4 frames (64 ms): slow string and choir attacks count too
+
+
+def attack_envelope(semi: np.ndarray, rise_db: float = 10.0, floor_db: float = -45.0) -> np.ndarray:
+    """Number of semitones that start a note in each frame.
+
+    ``semi`` is the semitone magnitude spectrogram [72, T]. A semitone starts a note at frame t when
+    its level rose by more than ``rise_db`` over the previous :data:`_ATTACK_FRAMES` frames and is
+    above ``floor_db`` relative to the loudest semitone of the clip. Unlike the spectral flux, a
+    chord struck by four voices counts four (and their partials), a passing note in one voice
+    counts one, whatever their loudness: that is what tells the beat from its subdivisions in
+    homophonic music.
+    """
+    w = _ATTACK_FRAMES
+    db = 20.0 * np.log10(semi / (float(semi.max()) + 1e-12) + 1e-6)
+    starts = ((db[:, w:] - db[:, :-w]) > rise_db) & (db[:, w:] > floor_db)
+    return np.concatenate([np.zeros(w), starts.sum(axis=0)]).astype(np.float32)
 
 
 # --------------------------------------------------------------------------- key
@@ -322,50 +348,97 @@ def _choose_tempo(onset: np.ndarray, s: dict[str, Any]) -> tuple[float, float, d
     return float(bpm), conf, info
 
 
-# Logistic model of "the tempo should be doubled", fitted on the even-numbered clips of the
-# evaluation set (benchmarks/evalset): bias, off-beat/on-beat onset strength, off-beat/on-beat
-# onset detection rate, off-beat/on-beat chroma change, log2(tempo / 90 BPM).
-_DOUBLE_W = np.array([-4.225, 1.346, 1.498, 1.921, -2.625])
+# Logistic model of "the tempo should be doubled" (:func:`_octave_decision`), fitted by
+# benchmarks/evalset/fit_tempo.py on the even-numbered chorale clips of the evaluation set only
+# (scikit-learn LogisticRegression, C=10). Order: bias; at the candidate tempo t the alternation
+# of attacks, onset strength and chroma change between a (t x 2)-grid's positions, log2(t / 90);
+# the same three alternations at 2t and at 4t (the grid's subdivisions one and two levels down).
+_DOUBLE_W = np.array([-11.492, 4.670, 2.128, 4.802, -6.355, 3.416, 0.871, 2.997, 1.744, -5.213, 0.682])
 
 
-def _half_beat_features(env: np.ndarray, chroma: np.ndarray, bpm: float) -> np.ndarray:
-    """Evidence that the half-beat positions of a ``bpm`` grid are themselves beats."""
+def _pooled(x: np.ndarray, k: int = 2) -> np.ndarray:
+    """Running maximum over +-k frames (onsets a frame or two off the grid still count)."""
+    return np.maximum.reduce([np.roll(x, j) for j in range(-k, k + 1)])
+
+
+def _alternation(x: np.ndarray, period: float) -> tuple[float, np.ndarray]:
+    """How alike the alternate positions of a grid of ``period / 2`` frames are.
+
+    The grid's phase is the one with the largest mean of ``x`` on it; the result is the mean of
+    ``x`` on the weaker half of the positions over the stronger half (1: every position alike, the
+    half-period is a beat too; near 0: only every other position carries anything), and the grid.
+    """
+    n, h = x.size, period / 2.0
+    best, grid = -1.0, np.zeros(0, dtype=int)
+    for phase in np.arange(0.0, h, 1.0):
+        pos = np.round(np.arange(phase, n - 2, h)).astype(int)
+        if pos.size >= 2 and float(x[pos].mean()) > best:
+            best, grid = float(x[pos].mean()), pos
+    if grid.size < 2:
+        return 1.0, grid
+    even, odd = float(x[grid[0::2]].mean()), float(x[grid[1::2]].mean())
+    return min(even, odd) / (max(even, odd) + 1e-9), grid
+
+
+def _level_features(a: Analysis, bpm: float) -> np.ndarray:
+    """Alternation of attacks, onset strength and chroma change on the half-beats of ``bpm``."""
     period = 60.0 * FPS / bpm
-    pooled = np.maximum.reduce([np.roll(env, k) for k in (-2, -1, 0, 1, 2)])
-    n = env.size
-    best, grid = -1.0, None
-    for phase in np.arange(0.0, period, 1.0):
-        pos = np.arange(phase, n - 2, period)
-        if pos.size < 2:
-            continue
-        on = float(pooled[np.round(pos).astype(int)].mean())
-        if on > best:
-            best, grid = on, pos
-    if grid is None:
-        return np.array([1.0, 0.0, 0.0, 0.0, math.log2(bpm / 90.0)])
-    mid = grid[:-1] + period / 2.0
-    onv = pooled[np.round(grid).astype(int)]
-    midv = pooled[np.round(mid).astype(int)]
-    thr = 0.35 * float(np.median(onv))
-    det = float((midv > thr).mean()) / max(float((onv > thr).mean()), 1e-3)
-    cn = chroma / (np.linalg.norm(chroma, axis=0, keepdims=True) + 1e-9)
+    att = a.attack_env if a.attack_env is not None else a.onset_env
+    r_att, grid = _alternation(_pooled(att), period)
+    r_onset, _ = _alternation(_pooled(a.onset_env), period)
+    if grid.size < 2:
+        return np.array([r_att, r_onset, 1.0])
+    n = a.n_frames
+    cn = a.chroma / (np.linalg.norm(a.chroma, axis=0, keepdims=True) + 1e-9)
 
     def change(p: np.ndarray) -> float:
-        p = np.round(p).astype(int)
         lo, hi = np.clip(p - 4, 0, n - 1), np.clip(p + 4, 0, n - 1)
         return float(np.mean(1.0 - np.sum(cn[:, lo] * cn[:, hi], axis=0)))
 
-    return np.array([1.0, float(midv.mean()) / (float(onv.mean()) + 1e-9), det,
-                     change(mid) / (change(grid) + 1e-9), math.log2(bpm / 90.0)])
+    ce, co = change(grid[0::2]), change(grid[1::2])
+    return np.array([r_att, r_onset, min(ce, co) / (max(ce, co) + 1e-9)])
+
+
+def tempo_decision_features(a: Analysis, bpm: float) -> np.ndarray:
+    """The inputs of the double-the-tempo model at ``bpm`` (see :data:`_DOUBLE_W`)."""
+    return np.concatenate([[1.0], _level_features(a, bpm), [math.log2(bpm / 90.0)],
+                           _level_features(a, 2.0 * bpm), _level_features(a, 4.0 * bpm)])
+
+
+def subdivides_in_three(env: np.ndarray, beat_frames: np.ndarray) -> bool:
+    """True when the beats divide in three: onsets at 1/3 and 2/3 of a beat > 1.3 x at 1/2."""
+    sub3 = sub2 = 0.0
+    bf = np.asarray(beat_frames, dtype=int)
+    for i in range(bf.size - 1):
+        L = bf[i + 1] - bf[i]
+        if L < 9:
+            continue
+        sub3 += env[bf[i] + L // 3 - 1 : bf[i] + L // 3 + 2].max() + env[bf[i] + 2 * L // 3 - 1 : bf[i] + 2 * L // 3 + 2].max()
+        sub2 += 2 * env[bf[i] + L // 2 - 1 : bf[i] + L // 2 + 2].max()
+    return bool(sub3 > 1.3 * sub2 and sub3 > 0)
+
+
+def _beat_grid(env: np.ndarray, bpm: float) -> np.ndarray:
+    """Frames of a ``bpm`` grid at the phase where ``env`` is largest on average."""
+    period = 60.0 * FPS / bpm
+    best, grid = -1.0, np.zeros(0, dtype=int)
+    for phase in np.arange(0.0, period, 1.0):
+        pos = np.round(np.arange(phase, env.size - 2, period)).astype(int)
+        if pos.size >= 2 and float(env[pos].mean()) > best:
+            best, grid = float(env[pos].mean()), pos
+    return grid
 
 
 def _octave_decision(a: Analysis, bpm: float) -> tuple[float, list[tuple[float, float]]]:
     """Resolve double/half tempo explicitly.
 
     Start at the slowest octave of ``bpm`` inside the tempo range and double it while a small
-    logistic model says the half-beat positions are beats too: their onsets are as strong and
-    as regular as the beats', and the harmony changes there as often. At the right tempo the
-    half-beats hold only passing notes. Returns the tempo and the (tempo, P(double)) trail.
+    logistic model says the half-beat positions are beats too. At the beat level of homophonic
+    music the half-beats hold only passing notes (few attacks, little change of harmony) and the
+    quarter-beats hardly anything; one level too slow, the half-beats are chords like the beats.
+    A beat that divides in three (compound metre, :func:`subdivides_in_three`) is never doubled:
+    its next level down is the third, not the half. Returns the tempo and the (tempo, P(double))
+    trail.
     """
     s = a.settings
     tmin, tmax = float(s["tempo_min"]), float(s["tempo_max"])
@@ -374,7 +447,10 @@ def _octave_decision(a: Analysis, bpm: float) -> tuple[float, list[tuple[float, 
         t /= 2.0
     trail = []
     while True:
-        p = 1.0 / (1.0 + math.exp(-float(_DOUBLE_W @ _half_beat_features(a.onset_env, a.chroma, t))))
+        z = float(np.clip(_DOUBLE_W @ tempo_decision_features(a, t), -50.0, 50.0))
+        p = 1.0 / (1.0 + math.exp(-z))
+        if p > float(s["tempo_double_p"]) and subdivides_in_three(a.onset_env, _beat_grid(_pooled(a.onset_env), t)):
+            p = 0.0
         trail.append((round(t, 2), round(p, 3)))
         if p > float(s["tempo_double_p"]) and t * 2.0 <= tmax:
             t *= 2.0
@@ -400,7 +476,8 @@ def estimate_beats(a: Analysis) -> dict[str, Any]:
     ensure_numba_cache()
     import librosa
 
-    bpm, conf, info = _choose_tempo(a.onset_env, a.settings)
+    att = a.attack_env if a.attack_env is not None else a.onset_env
+    bpm, conf, info = _choose_tempo(att, a.settings)
     bpm, trail = _octave_decision(a, bpm)
     info["octave_trail"] = trail
     # confidence: how decisive the last octave decision was, times the periodicity margin
@@ -613,16 +690,7 @@ def estimate_meter(a: Analysis, beat_frames: np.ndarray, tempo: float) -> dict[s
     else:
         m = 4 if scores[4][0] >= 0.8 * scores[2][0] else 2
         conf = _softmax_margin(duple, triple, 0.25)
-    # compound metre: beat divided in three (onsets at 1/3, 2/3 stronger than at 1/2)
-    sub3 = sub2 = 0.0
-    for i in range(bf.size - 1):
-        L = bf[i + 1] - bf[i]
-        if L < 9:
-            continue
-        e = a.onset_env
-        sub3 += e[bf[i] + L // 3 - 1 : bf[i] + L // 3 + 2].max() + e[bf[i] + 2 * L // 3 - 1 : bf[i] + 2 * L // 3 + 2].max()
-        sub2 += 2 * e[bf[i] + L // 2 - 1 : bf[i] + L // 2 + 2].max()
-    compound = sub3 > 1.3 * sub2 and sub3 > 0
+    compound = subdivides_in_three(a.onset_env, bf)
     if compound and m in (2, 4):
         sig = "6/8"
     else:
