@@ -20,9 +20,10 @@ Everything is computed from one constant-Q transform (36 bins per octave, C2..C8
 - **mood**: valence and arousal from a documented linear mapping (see :func:`mood`).
 - **melody contour**: predominant-melody pitch track by harmonic summation on the CQT with a
   voicing gate, reduced to a shape and a range in semitones.
-- **harmonic progression**: half-beat-synchronous matching against 24 triad templates (the mean
-  chroma of labelled major / minor segments, :data:`_LEARNED_TRIADS`) and Viterbi smoothing;
-  Roman numerals in the detected key.
+- **harmonic progression**: half-beat segments scored by a rotation-shared logistic classifier
+  over the 24 triads and decoded by Viterbi with key-relative, beat-position-dependent
+  transitions (:mod:`m2i.audio.chord_model`); the earlier template matching (mean chroma of
+  labelled segments, :data:`_LEARNED_TRIADS`) stays selectable. Roman numerals in the detected key.
 - **dynamic intensity**: RMS loudness in dBFS, dynamic range (95th - 10th percentile), trend from
   a linear fit, and a pp..ff label.
 
@@ -82,10 +83,15 @@ DEFAULTS: dict[str, Any] = {
     "chord_self_prob": 0.3,
     "chord_bass_weight": 0.0,
     "chord_template_harmonics": 1.0,
-    "chord_templates": "learned",  # or "binary": chord tones plus partials (chord_template_harmonics)
+    # "logistic": rotation-shared logistic classifier + key-relative transitions (chord_model.py);
+    # "learned": mean-chroma templates (_LEARNED_TRIADS); "binary": chord tones plus partials
+    # (chord_template_harmonics). chord_self_prob, chord_bass_weight, chord_obs_scale and
+    # chord_key_bonus apply to the two template kinds only.
+    "chord_templates": "logistic",
     "chord_split_frames": 16,
     "chord_obs_scale": 50.0,
     "chord_key_bonus": 0.03,
+    "chord_logistic_temp": 1.5,  # scale of the classifier's scores before the Viterbi (chosen on dev)
     "melody_fmin_midi": 48,  # C3
     "melody_fmax_midi": 96,  # C7
     "melody_voicing": 0.25,
@@ -526,7 +532,7 @@ def _chord_templates(harmonics: float = 1.0, kind: str = "binary") -> tuple[np.n
                 labels.append((r, q))
         return np.asarray(temps), labels
     if kind != "binary":
-        raise ValueError(f"chord_templates must be 'learned' or 'binary', not {kind!r}")
+        raise ValueError(f"chord_templates must be 'logistic', 'learned' or 'binary', not {kind!r}")
     temps, labels = [], []
     h = float(harmonics)
     harm = [(0, 1.0), (12, 0.5 * h), (19, 0.33 * h), (24, 0.25 * h)]  # partials 1..4 of each chord tone
@@ -562,51 +568,137 @@ def beat_sync(x: np.ndarray, bounds: np.ndarray) -> np.ndarray:
     return out
 
 
-def estimate_chords(a: Analysis, beat_frames: np.ndarray) -> dict[str, Any]:
-    """Beat-synchronous triads, smoothed by Viterbi decoding.
-
-    Returns ``{"segments": [[start_s, end_s, "G:maj"], ...], "beat_labels": [...], ...}``.
-    """
-    s = a.settings
+def chord_bounds(a: Analysis, beat_frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Segment frame bounds for the chords: every beat, split in two when it lasts at least
+    ``chord_split_frames`` frames. Also returns, per segment, whether it starts mid-beat."""
     bounds = np.unique(np.concatenate([[0], beat_frames[(beat_frames > 0) & (beat_frames < a.n_frames)], [a.n_frames]]))
     # split every beat in two so chords that change on the half beat are not smeared
-    halves = []
-    split = int(s["chord_split_frames"])
+    halves, mid = [], []
+    split = int(a.settings["chord_split_frames"])
     for i in range(len(bounds) - 1):
         halves.append(bounds[i])
+        mid.append(False)
         if split and bounds[i + 1] - bounds[i] >= split:
             halves.append((bounds[i] + bounds[i + 1]) // 2)
+            mid.append(True)
     halves.append(bounds[-1])
-    bounds = np.asarray(halves)
-    ch = beat_sync(a.chroma, bounds)
-    bs = beat_sync(a.bass_chroma, bounds)
-    temps, labels = _chord_templates(float(s["chord_template_harmonics"]), str(s["chord_templates"]))
-    chn = ch / (np.linalg.norm(ch, axis=0, keepdims=True) + 1e-9)
-    sim = temps @ chn  # [24, n]
-    bsn = bs / (bs.sum(axis=0, keepdims=True) + 1e-9)
-    roots = np.array([r for r, _ in labels])
-    sim = sim + float(s["chord_bass_weight"]) * bsn[roots, :]
-    key = a.extra.get("key")
-    if key is not None and float(s["chord_key_bonus"]) > 0:
-        sim = sim + float(s["chord_key_bonus"]) * diatonic_mask(key["tonic_pc"], key["mode"], labels)[:, None]
-    n_states, n = sim.shape
-    # Viterbi on a log-softmax of the similarities
-    obs = sim * float(s["chord_obs_scale"])
-    obs = obs - obs.max(axis=0, keepdims=True)
-    logp = obs - np.log(np.exp(obs).sum(axis=0, keepdims=True))
-    p_self = float(s["chord_self_prob"])
-    trans = np.full((n_states, n_states), math.log((1 - p_self) / (n_states - 1)))
-    np.fill_diagonal(trans, math.log(p_self))
+    return np.asarray(halves), np.asarray(mid, dtype=bool)
+
+
+def chord_features(a: Analysis, bounds: np.ndarray) -> np.ndarray:
+    """Per segment, seven 12-bin blocks [84, n] for :data:`m2i.audio.chord_model.WEIGHTS`.
+
+    Each block is L2-normalised: the log chroma, the bass chroma, the log chroma of three
+    two-octave bands (C2-B3, C4-B5, C6-B7), and the log chroma of the previous and the next
+    segment. Log compression is fixed at gamma 10 (the weights were fitted with it).
+    """
+    semi = a.extra.get("semi")
+    if semi is None:  # an Analysis built by hand: rebuild the semitone magnitudes
+        semis = a.cqt.reshape(N_OCT * 12, 3, -1)
+        semi = semis[:, 1, :] + 0.5 * (semis[:, 0, :] + semis[:, 2, :])
+    S = beat_sync(np.log1p(10.0 * semi / (float(semi.max()) + 1e-9)), bounds)  # [72, n]
+
+    def unit(x: np.ndarray) -> np.ndarray:
+        return x / (np.linalg.norm(x, axis=0, keepdims=True) + 1e-9)
+
+    chroma = unit(S.reshape(N_OCT, 12, -1).sum(axis=0))
+    blocks = [chroma, unit(beat_sync(a.bass_chroma, bounds))]
+    blocks += [unit(S[lo * 12 : (lo + 2) * 12].reshape(2, 12, -1).sum(axis=0)) for lo in (0, 2, 4)]
+    blocks.append(np.concatenate([chroma[:, :1], chroma[:, :-1]], axis=1))  # previous segment
+    blocks.append(np.concatenate([chroma[:, 1:], chroma[:, -1:]], axis=1))  # next segment
+    return np.concatenate(blocks, axis=0)
+
+
+def chord_logistic_scores(X: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Rotation-shared linear scores [24, n] (rows major C..B, minor C..B) of features ``X``.
+
+    For root ``r`` every 12-bin block of ``X`` is rotated so that ``r`` comes first; the score of
+    (``r``, quality) is then the same weight vector per quality for all twelve roots
+    (``weights`` [2, d + 1]: major and minor rows, bias last).
+    """
+    k = X.shape[0] // 12
+    Xb = X.reshape(k, 12, -1)
+    rot = np.stack([np.roll(Xb, -r, axis=1).reshape(k * 12, -1) for r in range(12)])  # [12, d, n]
+    d = k * 12
+    sc = np.einsum("qd,rdn->qrn", weights[:, :d], rot) + weights[:, d][:, None, None]
+    return sc.reshape(24, -1)
+
+
+def _key_relative_transitions(tonic_pc: int, mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """Log transition matrices (into an on-beat segment, into a mid-beat one) between the 24
+    absolute triads, from the key-relative counts of :mod:`m2i.audio.chord_model` (+1 smoothing)."""
+    from m2i.audio.chord_model import TRANSITION_COUNTS
+
+    counts = np.asarray(TRANSITION_COUNTS[mode], dtype=float) + 1.0  # [2, 24, 24], relative states
+    _, labels = _chord_templates(kind="learned")
+    rel = np.array([(r - tonic_pc) % 12 + 12 * (q == "min") for r, q in labels])
+    out = []
+    for c in counts:
+        logt = np.log(c / c.sum(axis=1, keepdims=True))
+        out.append(logt[np.ix_(rel, rel)])
+    return out[0], out[1]
+
+
+def _viterbi(logp: np.ndarray, trans: list[np.ndarray], which: np.ndarray) -> np.ndarray:
+    """Best state path; ``trans[which[t]]`` is the log transition matrix into segment ``t``."""
+    n_states, n = logp.shape
     delta = logp[:, 0].copy()
     back = np.zeros((n_states, n), dtype=int)
     for t in range(1, n):
-        m = delta[:, None] + trans
+        m = delta[:, None] + trans[int(which[t])]
         back[:, t] = m.argmax(axis=0)
         delta = m.max(axis=0) + logp[:, t]
     path = np.zeros(n, dtype=int)
     path[-1] = int(delta.argmax())
     for t in range(n - 1, 0, -1):
         path[t - 1] = back[path[t], t]
+    return path
+
+
+def estimate_chords(a: Analysis, beat_frames: np.ndarray) -> dict[str, Any]:
+    """Half-beat-synchronous triads, smoothed by Viterbi decoding.
+
+    ``chord_templates="logistic"`` (default): log-probabilities of a rotation-shared logistic
+    classifier (:func:`chord_features`, :func:`chord_logistic_scores`) and key-relative
+    transitions that depend on whether the segment starts on the beat or mid-beat (both from
+    :mod:`m2i.audio.chord_model`). ``"learned"`` / ``"binary"``: cosine similarity to 24 triad
+    templates, a diatonic bonus and a uniform transition matrix (``chord_self_prob``).
+
+    Returns ``{"segments": [[start_s, end_s, "G:maj"], ...], "path": [...], "confidence": ...}``.
+    """
+    s = a.settings
+    bounds, mid = chord_bounds(a, beat_frames)
+    kind = str(s["chord_templates"])
+    key = a.extra.get("key")
+    if kind == "logistic":
+        from m2i.audio.chord_model import WEIGHTS
+
+        _, labels = _chord_templates(kind="learned")
+        obs = chord_logistic_scores(chord_features(a, bounds), np.asarray(WEIGHTS)) * float(s["chord_logistic_temp"])
+    else:
+        ch = beat_sync(a.chroma, bounds)
+        bs = beat_sync(a.bass_chroma, bounds)
+        temps, labels = _chord_templates(float(s["chord_template_harmonics"]), kind)
+        chn = ch / (np.linalg.norm(ch, axis=0, keepdims=True) + 1e-9)
+        sim = temps @ chn  # [24, n]
+        bsn = bs / (bs.sum(axis=0, keepdims=True) + 1e-9)
+        roots = np.array([r for r, _ in labels])
+        sim = sim + float(s["chord_bass_weight"]) * bsn[roots, :]
+        if key is not None and float(s["chord_key_bonus"]) > 0:
+            sim = sim + float(s["chord_key_bonus"]) * diatonic_mask(key["tonic_pc"], key["mode"], labels)[:, None]
+        obs = sim * float(s["chord_obs_scale"])
+    n_states, n = obs.shape
+    # Viterbi on a log-softmax of the scores
+    obs = obs - obs.max(axis=0, keepdims=True)
+    logp = obs - np.log(np.exp(obs).sum(axis=0, keepdims=True))
+    if kind == "logistic" and key is not None:
+        trans = list(_key_relative_transitions(int(key["tonic_pc"]), str(key["mode"])))
+    else:
+        p_self = float(s["chord_self_prob"])
+        uniform = np.full((n_states, n_states), math.log((1 - p_self) / (n_states - 1)))
+        np.fill_diagonal(uniform, math.log(p_self))
+        trans = [uniform, uniform]
+    path = _viterbi(logp, trans, mid)
     post = np.exp(logp[path, np.arange(n)])
     segs: list[list[Any]] = []
     for i, st in enumerate(path):

@@ -206,6 +206,19 @@ def test_chord_labels_and_roman_numerals_follow_a_progression():
     assert f["harmonic_progression"]["roman"][:4] == ["I", "vi", "IV", "V"]
 
 
+@pytest.mark.parametrize("kind", ["learned", "binary"])
+def test_the_template_chord_models_stay_selectable(kind):
+    prog = [(55, 59, 62), (52, 55, 59), (48, 52, 55), (50, 54, 57), (55, 59, 62)]  # G: I vi IV V I
+    y = synth_notes(_block_chords(prog), duration=8.0)
+    f = analyze_clip(y, 16000, settings={"chord_templates": kind})["features"]
+    span = 2 * 60.0 / 80.0
+    for i, lab in enumerate(["G:maj", "E:min", "C:maj", "D:maj", "G:maj"]):
+        mid = 0.2 + (i + 0.5) * span
+        assert [c for a, b, c in f["chords"] if a <= mid < b] == [lab], (kind, f["chords"])
+    with pytest.raises(ValueError, match="chord_templates"):
+        analyze_clip(y, 16000, settings={"chord_templates": "nnls"})
+
+
 def test_key_profiles_are_selectable():
     prog = [(57, 60, 64), (50, 53, 57), (52, 56, 59), (57, 60, 64)]  # A minor: i iv V i
     y = synth_notes(_block_chords(prog), duration=7.0)
