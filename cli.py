@@ -59,13 +59,13 @@ def _db(db: str | None) -> str | None:
 
 def _open(db: str | None, *, readonly: bool = False, create: bool = False):
     """Open the store; any command upgrades an older schema to head by itself (when it may write)."""
-    from m2i.errors import StoreError
+    from m2i.errors import OlderSchemaError
     from m2i.store import open_store
 
     try:
         return open_store(_db(db), readonly=readonly, create=create)
-    except StoreError as exc:
-        if not (readonly and "older schema" in str(exc)):
+    except OlderSchemaError:
+        if not readonly:
             raise
     open_store(_db(db), create=False).close()  # upgrades (after copying the file aside), or says why not
     return open_store(_db(db), readonly=True)

@@ -7,6 +7,7 @@ traceback for these. Third-party errors are translated with ``raise ... from exc
 - ``M2IError``
   - ``InputError``     bad audio, bad file, bad argument
   - ``StoreError``     database missing, not an m2i database, newer schema, read-only
+    - ``OlderSchemaError``  an older schema that this open may not upgrade (read-only, ``upgrade=False``)
   - ``ProviderError``  LLM provider: missing/rejected key, unreachable server, unknown model
   - ``BackendError``   image backend: missing weights, unwritable output, out of memory
   - ``ConfigError``    bad m2i.toml or M2I_* value
@@ -25,6 +26,31 @@ class InputError(M2IError):
 
 class StoreError(M2IError):
     """The run store cannot be opened or used."""
+
+
+class OlderSchemaError(StoreError):
+    """The database has an older schema than this m2i, and this open may not upgrade it.
+
+    Raised by :func:`m2i.store.open_store` when the database's Alembic revision is a known one
+    behind head and the store was opened ``readonly=True`` or with ``upgrade=False``. A caller
+    that may write can recover by opening again with upgrades allowed (the CLI's read-only
+    commands do, after which they reopen read-only); the message says which command upgrades.
+
+    Attributes
+    ----------
+    location : str
+        The SQLite path or database URL, as the message names it.
+    revision : str
+        The database's revision (``alembic_version.version_num``), e.g. ``"0001"``.
+    head : str
+        The head revision this m2i would upgrade it to.
+    """
+
+    def __init__(self, message: str, *, location: str, revision: str, head: str):
+        super().__init__(message)
+        self.location = location
+        self.revision = revision
+        self.head = head
 
 
 class ProviderError(M2IError):

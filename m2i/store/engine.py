@@ -24,7 +24,7 @@ from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from m2i.errors import StoreError
+from m2i.errors import OlderSchemaError, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -268,6 +268,9 @@ def open_store(
 
     Raises
     ------
+    OlderSchemaError
+        The schema is older than head and ``readonly`` or not ``upgrade`` forbids upgrading it;
+        carries ``revision`` and ``head``.
     StoreError
         One sentence: missing folder, not an m2i database, newer schema, read-only file, ...
     """
@@ -314,9 +317,10 @@ def open_store(
             )
         if readonly or not upgrade:
             engine.dispose()
-            raise StoreError(
+            raise OlderSchemaError(
                 f"{path or url} has an older schema ({rev}); run any writing m2i command "
-                "(e.g. `m2i init`) to upgrade it."
+                "(e.g. `m2i init`) to upgrade it.",
+                location=str(path or url), revision=rev, head=head,
             )
         backup = None
         if path is not None:

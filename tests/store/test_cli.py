@@ -113,6 +113,22 @@ def test_read_only_database_file(tmp_path):
         shutil.rmtree(work, ignore_errors=True)
 
 
+def test_sql_on_an_older_database_upgrades_it_and_reads(tmp_path):
+    """`m2i sql` (read-only) on an older schema upgrades it first, copying the file aside, then answers."""
+    from alembic import command
+
+    from m2i.store.engine import alembic_config, head_revision
+
+    db = tmp_path / "m2i.db"
+    command.upgrade(alembic_config(f"sqlite:///{db}"), "0001")
+    if head_revision() == "0001":
+        pytest.skip("only one revision so far")
+    r = m2i("sql", "SELECT version_num FROM alembic_version", "--json", "--db", str(db))
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert json.loads(r.stdout) == {"version_num": head_revision()}
+    assert (tmp_path / "m2i.db.bak-0001").exists()
+
+
 def test_requeue_needs_stage_with_id(tmp_path):
     db = tmp_path / "a.db"
     seed_run(open_store(db), 1)

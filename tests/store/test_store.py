@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import text
 from store_helpers import make_clips, seed_run
 
-from m2i.errors import StoreError
+from m2i.errors import OlderSchemaError, StoreError
 from m2i.store import models, open_store, ops
 
 # The ``store`` and ``db_url`` fixtures (tests/store/conftest.py) run each test that takes them on
@@ -164,6 +164,34 @@ def test_older_schema_is_upgraded_with_a_backup(tmp_path):
     with s.read() as conn:
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == head_revision()
     assert (tmp_path / "m2i.db.bak-0001").exists()
+
+
+@pytest.mark.parametrize("how", [{"readonly": True}, {"upgrade": False}])
+def test_older_schema_that_may_not_be_upgraded_names_both_revisions(tmp_path, how):
+    """A read-only open (or ``upgrade=False``) refuses an older schema with a typed error; the file is untouched."""
+    from alembic import command
+
+    from m2i.store.engine import alembic_config, head_revision
+
+    p = tmp_path / "m2i.db"
+    command.upgrade(alembic_config(f"sqlite:///{p}"), "0001")
+    if head_revision() == "0001":
+        pytest.skip("only one revision so far")
+    before = p.read_bytes()
+    with pytest.raises(OlderSchemaError) as err:
+        open_store(p, **how)
+    assert isinstance(err.value, StoreError)
+    assert (err.value.location, err.value.revision, err.value.head) == (str(p), "0001", head_revision())
+    assert str(err.value) == (f"{p} has an older schema (0001); run any writing m2i command "
+                              "(e.g. `m2i init`) to upgrade it.")
+    assert p.read_bytes() == before
+    assert not (tmp_path / "m2i.db.bak-0001").exists()
+
+
+def test_other_store_errors_are_not_older_schema_errors(tmp_path):
+    with pytest.raises(StoreError) as err:
+        open_store(tmp_path / "absent.db", readonly=True)
+    assert not isinstance(err.value, OlderSchemaError)
 
 
 def test_ingest_is_idempotent_and_bad_clips_fail_with_reason(store):

@@ -226,15 +226,22 @@ async def test_locked_database_keeps_retrying(seeded_db, frozen_app):
 async def test_older_schema_is_explained(tmp_path, frozen_app):
     from alembic import command
 
+    from m2i.store import open_store
     from m2i.store.engine import alembic_config, resolve_url
 
     db = tmp_path / "old.db"
     command.upgrade(alembic_config(resolve_url(str(db))), "0001")
+    before = db.read_bytes()
     app = frozen_app(db)
     async with app.run_test(size=(80, 24)) as pilot:
         await refreshed(pilot, after=0)
-        text = label_text(app.screen.query_one(ProblemBanner))
-        assert "older schema" in text and "m2i init" in text
+        banner = app.screen.query_one(ProblemBanner)
+        text = label_text(banner)
+        assert banner.display and "older schema (0001)" in text and "m2i init" in text
+        assert db.read_bytes() == before  # the read-only dashboard never upgrades it
+        open_store(db).close()  # what `m2i init` does
+        await refreshed(pilot)
+        assert "older schema" not in label_text(banner)  # it retried and now reads the upgraded file
 
 
 async def test_sample_detail_shows_features_abc_prompts_and_image(seeded_db, frozen_app):
