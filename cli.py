@@ -59,15 +59,26 @@ def _db(db: str | None) -> str | None:
 
 def _open(db: str | None, *, readonly: bool = False, create: bool = False):
     """Open the store; any command upgrades an older schema to head by itself (when it may write)."""
-    from m2i.errors import OlderSchemaError
+    from m2i.errors import OlderSchemaError, StoreError
     from m2i.store import open_store
 
     try:
         return open_store(_db(db), readonly=readonly, create=create)
-    except OlderSchemaError:
+    except OlderSchemaError as exc:
         if not readonly:
             raise
-    open_store(_db(db), create=False).close()  # upgrades (after copying the file aside), or says why not
+        older = exc
+    try:
+        open_store(_db(db), create=False).close()  # upgrades (after copying the file aside), or says why not
+    except StoreError as exc:
+        path = Path(older.location)
+        if not path.exists() or os.access(path, os.W_OK):
+            raise  # the upgrade failed for another reason, which its own sentence names
+        raise StoreError(
+            f"{older.location} has an older schema ({older.revision}) that must be upgraded to {older.head} "
+            "before m2i can read it, but the file is read-only: make it writable, or copy it somewhere "
+            "writable and pass the copy with --db."
+        ) from exc
     return open_store(_db(db), readonly=True)
 
 

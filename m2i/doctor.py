@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 from m2i.config import Settings
-from m2i.errors import M2IError
+from m2i.errors import M2IError, OlderSchemaError
 
 Level = Literal["ok", "warn", "fail"]
 
@@ -156,6 +156,9 @@ def check_store(db: str | None) -> Check:
         return Check("database", "ok", f"{path} does not exist yet; `m2i run` creates it")
     try:
         store = open_store(db, readonly=True)
+    except OlderSchemaError as exc:
+        return Check("database", "warn", f"{exc.location}: older schema ({exc.revision}, this m2i is at {exc.head})",
+                     "any m2i command that may write upgrades it, copying the file aside first (e.g. `m2i init`)")
     except M2IError as exc:
         return Check("database", "fail", str(exc))
     try:

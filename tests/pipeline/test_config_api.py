@@ -104,6 +104,25 @@ def test_doctor_fails_on_a_bad_database(tmp_path):
     assert "Traceback" not in r.stderr
 
 
+def test_doctor_warns_about_an_older_database_and_leaves_it(tmp_path):
+    """An older schema is not a failure: any command upgrades it. Doctor says so and changes nothing."""
+    from alembic import command
+
+    from m2i.doctor import check_store
+    from m2i.store.engine import alembic_config, head_revision
+
+    db = tmp_path / "m2i.db"
+    command.upgrade(alembic_config(f"sqlite:///{db}"), "0001")
+    before = db.read_bytes()
+    check = check_store(str(db))
+    if head_revision() == "0001":
+        assert check.level == "ok"
+        return
+    assert check.level == "warn", check
+    assert "older schema (0001" in check.detail and head_revision() in check.detail and "m2i init" in check.fix
+    assert db.read_bytes() == before and not (tmp_path / "m2i.db.bak-0001").exists()
+
+
 def test_any_command_upgrades_an_older_database(tmp_path):
     """Even read-only commands (status, sql) bring an older schema to head, after copying the file aside."""
     from alembic import command

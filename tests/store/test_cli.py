@@ -129,6 +129,39 @@ def test_sql_on_an_older_database_upgrades_it_and_reads(tmp_path):
     assert (tmp_path / "m2i.db.bak-0001").exists()
 
 
+def test_read_only_older_database_says_what_to_do(tmp_path):
+    """An older schema that may not be upgraded because the file is read-only: one sentence with
+    the way out, not a pointer back to the read-only command the user just ran; file untouched."""
+    from alembic import command
+
+    from m2i.store.engine import alembic_config, head_revision
+
+    if head_revision() == "0001":
+        pytest.skip("only one revision so far")
+    work = Path(tempfile.mkdtemp(prefix="m2i-ro-old-"))
+    immutable = False
+    try:
+        db = work / "m2i.db"
+        command.upgrade(alembic_config(f"sqlite:///{db}"), "0001")
+        before = db.read_bytes()
+        if os.geteuid() == 0:
+            r = subprocess.run(["chattr", "+i", str(db)], capture_output=True)
+            if r.returncode != 0:
+                pytest.skip("root cannot make a read-only file here (chattr +i unsupported)")
+            immutable = True
+        else:
+            db.chmod(0o444)
+        r = m2i("status", "--db", str(db), cwd=work)
+        assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+        assert "older schema (0001)" in r.stderr and "read-only" in r.stderr and "copy it" in r.stderr
+        assert "m2i status" not in r.stderr
+        assert db.read_bytes() == before and not (work / "m2i.db.bak-0001").exists()
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(db)], check=False)
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def test_requeue_needs_stage_with_id(tmp_path):
     db = tmp_path / "a.db"
     seed_run(open_store(db), 1)
