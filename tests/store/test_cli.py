@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -81,10 +82,28 @@ def test_bad_databases_one_sentence_and_untouched(tmp_path, kind):
     assert not (tmp_path / "missing").exists()
 
 
+@contextlib.contextmanager
+def read_only(path: Path):
+    """Make ``path`` read-only for this user (root: chattr +i, else mode 0444); undone on exit."""
+    immutable = False
+    if os.geteuid() == 0:
+        # root may write any file whatever its mode; an immutable file is read-only even for root
+        r = subprocess.run(["chattr", "+i", str(path)], capture_output=True)
+        if r.returncode != 0:
+            pytest.skip("root cannot make a read-only file here (chattr +i unsupported)")
+        immutable = True
+    else:
+        path.chmod(0o444)
+    try:
+        yield path
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(path)], check=False)
+
+
 def test_read_only_database_file(tmp_path):
     """As a user who may not write the file: writing commands refuse in one sentence; reading works."""
     work = Path(tempfile.mkdtemp(prefix="m2i-ro-"))
-    immutable = False
     try:
         db = work / "m2i.db"
         store = open_store(db)
@@ -93,23 +112,14 @@ def test_read_only_database_file(tmp_path):
         for side in ("-wal", "-shm"):
             Path(str(db) + side).unlink(missing_ok=True)
         before = db.read_bytes()
-        if os.geteuid() == 0:
-            # root may write any file whatever its mode; an immutable file is read-only even for root
-            r = subprocess.run(["chattr", "+i", str(db)], capture_output=True)
-            if r.returncode != 0:
-                pytest.skip("root cannot make a read-only file here (chattr +i unsupported)")
-            immutable = True
-        else:
-            db.chmod(0o444)
-        r = m2i("requeue", "--db", str(db), cwd=work)
-        assert r.returncode == 1 and "read-only" in r.stderr and "Traceback" not in r.stderr, r.stderr
-        r = m2i("status", "--json", "--db", str(db), cwd=work)
-        assert r.returncode == 0, r.stderr
-        assert json.loads(r.stdout)["stages"]["analyze"]["pending"] == 2
+        with read_only(db):
+            r = m2i("requeue", "--db", str(db), cwd=work)
+            assert r.returncode == 1 and "read-only" in r.stderr and "Traceback" not in r.stderr, r.stderr
+            r = m2i("status", "--json", "--db", str(db), cwd=work)
+            assert r.returncode == 0, r.stderr
+            assert json.loads(r.stdout)["stages"]["analyze"]["pending"] == 2
         assert db.read_bytes() == before
     finally:
-        if immutable:
-            subprocess.run(["chattr", "-i", str(db)], check=False)
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -139,26 +149,17 @@ def test_read_only_older_database_says_what_to_do(tmp_path):
     if head_revision() == "0001":
         pytest.skip("only one revision so far")
     work = Path(tempfile.mkdtemp(prefix="m2i-ro-old-"))
-    immutable = False
     try:
         db = work / "m2i.db"
         command.upgrade(alembic_config(f"sqlite:///{db}"), "0001")
         before = db.read_bytes()
-        if os.geteuid() == 0:
-            r = subprocess.run(["chattr", "+i", str(db)], capture_output=True)
-            if r.returncode != 0:
-                pytest.skip("root cannot make a read-only file here (chattr +i unsupported)")
-            immutable = True
-        else:
-            db.chmod(0o444)
-        r = m2i("status", "--db", str(db), cwd=work)
+        with read_only(db):
+            r = m2i("status", "--db", str(db), cwd=work)
         assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
         assert "older schema (0001)" in r.stderr and "read-only" in r.stderr and "copy it" in r.stderr
         assert "m2i status" not in r.stderr
         assert db.read_bytes() == before and not (work / "m2i.db.bak-0001").exists()
     finally:
-        if immutable:
-            subprocess.run(["chattr", "-i", str(db)], check=False)
         shutil.rmtree(work, ignore_errors=True)
 
 
