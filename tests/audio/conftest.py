@@ -33,6 +33,29 @@ def _harmonic_wave(phase):
     return np.sin(phase) + 0.5 * np.sin(2 * phase) + 0.3 * np.sin(3 * phase) + 0.15 * np.sin(4 * phase)
 
 
+def drum_loop(bpm: float, *, duration: float = 10.0, sr: int = SR, hats: bool = True, seed: int = 0) -> np.ndarray:
+    """A rock beat: kick on beats 1 and 3, snare on 2 and 4, closed hi-hat on every eighth."""
+    rng = np.random.default_rng(seed)
+    y = np.zeros(int(duration * sr))
+
+    def hit(x: np.ndarray, t: float) -> None:
+        i = int(t * sr)
+        n = min(x.size, y.size - i)
+        if n > 0:
+            y[i : i + n] += x[:n]
+
+    t_k, t_s, t_h = (np.arange(int(d * sr)) / sr for d in (0.15, 0.19, 0.05))
+    kick = np.sin(2 * np.pi * np.cumsum(60 + 100 * np.exp(-t_k * 30)) / sr) * np.exp(-t_k * 12)
+    beat = 60.0 / bpm
+    for b in range(int(duration / beat) + 1):
+        t = b * beat
+        hit(kick if b % 2 == 0 else 0.5 * rng.standard_normal(t_s.size) * np.exp(-t_s * 25), t)
+        if hats:
+            for off in (0.0, beat / 2):
+                hit(0.15 * np.diff(rng.standard_normal(t_h.size + 1)) * np.exp(-t_h * 60), t + off)
+    return (0.5 * y / (np.abs(y).max() + 1e-9)).astype(np.float32)
+
+
 def scale_notes(tonic_midi: int, steps, *, bpm: float, start: float = 0.25):
     beat = 60.0 / bpm
     out, t, pitch = [], start, tonic_midi

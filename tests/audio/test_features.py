@@ -15,7 +15,7 @@ from m2i.audio.analyze import analyze_clip, analyze_file
 from m2i.errors import InputError
 from m2i.features import FEATURE_NAMES, describe
 
-from .conftest import SR, scale_notes, synth_notes
+from .conftest import SR, drum_loop, scale_notes, synth_notes
 
 MAJOR_STEPS = [0, 2, 2, 1, 2, 2, 2, 1]
 
@@ -88,6 +88,13 @@ def test_tempo_is_the_beat_not_the_eighth_note():
     f = analyze_clip(0.7 * y_beats + 0.15 * off)["features"]
     assert abs(f["tempo"] - bpm) <= 0.04 * bpm
     assert len(f["beats"]) in range(9, 13)
+
+
+@pytest.mark.parametrize("bpm", [90, 120, 140])
+def test_tempo_of_a_drum_loop_is_its_quarter_note(bpm):
+    """Kick, snare and eighth-note hi-hats: the beat is the quarter note, not the bar's half or the hats."""
+    f = analyze_clip(drum_loop(bpm))["features"]
+    assert abs(f["tempo"] - bpm) <= 0.04 * bpm, f["tempo"]
 
 
 def test_dynamics_follow_the_level():
