@@ -70,12 +70,17 @@ def run_pipeline(
     another thread (the dashboard) can stop it with ``runner.stop_threadsafe()``. Pass
     ``handle_signals=False`` when not on the main thread.
     """
+    from m2i.images.backends import check_backend_name
+    from m2i.prompts.providers import provider_class
     from m2i.runner import Runner, run_blocking
     from m2i.stages import build_stages
 
     for s in settings.stages:
         if s not in ops.STAGE_ORDER:
             raise InputError(f"Unknown stage {s!r} in --stages; choose from {', '.join(ops.STAGE_ORDER)}.")
+    # a misspelt --llm or --images stops here, before a run is created or a clip is ingested
+    provider_class(settings.llm)
+    check_backend_name(settings.images)
     store = open_store(db or settings.db, create=True)
     try:
         run = prepare_run(store, settings, new_run=new_run, explicit=explicit)

@@ -190,6 +190,17 @@ def test_no_run_yet(tmp_path):
     assert r.returncode == 1 and "no run yet" in r.stderr
 
 
+@pytest.mark.parametrize("flag, value, says", [
+    ("--llm", "antropic", "LLM provider 'antropic' is unknown: use one of anthropic, local, ollama, openai."),
+    ("--images", "sdlx", "unknown image backend 'sdlx'; use one of auto, sdxl, preview."),
+])
+def test_misspelt_llm_or_images_stops_before_a_run_is_created(tmp_path, flag, value, says):
+    db = tmp_path / "a.db"
+    r = m2i("run", "--db", str(db), "--samples", "1", flag, value, cwd=tmp_path)
+    assert r.returncode == 1 and r.stderr == f"error: {says}\n"  # one sentence, no ingest or runner lines first
+    assert not db.exists() and not (tmp_path / "m2i-output").exists()
+
+
 def test_import_m2i_stays_light():
     code = ("import sys, m2i, m2i.store, m2i.runner, m2i.config, m2i.pipeline, m2i.stages;"
             "heavy = [m for m in ('torch', 'librosa', 'diffusers', 'transformers', 'llama_cpp', 'textual', 'cli', 'tui')"
