@@ -89,7 +89,7 @@ def _run_of(store, run: str | None) -> dict[str, Any]:
     if r is None:
         if run is None:
             raise InputError("This database has no run yet; start one with `m2i run`.")
-        raise InputError(f"No run {run!r} in this database; `m2i status` lists the runs.")
+        raise ops.no_such_run(store, run)
     return r
 
 
@@ -178,7 +178,7 @@ def analyze(
 def run(
     dataset: Annotated[str | None, typer.Option("--dataset", help="Audio to add first: .npy, folder, file or 'demo'.")] = None,
     db: DbOpt = None,
-    run_name: Annotated[str | None, typer.Option("--run", help="Run name or id to continue (default: the newest).")] = None,
+    run_name: Annotated[str | None, typer.Option("--run", help="Run name or id to continue (default: the newest); with --new, the new run's name.")] = None,
     new: Annotated[bool, typer.Option("--new", help="Start a new run even if one exists.")] = False,
     samples: Annotated[int | None, typer.Option("--samples", help="Only the first N clips (a quick test).")] = None,
     llm: Annotated[str | None, typer.Option("--llm", help="local, anthropic, ollama or openai.")] = None,

@@ -83,6 +83,9 @@ def run_pipeline(
     check_backend_name(settings.images)
     store = open_store(db or settings.db, create=True)
     try:
+        if settings.run_name and not new_run and ops.get_run(store, settings.run_name) is None and ops.list_runs(store):
+            # a misspelt --run would otherwise start a new run and redo (and pay for) every clip
+            raise ops.no_such_run(store, settings.run_name, "add --new to start a new run with that name")
         run = prepare_run(store, settings, new_run=new_run, explicit=explicit)
         run_id = int(run["id"])
         cfg = run["config"]

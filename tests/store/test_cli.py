@@ -201,6 +201,32 @@ def test_misspelt_llm_or_images_stops_before_a_run_is_created(tmp_path, flag, va
     assert not db.exists() and not (tmp_path / "m2i-output").exists()
 
 
+def test_an_unknown_run_is_named_with_the_runs_there_are(tmp_path):
+    db = tmp_path / "a.db"
+    store = open_store(db)
+    seed_run(store, 1, name="alpha")
+    seed_run(store, 1, name="beta")
+    for cmd in ("status", "report", "export", "gallery"):
+        r = m2i(cmd, "--run", "9", "--db", str(db), cwd=tmp_path)
+        assert r.returncode == 1, cmd
+        assert r.stderr == "error: No run '9' in this database (its runs: 1 (alpha), 2 (beta)).\n", cmd
+
+
+def test_run_with_a_misspelt_run_name_starts_nothing(tmp_path):
+    db = tmp_path / "a.db"
+    store = open_store(db)
+    seed_run(store, 2, name="alpha")
+    r = m2i("run", "--db", str(db), "--run", "alpah", "--images", "preview", cwd=tmp_path)
+    assert r.returncode == 1
+    assert r.stderr == ("error: No run 'alpah' in this database (its runs: 1 (alpha)); "
+                        "add --new to start a new run with that name.\n")
+    assert [x["name"] for x in ops.list_runs(store)] == ["alpha"]
+    r = m2i("run", "--db", str(db), "--new", "--run", "alpah", "--images", "preview", "--stages", "render",
+            cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert [x["name"] for x in ops.list_runs(store)] == ["alpha", "alpah"]
+
+
 def test_import_m2i_stays_light():
     code = ("import sys, m2i, m2i.store, m2i.runner, m2i.config, m2i.pipeline, m2i.stages;"
             "heavy = [m for m in ('torch', 'librosa', 'diffusers', 'transformers', 'llama_cpp', 'textual', 'cli', 'tui')"
