@@ -539,6 +539,12 @@ def tui(
     config: Annotated[str | None, typer.Option("--config", help="m2i.toml to read (with --run).")] = None,
 ) -> None:
     """The dashboard: live progress, convergent vs divergent, failures and requeue, samples."""
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        # without a terminal Textual writes escape codes into the pipe and waits for keys that never come
+        raise InputError(
+            "m2i tui needs an interactive terminal (over SSH: ssh -t host m2i tui); "
+            "m2i status and m2i report print the same figures as plain text."
+        )
     from tui.app import run_app
 
     settings = _settings({"run_name": run_id}, config) if start_runner else None

@@ -227,6 +227,15 @@ def test_run_with_a_misspelt_run_name_starts_nothing(tmp_path):
     assert [x["name"] for x in ops.list_runs(store)] == ["alpha", "alpah"]
 
 
+def test_tui_without_a_terminal_says_so_instead_of_hanging(tmp_path):
+    db = tmp_path / "a.db"
+    seed_run(open_store(db), 1)
+    r = subprocess.run([sys.executable, str(ROOT / "cli.py"), "tui", "--db", str(db)], stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and r.stdout == ""  # no escape codes in the pipe
+    assert r.stderr.startswith("error: m2i tui needs an interactive terminal") and r.stderr.count("\n") == 1
+
+
 def test_import_m2i_stays_light():
     code = ("import sys, m2i, m2i.store, m2i.runner, m2i.config, m2i.pipeline, m2i.stages;"
             "heavy = [m for m in ('torch', 'librosa', 'diffusers', 'transformers', 'llama_cpp', 'textual', 'cli', 'tui')"
