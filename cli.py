@@ -181,6 +181,7 @@ def run(
     run_name: Annotated[str | None, typer.Option("--run", help="Run name or id to continue (default: the newest); with --new, the new run's name.")] = None,
     new: Annotated[bool, typer.Option("--new", help="Start a new run even if one exists.")] = False,
     samples: Annotated[int | None, typer.Option("--samples", help="Only the first N clips (a quick test).")] = None,
+    hop: Annotated[float | None, typer.Option("--hop", help="Hop between 10 s windows of long files (s).")] = None,
     llm: Annotated[str | None, typer.Option("--llm", help="local, anthropic, ollama or openai.")] = None,
     model: Annotated[str | None, typer.Option("--model", help="The LLM's model id.")] = None,
     base_url: Annotated[str | None, typer.Option("--base-url", help="Server URL for ollama/openai providers.")] = None,
@@ -211,7 +212,7 @@ def run(
     """
     _setup_logging(verbose)
     flags = {
-        "dataset": dataset, "run_name": run_name, "samples": samples, "llm": llm, "model": model,
+        "dataset": dataset, "run_name": run_name, "samples": samples, "hop_s": hop, "llm": llm, "model": model,
         "base_url": base_url, "batch": batch, "images": images, "image_model": image_model, "width": width,
         "height": height, "steps": steps, "guidance": guidance, "refiner": refiner, "device": device,
         "batch_size": batch_size, "limit": limit, "seed": seed, "out_dir": out, "devices": devices,
