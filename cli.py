@@ -508,7 +508,10 @@ def sql(
     db: DbOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Run a read-only SQL query and print the result (writes are refused)."""
+    """Run a read-only SQL query and print the result (writes are refused).
+
+    A table on a terminal; tab-separated lines (header first) when piped; JSON lines with --json.
+    """
     from m2i.store.sql import run_readonly_query
 
     store = _open(db, readonly=True)
@@ -516,6 +519,15 @@ def sql(
     if json_out:
         for row in rows:
             _echo_json(dict(zip(columns, row)))
+        return
+    if not sys.stdout.isatty():
+        # piped or redirected: tab-separated rows, not a table squeezed to 80 columns with "…" in every cell
+        def cell(v: Any) -> str:
+            return "" if v is None else str(v).replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+
+        typer.echo("\t".join(str(c) for c in columns))
+        for row in rows:
+            typer.echo("\t".join(cell(v) for v in row))
         return
     from rich.table import Table
 

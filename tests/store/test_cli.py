@@ -55,6 +55,21 @@ def test_sql_reads_and_refuses_writes(tmp_path):
     assert r.returncode == 1 and r.stderr.startswith("error: SQL error")
 
 
+def test_sql_piped_prints_whole_tab_separated_rows(tmp_path):
+    db = tmp_path / "a.db"
+    seed_run(open_store(db), 2)
+    r = m2i("sql", "SELECT * FROM sample ORDER BY id", "--db", str(db))  # stdout is a pipe here
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    con = sqlite3.connect(db)
+    cur = con.execute("SELECT * FROM sample ORDER BY id")
+    names, rows = [d[0] for d in cur.description], cur.fetchall()
+    con.close()
+    assert lines[0].split("\t") == names and len(lines) == 1 + len(rows)  # every column, nothing cut to "…"
+    assert lines[1].split("\t")[names.index("source")] == rows[0][names.index("source")]
+    assert "…" not in r.stdout
+
+
 @pytest.mark.parametrize("kind", ["not_sqlite", "other_sqlite", "newer_schema", "missing_dir", "empty_path_is_dir"])
 def test_bad_databases_one_sentence_and_untouched(tmp_path, kind):
     db = tmp_path / "x.db"
