@@ -89,7 +89,7 @@ def _run_of(store, run: str | None) -> dict[str, Any]:
     if r is None:
         if run is None:
             raise InputError("This database has no run yet; start one with `m2i run`.")
-        raise InputError(f"No run {run!r} in this database; `m2i status` lists the runs.")
+        raise ops.no_such_run(store, run)
     return r
 
 
@@ -178,9 +178,10 @@ def analyze(
 def run(
     dataset: Annotated[str | None, typer.Option("--dataset", help="Audio to add first: .npy, folder, file or 'demo'.")] = None,
     db: DbOpt = None,
-    run_name: Annotated[str | None, typer.Option("--run", help="Run name or id to continue (default: the newest).")] = None,
+    run_name: Annotated[str | None, typer.Option("--run", help="Run name or id to continue (default: the newest); with --new, the new run's name.")] = None,
     new: Annotated[bool, typer.Option("--new", help="Start a new run even if one exists.")] = False,
     samples: Annotated[int | None, typer.Option("--samples", help="Only the first N clips (a quick test).")] = None,
+    hop: Annotated[float | None, typer.Option("--hop", help="Hop between 10 s windows of long files (s).")] = None,
     llm: Annotated[str | None, typer.Option("--llm", help="local, anthropic, ollama or openai.")] = None,
     model: Annotated[str | None, typer.Option("--model", help="The LLM's model id.")] = None,
     base_url: Annotated[str | None, typer.Option("--base-url", help="Server URL for ollama/openai providers.")] = None,
@@ -211,7 +212,7 @@ def run(
     """
     _setup_logging(verbose)
     flags = {
-        "dataset": dataset, "run_name": run_name, "samples": samples, "llm": llm, "model": model,
+        "dataset": dataset, "run_name": run_name, "samples": samples, "hop_s": hop, "llm": llm, "model": model,
         "base_url": base_url, "batch": batch, "images": images, "image_model": image_model, "width": width,
         "height": height, "steps": steps, "guidance": guidance, "refiner": refiner, "device": device,
         "batch_size": batch_size, "limit": limit, "seed": seed, "out_dir": out, "devices": devices,
@@ -507,7 +508,10 @@ def sql(
     db: DbOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Run a read-only SQL query and print the result (writes are refused)."""
+    """Run a read-only SQL query and print the result (writes are refused).
+
+    A table on a terminal; tab-separated lines (header first) when piped; JSON lines with --json.
+    """
     from m2i.store.sql import run_readonly_query
 
     store = _open(db, readonly=True)
@@ -515,6 +519,15 @@ def sql(
     if json_out:
         for row in rows:
             _echo_json(dict(zip(columns, row)))
+        return
+    if not sys.stdout.isatty():
+        # piped or redirected: tab-separated rows, not a table squeezed to 80 columns with "…" in every cell
+        def cell(v: Any) -> str:
+            return "" if v is None else str(v).replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+
+        typer.echo("\t".join(str(c) for c in columns))
+        for row in rows:
+            typer.echo("\t".join(cell(v) for v in row))
         return
     from rich.table import Table
 
@@ -539,6 +552,12 @@ def tui(
     config: Annotated[str | None, typer.Option("--config", help="m2i.toml to read (with --run).")] = None,
 ) -> None:
     """The dashboard: live progress, convergent vs divergent, failures and requeue, samples."""
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        # without a terminal Textual writes escape codes into the pipe and waits for keys that never come
+        raise InputError(
+            "m2i tui needs an interactive terminal (over SSH: ssh -t host m2i tui); "
+            "m2i status and m2i report print the same figures as plain text."
+        )
     from tui.app import run_app
 
     settings = _settings({"run_name": run_id}, config) if start_runner else None

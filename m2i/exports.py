@@ -45,6 +45,7 @@ from sqlalchemy import insert, select
 
 from m2i.errors import InputError
 from m2i.features import FEATURE_NAMES
+from m2i.store import ops
 from m2i.store.engine import Store
 from m2i.store.models import Image, Prompt, Run, Sample, Score, Status, utcnow
 
@@ -154,7 +155,7 @@ def _rows(store: Store, run_id: int) -> tuple[dict[str, Any], list[dict[str, Any
     with store.read() as conn:
         run = conn.execute(select(run_t).where(run_t.c.id == run_id)).mappings().first()
         if run is None:
-            raise InputError(f"No run {run_id} in this database; `m2i status` lists the runs.")
+            raise ops.no_such_run(store, run_id)
         samples = [dict(r) for r in conn.execute(
             select(s_t.c.id, s_t.c.idx, s_t.c.source, s_t.c.meta, s_t.c.features, s_t.c.abc, s_t.c.status,
                    s_t.c.error).where(s_t.c.run_id == run_id).order_by(s_t.c.idx)).mappings()]

@@ -32,7 +32,15 @@ def prepare_run(
     run = None if new_run else ops.get_run(store, settings.run_name)
     if run is None:
         name = settings.run_name or time.strftime("run-%Y%m%d-%H%M%S")
-        run_id = ops.create_run(store, name=name, config=settings.run_config())
+        config = settings.run_config()
+        taken = {(r["config"] or {}).get("out_dir") for r in ops.list_runs(store)}
+        run_id = ops.create_run(store, name=name, config=config)
+        if config["out_dir"] in taken:
+            # another run of this store writes its images, report and gallery there: give this one a folder of its own
+            config["out_dir"] = f"{config['out_dir']}/run-{run_id}"
+            ops.update_run_config(store, run_id, config)
+            ops.log_event(store, run_id, f"another run of this database writes to the same folder; "
+                                         f"this run's images, report and gallery go to {config['out_dir']}")
         return ops.get_run(store, run_id)  # type: ignore[return-value]
     cfg = dict(run["config"] or {})
     fresh = settings.run_config()
@@ -70,17 +78,28 @@ def run_pipeline(
     another thread (the dashboard) can stop it with ``runner.stop_threadsafe()``. Pass
     ``handle_signals=False`` when not on the main thread.
     """
+    from m2i.images.backends import check_backend_name
+    from m2i.prompts.providers import provider_class
     from m2i.runner import Runner, run_blocking
     from m2i.stages import build_stages
 
     for s in settings.stages:
         if s not in ops.STAGE_ORDER:
             raise InputError(f"Unknown stage {s!r} in --stages; choose from {', '.join(ops.STAGE_ORDER)}.")
+    # a misspelt --llm or --images stops here, before a run is created or a clip is ingested
+    provider_class(settings.llm)
+    check_backend_name(settings.images)
     store = open_store(db or settings.db, create=True)
     try:
+        if settings.run_name and not new_run and ops.get_run(store, settings.run_name) is None and ops.list_runs(store):
+            # a misspelt --run would otherwise start a new run and redo (and pay for) every clip
+            raise ops.no_such_run(store, settings.run_name, "add --new to start a new run with that name")
+        created = new_run or ops.get_run(store, settings.run_name) is None
         run = prepare_run(store, settings, new_run=new_run, explicit=explicit)
         run_id = int(run["id"])
         cfg = run["config"]
+        # --out belongs to this machine when it continues a run; a run just created uses the folder it recorded
+        out_dir = settings.out_dir if explicit and "out_dir" in explicit and not created else cfg.get("out_dir") or settings.out_dir
         if "analyze" in settings.stages or (explicit and "dataset" in explicit):
             counts0 = ops.status_counts(store, run_id)
             if (explicit and "dataset" in explicit) or sum(counts0["analyze"].values()) == 0:
@@ -88,7 +107,7 @@ def run_pipeline(
                                hop_s=settings.hop_s, limit=cfg.get("samples"))
                 log.info("ingest: %(added)d added, %(failed)d bad, %(skipped)d already present", added)
         impls, notes = build_stages(
-            store, run, settings.stages, out_dir=settings.out_dir if explicit and "out_dir" in explicit else None,
+            store, run, settings.stages, out_dir=out_dir,
             devices=settings.devices,
         )
         for note in notes:
@@ -102,7 +121,7 @@ def run_pipeline(
         finally:
             if progress is not None and hasattr(progress, "stop"):
                 progress.stop()
-        files = {} if runner.stopping else write_results(store, run_id, counts, out_dir=settings.out_dir)
+        files = {} if runner.stopping else write_results(store, run_id, counts, out_dir=out_dir)
         return {
             "run_id": run_id,
             "counts": counts,

@@ -21,9 +21,7 @@ def build_report(store: Store, run_id: int, *, recompute: bool = False) -> dict[
     """The whole report of one run as a JSON-able dict."""
     run = ops.get_run(store, run_id)
     if run is None:
-        from m2i.errors import InputError
-
-        raise InputError(f"No run {run_id} in this database; `m2i status` lists the runs.")
+        raise ops.no_such_run(store, run_id)
     counts = ops.status_counts(store, run_id)
     p, im = Prompt.__table__, Image.__table__
     with store.read() as conn:

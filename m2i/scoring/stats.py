@@ -318,8 +318,8 @@ def format_report(report: dict[str, Any]) -> str:
         f"{'metric':<12} {'conv':>6} {'div':>6} {'diff':>7} {'95% CI':>17} {'p':>8} {'p_holm':>8} {'d_z':>6} {'r_rb':>6}",
     ]
 
-    def fmt(x: Any, spec: str) -> str:
-        return "-" if x is None else format(x, spec)
+    def fmt(x: Any, spec: str) -> str:  # a missing value keeps its column's width
+        return "-".rjust(len(format(0.0, spec))) if x is None else format(x, spec)
 
     items = list(report["metrics"].items()) + [("diversity", report["diversity"])]
     for name, s in items:

@@ -103,6 +103,16 @@ def list_runs(store: Store) -> list[dict[str, Any]]:
         return [dict(r) for r in conn.execute(select(_t(Run)).order_by(_t(Run).c.id)).mappings()]
 
 
+def no_such_run(store: Store, run: int | str, hint: str = "") -> InputError:
+    """The error for a run id or name this store does not have, naming the runs it does have."""
+    runs = list_runs(store)
+    if not runs:
+        return InputError(f"No run {run!r} in this database, which has no run yet; start one with `m2i run`.")
+    shown = ", ".join(f"{r['id']} ({r['name']})" for r in runs[-10:])
+    more = f"the newest 10 of {len(runs)}" if len(runs) > 10 else "its runs"
+    return InputError(f"No run {run!r} in this database ({more}: {shown})" + (f"; {hint}" if hint else "") + ".")
+
+
 def update_run_config(store: Store, run_id: int, config: dict[str, Any]) -> None:
     with store.transaction() as conn:
         conn.execute(update(_t(Run)).where(_t(Run).c.id == run_id).values(config=config))

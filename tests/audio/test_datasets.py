@@ -135,6 +135,30 @@ def test_long_file_is_sliced_with_hop(tmp_path):
     assert clips[2].meta["start_s"] == 10.0
 
 
+def test_run_takes_hop_like_ingest(tmp_path):
+    """README: --dataset (or m2i ingest PATH) cuts long files into 10 s windows, --hop."""
+    import json
+    import sqlite3
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cli = Path(__file__).resolve().parents[2] / "cli.py"
+    (tmp_path / "music").mkdir()
+    rng = np.random.default_rng(0)  # not a steady tone: its windows would be the same clip (one content hash)
+    sf.write(tmp_path / "music" / "long.wav", (0.2 * rng.standard_normal(25 * SR)).astype(np.float32), SR)
+    for cmd in (["run", "--dataset", str(tmp_path / "music"), "--stages", "render", "--images", "preview"],
+                ["ingest", str(tmp_path / "music")]):
+        db = tmp_path / f"{cmd[0]}.db"
+        r = subprocess.run([sys.executable, str(cli), *cmd, "--hop", "5", "--db", str(db)], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        con = sqlite3.connect(db)
+        starts = [json.loads(m)["start_s"] for (m,) in con.execute("SELECT meta FROM sample ORDER BY idx")]
+        con.close()
+        assert starts == [0.0, 5.0, 10.0, 15.0], cmd[0]
+
+
 def test_mp3_is_decoded(tmp_path):
     sf.write(tmp_path / "song.mp3", _tone(3), SR, format="MP3", subtype="MPEG_LAYER_III")
     (clip,) = list(load_dataset(tmp_path / "song.mp3"))

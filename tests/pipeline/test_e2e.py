@@ -93,6 +93,26 @@ def test_fresh_run_through_all_stages(tmp_path, tiny_gguf):
     assert con.execute("SELECT max(attempts) FROM prompt").fetchone() == (1,)
 
 
+def test_a_second_run_in_one_database_does_not_overwrite_the_first_runs_images(tmp_path, tiny_gguf):
+    """m2i run, then m2i run --new into the same database and folder: each run keeps its own files."""
+    from PIL import Image
+
+    db, out = tmp_path / "m2i.db", tmp_path / "out"
+    for extra in ((), ("--new",)):
+        r = cli(*run_args(db, out, tiny_gguf, samples=1), *extra, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr[-3000:]
+    assert f"report: {out / 'run-2' / 'report.txt'}" in r.stdout
+    con = sqlite3.connect(db)
+    rows = con.execute("SELECT run_id, path, seed FROM image WHERE status = 'done' ORDER BY id").fetchall()
+    assert [run for run, _, _ in rows] == [1] * 5 + [2] * 5
+    assert len({path for _, path, _ in rows}) == 10  # no file shared by the two runs
+    for run, path, seed in rows:
+        assert Path(path).is_relative_to(out / "run-2") == (run == 2)
+        assert Image.open(path).text["seed"] == str(seed)  # the file is still the one its row describes
+    assert (out / "report.txt").read_text().startswith("run 1 ")
+    assert (out / "run-2" / "report.txt").read_text().startswith("run 2 ")
+
+
 def test_kill_9_three_times_then_finish(tmp_path, tiny_gguf):
     """kill -9 the runner at random points three times; the fourth run completes everything exactly once."""
     db, out = tmp_path / "m2i.db", tmp_path / "out"

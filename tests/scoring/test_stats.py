@@ -137,3 +137,6 @@ def test_format_report_has_one_line_per_metric():
     lines = text.splitlines()
     assert lines[2].startswith("originality") and lines[2].endswith("*")
     assert lines[3].startswith("diversity")
+    # diversity has no Holm-adjusted p: its "-" stays in the p_holm column, the columns after it do not shift
+    header, div = lines[1], lines[3]
+    assert div[header.index("p_holm") + len("p_holm") - 1] == "-"

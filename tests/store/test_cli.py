@@ -55,6 +55,21 @@ def test_sql_reads_and_refuses_writes(tmp_path):
     assert r.returncode == 1 and r.stderr.startswith("error: SQL error")
 
 
+def test_sql_piped_prints_whole_tab_separated_rows(tmp_path):
+    db = tmp_path / "a.db"
+    seed_run(open_store(db), 2)
+    r = m2i("sql", "SELECT * FROM sample ORDER BY id", "--db", str(db))  # stdout is a pipe here
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    con = sqlite3.connect(db)
+    cur = con.execute("SELECT * FROM sample ORDER BY id")
+    names, rows = [d[0] for d in cur.description], cur.fetchall()
+    con.close()
+    assert lines[0].split("\t") == names and len(lines) == 1 + len(rows)  # every column, nothing cut to "…"
+    assert lines[1].split("\t")[names.index("source")] == rows[0][names.index("source")]
+    assert "…" not in r.stdout
+
+
 @pytest.mark.parametrize("kind", ["not_sqlite", "other_sqlite", "newer_schema", "missing_dir", "empty_path_is_dir"])
 def test_bad_databases_one_sentence_and_untouched(tmp_path, kind):
     db = tmp_path / "x.db"
@@ -188,6 +203,52 @@ def test_no_run_yet(tmp_path):
     open_store(db).close()
     r = m2i("pause", "--db", str(db))
     assert r.returncode == 1 and "no run yet" in r.stderr
+
+
+@pytest.mark.parametrize("flag, value, says", [
+    ("--llm", "antropic", "LLM provider 'antropic' is unknown: use one of anthropic, local, ollama, openai."),
+    ("--images", "sdlx", "unknown image backend 'sdlx'; use one of auto, sdxl, preview."),
+])
+def test_misspelt_llm_or_images_stops_before_a_run_is_created(tmp_path, flag, value, says):
+    db = tmp_path / "a.db"
+    r = m2i("run", "--db", str(db), "--samples", "1", flag, value, cwd=tmp_path)
+    assert r.returncode == 1 and r.stderr == f"error: {says}\n"  # one sentence, no ingest or runner lines first
+    assert not db.exists() and not (tmp_path / "m2i-output").exists()
+
+
+def test_an_unknown_run_is_named_with_the_runs_there_are(tmp_path):
+    db = tmp_path / "a.db"
+    store = open_store(db)
+    seed_run(store, 1, name="alpha")
+    seed_run(store, 1, name="beta")
+    for cmd in ("status", "report", "export", "gallery"):
+        r = m2i(cmd, "--run", "9", "--db", str(db), cwd=tmp_path)
+        assert r.returncode == 1, cmd
+        assert r.stderr == "error: No run '9' in this database (its runs: 1 (alpha), 2 (beta)).\n", cmd
+
+
+def test_run_with_a_misspelt_run_name_starts_nothing(tmp_path):
+    db = tmp_path / "a.db"
+    store = open_store(db)
+    seed_run(store, 2, name="alpha")
+    r = m2i("run", "--db", str(db), "--run", "alpah", "--images", "preview", cwd=tmp_path)
+    assert r.returncode == 1
+    assert r.stderr == ("error: No run 'alpah' in this database (its runs: 1 (alpha)); "
+                        "add --new to start a new run with that name.\n")
+    assert [x["name"] for x in ops.list_runs(store)] == ["alpha"]
+    r = m2i("run", "--db", str(db), "--new", "--run", "alpah", "--images", "preview", "--stages", "render",
+            cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert [x["name"] for x in ops.list_runs(store)] == ["alpha", "alpah"]
+
+
+def test_tui_without_a_terminal_says_so_instead_of_hanging(tmp_path):
+    db = tmp_path / "a.db"
+    seed_run(open_store(db), 1)
+    r = subprocess.run([sys.executable, str(ROOT / "cli.py"), "tui", "--db", str(db)], stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and r.stdout == ""  # no escape codes in the pipe
+    assert r.stderr.startswith("error: m2i tui needs an interactive terminal") and r.stderr.count("\n") == 1
 
 
 def test_import_m2i_stays_light():

@@ -26,7 +26,20 @@ _REGISTRY: dict[str, str] = {
 BACKEND_NAMES: tuple[str, ...] = ("auto", *_REGISTRY)
 """What ``--images`` accepts."""
 
-__all__ = ["BACKEND_NAMES", "ImageBackend", "backend_class", "get_backend", "resolve_auto"]
+__all__ = ["BACKEND_NAMES", "ImageBackend", "backend_class", "check_backend_name", "get_backend", "resolve_auto"]
+
+
+def check_backend_name(name: str) -> None:
+    """Raise :class:`ConfigError` unless ``--images`` accepts ``name`` (imports no backend)."""
+    if str(name).strip().lower() != "auto":
+        _target(name)
+
+
+def _target(name: str) -> str:
+    target = _REGISTRY.get(str(name).strip().lower())
+    if target is None:
+        raise ConfigError(f"unknown image backend {name!r}; use one of {', '.join(BACKEND_NAMES)}.")
+    return target
 
 
 def backend_class(name: str) -> type[ImageBackend]:
@@ -37,10 +50,7 @@ def backend_class(name: str) -> type[ImageBackend]:
     ConfigError
         If no backend has that name.
     """
-    target = _REGISTRY.get(str(name).strip().lower())
-    if target is None:
-        raise ConfigError(f"unknown image backend {name!r}; use one of {', '.join(BACKEND_NAMES)}.")
-    module, attr = target.split(":")
+    module, attr = _target(name).split(":")
     return getattr(importlib.import_module(module), attr)
 
 

@@ -45,6 +45,7 @@ __all__ = [
     "OpenAIProvider",
     "RetryPolicy",
     "get_provider",
+    "provider_class",
 ]
 
 PROVIDERS: dict[str, type[LLMProvider]] = {
@@ -54,6 +55,20 @@ PROVIDERS: dict[str, type[LLMProvider]] = {
     "local": LocalProvider,
 }
 """Registry: ``--llm`` name -> provider class."""
+
+
+def provider_class(name: str | None) -> type[LLMProvider]:
+    """The provider class registered as ``name``; a cheap check that imports no client library.
+
+    Raises
+    ------
+    ProviderError
+        Unknown name.
+    """
+    cls = PROVIDERS.get((name or "").strip().lower())
+    if cls is None:
+        raise ProviderError(f"LLM provider {name!r} is unknown: use one of {', '.join(sorted(PROVIDERS))}.")
+    return cls
 
 
 def get_provider(
@@ -86,9 +101,7 @@ def get_provider(
     ProviderError
         Unknown name, or an option the provider does not take.
     """
-    cls = PROVIDERS.get((name or "").strip().lower())
-    if cls is None:
-        raise ProviderError(f"LLM provider {name!r} is unknown: use one of {', '.join(sorted(PROVIDERS))}.")
+    cls = provider_class(name)
     opts = {k: v for k, v in options.items() if v is not None}
     try:
         return cls(model, base_url=base_url, capabilities=capabilities, **opts)
