@@ -7,11 +7,13 @@ export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba-cache
 
 .PHONY: setup demo test system-deps
 
+# PYTHONWARNINGS: setuptools warns on every editable install that a folder named like the
+# package (ours, on purpose) may shadow it; the banner says nothing to a user of make.
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test,pg]'
+	PYTHONWARNINGS='ignore:Editable installation' $(PY) -m pip install -q -e '.[test,pg]'
 	touch $@
 
 setup: $(VENV)/.installed
