@@ -400,9 +400,10 @@ class SDXLBackend(ImageBackend):
         with self._lock:
             if self.pipeline is not None:
                 return
+            # before importing diffusers (seconds, and warnings): a missing GPU is one sentence at once
+            self.device = resolve_device(self.requested_device)
             from diffusers import AutoencoderKL, StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
 
-            self.device = resolve_device(self.requested_device)
             dtype = _torch_dtype(self.dtype_name, self.device)
             t0 = time.perf_counter()
             extra: dict[str, Any] = {}
