@@ -285,7 +285,7 @@ def _make_progress():
 
 @app.command()
 def status(db: DbOpt = None, run: RunOpt = None, json_out: JsonOpt = False) -> None:
-    """Counts of pending / running / done / failed / cancelled rows per stage."""
+    """Counts of pending / running / done / failed / cancelled rows per stage, and the image backend used."""
     from m2i.store import ops
 
     store = _open(db, readonly=True)
@@ -298,9 +298,10 @@ def status(db: DbOpt = None, run: RunOpt = None, json_out: JsonOpt = False) -> N
         return
     r = _run_of(store, run)
     counts = ops.status_counts(store, int(r["id"]))
+    used = ops.image_backends(store, int(r["id"]))
     if json_out:
         _echo_json({"run": {k: r[k] for k in ("id", "name", "paused", "cancelled", "created_at")},
-                    "config": r["config"], "stages": counts})
+                    "config": r["config"], "stages": counts, "images_used": used})
         return
     from rich.table import Table
 
@@ -313,7 +314,10 @@ def status(db: DbOpt = None, run: RunOpt = None, json_out: JsonOpt = False) -> N
         t.add_row(stage, *(str(c[s]) for s in ("pending", "running", "done", "failed", "cancelled")))
     con = _console()
     con.print(t)
-    con.print(f"llm: {cfg.get('llm')} {cfg.get('model') or ''}   images: {cfg.get('images')}   runs in db: {len(runs)}")
+    images = cfg.get("images")
+    if used and list(used) != [images]:  # what rendered the images, then what was asked for (auto, say)
+        images = f"{', '.join(used)} ({images})"
+    con.print(f"llm: {cfg.get('llm')} {cfg.get('model') or ''}   images: {images}   runs in db: {len(runs)}")
 
 
 def _ids(ids: list[int] | None) -> list[int] | None:

@@ -560,6 +560,23 @@ def status_counts(store: Store, run_id: int | None = None, *, conn: Connection |
         return _query(c)
 
 
+def image_backends(store: Store, run_id: int) -> dict[str, int]:
+    """``{backend: images}`` of a run's finished images: what rendered them, not what was configured.
+
+    ``--images auto`` records ``auto`` in the run's configuration; each image row records the backend
+    that drew it (``sdxl`` or ``preview``). Most images first; empty before any image is done.
+    """
+    t = _t(Image)
+    q = (
+        select(func.coalesce(t.c.backend, "?"), func.count())
+        .where(t.c.run_id == run_id, t.c.status == Status.done.value)
+        .group_by(t.c.backend)
+    )
+    with store.read() as conn:
+        rows = [(str(b), int(n)) for b, n in conn.execute(q)]
+    return dict(sorted(rows, key=lambda r: (-r[1], r[0])))
+
+
 def image_locations(store: Store, run_id: int, *, missing_only: bool = False) -> list[dict[str, Any]]:
     """Where each finished image of a run lives, and whether its file is reachable from here.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -13,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from store_helpers import seed_run
+from store_helpers import RecordingStage, all_stages, seed_run
 
 from m2i.store import open_store, ops
 
@@ -37,6 +38,27 @@ def test_init_status_and_json(tmp_path):
     assert data["stages"]["analyze"]["pending"] == 3
     r = m2i("status", env={"M2I_DB": str(tmp_path / "a.db")})
     assert "analyze" in r.stdout and r.returncode == 0
+
+
+def test_status_names_the_image_backend_that_drew_the_images(tmp_path):
+    from m2i.runner import Runner
+
+    class PreviewRender(RecordingStage):  # what --images auto falls back to without a GPU
+        def _values(self, row):
+            return {**super()._values(row), "backend": "preview"}
+
+    db = tmp_path / "a.db"
+    store = open_store(db)
+    run_id = seed_run(store, 2, config={"seed": 1, "llm": "local", "images": "auto"})
+    r = m2i("status", "--db", str(db))
+    assert r.returncode == 0 and "images: auto " in r.stdout  # nothing drawn yet: the setting
+    assert json.loads(m2i("status", "--json", "--db", str(db)).stdout)["images_used"] == {}
+    asyncio.run(Runner(store, run_id, [*all_stages()[:3], PreviewRender("render")], poll_s=0.02).run())
+    r = m2i("status", "--db", str(db))
+    assert r.returncode == 0 and "images: preview (auto) " in r.stdout
+    data = json.loads(m2i("status", "--json", "--db", str(db)).stdout)
+    assert data["config"]["images"] == "auto" and data["images_used"] == {"preview": 10}  # a field added, none changed
+    assert data["stages"]["render"]["done"] == 10
 
 
 def test_sql_reads_and_refuses_writes(tmp_path):
