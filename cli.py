@@ -113,10 +113,15 @@ def init(db: DbOpt = None) -> None:
     typer.echo(f"m2i database ready at {store.path or store.url}")
 
 
-def _settings(flags: dict[str, Any], config: str | None = None):
-    from m2i.config import load_settings
+def _settings(flags: dict[str, Any], config: str | None = None, **spelt: str):
+    """Settings from the flags given (setting name -> value); an error names the flag as typed.
 
-    return load_settings(flags, config_path=config)
+    ``spelt`` overrides :func:`m2i.config.cli_flag` where a command spells a flag its own way
+    (``m2i tui --run-id`` sets ``run_name``).
+    """
+    from m2i.config import cli_flag, load_settings
+
+    return load_settings(flags, config_path=config, flag_names={k: spelt.get(k) or cli_flag(k) for k in flags})
 
 
 @app.command()
@@ -564,7 +569,7 @@ def tui(
         )
     from tui.app import run_app
 
-    settings = _settings({"run_name": run_id}, config) if start_runner else None
+    settings = _settings({"run_name": run_id}, config, run_name="--run-id") if start_runner else None
     run_app(db=_db(db), run=run_id, settings=settings)
 
 
