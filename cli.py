@@ -183,7 +183,7 @@ def analyze(
 def run(
     dataset: Annotated[str | None, typer.Option("--dataset", help="Audio to add first: .npy, folder, file or 'demo'.")] = None,
     db: DbOpt = None,
-    run_name: Annotated[str | None, typer.Option("--run", help="Run name or id to continue (default: the newest); with --new, the new run's name.")] = None,
+    run_name: Annotated[str | None, typer.Option("--run", help="Run name or id to continue (default: the newest); with --new, the new run's name (not all digits).")] = None,
     new: Annotated[bool, typer.Option("--new", help="Start a new run even if one exists.")] = False,
     samples: Annotated[int | None, typer.Option("--samples", help="Only the first N clips (a quick test).")] = None,
     hop: Annotated[float | None, typer.Option("--hop", help="Hop between 10 s windows of long files (s).")] = None,

@@ -74,7 +74,23 @@ def derive_seed(*parts: Any) -> int:
 # --------------------------------------------------------------------------- runs
 
 
+def check_run_name(name: str) -> None:
+    """Refuse a run name that :func:`get_run` would read as a run id (all digits).
+
+    Raises
+    ------
+    InputError
+        ``name`` is all digits.
+    """
+    if name.isdigit():
+        raise InputError(
+            f"A run name cannot be all digits ({name!r}), because `--run {name}` means run id {name}; "
+            f"choose a name with a letter in it, such as run-{name}."
+        )
+
+
 def create_run(store: Store, *, name: str, config: dict[str, Any]) -> int:
+    check_run_name(name)
     with store.transaction() as conn:
         run_id = conn.execute(
             insert(_t(Run)).values(name=name, config=config, created_at=utcnow()).returning(_t(Run).c.id)

@@ -264,6 +264,26 @@ def test_run_with_a_misspelt_run_name_starts_nothing(tmp_path):
     assert [x["name"] for x in ops.list_runs(store)] == ["alpha", "alpah"]
 
 
+def test_a_run_name_of_only_digits_is_refused(tmp_path):
+    says = ("error: A run name cannot be all digits ('5'), because `--run 5` means run id 5; "
+            "choose a name with a letter in it, such as run-5.\n")
+    fresh = tmp_path / "fresh.db"
+    r = m2i("run", "--db", str(fresh), "--new", "--run", "5", "--images", "preview", cwd=tmp_path)
+    assert r.returncode == 1 and r.stderr == says and not fresh.exists()
+    db = tmp_path / "a.db"
+    store = open_store(db)
+    seed_run(store, 1, name="alpha")
+    r = m2i("run", "--db", str(db), "--new", "--run", "5", "--images", "preview", "--stages", "render", cwd=tmp_path)
+    assert r.returncode == 1 and r.stderr == says
+    r = m2i("ingest", "demo", "--db", str(fresh), "--run", "5", cwd=tmp_path)  # the first run of a database too
+    assert r.returncode == 1 and r.stderr == says
+    assert [x["name"] for x in ops.list_runs(store)] == ["alpha"] and ops.list_runs(open_store(fresh)) == []
+    r = m2i("run", "--db", str(db), "--new", "--run", "run-5", "--images", "preview", "--stages", "render",
+            cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert [x["name"] for x in ops.list_runs(store)] == ["alpha", "run-5"]
+
+
 def test_tui_without_a_terminal_says_so_instead_of_hanging(tmp_path):
     db = tmp_path / "a.db"
     seed_run(open_store(db), 1)
