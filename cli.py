@@ -113,10 +113,15 @@ def init(db: DbOpt = None) -> None:
     typer.echo(f"m2i database ready at {store.path or store.url}")
 
 
-def _settings(flags: dict[str, Any], config: str | None = None):
-    from m2i.config import load_settings
+def _settings(flags: dict[str, Any], config: str | None = None, **spelt: str):
+    """Settings from the flags given (setting name -> value); an error names the flag as typed.
 
-    return load_settings(flags, config_path=config)
+    ``spelt`` overrides :func:`m2i.config.cli_flag` where a command spells a flag its own way
+    (``m2i tui --run-id`` sets ``run_name``).
+    """
+    from m2i.config import cli_flag, load_settings
+
+    return load_settings(flags, config_path=config, flag_names={k: spelt.get(k) or cli_flag(k) for k in flags})
 
 
 @app.command()
@@ -178,7 +183,7 @@ def analyze(
 def run(
     dataset: Annotated[str | None, typer.Option("--dataset", help="Audio to add first: .npy, folder, file or 'demo'.")] = None,
     db: DbOpt = None,
-    run_name: Annotated[str | None, typer.Option("--run", help="Run name or id to continue (default: the newest); with --new, the new run's name.")] = None,
+    run_name: Annotated[str | None, typer.Option("--run", help="Run name or id to continue (default: the newest); with --new, the new run's name (not all digits).")] = None,
     new: Annotated[bool, typer.Option("--new", help="Start a new run even if one exists.")] = False,
     samples: Annotated[int | None, typer.Option("--samples", help="Only the first N clips (a quick test).")] = None,
     hop: Annotated[float | None, typer.Option("--hop", help="Hop between 10 s windows of long files (s).")] = None,
@@ -285,7 +290,7 @@ def _make_progress():
 
 @app.command()
 def status(db: DbOpt = None, run: RunOpt = None, json_out: JsonOpt = False) -> None:
-    """Counts of pending / running / done / failed / cancelled rows per stage."""
+    """Counts of pending / running / done / failed / cancelled rows per stage, and the image backend used."""
     from m2i.store import ops
 
     store = _open(db, readonly=True)
@@ -298,9 +303,10 @@ def status(db: DbOpt = None, run: RunOpt = None, json_out: JsonOpt = False) -> N
         return
     r = _run_of(store, run)
     counts = ops.status_counts(store, int(r["id"]))
+    used = ops.image_backends(store, int(r["id"]))
     if json_out:
         _echo_json({"run": {k: r[k] for k in ("id", "name", "paused", "cancelled", "created_at")},
-                    "config": r["config"], "stages": counts})
+                    "config": r["config"], "stages": counts, "images_used": used})
         return
     from rich.table import Table
 
@@ -313,7 +319,10 @@ def status(db: DbOpt = None, run: RunOpt = None, json_out: JsonOpt = False) -> N
         t.add_row(stage, *(str(c[s]) for s in ("pending", "running", "done", "failed", "cancelled")))
     con = _console()
     con.print(t)
-    con.print(f"llm: {cfg.get('llm')} {cfg.get('model') or ''}   images: {cfg.get('images')}   runs in db: {len(runs)}")
+    images = cfg.get("images")
+    if used and list(used) != [images]:  # what rendered the images, then what was asked for (auto, say)
+        images = f"{', '.join(used)} ({images})"
+    con.print(f"llm: {cfg.get('llm')} {cfg.get('model') or ''}   images: {images}   runs in db: {len(runs)}")
 
 
 def _ids(ids: list[int] | None) -> list[int] | None:
@@ -560,7 +569,7 @@ def tui(
         )
     from tui.app import run_app
 
-    settings = _settings({"run_name": run_id}, config) if start_runner else None
+    settings = _settings({"run_name": run_id}, config, run_name="--run-id") if start_runner else None
     run_app(db=_db(db), run=run_id, settings=settings)
 
 

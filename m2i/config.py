@@ -108,21 +108,48 @@ def _coerce_env(name: str, raw: str) -> Any:
     return raw
 
 
+CLI_FLAGS = {"run_name": "--run", "hop_s": "--hop", "out_dir": "--out"}
+"""Settings whose command-line flag is not ``--`` + the name with dashes (``samples`` is ``--samples``)."""
+
+
+def cli_flag(name: str) -> str:
+    """The ``m2i`` flag that sets a setting: ``cli_flag("samples") == "--samples"``, ``cli_flag("hop_s") == "--hop"``."""
+    return CLI_FLAGS.get(name, "--" + name.replace("_", "-"))
+
+
+def _invalid(err: dict[str, Any], origin: dict[str, str]) -> str:
+    """One sentence for a pydantic error, naming the value as the user wrote it (flag, variable or file)."""
+    name, *inner = err["loc"] or ("?",)
+    where = origin.get(str(name), f"setting {name}")
+    if inner:
+        where += " (" + ".".join(str(x) for x in inner) + ")"
+    msg = str(err["msg"])
+    text = f"{where} should be {msg[len('Input should be '):]}" if msg.startswith("Input should be ") else f"Invalid {where}: {msg}"
+    return f"{text} (got {err.get('input')!r})."
+
+
 def load_settings(
     flags: dict[str, Any] | None = None,
     *,
     config_path: str | os.PathLike[str] | None = None,
     environ: dict[str, str] | None = None,
+    flag_names: dict[str, str] | None = None,
 ) -> Settings:
     """Merge the four layers; ``flags`` holds only options the user actually gave (None = not given).
+
+    ``flag_names`` says how a caller's user wrote each flag (``{"samples": "--samples"}``; the CLI
+    passes :func:`cli_flag` of every flag), so an error names it so; without it (the Python API)
+    a bad flag value is named as ``setting samples``.
 
     Raises
     ------
     ConfigError
-        A bad value, with the layer it came from.
+        A bad value, in one sentence naming where it came from: ``--samples should be greater than
+        or equal to 1 (got 0).``, or ``M2I_SAMPLES ...``, or ``samples in m2i.toml ...``.
     """
     env = os.environ if environ is None else environ
     merged: dict[str, Any] = {}
+    origin: dict[str, str] = {}  # setting -> how the user wrote the value that won
 
     path = Path(config_path or env.get("M2I_CONFIG") or "m2i.toml")
     if path.exists():
@@ -135,6 +162,7 @@ def load_settings(
         if unknown:
             raise ConfigError(f"{path} has unknown setting(s): {', '.join(sorted(unknown))}.")
         merged.update(data)
+        origin.update({k: f"{k} in {path}" for k in data})
     elif config_path:
         raise ConfigError(f"The config file {path} does not exist.")
 
@@ -142,13 +170,13 @@ def load_settings(
         key = ENV_PREFIX + name.upper()
         if key in env and env[key] != "":
             merged[name] = _coerce_env(name, env[key])
+            origin[name] = key
 
     for name, value in (flags or {}).items():
         if value is not None:
             merged[name] = value
+            origin[name] = (flag_names or {}).get(name, f"setting {name}")
     try:
         return Settings(**merged)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(f"Invalid setting {where}: {err['msg']} (got {err.get('input')!r}).") from exc
+        raise ConfigError(_invalid(exc.errors()[0], origin)) from exc

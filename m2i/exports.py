@@ -94,10 +94,13 @@ def import_legacy(store: Store, path: str | Path, *, name: str | None = None) ->
     Raises
     ------
     InputError
-        If the file is missing or malformed (see :func:`m2i.scoring.legacy.load_legacy`).
+        If the file is missing or malformed (see :func:`m2i.scoring.legacy.load_legacy`), or ``name``
+        is all digits (it would read as a run id).
     """
     from m2i.scoring.legacy import load_legacy
 
+    if name is not None:
+        ops.check_run_name(name)
     p = Path(path)
     data = load_legacy(p)
     digest = hashlib.sha256(p.read_bytes()).hexdigest()

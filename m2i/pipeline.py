@@ -86,9 +86,12 @@ def run_pipeline(
     for s in settings.stages:
         if s not in ops.STAGE_ORDER:
             raise InputError(f"Unknown stage {s!r} in --stages; choose from {', '.join(ops.STAGE_ORDER)}.")
-    # a misspelt --llm or --images stops here, before a run is created or a clip is ingested
+    # a misspelt --llm or --images (or an all-digit name for a new run) stops here, before a run is created
+    # or a clip is ingested
     provider_class(settings.llm)
     check_backend_name(settings.images)
+    if new_run and settings.run_name:
+        ops.check_run_name(settings.run_name)
     store = open_store(db or settings.db, create=True)
     try:
         if settings.run_name and not new_run and ops.get_run(store, settings.run_name) is None and ops.list_runs(store):

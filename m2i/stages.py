@@ -162,6 +162,7 @@ class GenerateStage(StageImpl):
                 values = await write_prompt(
                     self.provider, features=sample.get("features") or {}, abc=sample.get("abc"),
                     mode=row["mode"], temperature=row["temperature"], seed=row["seed"], settings=self.settings,
+                    label=f"prompt {row['id']} (sample {row['sample_id']}, slot {row.get('slot')})",
                 )
             except ProviderError as exc:
                 out.append(Outcome(id=row["id"], error=str(exc), retryable=exc.retryable))

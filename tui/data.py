@@ -71,7 +71,7 @@ class FailureRow:
 
     stage: str
     id: int
-    sample_idx: int | None
+    sample_id: int | None
     source: str
     slot: int | None
     mode: str | None
@@ -441,10 +441,10 @@ class Reader:
         s, p = Sample.__table__, Prompt.__table__
         out: list[FailureRow] = []
         queries = {
-            "analyze": select(s.c.id, s.c.idx, s.c.source, null().label("slot"), null().label("mode"),
+            "analyze": select(s.c.id, s.c.id.label("sample_id"), s.c.source, null().label("slot"), null().label("mode"),
                               s.c.attempts, s.c.max_attempts, s.c.error)
             .where(s.c.run_id == run_id, s.c.status == "failed"),
-            "generate": select(p.c.id, s.c.idx, s.c.source, p.c.slot, p.c.mode, p.c.attempts, p.c.max_attempts,
+            "generate": select(p.c.id, s.c.id, s.c.source, p.c.slot, p.c.mode, p.c.attempts, p.c.max_attempts,
                                p.c.error)
             .join_from(p, s, p.c.sample_id == s.c.id)
             .where(p.c.run_id == run_id, p.c.status == "failed"),
@@ -452,7 +452,7 @@ class Reader:
         for stage, model in (("score", Score), ("render", Image)):
             t = model.__table__
             queries[stage] = (
-                select(t.c.id, s.c.idx, s.c.source, p.c.slot, p.c.mode, t.c.attempts, t.c.max_attempts, t.c.error)
+                select(t.c.id, s.c.id, s.c.source, p.c.slot, p.c.mode, t.c.attempts, t.c.max_attempts, t.c.error)
                 .join_from(t, p, t.c.prompt_id == p.c.id)
                 .join(s, p.c.sample_id == s.c.id)
                 .where(t.c.run_id == run_id, t.c.status == "failed")
@@ -461,7 +461,7 @@ class Reader:
             q = queries[stage].order_by(queries[stage].selected_columns[0]).limit(FAILURES_LIMIT)
             for row in conn.execute(q):
                 out.append(FailureRow(
-                    stage=stage, id=int(row[0]), sample_idx=row[1], source=row[2] or "", slot=row[3], mode=row[4],
+                    stage=stage, id=int(row[0]), sample_id=row[1], source=row[2] or "", slot=row[3], mode=row[4],
                     attempts=int(row[5] or 0), max_attempts=int(row[6] or 0), error=(row[7] or "").strip(),
                 ))
         return out

@@ -95,6 +95,7 @@ async def write_prompt(
     temperature: float,
     seed: int,
     settings: dict[str, Any] | None = None,
+    label: str | None = None,
 ) -> dict[str, Any]:
     """Write one visual prompt.
 
@@ -117,6 +118,8 @@ async def write_prompt(
         ``include_spectrogram``, ``max_output_retries``, ``clip_token_limit``, ``system_prompt``,
         ``style``, ``drop_music_words``, ``negative_prompt``); they take precedence over the
         provider's ``prompt_settings``.
+    label : str or None
+        Which prompt this is, for the log (the generate stage passes ``"prompt 12 (sample 3, slot 4)"``).
 
     Returns
     -------
@@ -172,7 +175,8 @@ async def write_prompt(
             vp, tokens = _parse(comp.text, s)
         except InvalidOutput as exc:
             reason = exc.reason
-            log.info("%s %s answer %d of %d invalid: %s", provider.name, provider.model, k + 1, answers, reason)
+            log.info("%s %s answer %d of %d%s invalid: %s", provider.name, provider.model, k + 1, answers,
+                     f" for {label}" if label else "", reason)
             repairable = (s["style"] == "json" and comp.text.strip() and "loops" not in reason
                           and comp.stop_reason not in ("length", "max_tokens"))
             messages = _repair_turns(req, comp, reason) if repairable else req.messages

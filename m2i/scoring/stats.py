@@ -14,7 +14,12 @@ Conventions
 - Within-clip diversity is ``1 - mean pairwise cosine`` of a clip's prompt embeddings (all
   prompts, or one mode's), read from each score's ``details`` (``sim_clip_mean``,
   ``sim_mode_mean``); it is compared across modes the same way but outside the Holm family.
-- A value that cannot be computed (no pairs, one pair for a standard deviation) is ``None``.
+- Averaging leaves floating-point noise (``0.35`` may come out as ``0.35 + 5.6e-17``): the test
+  and the effect sizes see the differences rounded to 9 decimals (:func:`denoise`), so such
+  values are tied again and noise around 0 is 0.
+- A value that cannot be computed (no pairs, one pair for a standard deviation) is ``None``;
+  so is ``d_z`` when the differences do not vary (sd 0) but are not all 0: the standardized
+  effect is then unbounded, and the mean difference and ``r`` describe it instead.
 
 Formulas are in docs/metrics.md.
 """
@@ -40,7 +45,7 @@ def _f(x: float | None, nd: int = 6) -> float | None:
     if x is None:
         return None
     x = float(x)
-    return None if not math.isfinite(x) else round(x, nd)
+    return None if not math.isfinite(x) else round(x, nd) + 0.0  # + 0.0: -1e-17 is 0.0, not -0.0
 
 
 def holm(pvalues: Sequence[float | None]) -> list[float | None]:
@@ -61,6 +66,30 @@ def holm(pvalues: Sequence[float | None]) -> list[float | None]:
     return out
 
 
+NOISE_DECIMALS = 9
+"""Differences are compared to this many decimals (fewer above 1 in size: 9 significant digits); see :func:`denoise`."""
+
+
+def denoise(d: np.ndarray) -> np.ndarray:
+    """``d`` rounded to :data:`NOISE_DECIMALS` decimals (one fewer per digit of ``max|d|`` above 1).
+
+    Averaging leaves float noise: ``0.35`` may come out as ``0.35 + 5.6e-17``. Rounded, such
+    values are equal again (a tie, an sd of 0) and noise around 0 is 0 (dropped by the test).
+
+    Examples
+    --------
+    >>> x = np.array([0.1, 0.2, 0.3]) + 0.35 - np.array([0.1, 0.2, 0.3])
+    >>> bool(np.ptp(x) > 0), denoise(x).tolist()
+    (True, [0.35, 0.35, 0.35])
+    """
+    d = np.asarray(d, dtype=float)
+    if d.size == 0:
+        return d
+    big = float(np.max(np.abs(d)))
+    digits = int(math.ceil(math.log10(big))) if math.isfinite(big) and big > 1.0 else 0
+    return np.round(d, max(0, NOISE_DECIMALS - digits)) + 0.0  # + 0.0: no -0.0
+
+
 def rank_biserial(d: np.ndarray) -> float | None:
     """Matched-pairs rank-biserial correlation of differences ``d`` (zeros dropped).
 
@@ -69,7 +98,7 @@ def rank_biserial(d: np.ndarray) -> float | None:
     """
     from scipy.stats import rankdata
 
-    d = np.asarray(d, dtype=float)
+    d = denoise(d)
     if d.size == 0:
         return None
     nz = d[d != 0]
@@ -81,14 +110,25 @@ def rank_biserial(d: np.ndarray) -> float | None:
 
 
 def cohen_dz(d: np.ndarray) -> float | None:
-    """``mean(d) / sd(d)`` (ddof=1); ``0.0`` if all differences are equal to 0, ``None`` if undefined."""
-    d = np.asarray(d, dtype=float)
+    """``mean(d) / sd(d)`` (ddof=1); ``0.0`` if all differences are 0, ``None`` if undefined.
+
+    Undefined: fewer than two differences, or differences that do not vary (sd 0 after
+    :func:`denoise`) but are not all 0, where the ratio is unbounded (float noise would otherwise
+    make it a number like 6e15).
+
+    Examples
+    --------
+    >>> cohen_dz(np.array([1.0, 2.0, 3.0]))
+    2.0
+    >>> cohen_dz(np.array([0.1, 0.2, 0.3]) + 0.35 - np.array([0.1, 0.2, 0.3])) is None
+    True
+    """
+    d = denoise(d)
     if d.size < 2:
         return None
-    sd = float(d.std(ddof=1))
-    if sd == 0.0:
-        return 0.0 if float(d.mean()) == 0.0 else None
-    return float(d.mean() / sd)
+    if np.all(d == d[0]):  # the differences do not vary
+        return 0.0 if d[0] == 0.0 else None
+    return float(d.mean() / d.std(ddof=1))
 
 
 def bootstrap_ci(d: np.ndarray, *, n_boot: int = 10_000, seed: int = 0, level: float = 0.95) -> list[float] | None:
@@ -110,10 +150,10 @@ def bootstrap_ci(d: np.ndarray, *, n_boot: int = 10_000, seed: int = 0, level: f
 
 
 def wilcoxon_p(d: np.ndarray) -> tuple[float | None, float | None]:
-    """Two-sided Wilcoxon signed-rank test of ``d``: ``(statistic, p)``; ``(0, 1)`` if all zero."""
+    """Two-sided Wilcoxon signed-rank test of ``d`` (after :func:`denoise`): ``(statistic, p)``; ``(0, 1)`` if all zero."""
     from scipy.stats import wilcoxon
 
-    d = np.asarray(d, dtype=float)
+    d = denoise(d)
     if d.size == 0:
         return None, None
     if not np.any(d != 0):
@@ -322,13 +362,23 @@ def format_report(report: dict[str, Any]) -> str:
         return "-".rjust(len(format(0.0, spec))) if x is None else format(x, spec)
 
     items = list(report["metrics"].items()) + [("diversity", report["diversity"])]
+    constant = []
     for name, s in items:
         ci = s.get("ci95")
         ci_s = f"[{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci and None not in ci else "-"
+        dz = fmt(s.get("cohen_dz"), "+6.2f")
+        if s.get("cohen_dz") is None and (s.get("n_pairs") or 0) >= 2:  # pairs whose differences do not vary
+            dz = "n/a".rjust(6)
+            constant.append(name)
         lines.append(
             f"{name:<12} {fmt(s.get('mean_convergent'), '6.3f')} {fmt(s.get('mean_divergent'), '6.3f')} "
             f"{fmt(s.get('mean_diff'), '+7.3f')} {ci_s:>17} {fmt(s.get('p_value'), '8.4f')} "
-            f"{fmt(s.get('p_holm'), '8.4f')} {fmt(s.get('cohen_dz'), '+6.2f')} {fmt(s.get('rank_biserial'), '+6.2f')}"
+            f"{fmt(s.get('p_holm'), '8.4f')} {dz} {fmt(s.get('rank_biserial'), '+6.2f')}"
             + ("  *" if s.get("significant") else "")
+        )
+    if constant:
+        lines.append(
+            f"d_z n/a: every clip's difference is the same for {', '.join(constant)} (sd 0), so the standardized "
+            "effect is undefined; diff and r_rb describe it."
         )
     return "\n".join(lines)

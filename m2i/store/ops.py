@@ -74,7 +74,23 @@ def derive_seed(*parts: Any) -> int:
 # --------------------------------------------------------------------------- runs
 
 
+def check_run_name(name: str) -> None:
+    """Refuse a run name that :func:`get_run` would read as a run id (all digits).
+
+    Raises
+    ------
+    InputError
+        ``name`` is all digits.
+    """
+    if name.isdigit():
+        raise InputError(
+            f"A run name cannot be all digits ({name!r}), because `--run {name}` means run id {name}; "
+            f"choose a name with a letter in it, such as run-{name}."
+        )
+
+
 def create_run(store: Store, *, name: str, config: dict[str, Any]) -> int:
+    check_run_name(name)
     with store.transaction() as conn:
         run_id = conn.execute(
             insert(_t(Run)).values(name=name, config=config, created_at=utcnow()).returning(_t(Run).c.id)
@@ -558,6 +574,23 @@ def status_counts(store: Store, run_id: int | None = None, *, conn: Connection |
         return _query(conn)
     with store.read() as c:
         return _query(c)
+
+
+def image_backends(store: Store, run_id: int) -> dict[str, int]:
+    """``{backend: images}`` of a run's finished images: what rendered them, not what was configured.
+
+    ``--images auto`` records ``auto`` in the run's configuration; each image row records the backend
+    that drew it (``sdxl`` or ``preview``). Most images first; empty before any image is done.
+    """
+    t = _t(Image)
+    q = (
+        select(func.coalesce(t.c.backend, "?"), func.count())
+        .where(t.c.run_id == run_id, t.c.status == Status.done.value)
+        .group_by(t.c.backend)
+    )
+    with store.read() as conn:
+        rows = [(str(b), int(n)) for b, n in conn.execute(q)]
+    return dict(sorted(rows, key=lambda r: (-r[1], r[0])))
 
 
 def image_locations(store: Store, run_id: int, *, missing_only: bool = False) -> list[dict[str, Any]]:

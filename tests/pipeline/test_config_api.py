@@ -43,6 +43,30 @@ def test_bad_config_is_one_sentence(tmp_path, text, match):
     assert r.returncode == 1 and r.stderr.startswith("error: ") and "Traceback" not in r.stderr
 
 
+@pytest.mark.parametrize("args, env, says", [
+    (["run", "--samples", "0"], {}, "--samples should be greater than or equal to 1 (got 0)."),
+    (["ingest", "demo", "--hop", "0"], {}, "--hop should be greater than 0 (got 0.0)."),
+    (["run", "--width", "10"], {}, "--width should be greater than or equal to 64 (got 10)."),
+    (["run", "--batch-size", "0"], {}, "--batch-size should be greater than or equal to 1 (got 0)."),
+    (["run"], {"M2I_SAMPLES": "0"}, "M2I_SAMPLES should be greater than or equal to 1 (got '0')."),
+], ids=["run-samples", "ingest-hop", "width", "batch-size", "environment"])
+def test_a_bad_value_is_named_as_the_user_wrote_it(tmp_path, args, env, says):
+    db = tmp_path / "x.db"
+    r = subprocess.run([sys.executable, str(ROOT / "cli.py"), *args, "--db", str(db)], capture_output=True, text=True,
+                       cwd=tmp_path, timeout=120, env={**os.environ, **env})
+    assert r.returncode == 1 and r.stderr == f"error: {says}\n"
+    assert not db.exists()
+
+
+def test_a_bad_value_from_the_python_api_or_m2i_toml_is_named_as_a_setting(tmp_path):
+    with pytest.raises(ConfigError, match=r"^setting samples should be greater than or equal to 1 \(got 0\)\.$"):
+        load_settings({"samples": 0}, environ={})
+    cfg = tmp_path / "m2i.toml"
+    cfg.write_text("steps = 0\n")
+    with pytest.raises(ConfigError, match=r"^steps in .*m2i.toml should be greater than or equal to 1 \(got 0\)\.$"):
+        load_settings({}, config_path=cfg, environ={})
+
+
 def test_temperatures_and_counts_are_configurable_per_run(tmp_path):
     from m2i.pipeline import prepare_run
     from m2i.store import open_store, ops

@@ -87,6 +87,41 @@ async def test_ollama_empty_answer_then_good(ollama_server, features):
     assert row["llm_attempts"] == 2
 
 
+async def test_an_invalid_answer_is_logged_with_the_prompt_and_sample_it_belongs_to(ollama_server, features,
+                                                                                   tmp_path, caplog):
+    """The log line names the prompt row and its clip, so `m2i sql` can find them."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from m2i.runner import RunContext
+    from m2i.stages import GenerateStage
+    from m2i.store import open_store, ops
+
+    store = open_store(tmp_path / "m2i.db")
+    run_id = ops.create_run(store, name="log", config={"seed": 1})
+    clips = [SimpleNamespace(source=f"clip{i}.wav", meta={}, pcm=np.full(1600, 0.01 * (i + 1), np.float32), error=None)
+             for i in range(2)]
+    ops.add_samples(store, run_id, clips)
+    analysed = ops.claim(store, "analyze", worker="t", n=2, run_id=run_id)
+    ops.complete_many(store, "analyze", [(r["id"], {"features": features, "abc": ABC}) for r in analysed], worker="t")
+    second = max(r["id"] for r in analysed)
+    row = next(r for r in ops.claim(store, "generate", worker="t", n=10, run_id=run_id)
+               if r["sample_id"] == second and r["slot"] == 3)
+
+    caplog.set_level(logging.INFO, logger="m2i")
+    stage = GenerateStage(llm="ollama", model="llama3.2", base_url=None, settings={})
+    ctx = RunContext(store=store, run=ops.get_run(store, run_id), worker="t")
+    await stage.setup(ctx)
+    ollama_server.inject("/api/chat", "empty")
+    [outcome] = await stage.process([row], ctx)
+    await stage.close()
+    assert outcome.error is None and outcome.values["llm_attempts"] == 2
+    invalid = [r.getMessage() for r in caplog.records if "invalid" in r.getMessage()]
+    assert invalid == [f"ollama llama3.2 answer 1 of 3 for prompt {row['id']} (sample {second}, slot 3) invalid: "
+                       "the answer was empty"]
+
+
 # -- openai-compatible ---------------------------------------------------------------------------
 
 

@@ -140,3 +140,40 @@ def test_format_report_has_one_line_per_metric():
     # diversity has no Holm-adjusted p: its "-" stays in the p_holm column, the columns after it do not shift
     header, div = lines[1], lines[3]
     assert div[header.index("p_holm") + len("p_holm") - 1] == "-"
+
+
+def test_differences_that_do_not_vary_have_no_effect_size_and_float_noise_is_no_difference():
+    # originality: every clip's divergent prompt is 0.35 above its convergent one; the subtraction leaves
+    # noise of ~1e-16 in the differences, which used to give d_z = 6e15.
+    # overall: the same three scores in both modes, listed in another order; averaging leaves differences
+    # of +1e-16 in all six clips, which used to be "significant" (p 0.031).
+    base = [0.1, 0.2, 0.3, 0.41, 0.58, 0.7]
+    triples = [(0.34, 0.44, 0.12), (0.49, 0.81, 0.85), (0.42, 0.26, 0.17), (0.53, 0.45, 0.84),
+               (0.43, 0.75, 0.6), (0.58, 0.78, 0.22)]
+    rows = []
+    for sid, (a, t) in enumerate(zip(base, triples), start=1):
+        for k in range(3):
+            rows.append({"sample_id": sid, "mode": "convergent", "originality": a, "overall": t[k]})
+            rows.append({"sample_id": sid, "mode": "divergent", "originality": a + 0.35, "overall": t[2 - k]})
+    raw_orig = np.array([(a + 0.35) - a for a in base])
+    raw_overall = np.array([np.mean(t[::-1]) - np.mean(t) for t in triples])
+    assert raw_orig.std(ddof=1) > 0 and np.all(raw_overall > 0)  # the noise is really there
+
+    assert cohen_dz(raw_orig) is None and cohen_dz(raw_overall) == 0.0
+    assert wilcoxon_p(raw_overall) == (0.0, 1.0) and rank_biserial(raw_overall) == 0.0
+
+    rep = json.loads(json.dumps(compare_modes(rows, metrics=("originality", "overall"), n_boot=500)))
+    o, v = rep["metrics"]["originality"], rep["metrics"]["overall"]
+    assert o["cohen_dz"] is None and o["sd_diff"] == 0.0  # null in JSON: undefined, not a huge number
+    assert o["mean_diff"] == 0.35 and o["ci95"] == [0.35, 0.35] and o["rank_biserial"] == 1.0
+    assert o["p_value"] == pytest.approx(2 / 2**6)  # six of six clips higher: the exact two-sided p
+    assert (v["mean_diff"], v["ci95"], v["p_value"], v["cohen_dz"], v["rank_biserial"]) == (0.0, [0.0, 0.0], 1.0, 0.0, 0.0)
+    assert v["significant"] is False
+
+    lines = format_report(rep).splitlines()
+    header, orig, overall = lines[1], lines[2], lines[3]
+    dz_col = slice(header.index("d_z") - 3, header.index("d_z") + 3)
+    assert orig[dz_col] == "   n/a" and overall[dz_col] == " +0.00"
+    assert "e+" not in orig and len(orig) == len(overall)
+    assert "+0.350  [+0.350, +0.350]" in orig and "+0.000  [+0.000, +0.000]   1.0000" in overall
+    assert lines[-1].startswith("d_z n/a: every clip's difference is the same for originality (sd 0)")

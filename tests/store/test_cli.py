@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -13,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from store_helpers import seed_run
+from store_helpers import RecordingStage, all_stages, seed_run
 
 from m2i.store import open_store, ops
 
@@ -37,6 +38,27 @@ def test_init_status_and_json(tmp_path):
     assert data["stages"]["analyze"]["pending"] == 3
     r = m2i("status", env={"M2I_DB": str(tmp_path / "a.db")})
     assert "analyze" in r.stdout and r.returncode == 0
+
+
+def test_status_names_the_image_backend_that_drew_the_images(tmp_path):
+    from m2i.runner import Runner
+
+    class PreviewRender(RecordingStage):  # what --images auto falls back to without a GPU
+        def _values(self, row):
+            return {**super()._values(row), "backend": "preview"}
+
+    db = tmp_path / "a.db"
+    store = open_store(db)
+    run_id = seed_run(store, 2, config={"seed": 1, "llm": "local", "images": "auto"})
+    r = m2i("status", "--db", str(db))
+    assert r.returncode == 0 and "images: auto " in r.stdout  # nothing drawn yet: the setting
+    assert json.loads(m2i("status", "--json", "--db", str(db)).stdout)["images_used"] == {}
+    asyncio.run(Runner(store, run_id, [*all_stages()[:3], PreviewRender("render")], poll_s=0.02).run())
+    r = m2i("status", "--db", str(db))
+    assert r.returncode == 0 and "images: preview (auto) " in r.stdout
+    data = json.loads(m2i("status", "--json", "--db", str(db)).stdout)
+    assert data["config"]["images"] == "auto" and data["images_used"] == {"preview": 10}  # a field added, none changed
+    assert data["stages"]["render"]["done"] == 10
 
 
 def test_sql_reads_and_refuses_writes(tmp_path):
@@ -240,6 +262,26 @@ def test_run_with_a_misspelt_run_name_starts_nothing(tmp_path):
             cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert [x["name"] for x in ops.list_runs(store)] == ["alpha", "alpah"]
+
+
+def test_a_run_name_of_only_digits_is_refused(tmp_path):
+    says = ("error: A run name cannot be all digits ('5'), because `--run 5` means run id 5; "
+            "choose a name with a letter in it, such as run-5.\n")
+    fresh = tmp_path / "fresh.db"
+    r = m2i("run", "--db", str(fresh), "--new", "--run", "5", "--images", "preview", cwd=tmp_path)
+    assert r.returncode == 1 and r.stderr == says and not fresh.exists()
+    db = tmp_path / "a.db"
+    store = open_store(db)
+    seed_run(store, 1, name="alpha")
+    r = m2i("run", "--db", str(db), "--new", "--run", "5", "--images", "preview", "--stages", "render", cwd=tmp_path)
+    assert r.returncode == 1 and r.stderr == says
+    r = m2i("ingest", "demo", "--db", str(fresh), "--run", "5", cwd=tmp_path)  # the first run of a database too
+    assert r.returncode == 1 and r.stderr == says
+    assert [x["name"] for x in ops.list_runs(store)] == ["alpha"] and ops.list_runs(open_store(fresh)) == []
+    r = m2i("run", "--db", str(db), "--new", "--run", "run-5", "--images", "preview", "--stages", "render",
+            cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert [x["name"] for x in ops.list_runs(store)] == ["alpha", "run-5"]
 
 
 def test_tui_without_a_terminal_says_so_instead_of_hanging(tmp_path):

@@ -101,6 +101,26 @@ async def test_compare_plots_the_metric_under_the_cursor(seeded_db, frozen_app):
         await wait_until(pilot, lambda: plot.metric == "alignment", what="the plot to follow the cursor")
 
 
+async def test_samples_and_compare_name_clips_by_the_same_sample_id(seeded_db, frozen_app):
+    """The Samples screen's # and the Compare plot's clips are the sample ids `m2i sql` shows, not positions."""
+    from tui.widgets.diff_plot import DiffPlot, clip_differences
+
+    with sqlite3.connect(seeded_db) as con:
+        ids = [i for (i,) in con.execute("SELECT id FROM sample ORDER BY idx")]
+        idxs = [i for (i,) in con.execute("SELECT idx FROM sample ORDER BY idx")]
+    assert ids != idxs  # ids start at 1, positions at 0: the two cannot be confused here
+    app = frozen_app(seeded_db)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("s")
+        await refreshed(pilot)
+        table = app.screen.query_one(SamplesTable)
+        assert [str(table.get_row_at(r)[0]) for r in range(table.row_count)] == [str(i) for i in ids]
+        await pilot.press("c")
+        await refreshed(pilot)
+        plotted = [sid for sid, _ in clip_differences(app.screen.query_one(DiffPlot).report, "originality")]
+        assert plotted == ids[:5]  # the five clips scored in both modes; the sixth failed analysis
+
+
 async def test_compare_says_no_scores_yet(unscored_db, frozen_app):
     app = frozen_app(unscored_db)
     async with app.run_test(size=(80, 24)) as pilot:

@@ -20,7 +20,7 @@ SHORT = {"originality": "orig", "elaboration": "elab", "alignment": "align", "co
 
 def features_text(d: SampleDetail) -> Group:
     head = Text()
-    head.append(f"clip {d.idx} · {d.source} · {d.status}", style="bold")
+    head.append(f"clip {d.id} · {d.source} · {d.status}", style="bold")
     if d.duration_s:
         head.append(f" · {d.duration_s:.1f} s")
     if d.error:

@@ -73,7 +73,7 @@ class FailuresScreen(DataScreen):
         if f is None:
             box.update("")
             return
-        head = f"{f.stage} #{f.id} · clip {f.sample_idx} {f.source}" + (f" · prompt {f.slot} {f.mode}" if f.mode else "")
+        head = f"{f.stage} #{f.id} · clip {f.sample_id} {f.source}" + (f" · prompt {f.slot} {f.mode}" if f.mode else "")
         box.update(Text.assemble((head + "\n", "bold"), (f.error or "(no error text)", "red")))
 
     def _summary(self) -> None:
@@ -114,7 +114,7 @@ class FailuresScreen(DataScreen):
         if f is None or run_id is None:
             self.notify("No failed row selected.", severity="warning")
             return
-        what = f"{f.stage} row {f.id} (clip {f.sample_idx})"
+        what = f"{f.stage} row {f.id} (clip {f.sample_id})"
         self._confirm(f"Requeue {what}?", self.RequeueRequested(run_id, rows={f.stage: [f.id]}, what=what))
 
     def action_requeue_marked(self) -> None:

@@ -45,8 +45,10 @@ class DiffPlot(PlotextPlot):
         plt.hline(0.0)
         plt.title(f"{self.metric}: divergent - convergent, per clip ({len(diffs)} clips)")
         plt.xlabel("clip (sample id)")
-        if len(xs) <= 20:
-            plt.xticks(xs, [str(sid) for sid, _ in diffs])
+        # ticks name the clips by sample id (the Samples screen's #, the id `m2i sql` shows), never by position;
+        # above 20 clips every k-th bar is named
+        step = -(-len(xs) // 20)
+        plt.xticks(xs[::step], [str(sid) for sid, _ in diffs[::step]])
         self.refresh()
 
     def watch_metric(self) -> None:

@@ -41,7 +41,7 @@ class FailuresTable(DataTable):
             self.move_cursor(row=keys.index(current.key))
 
     def _cells(self, f: FailureRow) -> tuple:
-        clip = f"{f.sample_idx} {f.source.rsplit('/', 1)[-1]}" if f.sample_idx is not None else f.source
+        clip = f"{f.sample_id} {f.source.rsplit('/', 1)[-1]}" if f.sample_id is not None else f.source
         prompt = f"{f.slot} {f.mode[:4]}" if f.slot is not None and f.mode else "-"
         error = f.error.splitlines()[0] if f.error else ""
         return (

@@ -28,7 +28,8 @@ def metric_cells(name: str, s: dict[str, Any]) -> tuple:
         _f(s.get("mean_diff"), "+.3f"),
         ci_s,
         Text(_f(p, ".4f") + (" *" if sig else ""), style="bold green" if sig else ""),
-        _f(s.get("cohen_dz"), "+.2f"),
+        # no d_z although there are pairs: the differences do not vary (sd 0), so it is undefined, not missing
+        "n/a" if s.get("cohen_dz") is None and (s.get("n_pairs") or 0) >= 2 else _f(s.get("cohen_dz"), "+.2f"),
     )
 
 

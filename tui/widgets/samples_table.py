@@ -7,12 +7,12 @@ from textual.widgets import DataTable
 
 from tui.data import SampleRow
 
-COLUMNS = (("#", 4), ("clip", 14), ("status", 7), ("key", 8), ("tempo", 7), ("prompts", 7), ("overall", 7), ("mood", None))
+COLUMNS = (("#", 6), ("clip", 14), ("status", 7), ("key", 8), ("tempo", 7), ("prompts", 7), ("overall", 7), ("mood", None))
 STATUS_STYLE = {"failed": "red", "running": "cyan", "pending": "dim", "done": "green", "cancelled": "dim"}
 
 
 class SamplesTable(DataTable):
-    """One row per clip (sample) of the current page; the row key is the sample id."""
+    """One row per clip (sample) of the current page; ``#`` and the row key are the sample id (as `m2i sql` shows it)."""
 
     DEFAULT_CLASSES = "samples-table"
 
@@ -32,7 +32,7 @@ class SamplesTable(DataTable):
         self.clear()
         for r in rows:
             self.add_row(
-                str(r.idx), r.source.rsplit("/", 1)[-1], Text(r.status, style=STATUS_STYLE.get(r.status, "")),
+                str(r.id), r.source.rsplit("/", 1)[-1], Text(r.status, style=STATUS_STYLE.get(r.status, "")),
                 r.key or "-", r.tempo or "-", f"{r.prompts_done}/{r.prompts_total}",
                 "-" if r.overall is None else f"{r.overall:.3f}", r.mood or "-", key=str(r.id),
             )
