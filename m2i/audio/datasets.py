@@ -6,7 +6,8 @@ Accepted inputs for :func:`load_dataset`:
   array of dicts with ``audio``, ``style`` and ``audio_meta``. It needs pickle, so it is read
   with a restricted unpickler (:func:`safe_load_npy`) that accepts numpy arrays and plain
   containers only; a crafted file cannot run code.
-- a plain numeric ``.npy`` array, ``[N, T]`` (N clips) or ``[T]`` (one signal), assumed 16 kHz;
+- a plain numeric ``.npy`` array, ``[N, T]`` (N clips), ``[T, channels]`` (one signal of at most
+  :data:`MAX_CHANNELS` channels, mixed to mono) or ``[T]`` (one signal), assumed 16 kHz;
 - an audio file (wav, flac, ogg, mp3) or a folder of them (searched recursively); long files
   are sliced into ``clip_s`` windows every ``hop_s`` seconds;
 - the string ``"demo"``: the clips bundled in ``m2i/data/demo``.
@@ -41,6 +42,9 @@ MIN_CLIP_S = 1.0
 
 SILENCE_DBFS = -60.0
 """A clip whose RMS level is below this is treated as silence."""
+
+MAX_CHANNELS = 8
+"""A 2-D array with at most this many columns (and more rows) is one multichannel signal."""
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".oga", ".aif", ".aiff")
 
@@ -242,8 +246,8 @@ def _make_clip(source: str, pcm: np.ndarray | None, meta: dict[str, Any], sr: in
         arr = np.asarray(pcm)
         if arr.dtype.kind not in "fiu":
             return Clip(source, meta, None, check_pcm(arr))
-        if arr.ndim == 2 and min(arr.shape) <= 8:  # (n, ch) or (ch, n) stereo in an array
-            arr = arr if arr.shape[1] <= 8 else arr.T
+        if arr.ndim == 2 and min(arr.shape) <= MAX_CHANNELS:  # (n, ch) or (ch, n) stereo in an array
+            arr = arr if arr.shape[1] <= MAX_CHANNELS else arr.T
             meta = {**meta, "channels": int(arr.shape[1])}
         if arr.ndim == 2 or sr != SR or arr.dtype.kind in "iu":
             problem = None if arr.ndim <= 2 else "bad shape"
@@ -317,6 +321,17 @@ def _iter_npy(path: Path) -> Iterator[Clip]:
         raise InputError(f"{path} has shape {arr.shape}; supply [N, T] clips or one [T] signal.")
     if arr.shape[0] == 0:
         raise InputError(f"{path} holds no clips; supply a non-empty array.")
+    if arr.shape[1] <= MAX_CHANNELS < arr.shape[0]:
+        # [T, channels]: one multichannel signal (what np.save(soundfile.read(...)) writes), not T clips
+        meta = {"sr": SR, "channels": int(arr.shape[1]), "n_samples": int(arr.shape[0])}
+        yield from _slices(str(path), arr, SR, meta, clip_s=None)
+        return
+    if arr.shape[1] < int(MIN_CLIP_S * SR):
+        raise InputError(
+            f"{path} has shape {arr.shape}: {arr.shape[0]} clips of {arr.shape[1]} samples "
+            f"({arr.shape[1] / SR:.3f} s at 16 kHz), all shorter than {MIN_CLIP_S:g} s; "
+            "supply [N, T] clips of at least 1 s, [T, channels] or one [T] signal."
+        )
     for i in range(arr.shape[0]):
         yield _make_clip(f"{path}#{i}", arr[i], {"sr": SR})
 

@@ -83,6 +83,21 @@ def test_plain_numeric_arrays(tmp_path):
     assert clip.error is None and clip.pcm.dtype == np.float32 and clip.pcm.size == 48000
 
 
+def test_stereo_npy_of_shape_t_by_channels_is_one_clip(tmp_path):
+    """np.save of soundfile.read's stereo array is [T, 2]: one clip mixed to mono, not T failed rows."""
+    f = tmp_path / "stereo.npy"
+    np.save(f, np.stack([_tone(10), _tone(10, freq=330)], axis=1))
+    (clip,) = list(load_dataset(f))
+    assert clip.error is None and clip.pcm.shape == (160000,) and clip.meta["channels"] == 2
+
+
+def test_npy_whose_rows_are_all_under_a_second_is_one_error(tmp_path):
+    f = tmp_path / "frames.npy"
+    np.save(f, np.zeros((5000, 400), np.float32))
+    with pytest.raises(InputError, match=r"5000 clips of 400 samples \(0.025 s at 16 kHz\), all shorter than 1 s"):
+        list(load_dataset(f))
+
+
 def test_npy_of_strings_is_refused(tmp_path):
     f = tmp_path / "names.npy"
     np.save(f, np.array(["a", "b"]))
