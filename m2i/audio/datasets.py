@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import pickle
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -481,7 +482,9 @@ def load_dataset(path: str | Path, *, clip_s: float = 10.0, hop_s: float = 10.0)
     if str(path) == "demo":
         yield from _iter_demo()
         return
-    p = Path(path).expanduser()
+    # absolute, so that a clip's source (how a bad clip is recognised on the next ingest) does not
+    # depend on the folder the command ran in or on how the path was spelt
+    p = Path(os.path.abspath(Path(path).expanduser()))
     if not p.exists():
         raise InputError(f"{p} does not exist; give a .npy file, an audio file, a folder or 'demo'.")
     if p.is_dir():

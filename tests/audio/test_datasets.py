@@ -174,6 +174,28 @@ def test_run_takes_hop_like_ingest(tmp_path):
         assert starts == [0.0, 5.0, 10.0, 15.0], cmd[0]
 
 
+def test_reingesting_by_another_spelling_of_the_path_adds_nothing(tmp_path):
+    """Bad clips are recognised by their source: `ingest music`, then `ingest /abs/music` must add no rows."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cli = Path(__file__).resolve().parents[2] / "cli.py"
+    (tmp_path / "music").mkdir()
+    sf.write(tmp_path / "music" / "ok.wav", _tone(3), SR)
+    sf.write(tmp_path / "music" / "short.wav", _tone(0.4), SR)
+    (tmp_path / "music" / "text.wav").write_text("not audio")
+    db = str(tmp_path / "a.db")
+    outs = []
+    for spelling in ("music", "./music/", str(tmp_path / "music"), str(tmp_path / "music" / ".." / "music")):
+        r = subprocess.run([sys.executable, str(cli), "ingest", spelling, "--db", db], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        outs.append(r.stdout.split(": ", 1)[1].strip())
+    assert outs[0] == "1 clip(s) added, 2 bad clip(s) recorded as failed, 0 already present"
+    assert outs[1:] == ["0 clip(s) added, 0 bad clip(s) recorded as failed, 3 already present"] * 3
+
+
 def test_mp3_is_decoded(tmp_path):
     sf.write(tmp_path / "song.mp3", _tone(3), SR, format="MP3", subtype="MPEG_LAYER_III")
     (clip,) = list(load_dataset(tmp_path / "song.mp3"))
