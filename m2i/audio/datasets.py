@@ -20,6 +20,7 @@ empty folder, not audio at all, a pickle that tries to load code) raises :class:
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -514,4 +515,15 @@ def load_dataset(path: str | Path, *, clip_s: float = 10.0, hop_s: float = 10.0)
     )
 
 
-__all__ = ["Clip", "SR", "check_pcm", "load_dataset", "pcm_sha256", "safe_load_npy", "to_mono_16k"]
+def open_dataset(path: str | Path, *, clip_s: float = 10.0, hop_s: float = 10.0) -> Iterator[Clip]:
+    """:func:`load_dataset`, with the path checked now rather than at the first ``next()``.
+
+    An unusable path (missing, an empty folder, a refused .npy) raises :class:`InputError` from
+    this call, so a command can check its dataset before it creates a run or a database.
+    """
+    clips = load_dataset(path, clip_s=clip_s, hop_s=hop_s)
+    first = next(clips, None)
+    return iter(()) if first is None else itertools.chain([first], clips)
+
+
+__all__ = ["Clip", "SR", "check_pcm", "load_dataset", "open_dataset", "pcm_sha256", "safe_load_npy", "to_mono_16k"]

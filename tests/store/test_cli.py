@@ -238,6 +238,27 @@ def test_misspelt_llm_or_images_stops_before_a_run_is_created(tmp_path, flag, va
     assert not db.exists() and not (tmp_path / "m2i-output").exists()
 
 
+@pytest.mark.parametrize("cmd", ["ingest", "run"])
+def test_an_unusable_dataset_stops_before_a_run_is_created(tmp_path, cmd):
+    """A typo in the path, an empty folder or a refused .npy: one sentence, and no empty run left behind."""
+    (tmp_path / "empty").mkdir()
+    import numpy as np
+
+    np.save(tmp_path / "names.npy", np.array(["a", "b"]))
+    db = tmp_path / "a.db"
+    for path, says in (("musci", "does not exist"), ("empty", "contains no audio"), ("names.npy", "not audio")):
+        args = [cmd, path] if cmd == "ingest" else [cmd, "--dataset", path, "--images", "preview"]
+        r = m2i(*args, "--db", str(db), cwd=tmp_path)
+        assert r.returncode == 1 and r.stderr.startswith("error: ") and says in r.stderr, r.stderr
+        assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+        assert not db.exists(), path
+    store = open_store(db)
+    seed_run(store, 1, name="alpha")
+    r = m2i(*(["ingest", "musci"] if cmd == "ingest" else ["run", "--dataset", "musci"]), "--db", str(db),
+            cwd=tmp_path)
+    assert r.returncode == 1 and [x["name"] for x in ops.list_runs(store)] == ["alpha"]
+
+
 def test_an_unknown_run_is_named_with_the_runs_there_are(tmp_path):
     db = tmp_path / "a.db"
     store = open_store(db)
