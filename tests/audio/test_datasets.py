@@ -196,6 +196,32 @@ def test_reingesting_by_another_spelling_of_the_path_adds_nothing(tmp_path):
     assert outs[1:] == ["0 clip(s) added, 0 bad clip(s) recorded as failed, 3 already present"] * 3
 
 
+def test_non_ascii_audio_meta_reads_as_written_in_the_database(tmp_path):
+    """m2i sql shows Björk, not Bj\\u00f6rk, and a LIKE on the artist finds the row."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cli = Path(__file__).resolve().parents[2] / "cli.py"
+    arr = np.empty(1, dtype=object)
+    arr[0] = {"audio": _tone(10.0), "style": np.zeros(4, np.float32),
+              "audio_meta": {"artist_name": ["Björk", "坂本龍一"], "album_name": "Homogenic", "track_name": "Jóga",
+                             "slice_pos": 0}}
+    np.save(tmp_path / "label_data_with_16kHz_audio.npy", arr, allow_pickle=True)
+    db = str(tmp_path / "a.db")
+
+    def m2i(*args):
+        r = subprocess.run([sys.executable, str(cli), *args, "--db", db], cwd=tmp_path, capture_output=True,
+                           text=True, timeout=120, encoding="utf-8")
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    m2i("ingest", "label_data_with_16kHz_audio.npy")
+    out = m2i("sql", "SELECT meta FROM sample WHERE meta LIKE '%Björk%'")
+    assert out.splitlines()[1] == ('{"artist_name": ["Björk", "坂本龍一"], "album_name": "Homogenic", '
+                                   '"track_name": "Jóga", "slice_pos": 0}')
+
+
 def test_mp3_is_decoded(tmp_path):
     sf.write(tmp_path / "song.mp3", _tone(3), SR, format="MP3", subtype="MPEG_LAYER_III")
     (clip,) = list(load_dataset(tmp_path / "song.mp3"))
