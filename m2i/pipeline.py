@@ -144,7 +144,7 @@ def run_pipeline(
             "interrupted": runner.stopping,
             "notes": notes,
             "files": files,
-            "summary": summary_lines(store, run_id, counts, files),
+            "summary": summary_lines(store, run_id, counts, files, out_dir=out_dir),
         }
     finally:
         store.close()
@@ -174,20 +174,34 @@ def write_results(store: Store, run_id: int, counts: dict[str, dict[str, int]], 
 
 
 def summary_lines(
-    store: Store, run_id: int, counts: dict[str, dict[str, int]], files: dict[str, str] | None = None
+    store: Store, run_id: int, counts: dict[str, dict[str, int]], files: dict[str, str] | None = None,
+    *, out_dir: str | None = None,
 ) -> list[str]:
+    """The lines ``m2i run`` prints at the end; ``out_dir`` is the folder this invocation wrote to."""
+    from sqlalchemy import func, select
+
+    from m2i.store.models import Sample, Status
+
     run = ops.get_run(store, run_id) or {}
     lines = [f"run {run_id} {run.get('name', '')}: " + "  ".join(
         f"{s} {c['done']}/{sum(c.values())}" + (f" ({c['failed']} failed)" if c["failed"] else "")
         for s, c in counts.items()
     )]
     lines.append(f"database: {store.path or store.url}")
-    out_dir = (run.get("config") or {}).get("out_dir")
+    out_dir = out_dir or (run.get("config") or {}).get("out_dir")
     if out_dir and counts["render"]["done"]:
         lines.append(f"images: {out_dir}/images")
     for key, path in (files or {}).items():
         lines.append(f"{key}: {path}" + ("  (m2i report prints it again)" if key == "report" else ""))
-    failed = sum(c["failed"] for c in counts.values())
+    s = Sample.__table__
+    with store.read() as conn:
+        # clips rejected at ingest (NaN, silence, under 1 s, unreadable) have no audio: requeue cannot help them
+        unusable = conn.execute(select(func.count()).where(
+            s.c.run_id == run_id, s.c.status == Status.failed.value, s.c.audio_sha256.is_(None))).scalar_one()
+    failed = sum(c["failed"] for c in counts.values()) - unusable
+    if unusable:
+        lines.append(f"{unusable} clip(s) of the dataset are unusable and were skipped: "
+                     "`m2i sql \"SELECT source, error FROM sample WHERE audio_sha256 IS NULL\"` says why")
     if failed:
         lines.append(f"{failed} row(s) failed: see `m2i status`, then `m2i requeue --failed`")
     return lines
