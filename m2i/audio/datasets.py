@@ -238,6 +238,8 @@ def check_pcm(pcm: np.ndarray, sr: int = SR) -> str | None:
         return f"the clip is {dur:.2f} s long, shorter than {MIN_CLIP_S:g} s; supply longer audio."
     rms = float(np.sqrt(np.mean(np.square(a.astype(np.float64)))))
     level = 20 * np.log10(rms) if rms > 0 else -np.inf
+    if rms == 0:
+        return "the clip is silent (every sample is 0); drop it."
     if level < SILENCE_DBFS:
         return f"the clip is silent (RMS {level:.0f} dBFS, below {SILENCE_DBFS:.0f} dBFS); drop it."
     return None
@@ -421,8 +423,14 @@ def _iter_audio_file(path: Path, *, clip_s: float, hop_s: float) -> Iterator[Cli
     try:
         y, sr, meta = _read_audio(path)
     except Exception as exc:
-        yield Clip(str(path), {"file": str(path)}, None,
-                   f"{path.name} could not be decoded ({str(exc).strip()[:160]}); it is corrupt or truncated.")
+        if path.stat().st_size == 0:
+            why = f"{path.name} is empty (0 bytes); copy it again."
+        elif "Format not recognised" in str(exc):
+            why = (f"{path.name} is not audio in a format m2i reads (wav, flac, ogg, mp3, aiff), "
+                   "whatever its name says; check what the file holds.")
+        else:
+            why = f"{path.name} could not be decoded ({str(exc).strip()[:160]}); it is corrupt or truncated."
+        yield Clip(str(path), {"file": str(path)}, None, why)
         return
     if y.ndim == 2 and not np.all(np.isfinite(y)):
         yield Clip(str(path), meta, None, check_pcm(y.reshape(-1), sr))

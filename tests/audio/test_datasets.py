@@ -127,6 +127,8 @@ def test_folder_of_awkward_files(tmp_path):
     (tmp_path / "h_truncated.wav").write_bytes(data[: len(data) // 3])
     (tmp_path / "i_corrupt.flac").write_bytes(b"fLaC" + os.urandom(2000))
     (tmp_path / "notes.txt").write_text("not audio")
+    (tmp_path / "j_text.wav").write_text("a text file with an audio name\n" * 20)
+    (tmp_path / "k_empty.flac").write_bytes(b"")
     clips = {c.source.split("/")[-1]: c for c in load_dataset(tmp_path)}
     good = ["a_stereo44k.wav@0", "b_96k.flac@0", "c_8bit.wav@0", "d.ogg@0", "g_full.wav@0"]
     for name in good:
@@ -136,7 +138,10 @@ def test_folder_of_awkward_files(tmp_path):
     assert clips["a_stereo44k.wav@0"].meta["channels"] == 2 and clips["a_stereo44k.wav@0"].pcm.size == 4 * SR
     assert clips["b_96k.flac@0"].meta["sr"] == 96000 and abs(clips["b_96k.flac@0"].pcm.size - 3 * SR) <= 2
     assert "shorter than 1 s" in clips["e_short.wav@0"].error
-    assert "silent" in clips["f_silence.wav@0"].error
+    assert clips["f_silence.wav@0"].error == "the clip is silent (every sample is 0); drop it."
+    assert clips["j_text.wav"].error == ("j_text.wav is not audio in a format m2i reads (wav, flac, ogg, mp3, aiff), "
+                                         "whatever its name says; check what the file holds.")
+    assert clips["k_empty.flac"].error == "k_empty.flac is empty (0 bytes); copy it again."
     assert "corrupt or truncated" in clips["h_truncated.wav"].error
     assert "corrupt or truncated" in clips["i_corrupt.flac"].error
     assert not any("notes.txt" in k for k in clips)
