@@ -135,13 +135,15 @@ def ingest(
 ) -> None:
     """Add clips to a run (identified by content hash: ingesting twice adds nothing)."""
     settings = _settings({"run_name": run, "samples": samples, "hop_s": hop, "dataset": dataset}, config)
+    from m2i.audio.datasets import open_dataset
     from m2i.pipeline import ingest as ingest_clips
     from m2i.pipeline import prepare_run
 
+    # a missing path, an empty folder or a refused .npy stops here, before a database or a run is created
+    clips = open_dataset(dataset, clip_s=settings.clip_s, hop_s=settings.hop_s)
     store = _open(db, create=True)
     r = prepare_run(store, settings)
-    counts = ingest_clips(store, int(r["id"]), dataset, clip_s=settings.clip_s, hop_s=settings.hop_s,
-                          limit=settings.samples)
+    counts = ingest_clips(store, int(r["id"]), clips, limit=settings.samples)
     typer.echo(
         f"run {r['name']}: {counts['added']} clip(s) added, {counts['failed']} bad clip(s) recorded as failed, "
         f"{counts['skipped']} already present"

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from os import PathLike
 from typing import Any
 
 from m2i.config import RUN_KEYS, Settings
@@ -54,12 +55,17 @@ def prepare_run(
     return run  # type: ignore[return-value]
 
 
-def ingest(store: Store, run_id: int, dataset: str, *, clip_s: float = 10.0, hop_s: float = 10.0,
+def ingest(store: Store, run_id: int, dataset: str | Iterable[Any], *, clip_s: float = 10.0, hop_s: float = 10.0,
            limit: int | None = None) -> dict[str, int]:
-    """Add a dataset's clips to a run (``m2i ingest``, ``m2i run --dataset``, the Python API)."""
+    """Add a dataset's clips to a run (``m2i ingest``, ``m2i run --dataset``, the Python API).
+
+    ``dataset`` is a path (or ``"demo"``), or the clips of one already opened with
+    :func:`m2i.audio.datasets.open_dataset`.
+    """
     from m2i.audio.datasets import load_dataset
 
-    return ops.add_samples(store, run_id, load_dataset(dataset, clip_s=clip_s, hop_s=hop_s), limit=limit)
+    clips = load_dataset(dataset, clip_s=clip_s, hop_s=hop_s) if isinstance(dataset, (str, PathLike)) else dataset
+    return ops.add_samples(store, run_id, clips, limit=limit)
 
 
 def run_pipeline(
@@ -92,6 +98,12 @@ def run_pipeline(
     check_backend_name(settings.images)
     if new_run and settings.run_name:
         ops.check_run_name(settings.run_name)
+    clips = None
+    if explicit and "dataset" in explicit:
+        from m2i.audio.datasets import open_dataset
+
+        # a missing path, an empty folder or a refused .npy stops here, before a database or a run is created
+        clips = open_dataset(settings.dataset, clip_s=settings.clip_s, hop_s=settings.hop_s)
     store = open_store(db or settings.db, create=True)
     try:
         if settings.run_name and not new_run and ops.get_run(store, settings.run_name) is None and ops.list_runs(store):
@@ -106,8 +118,9 @@ def run_pipeline(
         if "analyze" in settings.stages or (explicit and "dataset" in explicit):
             counts0 = ops.status_counts(store, run_id)
             if (explicit and "dataset" in explicit) or sum(counts0["analyze"].values()) == 0:
-                added = ingest(store, run_id, cfg.get("dataset") or settings.dataset, clip_s=settings.clip_s,
-                               hop_s=settings.hop_s, limit=cfg.get("samples"))
+                source = clips if clips is not None else cfg.get("dataset") or settings.dataset
+                added = ingest(store, run_id, source, clip_s=settings.clip_s, hop_s=settings.hop_s,
+                               limit=cfg.get("samples"))
                 log.info("ingest: %(added)d added, %(failed)d bad, %(skipped)d already present", added)
         impls, notes = build_stages(
             store, run, settings.stages, out_dir=out_dir,
@@ -131,7 +144,7 @@ def run_pipeline(
             "interrupted": runner.stopping,
             "notes": notes,
             "files": files,
-            "summary": summary_lines(store, run_id, counts, files),
+            "summary": summary_lines(store, run_id, counts, files, out_dir=out_dir),
         }
     finally:
         store.close()
@@ -161,20 +174,34 @@ def write_results(store: Store, run_id: int, counts: dict[str, dict[str, int]], 
 
 
 def summary_lines(
-    store: Store, run_id: int, counts: dict[str, dict[str, int]], files: dict[str, str] | None = None
+    store: Store, run_id: int, counts: dict[str, dict[str, int]], files: dict[str, str] | None = None,
+    *, out_dir: str | None = None,
 ) -> list[str]:
+    """The lines ``m2i run`` prints at the end; ``out_dir`` is the folder this invocation wrote to."""
+    from sqlalchemy import func, select
+
+    from m2i.store.models import Sample, Status
+
     run = ops.get_run(store, run_id) or {}
     lines = [f"run {run_id} {run.get('name', '')}: " + "  ".join(
         f"{s} {c['done']}/{sum(c.values())}" + (f" ({c['failed']} failed)" if c["failed"] else "")
         for s, c in counts.items()
     )]
     lines.append(f"database: {store.path or store.url}")
-    out_dir = (run.get("config") or {}).get("out_dir")
+    out_dir = out_dir or (run.get("config") or {}).get("out_dir")
     if out_dir and counts["render"]["done"]:
         lines.append(f"images: {out_dir}/images")
     for key, path in (files or {}).items():
         lines.append(f"{key}: {path}" + ("  (m2i report prints it again)" if key == "report" else ""))
-    failed = sum(c["failed"] for c in counts.values())
+    s = Sample.__table__
+    with store.read() as conn:
+        # clips rejected at ingest (NaN, silence, under 1 s, unreadable) have no audio: requeue cannot help them
+        unusable = conn.execute(select(func.count()).where(
+            s.c.run_id == run_id, s.c.status == Status.failed.value, s.c.audio_sha256.is_(None))).scalar_one()
+    failed = sum(c["failed"] for c in counts.values()) - unusable
+    if unusable:
+        lines.append(f"{unusable} clip(s) of the dataset are unusable and were skipped: "
+                     "`m2i sql \"SELECT source, error FROM sample WHERE audio_sha256 IS NULL\"` says why")
     if failed:
         lines.append(f"{failed} row(s) failed: see `m2i status`, then `m2i requeue --failed`")
     return lines

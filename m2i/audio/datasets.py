@@ -6,7 +6,8 @@ Accepted inputs for :func:`load_dataset`:
   array of dicts with ``audio``, ``style`` and ``audio_meta``. It needs pickle, so it is read
   with a restricted unpickler (:func:`safe_load_npy`) that accepts numpy arrays and plain
   containers only; a crafted file cannot run code.
-- a plain numeric ``.npy`` array, ``[N, T]`` (N clips) or ``[T]`` (one signal), assumed 16 kHz;
+- a plain numeric ``.npy`` array, ``[N, T]`` (N clips), ``[T, channels]`` (one signal of at most
+  :data:`MAX_CHANNELS` channels, mixed to mono) or ``[T]`` (one signal), assumed 16 kHz;
 - an audio file (wav, flac, ogg, mp3) or a folder of them (searched recursively); long files
   are sliced into ``clip_s`` windows every ``hop_s`` seconds;
 - the string ``"demo"``: the clips bundled in ``m2i/data/demo``.
@@ -19,8 +20,10 @@ empty folder, not audio at all, a pickle that tries to load code) raises :class:
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
+import os
 import pickle
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -41,6 +44,9 @@ MIN_CLIP_S = 1.0
 
 SILENCE_DBFS = -60.0
 """A clip whose RMS level is below this is treated as silence."""
+
+MAX_CHANNELS = 8
+"""A 2-D array with at most this many columns (and more rows) is one multichannel signal."""
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".oga", ".aif", ".aiff")
 
@@ -232,6 +238,8 @@ def check_pcm(pcm: np.ndarray, sr: int = SR) -> str | None:
         return f"the clip is {dur:.2f} s long, shorter than {MIN_CLIP_S:g} s; supply longer audio."
     rms = float(np.sqrt(np.mean(np.square(a.astype(np.float64)))))
     level = 20 * np.log10(rms) if rms > 0 else -np.inf
+    if rms == 0:
+        return "the clip is silent (every sample is 0); drop it."
     if level < SILENCE_DBFS:
         return f"the clip is silent (RMS {level:.0f} dBFS, below {SILENCE_DBFS:.0f} dBFS); drop it."
     return None
@@ -242,8 +250,8 @@ def _make_clip(source: str, pcm: np.ndarray | None, meta: dict[str, Any], sr: in
         arr = np.asarray(pcm)
         if arr.dtype.kind not in "fiu":
             return Clip(source, meta, None, check_pcm(arr))
-        if arr.ndim == 2 and min(arr.shape) <= 8:  # (n, ch) or (ch, n) stereo in an array
-            arr = arr if arr.shape[1] <= 8 else arr.T
+        if arr.ndim == 2 and min(arr.shape) <= MAX_CHANNELS:  # (n, ch) or (ch, n) stereo in an array
+            arr = arr if arr.shape[1] <= MAX_CHANNELS else arr.T
             meta = {**meta, "channels": int(arr.shape[1])}
         if arr.ndim == 2 or sr != SR or arr.dtype.kind in "iu":
             problem = None if arr.ndim <= 2 else "bad shape"
@@ -317,6 +325,17 @@ def _iter_npy(path: Path) -> Iterator[Clip]:
         raise InputError(f"{path} has shape {arr.shape}; supply [N, T] clips or one [T] signal.")
     if arr.shape[0] == 0:
         raise InputError(f"{path} holds no clips; supply a non-empty array.")
+    if arr.shape[1] <= MAX_CHANNELS < arr.shape[0]:
+        # [T, channels]: one multichannel signal (what np.save(soundfile.read(...)) writes), not T clips
+        meta = {"sr": SR, "channels": int(arr.shape[1]), "n_samples": int(arr.shape[0])}
+        yield from _slices(str(path), arr, SR, meta, clip_s=None)
+        return
+    if arr.shape[1] < int(MIN_CLIP_S * SR):
+        raise InputError(
+            f"{path} has shape {arr.shape}: {arr.shape[0]} clips of {arr.shape[1]} samples "
+            f"({arr.shape[1] / SR:.3f} s at 16 kHz), all shorter than {MIN_CLIP_S:g} s; "
+            "supply [N, T] clips of at least 1 s, [T, channels] or one [T] signal."
+        )
     for i in range(arr.shape[0]):
         yield _make_clip(f"{path}#{i}", arr[i], {"sr": SR})
 
@@ -404,8 +423,14 @@ def _iter_audio_file(path: Path, *, clip_s: float, hop_s: float) -> Iterator[Cli
     try:
         y, sr, meta = _read_audio(path)
     except Exception as exc:
-        yield Clip(str(path), {"file": str(path)}, None,
-                   f"{path.name} could not be decoded ({str(exc).strip()[:160]}); it is corrupt or truncated.")
+        if path.stat().st_size == 0:
+            why = f"{path.name} is empty (0 bytes); copy it again."
+        elif "Format not recognised" in str(exc):
+            why = (f"{path.name} is not audio in a format m2i reads (wav, flac, ogg, mp3, aiff), "
+                   "whatever its name says; check what the file holds.")
+        else:
+            why = f"{path.name} could not be decoded ({str(exc).strip()[:160]}); it is corrupt or truncated."
+        yield Clip(str(path), {"file": str(path)}, None, why)
         return
     if y.ndim == 2 and not np.all(np.isfinite(y)):
         yield Clip(str(path), meta, None, check_pcm(y.reshape(-1), sr))
@@ -466,7 +491,9 @@ def load_dataset(path: str | Path, *, clip_s: float = 10.0, hop_s: float = 10.0)
     if str(path) == "demo":
         yield from _iter_demo()
         return
-    p = Path(path).expanduser()
+    # absolute, so that a clip's source (how a bad clip is recognised on the next ingest) does not
+    # depend on the folder the command ran in or on how the path was spelt
+    p = Path(os.path.abspath(Path(path).expanduser()))
     if not p.exists():
         raise InputError(f"{p} does not exist; give a .npy file, an audio file, a folder or 'demo'.")
     if p.is_dir():
@@ -496,4 +523,15 @@ def load_dataset(path: str | Path, *, clip_s: float = 10.0, hop_s: float = 10.0)
     )
 
 
-__all__ = ["Clip", "SR", "check_pcm", "load_dataset", "pcm_sha256", "safe_load_npy", "to_mono_16k"]
+def open_dataset(path: str | Path, *, clip_s: float = 10.0, hop_s: float = 10.0) -> Iterator[Clip]:
+    """:func:`load_dataset`, with the path checked now rather than at the first ``next()``.
+
+    An unusable path (missing, an empty folder, a refused .npy) raises :class:`InputError` from
+    this call, so a command can check its dataset before it creates a run or a database.
+    """
+    clips = load_dataset(path, clip_s=clip_s, hop_s=hop_s)
+    first = next(clips, None)
+    return iter(()) if first is None else itertools.chain([first], clips)
+
+
+__all__ = ["Clip", "SR", "check_pcm", "load_dataset", "open_dataset", "pcm_sha256", "safe_load_npy", "to_mono_16k"]

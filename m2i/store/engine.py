@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import os
 import random
@@ -18,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import Connection, Engine, make_url
@@ -108,6 +109,12 @@ def _install_sqlite_pragmas(engine: Engine, *, readonly: bool) -> None:
             conn.exec_driver_sql("BEGIN")
 
 
+def _json_text(obj: Any) -> str:
+    """JSON columns keep non-ASCII text as it is ("Björk", not "Bj\\u00f6rk"), so ``m2i sql`` shows it
+    and ``meta LIKE '%Björk%'`` finds it."""
+    return json.dumps(obj, ensure_ascii=False)
+
+
 def make_engine(url: str, *, readonly: bool = False) -> Engine:
     """Create an engine with m2i's connection settings (WAL, busy_timeout, foreign keys)."""
     backend = make_url(url).get_backend_name()
@@ -118,7 +125,7 @@ def make_engine(url: str, *, readonly: bool = False) -> Engine:
             # Read-only URI: the file is never written, not even its WAL header.
             connect_args["uri"] = True
             url = f"sqlite:///file:{path}?mode=ro&uri=true"
-        engine = create_engine(url, connect_args=connect_args, pool_pre_ping=False)
+        engine = create_engine(url, connect_args=connect_args, pool_pre_ping=False, json_serializer=_json_text)
         _install_sqlite_pragmas(engine, readonly=readonly)
         return engine
     if backend == "postgresql":
@@ -129,7 +136,8 @@ def make_engine(url: str, *, readonly: bool = False) -> Engine:
                 "PostgreSQL needs the psycopg driver; install it with `pip install 'm2i[pg]'`."
             ) from exc
         opts = {"options": "-c default_transaction_read_only=on"} if readonly else {}
-        return create_engine(url, connect_args=opts, pool_pre_ping=False, pool_size=10, max_overflow=20)
+        return create_engine(url, connect_args=opts, pool_pre_ping=False, pool_size=10, max_overflow=20,
+                             json_serializer=_json_text)
     raise StoreError(f"Unsupported database URL {url!r}; use a SQLite path or postgresql+psycopg://.")
 
 

@@ -152,7 +152,8 @@ def add_samples(store: Store, run_id: int, clips: Iterable[Any], *, limit: int |
     """Add clips (``m2i.audio.datasets.Clip``-like: source, meta, pcm, error) to a run.
 
     A clip whose audio is already in the run (same SHA-256) is skipped; a bad clip becomes a
-    failed sample holding its reason. ``limit`` caps the run's sample count (``--samples N``).
+    failed sample holding its reason. ``limit`` caps the run's usable clips (``--samples N``): the
+    bad clips met on the way are recorded but do not count, so ``--samples 3`` gives 3 clips to analyse.
 
     Returns
     -------
@@ -175,7 +176,7 @@ def add_samples(store: Store, run_id: int, clips: Iterable[Any], *, limit: int |
         next_idx = conn.execute(select(func.coalesce(func.max(s.c.idx) + 1, 0)).where(s.c.run_id == run_id)).scalar_one()
         cfg = conn.execute(select(_t(Run).c.config).where(_t(Run).c.id == run_id)).scalar_one() or {}
     max_attempts = int(cfg.get("max_attempts", 3))
-    total = next_idx
+    total = len(known_sha)  # usable clips already in the run
     for clip in clips:
         if limit is not None and total >= limit:
             break
@@ -194,7 +195,6 @@ def add_samples(store: Store, run_id: int, clips: Iterable[Any], *, limit: int |
             known_bad.add(clip.source)
             counts["failed"] += 1
             next_idx += 1
-            total += 1
             continue
         pcm = np.ascontiguousarray(clip.pcm, dtype="<f4")
         sha = pcm_sha256(pcm)

@@ -83,6 +83,21 @@ def test_plain_numeric_arrays(tmp_path):
     assert clip.error is None and clip.pcm.dtype == np.float32 and clip.pcm.size == 48000
 
 
+def test_stereo_npy_of_shape_t_by_channels_is_one_clip(tmp_path):
+    """np.save of soundfile.read's stereo array is [T, 2]: one clip mixed to mono, not T failed rows."""
+    f = tmp_path / "stereo.npy"
+    np.save(f, np.stack([_tone(10), _tone(10, freq=330)], axis=1))
+    (clip,) = list(load_dataset(f))
+    assert clip.error is None and clip.pcm.shape == (160000,) and clip.meta["channels"] == 2
+
+
+def test_npy_whose_rows_are_all_under_a_second_is_one_error(tmp_path):
+    f = tmp_path / "frames.npy"
+    np.save(f, np.zeros((5000, 400), np.float32))
+    with pytest.raises(InputError, match=r"5000 clips of 400 samples \(0.025 s at 16 kHz\), all shorter than 1 s"):
+        list(load_dataset(f))
+
+
 def test_npy_of_strings_is_refused(tmp_path):
     f = tmp_path / "names.npy"
     np.save(f, np.array(["a", "b"]))
@@ -112,6 +127,8 @@ def test_folder_of_awkward_files(tmp_path):
     (tmp_path / "h_truncated.wav").write_bytes(data[: len(data) // 3])
     (tmp_path / "i_corrupt.flac").write_bytes(b"fLaC" + os.urandom(2000))
     (tmp_path / "notes.txt").write_text("not audio")
+    (tmp_path / "j_text.wav").write_text("a text file with an audio name\n" * 20)
+    (tmp_path / "k_empty.flac").write_bytes(b"")
     clips = {c.source.split("/")[-1]: c for c in load_dataset(tmp_path)}
     good = ["a_stereo44k.wav@0", "b_96k.flac@0", "c_8bit.wav@0", "d.ogg@0", "g_full.wav@0"]
     for name in good:
@@ -121,7 +138,10 @@ def test_folder_of_awkward_files(tmp_path):
     assert clips["a_stereo44k.wav@0"].meta["channels"] == 2 and clips["a_stereo44k.wav@0"].pcm.size == 4 * SR
     assert clips["b_96k.flac@0"].meta["sr"] == 96000 and abs(clips["b_96k.flac@0"].pcm.size - 3 * SR) <= 2
     assert "shorter than 1 s" in clips["e_short.wav@0"].error
-    assert "silent" in clips["f_silence.wav@0"].error
+    assert clips["f_silence.wav@0"].error == "the clip is silent (every sample is 0); drop it."
+    assert clips["j_text.wav"].error == ("j_text.wav is not audio in a format m2i reads (wav, flac, ogg, mp3, aiff), "
+                                         "whatever its name says; check what the file holds.")
+    assert clips["k_empty.flac"].error == "k_empty.flac is empty (0 bytes); copy it again."
     assert "corrupt or truncated" in clips["h_truncated.wav"].error
     assert "corrupt or truncated" in clips["i_corrupt.flac"].error
     assert not any("notes.txt" in k for k in clips)
@@ -157,6 +177,54 @@ def test_run_takes_hop_like_ingest(tmp_path):
         starts = [json.loads(m)["start_s"] for (m,) in con.execute("SELECT meta FROM sample ORDER BY idx")]
         con.close()
         assert starts == [0.0, 5.0, 10.0, 15.0], cmd[0]
+
+
+def test_reingesting_by_another_spelling_of_the_path_adds_nothing(tmp_path):
+    """Bad clips are recognised by their source: `ingest music`, then `ingest /abs/music` must add no rows."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cli = Path(__file__).resolve().parents[2] / "cli.py"
+    (tmp_path / "music").mkdir()
+    sf.write(tmp_path / "music" / "ok.wav", _tone(3), SR)
+    sf.write(tmp_path / "music" / "short.wav", _tone(0.4), SR)
+    (tmp_path / "music" / "text.wav").write_text("not audio")
+    db = str(tmp_path / "a.db")
+    outs = []
+    for spelling in ("music", "./music/", str(tmp_path / "music"), str(tmp_path / "music" / ".." / "music")):
+        r = subprocess.run([sys.executable, str(cli), "ingest", spelling, "--db", db], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        outs.append(r.stdout.split(": ", 1)[1].strip())
+    assert outs[0] == "1 clip(s) added, 2 bad clip(s) recorded as failed, 0 already present"
+    assert outs[1:] == ["0 clip(s) added, 0 bad clip(s) recorded as failed, 3 already present"] * 3
+
+
+def test_non_ascii_audio_meta_reads_as_written_in_the_database(tmp_path):
+    """m2i sql shows Björk, not Bj\\u00f6rk, and a LIKE on the artist finds the row."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cli = Path(__file__).resolve().parents[2] / "cli.py"
+    arr = np.empty(1, dtype=object)
+    arr[0] = {"audio": _tone(10.0), "style": np.zeros(4, np.float32),
+              "audio_meta": {"artist_name": ["Björk", "坂本龍一"], "album_name": "Homogenic", "track_name": "Jóga",
+                             "slice_pos": 0}}
+    np.save(tmp_path / "label_data_with_16kHz_audio.npy", arr, allow_pickle=True)
+    db = str(tmp_path / "a.db")
+
+    def m2i(*args):
+        r = subprocess.run([sys.executable, str(cli), *args, "--db", db], cwd=tmp_path, capture_output=True,
+                           text=True, timeout=120, encoding="utf-8")
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    m2i("ingest", "label_data_with_16kHz_audio.npy")
+    out = m2i("sql", "SELECT meta FROM sample WHERE meta LIKE '%Björk%'")
+    assert out.splitlines()[1] == ('{"artist_name": ["Björk", "坂本龍一"], "album_name": "Homogenic", '
+                                   '"track_name": "Jóga", "slice_pos": 0}')
 
 
 def test_mp3_is_decoded(tmp_path):

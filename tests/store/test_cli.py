@@ -238,6 +238,54 @@ def test_misspelt_llm_or_images_stops_before_a_run_is_created(tmp_path, flag, va
     assert not db.exists() and not (tmp_path / "m2i-output").exists()
 
 
+@pytest.mark.parametrize("cmd", ["ingest", "run"])
+def test_an_unusable_dataset_stops_before_a_run_is_created(tmp_path, cmd):
+    """A typo in the path, an empty folder or a refused .npy: one sentence, and no empty run left behind."""
+    (tmp_path / "empty").mkdir()
+    import numpy as np
+
+    np.save(tmp_path / "names.npy", np.array(["a", "b"]))
+    db = tmp_path / "a.db"
+    for path, says in (("musci", "does not exist"), ("empty", "contains no audio"), ("names.npy", "not audio")):
+        args = [cmd, path] if cmd == "ingest" else [cmd, "--dataset", path, "--images", "preview"]
+        r = m2i(*args, "--db", str(db), cwd=tmp_path)
+        assert r.returncode == 1 and r.stderr.startswith("error: ") and says in r.stderr, r.stderr
+        assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+        assert not db.exists(), path
+    store = open_store(db)
+    seed_run(store, 1, name="alpha")
+    r = m2i(*(["ingest", "musci"] if cmd == "ingest" else ["run", "--dataset", "musci"]), "--db", str(db),
+            cwd=tmp_path)
+    assert r.returncode == 1 and [x["name"] for x in ops.list_runs(store)] == ["alpha"]
+
+
+def test_run_summary_tells_unusable_clips_from_failed_work(tmp_path):
+    """A clip rejected at ingest cannot be requeued: the summary says so instead of advising requeue."""
+    import numpy as np
+    import soundfile as sf
+
+    (tmp_path / "music").mkdir()
+    rng = np.random.default_rng(0)
+    sf.write(tmp_path / "music" / "ok.wav", (0.2 * rng.standard_normal(32000)).astype(np.float32), 16000)
+    sf.write(tmp_path / "music" / "short.wav", (0.2 * rng.standard_normal(4000)).astype(np.float32), 16000)
+    db = str(tmp_path / "a.db")
+    r = m2i("run", "--dataset", "music", "--stages", "render", "--images", "preview", "--db", db, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert ('1 clip(s) of the dataset are unusable and were skipped: '
+            '`m2i sql "SELECT source, error FROM sample WHERE audio_sha256 IS NULL"` says why') in r.stdout
+    assert "requeue" not in r.stdout
+
+
+def test_run_summary_names_the_image_folder_this_run_wrote_to(tmp_path):
+    from m2i.pipeline import summary_lines
+
+    store = open_store(tmp_path / "a.db")
+    run_id = seed_run(store, 1, config={"out_dir": "m2i-output"})
+    counts = {st: {"pending": 0, "running": 0, "done": 1, "failed": 0, "cancelled": 0} for st in ops.STAGE_ORDER}
+    lines = summary_lines(store, run_id, counts, out_dir=str(tmp_path / "elsewhere"))
+    assert f"images: {tmp_path / 'elsewhere'}/images" in lines
+
+
 def test_an_unknown_run_is_named_with_the_runs_there_are(tmp_path):
     db = tmp_path / "a.db"
     store = open_store(db)

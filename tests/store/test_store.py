@@ -212,6 +212,16 @@ def test_samples_limit(store):
     assert ops.add_samples(store, run_id, make_clips(5), limit=2)["added"] == 2
 
 
+def test_samples_limit_counts_usable_clips_not_bad_ones(store):
+    """--samples 3 on a dataset whose second clip is NaN: 3 clips to analyse, the bad one recorded too."""
+    run_id = ops.create_run(store, name="r", config={})
+    clips = make_clips(5)
+    clips[1].pcm, clips[1].error = None, "the clip contains 1 NaN or infinite samples; repair or drop it."
+    assert ops.add_samples(store, run_id, clips, limit=3) == {"added": 3, "failed": 1, "skipped": 0}
+    # a later ingest with a larger limit tops the run up to that many usable clips
+    assert ops.add_samples(store, run_id, make_clips(6, seed=1), limit=5)["added"] == 2
+
+
 def test_claim_is_exclusive_and_completion_creates_downstream(store):
     run_id = seed_run(store, 3)
     a = ops.claim(store, "analyze", worker="w1", n=2, run_id=run_id)
