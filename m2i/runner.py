@@ -275,7 +275,9 @@ def make_process_pool(workers: int | None = None) -> Executor:
 
     n = workers or max(1, min(os.cpu_count() or 1, 8))
     _start_resource_tracker()
-    return ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("spawn"), initializer=_ignore_sigint)
+    return ProcessPoolExecutor(
+        max_workers=n, mp_context=mp.get_context("spawn"), initializer=_init_worker, initargs=(os.getpid(),)
+    )
 
 
 def _start_resource_tracker() -> None:
@@ -301,8 +303,23 @@ def _start_resource_tracker() -> None:
         sys.stderr = saved
 
 
-def _ignore_sigint() -> None:
+def _init_worker(parent: int) -> None:
+    """Pool worker start-up: ignore Ctrl-C, and exit when the runner that started it is gone.
+
+    A runner killed with ``kill -9`` (or a second Ctrl-C) never shuts its pool down, and the
+    workers, blocked on a queue whose write end they hold themselves, would otherwise live on
+    (a few hundred MB each) until the machine reboots.
+    """
+    import threading
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_with_parent, args=(parent,), name="m2i-parent-watch", daemon=True).start()
+
+
+def _exit_with_parent(parent: int, every_s: float = 1.0) -> None:
+    while os.getppid() == parent:
+        time.sleep(every_s)
+    os._exit(0)
 
 
 def run_blocking(runner: Runner, *, handle_signals: bool = True) -> dict[str, dict[str, int]]:
