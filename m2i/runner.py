@@ -6,7 +6,7 @@ claims up to ``batch_size * concurrency`` rows at a time and runs up to ``concur
 at once; CPU-heavy stages hand their work to a process pool (:attr:`RunContext.executor`), the
 image stage runs one batch at a time on its device.
 
-Shutdown: the first :meth:`Runner.request_stop` (SIGINT/SIGTERM) stops claiming; batches in
+Shutdown: the first :meth:`Runner.request_stop` (SIGINT/SIGTERM/SIGHUP) stops claiming; batches in
 flight get ``grace_s`` to finish, after which they are cancelled and their rows handed back
 (pending again, the attempt not counted). A second signal exits the process at once; the
 leases of its rows then expire and another runner takes them.
@@ -87,6 +87,21 @@ class StageImpl(abc.ABC):
         """Release models and connections."""
 
 
+STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
+"""Signals that stop a runner gracefully. SIGHUP too: an SSH session that drops without tmux
+hangs up its runner, which then hands its rows back instead of leaving them 'running'."""
+
+REPEAT_WINDOW_S = 0.5
+"""A stop signal repeated within this time counts once: ``timeout`` and some job schedulers send
+SIGTERM to the process and then to its process group, which is not a user's second Ctrl-C."""
+
+
+def exit_now(*_args: Any) -> None:
+    """The second stop signal: exit at once; the rows' leases expire and the next runner takes them."""
+    log.warning("second interrupt: exiting now; leases will expire and the rows run again")
+    os._exit(130)
+
+
 def worker_id(tag: str = "") -> str:
     base = f"{socket.gethostname()}:{os.getpid()}"
     return f"{base}:{tag}" if tag else base
@@ -119,6 +134,7 @@ class Runner:
         self.on_progress = on_progress
         self._stop = asyncio.Event()
         self._signals = 0
+        self._first_signal = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self.processed: dict[str, int] = {i.name: 0 for i in self.impls}
         self.stage_names = [i.name for i in self.impls]
@@ -126,10 +142,13 @@ class Runner:
     # ------------------------------------------------------------------ control
 
     def request_stop(self) -> None:
+        now = time.monotonic()
+        if self._signals and now - self._first_signal < REPEAT_WINDOW_S:
+            return  # the same stop delivered twice (`timeout` signals the process, then its group)
         self._signals += 1
         if self._signals >= 2:
-            log.warning("second interrupt: exiting now; leases will expire and the rows run again")
-            os._exit(130)
+            exit_now()
+        self._first_signal = now
         log.info("stopping: no new work is claimed; finishing what is in flight")
         self._stop.set()
 
@@ -145,7 +164,7 @@ class Runner:
 
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop)
 
@@ -335,3 +354,10 @@ def run_blocking(runner: Runner, *, handle_signals: bool = True) -> dict[str, di
         return asyncio.run(main())
     finally:
         log.info("runner finished in %.1f s", time.perf_counter() - t0)
+        if handle_signals and runner.stopping:
+            # The loop's handlers are gone with the loop; a second signal while the process winds
+            # down (summary, pool shutdown at exit) must still exit at once, not raise
+            # KeyboardInterrupt inside an atexit hook and exit 0 with a traceback.
+            for sig in STOP_SIGNALS:
+                with contextlib.suppress(ValueError, OSError):
+                    signal.signal(sig, exit_now)
