@@ -96,6 +96,10 @@ REPEAT_WINDOW_S = 0.5
 SIGTERM to the process and then to its process group, which is not a user's second Ctrl-C."""
 
 
+REAP_EVERY_S = 5.0
+"""How often an idle stage looks for rows held by a runner of this host that is gone (kill -9)."""
+
+
 def exit_now(*_args: Any) -> None:
     """The second stop signal: exit at once; the rows' leases expire and the next runner takes them."""
     log.warning("second interrupt: exiting now; leases will expire and the rows run again")
@@ -135,6 +139,7 @@ class Runner:
         self._stop = asyncio.Event()
         self._signals = 0
         self._first_signal = 0.0
+        self._reaped: dict[str, float] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self.processed: dict[str, int] = {i.name: 0 for i in self.impls}
         self.stage_names = [i.name for i in self.impls]
@@ -229,6 +234,8 @@ class Runner:
                     task.add_done_callback(in_flight.discard)
                 if rows:
                     continue
+                if await self._took_back_dead(stage):
+                    continue
                 if not in_flight and await self._finished(stage):
                     break
                 waiters = [asyncio.create_task(self._stop.wait())]
@@ -246,6 +253,18 @@ class Runner:
                     task.cancel()
                 if still:
                     await asyncio.gather(*still, return_exceptions=True)
+
+    async def _took_back_dead(self, stage: str) -> bool:
+        """Whether rows of a dead runner on this host were just made claimable (checked every few seconds)."""
+        now = time.monotonic()
+        if now - self._reaped.get(stage, -1e9) < REAP_EVERY_S:
+            return False
+        self._reaped[stage] = now
+        host = self.worker.split(":")[0]
+        dead = await asyncio.to_thread(ops.expire_dead_workers, self.store, stage, host=host, run_id=self.run_id)
+        for w, n in dead.items():
+            log.info("%s: took back %d row(s) of %s, which is no longer running", stage, n, w)
+        return bool(dead)
 
     async def _renew_forever(self, stage: str, ids: list[int], worker: str) -> None:
         while True:

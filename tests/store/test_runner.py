@@ -230,3 +230,37 @@ def test_a_second_ctrl_c_after_the_work_stopped_exits_at_once_without_a_tracebac
                        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(Path.cwd()), str(Path(__file__).parent)])})
     assert "stopped" in r.stdout and "still here" not in r.stdout
     assert r.returncode == 130 and "Traceback" not in r.stderr, r.stderr
+
+
+def test_after_kill_9_a_new_runner_on_the_same_host_takes_the_dead_ones_rows_at_once(tmp_path, db_url):
+    """The rows of a runner killed with kill -9 used to stay 'running' until their lease ran out
+    (two minutes by default) while the runner started again sat idle; its pid is gone, so they
+    are taken back at once."""
+    store = open_store(db_url)
+    run_id = seed_run(store, 6)
+    log = tmp_path / "log"
+    p = _spawn(db_url, run_id, log, 0.5, lease="600")
+    _started(log)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    assert sum(c["running"] for c in ops.status_counts(store, run_id).values()) > 0
+    t0 = time.monotonic()
+    p2 = _spawn(db_url, run_id, log, 0.0, lease="600")
+    out, err = p2.communicate(timeout=120)
+    assert p2.returncode == 0, err
+    assert time.monotonic() - t0 < 60  # not the 600 s lease
+    _assert_complete(store, run_id, 6)
+    events = [e["message"] for e in ops.recent_events(store, run_id)]
+    assert any("taken back" in m and f":{p.pid}" in m for m in events), events
+
+
+def test_rows_of_a_live_runner_or_another_host_are_not_taken_back(db_url):
+    store = open_store(db_url)
+    run_id = seed_run(store, 3)
+    ops.claim(store, "analyze", worker="here:111", n=1, lease_s=600, run_id=run_id)
+    ops.claim(store, "analyze", worker="elsewhere:222", n=1, lease_s=600, run_id=run_id)
+    ops.claim(store, "analyze", worker="here:333:cuda:0", n=1, lease_s=600, run_id=run_id)
+    dead = ops.expire_dead_workers(store, "analyze", host="here", run_id=run_id, alive=lambda pid: pid == 111)
+    assert dead == {"here:333:cuda:0": 1}
+    taken = ops.claim(store, "analyze", worker="here:444", n=3, lease_s=600, run_id=run_id)
+    assert [r["attempts"] for r in taken] == [2]  # only the dead one's row, its attempt counted
