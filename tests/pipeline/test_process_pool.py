@@ -67,7 +67,9 @@ ORPHAN = r"""
 import os
 from m2i.runner import make_process_pool
 pool = make_process_pool(2)
-pool.submit(os.getpid).result()  # the workers have started
+import time
+for f in [pool.submit(time.sleep, 1.0) for _ in range(2)]:  # two at once: both workers start
+    f.result()
 pids = list(pool._processes)
 print(" ".join(map(str, sorted(pids))), flush=True)
 os.kill(os.getpid(), 9)  # the runner is killed: no pool shutdown, no atexit
