@@ -6,7 +6,7 @@ claims up to ``batch_size * concurrency`` rows at a time and runs up to ``concur
 at once; CPU-heavy stages hand their work to a process pool (:attr:`RunContext.executor`), the
 image stage runs one batch at a time on its device.
 
-Shutdown: the first :meth:`Runner.request_stop` (SIGINT/SIGTERM) stops claiming; batches in
+Shutdown: the first :meth:`Runner.request_stop` (SIGINT/SIGTERM/SIGHUP) stops claiming; batches in
 flight get ``grace_s`` to finish, after which they are cancelled and their rows handed back
 (pending again, the attempt not counted). A second signal exits the process at once; the
 leases of its rows then expire and another runner takes them.
@@ -87,6 +87,25 @@ class StageImpl(abc.ABC):
         """Release models and connections."""
 
 
+STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
+"""Signals that stop a runner gracefully. SIGHUP too: an SSH session that drops without tmux
+hangs up its runner, which then hands its rows back instead of leaving them 'running'."""
+
+REPEAT_WINDOW_S = 0.5
+"""A stop signal repeated within this time counts once: ``timeout`` and some job schedulers send
+SIGTERM to the process and then to its process group, which is not a user's second Ctrl-C."""
+
+
+REAP_EVERY_S = 5.0
+"""How often an idle stage looks for rows held by a runner of this host that is gone (kill -9)."""
+
+
+def exit_now(*_args: Any) -> None:
+    """The second stop signal: exit at once; the rows' leases expire and the next runner takes them."""
+    log.warning("second interrupt: exiting now; leases will expire and the rows run again")
+    os._exit(130)
+
+
 def worker_id(tag: str = "") -> str:
     base = f"{socket.gethostname()}:{os.getpid()}"
     return f"{base}:{tag}" if tag else base
@@ -119,6 +138,8 @@ class Runner:
         self.on_progress = on_progress
         self._stop = asyncio.Event()
         self._signals = 0
+        self._first_signal = 0.0
+        self._reaped: dict[str, float] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self.processed: dict[str, int] = {i.name: 0 for i in self.impls}
         self.stage_names = [i.name for i in self.impls]
@@ -126,10 +147,13 @@ class Runner:
     # ------------------------------------------------------------------ control
 
     def request_stop(self) -> None:
+        now = time.monotonic()
+        if self._signals and now - self._first_signal < REPEAT_WINDOW_S:
+            return  # the same stop delivered twice (`timeout` signals the process, then its group)
         self._signals += 1
         if self._signals >= 2:
-            log.warning("second interrupt: exiting now; leases will expire and the rows run again")
-            os._exit(130)
+            exit_now()
+        self._first_signal = now
         log.info("stopping: no new work is claimed; finishing what is in flight")
         self._stop.set()
 
@@ -145,7 +169,7 @@ class Runner:
 
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop)
 
@@ -210,6 +234,8 @@ class Runner:
                     task.add_done_callback(in_flight.discard)
                 if rows:
                     continue
+                if await self._took_back_dead(stage):
+                    continue
                 if not in_flight and await self._finished(stage):
                     break
                 waiters = [asyncio.create_task(self._stop.wait())]
@@ -227,6 +253,18 @@ class Runner:
                     task.cancel()
                 if still:
                     await asyncio.gather(*still, return_exceptions=True)
+
+    async def _took_back_dead(self, stage: str) -> bool:
+        """Whether rows of a dead runner on this host were just made claimable (checked every few seconds)."""
+        now = time.monotonic()
+        if now - self._reaped.get(stage, -1e9) < REAP_EVERY_S:
+            return False
+        self._reaped[stage] = now
+        host = self.worker.split(":")[0]
+        dead = await asyncio.to_thread(ops.expire_dead_workers, self.store, stage, host=host, run_id=self.run_id)
+        for w, n in dead.items():
+            log.info("%s: took back %d row(s) of %s, which is no longer running", stage, n, w)
+        return bool(dead)
 
     async def _renew_forever(self, stage: str, ids: list[int], worker: str) -> None:
         while True:
@@ -275,7 +313,9 @@ def make_process_pool(workers: int | None = None) -> Executor:
 
     n = workers or max(1, min(os.cpu_count() or 1, 8))
     _start_resource_tracker()
-    return ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("spawn"), initializer=_ignore_sigint)
+    return ProcessPoolExecutor(
+        max_workers=n, mp_context=mp.get_context("spawn"), initializer=_init_worker, initargs=(os.getpid(),)
+    )
 
 
 def _start_resource_tracker() -> None:
@@ -301,8 +341,23 @@ def _start_resource_tracker() -> None:
         sys.stderr = saved
 
 
-def _ignore_sigint() -> None:
+def _init_worker(parent: int) -> None:
+    """Pool worker start-up: ignore Ctrl-C, and exit when the runner that started it is gone.
+
+    A runner killed with ``kill -9`` (or a second Ctrl-C) never shuts its pool down, and the
+    workers, blocked on a queue whose write end they hold themselves, would otherwise live on
+    (a few hundred MB each) until the machine reboots.
+    """
+    import threading
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_with_parent, args=(parent,), name="m2i-parent-watch", daemon=True).start()
+
+
+def _exit_with_parent(parent: int, every_s: float = 1.0) -> None:
+    while os.getppid() == parent:
+        time.sleep(every_s)
+    os._exit(0)
 
 
 def run_blocking(runner: Runner, *, handle_signals: bool = True) -> dict[str, dict[str, int]]:
@@ -318,3 +373,10 @@ def run_blocking(runner: Runner, *, handle_signals: bool = True) -> dict[str, di
         return asyncio.run(main())
     finally:
         log.info("runner finished in %.1f s", time.perf_counter() - t0)
+        if handle_signals and runner.stopping:
+            # The loop's handlers are gone with the loop; a second signal while the process winds
+            # down (summary, pool shutdown at exit) must still exit at once, not raise
+            # KeyboardInterrupt inside an atexit hook and exit 0 with a traceback.
+            for sig in STOP_SIGNALS:
+                with contextlib.suppress(ValueError, OSError):
+                    signal.signal(sig, exit_now)

@@ -338,6 +338,66 @@ def claim(
     return out
 
 
+def _pid_alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+@retry_transient
+def expire_dead_workers(
+    store: Store, stage: str, *, host: str, run_id: int | None = None, alive=_pid_alive
+) -> dict[str, int]:
+    """End now the leases of rows held by runners of this host that are no longer running.
+
+    A worker id is ``host:pid[:tag]``; a runner killed with ``kill -9`` leaves its rows 'running'
+    until their lease runs out (two minutes by default), and a runner started again on the same
+    machine would sit idle that long. Its pid is gone, so the lease is ended at once and
+    :func:`claim` takes the rows as it takes any expired ones (the attempt counted). A live pid,
+    or a worker of another host, is left to its lease.
+
+    Returns
+    -------
+    dict
+        ``{worker: rows}`` for each dead worker whose leases were ended.
+    """
+    t = table_of(stage)
+    run_cond = [t.c.run_id == run_id] if run_id is not None else []
+    with store.read() as conn:
+        workers = conn.execute(
+            select(t.c.worker).distinct().where(t.c.status == Status.running.value, t.c.worker.like(f"{host}:%"), *run_cond)
+        ).scalars().all()
+    dead = []
+    for w in workers:
+        parts = str(w).split(":")
+        if len(parts) >= 2 and parts[0] == host and parts[1].isdigit() and not alive(int(parts[1])):
+            dead.append(w)
+    out: dict[str, int] = {}
+    if not dead:
+        return out
+    with store.transaction() as conn:
+        now = _now(conn)
+        for w in dead:
+            rows = conn.execute(
+                update(t)
+                .where(t.c.status == Status.running.value, t.c.worker == w, *run_cond)
+                .values(lease_until=now - timedelta(seconds=1))
+                .returning(t.c.run_id)
+            ).scalars().all()
+            if rows:
+                out[w] = len(rows)
+                for rid in sorted(set(rows)):
+                    _event(conn, rid, "warning", stage, None,
+                           f"{rows.count(rid)} row(s) of {w} taken back: that runner is no longer running")
+    return out
+
+
 @retry_transient
 def renew(store: Store, stage: str, ids: Sequence[int], *, worker: str, lease_s: float = 60.0) -> int:
     """Extend the lease of rows this worker still holds; returns how many it still holds."""
@@ -663,7 +723,7 @@ def latest_report(store: Store, run_id: int, kind: str) -> dict[str, Any] | None
 
 __all__ = [
     "DEFAULT_MODES", "STAGES", "STAGE_ORDER", "add_samples", "cancel", "claim", "complete", "complete_many",
-    "create_run", "derive_seed", "fail", "get_run", "image_locations", "is_active", "latest_report", "list_runs", "load_pcm",
+    "create_run", "derive_seed", "expire_dead_workers", "fail", "get_run", "image_locations", "is_active", "latest_report", "list_runs", "load_pcm",
     "log_event", "recent_events", "release", "renew", "requeue", "save_report", "set_paused", "status_counts",
     "table_of", "update_run_config",
 ]

@@ -7,6 +7,8 @@ guessing from the statement's text.
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from typing import Any
 
 from sqlalchemy import text
@@ -15,7 +17,37 @@ from sqlalchemy.exc import DBAPIError
 from m2i.errors import InputError
 from m2i.store.engine import Store
 
-WRITE_HINTS = ("readonly", "read-only", "read only", "query_only", "cannot execute")
+WRITE_HINTS = ("readonly", "read-only", "read only", "query_only", "cannot execute", "not authorized")
+
+TABLE_PRAGMAS = {"table_info", "table_xinfo", "table_list", "index_list", "index_info", "index_xinfo",
+                 "foreign_key_list", "foreign_key_check", "integrity_check", "quick_check"}
+"""Pragmas whose argument names a table or index (they read); any other pragma with a value sets something."""
+
+
+@contextlib.contextmanager
+def _refuse_side_effects(conn):
+    """SQLite: refuse, before it runs, what a read-only file does not stop.
+
+    ``ATTACH`` creates any file it names, and ``PRAGMA query_only=OFF`` / ``writable_schema=ON``
+    change the connection; SQLite's authorizer denies them ("not authorized") at prepare time.
+    """
+    if conn.dialect.name != "sqlite":
+        yield
+        return
+    raw = conn.connection.dbapi_connection
+
+    def authorize(action, arg1, arg2, _db, _trigger):
+        if action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH):
+            return sqlite3.SQLITE_DENY
+        if action == sqlite3.SQLITE_PRAGMA and arg2 is not None and str(arg1).lower() not in TABLE_PRAGMAS:
+            return sqlite3.SQLITE_DENY
+        return sqlite3.SQLITE_OK
+
+    raw.set_authorizer(authorize)
+    try:
+        yield
+    finally:
+        raw.set_authorizer(None)
 
 
 def run_readonly_query(store: Store, query: str, *, max_rows: int | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
@@ -33,7 +65,7 @@ def run_readonly_query(store: Store, query: str, *, max_rows: int | None = None)
         # sqlite3 refuses several statements anyway; say it plainly.
         raise InputError("m2i sql runs one statement at a time; remove the extra ';'.")
     try:
-        with store.engine.connect() as conn:
+        with store.engine.connect() as conn, _refuse_side_effects(conn):
             with conn.begin():
                 result = conn.execute(text(q))
                 if not result.returns_rows:

@@ -61,3 +61,45 @@ def test_concurrent_workers_never_corrupt_the_numba_cache(tmp_path):
     assert again.returncode == 0, f"exit {again.returncode}: {again.stderr[-2000:]}"
     assert again.stdout.strip() == keys[0] == keys[1]
     assert sorted(p.name for p in (tmp_path / "numba").iterdir()) == ["slot-0", "slot-1"]
+
+
+ORPHAN = r"""
+import os
+from m2i.runner import make_process_pool
+pool = make_process_pool(2)
+import time
+for f in [pool.submit(time.sleep, 1.0) for _ in range(2)]:  # two at once: both workers start
+    f.result()
+pids = list(pool._processes)
+print(" ".join(map(str, sorted(pids))), flush=True)
+os.kill(os.getpid(), 9)  # the runner is killed: no pool shutdown, no atexit
+"""
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_pool_workers_exit_when_the_runner_is_killed():
+    """kill -9 of a runner used to leave its analysis workers (a few hundred MB each) running for ever."""
+    import os
+    import signal
+    import time
+
+    r = subprocess.run([sys.executable, "-c", ORPHAN], capture_output=True, text=True, timeout=180)
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    pids = [int(p) for p in r.stdout.split()]
+    assert pids and os.getpid() not in pids
+    deadline = time.time() + 15
+    while time.time() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.2)
+    left = [p for p in pids if _alive(p)]
+    for p in left:  # don't leave them behind if the assertion fails
+        os.kill(p, signal.SIGKILL)
+    assert left == []

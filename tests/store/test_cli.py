@@ -389,3 +389,18 @@ def test_status_sql_and_requeue_on_postgresql_while_runners_are_live(tmp_path, p
     entries = collections.Counter(tuple(line.split()[:2]) for line in log.read_text().splitlines())
     assert max(entries.values()) == 1
     store.close()
+
+
+def test_sql_refuses_attach_and_setting_pragmas_before_they_run(tmp_path):
+    """`m2i sql "ATTACH DATABASE 'x.db' AS e"` used to create x.db (then say "returns no rows"), and
+    `PRAGMA query_only=OFF` ran before the refusal; reading pragmas still works."""
+    db = tmp_path / "a.db"
+    seed_run(open_store(db), 1)
+    target = tmp_path / "created.db"
+    for stmt in (f"ATTACH DATABASE '{target}' AS e", "PRAGMA writable_schema=ON", "PRAGMA query_only=OFF"):
+        r = m2i("sql", stmt, "--db", str(db))
+        assert r.returncode == 1 and r.stderr.startswith("error: m2i sql is read-only") and r.stderr.count("\n") == 1, stmt
+    assert not target.exists()
+    r = m2i("sql", "PRAGMA table_info(sample)", "--json", "--db", str(db))
+    assert r.returncode == 0 and any(json.loads(line)["name"] == "status" for line in r.stdout.splitlines())
+    assert json.loads(m2i("sql", "PRAGMA journal_mode", "--json", "--db", str(db)).stdout) == {"journal_mode": "wal"}

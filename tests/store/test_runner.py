@@ -172,3 +172,95 @@ def test_four_runners_share_10000_rows_exactly_once(tmp_path, db_url):
         assert conn.execute(text("SELECT count(*) FROM image WHERE attempts <> 1 OR worker IS NULL")).scalar() == 0
         assert conn.execute(text("SELECT count(DISTINCT worker) FROM image")).scalar() == 4
     store.close()
+
+
+def _started(log, n=2, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if log.exists() and len(log.read_text().splitlines()) >= n:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the runner did no work")
+
+
+@pytest.mark.parametrize("signals", [
+    pytest.param((signal.SIGHUP,), id="sighup"),  # an SSH session dropped without tmux
+    pytest.param((signal.SIGTERM, signal.SIGTERM), id="sigterm-to-process-and-group"),  # what `timeout` sends
+])
+def test_hangup_and_a_repeated_sigterm_stop_gracefully(tmp_path, signals):
+    """SIGHUP used to kill the runner on the spot (its rows 'running' until their lease ran out),
+    and `timeout`'s SIGTERM to the process and then its group counted as two signals: exit at once."""
+    db = tmp_path / "m2i.db"
+    store = open_store(db)
+    run_id = seed_run(store, 6)
+    log = tmp_path / "log"
+    p = _spawn(db, run_id, log, 0.5, lease="600")
+    _started(log)
+    for sig in signals:
+        os.kill(p.pid, sig)
+        time.sleep(0.05)  # delivered one by one, not merged by the kernel while pending
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    assert "done" in out and "second interrupt" not in err
+    counts = ops.status_counts(store, run_id)
+    assert all(c["running"] == 0 for c in counts.values()), counts  # every row handed back or finished
+
+
+def test_a_second_ctrl_c_after_the_work_stopped_exits_at_once_without_a_traceback(tmp_path):
+    """After the first Ctrl-C the loop (and its signal handlers) ends; a second Ctrl-C while the
+    process winds down raised KeyboardInterrupt in an atexit hook: a traceback, and exit status 0."""
+    code = (
+        "import os, signal, sys, time\n"
+        "from store_helpers import RecordingStage\n"
+        "from m2i.runner import Runner, run_blocking\n"
+        "from m2i.store import open_store\n"
+        "store = open_store(sys.argv[1])\n"
+        "runner = Runner(store, 1, [RecordingStage('analyze', delay=0.2)], poll_s=0.05, grace_s=5)\n"
+        "asyncio_stop = lambda: os.kill(os.getpid(), signal.SIGINT)\n"
+        "import threading; threading.Timer(0.5, asyncio_stop).start()\n"
+        "run_blocking(runner)\n"
+        "print('stopped', flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGINT)\n"
+        "time.sleep(5)\n"
+        "print('still here', flush=True)\n"
+    )
+    db = tmp_path / "m2i.db"
+    seed_run(open_store(db), 20)
+    r = subprocess.run([sys.executable, "-c", code, str(db)], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "PYTHONPATH": os.pathsep.join([str(Path.cwd()), str(Path(__file__).parent)])})
+    assert "stopped" in r.stdout and "still here" not in r.stdout
+    assert r.returncode == 130 and "Traceback" not in r.stderr, r.stderr
+
+
+def test_after_kill_9_a_new_runner_on_the_same_host_takes_the_dead_ones_rows_at_once(tmp_path, db_url):
+    """The rows of a runner killed with kill -9 used to stay 'running' until their lease ran out
+    (two minutes by default) while the runner started again sat idle; its pid is gone, so they
+    are taken back at once."""
+    store = open_store(db_url)
+    run_id = seed_run(store, 6)
+    log = tmp_path / "log"
+    p = _spawn(db_url, run_id, log, 0.5, lease="600")
+    _started(log)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    assert sum(c["running"] for c in ops.status_counts(store, run_id).values()) > 0
+    t0 = time.monotonic()
+    p2 = _spawn(db_url, run_id, log, 0.0, lease="600")
+    out, err = p2.communicate(timeout=120)
+    assert p2.returncode == 0, err
+    assert time.monotonic() - t0 < 60  # not the 600 s lease
+    _assert_complete(store, run_id, 6)
+    events = [e["message"] for e in ops.recent_events(store, run_id)]
+    assert any("taken back" in m and f":{p.pid}" in m for m in events), events
+
+
+def test_rows_of_a_live_runner_or_another_host_are_not_taken_back(db_url):
+    store = open_store(db_url)
+    run_id = seed_run(store, 3)
+    ops.claim(store, "analyze", worker="here:111", n=1, lease_s=600, run_id=run_id)
+    ops.claim(store, "analyze", worker="elsewhere:222", n=1, lease_s=600, run_id=run_id)
+    ops.claim(store, "analyze", worker="here:333:cuda:0", n=1, lease_s=600, run_id=run_id)
+    dead = ops.expire_dead_workers(store, "analyze", host="here", run_id=run_id, alive=lambda pid: pid == 111)
+    assert dead == {"here:333:cuda:0": 1}
+    taken = ops.claim(store, "analyze", worker="here:444", n=3, lease_s=600, run_id=run_id)
+    assert [r["attempts"] for r in taken] == [2]  # only the dead one's row, its attempt counted
