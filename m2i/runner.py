@@ -140,6 +140,8 @@ class Runner:
         self._signals = 0
         self._first_signal = 0.0
         self._reaped: dict[str, float] = {}
+        self._pause_checked = -1e9
+        self._paused_seen = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self.processed: dict[str, int] = {i.name: 0 for i in self.impls}
         self.stage_names = [i.name for i in self.impls]
@@ -233,11 +235,14 @@ class Runner:
                     in_flight.add(task)
                     task.add_done_callback(in_flight.discard)
                 if rows:
+                    if self._paused_seen:  # claims succeed again: the run was resumed
+                        await self._say_if_paused(now=True)
                     continue
                 if await self._took_back_dead(stage):
                     continue
                 if not in_flight and await self._finished(stage):
                     break
+                await self._say_if_paused()
                 waiters = [asyncio.create_task(self._stop.wait())]
                 if in_flight:
                     waiters.append(asyncio.create_task(asyncio.wait(set(in_flight), return_when=asyncio.FIRST_COMPLETED)))
@@ -253,6 +258,20 @@ class Runner:
                     task.cancel()
                 if still:
                     await asyncio.gather(*still, return_exceptions=True)
+
+    async def _say_if_paused(self, *, now: bool = False) -> None:
+        """Say once that the run is paused (this runner then waits, it does not exit) and once when resumed."""
+        t = time.monotonic()
+        if not now and t - self._pause_checked < max(self.poll_s, 1.0):
+            return
+        self._pause_checked = t
+        run = await asyncio.to_thread(ops.get_run, self.store, self.run_id)
+        paused = bool(run and run["paused"])
+        if paused and not self._paused_seen:
+            log.warning("run %s is paused: this runner waits for `m2i resume` (Ctrl-C stops it)", run["name"])
+        elif self._paused_seen and not paused:
+            log.info("run %s resumed", run["name"] if run else self.run_id)
+        self._paused_seen = paused
 
     async def _took_back_dead(self, stage: str) -> bool:
         """Whether rows of a dead runner on this host were just made claimable (checked every few seconds)."""

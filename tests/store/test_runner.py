@@ -86,6 +86,27 @@ def test_a_stage_that_raises_does_not_stop_the_runner(db_url):
     assert rows[0] == "ValueError: unexpected" and rows[1] == "done"
 
 
+def test_a_runner_on_a_paused_run_says_so_waits_and_goes_on_when_resumed(db_url, caplog):
+    """`m2i run` on a paused run used to sit silent for ever; it says why it waits, then finishes on resume."""
+    store = open_store(db_url)
+    run_id = seed_run(store, 2)
+    ops.set_paused(store, run_id, True)
+
+    async def main():
+        task = asyncio.create_task(Runner(store, run_id, all_stages(), poll_s=0.02).run())
+        await asyncio.sleep(1.5)
+        assert not task.done() and ops.status_counts(store, run_id)["analyze"]["done"] == 0
+        ops.set_paused(store, run_id, False)
+        await asyncio.wait_for(task, 30)
+
+    with caplog.at_level("INFO", logger="m2i"):
+        asyncio.run(main())
+    said = [r.getMessage() for r in caplog.records]
+    assert sum("is paused: this runner waits for `m2i resume`" in m for m in said) == 1, said
+    assert any(m.endswith("resumed") for m in said)
+    _assert_complete(store, run_id, 2)
+
+
 def test_graceful_stop_releases_work_in_flight(db_url):
     store = open_store(db_url)
     run_id = seed_run(store, 4)
