@@ -551,6 +551,22 @@ def _select_rows(t: Table, *, run_id: int | None, ids: Sequence[int] | None, sta
     return cond
 
 
+def row_statuses(store: Store, stage: str, ids: Sequence[int], *, run_id: int | None = None) -> dict[int, str]:
+    """Status of the rows ``ids`` of one stage (of one run); ids that are not there are left out.
+
+    An analyze row whose clip has no audio (a bad clip, it cannot run again) reads ``"failed, no audio"``.
+    """
+    t = table_of(stage)
+    cols = [t.c.id, t.c.status] + ([t.c.audio_sha256] if stage == "analyze" else [])
+    with store.read() as conn:
+        rows = conn.execute(select(*cols).where(*_select_rows(t, run_id=run_id, ids=ids, statuses=None))).all()
+    out = {}
+    for r in rows:
+        no_audio = stage == "analyze" and r[2] is None and r[1] == Status.failed.value
+        out[int(r[0])] = "failed, no audio" if no_audio else str(r[1])
+    return out
+
+
 @retry_transient
 def requeue(
     store: Store,
@@ -724,6 +740,6 @@ def latest_report(store: Store, run_id: int, kind: str) -> dict[str, Any] | None
 __all__ = [
     "DEFAULT_MODES", "STAGES", "STAGE_ORDER", "add_samples", "cancel", "claim", "complete", "complete_many",
     "create_run", "derive_seed", "expire_dead_workers", "fail", "get_run", "image_locations", "is_active", "latest_report", "list_runs", "load_pcm",
-    "log_event", "recent_events", "release", "renew", "requeue", "save_report", "set_paused", "status_counts",
+    "log_event", "recent_events", "release", "renew", "requeue", "row_statuses", "save_report", "set_paused", "status_counts",
     "table_of", "update_run_config",
 ]

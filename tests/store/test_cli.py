@@ -200,6 +200,27 @@ def test_read_only_older_database_says_what_to_do(tmp_path):
         shutil.rmtree(work, ignore_errors=True)
 
 
+def test_requeue_or_cancel_by_id_says_which_rows_it_left_alone(tmp_path):
+    """`--id` on a done row or a missing id said only "requeued generate: 0" and exit 0."""
+    db = tmp_path / "a.db"
+    store = open_store(db)
+    run_id = seed_run(store, 2)
+    rows = ops.claim(store, "analyze", worker="w", run_id=run_id, n=2)
+    ops.complete_many(store, "analyze", [(rows[0]["id"], {})], worker="w")
+    ops.fail(store, "analyze", rows[1]["id"], worker="w", error="boom", retryable=False)
+    done_id, failed_id = rows[0]["id"], rows[1]["id"]
+    store.close()
+    r = m2i("requeue", "--stage", "analyze", "--id", str(done_id), "--id", "9999", "--db", str(db))
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert f"{done_id} (done)" in r.stderr and "9999 (no such analyze row in this run)" in r.stderr
+    assert "requeue takes only failed rows" in r.stderr
+    # one of two acted on: exit 0, the other named
+    r = m2i("requeue", "--stage", "analyze", "--id", str(failed_id), "--id", str(done_id), "--db", str(db))
+    assert r.returncode == 0 and "requeued analyze: 1" in r.stdout and f"{done_id} (done)" in r.stderr
+    r = m2i("cancel", "--stage", "analyze", "--id", str(done_id), "--db", str(db))
+    assert r.returncode == 1 and "cancel takes only pending or running rows" in r.stderr
+
+
 def test_requeue_needs_stage_with_id(tmp_path):
     db = tmp_path / "a.db"
     seed_run(open_store(db), 1)
