@@ -113,11 +113,12 @@ class Run:
 
     def process(self, stages: Sequence[str] | None = None) -> dict[str, dict[str, int]]:
         """Run the given stages (default all four) until they have no work left; returns the counts."""
+        from m2i.pipeline import with_live_secrets
         from m2i.runner import Runner
         from m2i.stages import build_stages
 
         names = list(stages or ops.STAGE_ORDER)
-        impls, _notes = build_stages(self.store, self.info, names)
+        impls, _notes = build_stages(self.store, with_live_secrets(self.info, self.settings), names)
         runner = Runner(self.store, self.id, impls, lease_s=self.settings.lease_s)
         return _run_coroutine(runner.run())
 

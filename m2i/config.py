@@ -10,6 +10,7 @@ cannot reach the database, logs or exports.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -17,6 +18,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from m2i.errors import ConfigError
+
+_URL_PASSWORD = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*:)[^/\s@]+@")
+
+
+def redact_url(text: str | None) -> str | None:
+    """Every password in a URL of ``text`` (``http://user:KEY@host``) as ``***``: for messages and records."""
+    return _URL_PASSWORD.sub(r"\1***@", text) if text else text
+
 
 ENV_PREFIX = "M2I_"
 
@@ -91,11 +100,13 @@ class Settings(BaseModel):
             "batch_size", "limit", "max_attempts", "out_dir", "clip_s", "hop_s", "image_options",
         )
         cfg = {k: getattr(self, k) for k in keys}
+        cfg["base_url"] = redact_url(cfg["base_url"])  # a password in the URL is a secret
         cfg["modes"] = self.modes()
         return cfg
 
 
 RUN_KEYS = set(Settings().run_config()) - {"modes"}
+
 
 
 def _coerce_env(name: str, raw: str) -> Any:

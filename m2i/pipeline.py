@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterable
 from os import PathLike
 from typing import Any
 
-from m2i.config import RUN_KEYS, Settings
-from m2i.errors import InputError
+from m2i.config import RUN_KEYS, Settings, redact_url
+from m2i.errors import ConfigError, InputError
 from m2i.store import ops
 from m2i.store.engine import Store, open_store
 
@@ -53,6 +53,25 @@ def prepare_run(
         ops.log_event(store, int(run["id"]), "settings changed: " + ", ".join(f"{k}={v!r}" for k, v in changed.items()))
         run = ops.get_run(store, int(run["id"]))
     return run  # type: ignore[return-value]
+
+
+def with_live_secrets(run: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """The run with the secrets its record leaves out put back from this invocation, for its stages.
+
+    A password in the server URL (``http://user:KEY@host``) is recorded as ``***`` (like API keys,
+    which are never recorded); the URL given now (``--base-url``, ``M2I_BASE_URL``, m2i.toml)
+    supplies it. Nothing here is written back.
+    """
+    recorded = (run.get("config") or {}).get("base_url")
+    if not recorded or ":***@" not in recorded:  # recorded without a password: nothing left out
+        return run
+    live = settings.base_url
+    if not live or redact_url(live) != recorded:
+        raise ConfigError(
+            f"This run's server URL ({recorded}) has a password, which m2i does not store; give the URL "
+            "again with --base-url (or M2I_BASE_URL)."
+        )
+    return {**run, "config": {**run["config"], "base_url": live}}
 
 
 def ingest(store: Store, run_id: int, dataset: str | Iterable[Any], *, clip_s: float = 10.0, hop_s: float = 10.0,
@@ -123,7 +142,7 @@ def run_pipeline(
                                limit=cfg.get("samples"))
                 log.info("ingest: %(added)d added, %(failed)d bad, %(skipped)d already present", added)
         impls, notes = build_stages(
-            store, run, settings.stages, out_dir=out_dir,
+            store, with_live_secrets(run, settings), settings.stages, out_dir=out_dir,
             devices=settings.devices,
         )
         for note in notes:

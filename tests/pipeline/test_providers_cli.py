@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "prompts"))
-from wire_servers import AnthropicServer  # noqa: E402
+from wire_servers import AnthropicServer, OllamaServer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "sk-ant-test-pipeline-0123456789"
@@ -119,3 +119,33 @@ def test_missing_key_is_one_sentence_before_any_work(tmp_path, server):
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and "ANTHROPIC_API_KEY" in last and "Traceback" not in r.stderr
     assert server.posts("/v1/messages") == []
+
+
+def test_a_password_in_the_server_url_is_never_stored_and_is_asked_for_again(tmp_path):
+    """`--base-url http://user:PASSWORD@host` (an Ollama behind a proxy) works, but the password reaches
+    neither the database nor the output; continuing the run needs the URL again, and says so."""
+    srv = OllamaServer(models=("llama3.2",)).start()
+    try:
+        secret = "urlpass-0123456789"
+        url = srv.url.replace("http://", f"http://m2i:{secret}@")
+        args = ["run", "--db", str(tmp_path / "m2i.db"), "--out", str(tmp_path / "out"), "--samples", "1",
+                "--llm", "ollama", "--model", "llama3.2", "--images", "preview"]
+
+        def run(*extra):
+            return subprocess.run([sys.executable, str(ROOT / "cli.py"), *args, *extra], cwd=tmp_path,
+                                  capture_output=True, text=True, timeout=600)
+
+        r = run("--base-url", url, "--stages", "analyze")  # the run records its settings; no prompt yet
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert "m2i:***@" in sqlite3.connect(tmp_path / "m2i.db").execute("SELECT config FROM run").fetchone()[0]
+        r = run()
+        assert r.returncode == 1 and "has a password, which m2i does not store" in r.stderr, r.stderr[-2000:]
+        assert "Traceback" not in r.stderr and secret not in r.stdout + r.stderr
+        r = run("--base-url", url)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert secret not in r.stdout + r.stderr
+        assert secret.encode() not in (tmp_path / "m2i.db").read_bytes()
+        con = sqlite3.connect(tmp_path / "m2i.db")
+        assert con.execute("SELECT count(*) FROM prompt WHERE status='done'").fetchone() == (5,)
+    finally:
+        srv.stop()

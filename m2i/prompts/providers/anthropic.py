@@ -25,6 +25,7 @@ import os
 import time
 from typing import Any
 
+from m2i.config import redact_url
 from m2i.errors import ProviderError
 from m2i.prompts.pricing import anthropic_price, estimate_cost
 from m2i.prompts.providers.base import (
@@ -132,7 +133,7 @@ class AnthropicProvider(LLMProvider):
         import anthropic
 
         key = self._key
-        where = f"the Anthropic API at {self.base_url}"
+        where = f"the Anthropic API at {redact_url(self.base_url)}"
         if isinstance(exc, ProviderError):
             return exc
         if isinstance(exc, anthropic.APITimeoutError):

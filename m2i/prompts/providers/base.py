@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
+from m2i.config import redact_url
 from m2i.errors import ProviderError
 
 log = logging.getLogger(__name__)
@@ -148,12 +149,12 @@ def known_secrets(extra: Sequence[str | None] = ()) -> list[str]:
 
 
 def redact(text: str | None, secrets: Sequence[str | None] = ()) -> str:
-    """Replace every known API key in ``text`` with ``***``."""
+    """Replace every known API key, and any password in a URL, in ``text`` with ``***``."""
     if not text:
         return text or ""
     for secret in known_secrets(secrets):
         text = text.replace(secret, "***")
-    return text
+    return redact_url(text) or ""
 
 
 @dataclass

@@ -12,6 +12,7 @@ import os
 import time
 from typing import Any
 
+from m2i.config import redact_url
 from m2i.errors import ProviderError
 from m2i.prompts.providers.base import (
     CapabilityStore,
@@ -77,7 +78,7 @@ class OllamaProvider(LLMProvider):
         import httpx
         import ollama
 
-        where = f"Ollama at {self.host}"
+        where = f"Ollama at {redact_url(self.host)}"
         if isinstance(exc, ProviderError):
             return exc
         if isinstance(exc, ollama.ResponseError):

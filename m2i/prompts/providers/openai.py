@@ -13,6 +13,7 @@ import os
 import time
 from typing import Any
 
+from m2i.config import redact_url
 from m2i.errors import ProviderError
 from m2i.prompts.providers.base import (
     CapabilityStore,
@@ -87,7 +88,7 @@ class OpenAIProvider(LLMProvider):
     def _translate(self, exc: BaseException) -> ProviderError:
         import openai
 
-        where = f"the OpenAI-compatible server at {self.base_url}"
+        where = f"the OpenAI-compatible server at {redact_url(self.base_url)}"
         if isinstance(exc, ProviderError):
             return exc
         if isinstance(exc, openai.APITimeoutError):
@@ -202,7 +203,7 @@ class OpenAIProvider(LLMProvider):
                                          what="openai models")
         if ids and self.model not in ids:
             raise ProviderError(
-                f"The server at {self.base_url} has no model {self.model!r}; pass --model with one of: "
+                f"The server at {redact_url(self.base_url)} has no model {self.model!r}; pass --model with one of: "
                 f"{', '.join(sorted(ids)[:10])}."
             )
 
