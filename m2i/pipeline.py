@@ -209,7 +209,9 @@ def summary_lines(
     lines.append(f"database: {store.path or store.url}")
     out_dir = out_dir or (run.get("config") or {}).get("out_dir")
     if out_dir and counts["render"]["done"]:
-        lines.append(f"images: {out_dir}/images")
+        from pathlib import Path
+
+        lines.append(f"images: {Path(out_dir).expanduser().resolve() / 'images'}")  # absolute, like the report
     for key, path in (files or {}).items():
         lines.append(f"{key}: {path}" + ("  (m2i report prints it again)" if key == "report" else ""))
     s = Sample.__table__

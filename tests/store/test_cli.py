@@ -304,7 +304,10 @@ def test_run_summary_names_the_image_folder_this_run_wrote_to(tmp_path):
     run_id = seed_run(store, 1, config={"out_dir": "m2i-output"})
     counts = {st: {"pending": 0, "running": 0, "done": 1, "failed": 0, "cancelled": 0} for st in ops.STAGE_ORDER}
     lines = summary_lines(store, run_id, counts, out_dir=str(tmp_path / "elsewhere"))
-    assert f"images: {tmp_path / 'elsewhere'}/images" in lines
+    assert f"images: {(tmp_path / 'elsewhere' / 'images').resolve()}" in lines
+    # a relative folder is shown absolute, as the report and gallery are
+    lines = summary_lines(store, run_id, counts)
+    assert f"images: {(Path.cwd() / 'm2i-output' / 'images').resolve()}" in lines
 
 
 def test_an_unknown_run_is_named_with_the_runs_there_are(tmp_path):
