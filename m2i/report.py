@@ -57,7 +57,8 @@ def build_report(store: Store, run_id: int, *, recompute: bool = False) -> dict[
 
         modes = write_mode_report(store, run_id)
     return {
-        "run": {"id": run["id"], "name": run["name"], "created_at": str(run["created_at"]), "paused": run["paused"]},
+        "run": {"id": run["id"], "name": run["name"], "created_at": str(run["created_at"]), "paused": run["paused"],
+                "cancelled": run["cancelled"]},
         "config": run["config"],
         "counts": counts,
         "realised_by": [{"mode": m, "by": how, "prompts": n} for (m, how), n in sorted(realised.items())],
@@ -73,7 +74,8 @@ def format_text(report: dict[str, Any]) -> str:
     from m2i.scoring import format_report
 
     r, cfg = report["run"], report["config"] or {}
-    lines = [f"run {r['id']} {r['name']}  (created {r['created_at'][:19]})" + ("  [paused]" if r["paused"] else "")]
+    lines = [f"run {r['id']} {r['name']}  (created {r['created_at'][:19]})" + ("  [paused]" if r["paused"] else "")
+             + ("  [cancelled]" if r.get("cancelled") else "")]
     lines.append("  ".join(
         f"{s}: {c['done']}/{sum(c.values())}" + (f" ({c['failed']} failed)" if c["failed"] else "")
         for s, c in report["counts"].items()

@@ -428,3 +428,15 @@ def test_sql_refuses_attach_and_setting_pragmas_before_they_run(tmp_path):
     r = m2i("sql", "PRAGMA table_info(sample)", "--json", "--db", str(db))
     assert r.returncode == 0 and any(json.loads(line)["name"] == "status" for line in r.stdout.splitlines())
     assert json.loads(m2i("sql", "PRAGMA journal_mode", "--json", "--db", str(db)).stdout) == {"journal_mode": "wal"}
+
+
+def test_report_of_a_cancelled_run_says_so(tmp_path):
+    """`m2i status` marked a cancelled run; the report did not."""
+    db = tmp_path / "a.db"
+    store = open_store(db)
+    run_id = seed_run(store, 1)
+    ops.cancel(store, run_id=run_id)
+    store.close()
+    r = m2i("report", "--db", str(db))
+    assert r.returncode == 0, r.stderr
+    assert "[cancelled]" in r.stdout.splitlines()[0]
