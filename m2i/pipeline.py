@@ -125,6 +125,11 @@ def run_pipeline(
         clips = open_dataset(settings.dataset, clip_s=settings.clip_s, hop_s=settings.hop_s)
     store = open_store(db or settings.db, create=True)
     try:
+        same = ops.get_run(store, settings.run_name) if new_run and settings.run_name else None
+        if same is not None:
+            # two runs of one name: `--run NAME` would then quietly mean the newer one
+            raise InputError(f"A run named {settings.run_name!r} already exists (run {same['id']}); drop --new to "
+                             "continue it, or choose another name.")
         if settings.run_name and not new_run and ops.get_run(store, settings.run_name) is None and ops.list_runs(store):
             # a misspelt --run would otherwise start a new run and redo (and pay for) every clip
             raise ops.no_such_run(store, settings.run_name, "add --new to start a new run with that name")

@@ -334,6 +334,13 @@ def test_run_with_a_misspelt_run_name_starts_nothing(tmp_path):
             cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert [x["name"] for x in ops.list_runs(store)] == ["alpha", "alpah"]
+    # --new with a name that is taken would make `--run alpha` quietly mean the newer run
+    r = m2i("run", "--db", str(db), "--new", "--run", "alpha", "--images", "preview", "--stages", "render",
+            cwd=tmp_path)
+    assert r.returncode == 1
+    assert r.stderr == ("error: A run named 'alpha' already exists (run 1); drop --new to continue it, "
+                        "or choose another name.\n")
+    assert [x["name"] for x in ops.list_runs(store)] == ["alpha", "alpah"]
 
 
 def test_a_run_name_of_only_digits_is_refused(tmp_path):
