@@ -92,8 +92,9 @@ STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP")
 hangs up its runner, which then hands its rows back instead of leaving them 'running'."""
 
 REPEAT_WINDOW_S = 0.5
-"""A stop signal repeated within this time counts once: ``timeout`` and some job schedulers send
-SIGTERM to the process and then to its process group, which is not a user's second Ctrl-C."""
+"""The same SIGTERM or SIGHUP repeated within this time counts once: ``timeout`` and some job
+schedulers send SIGTERM to the process and then to its process group, which is not a user's
+second stop. A second Ctrl-C always counts."""
 
 
 REAP_EVERY_S = 5.0
@@ -139,6 +140,7 @@ class Runner:
         self._stop = asyncio.Event()
         self._signals = 0
         self._first_signal = 0.0
+        self._first_signum: int | None = None
         self._reaped: dict[str, float] = {}
         self._pause_checked = -1e9
         self._paused_seen = False
@@ -148,16 +150,24 @@ class Runner:
 
     # ------------------------------------------------------------------ control
 
-    def request_stop(self) -> None:
+    def request_stop(self, signum: int | None = None) -> None:
+        """A graceful stop; the second one exits at once (:func:`exit_now`).
+
+        The same SIGTERM or SIGHUP again within :data:`REPEAT_WINDOW_S` counts once (``timeout``
+        signals the process and then its group); a second Ctrl-C always counts (a terminal sends one
+        SIGINT per key press).
+        """
         now = time.monotonic()
-        if self._signals and now - self._first_signal < REPEAT_WINDOW_S:
-            return  # the same stop delivered twice (`timeout` signals the process, then its group)
+        if (self._signals and signum is not None and signum == self._first_signum and signum != signal.SIGINT
+                and now - self._first_signal < REPEAT_WINDOW_S):
+            return
         self._signals += 1
         if self._signals >= 2:
             exit_now()
-        self._first_signal = now
+        self._first_signal, self._first_signum = now, signum
         log.info("stopping: no new work is claimed; finishing what is in flight")
-        self._stop.set()
+        with contextlib.suppress(RuntimeError):  # after the loop has closed there is nothing to wake
+            self._stop.set()
 
     def stop_threadsafe(self) -> None:
         """Request a graceful stop from another thread (the dashboard's quit key)."""
@@ -170,10 +180,22 @@ class Runner:
         return self._stop.is_set()
 
     def install_signal_handlers(self) -> None:
-        loop = asyncio.get_running_loop()
+        """Stop signals call :meth:`request_stop`, for the rest of the process (main thread only).
+
+        Installed with :func:`signal.signal`, not the loop's ``add_signal_handler``: the loop's
+        handlers go with the loop, and a signal that arrives while the loop winds down (``timeout``
+        signals the process and then its group) would then kill the process with the default action.
+        """
         for sig in STOP_SIGNALS:
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, self.request_stop)
+            with contextlib.suppress(ValueError, OSError):
+                signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        loop = self._loop
+        if loop is not None and loop.is_running():
+            loop.call_soon_threadsafe(self.request_stop, signum)  # handlers run between bytecodes of the loop
+        else:
+            self.request_stop(signum)  # winding down: a repeated SIGTERM is ignored, a second stop exits
 
     # ------------------------------------------------------------------ main loop
 
@@ -382,20 +404,19 @@ def _exit_with_parent(parent: int, every_s: float = 1.0) -> None:
 def run_blocking(runner: Runner, *, handle_signals: bool = True) -> dict[str, dict[str, int]]:
     """Run a :class:`Runner` to completion in a fresh event loop (the CLI's entry)."""
 
-    async def main() -> dict[str, dict[str, int]]:
-        if handle_signals:
-            runner.install_signal_handlers()
-        return await runner.run()
-
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS} if handle_signals else {}
+    if handle_signals:
+        # before the loop starts, and kept after it ends if a stop was asked for: a second signal
+        # while the process winds down (summary, pool shutdown at exit) exits at once instead of
+        # raising KeyboardInterrupt inside an atexit hook, and `timeout`'s repeated SIGTERM still
+        # counts once
+        runner.install_signal_handlers()
     t0 = time.perf_counter()
     try:
-        return asyncio.run(main())
+        return asyncio.run(runner.run())
     finally:
         log.info("runner finished in %.1f s", time.perf_counter() - t0)
-        if handle_signals and runner.stopping:
-            # The loop's handlers are gone with the loop; a second signal while the process winds
-            # down (summary, pool shutdown at exit) must still exit at once, not raise
-            # KeyboardInterrupt inside an atexit hook and exit 0 with a traceback.
-            for sig in STOP_SIGNALS:
-                with contextlib.suppress(ValueError, OSError):
-                    signal.signal(sig, exit_now)
+        if previous and not runner.stopping:
+            for sig, handler in previous.items():
+                with contextlib.suppress(ValueError, OSError, TypeError):
+                    signal.signal(sig, handler)
