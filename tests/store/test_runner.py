@@ -260,8 +260,12 @@ def test_after_kill_9_a_new_runner_on_the_same_host_takes_the_dead_ones_rows_at_
     store = open_store(db_url)
     run_id = seed_run(store, 6)
     log = tmp_path / "log"
-    p = _spawn(db_url, run_id, log, 0.5, lease="600")
+    p = _spawn(db_url, run_id, log, 1.0, lease="600")
     _started(log)
+    deadline = time.monotonic() + 30
+    while sum(c["running"] for c in ops.status_counts(store, run_id).values()) == 0:  # kill it mid-row
+        assert time.monotonic() < deadline, "the runner never held a row"
+        time.sleep(0.02)
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
     assert sum(c["running"] for c in ops.status_counts(store, run_id).values()) > 0
