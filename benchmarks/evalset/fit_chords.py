@@ -45,7 +45,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 L2 = 1.0
 PC = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
 TONES = {"maj": (0, 4, 7), "min": (0, 3, 7)}
-LABELS = [(r, q) for q in ("maj", "min") for r in range(12)]
+
+from m2i.audio.features import TRIAD_LABELS as LABELS  # noqa: E402  (the model's 24 states, in its order)
 
 
 def truth_labels(chords: list, bounds: np.ndarray, dur: float, fps: float) -> np.ndarray:

@@ -406,9 +406,7 @@ def _read_audio(path: Path) -> tuple[np.ndarray, int, dict[str, Any]]:
 
     from m2i.audio.analyze import ensure_numba_cache
 
-
     ensure_numba_cache()
-
     import librosa
 
     with warnings.catch_warnings():

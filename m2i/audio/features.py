@@ -32,6 +32,7 @@ The note list of the melody is returned too, for :mod:`m2i.audio.abc`.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -118,12 +119,26 @@ class Analysis:
     onset_env: np.ndarray
     rms_db: np.ndarray
     settings: dict[str, Any]
-    attack_env: np.ndarray | None = None  # semitones starting a note per frame (attack_envelope)
+    semi: np.ndarray  # semitone magnitudes [72, n_frames], C2..B7
+    attack_env: np.ndarray  # semitones starting a note per frame (attack_envelope)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_frames(self) -> int:
         return int(self.cqt.shape[1])
+
+    @functools.cached_property
+    def pooled_attack(self) -> np.ndarray:
+        return _pooled(self.attack_env)
+
+    @functools.cached_property
+    def pooled_onset(self) -> np.ndarray:
+        return _pooled(self.onset_env)
+
+    @functools.cached_property
+    def unit_chroma(self) -> np.ndarray:
+        """The chroma with every frame scaled to unit length."""
+        return self.chroma / (np.linalg.norm(self.chroma, axis=0, keepdims=True) + 1e-9)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -149,9 +164,7 @@ def prepare(y: np.ndarray, settings: dict[str, Any] | None = None) -> Analysis:
 
     from m2i.audio.analyze import ensure_numba_cache
 
-
     ensure_numba_cache()
-
     import librosa
 
     s = {**DEFAULTS, **(settings or {})}
@@ -202,9 +215,9 @@ def prepare(y: np.ndarray, settings: dict[str, Any] | None = None) -> Analysis:
         onset_env=onset,
         rms_db=rms_db.astype(np.float32),
         settings=s,
+        semi=semi,
         attack_env=attack_envelope(semi, float(s["attack_rise_db"]), float(s["attack_floor_db"])),
     )
-    analysis.extra["semi"] = semi
     return analysis
 
 
@@ -367,6 +380,16 @@ def _pooled(x: np.ndarray, k: int = 2) -> np.ndarray:
     return np.maximum.reduce([np.roll(x, j) for j in range(-k, k + 1)])
 
 
+def _best_grid(x: np.ndarray, step: float) -> np.ndarray:
+    """Frames of a grid every ``step`` frames, at the phase where ``x`` is largest on average."""
+    best, grid = -1.0, np.zeros(0, dtype=int)
+    for phase in np.arange(0.0, step, 1.0):
+        pos = np.round(np.arange(phase, x.size - 2, step)).astype(int)
+        if pos.size >= 2 and float(x[pos].mean()) > best:
+            best, grid = float(x[pos].mean()), pos
+    return grid
+
+
 def _alternation(x: np.ndarray, period: float) -> tuple[float, np.ndarray]:
     """How alike the alternate positions of a grid of ``period / 2`` frames are.
 
@@ -374,12 +397,7 @@ def _alternation(x: np.ndarray, period: float) -> tuple[float, np.ndarray]:
     ``x`` on the weaker half of the positions over the stronger half (1: every position alike, the
     half-period is a beat too; near 0: only every other position carries anything), and the grid.
     """
-    n, h = x.size, period / 2.0
-    best, grid = -1.0, np.zeros(0, dtype=int)
-    for phase in np.arange(0.0, h, 1.0):
-        pos = np.round(np.arange(phase, n - 2, h)).astype(int)
-        if pos.size >= 2 and float(x[pos].mean()) > best:
-            best, grid = float(x[pos].mean()), pos
+    grid = _best_grid(x, period / 2.0)
     if grid.size < 2:
         return 1.0, grid
     even, odd = float(x[grid[0::2]].mean()), float(x[grid[1::2]].mean())
@@ -389,13 +407,11 @@ def _alternation(x: np.ndarray, period: float) -> tuple[float, np.ndarray]:
 def _level_features(a: Analysis, bpm: float) -> np.ndarray:
     """Alternation of attacks, onset strength and chroma change on the half-beats of ``bpm``."""
     period = 60.0 * FPS / bpm
-    att = a.attack_env if a.attack_env is not None else a.onset_env
-    r_att, grid = _alternation(_pooled(att), period)
-    r_onset, _ = _alternation(_pooled(a.onset_env), period)
+    r_att, grid = _alternation(a.pooled_attack, period)
+    r_onset, _ = _alternation(a.pooled_onset, period)
     if grid.size < 2:
         return np.array([r_att, r_onset, 1.0])
-    n = a.n_frames
-    cn = a.chroma / (np.linalg.norm(a.chroma, axis=0, keepdims=True) + 1e-9)
+    n, cn = a.n_frames, a.unit_chroma
 
     def change(p: np.ndarray) -> float:
         lo, hi = np.clip(p - 4, 0, n - 1), np.clip(p + 4, 0, n - 1)
@@ -424,17 +440,6 @@ def subdivides_in_three(env: np.ndarray, beat_frames: np.ndarray) -> bool:
     return bool(sub3 > 1.3 * sub2 and sub3 > 0)
 
 
-def _beat_grid(env: np.ndarray, bpm: float) -> np.ndarray:
-    """Frames of a ``bpm`` grid at the phase where ``env`` is largest on average."""
-    period = 60.0 * FPS / bpm
-    best, grid = -1.0, np.zeros(0, dtype=int)
-    for phase in np.arange(0.0, period, 1.0):
-        pos = np.round(np.arange(phase, env.size - 2, period)).astype(int)
-        if pos.size >= 2 and float(env[pos].mean()) > best:
-            best, grid = float(env[pos].mean()), pos
-    return grid
-
-
 def _octave_decision(a: Analysis, bpm: float) -> tuple[float, list[tuple[float, float]]]:
     """Resolve double/half tempo explicitly.
 
@@ -455,7 +460,7 @@ def _octave_decision(a: Analysis, bpm: float) -> tuple[float, list[tuple[float, 
     while True:
         z = float(np.clip(_DOUBLE_W @ tempo_decision_features(a, t), -50.0, 50.0))
         p = 1.0 / (1.0 + math.exp(-z))
-        if p > float(s["tempo_double_p"]) and subdivides_in_three(a.onset_env, _beat_grid(_pooled(a.onset_env), t)):
+        if p > float(s["tempo_double_p"]) and subdivides_in_three(a.onset_env, _best_grid(a.pooled_onset, 60.0 * FPS / t)):
             p = 0.0
         trail.append((round(t, 2), round(p, 3)))
         if p > float(s["tempo_double_p"]) and t * 2.0 <= tmax:
@@ -482,8 +487,7 @@ def estimate_beats(a: Analysis) -> dict[str, Any]:
     ensure_numba_cache()
     import librosa
 
-    att = a.attack_env if a.attack_env is not None else a.onset_env
-    bpm, conf, info = _choose_tempo(att, a.settings)
+    bpm, conf, info = _choose_tempo(a.attack_env, a.settings)
     bpm, trail = _octave_decision(a, bpm)
     info["octave_trail"] = trail
     # confidence: how decisive the last octave decision was, times the periodicity margin
@@ -516,6 +520,10 @@ _LEARNED_TRIADS = {
 }
 
 
+TRIAD_LABELS: list[tuple[int, str]] = [(r, q) for q in ("maj", "min") for r in range(12)]
+"""The 24 chord states everywhere in the chord code: (root pitch class, quality), major C..B then minor C..B."""
+
+
 def _chord_templates(harmonics: float = 1.0, kind: str = "binary") -> tuple[np.ndarray, list[tuple[int, str]]]:
     """24 triad templates and their labels (root pitch class, ``"maj"``/``"min"``).
 
@@ -523,28 +531,20 @@ def _chord_templates(harmonics: float = 1.0, kind: str = "binary") -> tuple[np.n
     mean chroma of labelled segments (:data:`_LEARNED_TRIADS`) rotated to each root.
     """
     if kind == "learned":
-        temps, labels = [], []
-        for q in ("maj", "min"):
-            base = np.asarray(_LEARNED_TRIADS[q], dtype=float)
-            for r in range(12):
-                t = np.roll(base, r)
-                temps.append(t / np.linalg.norm(t))
-                labels.append((r, q))
-        return np.asarray(temps), labels
+        temps = [np.roll(np.asarray(_LEARNED_TRIADS[q], dtype=float), r) for r, q in TRIAD_LABELS]
+        return np.asarray([t / np.linalg.norm(t) for t in temps]), list(TRIAD_LABELS)
     if kind != "binary":
         raise ValueError(f"chord_templates must be 'logistic', 'learned' or 'binary', not {kind!r}")
-    temps, labels = [], []
+    temps = []
     h = float(harmonics)
     harm = [(0, 1.0), (12, 0.5 * h), (19, 0.33 * h), (24, 0.25 * h)]  # partials 1..4 of each chord tone
-    for q, iv in (("maj", (0, 4, 7)), ("min", (0, 3, 7))):
-        for r in range(12):
-            t = np.zeros(12)
-            for i in iv:
-                for off, w in harm:
-                    t[(r + i + off) % 12] += w
-            temps.append(t / np.linalg.norm(t))
-            labels.append((r, q))
-    return np.asarray(temps), labels
+    for r, q in TRIAD_LABELS:
+        t = np.zeros(12)
+        for i in {"maj": (0, 4, 7), "min": (0, 3, 7)}[q]:
+            for off, w in harm:
+                t[(r + i + off) % 12] += w
+        temps.append(t / np.linalg.norm(t))
+    return np.asarray(temps), list(TRIAD_LABELS)
 
 
 _DIATONIC = {
@@ -592,10 +592,7 @@ def chord_features(a: Analysis, bounds: np.ndarray) -> np.ndarray:
     two-octave bands (C2-B3, C4-B5, C6-B7), and the log chroma of the previous and the next
     segment. Log compression is fixed at gamma 10 (the weights were fitted with it).
     """
-    semi = a.extra.get("semi")
-    if semi is None:  # an Analysis built by hand: rebuild the semitone magnitudes
-        semis = a.cqt.reshape(N_OCT * 12, 3, -1)
-        semi = semis[:, 1, :] + 0.5 * (semis[:, 0, :] + semis[:, 2, :])
+    semi = a.semi
     S = beat_sync(np.log1p(10.0 * semi / (float(semi.max()) + 1e-9)), bounds)  # [72, n]
 
     def unit(x: np.ndarray) -> np.ndarray:
@@ -624,14 +621,22 @@ def chord_logistic_scores(X: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return sc.reshape(24, -1)
 
 
+@functools.cache
+def _chord_weights() -> np.ndarray:
+    from m2i.audio.chord_model import WEIGHTS
+
+    return np.asarray(WEIGHTS, dtype=float)
+
+
+@functools.cache
 def _key_relative_transitions(tonic_pc: int, mode: str) -> tuple[np.ndarray, np.ndarray]:
     """Log transition matrices (into an on-beat segment, into a mid-beat one) between the 24
-    absolute triads, from the key-relative counts of :mod:`m2i.audio.chord_model` (+1 smoothing)."""
+    absolute triads, from the key-relative counts of :mod:`m2i.audio.chord_model` (+1 smoothing).
+    Cached: 24 keys at most; callers only read them."""
     from m2i.audio.chord_model import TRANSITION_COUNTS
 
     counts = np.asarray(TRANSITION_COUNTS[mode], dtype=float) + 1.0  # [2, 24, 24], relative states
-    _, labels = _chord_templates(kind="learned")
-    rel = np.array([(r - tonic_pc) % 12 + 12 * (q == "min") for r, q in labels])
+    rel = np.array([(r - tonic_pc) % 12 + 12 * (q == "min") for r, q in TRIAD_LABELS])
     out = []
     for c in counts:
         logt = np.log(c / c.sum(axis=1, keepdims=True))
@@ -671,10 +676,8 @@ def estimate_chords(a: Analysis, beat_frames: np.ndarray) -> dict[str, Any]:
     kind = str(s["chord_templates"])
     key = a.extra.get("key")
     if kind == "logistic":
-        from m2i.audio.chord_model import WEIGHTS
-
-        _, labels = _chord_templates(kind="learned")
-        obs = chord_logistic_scores(chord_features(a, bounds), np.asarray(WEIGHTS)) * float(s["chord_logistic_temp"])
+        labels = TRIAD_LABELS
+        obs = chord_logistic_scores(chord_features(a, bounds), _chord_weights()) * float(s["chord_logistic_temp"])
     else:
         ch = beat_sync(a.chroma, bounds)
         bs = beat_sync(a.bass_chroma, bounds)
