@@ -331,14 +331,13 @@ def _ids(ids: list[int] | None) -> list[int] | None:
     return list(ids) if ids else None
 
 
-def _say_untouched(stage: str, ids: list[int], before: dict[int, str], ok: set[str], *, verb: str, acted: int,
-                   hint: str = "") -> None:
+def _say_untouched(stage: str, ids: list[int], before: dict[int, str], ok: set[str], *, command: str, verb: str,
+                   acted: int, hint: str = "") -> None:
     """Name the ``--id`` rows a requeue/cancel left alone and why; none acted on is an error (exit 1)."""
     left = [f"{i} ({before[i]})" if i in before else f"{i} (no such {stage} row in this run)"
             for i in dict.fromkeys(ids) if before.get(i) not in ok]
     if not left:
         return
-    command = {"requeued": "requeue", "cancelled": "cancel"}[verb]
     msg = f"{stage} row(s) {', '.join(left)} not {verb}: {command} takes only {' or '.join(sorted(ok))} rows{hint}"
     if not acted:
         raise InputError(msg[0].upper() + msg[1:] + ".")
@@ -365,7 +364,7 @@ def requeue(
     typer.echo("requeued " + ", ".join(f"{k}: {v}" for k, v in out.items()))
     if id:
         ok = {"failed"} if failed else {"failed", "cancelled"}
-        _say_untouched(stage, id, before, ok, verb="requeued", acted=out[stage],
+        _say_untouched(stage, id, before, ok, command="requeue", verb="requeued", acted=out[stage],
                        hint=" (--all adds cancelled ones)" if failed else "")
 
 
@@ -387,7 +386,7 @@ def cancel(
     out = ops.cancel(store, run_id=int(r["id"]), stage=stage, ids=_ids(id))
     typer.echo("cancelled " + ", ".join(f"{k}: {v}" for k, v in out.items()))
     if id:
-        _say_untouched(stage, id, before, {"pending", "running"}, verb="cancelled", acted=out[stage])
+        _say_untouched(stage, id, before, {"pending", "running"}, command="cancel", verb="cancelled", acted=out[stage])
 
 
 @app.command()

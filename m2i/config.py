@@ -27,6 +27,11 @@ def redact_url(text: str | None) -> str | None:
     return _URL_PASSWORD.sub(r"\1***@", text) if text else text
 
 
+def url_has_password(url: str | None) -> bool:
+    """Whether ``url`` carries a password (``***`` included: one :func:`redact_url` left out)."""
+    return bool(url and _URL_PASSWORD.search(url))
+
+
 ENV_PREFIX = "M2I_"
 
 

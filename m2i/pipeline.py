@@ -11,9 +11,10 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from os import PathLike
+from pathlib import Path
 from typing import Any
 
-from m2i.config import RUN_KEYS, Settings, redact_url
+from m2i.config import RUN_KEYS, Settings, redact_url, url_has_password
 from m2i.errors import ConfigError, InputError
 from m2i.store import ops
 from m2i.store.engine import Store, open_store
@@ -63,7 +64,7 @@ def with_live_secrets(run: dict[str, Any], settings: Settings) -> dict[str, Any]
     supplies it. Nothing here is written back.
     """
     recorded = (run.get("config") or {}).get("base_url")
-    if not recorded or ":***@" not in recorded:  # recorded without a password: nothing left out
+    if not url_has_password(recorded):  # nothing was left out of the record
         return run
     live = settings.base_url
     if not live or redact_url(live) != recorded:
@@ -125,15 +126,15 @@ def run_pipeline(
         clips = open_dataset(settings.dataset, clip_s=settings.clip_s, hop_s=settings.hop_s)
     store = open_store(db or settings.db, create=True)
     try:
-        same = ops.get_run(store, settings.run_name) if new_run and settings.run_name else None
-        if same is not None:
+        existing = ops.get_run(store, settings.run_name)  # the named run, or the newest without a name
+        if new_run and settings.run_name and existing is not None:
             # two runs of one name: `--run NAME` would then quietly mean the newer one
-            raise InputError(f"A run named {settings.run_name!r} already exists (run {same['id']}); drop --new to "
-                             "continue it, or choose another name.")
-        if settings.run_name and not new_run and ops.get_run(store, settings.run_name) is None and ops.list_runs(store):
+            raise InputError(f"A run named {settings.run_name!r} already exists (run {existing['id']}); drop --new "
+                             "to continue it, or choose another name.")
+        if settings.run_name and not new_run and existing is None and ops.list_runs(store):
             # a misspelt --run would otherwise start a new run and redo (and pay for) every clip
             raise ops.no_such_run(store, settings.run_name, "add --new to start a new run with that name")
-        created = new_run or ops.get_run(store, settings.run_name) is None
+        created = new_run or existing is None
         run = prepare_run(store, settings, new_run=new_run, explicit=explicit)
         run_id = int(run["id"])
         cfg = run["config"]
@@ -177,7 +178,6 @@ def run_pipeline(
 def write_results(store: Store, run_id: int, counts: dict[str, dict[str, int]], *, out_dir: str) -> dict[str, str]:
     """After a finished run: the report (text and JSON) and the gallery, in the output folder."""
     import json
-    from pathlib import Path
 
     from m2i.gallery import write_gallery
     from m2i.report import build_report, format_text
@@ -202,10 +202,6 @@ def summary_lines(
     *, out_dir: str | None = None,
 ) -> list[str]:
     """The lines ``m2i run`` prints at the end; ``out_dir`` is the folder this invocation wrote to."""
-    from sqlalchemy import func, select
-
-    from m2i.store.models import Sample, Status
-
     run = ops.get_run(store, run_id) or {}
     lines = [f"run {run_id} {run.get('name', '')}: " + "  ".join(
         f"{s} {c['done']}/{sum(c.values())}" + (f" ({c['failed']} failed)" if c["failed"] else "")
@@ -214,16 +210,10 @@ def summary_lines(
     lines.append(f"database: {store.path or store.url}")
     out_dir = out_dir or (run.get("config") or {}).get("out_dir")
     if out_dir and counts["render"]["done"]:
-        from pathlib import Path
-
         lines.append(f"images: {Path(out_dir).expanduser().resolve() / 'images'}")  # absolute, like the report
     for key, path in (files or {}).items():
         lines.append(f"{key}: {path}" + ("  (m2i report prints it again)" if key == "report" else ""))
-    s = Sample.__table__
-    with store.read() as conn:
-        # clips rejected at ingest (NaN, silence, under 1 s, unreadable) have no audio: requeue cannot help them
-        unusable = conn.execute(select(func.count()).where(
-            s.c.run_id == run_id, s.c.status == Status.failed.value, s.c.audio_sha256.is_(None))).scalar_one()
+    unusable = ops.unusable_samples(store, run_id)  # requeue cannot help them
     failed = sum(c["failed"] for c in counts.values()) - unusable
     if unusable:
         lines.append(f"{unusable} clip(s) of the dataset are unusable and were skipped: "

@@ -101,7 +101,7 @@ REAP_EVERY_S = 5.0
 """How often an idle stage looks for rows held by a runner of this host that is gone (kill -9)."""
 
 
-def exit_now(*_args: Any) -> None:
+def exit_now() -> None:
     """The second stop signal: exit at once; the rows' leases expire and the next runner takes them."""
     log.warning("second interrupt: exiting now; leases will expire and the rows run again")
     os._exit(130)

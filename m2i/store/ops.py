@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Table, bindparam, exists, func, insert, not_, select, update
+from sqlalchemy import Table, bindparam, exists, func, insert, literal, not_, select, update
 from sqlalchemy.engine import Connection
 
 from m2i.errors import InputError, StoreError
@@ -551,20 +551,30 @@ def _select_rows(t: Table, *, run_id: int | None, ids: Sequence[int] | None, sta
     return cond
 
 
+def _no_audio(t: Table):
+    """A sample rejected at ingest (NaN, silence, under 1 s, unreadable): it has no audio, and it
+    stays failed (requeue leaves it, cancel never sees it)."""
+    return t.c.audio_sha256.is_(None)
+
+
+def unusable_samples(store: Store, run_id: int) -> int:
+    """How many of a run's clips were rejected at ingest; requeue cannot help them."""
+    s = _t(Sample)
+    with store.read() as conn:
+        return int(conn.execute(select(func.count()).where(s.c.run_id == run_id, _no_audio(s))).scalar_one())
+
+
 def row_statuses(store: Store, stage: str, ids: Sequence[int], *, run_id: int | None = None) -> dict[int, str]:
     """Status of the rows ``ids`` of one stage (of one run); ids that are not there are left out.
 
     An analyze row whose clip has no audio (a bad clip, it cannot run again) reads ``"failed, no audio"``.
     """
     t = table_of(stage)
-    cols = [t.c.id, t.c.status] + ([t.c.audio_sha256] if stage == "analyze" else [])
+    no_audio = _no_audio(t) if stage == "analyze" else literal(False)
     with store.read() as conn:
-        rows = conn.execute(select(*cols).where(*_select_rows(t, run_id=run_id, ids=ids, statuses=None))).all()
-    out = {}
-    for r in rows:
-        no_audio = stage == "analyze" and r[2] is None and r[1] == Status.failed.value
-        out[int(r[0])] = "failed, no audio" if no_audio else str(r[1])
-    return out
+        rows = conn.execute(select(t.c.id, t.c.status, no_audio).where(
+            *_select_rows(t, run_id=run_id, ids=ids, statuses=None))).all()
+    return {int(i): "failed, no audio" if bad else str(st) for i, st, bad in rows}
 
 
 @retry_transient
@@ -589,7 +599,7 @@ def requeue(
             t = table_of(st)
             cond = _select_rows(t, run_id=run_id, ids=ids, statuses=statuses)
             if st == "analyze":
-                cond.append(t.c.audio_sha256.is_not(None))  # a clip with no audio cannot run again
+                cond.append(~_no_audio(t))  # a clip with no audio cannot run again
             n = conn.execute(
                 update(t).where(*cond).values(
                     status=Status.pending.value, attempts=0, lease_until=None, worker=None, finished_at=None
@@ -739,7 +749,8 @@ def latest_report(store: Store, run_id: int, kind: str) -> dict[str, Any] | None
 
 __all__ = [
     "DEFAULT_MODES", "STAGES", "STAGE_ORDER", "add_samples", "cancel", "claim", "complete", "complete_many",
-    "create_run", "derive_seed", "expire_dead_workers", "fail", "get_run", "image_locations", "is_active", "latest_report", "list_runs", "load_pcm",
-    "log_event", "recent_events", "release", "renew", "requeue", "row_statuses", "save_report", "set_paused", "status_counts",
-    "table_of", "update_run_config",
+    "check_run_name", "create_run", "derive_seed", "expire_dead_workers", "fail", "get_run", "image_backends",
+    "image_locations", "is_active", "latest_report", "list_runs", "load_pcm", "log_event", "no_such_run",
+    "recent_events", "release", "renew", "requeue", "row_statuses", "save_report", "set_paused", "status_counts",
+    "table_of", "unusable_samples", "update_run_config",
 ]
