@@ -17,7 +17,8 @@ Training data, never a test clip of the chord benchmark:
   0.76 of the duration).
 
 Segments come from the clip's own estimated beats (:func:`m2i.audio.features.chord_bounds`), the
-key from :func:`m2i.audio.features.estimate_key`, both exactly as at analysis time.
+key from :func:`m2i.audio.features.estimate_key` with the chord observations of the weights just
+fitted, both exactly as at analysis time.
 
 Fitted:
 
@@ -136,6 +137,25 @@ def fit(R: np.ndarray, y: np.ndarray, l2: float) -> np.ndarray:
     return res.x.reshape(2, d + 1)
 
 
+def rows(m: np.ndarray, fmt: str, indent: str) -> str:
+    """A 2-D array as Python list rows, one per line."""
+    return "\n".join(indent + "[" + ", ".join(fmt.format(v) for v in row) + "]," for row in m)
+
+
+def transition_table(counts: dict) -> list[str]:
+    """``TRANSITION_COUNTS = {mode: [[2 x 24 x 24]]}`` as lines of Python (shared with fit_key.py)."""
+    text = ["TRANSITION_COUNTS = {"]
+    for m in ("major", "minor"):
+        text.append(f'    "{m}": [')
+        for p in range(2):
+            text.append("        [")
+            text.append(rows(counts[m][p], "{:d}", "            "))
+            text.append("        ],")
+        text.append("    ],")
+    text.append("}")
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     import soundfile as sf
 
@@ -153,15 +173,13 @@ def main(argv: list[str] | None = None) -> int:
     use = [r for i, r in enumerate(labels)
            if (r["subset"] == "chorale_rn" and i % 2 == 0 and not args.other_pieces_only)  # dev clips only
            or (r["subset"] in ("chorale", "lead", "key_open", "key_end") and r["source"] not in rn_pieces)]
-    Rs, ys = [], []
+    Rs, ys, clips = [], [], []
     counts = {m: np.zeros((2, 24, 24), dtype=np.int64) for m in ("major", "minor")}
     scores: dict = {}
     n_rn = n_other = 0
     for r in use:
         y, _ = sf.read(str(data / r["file"]), dtype="float32")
         a = F.prepare(y)
-        key = F.estimate_key(a)
-        a.extra["key"] = key
         beats = F.estimate_beats(a)
         bounds, mid = F.chord_bounds(a, beats["beat_frames"])
         if r["subset"] == "chorale_rn":
@@ -174,16 +192,19 @@ def main(argv: list[str] | None = None) -> int:
         keep = lab >= 0
         Rs.append(rotations(X)[:, keep])
         ys.append(lab[keep])
+        clips.append((a, beats["beat_frames"], lab))
+    R, yy = np.concatenate(Rs, axis=1), np.concatenate(ys)
+    W = fit(R, yy, L2)
+    # the transitions are counted relative to the key the analysis will estimate, which itself
+    # reads the chord classifier: estimate it with the weights just fitted
+    for a, beat_frames, lab in clips:
+        obs = F.chord_observations(a, beat_frames, W)
+        key = F.estimate_key(a, obs)
         rel = [-1 if k < 0 else (LABELS[k][0] - key["tonic_pc"]) % 12 + 12 * (LABELS[k][1] == "min") for k in lab]
         for t in range(1, len(rel)):
             if rel[t] >= 0 and rel[t - 1] >= 0:
-                counts[key["mode"]][int(mid[t]), rel[t - 1], rel[t]] += 1
-    R, yy = np.concatenate(Rs, axis=1), np.concatenate(ys)
-    W = fit(R, yy, L2)
+                counts[key["mode"]][int(obs.mid[t]), rel[t - 1], rel[t]] += 1
     print(f"{n_rn} dev chorale_rn clips + {n_other} other chorale clips, {yy.size} segments", file=sys.stderr)
-
-    def rows(m: np.ndarray, fmt: str, indent: str) -> str:
-        return "\n".join(indent + "[" + ", ".join(fmt.format(v) for v in row) + "]," for row in m)
 
     text = [
         '"""Fitted constants of the ``chord_templates="logistic"`` chord model (generated; do not edit).',
@@ -204,16 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         "# Key-relative chord transitions counted between consecutive segments: TRANSITION_COUNTS[mode]",
         "# [0 = into an on-beat segment, 1 = into a mid-beat one][from][to]; states 0-11 major triads",
         "# on the degrees 0-11 semitones above the estimated tonic, 12-23 minor triads.",
-        "TRANSITION_COUNTS = {",
     ]
-    for m in ("major", "minor"):
-        text.append(f'    "{m}": [')
-        for p in range(2):
-            text.append("        [")
-            text.append(rows(counts[m][p], "{:d}", "            "))
-            text.append("        ],")
-        text.append("    ],")
-    text.append("}")
+    text += transition_table(counts)
     Path(args.out).write_text("\n".join(text) + "\n")
     print(f"wrote {args.out}", file=sys.stderr)
     return 0

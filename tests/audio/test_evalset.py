@@ -43,3 +43,27 @@ def test_key_end_window_ends_in_the_final_bar(render, chorale, qpm):
 def test_key_open_window_starts_in_the_first_bars(render, chorale):
     starts = {render.key_window(chorale, "open", 90.0, random.Random(s)) for s in range(20)}
     assert starts <= {0, 1, 2} and len(starts) >= 2
+
+
+def test_key_model_counts_chords_relative_to_the_tonic(chorale):
+    """fit_key.py labels a chorale's eighth-note segments in key-relative states, and the generated
+    key model holds tonal harmony's basic facts: I, V and IV are the commonest major-key triads,
+    i, V and III the commonest minor-key ones, and V moves to the tonic."""
+    spec = importlib.util.spec_from_file_location("m2i_evalset_fit_key", RENDER.with_name("fit_key.py"))
+    fit_key = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fit_key)
+    mode, rel, mid = fit_key.piece_states(chorale)
+    assert mode == "major"
+    assert [s for s in rel if s >= 0][-1] == 0  # bwv269 ends on its tonic triad, G major
+    assert list(mid[:4]) == [0, 1, 0, 1] and len(mid) == len(rel)
+
+    import numpy as np
+
+    from m2i.audio.key_model import CHORD_COUNTS, TRANSITION_COUNTS
+
+    assert list(np.argsort(CHORD_COUNTS["major"])[::-1][:3]) == [0, 7, 5]
+    assert list(np.argsort(CHORD_COUNTS["minor"])[::-1][:3]) == [12, 7, 3]
+    for mode, tonic in (("major", 0), ("minor", 12)):
+        from_v = np.array(TRANSITION_COUNTS[mode][0][7])
+        from_v[7] = 0
+        assert int(from_v.argmax()) == tonic, mode

@@ -235,6 +235,23 @@ def test_key_profiles_are_selectable():
         assert (f["key"], f["tonality"]) == ("A", "minor"), settings
 
 
+def test_the_chord_progression_decides_the_key_where_pitch_classes_mislead():
+    # A minor: iv V i VI iv V I, ending with a Picardy third (a major tonic chord, as Bach's minor
+    # chorales end). Its pitch classes alone point elsewhere; the cadences do not.
+    def triad(root, quality, base=48):
+        return (base + root, base + root + (4 if quality == "maj" else 3), base + root + 7)
+
+    prog = [triad(2, "min"), triad(4, "maj"), triad(9, "min"), triad(5, "maj"), triad(2, "min"), triad(4, "maj"),
+            triad(9, "maj")]
+    y = synth_notes(_block_chords(prog), duration=11.0)
+    f = analyze_clip(y, 16000)["features"]
+    assert (f["key"], f["tonality"]) == ("A", "minor")
+    assert f["harmonic_progression"]["roman"][:7] == ["iv", "V", "i", "VI", "iv", "V", "I"]
+    profile_only = analyze_clip(y, 16000, settings={"key_chord_weight": 0.0})["features"]
+    assert (profile_only["key"], profile_only["tonality"]) != ("A", "minor")
+    assert f["confidence"]["key"] > profile_only["confidence"]["key"]
+
+
 def test_beat_times_fall_on_the_note_onsets():
     bpm = 100.0
     beat = 60.0 / bpm
