@@ -42,6 +42,9 @@ class Outcome:
     values: dict[str, Any] | None = None
     error: str | None = None
     retryable: bool = True
+    # the work was lost for a reason outside the row (a pool worker process died): during a stop
+    # the row goes back to pending with the attempt not counted; otherwise it is a retryable failure
+    lost: bool = False
 
 
 @dataclass
@@ -340,8 +343,11 @@ class Runner:
         if good:
             accepted = await asyncio.to_thread(ops.complete_many, self.store, stage, good, worker=worker)
             self.processed[stage] += sum(accepted)
+        lost = [o.id for o in by_id.values() if o.error is not None and o.lost and self.stopping]
+        if lost:  # a stop signal sent to every process killed the pool's workers: not the rows' fault
+            await asyncio.to_thread(ops.release, self.store, stage, lost, worker=worker)
         for o in by_id.values():
-            if o.error is not None:
+            if o.error is not None and o.id not in lost:
                 await asyncio.to_thread(
                     ops.fail, self.store, stage, o.id, worker=worker, error=o.error, retryable=o.retryable
                 )
@@ -383,7 +389,12 @@ def _start_resource_tracker() -> None:
 
 
 def _init_worker(parent: int) -> None:
-    """Pool worker start-up: ignore Ctrl-C, and exit when the runner that started it is gone.
+    """Pool worker start-up: ignore Ctrl-C, leave the runner's process group, and exit when the
+    runner that started it is gone.
+
+    Own process group: ``timeout``, job schedulers and ``kill -TERM -PGID`` signal the runner's
+    whole group; the runner then stops gracefully and finishes the clips in flight, which it
+    could not do if the same signal had killed the workers analysing them.
 
     A runner killed with ``kill -9`` (or a second Ctrl-C) never shuts its pool down, and the
     workers, blocked on a queue whose write end they hold themselves, would otherwise live on
@@ -392,6 +403,8 @@ def _init_worker(parent: int) -> None:
     import threading
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with contextlib.suppress(OSError):
+        os.setpgrp()
     threading.Thread(target=_exit_with_parent, args=(parent,), name="m2i-parent-watch", daemon=True).start()
 
 

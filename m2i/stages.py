@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import socket
+from concurrent.futures import BrokenExecutor
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,11 @@ class AnalyzeStage(StageImpl):
 
     async def setup(self, ctx: RunContext) -> None:
         if ctx.executor is None:
-            self._pool = make_process_pool(self.concurrency)
+            self._new_pool()
+
+    def _new_pool(self) -> Any:
+        self._pool = make_process_pool(self.concurrency)
+        return self._pool
 
     async def process(self, rows: list[dict[str, Any]], ctx: RunContext) -> list[Outcome]:
         loop = asyncio.get_running_loop()
@@ -61,10 +66,23 @@ class AnalyzeStage(StageImpl):
                 out.append(Outcome(id=row["id"], error=row.get("error") or "this sample has no audio", retryable=False))
                 continue
             pcm, sr = await asyncio.to_thread(ops.load_pcm, ctx.store, row["audio_sha256"])
+            pool = ctx.executor or self._pool or self._new_pool()
             try:
-                result = await loop.run_in_executor(ctx.executor or self._pool, _analyze_job, pcm, sr, self.settings)
+                result = await loop.run_in_executor(pool, _analyze_job, pcm, sr, self.settings)
             except InputError as exc:
                 out.append(Outcome(id=row["id"], error=str(exc), retryable=False))
+                continue
+            except BrokenExecutor:
+                # a worker died (the kernel's out-of-memory killer, a crash in native code, a
+                # signal): this clip may be the cause, so the attempt counts, but the clips after
+                # it get a fresh pool instead of failing one after another on the broken one
+                if pool is self._pool:
+                    log.warning("an analysis worker process died; starting a fresh pool")
+                    self._pool.shutdown(wait=False, cancel_futures=True)
+                    self._pool = None
+                out.append(Outcome(id=row["id"], retryable=True, lost=True, error=(
+                    "the analysis worker process died while analysing this clip (out of memory, a crash, "
+                    "or a signal); it is tried again")))
                 continue
             out.append(
                 Outcome(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -103,3 +104,101 @@ def test_pool_workers_exit_when_the_runner_is_killed():
     for p in left:  # don't leave them behind if the assertion fails
         os.kill(p, signal.SIGKILL)
     assert left == []
+
+
+RUNNER = r"""
+import json, os, signal, sys, threading, time
+from m2i.audio.datasets import load_dataset
+from m2i.runner import Runner, run_blocking
+from m2i.stages import AnalyzeStage
+from m2i.store import open_store, ops
+
+
+def main():
+    db, mode = sys.argv[1], sys.argv[2]
+    store = open_store(db)
+    rid = ops.create_run(store, name="t", config={})
+    ops.add_samples(store, rid, load_dataset("demo"))
+    stage = AnalyzeStage(workers=1)
+
+    def after_first_clip():
+        while ops.status_counts(store, rid)["analyze"]["done"] < 1 or not (stage._pool and stage._pool._processes):
+            time.sleep(0.01)
+        if mode == "kill-worker":  # what the out-of-memory killer does
+            for pid in list(stage._pool._processes):
+                os.kill(pid, signal.SIGKILL)
+        elif mode == "term-every-process":  # what Slurm's scancel does: SIGTERM to each process
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+            for pid in list(stage._pool._processes):
+                os.kill(pid, signal.SIGTERM)
+        else:  # what `timeout` and job schedulers do: SIGTERM to the whole process group
+            print("ready", flush=True)
+
+    threading.Thread(target=after_first_clip, daemon=True).start()
+    run_blocking(Runner(store, rid, [stage]), handle_signals=mode != "kill-worker")
+
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+def _rows(db):
+    import sqlite3
+
+    con = sqlite3.connect(db)
+    try:
+        return con.execute("SELECT status, attempts, error FROM sample ORDER BY id").fetchall()
+    finally:
+        con.close()
+
+
+def _run(tmp_path, mode):
+    """Run RUNNER on the demo clips; its exit and the sample rows (status, attempts, error)."""
+    script = tmp_path / "runner.py"
+    script.write_text(RUNNER)
+    db = tmp_path / "m2i.db"
+    r = subprocess.run([sys.executable, str(script), str(db), mode], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r, _rows(db)
+
+
+def test_a_dead_analysis_worker_costs_one_attempt_not_every_clip_after_it(tmp_path):
+    """A killed worker (out of memory) used to break the pool for good: every later clip failed."""
+    r, rows = _run(tmp_path, "kill-worker")
+    assert [s for s, _, _ in rows] == ["done"] * len(rows) and len(rows) >= 5
+    assert sum(a for _, a, _ in rows) <= len(rows) + 1  # at most the clip in flight was tried twice
+    assert "Traceback" not in r.stderr and "starting a fresh pool" in r.stderr
+
+
+def test_sigterm_to_the_process_group_lets_the_clip_in_flight_finish(tmp_path):
+    """A group-wide SIGTERM used to kill the analysis workers too: the clip in flight failed."""
+    import signal
+
+    script = tmp_path / "runner.py"
+    script.write_text(RUNNER)
+    db = tmp_path / "m2i.db"
+    p = subprocess.Popen([sys.executable, str(script), str(db), "group-term"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        os.killpg(p.pid, signal.SIGTERM)
+        _, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, err[-2000:]
+    rows = _rows(db)
+    assert all(e is None for _, _, e in rows), rows
+    assert all(s in ("done", "pending") for s, _, _ in rows)
+    assert all(a == 0 for s, a, _ in rows if s == "pending")  # nothing counted against the clips left
+    assert sum(s == "done" for s, _, _ in rows) >= 1
+
+
+def test_sigterm_to_every_process_hands_the_clip_in_flight_back_uncounted(tmp_path):
+    """The workers die with the runner's stop: the clip they held goes back to pending, no attempt counted."""
+    _, rows = _run(tmp_path, "term-every-process")
+    assert all(s in ("done", "pending") for s, _, _ in rows), rows
+    assert all(a == 0 for s, a, _ in rows if s == "pending"), rows
+    assert sum(s == "pending" for s, _, _ in rows) >= 1
