@@ -340,6 +340,18 @@ def _iter_npy(path: Path) -> Iterator[Clip]:
         yield _make_clip(f"{path}#{i}", arr[i], {"sr": SR})
 
 
+def _window_starts(start: int, n: int, win: int, hop: int, min_len: int) -> Iterator[int]:
+    """Window starts from ``start`` on for a signal of ``n`` samples: every ``hop`` until a window
+    reaches the end; a short tail (under ``min_len``) after full windows is dropped, not reported."""
+    while start < n:
+        if n - start < min_len and start > 0:
+            return
+        yield start
+        if start + win >= n:
+            return
+        start += hop
+
+
 def _slices(
     source: str, y: np.ndarray, sr: int, meta: dict[str, Any], *, clip_s: float | None, hop_s: float = 10.0
 ) -> Iterator[Clip]:
@@ -349,16 +361,75 @@ def _slices(
         yield _make_clip(source if clip_s is None else f"{source}@0", y, meta, sr)
         return
     win = int(round(clip_s * sr))
-    hop = max(1, int(round(hop_s * sr)))
-    start = 0
-    while start < n:
-        seg = y[start : start + win]
-        if seg.shape[0] < int(MIN_CLIP_S * sr) and start > 0:
-            break  # a short tail after full windows is dropped, not reported
-        yield _make_clip(f"{source}@{start / sr:g}", seg, {**meta, "start_s": round(start / sr, 3)}, sr)
-        if start + win >= n:
-            break
-        start += hop
+    for start in _window_starts(0, n, win, max(1, int(round(hop_s * sr))), int(MIN_CLIP_S * sr)):
+        yield _window_clip(source, y[start : start + win], start, sr, meta)
+
+
+def _window_clip(source: str, seg: np.ndarray, start: int, sr: int, meta: dict[str, Any]) -> Clip:
+    return _make_clip(f"{source}@{start / sr:g}", seg, {**meta, "start_s": round(start / sr, 3)}, sr)
+
+
+STREAM_ABOVE_S = 600.0
+"""Audio files longer than this are read, mixed down and resampled block by block (a few MB at a
+time instead of ~4 GB per hour of stereo audio read whole). soxr's stream gives the same samples as
+its one-shot call, so the clips and their content hashes are the same either way."""
+
+_BLOCK_FRAMES = 1 << 18
+
+
+def _stream_audio_file(path: Path, info: Any, meta: dict[str, Any], *, clip_s: float, hop_s: float) -> Iterator[Clip]:
+    """The windows of a long file, as :func:`_slices` cuts the whole file read at once.
+
+    A block that cannot be decoded, or holds NaN/inf, ends the file with one failed clip naming
+    the time; the windows before it stay (float files are checked for NaN/inf before any window,
+    as a file read whole would be).
+    """
+    import soundfile as sf
+
+    sr = int(info.samplerate)
+    win, hop, min_len = int(round(clip_s * SR)), max(1, int(round(hop_s * SR))), int(MIN_CLIP_S * SR)
+
+    def blocks() -> Iterator[np.ndarray]:
+        yield from sf.blocks(str(path), blocksize=_BLOCK_FRAMES, dtype="float64", always_2d=True)
+
+    if str(info.subtype) in ("FLOAT", "DOUBLE"):
+        for block in blocks():
+            if not np.all(np.isfinite(block)):
+                yield Clip(str(path), meta, None, check_pcm(block.reshape(-1), sr))
+                return
+    stream = None
+    if sr != SR:
+        import soxr
+
+        stream = soxr.ResampleStream(sr, SR, 1, dtype="float64", quality="HQ")
+    buf = np.zeros(0, dtype=np.float32)
+    buf_start = nxt = read = 0  # output index of buf[0], next window start, input frames read
+    try:
+        for block in blocks():
+            if not np.all(np.isfinite(block)):
+                raise RuntimeError(f"NaN or infinite samples at {read / sr:.1f} s")
+            read += block.shape[0]
+            mono = block[:, 0] if block.shape[1] == 1 else block.mean(axis=1)
+            out = stream.resample_chunk(mono, last=False) if stream is not None else mono
+            buf = np.concatenate([buf, out.astype(np.float32)])
+            while nxt + win < buf_start + buf.shape[0]:  # more follows: not the last window
+                yield _window_clip(str(path), buf[nxt - buf_start : nxt - buf_start + win], nxt, SR, meta)
+                nxt += hop
+            drop = min(nxt - buf_start, buf.shape[0])
+            buf, buf_start = buf[drop:], buf_start + drop
+    except Exception as exc:  # libsndfile stops on a damaged block
+        yield Clip(str(path), meta, None, f"{path.name} could not be decoded after {read / sr:.1f} s "
+                   f"({str(exc).strip()[:160]}); the clips before that point were kept.")
+        return
+    if info.frames and read < info.frames * 0.98:
+        yield Clip(str(path), meta, None, f"{path.name} ends after {read / sr:.1f} s of the {info.frames / sr:.1f} s "
+                   "its header announces; the clips before that point were kept.")
+        return
+    if stream is not None:
+        buf = np.concatenate([buf, stream.resample_chunk(np.zeros(0), last=True).astype(np.float32)])
+    n = buf_start + buf.shape[0]
+    for start in _window_starts(nxt, n, win, hop, min_len):
+        yield _window_clip(str(path), buf[start - buf_start : start - buf_start + win], start, SR, meta)
 
 
 def _wav_shortfall(path: Path) -> int:
@@ -380,6 +451,33 @@ def _wav_shortfall(path: Path) -> int:
     return 0
 
 
+def _file_meta(path: Path, info: Any) -> dict[str, Any]:
+    return {
+        "file": str(path),
+        "sr": int(info.samplerate),
+        "channels": int(info.channels),
+        "subtype": str(info.subtype),
+        "format": str(info.format),
+    }
+
+
+def _long_file(path: Path, clip_s: float | None) -> Any:
+    """soundfile's info for a file to stream (:data:`STREAM_ABOVE_S`), else None (read it whole)."""
+    if clip_s is None:
+        return None
+    import soundfile as sf
+
+    try:
+        if path.suffix.lower() == ".wav" and _wav_shortfall(path):
+            return None  # reported by the whole-file reader
+        info = sf.info(str(path))
+    except Exception:  # not a format soundfile reads (mp3 on an old libsndfile): the whole-file path decides
+        return None
+    if info.frames <= 0 or info.samplerate <= 0:
+        return None
+    return info if info.frames / info.samplerate > max(STREAM_ABOVE_S, clip_s + 1.0) else None
+
+
 def _read_audio(path: Path) -> tuple[np.ndarray, int, dict[str, Any]]:
     import soundfile as sf
 
@@ -389,13 +487,7 @@ def _read_audio(path: Path) -> tuple[np.ndarray, int, dict[str, Any]]:
             raise RuntimeError(f"the file ends {missing} bytes before its data chunk does")
         info = sf.info(str(path))
         y, sr = sf.read(str(path), dtype="float64", always_2d=True)
-        meta = {
-            "file": str(path),
-            "sr": int(sr),
-            "channels": int(info.channels),
-            "subtype": str(info.subtype),
-            "format": str(info.format),
-        }
+        meta = _file_meta(path, info)
         if info.frames and y.shape[0] < info.frames * 0.98:
             raise RuntimeError(f"only {y.shape[0]} of {info.frames} frames could be read")
         return (y[:, 0] if y.shape[1] == 1 else y), int(sr), meta
@@ -418,6 +510,10 @@ def _read_audio(path: Path) -> tuple[np.ndarray, int, dict[str, Any]]:
 
 
 def _iter_audio_file(path: Path, *, clip_s: float, hop_s: float) -> Iterator[Clip]:
+    info = _long_file(path, clip_s)
+    if info is not None:
+        yield from _stream_audio_file(path, info, _file_meta(path, info), clip_s=clip_s, hop_s=hop_s)
+        return
     try:
         y, sr, meta = _read_audio(path)
     except Exception as exc:
@@ -512,8 +608,7 @@ def load_dataset(path: str | Path, *, clip_s: float = 10.0, hop_s: float = 10.0)
         yield from _iter_npy(p)
         return
     if p.suffix.lower() in AUDIO_EXTENSIONS:
-        clips = list(_iter_audio_file(p, clip_s=clip_s, hop_s=hop_s))
-        yield from clips
+        yield from _iter_audio_file(p, clip_s=clip_s, hop_s=hop_s)
         return
     raise InputError(
         f"{p} is not a .npy file, an audio file ({', '.join(AUDIO_EXTENSIONS)}) or a folder; "

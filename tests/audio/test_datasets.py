@@ -271,3 +271,78 @@ def test_pickle_round_trip_of_clip():
 
     c = Clip("x#0", {"a": 1}, _tone(1.0), None)
     assert pickle.loads(pickle.dumps(c)).source == "x#0"
+
+
+def _music_like(seconds: float, sr: int, channels: int, seed: int = 0) -> np.ndarray:
+    """Tones that change every half second, one slightly detuned per channel (not silent anywhere)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    f = 220.0 * 2 ** (rng.integers(0, 24, size=int(seconds * 2) + 1) / 12.0)[(t * 2).astype(int)]
+    return np.stack([0.3 * np.sin(2 * np.pi * f * (1 + 0.001 * c) * t) for c in range(channels)], axis=1)
+
+
+def _clips_as_tuples(path, **kw):
+    return [(c.source, c.meta, None if c.pcm is None else pcm_sha256(c.pcm), c.error) for c in load_dataset(path, **kw)]
+
+
+@pytest.mark.parametrize("sr,channels,subtype,seconds", [(44100, 2, "PCM_16", 61.0), (16000, 1, "FLOAT", 47.3),
+                                                         (48000, 6, "PCM_24", 40.0)])
+@pytest.mark.parametrize("clip_s,hop_s", [(10.0, 10.0), (10.0, 4.0), (5.0, 7.5)])
+def test_a_long_file_streamed_gives_the_clips_of_the_file_read_whole(tmp_path, monkeypatch, sr, channels, subtype,
+                                                                     seconds, clip_s, hop_s):
+    """Long files are read block by block; the clips, their metadata and content hashes must not
+    change, or a file ingested before would be added again."""
+    import m2i.audio.datasets as D
+
+    f = tmp_path / "long.wav"
+    sf.write(f, _music_like(seconds, sr, channels), sr, subtype=subtype)
+    whole = _clips_as_tuples(f, clip_s=clip_s, hop_s=hop_s)
+    monkeypatch.setattr(D, "STREAM_ABOVE_S", 20.0)
+    monkeypatch.setattr(D, "_BLOCK_FRAMES", 10007)  # many blocks, none aligned with a window
+    streamed = _clips_as_tuples(f, clip_s=clip_s, hop_s=hop_s)
+    assert len(whole) >= 4 and all(e is None for *_, e in whole)
+    assert streamed == whole
+
+
+def test_streaming_a_long_file_holds_a_few_blocks_not_the_file(tmp_path, monkeypatch):
+    import tracemalloc
+
+    import m2i.audio.datasets as D
+
+    f = tmp_path / "long.wav"
+    sf.write(f, _music_like(180.0, 44100, 2), 44100, subtype="PCM_16")  # 3 min; read whole: 127 MB of float64
+    monkeypatch.setattr(D, "STREAM_ABOVE_S", 60.0)
+    tracemalloc.start()
+    try:
+        n = sum(1 for c in load_dataset(f) if c.error is None)  # clips are consumed one at a time
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert n == 18
+    assert peak < 30e6, f"peak {peak / 1e6:.0f} MB"
+
+
+def test_a_long_float_file_with_nan_is_one_failed_clip_as_before(tmp_path, monkeypatch):
+    import m2i.audio.datasets as D
+
+    y = _music_like(40.0, 16000, 1)
+    y[30 * 16000] = np.nan
+    f = tmp_path / "nan.wav"
+    sf.write(f, y, 16000, subtype="FLOAT")
+    monkeypatch.setattr(D, "STREAM_ABOVE_S", 20.0)
+    clips = list(load_dataset(f))
+    assert len(clips) == 1 and clips[0].pcm is None and "NaN" in clips[0].error
+
+
+def test_a_long_file_that_breaks_off_keeps_the_clips_before_the_damage(tmp_path, monkeypatch):
+    import m2i.audio.datasets as D
+
+    f = tmp_path / "cut.flac"
+    sf.write(f, _music_like(60.0, 44100, 2), 44100, subtype="PCM_16")
+    data = f.read_bytes()
+    f.write_bytes(data[: len(data) * 6 // 10])  # a copy that stopped part-way
+    monkeypatch.setattr(D, "STREAM_ABOVE_S", 20.0)
+    clips = list(load_dataset(f))
+    good, bad = [c for c in clips if c.error is None], [c for c in clips if c.error is not None]
+    assert len(bad) == 1 and clips[-1] is bad[0] and "kept" in bad[0].error and "cut.flac" in bad[0].error
+    assert 2 <= len(good) <= 4 and [c.meta["start_s"] for c in good] == [10.0 * i for i in range(len(good))]
