@@ -15,7 +15,7 @@ from typing import Any
 
 from m2i.errors import ProviderError
 from m2i.prompts.parse import InvalidOutput, VisualPrompt, parse_prompt
-from m2i.prompts.providers.base import Completion, LLMProvider, redact
+from m2i.prompts.providers.base import Completion, LLMProvider, redact, request_label
 from m2i.prompts.template import DEFAULT_NEGATIVE_PROMPT, DEFAULTS, PromptRequest, build_request
 
 log = logging.getLogger(__name__)
@@ -152,6 +152,7 @@ async def write_prompt(
     messages = req.messages
     reason = ""
     for k in range(answers):
+        named = request_label.set(label)
         try:
             comp = await provider.complete(
                 messages,
@@ -166,6 +167,8 @@ async def write_prompt(
             spent = sum(c.attempts for c in comps) + int(getattr(exc, "attempts", 1))
             exc.attempts = spent  # type: ignore[attr-defined]
             raise
+        finally:
+            request_label.reset(named)
         comps.append(comp)
         if comp.refusal:
             reason = f"the model refused ({comp.text.strip()[:200]!r})"

@@ -10,7 +10,7 @@ from prompt_constants import ABC, OPENAI_KEY, SLOTS
 
 from m2i.errors import ProviderError
 from m2i.prompts.generate import write_prompt
-from m2i.prompts.providers import get_provider
+from m2i.prompts.providers import RetryPolicy, get_provider
 from m2i.prompts.template import PROMPT_JSON_SCHEMA
 
 
@@ -113,13 +113,17 @@ async def test_an_invalid_answer_is_logged_with_the_prompt_and_sample_it_belongs
     stage = GenerateStage(llm="ollama", model="llama3.2", base_url=None, settings={})
     ctx = RunContext(store=store, run=ops.get_run(store, run_id), worker="t")
     await stage.setup(ctx)
+    stage.provider.retry = RetryPolicy(max_attempts=3, base_delay=0.01, max_delay=0.02)
     ollama_server.inject("/api/chat", "empty")
+    ollama_server.inject("/api/chat", {"status": 503})  # then a transient failure, retried by the provider
     [outcome] = await stage.process([row], ctx)
     await stage.close()
-    assert outcome.error is None and outcome.values["llm_attempts"] == 2
+    assert outcome.error is None and outcome.values["llm_attempts"] == 3
+    which = f"prompt {row['id']} (sample {second}, slot 3)"
     invalid = [r.getMessage() for r in caplog.records if "invalid" in r.getMessage()]
-    assert invalid == [f"ollama llama3.2 answer 1 of 3 for prompt {row['id']} (sample {second}, slot 3) invalid: "
-                       "the answer was empty"]
+    assert invalid == [f"ollama llama3.2 answer 1 of 3 for {which} invalid: the answer was empty"]
+    retried = [r.getMessage() for r in caplog.records if "retrying" in r.getMessage()]
+    assert len(retried) == 1 and retried[0].startswith(f"ollama llama3.2 for {which} failed (attempt 1 of 3): ")
 
 
 # -- openai-compatible ---------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextvars
 import logging
 import os
 import random
@@ -32,6 +33,10 @@ from m2i.config import redact_url
 from m2i.errors import ProviderError
 
 log = logging.getLogger(__name__)
+
+request_label: contextvars.ContextVar[str | None] = contextvars.ContextVar("m2i_request_label", default=None)
+"""Which prompt the provider call in this task is for (``"prompt 12 (sample 3, slot 4)"``), set by
+:func:`m2i.prompts.generate.write_prompt`; :func:`call_with_retries` names it in its log lines."""
 
 Realisation = Literal["temperature", "instruction"]
 T = TypeVar("T")
@@ -205,8 +210,9 @@ async def call_with_retries(
                 exc.attempts = attempt  # type: ignore[attr-defined]
                 raise
             wait = policy.delay(attempt, exc.retry_after)
-            log.info("%s failed (attempt %d of %d): %s; retrying in %.2f s",
-                     what, attempt, policy.max_attempts, exc, wait)
+            label = request_label.get()
+            log.info("%s%s failed (attempt %d of %d): %s; retrying in %.2f s",
+                     what, f" for {label}" if label else "", attempt, policy.max_attempts, exc, wait)
             await asyncio.sleep(wait)
 
 
