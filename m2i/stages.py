@@ -45,10 +45,14 @@ class AnalyzeStage(StageImpl):
     name = "analyze"
     batch_size = 1
 
+    MAX_POOL_BREAKS = 3
+    """Fresh pools started in a row without a clip analysed in between; then the stage gives up."""
+
     def __init__(self, *, workers: int | None = None, settings: dict[str, Any] | None = None) -> None:
         self.concurrency = workers or max(1, os.cpu_count() or 1)
         self.settings = settings or {}
         self._pool = None
+        self._breaks = 0  # pools broken since the last clip analysed
 
     async def setup(self, ctx: RunContext) -> None:
         if ctx.executor is None:
@@ -65,6 +69,12 @@ class AnalyzeStage(StageImpl):
             if not row.get("audio_sha256"):
                 out.append(Outcome(id=row["id"], error=row.get("error") or "this sample has no audio", retryable=False))
                 continue
+            if self._breaks >= self.MAX_POOL_BREAKS:
+                out.append(Outcome(id=row["id"], retryable=False, error=(
+                    f"analysis worker processes died {self._breaks} times in a row without finishing a clip; "
+                    "check memory and the log (a Python script that runs m2i must do so under "
+                    "`if __name__ == \"__main__\":`), then requeue")))
+                continue
             pcm, sr = await asyncio.to_thread(ops.load_pcm, ctx.store, row["audio_sha256"])
             pool = ctx.executor or self._pool or self._new_pool()
             try:
@@ -77,13 +87,16 @@ class AnalyzeStage(StageImpl):
                 # signal): this clip may be the cause, so the attempt counts, but the clips after
                 # it get a fresh pool instead of failing one after another on the broken one
                 if pool is self._pool:
-                    log.warning("an analysis worker process died; starting a fresh pool")
+                    self._breaks += 1
+                    log.warning("an analysis worker process died; %s", "starting a fresh pool"
+                                if self._breaks < self.MAX_POOL_BREAKS else "giving up on this stage's pool")
                     self._pool.shutdown(wait=False, cancel_futures=True)
                     self._pool = None
                 out.append(Outcome(id=row["id"], retryable=True, lost=True, error=(
                     "the analysis worker process died while analysing this clip (out of memory, a crash, "
                     "or a signal); it is tried again")))
                 continue
+            self._breaks = 0
             out.append(
                 Outcome(
                     id=row["id"],

@@ -121,6 +121,21 @@ def main():
     ops.add_samples(store, rid, load_dataset("demo"))
     stage = AnalyzeStage(workers=1)
 
+    def kill_every_worker():  # workers that die as they start, whatever the clip
+        while True:
+            pool = stage._pool
+            for pid in list(pool._processes) if pool is not None and pool._processes else []:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.005)
+
+    if mode == "kill-every-worker":
+        threading.Thread(target=kill_every_worker, daemon=True).start()
+        run_blocking(Runner(store, rid, [stage]), handle_signals=False)
+        return
+
     def after_first_clip():
         while ops.status_counts(store, rid)["analyze"]["done"] < 1 or not (stage._pool and stage._pool._processes):
             time.sleep(0.01)
@@ -202,3 +217,12 @@ def test_sigterm_to_every_process_hands_the_clip_in_flight_back_uncounted(tmp_pa
     assert all(s in ("done", "pending") for s, _, _ in rows), rows
     assert all(a == 0 for s, a, _ in rows if s == "pending"), rows
     assert sum(s == "pending" for s, _, _ in rows) >= 1
+
+
+def test_workers_that_always_die_end_the_stage_with_one_clear_reason(tmp_path):
+    """A pool is started afresh at most a few times in a row; then the clips fail with the reason, not for ever."""
+    r, rows = _run(tmp_path, "kill-every-worker")
+    assert [s for s, _, _ in rows] == ["failed"] * len(rows)
+    assert r.stderr.count("an analysis worker process died") == 3
+    gave_up = [e for _, _, e in rows if "died 3 times in a row" in e]
+    assert gave_up and all("__main__" in e for e in gave_up)
