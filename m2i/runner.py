@@ -27,7 +27,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
-from m2i.errors import M2IError
+from m2i.errors import InputError, M2IError
 from m2i.store import ops
 from m2i.store.engine import Store
 
@@ -354,15 +354,67 @@ class Runner:
 
 
 def make_process_pool(workers: int | None = None) -> Executor:
-    """A process pool whose workers ignore Ctrl-C (the runner decides when to stop)."""
+    """A process pool whose workers ignore Ctrl-C (the runner decides when to stop).
+
+    Raises
+    ------
+    InputError
+        Called from the top level of a script that is not under ``if __name__ == "__main__":``:
+        each worker would import the script again and run it (new runs, failed clips).
+    """
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
+    where = unguarded_main_line()
+    if where is not None:
+        raise InputError(f"{where} runs m2i at the top level of the script; put it under "
+                         "`if __name__ == \"__main__\":` (each analysis worker process imports the script "
+                         "again and would run it too).")
     n = workers or max(1, min(os.cpu_count() or 1, 8))
     _start_resource_tracker()
     return ProcessPoolExecutor(
         max_workers=n, mp_context=mp.get_context("spawn"), initializer=_init_worker, initargs=(os.getpid(),)
     )
+
+
+def unguarded_main_line() -> str | None:
+    """``file:line`` of the statement of the running script that led here, when it sits at the
+    script's top level outside ``if __name__ == "__main__":``; None when it is guarded, inside
+    a function only called from the guard, or when there is no script file (``python -c``, a
+    notebook) or this thread did not start from it."""
+    import ast
+    import sys
+
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if not path or main is None:
+        return None
+    line = None
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "<module>" and frame.f_globals is main.__dict__:
+            line = frame.f_lineno
+        frame = frame.f_back
+    if line is None:
+        return None
+    try:
+        with open(path, encoding="utf-8") as fh:
+            tree = ast.parse(fh.read())
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+        return None
+
+    def is_main_test(test: ast.expr) -> bool:
+        if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)):
+            return False
+        sides = [test.left, test.comparators[0]]
+        return (any(isinstance(x, ast.Name) and x.id == "__name__" for x in sides)
+                and any(isinstance(x, ast.Constant) and x.value == "__main__" for x in sides))
+
+    for node in tree.body:
+        if (isinstance(node, ast.If) and is_main_test(node.test)
+                and node.lineno <= line <= (node.end_lineno or node.lineno)):
+            return None
+    return f"{path}:{line}"
 
 
 def _start_resource_tracker() -> None:

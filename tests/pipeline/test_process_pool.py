@@ -226,3 +226,37 @@ def test_workers_that_always_die_end_the_stage_with_one_clear_reason(tmp_path):
     assert r.stderr.count("an analysis worker process died") == 3
     gave_up = [e for _, _, e in rows if "died 3 times in a row" in e]
     assert gave_up and all("__main__" in e for e in gave_up)
+
+
+SCRIPT_BODY = """\
+runs = open_runs(sys.argv[1])
+run = runs.new_run("script", llm="local", images="preview")
+run.ingest("demo", samples=1)
+print(run.process(["analyze"])["analyze"]["done"])
+"""
+
+
+def test_an_unguarded_script_is_refused_with_its_line_before_any_worker_runs_it(tmp_path):
+    """Unguarded, every spawned worker used to import the script again and run it: new runs, failed clips."""
+    import sqlite3
+
+    head = "import sys\nfrom m2i.api import open_runs\n\n"
+    unguarded = tmp_path / "unguarded.py"
+    unguarded.write_text(head + SCRIPT_BODY)
+    guarded = tmp_path / "guarded.py"
+    guarded.write_text(head + "def main():\n" + "".join("    " + ln + "\n" for ln in SCRIPT_BODY.splitlines())
+                       + '\n\nif __name__ == "__main__":\n    main()\n')
+    r = subprocess.run([sys.executable, str(unguarded), str(tmp_path / "u.db")], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode != 0
+    assert (f'm2i.errors.InputError: {unguarded}:7 runs m2i at the top level of the script; put it under '
+            '`if __name__ == "__main__":`') in r.stderr
+    con = sqlite3.connect(tmp_path / "u.db")
+    try:
+        assert con.execute("SELECT count(*) FROM run").fetchone()[0] == 1  # no run made by a worker
+    finally:
+        con.close()
+    g = subprocess.run([sys.executable, str(guarded), str(tmp_path / "g.db")], capture_output=True, text=True,
+                       timeout=300)
+    assert g.returncode == 0, g.stderr[-2000:]
+    assert g.stdout.strip() == "1"
