@@ -387,7 +387,7 @@ def unguarded_main_line() -> str | None:
 
     main = sys.modules.get("__main__")
     path = getattr(main, "__file__", None)
-    if not path or main is None:
+    if not path:
         return None
     line = None
     frame = sys._getframe(1)

@@ -377,7 +377,7 @@ its one-shot call, so the clips and their content hashes are the same either way
 _BLOCK_FRAMES = 1 << 18
 
 
-def _stream_audio_file(path: Path, info: Any, meta: dict[str, Any], *, clip_s: float, hop_s: float) -> Iterator[Clip]:
+def _stream_audio_file(path: Path, info: Any, *, clip_s: float, hop_s: float) -> Iterator[Clip]:
     """The windows of a long file, as :func:`_slices` cuts the whole file read at once.
 
     A block that cannot be decoded, or holds NaN/inf, ends the file with one failed clip naming
@@ -386,6 +386,7 @@ def _stream_audio_file(path: Path, info: Any, meta: dict[str, Any], *, clip_s: f
     """
     import soundfile as sf
 
+    meta = _file_meta(path, info)
     sr = int(info.samplerate)
     win, hop, min_len = int(round(clip_s * SR)), max(1, int(round(hop_s * SR))), int(MIN_CLIP_S * SR)
 
@@ -512,7 +513,7 @@ def _read_audio(path: Path) -> tuple[np.ndarray, int, dict[str, Any]]:
 def _iter_audio_file(path: Path, *, clip_s: float, hop_s: float) -> Iterator[Clip]:
     info = _long_file(path, clip_s)
     if info is not None:
-        yield from _stream_audio_file(path, info, _file_meta(path, info), clip_s=clip_s, hop_s=hop_s)
+        yield from _stream_audio_file(path, info, clip_s=clip_s, hop_s=hop_s)
         return
     try:
         y, sr, meta = _read_audio(path)

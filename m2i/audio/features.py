@@ -310,22 +310,26 @@ def _relative_states(tonic_pc: int) -> np.ndarray:
     return np.array([(r - tonic_pc) % 12 + 12 * (q == "min") for r, q in TRIAD_LABELS])
 
 
+def _log_probs_in_key(counts: Any, tonic_pc: int) -> np.ndarray:
+    """Key-relative counts (last axis, and the one before it for transitions, over the 24
+    relative states) as log-probabilities over the 24 absolute triads of the key on ``tonic_pc``:
+    +1 smoothing, normalised over the last axis, both state axes rotated to the tonic."""
+    c = np.asarray(counts, dtype=float) + 1.0
+    logp = np.log(c / c.sum(axis=-1, keepdims=True))
+    rel = _relative_states(tonic_pc)
+    logp = logp[..., rel]
+    return logp[..., rel, :] if logp.ndim >= 2 else logp
+
+
 @functools.cache
 def _key_model_tables() -> tuple[np.ndarray, np.ndarray]:
     """Log prior [24 keys, 24 triads] and log transitions [24 keys, 2, 24, 24] of the key model,
     keys ordered major C..B then minor C..B. Cached; callers only read them."""
     from m2i.audio.key_model import CHORD_COUNTS, TRANSITION_COUNTS
 
-    init = np.zeros((24, 24))
-    trans = np.zeros((24, 2, 24, 24))
-    for m, mode in enumerate(("major", "minor")):
-        uni = np.asarray(CHORD_COUNTS[mode], dtype=float) + 1.0
-        counts = np.asarray(TRANSITION_COUNTS[mode], dtype=float) + 1.0
-        logt = np.log(counts / counts.sum(axis=2, keepdims=True))
-        for tonic in range(12):
-            rel = _relative_states(tonic)
-            init[12 * m + tonic] = np.log(uni / uni.sum())[rel]
-            trans[12 * m + tonic] = logt[:, rel][:, :, rel]
+    keys = [(tonic, mode) for mode in ("major", "minor") for tonic in range(12)]
+    init = np.stack([_log_probs_in_key(CHORD_COUNTS[mode], tonic) for tonic, mode in keys])
+    trans = np.stack([_log_probs_in_key(TRANSITION_COUNTS[mode], tonic) for tonic, mode in keys])
     return init, trans
 
 
@@ -727,13 +731,8 @@ def _key_relative_transitions(tonic_pc: int, mode: str) -> tuple[np.ndarray, np.
     Cached: 24 keys at most; callers only read them."""
     from m2i.audio.chord_model import TRANSITION_COUNTS
 
-    counts = np.asarray(TRANSITION_COUNTS[mode], dtype=float) + 1.0  # [2, 24, 24], relative states
-    rel = _relative_states(tonic_pc)
-    out = []
-    for c in counts:
-        logt = np.log(c / c.sum(axis=1, keepdims=True))
-        out.append(logt[np.ix_(rel, rel)])
-    return out[0], out[1]
+    on_beat, mid_beat = _log_probs_in_key(TRANSITION_COUNTS[mode], tonic_pc)  # [2, 24, 24]
+    return on_beat, mid_beat
 
 
 def _viterbi(logp: np.ndarray, trans: list[np.ndarray], which: np.ndarray) -> np.ndarray:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from m2i.errors import BackendError
+from m2i.procs import pid_alive
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image as PILImage
@@ -49,13 +50,8 @@ def sweep_stale_temps(folder: str | Path, *, foreign_age_s: float = 86_400.0) ->
         parts = f.name[len(TMP_PREFIX):].rsplit("-", 2)
         try:
             if len(parts) == 3 and parts[0] == host:
-                try:
-                    os.kill(int(parts[1]), 0)
-                    continue  # its writer is alive
-                except ProcessLookupError:
-                    pass
-                except (PermissionError, ValueError):
-                    continue
+                if not parts[1].isdigit() or pid_alive(int(parts[1])):
+                    continue  # its writer is alive (or the name is not one of ours)
             elif time.time() - f.stat().st_mtime < foreign_age_s:
                 continue
             f.unlink()

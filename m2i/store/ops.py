@@ -26,6 +26,7 @@ from sqlalchemy import Table, bindparam, exists, func, insert, literal, not_, se
 from sqlalchemy.engine import Connection
 
 from m2i.errors import InputError, StoreError
+from m2i.procs import pid_alive
 from m2i.store.engine import Store, retry_transient
 from m2i.store.models import (
     STAGES,
@@ -338,21 +339,9 @@ def claim(
     return out
 
 
-def _pid_alive(pid: int) -> bool:
-    import os
-
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process
-    return True
-
-
 @retry_transient
 def expire_dead_workers(
-    store: Store, stage: str, *, host: str, run_id: int | None = None, alive=_pid_alive
+    store: Store, stage: str, *, host: str, run_id: int | None = None, alive=pid_alive
 ) -> dict[str, int]:
     """End now the leases of rows held by runners of this host that are no longer running.
 
