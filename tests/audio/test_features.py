@@ -97,6 +97,22 @@ def test_tempo_of_a_drum_loop_is_its_quarter_note(bpm):
     assert abs(f["tempo"] - bpm) <= 0.04 * bpm, f["tempo"]
 
 
+@pytest.mark.parametrize("bpm", [100, 120, 140, 170])
+def test_straight_chords_on_every_beat_are_not_six_eight(bpm):
+    """A pop comping pattern (I-V-vi-IV struck on every beat, bass on 1 and 3) has nothing between
+    its beats: it used to come out 6/8 because two near-zero subdivisions were compared."""
+    beat = 60.0 / bpm
+    prog = [(60, 64, 67), (55, 59, 62), (57, 60, 64), (53, 57, 60)]
+    notes = []
+    for i in range(int(10.5 / beat)):
+        ch = prog[(i // 4) % 4]
+        notes += [(i * beat, (i + 0.9) * beat, p) for p in ch]
+        if i % 2 == 0:
+            notes.append((i * beat, (i + 1.8) * beat, ch[0] - 24))
+    f = analyze_clip(synth_notes(notes, duration=10.0))["features"]
+    assert f["time_signature"] in ("2/4", "4/4"), (f["time_signature"], f["confidence"]["time_signature"])
+
+
 def test_dynamics_follow_the_level():
     bpm = 100
     notes = scale_notes(60, [0, 2, 2, 1, 2, 2, 2, 1] * 2, bpm=bpm)
