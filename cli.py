@@ -156,22 +156,23 @@ def analyze(
     json_out: JsonOpt = False,
     spectrogram: Annotated[bool, typer.Option("--spectrogram", help="Add a mel-spectrogram summary.")] = False,
 ) -> None:
-    """Print the eight features and the ABC transcription of audio files (one JSON object per line with --json)."""
-    from m2i.audio.analyze import analyze_file
+    """Print the eight features and the ABC transcription of audio files (one JSON object per line with --json).
+
+    A bad file is reported (with --json as its line, ``{"file", "error"}``) and the others go on;
+    the exit status is 1 if any file failed.
+    """
+    from m2i.audio.cli_support import analyze_results
     from m2i.features import describe
 
     failed = 0
-    for f in files:
-        try:
-            result = analyze_file(f, settings={"spectrogram": spectrogram})
-        except M2IError as exc:
-            failed += 1
-            typer.echo(f"error: {exc}", err=True)
-            continue
+    for result in analyze_results(files, settings={"spectrogram": spectrogram}):
+        failed += "error" in result
         if json_out:
             _echo_json(result)
+        elif "error" in result:
+            typer.echo(f"error: {result['error']}", err=True)
         else:
-            typer.echo(f"== {f}")
+            typer.echo(f"== {result['file']}")
             typer.echo(describe(result["features"]))
             typer.echo(result["abc"])
     if failed:

@@ -2,10 +2,10 @@
 
 Notes ``(onset_s, offset_s, midi)`` are placed on the detected beat grid (beat times from the
 tracker, extrapolated at the tempo outside them), quantised to sixteenths (simple metres) or
-eighths (6/8), split at bar lines with ties, and spelled in the detected key: diatonic notes use
-the key signature, chromatic ones sharps in sharp keys and flats in flat keys. Every accidental
-that differs from the key signature, or follows an altered note of the same letter in the bar,
-is written explicitly, so the text reads the same under every ABC reader's accidental rules.
+eighths (6/8), split at bar lines with ties, and spelled in the detected key (:func:`key_spelling`).
+Every accidental that differs from the key signature, or follows an altered note of the same letter
+in the bar, is written explicitly, so the text reads the same under every ABC reader's accidental
+rules.
 
 The header always has X, T, M, L, Q and K, with K spelled ``K:F#m`` / ``K:Bb`` / ``K:Ebm``.
 """
@@ -27,6 +27,7 @@ MINOR_FIFTHS = {"A": 0, "E": 1, "B": 2, "F#": 3, "C#": 4, "G#": 5, "D#": 6, "A#"
 METERS = {"2/4": (8, 4, 1), "3/4": (12, 4, 1), "4/4": (16, 4, 1), "6/8": (12, 6, 2)}
 """metre -> (sixteenths per bar, sixteenths per tracked beat, quantisation step in sixteenths)"""
 NOTATABLE = (16, 12, 8, 6, 4, 3, 2, 1)
+ACCIDENTALS = {2: "^^", 1: "^", 0: "=", -1: "_", -2: "__"}
 
 
 def key_field(tonic: str, mode: str) -> str:
@@ -40,9 +41,14 @@ def key_field(tonic: str, mode: str) -> str:
     return tonic + ("m" if mode == "minor" else "")
 
 
+def _fifths(tonic: str, mode: str) -> int:
+    """Sharps (> 0) or flats (< 0) in the key signature; an unknown tonic reads as C major / A minor."""
+    return (MINOR_FIFTHS if mode == "minor" else MAJOR_FIFTHS).get(tonic, 0)
+
+
 def key_alterations(tonic: str, mode: str) -> dict[str, int]:
     """Alteration (-1, 0, +1) of each letter in the key signature."""
-    fifths = (MINOR_FIFTHS if mode == "minor" else MAJOR_FIFTHS).get(tonic, 0)
+    fifths = _fifths(tonic, mode)
     alt = {letter: 0 for letter in LETTERS}
     if fifths > 0:
         for letter in SHARP_ORDER[:fifths]:
@@ -53,21 +59,39 @@ def key_alterations(tonic: str, mode: str) -> dict[str, int]:
     return alt
 
 
-def spell(midi: int, key_alt: dict[str, int], prefer_sharps: bool) -> tuple[str, int, int]:
-    """Spell a MIDI pitch as ``(letter, alteration, octave)`` in a key."""
-    pc = midi % 12
-    options = []
+def key_spelling(tonic: str, mode: str) -> dict[int, tuple[str, int]]:
+    """``(letter, alteration)`` of each pitch class in a key, as a musician spells it.
+
+    In order of precedence: the key signature's seven notes; in minor, the raised 6th and 7th
+    degrees (F# and E natural in G minor, B natural in C minor, E# in F# minor, F## in G# minor);
+    the natural of a letter the signature alters (F natural in G major, E natural in Bb major);
+    and the rest, all black keys, as sharps in sharp keys (C major and A minor included) and flats
+    in flat keys. So no Cb, Fb, E#, B# or double accidental unless the signature or a raised degree
+    calls for it.
+
+    >>> key_spelling("C", "minor")[11], key_spelling("G", "major")[5], key_spelling("F#", "minor")[5]
+    (('B', 0), ('F', 0), ('E', 1))
+    """
+    alt = key_alterations(tonic, mode)
+    spelling = {(NATURAL_PC[letter] + alt[letter]) % 12: (letter, alt[letter]) for letter in LETTERS}
+    if mode == "minor":
+        first = LETTERS.index(tonic[0])
+        for degree in (5, 6):
+            letter = LETTERS[(first + degree) % 7]
+            spelling[(NATURAL_PC[letter] + alt[letter] + 1) % 12] = (letter, alt[letter] + 1)
     for letter in LETTERS:
-        d = (pc - NATURAL_PC[letter] + 6) % 12 - 6
-        if d in (-1, 0, 1):
-            options.append((letter, d))
-    diatonic = [o for o in options if o[1] == key_alt[o[0]]]
-    if diatonic:
-        letter, alt = diatonic[0]
-    else:
-        want = 1 if prefer_sharps else -1
-        pref = [o for o in options if o[1] == want] or [o for o in options if o[1] == 0] or options
-        letter, alt = pref[0]
+        spelling.setdefault(NATURAL_PC[letter], (letter, 0))
+    sharp = _fifths(tonic, mode) >= 0
+    for pc in range(12):
+        if pc not in spelling:  # a black key: the letter below sharpened or the letter above flattened
+            letter = next(x for x in LETTERS if NATURAL_PC[x] == (pc - 1 if sharp else pc + 1) % 12)
+            spelling[pc] = (letter, 1 if sharp else -1)
+    return spelling
+
+
+def spell(midi: int, spelling: dict[int, tuple[str, int]]) -> tuple[str, int, int]:
+    """Spell a MIDI pitch as ``(letter, alteration, octave)`` with a :func:`key_spelling` table."""
+    letter, alt = spelling[midi % 12]
     octave = (midi - NATURAL_PC[letter] - alt) // 12 - 1
     return letter, alt, int(octave)
 
@@ -146,8 +170,7 @@ def notes_to_abc(
         raise ValueError(f"meter {meter!r} must be one of {', '.join(METERS)}")
     bar_units, per_beat, step = METERS[meter]
     kalt = key_alterations(tonic, mode)
-    fifths = (MINOR_FIFTHS if mode == "minor" else MAJOR_FIFTHS).get(tonic, 0)
-    prefer_sharps = fifths >= 0
+    spelling = key_spelling(tonic, mode)
     bt = np.asarray(beats, dtype=float)
     q = "3/8" if meter == "6/8" else "1/4"
     header = [
@@ -218,11 +241,11 @@ def notes_to_abc(
                 if midi is None:
                     bar.append(f"z{dur}")
                 else:
-                    letter, alt, octave = spell(int(midi), kalt, prefer_sharps)
+                    letter, alt, octave = spell(int(midi), spelling)
                     cur_alt = state.get((letter, octave), kalt[letter])
                     acc = ""
                     if alt != cur_alt or letter in altered_letters:
-                        acc = {1: "^", -1: "_", 0: "="}[alt]
+                        acc = ACCIDENTALS[alt]
                         state[(letter, octave)] = alt
                         if alt != kalt[letter]:
                             altered_letters.add(letter)

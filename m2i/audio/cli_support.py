@@ -10,8 +10,8 @@ from typing import Any
 from m2i.errors import InputError
 
 
-def analyze_lines(paths: Iterable[str | Path], *, settings: dict[str, Any] | None = None) -> Iterator[str]:
-    """Analyse files one by one and yield one JSON object per line.
+def analyze_results(paths: Iterable[str | Path], *, settings: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+    """Analyse files one by one; a bad file gives an error record and the other files go on.
 
     Parameters
     ----------
@@ -22,17 +22,22 @@ def analyze_lines(paths: Iterable[str | Path], *, settings: dict[str, Any] | Non
 
     Yields
     ------
-    str
+    dict
         ``{"file": ..., "features": {...}, "abc": ..., "duration_s": ...}`` for a good file, or
-        ``{"file": ..., "error": "one sentence"}`` for a bad one; the other files go on.
+        ``{"file": ..., "error": "one sentence"}`` for a bad one, in the order of ``paths``.
     """
     from m2i.audio.analyze import analyze_file
 
     for path in paths:
         try:
-            out = analyze_file(path, settings=settings)
+            yield analyze_file(path, settings=settings)
         except InputError as exc:
-            out = {"file": str(path), "error": str(exc)}
+            yield {"file": str(path), "error": str(exc)}
+
+
+def analyze_lines(paths: Iterable[str | Path], *, settings: dict[str, Any] | None = None) -> Iterator[str]:
+    """:func:`analyze_results` as one JSON object per line, the ``m2i analyze --json`` output."""
+    for out in analyze_results(paths, settings=settings):
         yield json.dumps(out, ensure_ascii=False)
 
 

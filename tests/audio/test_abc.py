@@ -7,6 +7,7 @@ import re
 import pytest
 
 from m2i.audio.abc import abc_notes, key_field, notes_to_abc
+from m2i.audio.features import MAJOR_TONIC, MINOR_TONIC
 
 
 @pytest.mark.parametrize(
@@ -84,3 +85,78 @@ def test_every_demo_abc_parses(demo_results):
         # every written note is a transcribed one; only notes quantised onto the same slot are merged
         assert {p for _, _, p in notes} <= {p for _, _, p in melody}, name
         assert len(notes) >= 0.6 * len(melody), name
+
+
+# music21's names of pitch classes 0..11 in each key the key detector reports (K: field as written):
+# the signature's notes; in minor the raised 6th and 7th; the natural of a letter the signature alters;
+# the remaining black keys sharp in sharp keys, flat in flat keys
+SHARPS = "C C# D D# E F F# G G# A A# B"
+FLATS = "C D- D E- E F G- G A- A B- B"
+SPELLINGS = {
+    "C": SHARPS, "G": SHARPS, "D": SHARPS, "A": SHARPS, "E": SHARPS, "B": SHARPS,
+    "F#": "C C# D D# E E# F# G G# A A# B",
+    "F": FLATS, "Bb": FLATS, "Eb": FLATS, "Ab": FLATS, "Db": FLATS,
+    "Am": SHARPS, "Em": SHARPS, "Bm": SHARPS,
+    "F#m": "C C# D D# E E# F# G G# A A# B",
+    "C#m": "B# C# D D# E F F# G G# A A# B",
+    "G#m": "C C# D D# E E# F# F## G# A A# B",
+    "Dm": "C C# D E- E F G- G A- A B- B",
+    "Gm": "C D- D E- E F F# G A- A B- B",
+    "Cm": FLATS, "Fm": FLATS, "Bbm": FLATS,
+    "Ebm": "C D- D E- E F G- G A- A B- C-",
+}
+KEYS = [(t, "major") for t in MAJOR_TONIC] + [(t, "minor") for t in MINOR_TONIC]
+ABC_NOTE = re.compile(r"(\^\^|\^|=|__|_)?([A-Ga-g])([,']*)")
+
+
+def _read_with_bar_accidentals(abc, sig, *, per_octave):
+    """MIDI numbers as a reader reads them that carries an accidental to the end of the bar, on the same
+    letter in the same octave (ABC 2.1) or in every octave (some older readers); music21 carries none.
+    ``sig`` is music21's KeySignature of the tune."""
+    import music21
+
+    out, carried = [], {}
+    for token in abc.split("\nK:", 1)[1].split("\n", 1)[1].split():
+        if token.startswith("|"):
+            carried.clear()
+        elif m := ABC_NOTE.match(token):
+            acc, letter, marks = m.groups()
+            octave = (5 if letter.islower() else 4) + marks.count("'") - marks.count(",")
+            step = letter.upper()
+            where = (step, octave) if per_octave else step
+            if acc is not None:
+                carried[where] = {"^^": 2, "^": 1, "=": 0, "_": -1, "__": -2}[acc]
+            in_sig = sig.accidentalByStep(step)
+            out.append(music21.pitch.Pitch(f"{step}{octave}").midi + carried.get(where, in_sig.alter if in_sig else 0))
+    return out
+
+
+@pytest.mark.parametrize(("tonic", "mode"), KEYS, ids=[key_field(t, m) for t, m in KEYS])
+def test_every_key_spells_the_twelve_pitch_classes_as_a_musician_does(tonic, mode):
+    import music21
+
+    # in eighths: two octaves of the chromatic scale up and down, then each semitone up with its upper
+    # note an octave higher; so every pitch class comes after the same letter with another accidental
+    # in the bar, in the same octave and in another one
+    pitches = list(range(60, 84)) + list(range(83, 59, -1)) + [x for p in range(60, 72) for x in (p, p + 13)]
+    notes = [(i * 0.25, (i + 1) * 0.25, p) for i, p in enumerate(pitches)]
+    abc = notes_to_abc(notes, beats=_grid(50, 120), tempo=120, meter="4/4", tonic=tonic, mode=mode)
+    field = key_field(tonic, mode)
+    assert f"\nK:{field}\n" in abc
+    score = music21.converter.parse(abc, format="abc").flatten()
+    read = [n.pitch for n in score.notes]
+    assert [p.midi for p in read] == pitches
+    expected = SPELLINGS[field].split()
+    assert [p.name for p in read] == [expected[m % 12] for m in pitches]
+    # every accidental is written, so readers that carry accidentals through the bar read the same
+    sig = score.getElementsByClass("KeySignature")[0]
+    for per_octave in (True, False):
+        assert _read_with_bar_accidentals(abc, sig, per_octave=per_octave) == pitches
+
+
+def test_spelling_examples_from_the_audit():
+    cases = {("C", "minor", 71): "=B", ("G", "minor", 66): "^F", ("D", "minor", 61): "^C", ("A", "minor", 68): "^G",
+             ("G", "major", 65): "=F", ("D", "major", 72): "=c", ("Bb", "major", 64): "=E", ("F#", "minor", 65): "^E"}
+    for (tonic, mode, midi), text in cases.items():
+        abc = notes_to_abc([(0.0, 0.5, midi)], beats=_grid(4, 120), tempo=120, meter="4/4", tonic=tonic, mode=mode)
+        assert abc.splitlines()[-1].startswith(text + "4"), (tonic, mode, abc.splitlines()[-1])

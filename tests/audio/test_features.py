@@ -199,6 +199,24 @@ def test_analyze_lines_reports_bad_files_and_goes_on(tmp_path):
     assert "tempo:" in human_summary(lines[1]) and "silent" in human_summary(lines[0])
 
 
+def test_cli_analyze_json_prints_one_line_per_file_and_fails_on_a_bad_one(tmp_path):
+    """README: `m2i analyze FILE... --json` prints one JSON object per file; a bad file's is its error."""
+    import soundfile as sf
+
+    from .conftest import DEMO
+
+    sf.write(tmp_path / "good.wav", synth_notes(scale_notes(60, MAJOR_STEPS, bpm=90), duration=5.0), SR)
+    (tmp_path / "corrupt.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEfmt garbage")
+    cli = DEMO.parents[2] / "cli.py"
+    r = subprocess.run([sys.executable, str(cli), "analyze", "corrupt.wav", "good.wav", "--json"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    bad, good = (json.loads(line) for line in r.stdout.splitlines())
+    assert set(bad) == {"file", "error"} and bad["file"] == "corrupt.wav" and "could not be decoded" in bad["error"]
+    assert good["file"] == "good.wav" and good["abc"].startswith("X:1") and good["features"]["tempo"] > 0
+
+
 def _block_chords(chords, *, bpm: float = 80.0, beats_each: int = 2):
     """[(midi, ...), ...] as block chords, ``beats_each`` beats each, with the bass an octave down."""
     beat = 60.0 / bpm
