@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from m2i.errors import InputError
+from m2i.errors import M2IError
 
 
 def analyze_results(paths: Iterable[str | Path], *, settings: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
@@ -31,7 +31,7 @@ def analyze_results(paths: Iterable[str | Path], *, settings: dict[str, Any] | N
     for path in paths:
         try:
             yield analyze_file(path, settings=settings)
-        except InputError as exc:
+        except M2IError as exc:
             yield {"file": str(path), "error": str(exc)}
 
 
