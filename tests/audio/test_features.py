@@ -286,6 +286,21 @@ def test_the_chord_progression_decides_the_key_where_pitch_classes_mislead():
     assert f["confidence"]["key"] > profile_only["confidence"]["key"]
 
 
+def test_drums_and_noise_get_no_key_or_melody_confidence():
+    """Drums and noise fit no key profile and carry no melody: what they are given must not look
+    trustworthy (a drum loop used to get "Ab major" at 0.7, white noise a melody at 1.0), while
+    music keeps its confidence."""
+    rng = np.random.default_rng(3)
+    noise = (0.1 * rng.standard_normal(160000)).astype(np.float32)
+    for pcm in (drum_loop(120), noise):
+        conf = analyze_clip(pcm)["features"]["confidence"]
+        assert conf["key"] < 0.15 and conf["melody_contour"] < 0.15, conf
+    cadences = [(60, 64, 67), (65, 69, 72), (67, 71, 74), (60, 64, 67)] * 2  # I IV V I in C
+    f = analyze_clip(synth_notes(_block_chords(cadences), duration=10.0))["features"]
+    assert (f["key"], f["tonality"]) == ("C", "major") and f["confidence"]["key"] > 0.3
+    assert f["confidence"]["melody_contour"] > 0.8
+
+
 def test_beat_times_fall_on_the_note_onsets():
     bpm = 100.0
     beat = 60.0 / bpm
