@@ -206,26 +206,30 @@ def analyze_file(path: str | Path, *, settings: dict[str, Any] | None = None) ->
     Parameters
     ----------
     path : str or Path
-        An audio file (wav, flac, ogg, mp3) or a .npy; files longer than 10 s are analysed on
-        their first 10 s window.
+        An audio file (wav, flac, ogg, mp3) or a .npy. A file longer than 10 s is analysed on its
+        first 10 s window that can be analysed (windows of silence before the music are
+        skipped); ``m2i ingest`` / ``m2i run`` analyse every window.
 
     Returns
     -------
     dict
-        ``{"file": str, "features": {...}, "abc": str, "duration_s": float}``.
+        ``{"file": str, "start_s": float, "features": {...}, "abc": str, "duration_s": float}``;
+        ``start_s`` is where the analysed window starts in the file.
 
     Raises
     ------
     InputError
-        The file is missing, unreadable, or its audio is unusable.
+        The file is missing, unreadable, or none of its audio is usable (the first window's
+        reason is given).
     """
     from m2i.audio.datasets import load_dataset
 
-    clips = load_dataset(path)
-    clip = next(iter(clips), None)
-    if clip is None:
+    first = None
+    for clip in load_dataset(path):
+        if clip.error is None and clip.pcm is not None:
+            out = analyze_clip(clip.pcm, 16000, settings=settings)
+            return {"file": str(path), "start_s": float(clip.meta.get("start_s", 0.0)), **out}
+        first = first or clip
+    if first is None:
         raise InputError(f"{path} holds no audio; supply a file with at least 1 s of sound.")
-    if clip.error or clip.pcm is None:
-        raise InputError(f"{path}: {clip.error}")
-    out = analyze_clip(clip.pcm, 16000, settings=settings)
-    return {"file": str(path), **out}
+    raise InputError(first.error if str(path) in str(first.error) else f"{path}: {first.error}")

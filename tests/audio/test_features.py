@@ -173,9 +173,23 @@ def test_analyze_file_shape(tmp_path):
     sf.write(tmp_path / "scale.flac", y, SR)
     out = analyze_file(tmp_path / "scale.flac")
     assert out["file"] == str(tmp_path / "scale.flac")
-    assert set(out) == {"file", "features", "abc", "duration_s"}
+    assert set(out) == {"file", "start_s", "features", "abc", "duration_s"} and out["start_s"] == 0.0
     with pytest.raises(InputError, match="does not exist"):
         analyze_file(tmp_path / "missing.wav")
+
+
+def test_analyze_file_skips_the_silence_before_the_music(tmp_path):
+    """A recording that starts with 15 s of silence used to be refused as silent."""
+    import soundfile as sf
+
+    music = synth_notes(scale_notes(65, MAJOR_STEPS, bpm=90), duration=10.0)
+    sf.write(tmp_path / "late.wav", np.concatenate([np.zeros(15 * SR, dtype=np.float32), music]), SR)
+    out = analyze_file(tmp_path / "late.wav")
+    assert out["start_s"] == 10.0 and out["features"]["melody_notes"]
+    sf.write(tmp_path / "quiet.wav", np.zeros(25 * SR, dtype=np.float32), SR)
+    with pytest.raises(InputError, match="silent") as err:
+        analyze_file(tmp_path / "quiet.wav")
+    assert str(err.value).count("quiet.wav") == 1
 
 
 def test_importing_the_audio_package_stays_light():
