@@ -35,14 +35,11 @@ def prepare_run(
     if run is None:
         name = settings.run_name or time.strftime("run-%Y%m%d-%H%M%S")
         config = settings.run_config()
-        taken = {(r["config"] or {}).get("out_dir") for r in ops.list_runs(store)}
         run_id = ops.create_run(store, name=name, config=config)
-        if config["out_dir"] in taken:
-            # another run of this store writes its images, report and gallery there: give this one a folder of its own
-            config["out_dir"] = f"{config['out_dir']}/run-{run_id}"
+        own = own_out_dir(store, run_id, config["out_dir"])
+        if own != config["out_dir"]:
+            config["out_dir"] = own
             ops.update_run_config(store, run_id, config)
-            ops.log_event(store, run_id, f"another run of this database writes to the same folder; "
-                                         f"this run's images, report and gallery go to {config['out_dir']}")
         return ops.get_run(store, run_id)  # type: ignore[return-value]
     cfg = dict(run["config"] or {})
     fresh = settings.run_config()
@@ -54,6 +51,20 @@ def prepare_run(
         ops.log_event(store, int(run["id"]), "settings changed: " + ", ".join(f"{k}={v!r}" for k, v in changed.items()))
         run = ops.get_run(store, int(run["id"]))
     return run  # type: ignore[return-value]
+
+
+def own_out_dir(store: Store, run_id: int, out_dir: str) -> str:
+    """``out_dir``, or ``<out_dir>/run-<id>`` when another run of this store writes its images,
+    report and gallery there (so that no run overwrites another's files); the move is logged."""
+    def same(a: str | None) -> bool:
+        return bool(a) and Path(str(a)).expanduser().resolve() == Path(out_dir).expanduser().resolve()
+
+    if not any(same((r["config"] or {}).get("out_dir")) for r in ops.list_runs(store) if int(r["id"]) != run_id):
+        return out_dir
+    own = f"{out_dir}/run-{run_id}"
+    ops.log_event(store, run_id, f"another run of this database writes to {out_dir}; "
+                                 f"this run's images, report and gallery go to {own}")
+    return own
 
 
 def with_live_secrets(run: dict[str, Any], settings: Settings) -> dict[str, Any]:
@@ -140,6 +151,8 @@ def run_pipeline(
         cfg = run["config"]
         # --out belongs to this machine when it continues a run; a run just created uses the folder it recorded
         out_dir = settings.out_dir if explicit and "out_dir" in explicit and not created else cfg.get("out_dir") or settings.out_dir
+        if out_dir != cfg.get("out_dir"):
+            out_dir = own_out_dir(store, run_id, out_dir)  # another run's folder: a sub-folder of it
         if "analyze" in settings.stages or (explicit and "dataset" in explicit):
             counts0 = ops.status_counts(store, run_id)
             if (explicit and "dataset" in explicit) or sum(counts0["analyze"].values()) == 0:

@@ -111,6 +111,10 @@ def test_a_second_run_in_one_database_does_not_overwrite_the_first_runs_images(t
         assert Image.open(path).text["seed"] == str(seed)  # the file is still the one its row describes
     assert (out / "report.txt").read_text().startswith("run 1 ")
     assert (out / "run-2" / "report.txt").read_text().startswith("run 2 ")
+    # continuing run 2 with the same explicit --out (how a requeue is finished) keeps to its own folder
+    r = cli(*run_args(db, out, tiny_gguf, samples=1), cwd=tmp_path)
+    assert r.returncode == 0 and f"report: {out / 'run-2' / 'report.txt'}" in r.stdout, r.stdout + r.stderr[-2000:]
+    assert (out / "report.txt").read_text().startswith("run 1 ")
 
 
 def test_kill_9_three_times_then_finish(tmp_path, tiny_gguf):
