@@ -105,6 +105,7 @@ DEFAULTS: dict[str, Any] = {
     "melody_top_ratio": 0.9,
     "melody_f0_power": 0.0,
     "melody_min_contrast": 1.5,
+    "melody_bass_partials": 0.8,
     "melody_onset_snap": 0,
     "melody_snap_thr": 0.1,
     "melody_min_note_s": 0.07,
@@ -937,12 +938,27 @@ def melody_track(a: Analysis) -> dict[str, Any]:
     weights = [0.8 ** (h - 1) for h in range(1, 7)]
     lo = (int(s["melody_fmin_midi"]) - FMIN_MIDI) * 3
     hi = min(N_BINS - 1, (int(s["melody_fmax_midi"]) - FMIN_MIDI) * 3)
-    sal = np.zeros((hi - lo, C.shape[1]), dtype=np.float32)
+    # salience from the bottom of the CQT, so that a bass below the melody range is seen too
+    full = np.zeros((hi, C.shape[1]), dtype=np.float32)
     for sh, w in zip(shifts, weights):
-        a0, a1 = lo + sh, min(hi + sh, N_BINS)
-        if a0 >= N_BINS:
+        if sh >= N_BINS:
             break
-        sal[: a1 - a0] += w * C[a0:a1]
+        a1 = min(hi + sh, N_BINS)
+        full[: a1 - sh] += w * C[sh:a1]
+    sal = full[lo:hi].copy()
+    kappa = float(s["melody_bass_partials"])
+    if kappa > 0 and lo > 0:
+        # the octave and the twelfth of a bass note below the melody range are its partials, not
+        # a melody: with an electric bass under a flute they out-weighed the flute, whose own
+        # fundamental they count among their harmonics. A candidate goes when the pitch an octave
+        # or a twelfth below it, itself below the range, has kappa x its salience or more
+        near = np.maximum(np.maximum(full, np.roll(full, 1, axis=0)), np.roll(full, -1, axis=0))
+        for h in (2, 3):
+            d = int(round(BPO * math.log2(h)))
+            b = np.arange(max(lo, d), min(hi, lo + d))  # candidates whose sub-harmonic is below the range
+            if b.size:
+                below = near[b - d]
+                sal[b - lo] = np.where(below >= kappa * sal[b - lo], 0.0, sal[b - lo])
     # weight each candidate by the presence of its own fundamental (rejects sub-harmonics) and
     # pick, among salience peaks within melody_top_ratio of the frame's best, the highest one
     beta = float(s["melody_f0_power"])

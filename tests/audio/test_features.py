@@ -113,6 +113,35 @@ def test_straight_chords_on_every_beat_are_not_six_eight(bpm):
     assert f["time_signature"] in ("2/4", "4/4"), (f["time_signature"], f["confidence"]["time_signature"])
 
 
+def _render(notes, wave, *, duration: float = 10.0) -> np.ndarray:
+    import pretty_midi
+
+    pm = pretty_midi.PrettyMIDI()
+    inst = pretty_midi.Instrument(program=0)
+    inst.notes += [pretty_midi.Note(velocity=100, pitch=int(p), start=s, end=e) for s, e, p in notes]
+    pm.instruments.append(inst)
+    y = pm.synthesize(fs=SR, wave=wave)[: int(duration * SR)]
+    return y / (np.abs(y).max() + 1e-9)
+
+
+def test_the_melody_is_the_flute_not_the_bass_guitar_under_it():
+    """A flute-like lead (almost no harmonics) over a louder, harmonic-rich bass line: the bass's
+    octave and twelfth used to win the harmonic summation (they count the flute's own
+    fundamental among their harmonics), so the melody, its range and the ABC were the bass's."""
+    beat = 60.0 / 100
+    roots = [43, 38, 40, 36]  # G2 D2 E2 C2, a bar each: I-V-vi-IV in G
+    tune = [74, 74, 71, 74, 76, 76, 69, 78, 71, 71, 76, 74, 72, 67, 72, 76]
+    lead = [(i * beat, (i + 0.9) * beat, p) for i, p in enumerate(tune)]
+    bass = [((2 * i) * beat, (2 * i + 1.8) * beat, roots[(i // 2) % 4]) for i in range(8)]
+    flute = _render(lead, lambda ph: np.sin(ph) + 0.1 * np.sin(2 * ph))
+    electric_bass = _render(bass, lambda ph: sum(np.sin(h * ph) / h ** 0.5 for h in range(1, 9)))
+    f = analyze_clip((0.35 * flute + 0.5 * electric_bass).astype(np.float32))["features"]
+    pitches = [p for on, _, p in f["melody_notes"] if on < len(tune) * beat]
+    assert min(pitches) >= 60, pitches  # none is the bass's octave (43-55) or twelfth (38-57)
+    assert np.mean([p in tune for p in pitches]) >= 0.6, pitches  # (the bass's double octave shows in the gaps)
+    assert f["melody_contour"]["range_semitones"] <= 20  # was 26
+
+
 def test_dynamics_follow_the_level():
     bpm = 100
     notes = scale_notes(60, [0, 2, 2, 1, 2, 2, 2, 1] * 2, bpm=bpm)
