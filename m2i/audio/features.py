@@ -821,16 +821,60 @@ def estimate_chords(a: Analysis, beat_frames: np.ndarray, obs: ChordObservations
         trans = [uniform, uniform]
     path = _viterbi(logp, trans, mid)
     post = np.exp(logp[path, np.arange(n)])
+    names = root_names(str(key["key"]), str(key["mode"])) if key is not None else PITCH_NAMES_SHARP
     segs: list[list[Any]] = []
     for i, st in enumerate(path):
         r, q = labels[st]
-        lab = f"{PITCH_NAMES_SHARP[r]}:{q}"
+        lab = f"{names[r]}:{q}"
         t0, t1 = float(bounds[i] / FPS), float(min(bounds[i + 1] / FPS, a.duration_s))
+        if t1 - t0 < _MIN_SEGMENT_S:  # a sliver at either end of the clip: part of its neighbour
+            if segs:
+                segs[-1][1] = round(t1, 3)
+                continue
+            if i + 1 < len(path):
+                bounds = bounds.copy()
+                bounds[i + 1] = bounds[i]
+                continue
         if segs and segs[-1][2] == lab:
             segs[-1][1] = round(t1, 3)
         else:
             segs.append([round(t0, 3), round(t1, 3), lab])
     return {"segments": segs, "path": [labels[p] for p in path], "confidence": round(float(np.mean(post)), 3)}
+
+
+_MIN_SEGMENT_S = 0.05
+
+
+def root_names(tonic: str, mode: str) -> list[str]:
+    """How each pitch class is spelled as a chord root in a key, as its Roman numeral reads
+    (:func:`roman`): the numeral's degree letter with the key signature's alteration, raised by a
+    ``#`` or lowered by a ``b`` numeral (Ab for bVI and Bb for bVII in C major, B for #VII in C
+    minor, C# for #III in A minor); the key's direction (sharps or flats) where that would take a
+    double accidental."""
+    from m2i.audio.abc import LETTERS, key_alterations
+
+    alt = key_alterations(tonic, mode)
+    plain = PITCH_NAMES_FLAT if min(alt.values()) < 0 else PITCH_NAMES_SHARP
+    first = LETTERS.index(tonic[0])
+    out = []
+    for deg in range(12):
+        name = (_MAJOR_DEGREES if mode == "major" else _MINOR_DEGREES)[deg]
+        acc = name.rstrip("IV")
+        letter = LETTERS[(first + _NUMERALS.index(name[len(acc):])) % 7]
+        a = alt[letter] + acc.count("#") - acc.count("b")
+        out.append(letter + ("#" * a if a > 0 else "b" * -a) if abs(a) <= 1 else None)
+    tonic_pc = pitch_class(tonic)
+    return [out[(pc - tonic_pc) % 12] or plain[pc] for pc in range(12)]
+
+
+_NUMERALS = ["I", "II", "III", "IV", "V", "VI", "VII"]
+
+
+def pitch_class(name: str) -> int:
+    """Pitch class of a spelled note name (``"Bb"``, ``"F#"``, ``"C"``)."""
+    from m2i.audio.abc import NATURAL_PC
+
+    return (NATURAL_PC[name[0]] + name.count("#") - name.count("b")) % 12
 
 
 _MAJOR_DEGREES = {0: "I", 1: "bII", 2: "II", 3: "bIII", 4: "III", 5: "IV", 6: "#IV", 7: "V", 8: "bVI", 9: "VI", 10: "bVII", 11: "VII"}
@@ -857,7 +901,7 @@ def progression(segments: list[list[Any]], tonic_pc: int, mode: str, *, max_len:
         if seg[1] - seg[0] < 0.15:
             continue
         name, q = seg[2].split(":")
-        pc = PITCH_NAMES_SHARP.index(name)
+        pc = pitch_class(name)
         r = roman(pc, q, tonic_pc, mode)
         if not rn or rn[-1] != r:
             rn.append(r)

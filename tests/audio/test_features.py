@@ -11,6 +11,7 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 import pytest
 
+from m2i.audio import features
 from m2i.audio.analyze import analyze_clip, analyze_file
 from m2i.errors import InputError
 from m2i.features import FEATURE_NAMES, describe
@@ -288,6 +289,19 @@ def test_chord_labels_and_roman_numerals_follow_a_progression():
         hits += got == [lab]
     assert hits >= 4, f["chords"]
     assert f["harmonic_progression"]["roman"][:4] == ["I", "vi", "IV", "V"]
+
+
+def test_chord_roots_are_spelled_in_the_key_and_no_segment_is_a_sliver():
+    """In Bb major the chords are Bb, Eb and F (they used to read A#:maj, D#:maj); a chord
+    segment of a frame or none at the clip's edges ([10.0, 10.0, ...]) is merged away."""
+    prog = [(58, 62, 65), (63, 67, 70), (65, 69, 72), (58, 62, 65)] * 2  # Bb: I IV V I
+    f = analyze_clip(synth_notes(_block_chords(prog, bpm=100), duration=10.0))["features"]
+    assert (f["key"], f["tonality"]) == ("Bb", "major")
+    labels = {c for _, _, c in f["chords"]}
+    assert {"Bb:maj", "Eb:maj", "F:maj"} <= labels and not any("#" in c for c in labels), f["chords"]
+    assert all(b - a >= 0.05 for a, b, _ in f["chords"]), f["chords"]
+    assert f["harmonic_progression"]["roman"][:4] == ["I", "IV", "V", "I"]
+    assert features.root_names("C", "major")[8] == "Ab" and features.root_names("C", "minor")[11] == "B"
 
 
 @pytest.mark.parametrize("kind", ["learned", "binary"])
