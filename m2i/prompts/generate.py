@@ -2,10 +2,11 @@
 
 :func:`write_prompt` builds the request from :mod:`m2i.prompts.template`, sends it through a
 provider (which retries transport failures), validates the answer with
-:func:`m2i.prompts.parse.parse_prompt` and, on an invalid answer (empty, refused, not JSON, no
-``image_prompt``, a repetition loop), asks again a bounded number of times: with the bad answer
-and what was wrong with it when there is something to repair, afresh with another seed otherwise.
-It returns the columns of the ``prompt`` table; it never touches the database.
+:func:`m2i.prompts.parse.parse_prompt` and, on an invalid answer (empty, cut off at the token
+limit, not JSON, no ``image_prompt``, several prompts, a repetition loop), asks again a bounded
+number of times: with the bad answer and what was wrong with it when there is something to
+repair, afresh with another seed otherwise. A refusal ends the prompt at once, with the model's
+words as the reason. It returns the columns of the ``prompt`` table; it never touches the database.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 from typing import Any
 
 from m2i.errors import ProviderError
-from m2i.prompts.parse import InvalidOutput, VisualPrompt, parse_prompt
+from m2i.prompts.parse import InvalidOutput, VisualPrompt, parse_prompt, refusal_reason
 from m2i.prompts.providers.base import Completion, LLMProvider, redact, request_label
 from m2i.prompts.template import DEFAULT_NEGATIVE_PROMPT, DEFAULTS, PromptRequest, build_request
 
@@ -53,16 +54,32 @@ def prompt_from_completion(comp: Completion, *, provider: str, settings: dict[st
     Raises
     ------
     ProviderError
-        ``retryable=True``: the answer was refused or invalid; send the prompt again live.
+        ``retryable=False``: the model refused (the message quotes it). ``retryable=True``: the
+        answer was cut off at the token limit or invalid; send the prompt again live.
     """
     s = {**DEFAULTS, **(settings or {})}
-    if comp.refusal:
-        raise ProviderError(f"{comp.model} refused to write this prompt: {comp.text[:200]!r}.", retryable=True)
     try:
-        vp, tokens = _parse(comp.text, s)
+        vp, tokens = _judge(comp, s)
     except InvalidOutput as exc:
+        if exc.kind == "refusal":
+            raise ProviderError(_sentence(redact(f"{comp.model} gave no visual prompt; {exc.reason}"))) from exc
         raise ProviderError(f"{comp.model} gave no usable visual prompt: {exc.reason}.", retryable=True) from exc
     return prompt_columns(vp, tokens, provider=provider, comps=[comp])
+
+
+def _judge(comp: Completion, s: dict[str, Any]) -> tuple[VisualPrompt, int]:
+    """Validate one completion: a refusal or an answer cut off at the token limit is never used,
+    whatever its text holds; otherwise :func:`_parse`. Raises :class:`InvalidOutput` (``kind``)."""
+    if comp.refusal:
+        raise InvalidOutput(refusal_reason(comp.text, comp.stop_reason), kind="refusal")
+    if comp.cut_off:
+        raise InvalidOutput(f"it was cut off at the token limit (max_tokens {s['max_tokens']})", kind="cut_off")
+    return _parse(comp.text, s)
+
+
+def _sentence(text: str) -> str:
+    text = text.rstrip()
+    return text if text.endswith((".", "!", "?", "…")) else text + "."
 
 
 def _parse(text: str, s: dict[str, Any]) -> tuple[VisualPrompt, int]:
@@ -134,9 +151,10 @@ async def write_prompt(
     InputError
         Unknown mode or a temperature outside [0, 2].
     ProviderError
-        The provider failed (``retryable`` as the provider said), or no valid answer came within
-        ``1 + max_output_retries`` answers (``retryable=False``); the message gives the reason and
-        ``exc.raw`` the last answer.
+        The provider failed (``retryable`` as the provider said); or (``retryable=False``) the
+        model refused, or no valid answer came within ``1 + max_output_retries`` answers (answers
+        cut off at the token limit count among them); the message gives the reason, quoting a
+        refusal, ``exc.raw`` holds the last answer and ``exc.attempts`` the calls made.
 
     Examples
     --------
@@ -170,25 +188,30 @@ async def write_prompt(
         finally:
             request_label.reset(named)
         comps.append(comp)
-        if comp.refusal:
-            reason = f"the model refused ({comp.text.strip()[:200]!r})"
-            messages = req.messages
-            continue
         try:
-            vp, tokens = _parse(comp.text, s)
+            vp, tokens = _judge(comp, s)
         except InvalidOutput as exc:
             reason = exc.reason
             log.info("%s %s answer %d of %d%s invalid: %s", provider.name, provider.model, k + 1, answers,
-                     f" for {label}" if label else "", reason)
-            repairable = (s["style"] == "json" and comp.text.strip() and "loops" not in reason
-                          and comp.stop_reason not in ("length", "max_tokens"))
+                     f" for {label}" if label else "", redact(reason))
+            if exc.kind == "refusal":  # asking again is pointless and costs money
+                raise _gave_up(f"{provider.name} model {provider.model} gave no visual prompt; {reason}", comps) from exc
+            repairable = s["style"] == "json" and exc.kind == "invalid"
             messages = _repair_turns(req, comp, reason) if repairable else req.messages
             continue
         return prompt_columns(vp, tokens, provider=provider.name, comps=comps)
-    err = ProviderError(
-        f"{provider.name} model {provider.model} gave no usable visual prompt in {answers} answers; "
-        f"the last one failed because {reason}."
-    )
+    if all(c.cut_off for c in comps):
+        raise _gave_up(
+            f"{provider.name} model {provider.model} gave no usable visual prompt: the model's answers were cut off "
+            f"at the token limit (max_tokens {req.max_tokens}) {len(comps)} times; raise max_tokens (in m2i.toml or "
+            "M2I_MAX_TOKENS) for a new run (`m2i run --new`)", comps)
+    raise _gave_up(f"{provider.name} model {provider.model} gave no usable visual prompt in {answers} answers; "
+                   f"the last one failed because {reason}", comps)
+
+
+def _gave_up(message: str, comps: list[Completion]) -> ProviderError:
+    """The non-retryable error for a prompt that got no usable answer: the calls it made and the last answer."""
+    err = ProviderError(_sentence(redact(message)))
     err.attempts = sum(c.attempts for c in comps)  # type: ignore[attr-defined]
     err.raw = redact(comps[-1].raw if comps else "")  # type: ignore[attr-defined]
-    raise err
+    return err

@@ -1,10 +1,11 @@
 """Turn a model's answer into a validated visual prompt.
 
 Order of attempts on one answer: the first JSON object in the text (code fences and chatter
-around it ignored); the same after mechanical repairs (smart quotes, trailing commas, a string or
-braces cut off by the token limit); and for a model that does not write JSON, ``Key: value``
-lines. The result is validated with pydantic. An answer that loops (a phrase repeated over and
-over) or lacks an ``image_prompt`` raises :class:`InvalidOutput`, and the caller asks again.
+around it ignored; one object in a list, or in a list under a key, is that object); the same after
+mechanical repairs (smart quotes, trailing commas); and for a model that does not write JSON,
+``Key: value`` lines. The result is validated with pydantic. An answer that is empty, refuses,
+holds several prompts, stops before its JSON object ends, loops (a phrase repeated over and over)
+or lacks an ``image_prompt`` raises :class:`InvalidOutput` with a ``kind`` the caller acts on.
 
 Post-processing, applied to every valid answer: whitespace collapsed, repeated comma-separated
 phrases in ``image_prompt`` dropped, ``image_prompt`` cut at a word boundary to fit the CLIP
@@ -23,11 +24,17 @@ from m2i.prompts.clip_tokens import count_clip_tokens, fit_clip_tokens
 
 
 class InvalidOutput(ValueError):
-    """The answer cannot be turned into a visual prompt; ``reason`` says why."""
+    """The answer cannot be turned into a visual prompt; ``reason`` says why.
 
-    def __init__(self, reason: str):
+    ``kind`` tells the caller what to do: ``"refusal"`` (the model declined: asking again is
+    pointless), ``"cut_off"`` (the answer stopped at the token limit: ask afresh), ``"empty"``,
+    ``"loop"`` (ask afresh) or ``"invalid"`` (anything else: worth showing the model its answer).
+    """
+
+    def __init__(self, reason: str, kind: str = "invalid"):
         super().__init__(reason)
         self.reason = reason
+        self.kind = kind
 
 
 class VisualPrompt(BaseModel):
@@ -109,11 +116,12 @@ MUSIC_WORDS = frozenset(
 _LINE = re.compile(r"^\s*[-*#>\s]*\**\s*\"?([A-Za-z _]{4,20}?)\"?\s*\**\s*[:=]\s*(.*)$")
 
 
-def _first_object(text: str) -> str | None:
-    start = text.find("{")
-    if start < 0:
-        return None
-    depth = 0
+_OPEN = {"{": "}", "[": "]"}
+
+
+def _span(text: str, start: int) -> tuple[str, bool]:
+    """The JSON value that opens at ``text[start]`` (``{`` or ``[``) and whether it closes."""
+    stack: list[str] = []
     in_str = False
     esc = False
     for i in range(start, len(text)):
@@ -127,57 +135,100 @@ def _first_object(text: str) -> str | None:
                 in_str = False
         elif c == '"':
             in_str = True
-        elif c == "{":
-            depth += 1
-        elif c == "}":
-            depth -= 1
-            if depth == 0:
-                return text[start : i + 1]
-    return text[start:]  # unterminated: left for repair
+        elif c in _OPEN:
+            stack.append(_OPEN[c])
+        elif stack and c == stack[-1]:
+            stack.pop()
+            if not stack:
+                return text[start : i + 1], True
+    return text[start:], False
 
 
 def _repair(obj: str) -> str:
+    """Smart quotes made straight and trailing commas dropped (what models get wrong in JSON)."""
     s = obj.replace("\u201c", '"').replace("\u201d", '"').replace("\u2018", "'").replace("\u2019", "'")
-    s = re.sub(r",\s*([}\]])", r"\1", s)
-    # close a string and brackets cut off by the token limit
-    in_str = False
-    esc = False
-    stack: list[str] = []
-    for c in s:
-        if in_str:
-            if esc:
-                esc = False
-            elif c == "\\":
-                esc = True
-            elif c == '"':
-                in_str = False
-        elif c == '"':
-            in_str = True
-        elif c in "{[":
-            stack.append("}" if c == "{" else "]")
-        elif c in "}]" and stack:
-            stack.pop()
-    if in_str:
-        s += '"'
-    s = re.sub(r",\s*$", "", s.rstrip())
-    if re.search(r'"\s*:\s*$', s):
-        s += '""'
-    return s + "".join(reversed(stack))
+    return re.sub(r",\s*([}\]])", r"\1", s)
+
+
+def _loads(candidate: str) -> Any:
+    for text in (candidate, _repair(candidate)):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            continue
+    return None
+
+
+PROMPT_ALIASES = ("prompt", "visual_prompt", "imageprompt")
+"""Other names models give ``image_prompt`` in JSON (keys lower-cased, spaces as underscores)."""
+
+
+def _keys(data: dict[Any, Any]) -> dict[str, Any]:
+    return {str(k).strip().lower().replace(" ", "_"): v for k, v in data.items()}
+
+
+def _holds_objects(v: Any) -> bool:
+    return isinstance(v, dict) or (isinstance(v, list) and any(isinstance(x, dict) for x in v))
+
+
+def _one_prompt(data: Any) -> dict[str, Any] | None:
+    """The one prompt object in ``data``: the object itself, or the single object of a list, bare
+    or under a key (``{"prompts": [{...}]}``).
+
+    Raises
+    ------
+    InvalidOutput
+        The list holds several prompts (m2i asks for one per request).
+    """
+    for _ in range(3):  # a wrapper in a wrapper at most
+        if isinstance(data, list):
+            objects = [x for x in data if isinstance(x, dict)]
+            if len(objects) > 1:
+                raise InvalidOutput(f"the answer holds {len(objects)} prompts in a list, and m2i asks for "
+                                    "one prompt per request")
+            if not objects:
+                return None
+            data = objects[0]
+        if not isinstance(data, dict):
+            return None
+        if any(k in ("image_prompt", *PROMPT_ALIASES) and not _holds_objects(v) for k, v in _keys(data).items()):
+            return data
+        nested = [v for v in data.values() if _holds_objects(v)]
+        if len(nested) != 1:
+            return data
+        data = nested[0]
+    return data if isinstance(data, dict) else None
 
 
 def _load_json(text: str) -> dict[str, Any] | None:
+    """The answer's one prompt object with normalised keys; ``None`` when it holds no JSON.
+
+    Raises
+    ------
+    InvalidOutput
+        The JSON stops before its end (``kind="cut_off"``), or holds several prompts.
+    """
     cleaned = re.sub(r"```(?:json)?", "", text)
-    obj = _first_object(cleaned)
-    if obj is None:
+    brace = cleaned.find("{")
+    bracket = cleaned.find("[")
+    if 0 <= bracket and (brace < 0 or bracket < brace):
+        span, closed = _span(cleaned, bracket)
+        if not closed and cleaned[bracket + 1 :].lstrip().startswith("{"):
+            raise InvalidOutput("the answer stops before its JSON list ends", kind="cut_off")
+        data = _loads(span) if closed else None
+        if isinstance(data, list):
+            found = _one_prompt(data)
+            if found is not None:
+                return _keys(found)
+    if brace < 0:
         return None
-    for candidate in (obj, _repair(obj)):
-        try:
-            data = json.loads(candidate)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(data, dict):
-            return {str(k).strip().lower().replace(" ", "_"): v for k, v in data.items()}
-    return None
+    span, closed = _span(cleaned, brace)
+    if not closed:
+        if cleaned[brace + 1 :].lstrip()[:1] not in ('"', "\u201c", ""):
+            return None  # a stray brace in plain text, not a JSON object
+        raise InvalidOutput("the answer stops before its JSON object ends", kind="cut_off")
+    found = _one_prompt(_loads(span))
+    return None if found is None else _keys(found)
 
 
 def _from_lines(text: str) -> dict[str, Any]:
@@ -194,6 +245,29 @@ def _from_lines(text: str) -> dict[str, Any]:
         elif not line.strip():
             current = None
     return fields
+
+
+_REFUSAL = re.compile(
+    r"^[\W_]*(?:unfortunately,?\s+)?(?:"
+    r"i(?:'m| am) sorry|sorry,? (?:but )?i\b|i apologi[sz]e|"
+    r"i (?:can't|cannot|can not|won't|will not|must decline|am unable|am not able)|"
+    r"i'm (?:unable|not able)|as an ai\b)",
+    re.IGNORECASE,
+)
+"""How a chat model opens a refusal ("I'm sorry, but I can't help with that.")."""
+
+
+def is_refusal(text: str) -> bool:
+    """Whether an answer with no prompt in it is worded as a refusal."""
+    return bool(_REFUSAL.match((text or "").replace("\u2019", "'")))
+
+
+def refusal_reason(text: str, stop_reason: str | None = None) -> str:
+    """``"the model refused: <the first 120 characters of its answer>"``."""
+    said = " ".join((text or "").split())[:120]
+    if not said:
+        return f"the model refused (stop reason {stop_reason or 'refusal'}, no text)"
+    return f"the model refused: {said}"
 
 
 def find_loop(text: str, *, n: int = 3, max_repeats: int = 3) -> str | None:
@@ -283,15 +357,18 @@ def parse_prompt(text: str, *, clip_limit: int = 75, drop_music_words: bool = Fa
     Raises
     ------
     InvalidOutput
-        Empty answer, no ``image_prompt`` found, or a repetition loop.
+        An empty answer, a refusal, a JSON object cut off before its end, several prompts in a
+        list, no ``image_prompt`` found, or a repetition loop; ``kind`` says which.
     """
     if not text or not text.strip():
-        raise InvalidOutput("the answer was empty")
+        raise InvalidOutput("the answer was empty", kind="empty")
     data = _load_json(text)
     if data is None:
         data = _from_lines(text)
+        if not data.get("image_prompt") and is_refusal(text):
+            raise InvalidOutput(refusal_reason(text), kind="refusal")
     if "image_prompt" not in data:
-        for alias in ("prompt", "visual_prompt", "imageprompt"):
+        for alias in PROMPT_ALIASES:
             if alias in data:
                 data["image_prompt"] = data.pop(alias)
     if not data.get("image_prompt"):
@@ -303,7 +380,7 @@ def parse_prompt(text: str, *, clip_limit: int = 75, drop_music_words: bool = Fa
     for name in ("image_prompt", "description", "title"):
         loop = find_loop(getattr(vp, name))
         if loop:
-            raise InvalidOutput(f"the {name} loops on the phrase {loop!r}")
+            raise InvalidOutput(f"the {name} loops on the phrase {loop!r}", kind="loop")
     if not vp.title:
         first = " ".join(vp.image_prompt.split(",")[0].split()[:6])
         vp.title = first[:1].upper() + first[1:]

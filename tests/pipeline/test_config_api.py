@@ -90,7 +90,8 @@ def test_notebook_api_runs_stages_and_reads_results(tmp_path, tiny_gguf):
 
     with open_runs(str(tmp_path / "nb.db")) as runs:
         run = runs.new_run("notebook", llm="local", model=str(tiny_gguf), images="preview",
-                           out_dir=str(tmp_path / "out"), prompt_settings={"drop_gibberish": False})
+                           out_dir=str(tmp_path / "out"), prompt_settings={"drop_gibberish": False},
+                           max_tokens=700)  # the tiny model spells its answer one character a token
         assert run.ingest("demo", samples=2) == {"added": 2, "failed": 0, "skipped": 0}
         counts = run.process(["analyze"])
         assert counts["analyze"]["done"] == 2 and counts["generate"]["pending"] == 10

@@ -25,10 +25,11 @@ def cli(*args, cwd, timeout=600, env=None):
 
 
 def run_args(db, out, gguf, samples=2):
-    # the tiny test model writes random characters: keep them rather than reject them as gibberish
+    # the tiny test model writes random characters, one token each: keep them rather than reject
+    # them as gibberish, and give its three lines room (an answer cut off at the limit is asked again)
     cfg = db.parent / "m2i.toml"
     if not cfg.exists():
-        cfg.write_text("prompt_settings = { drop_gibberish = false }\n")
+        cfg.write_text("max_tokens = 700\nprompt_settings = { drop_gibberish = false }\n")
     return ["run", "--db", str(db), "--out", str(out), "--samples", str(samples), "--llm", "local",
             "--model", str(gguf), "--images", "preview", "--config", str(cfg)]
 
@@ -123,7 +124,7 @@ def test_kill_9_three_times_then_finish(tmp_path, tiny_gguf):
     rng = random.Random(7)
     killed_with_work_left = 0
     for _ in range(3):
-        (tmp_path / "m2i.toml").write_text("lease_s = 3.0\nprompt_settings = { drop_gibberish = false }\n")
+        (tmp_path / "m2i.toml").write_text("lease_s = 3.0\nmax_tokens = 700\nprompt_settings = { drop_gibberish = false }\n")
         p = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), *run_args(db, out, tiny_gguf)],
                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(rng.uniform(3.0, 12.0))

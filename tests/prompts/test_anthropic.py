@@ -110,7 +110,7 @@ async def test_persistent_server_error_fails_retryably_with_the_error_kept(anthr
     assert len(anthropic_server.posts("/v1/messages")) == 4 and anthropic_server.ok == 0
 
 
-@pytest.mark.parametrize("fault", ["refusal", "empty", ("text", "Sure! Here is a lovely image idea for you.")])
+@pytest.mark.parametrize("fault", ["cut", "empty", ("text", "Sure! Here is a lovely image idea for you.")])
 async def test_unusable_answer_is_asked_again(anthropic_server, features, fault):
     provider = get_provider("anthropic", model="claude-sonnet-4-6")
     anthropic_server.inject("/v1/messages", fault)
@@ -121,29 +121,31 @@ async def test_unusable_answer_is_asked_again(anthropic_server, features, fault)
     assert row["tokens_out"] > 0
 
 
-async def test_repeated_refusals_fail_with_the_reason(anthropic_server, features):
+async def test_a_refusal_fails_at_once_with_the_reason(anthropic_server, features):
     provider = get_provider("anthropic", model="claude-sonnet-4-6")
     anthropic_server.inject("/v1/messages", "refusal", "refusal", "refusal")
     with pytest.raises(ProviderError) as info:
         await write_prompt(provider, features=features, abc=ABC, mode="divergent", temperature=0.8, seed=1)
     await provider.aclose()
     assert not info.value.retryable
-    assert "refused" in str(info.value) and "3 answers" in str(info.value)
-    assert "refusal" in info.value.raw
+    assert str(info.value) == ("anthropic model claude-sonnet-4-6 gave no visual prompt; "
+                               "the model refused: I can't help with that request.")
+    assert '"stop_reason":"refusal"' in info.value.raw
+    assert info.value.attempts == 1 and len(anthropic_server.posts("/v1/messages")) == 1
 
 
 async def test_no_prompt_lost_or_duplicated_under_concurrent_faults(anthropic_server, features, fast_retry):
     # a timeout long enough that only the hung request times out, even on a busy machine
     provider = get_provider("anthropic", model="claude-sonnet-4-6", retry=fast_retry, timeout=3.0)
     anthropic_server.inject("/v1/messages", {"status": 429, "headers": {"retry-after": "0.05"}}, {"status": 500},
-                            "drop", "malformed", ("hang", 4.0), "empty", {"status": 529}, "refusal")
+                            "drop", "malformed", ("hang", 4.0), "empty", {"status": 529}, "cut")
     rows = await asyncio.gather(*[
         write_prompt(provider, features=features, abc=ABC, mode="convergent", temperature=0.4, seed=i)
         for i in range(40)
     ])
     await provider.aclose()
     assert len(rows) == 40 and all(r["image_prompt"] for r in rows)
-    # two content failures (empty, refusal) cost one extra completion each
+    # two content failures (empty, cut off) cost one extra completion each
     assert anthropic_server.ok == 42
     assert sum(r["llm_attempts"] for r in rows) == len(anthropic_server.posts("/v1/messages"))
 
@@ -196,6 +198,23 @@ async def test_batch_submit_status_collect(anthropic_server, features, caps):
     assert isinstance(comp, Completion)
     row = prompt_from_completion(comp, provider="anthropic")
     assert row["image_prompt"] and row["cost_usd"] is not None
+
+
+def test_a_batch_answer_cut_off_or_refused_is_not_stored(monkeypatch):
+    from wire_servers import default_answer
+
+    full = default_answer({"temperature": 0.4}, 1)
+    cut = Completion(text=full[: full.index("becomes") + 12], model="claude-sonnet-4-6", stop_reason="max_tokens")
+    with pytest.raises(ProviderError, match=r"cut off at the token limit \(max_tokens 400\)") as info:
+        prompt_from_completion(cut, provider="anthropic")
+    assert info.value.retryable, "sent again"
+    monkeypatch.setenv("ANTHROPIC_API_KEY", API_KEY)
+    refused = Completion(text=f"I can't help with that request ({API_KEY}).", model="claude-sonnet-4-6",
+                         stop_reason="refusal", refusal=True)
+    with pytest.raises(ProviderError) as info:
+        prompt_from_completion(refused, provider="anthropic")
+    assert not info.value.retryable
+    assert str(info.value) == "claude-sonnet-4-6 gave no visual prompt; the model refused: I can't help with that request (***)."
 
 
 async def test_batch_for_a_sampling_refuser(anthropic_server, features, caps):

@@ -178,8 +178,8 @@ def test_openai_without_server_is_one_sentence(monkeypatch):
 
 
 @pytest.mark.parametrize("fault", [{"status": 429, "headers": {"retry-after": "0.1"}}, {"status": 502}, "drop",
-                                   "malformed", ("hang", 2.5), "refusal", "empty"],
-                         ids=["429", "502", "dropped-connection", "malformed-body", "timeout", "refusal", "empty"])
+                                   "malformed", ("hang", 2.5), "cut", "empty"],
+                         ids=["429", "502", "dropped-connection", "malformed-body", "timeout", "cut-off", "empty"])
 async def test_openai_faults_end_done_exactly_once(openai_server, features, fast_retry, fault):
     provider = get_provider("openai", model="qwen2.5-7b-instruct", base_url=openai_server.url + "/v1",
                             retry=fast_retry, timeout=1.0)
@@ -187,7 +187,7 @@ async def test_openai_faults_end_done_exactly_once(openai_server, features, fast
     row = await write_prompt(provider, features=features, abc=ABC, mode="divergent", temperature=0.8, seed=5)
     await provider.aclose()
     assert row["llm_attempts"] == 2 and row["image_prompt"]
-    content_fault = fault in ("refusal", "empty")
+    content_fault = fault in ("cut", "empty")
     assert openai_server.ok == (2 if content_fault else 1)
 
 

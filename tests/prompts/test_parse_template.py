@@ -77,10 +77,25 @@ def test_json_answer_in_chatter_and_fences():
     assert tokens == count_clip_tokens(vp.image_prompt)
 
 
-def test_truncated_json_is_repaired():
-    text = json.dumps(GOOD)[:-20]  # cut inside the description by the token limit
+def test_smart_quotes_and_trailing_commas_are_repaired():
+    text = json.dumps(GOOD).replace('"', "\u201d")[:-1] + ",}"
     vp, _ = parse_prompt(text)
-    assert vp.image_prompt == GOOD["image_prompt"] and vp.description.startswith("The slow")
+    assert vp.image_prompt == GOOD["image_prompt"] and vp.description == GOOD["description"]
+
+
+@pytest.mark.parametrize("text", [json.dumps(GOOD)[:-20], json.dumps(GOOD)[:60], json.dumps([GOOD, GOOD])[:300]],
+                         ids=["in-the-description", "in-the-image-prompt", "in-a-list"])
+def test_json_cut_off_before_its_end_is_rejected_not_completed(text):
+    with pytest.raises(InvalidOutput, match="stops before its JSON") as info:
+        parse_prompt(text)
+    assert info.value.kind == "cut_off"
+
+
+@pytest.mark.parametrize("wrapped", [[GOOD], {"prompts": [GOOD]}, {"result": GOOD}, {"data": {"prompts": [GOOD]}}],
+                         ids=["bare-list", "list-under-a-key", "object-under-a-key", "two-wrappers"])
+def test_one_prompt_in_a_list_or_under_a_key_is_that_prompt(wrapped):
+    vp, _ = parse_prompt("Here it is: " + json.dumps(wrapped))
+    assert vp.image_prompt == GOOD["image_prompt"] and vp.palette == GOOD["palette"]
 
 
 def test_plain_text_answer_is_extracted():
@@ -103,14 +118,26 @@ def test_three_line_answer_gets_palette_and_negative_and_loses_music_words():
         parse_prompt("Title: x\nImage: a song of light, notes in the air\nAbout: Music.\n", drop_music_words=True)
 
 
-@pytest.mark.parametrize("text,reason", [
-    ("", "empty"),
-    ("I would love to help with this music!", "no image_prompt"),
-    (json.dumps({**GOOD, "image_prompt": "a red door, " + "a red door in the rain, " * 8}), "loops"),
+@pytest.mark.parametrize("text,reason,kind", [
+    ("", "empty", "empty"),
+    ("I would love to help with this music!", "no image_prompt", "invalid"),
+    (json.dumps({**GOOD, "image_prompt": "a red door, " + "a red door in the rain, " * 8}), "loops", "loop"),
+    ("I\u2019m sorry, but I can't help with that.", "^the model refused: I\u2019m sorry, but I can't help with that.$",
+     "refusal"),
+    ("Unfortunately, I cannot write image prompts.\n\nIs there something else?",
+     "^the model refused: Unfortunately, I cannot write image prompts. Is there something else[?]$", "refusal"),
+    (json.dumps([GOOD] * 4), "holds 4 prompts in a list, and m2i asks for one prompt per request", "invalid"),
+    (json.dumps({"prompts": [GOOD] * 6}), "holds 6 prompts in a list", "invalid"),
 ])
-def test_unusable_answers_are_rejected_with_a_reason(text, reason):
-    with pytest.raises(InvalidOutput, match=reason):
+def test_unusable_answers_are_rejected_with_a_reason(text, reason, kind):
+    with pytest.raises(InvalidOutput, match=reason) as info:
         parse_prompt(text)
+    assert info.value.kind == kind
+
+
+def test_a_prompt_that_says_sorry_is_no_refusal():
+    vp, _ = parse_prompt("I'm sorry for the wait! " + json.dumps(GOOD))
+    assert vp.image_prompt == GOOD["image_prompt"]
 
 
 def test_long_prompt_is_fitted_and_repeated_phrases_dropped():

@@ -10,7 +10,9 @@
 Every request is recorded (path, headers, JSON body). Faults are queued per path and consumed in
 order: ``{"status": 429, "headers": {"retry-after": "0.2"}}``, ``"drop"`` (close the connection
 without answering), ``("hang", seconds)``, ``"malformed"`` (200 with a body that is not JSON),
-``"refusal"``, ``"empty"`` (a completion with no text), ``("text", "...")`` (this answer text).
+``"refusal"``, ``"empty"`` (a completion with no text), ``("text", "...")`` (this answer text),
+``"cut"`` (the usual answer cut off in its description, with the API's stop reason for the token
+limit: Anthropic ``max_tokens``, Ollama and OpenAI ``length``).
 The server counts successful completions in ``ok``.
 """
 
@@ -154,15 +156,19 @@ class WireServer:
             return True
         return False
 
-    def answer_text(self, fault: Any, body: dict[str, Any]) -> tuple[str, bool]:
-        """(text, refused) for one successful completion."""
+    def answer_text(self, fault: Any, body: dict[str, Any]) -> tuple[str, str]:
+        """(text, how it ended: ``"end"``, ``"refusal"`` or ``"cut"`` at the token limit) for one
+        successful completion."""
         if fault == "refusal":
-            return "I can't help with that request.", True
+            return "I can't help with that request.", "refusal"
         if fault == "empty":
-            return "", False
+            return "", "end"
         if isinstance(fault, tuple) and fault[0] == "text":
-            return fault[1], False
-        return self.answer(body, next(self._ids)), False
+            return fault[1], "end"
+        text = self.answer(body, next(self._ids))
+        if fault == "cut":
+            return text[: text.index("becomes") + 12], "cut"  # "... clip becomes a fog"
+        return text, "end"
 
     def route(self, h: BaseHTTPRequestHandler, method: str, body: dict[str, Any], fault: Any) -> None:
         raise NotImplementedError
@@ -218,14 +224,14 @@ class AnthropicServer(WireServer):
             usage["cache_read_input_tokens" if hit else "cache_creation_input_tokens"] = sys_tokens
         return usage
 
-    def _reply(self, params: dict[str, Any], text: str, refused: bool) -> dict[str, Any]:
+    def _reply(self, params: dict[str, Any], text: str, ended: str) -> dict[str, Any]:
         return {
             "id": f"msg_{next(self._ids):06d}",
             "type": "message",
             "role": "assistant",
             "model": params.get("model"),
             "content": [{"type": "text", "text": text}] if text else [],
-            "stop_reason": "refusal" if refused else "end_turn",
+            "stop_reason": {"refusal": "refusal", "cut": "max_tokens"}.get(ended, "end_turn"),
             "stop_sequence": None,
             "usage": self._usage(params, text),
         }
@@ -246,8 +252,8 @@ class AnthropicServer(WireServer):
             if status != 200:
                 self.send_json(h, status, err)
                 return
-            text, refused = self.answer_text(fault, body)
-            reply = self._reply(body, text, refused)
+            text, ended = self.answer_text(fault, body)
+            reply = self._reply(body, text, ended)
             with self.lock:
                 self.ok += 1
             self.send_json(h, 200, reply, {"request-id": reply["id"]})
@@ -284,9 +290,9 @@ class AnthropicServer(WireServer):
                 results.append({"custom_id": req["custom_id"],
                                 "result": {"type": "errored", "error": err}})
                 continue
-            text, refused = self.answer_text(None, params)
+            text, ended = self.answer_text(None, params)
             results.append({"custom_id": req["custom_id"],
-                            "result": {"type": "succeeded", "message": self._reply(params, text, refused)}})
+                            "result": {"type": "succeeded", "message": self._reply(params, text, ended)}})
             with self.lock:
                 self.ok += 1
         self.batches[bid] = {"id": bid, "polls": 0, "results": results, "n": len(results)}
@@ -331,13 +337,14 @@ class OllamaServer(WireServer):
             return
         if self.latency:
             time.sleep(self.latency)
-        text, _ = self.answer_text(fault, body)
+        text, ended = self.answer_text(fault, body)
         with self.lock:
             self.ok += 1
         n_in = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
         self.send_json(h, 200, {
             "model": model, "created_at": "2026-11-26T00:00:00Z",
-            "message": {"role": "assistant", "content": text}, "done": True, "done_reason": "stop",
+            "message": {"role": "assistant", "content": text}, "done": True,
+            "done_reason": "length" if ended == "cut" else "stop",
             "total_duration": 1000, "prompt_eval_count": n_in, "eval_count": len(text.split()),
         })
 
@@ -379,15 +386,16 @@ class OpenAIServer(WireServer):
             return
         if self.latency:
             time.sleep(self.latency)
-        text, refused = self.answer_text(fault, body)
+        text, ended = self.answer_text(fault, body)
+        refused = ended == "refusal"
         with self.lock:
             self.ok += 1
         n_in = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
         self.send_json(h, 200, {
             "id": f"chatcmpl-{next(self._ids)}", "object": "chat.completion", "created": 0, "model": model,
-            "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None, "message": {
-                "role": "assistant", "content": None if refused else text,
-                "refusal": text if refused else None}}],
+            "choices": [{"index": 0, "finish_reason": "length" if ended == "cut" else "stop", "logprobs": None,
+                         "message": {"role": "assistant", "content": None if refused else text,
+                                     "refusal": text if refused else None}}],
             "usage": {"prompt_tokens": n_in, "completion_tokens": len(text.split()),
                       "total_tokens": n_in + len(text.split())},
         })

@@ -64,7 +64,8 @@ class Completion:
     attempts : int
         HTTP (or local) calls made, 1 when the first one succeeded.
     stop_reason : str or None
-        ``end_turn``/``stop``/``length``/``refusal``...
+        Why the model stopped, in its API's words: ``end_turn``/``stop``/``max_tokens``/``length``/
+        ``refusal``... :attr:`cut_off` reads it the same way for every provider.
     refusal : bool
         The model declined to answer.
     raw : str
@@ -88,6 +89,16 @@ class Completion:
     cost_usd: float | None = None
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
+
+    @property
+    def cut_off(self) -> bool:
+        """The answer stopped at the token limit (``max_tokens`` for Anthropic, ``length`` for Ollama,
+        OpenAI-compatible servers and llama.cpp): its text is incomplete."""
+        return (self.stop_reason or "") in CUT_OFF_STOP_REASONS
+
+
+CUT_OFF_STOP_REASONS = frozenset({"max_tokens", "length", "model_context_window_exceeded"})
+"""Stop reasons, in every provider's vocabulary, that mean the answer was cut off before its end."""
 
 
 @dataclass

