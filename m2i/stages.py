@@ -316,15 +316,17 @@ def _score_inputs(store: Store, run_id: int, prompt_ids: list[int]) -> tuple[lis
 
 
 def mode_rows(store: Store, run_id: int) -> list[dict[str, Any]]:
-    """Per prompt: sample, mode and the five scores (done scores only)."""
+    """Per prompt: sample, mode and the five scores (done scores that are current only: a score
+    computed before other prompts of the run finished is left out, see ``ops.stale_score_cond``)."""
     p, sc = Prompt.__table__, Score.__table__
     with store.read() as conn:
+        stale = ops.stale_score_cond(conn, run_id)
         return [
             dict(r) for r in conn.execute(
                 select(p.c.sample_id, p.c.mode, sc.c.originality, sc.c.elaboration, sc.c.alignment, sc.c.coherence, sc.c.overall,
                        sc.c.details)
                 .join(sc, sc.c.prompt_id == p.c.id)
-                .where(p.c.run_id == run_id, sc.c.status == Status.done.value)
+                .where(p.c.run_id == run_id, sc.c.status == Status.done.value, ~stale)
             ).mappings()
         ]
 
@@ -344,10 +346,13 @@ def write_mode_report(store: Store, run_id: int) -> dict[str, Any] | None:
 
 
 class ScoreStage(StageImpl):
-    """Creativity scores once the run's prompts are all written.
+    """Creativity scores once the run's clips are all analysed and its prompts all written.
 
     One batch normally holds the whole run: every prompt is embedded once, and originality
-    compares each prompt with all the others of its run.
+    compares each prompt with all the others of its run. When prompts of the run finish after
+    its scores were written (a requeue, another ``m2i run`` adding clips), the store puts those
+    scores back to pending (``ops._rescore_stale``) and they come here again with the new ones,
+    so every score of a run is computed against the same set of prompts.
     """
 
     name = "score"

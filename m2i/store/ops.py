@@ -22,8 +22,22 @@ from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Table, bindparam, exists, func, insert, literal, not_, select, update
+from sqlalchemy import (
+    Table,
+    and_,
+    bindparam,
+    exists,
+    false,
+    func,
+    insert,
+    literal,
+    not_,
+    null,
+    select,
+    update,
+)
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import ColumnElement
 
 from m2i.errors import InputError, StoreError
 from m2i.procs import pid_alive
@@ -265,10 +279,12 @@ def _claimable_ids(conn: Connection, stage: str, *, run_id: int | None, now: Any
     else:
         cond.append(t.c.run_id.in_(select(r.c.id).where(r.c.paused == False, r.c.cancelled == False)))  # noqa: E712
     if stage == "score":
-        # Originality is relative to the whole run: wait until its prompts are all written.
-        p = _t(Prompt)
-        prompt_run = run_id if run_id is not None else t.c.run_id
-        cond.append(not_(exists().where(p.c.run_id == prompt_run, p.c.status.in_(ACTIVE))))
+        # Originality and alignment are relative to the whole run: wait until its prompts are all
+        # written, and until its clips are all analysed (an analysed clip brings new prompts).
+        p, s = _t(Prompt), _t(Sample)
+        run = run_id if run_id is not None else t.c.run_id
+        cond.append(not_(exists().where(p.c.run_id == run, p.c.status.in_(ACTIVE))))
+        cond.append(not_(exists().where(s.c.run_id == run, s.c.status.in_(ACTIVE))))
     q = select(t.c.id).where(*cond).order_by(t.c.priority.desc(), t.c.id).limit(n)
     return _skip_locked(conn, q)
 
@@ -293,11 +309,15 @@ def claim(
     """Atomically take up to ``n`` claimable rows of a stage, leased to ``worker``.
 
     Rows whose lease expired (their worker died) are claimable again; one that has already used
-    all its attempts that way is marked failed instead.
+    all its attempts that way is marked failed instead. For the score stage, done scores computed
+    before a prompt of their run finished are put back first (:func:`_rescore_stale`).
     """
     t = table_of(stage)
     with store.transaction() as conn:
         now = _now(conn)
+        if stage == "score":
+            for rid in ([run_id] if run_id is not None else conn.execute(select(_t(Run).c.id)).scalars().all()):
+                _rescore_stale(conn, rid)
         exhausted = select(t.c.id).where(
             t.c.status == Status.running.value,
             t.c.lease_until < now,
@@ -461,6 +481,9 @@ def complete_many(
             conn.execute(stmt, params)
         if held:
             _create_downstream(conn, stage, [held[i] for i in ids if i in held])
+            if stage == "generate":  # the run's prompt set grew: its scores no longer hold
+                for rid in sorted({r["run_id"] for r in held.values()}):
+                    _rescore_stale(conn, rid)
     return [i in held for i in ids]
 
 
@@ -524,6 +547,65 @@ def fail(
         what = "failed" if final else f"attempt {row.attempts}/{row.max_attempts} failed, will retry"
         _event(conn, row.run_id, level, stage, row_id, f"{what}: {error[:500]}")
     return status
+
+
+# --------------------------------------------------------------------------- stale scores
+
+POOL_DEPENDENT = ("originality", "alignment", "overall", "details")
+"""Score columns computed against the run's other prompts (originality: distance from them;
+alignment: rank among the run's other clips; overall and details hold both). Elaboration and
+coherence read only the prompt and its own clip."""
+
+
+def stale_score_cond(conn: Connection, run_id: int) -> ColumnElement[bool]:
+    """SQL condition true for the done scores of a run that were computed before a prompt of the
+    run finished: their originality and alignment compared the prompt with a smaller run.
+
+    A score's pool of prompts is read after it was claimed, so a score is current when it was
+    claimed (``started_at``) after the run's last prompt finished (the wait rule in
+    :func:`_claimable_ids` makes that the normal case). Both times come from the same clock
+    (:func:`_now`).
+    """
+    sc, p = _t(Score), _t(Prompt)
+    latest = conn.execute(
+        select(func.max(p.c.finished_at)).where(p.c.run_id == run_id, p.c.status == Status.done.value)
+    ).scalar()
+    if latest is None:
+        return false()
+    return and_(sc.c.run_id == run_id, sc.c.status == Status.done.value,
+                func.coalesce(sc.c.started_at, sc.c.finished_at, latest) < latest)
+
+
+def stale_scores(store: Store, run_id: int) -> int:
+    """How many done scores of a run are stale (:func:`stale_score_cond`); the score stage
+    recomputes them the next time it claims work."""
+    with store.read() as conn:
+        return int(conn.execute(select(func.count()).where(stale_score_cond(conn, run_id))).scalar_one())
+
+
+def _rescore_stale(conn: Connection, run_id: int) -> int:
+    """Put a run's stale scores back to pending, without the values that depended on the old set
+    of prompts (:data:`POOL_DEPENDENT`), so nothing shows them and the score stage recomputes
+    them with the run's other scores once the run's prompts are all written.
+
+    Called when prompts complete (:func:`complete_many`) and before the score stage claims
+    (:func:`claim`: a score batch that was in flight when a prompt finished, or a database
+    written by an older m2i). Costs one index probe when the run has no done score.
+    """
+    sc = _t(Score)
+    if not conn.execute(select(exists().where(sc.c.run_id == run_id, sc.c.status == Status.done.value))).scalar():
+        return 0
+    n = conn.execute(
+        update(sc).where(stale_score_cond(conn, run_id)).values(
+            status=Status.pending.value, attempts=0, lease_until=None, worker=None, finished_at=None,
+            **{c: null() for c in POOL_DEPENDENT},  # SQL NULL, also in the JSON column
+        )
+    ).rowcount
+    if n:
+        _event(conn, run_id, "info", "score", None,
+               f"{n} score(s) to recompute: prompts of the run finished after they were scored "
+               "(originality and alignment compare each prompt with the rest of the run)")
+    return n
 
 
 # --------------------------------------------------------------------------- requeue / cancel
@@ -740,6 +822,6 @@ __all__ = [
     "DEFAULT_MODES", "STAGES", "STAGE_ORDER", "add_samples", "cancel", "claim", "complete", "complete_many",
     "check_run_name", "create_run", "derive_seed", "expire_dead_workers", "fail", "get_run", "image_backends",
     "image_locations", "is_active", "latest_report", "list_runs", "load_pcm", "log_event", "no_such_run",
-    "recent_events", "release", "renew", "requeue", "row_statuses", "save_report", "set_paused", "status_counts",
-    "table_of", "unusable_samples", "update_run_config",
+    "POOL_DEPENDENT", "recent_events", "release", "renew", "requeue", "row_statuses", "save_report", "set_paused",
+    "stale_score_cond", "stale_scores", "status_counts", "table_of", "unusable_samples", "update_run_config",
 ]

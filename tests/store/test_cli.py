@@ -383,7 +383,8 @@ def test_import_m2i_stays_light():
 
 def test_status_sql_and_requeue_on_postgresql_while_runners_are_live(tmp_path, pg_url):
     """Against PostgreSQL the same commands work unchanged, and a requeue issued while two
-    runners are working is picked up by them: every row ends done, each processed once."""
+    runners are working is picked up by them: every row ends done, each processed once (a score
+    written before the requeued clips' prompts finished is computed once more, with them)."""
     import collections
     import time
 
@@ -418,7 +419,9 @@ def test_status_sql_and_requeue_on_postgresql_while_runners_are_live(tmp_path, p
     p.communicate(timeout=120)
     _assert_complete(store, run_id, 12)
     entries = collections.Counter(tuple(line.split()[:2]) for line in log.read_text().splitlines())
-    assert max(entries.values()) == 1
+    again = {row for row, n in entries.items() if n > 1}
+    assert max(entries.values()) <= 2 and all(stage == "score" for stage, _ in again)
+    assert ops.stale_scores(store, run_id) == 0
     store.close()
 
 

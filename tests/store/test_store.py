@@ -327,6 +327,79 @@ def test_score_waits_for_all_prompts_of_the_run(store):
     assert len(ops.claim(store, "score", worker="w", n=10, run_id=run_id)) == 5
 
 
+def test_score_waits_for_every_clip_of_the_run_to_be_analysed(store):
+    """An analysed clip brings five prompts: scoring before it would compare with a smaller run."""
+    run_id = seed_run(store, 2)
+    s = ops.claim(store, "analyze", worker="w", run_id=run_id)[0]
+    ops.complete(store, "analyze", s["id"], worker="w", values={})
+    prompts = ops.claim(store, "generate", worker="w", n=5, run_id=run_id)
+    ops.complete_many(store, "generate", [(p["id"], {}) for p in prompts], worker="w")
+    assert ops.claim(store, "score", worker="w", n=10, run_id=run_id) == []  # the second clip is not analysed
+    s2 = ops.claim(store, "analyze", worker="w", run_id=run_id)[0]
+    ops.fail(store, "analyze", s2["id"], worker="w", error="bad clip", retryable=False)
+    assert len(ops.claim(store, "score", worker="w", n=10, run_id=run_id)) == 5
+
+
+def _scored_run(store, *, fail_first: int, in_flight: bool = False):
+    """One analysed clip whose first ``fail_first`` prompts failed and whose other prompts are scored
+    (claimed by the score stage and not yet finished, when ``in_flight``)."""
+    run_id = seed_run(store, 1)
+    s = ops.claim(store, "analyze", worker="w", run_id=run_id)[0]
+    ops.complete(store, "analyze", s["id"], worker="w", values={})
+    prompts = ops.claim(store, "generate", worker="w", n=5, run_id=run_id)
+    for p in prompts[:fail_first]:
+        ops.fail(store, "generate", p["id"], worker="w", error="overloaded", retryable=False)
+    ops.complete_many(store, "generate", [(p["id"], {"text": "t"}) for p in prompts[fail_first:]], worker="w")
+    rows = ops.claim(store, "score", worker="s", n=10, run_id=run_id)
+    if not in_flight:
+        ops.complete_many(store, "score", [(r["id"], SCORED) for r in rows], worker="s")
+    return run_id, [r["id"] for r in rows]
+
+
+SCORED = {"originality": 0.4, "elaboration": 0.5, "alignment": 0.6, "coherence": 0.7, "overall": 0.55,
+          "details": {"sim_run_mean": 0.3}}
+
+
+def _scores(store, run_id):
+    with store.read() as conn:
+        return conn.execute(text(
+            "SELECT status, originality, elaboration, alignment, coherence, overall, details FROM score "
+            "WHERE run_id = :r ORDER BY id"), {"r": run_id}).all()
+
+
+def test_a_requeued_prompt_that_finishes_puts_the_runs_scores_back_to_score_again(store):
+    run_id, _ = _scored_run(store, fail_first=2)
+    assert [r.status for r in _scores(store, run_id)] == ["done"] * 3
+    assert ops.requeue(store, run_id=run_id, stage="generate")["generate"] == 2
+    assert [r.status for r in _scores(store, run_id)] == ["done"] * 3  # nothing finished yet: still current
+    again = ops.claim(store, "generate", worker="w", n=5, run_id=run_id)
+    ops.complete(store, "generate", again[0]["id"], worker="w", values={"text": "t"})
+    # the three scores compared each prompt with a smaller run: back to pending, without the
+    # values that depended on it; elaboration and coherence read the prompt alone and stay
+    rows = _scores(store, run_id)
+    assert [tuple(r) for r in rows[:3]] == [("pending", None, 0.5, None, 0.7, None, None)] * 3
+    assert rows[3].status == "pending" and ops.stale_scores(store, run_id) == 0
+    assert any("3 score(s) to recompute" in e["message"] for e in ops.recent_events(store, run_id))
+    assert ops.claim(store, "score", worker="s", n=10, run_id=run_id) == []  # one prompt is still being written
+    ops.complete(store, "generate", again[1]["id"], worker="w", values={"text": "t"})
+    assert len(ops.claim(store, "score", worker="s", n=10, run_id=run_id)) == 5  # the whole run, together
+
+
+def test_a_score_batch_in_flight_when_a_prompt_finishes_is_scored_again(store):
+    from m2i.stages import mode_rows
+
+    run_id, in_flight = _scored_run(store, fail_first=1, in_flight=True)
+    ops.requeue(store, run_id=run_id, stage="generate")  # while the score batch runs
+    p = ops.claim(store, "generate", worker="w", run_id=run_id)[0]
+    ops.complete(store, "generate", p["id"], worker="w", values={"text": "t"})
+    assert all(ops.complete_many(store, "score", [(i, SCORED) for i in in_flight], worker="s"))
+    # those four were computed without the new prompt: the report leaves them out ...
+    assert ops.stale_scores(store, run_id) == 4 and mode_rows(store, run_id) == []
+    # ... and the score stage takes them again, with the new prompt's score
+    assert len(ops.claim(store, "score", worker="s", n=10, run_id=run_id)) == 5
+    assert ops.stale_scores(store, run_id) == 0
+
+
 def test_status_counts_cover_every_stage_and_status(store):
     run_id = seed_run(store, 2)
     counts = ops.status_counts(store, run_id)
