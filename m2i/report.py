@@ -4,6 +4,8 @@
 realised (the sampling temperature, or an instruction for models that refuse temperature), the
 image backends used, and the convergent-vs-divergent analysis. The analysis is the one the score
 stage stored (table ``report``) when it is current; otherwise it is computed now from the scores.
+It uses only current scores: a score computed before other prompts of the run finished is left
+out and counted (``stale_scores``) until the score stage recomputes it.
 """
 
 from __future__ import annotations
@@ -51,11 +53,16 @@ def build_report(store: Store, run_id: int, *, recompute: bool = False) -> dict[
             )
         ]
     by_instruction = sum(n for (_, how), n in realised.items() if how == "instruction")
-    modes = None if recompute else ops.latest_report(store, run_id, "modes")
-    if (modes is None or modes.get("n_prompts", -1) != counts["score"]["done"]) and counts["score"]["done"]:
-        from m2i.stages import write_mode_report
+    stale = ops.stale_scores(store, run_id)
+    current = counts["score"]["done"] - stale
+    modes = None
+    if current:  # a stored analysis is used when it covers exactly the current scores
+        modes = None if recompute or stale else ops.latest_report(store, run_id, "modes")
+        until = ops.scores_until(store, run_id)
+        if modes is None or modes.get("n_prompts", -1) != current or modes.get("scores_until", until) != until:
+            from m2i.stages import write_mode_report
 
-        modes = write_mode_report(store, run_id)
+            modes = write_mode_report(store, run_id)
     return {
         "run": {"id": run["id"], "name": run["name"], "created_at": str(run["created_at"]), "paused": run["paused"],
                 "cancelled": run["cancelled"]},
@@ -66,6 +73,7 @@ def build_report(store: Store, run_id: int, *, recompute: bool = False) -> dict[
         "llm": llm,
         "images": images,
         "modes": modes,
+        "stale_scores": stale,
     }
 
 
@@ -106,4 +114,23 @@ def format_text(report: dict[str, Any]) -> str:
         lines.append(format_report(report["modes"]))
     else:
         lines.append("convergent vs divergent: no scores yet")
+    lines += _not_final(report)
     return "\n".join(lines)
+
+
+def _not_final(report: dict[str, Any]) -> list[str]:
+    """Lines saying which scores the comparison above leaves out, and why (none when it covers the run)."""
+    c = report["counts"]
+    waiting = c["score"]["pending"] + c["score"]["running"]
+    writing = sum(c[s]["pending"] + c[s]["running"] for s in ("analyze", "generate"))
+    stale = report.get("stale_scores") or 0
+    out = []
+    if stale:
+        out.append(f"{stale} score(s) left out: they were computed before other prompts of the run finished; "
+                   "`m2i run` recomputes them.")
+    if waiting:
+        out.append(f"{waiting} score(s) wait for the score stage, which scores the whole run once its clips are "
+                   "analysed and its prompts written (`m2i run` continues it).")
+    if writing and (report["modes"] or stale):
+        out.append("the run still has clips or prompts in progress: every score is recomputed when they finish.")
+    return out

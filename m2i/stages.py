@@ -336,10 +336,11 @@ def write_mode_report(store: Store, run_id: int) -> dict[str, Any] | None:
     on a read-only store it is computed and returned only."""
     from m2i.scoring import compare_modes
 
+    until = ops.scores_until(store, run_id)  # read first: a score written meanwhile makes it look older, not newer
     rows = mode_rows(store, run_id)
     if not rows:
         return None
-    report = compare_modes(rows)
+    report = {**compare_modes(rows), "scores_until": until}
     if not store.readonly:
         ops.save_report(store, run_id, "modes", report)
     return report

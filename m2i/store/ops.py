@@ -583,6 +583,17 @@ def stale_scores(store: Store, run_id: int) -> int:
         return int(conn.execute(select(func.count()).where(stale_score_cond(conn, run_id))).scalar_one())
 
 
+def scores_until(store: Store, run_id: int) -> str | None:
+    """When the last done score of a run was written (text; None before any): a stored analysis
+    records it (``report.data.scores_until``), so a reader can tell whether scores changed since."""
+    sc = _t(Score)
+    with store.read() as conn:
+        t = conn.execute(
+            select(func.max(sc.c.finished_at)).where(sc.c.run_id == run_id, sc.c.status == Status.done.value)
+        ).scalar()
+    return None if t is None else str(t)
+
+
 def _rescore_stale(conn: Connection, run_id: int) -> int:
     """Put a run's stale scores back to pending, without the values that depended on the old set
     of prompts (:data:`POOL_DEPENDENT`), so nothing shows them and the score stage recomputes
@@ -823,5 +834,5 @@ __all__ = [
     "check_run_name", "create_run", "derive_seed", "expire_dead_workers", "fail", "get_run", "image_backends",
     "image_locations", "is_active", "latest_report", "list_runs", "load_pcm", "log_event", "no_such_run",
     "POOL_DEPENDENT", "recent_events", "release", "renew", "requeue", "row_statuses", "save_report", "set_paused",
-    "stale_score_cond", "stale_scores", "status_counts", "table_of", "unusable_samples", "update_run_config",
+    "scores_until", "stale_score_cond", "stale_scores", "status_counts", "table_of", "unusable_samples", "update_run_config",
 ]

@@ -386,6 +386,7 @@ def test_a_requeued_prompt_that_finishes_puts_the_runs_scores_back_to_score_agai
 
 
 def test_a_score_batch_in_flight_when_a_prompt_finishes_is_scored_again(store):
+    from m2i.report import build_report, format_text
     from m2i.stages import mode_rows
 
     run_id, in_flight = _scored_run(store, fail_first=1, in_flight=True)
@@ -393,8 +394,11 @@ def test_a_score_batch_in_flight_when_a_prompt_finishes_is_scored_again(store):
     p = ops.claim(store, "generate", worker="w", run_id=run_id)[0]
     ops.complete(store, "generate", p["id"], worker="w", values={"text": "t"})
     assert all(ops.complete_many(store, "score", [(i, SCORED) for i in in_flight], worker="s"))
-    # those four were computed without the new prompt: the report leaves them out ...
+    # those four were computed without the new prompt: the report leaves them out and says so ...
     assert ops.stale_scores(store, run_id) == 4 and mode_rows(store, run_id) == []
+    rep = build_report(store, run_id)
+    assert rep["stale_scores"] == 4 and rep["modes"] is None
+    assert "4 score(s) left out: they were computed before other prompts of the run finished" in format_text(rep)
     # ... and the score stage takes them again, with the new prompt's score
     assert len(ops.claim(store, "score", worker="s", n=10, run_id=run_id)) == 5
     assert ops.stale_scores(store, run_id) == 0
