@@ -132,5 +132,6 @@ def _not_final(report: dict[str, Any]) -> list[str]:
         out.append(f"{waiting} score(s) wait for the score stage, which scores the whole run once its clips are "
                    "analysed and its prompts written (`m2i run` continues it).")
     if writing and (report["modes"] or stale):
-        out.append("the run still has clips or prompts in progress: every score is recomputed when they finish.")
+        out.append("clips or prompts of this run are still in progress: when more prompts finish, its scores are "
+                   "computed again with them.")
     return out

@@ -279,14 +279,18 @@ def _claimable_ids(conn: Connection, stage: str, *, run_id: int | None, now: Any
     else:
         cond.append(t.c.run_id.in_(select(r.c.id).where(r.c.paused == False, r.c.cancelled == False)))  # noqa: E712
     if stage == "score":
-        # Originality and alignment are relative to the whole run: wait until its prompts are all
-        # written, and until its clips are all analysed (an analysed clip brings new prompts).
-        p, s = _t(Prompt), _t(Sample)
-        run = run_id if run_id is not None else t.c.run_id
-        cond.append(not_(exists().where(p.c.run_id == run, p.c.status.in_(ACTIVE))))
-        cond.append(not_(exists().where(s.c.run_id == run, s.c.status.in_(ACTIVE))))
+        cond.append(not_(_run_writing(run_id if run_id is not None else t.c.run_id)))
     q = select(t.c.id).where(*cond).order_by(t.c.priority.desc(), t.c.id).limit(n)
     return _skip_locked(conn, q)
+
+
+def _run_writing(run: Any) -> ColumnElement[bool]:
+    """Whether a run (an id, or a column holding one) still has clips in analysis or prompts being
+    written. Originality and alignment are relative to the whole run, so the score stage waits
+    until this is false (an analysed clip brings new prompts)."""
+    p, s = _t(Prompt), _t(Sample)
+    return exists().where(p.c.run_id == run, p.c.status.in_(ACTIVE)) | exists().where(
+        s.c.run_id == run, s.c.status.in_(ACTIVE))
 
 
 def _skip_locked(conn: Connection, q):
@@ -315,9 +319,10 @@ def claim(
     t = table_of(stage)
     with store.transaction() as conn:
         now = _now(conn)
-        if stage == "score":
+        if stage == "score":  # only when the run could be scored now: a run still being written waits anyway
             for rid in ([run_id] if run_id is not None else conn.execute(select(_t(Run).c.id)).scalars().all()):
-                _rescore_stale(conn, rid)
+                if not conn.execute(select(_run_writing(rid))).scalar():
+                    _rescore_stale(conn, rid)
         exhausted = select(t.c.id).where(
             t.c.status == Status.running.value,
             t.c.lease_until < now,
@@ -599,9 +604,10 @@ def _rescore_stale(conn: Connection, run_id: int) -> int:
     of prompts (:data:`POOL_DEPENDENT`), so nothing shows them and the score stage recomputes
     them with the run's other scores once the run's prompts are all written.
 
-    Called when prompts complete (:func:`complete_many`) and before the score stage claims
-    (:func:`claim`: a score batch that was in flight when a prompt finished, or a database
-    written by an older m2i). Costs one index probe when the run has no done score.
+    Called when prompts complete (:func:`complete_many`) and before the score stage claims from a
+    run that could be scored now (:func:`claim`: a score batch that was in flight when a prompt
+    finished, or a database written by an older m2i). Costs one index probe when the run has no
+    done score.
     """
     sc = _t(Score)
     if not conn.execute(select(exists().where(sc.c.run_id == run_id, sc.c.status == Status.done.value))).scalar():
