@@ -1,10 +1,10 @@
-"""Scores stay true to the whole run when prompts finish after scoring (a requeue, a clip added later).
+"""Scores stay true to the whole run when prompts finish after scoring (a requeue, clips added later).
 
 A real SQLite run with the real score stage and all-MiniLM-L6-v2: clips are analysed and prompts
 written by test stages (varied, readable texts), 11 of the 30 prompts fail, the other 19 are
 scored; `m2i requeue --failed` and a second run write the 11, and the score stage runs again.
 Every stored score must then equal a fresh computation over the 30 finished prompts, and
-`m2i report` must show exactly that.
+`m2i report` must show exactly that. The same when clips are added to a scored run.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "store"))  # the store's test stages
 
-from store_helpers import RecordingStage, seed_run  # noqa: E402
+from store_helpers import RecordingStage, make_clips, seed_run  # noqa: E402
 
 from m2i.runner import Runner  # noqa: E402
 from m2i.stages import ScoreStage  # noqa: E402
-from m2i.store import open_store  # noqa: E402
+from m2i.store import open_store, ops  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -84,8 +84,6 @@ def _fresh(db: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
 
 
 def test_requeued_prompts_that_finish_after_scoring_are_scored_with_the_whole_run(tmp_path):
-    from m2i.scoring import compare_modes
-
     db = tmp_path / "m2i.db"
     store = open_store(db)
     try:
@@ -109,20 +107,51 @@ def test_requeued_prompts_that_finish_after_scoring_are_scored_with_the_whole_ru
     finally:
         store.close()
 
+    stored = _assert_fresh(db, 30)
+    changed = [p for p in first if first[p]["status"] == "done" and abs(first[p]["originality"] - stored[p]["originality"]) > 1e-3]
+    assert len(changed) >= 15  # the first 19 were recomputed, not kept
+
+    _assert_report_is_fresh(db, 30)
+
+
+def test_clips_added_by_a_second_run_after_scoring_rescore_the_whole_run(tmp_path):
+    db = tmp_path / "m2i.db"
+    store = open_store(db)
+    try:
+        run_id = seed_run(store, 3)
+        stages = lambda: [Analyse("analyze"), Write("generate"), ScoreStage()]  # noqa: E731
+        _run(store, run_id, stages())
+        first = _stored(db)
+        ops.add_samples(store, run_id, make_clips(2, seed=7))  # as `m2i ingest` or `m2i run --dataset` on this run
+        _run(store, run_id, stages())
+    finally:
+        store.close()
+    stored = _assert_fresh(db, 25)
+    assert all(abs(first[p]["originality"] - stored[p]["originality"]) > 1e-4 for p in first)
+    _assert_report_is_fresh(db, 25)
+
+
+def _assert_fresh(db: Path, n: int) -> dict[int, dict[str, Any]]:
+    """Every score of the run is done and equals a fresh computation over its ``n`` finished prompts."""
     stored = _stored(db)
     prompts, fresh = _fresh(db)
-    assert len(prompts) == 30 and {s["status"] for s in stored.values()} == {"done"}
+    assert len(prompts) == n and len(stored) == n and {s["status"] for s in stored.values()} == {"done"}
     for p, f in zip(prompts, fresh):
         s = stored[p["id"]]
         for m in ("originality", "alignment", "overall"):
             assert abs(s[m] - f[m]) < 1e-6, (p["id"], m, s[m], f[m])
-    changed = [p for p in first if first[p]["status"] == "done" and abs(first[p]["originality"] - stored[p]["originality"]) > 1e-3]
-    assert len(changed) >= 15  # the first 19 were recomputed, not kept
+    return stored
 
+
+def _assert_report_is_fresh(db: Path, n: int) -> None:
+    """`m2i report` compares the modes on exactly those fresh scores and says nothing is left out."""
+    from m2i.scoring import compare_modes
+
+    prompts, fresh = _fresh(db)
     rep = json.loads(m2i("report", "--json", "--db", str(db)).stdout)
-    assert rep["stale_scores"] == 0 and rep["modes"]["n_prompts"] == 30 and rep["modes"]["scores_until"]
+    assert rep["stale_scores"] == 0 and rep["modes"]["n_prompts"] == n and rep["modes"]["scores_until"]
     expected = compare_modes([{**p, **f} for p, f in zip(prompts, fresh)])
     for key in ("mean_convergent", "mean_divergent", "mean_diff"):
         assert abs(rep["modes"]["metrics"]["originality"][key] - expected["metrics"]["originality"][key]) < 1e-9
     text = m2i("report", "--db", str(db)).stdout
-    assert "30 prompts" in text and "left out" not in text and "wait for the score stage" not in text
+    assert f"{n} prompts" in text and "left out" not in text and "wait for the score stage" not in text
