@@ -23,6 +23,7 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import (
+    DateTime,
     Table,
     and_,
     bindparam,
@@ -256,9 +257,16 @@ def load_pcm(store: Store, sha256: str):
 
 def _now(conn: Connection):
     """The time leases are measured in: the database server's clock on PostgreSQL (runners on
-    many hosts then agree whatever their own clocks say), this machine's on SQLite (one host)."""
+    many hosts then agree whatever their own clocks say), this machine's on SQLite (one host).
+
+    On PostgreSQL it is the time of each statement (``statement_timestamp()``), not of the
+    transaction's start (``now()``): a claim whose transaction began before another transaction
+    finished a prompt, and whose statement saw that prompt done, must record a later time than
+    the prompt's finish (:func:`stale_score_cond` compares the two). On SQLite one writer at a
+    time holds the database, and the time is read after it took the lock.
+    """
     if conn.dialect.name == "postgresql":
-        return func.now()
+        return func.statement_timestamp(type_=DateTime(timezone=True))
     return utcnow()
 
 
