@@ -246,7 +246,7 @@ def retry_after(headers: Any) -> float | None:
 def _span(seconds: float) -> str:
     if seconds >= 120:
         return f"{seconds / 60:.0f} min"
-    return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
+    return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s" if seconds >= 0.1 else f"{seconds:.2f} s"
 
 
 class ProviderHold:
