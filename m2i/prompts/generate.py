@@ -24,10 +24,21 @@ RETRY_SEED_STEP = 1000
 """Answer ``k`` (0-based) after an invalid one is sampled with ``seed + k * RETRY_SEED_STEP``."""
 
 
+def spent_columns(comps: list[Completion]) -> dict[str, Any]:
+    """What the completions a prompt took cost, as ``prompt`` columns (kept on a failed row too)."""
+    costs = [c.cost_usd for c in comps]
+    return {
+        "tokens_in": sum(c.tokens_in or 0 for c in comps),
+        "tokens_out": sum(c.tokens_out or 0 for c in comps),
+        "latency_ms": round(sum(c.latency_ms for c in comps), 1),
+        "cost_usd": None if any(c is None for c in costs) else round(sum(costs), 8),  # type: ignore[arg-type]
+        "llm_attempts": sum(c.attempts for c in comps),
+    }
+
+
 def prompt_columns(vp: VisualPrompt, tokens: int, *, provider: str, comps: list[Completion]) -> dict[str, Any]:
     """The ``prompt`` row columns for a validated answer and the completions it took."""
     last = comps[-1]
-    costs = [c.cost_usd for c in comps]
     return {
         "title": redact(vp.title),
         "text": redact(vp.description),
@@ -38,11 +49,7 @@ def prompt_columns(vp: VisualPrompt, tokens: int, *, provider: str, comps: list[
         "realised_by": last.realised_by,
         "provider": provider,
         "model": last.model,
-        "tokens_in": sum(c.tokens_in or 0 for c in comps),
-        "tokens_out": sum(c.tokens_out or 0 for c in comps),
-        "latency_ms": round(sum(c.latency_ms for c in comps), 1),
-        "cost_usd": None if any(c is None for c in costs) else round(sum(costs), 8),  # type: ignore[arg-type]
-        "llm_attempts": sum(c.attempts for c in comps),
+        **spent_columns(comps),
         "raw": redact(last.raw),
     }
 
@@ -135,8 +142,9 @@ async def write_prompt(
         Unknown mode or a temperature outside [0, 2].
     ProviderError
         The provider failed (``retryable`` as the provider said), or no valid answer came within
-        ``1 + max_output_retries`` answers (``retryable=False``); the message gives the reason and
-        ``exc.raw`` the last answer.
+        ``1 + max_output_retries`` answers (``retryable=False``); the message gives the reason,
+        ``exc.raw`` the last answer, ``exc.attempts`` the calls made and ``exc.spent`` the
+        :func:`spent_columns` of the answers that came.
 
     Examples
     --------
@@ -166,6 +174,8 @@ async def write_prompt(
         except ProviderError as exc:
             spent = sum(c.attempts for c in comps) + int(getattr(exc, "attempts", 1))
             exc.attempts = spent  # type: ignore[attr-defined]
+            exc.spent = spent_columns(comps)  # type: ignore[attr-defined]
+            exc.raw = redact(comps[-1].raw if comps else "")  # type: ignore[attr-defined]
             raise
         finally:
             request_label.reset(named)
@@ -190,5 +200,6 @@ async def write_prompt(
         f"the last one failed because {reason}."
     )
     err.attempts = sum(c.attempts for c in comps)  # type: ignore[attr-defined]
+    err.spent = spent_columns(comps)  # type: ignore[attr-defined]
     err.raw = redact(comps[-1].raw if comps else "")  # type: ignore[attr-defined]
     raise err

@@ -66,13 +66,13 @@ def analysed(tmp_path_factory):
     return db
 
 
-def generate(tmp_path, analysed, down, **env):
+def generate(tmp_path, analysed, down, *, answer=None, **env):
     """`m2i run --stages generate` on a copy of ``analysed`` (None: on the copy made before) against an
     :class:`OutageServer` that is down when ``down(server)`` says; (result, prompt rows, server)."""
     db = tmp_path / "m2i.db"
     if analysed is not None:
         shutil.copy(analysed, db)
-    srv = OutageServer(down).start()
+    srv = OutageServer(down, **({"answer": answer} if answer else {})).start()
     try:
         full = {**os.environ, "ANTHROPIC_API_KEY": KEY, "ANTHROPIC_BASE_URL": srv.url, **env}
         r = subprocess.run([sys.executable, str(ROOT / "cli.py"), "run", "--db", str(db), "--stages", "generate",
@@ -137,3 +137,20 @@ def test_a_long_outage_stops_the_run_after_the_limit_with_one_sentence(tmp_path,
     assert_nothing_burnt(rows)
     assert sum(s == "pending" for s, _ in rows) >= 8
 
+
+def test_prompts_failed_on_invalid_answers_keep_the_answer_the_calls_and_what_they_cost(tmp_path, analysed):
+    r, _, _ = generate(tmp_path, analysed, lambda s: None, answer=lambda body, n: "Sorry, I only write about music.")
+    assert r.returncode == 0, r.stderr[-3000:]
+    con = sqlite3.connect(tmp_path / "m2i.db")
+    rows = con.execute("SELECT status, raw, llm_attempts, tokens_in, tokens_out, cost_usd, provider FROM prompt").fetchall()
+    assert len(rows) == 10
+    for status, raw, calls, t_in, t_out, cost, provider in rows:
+        assert status == "failed" and "I only write about music" in raw and provider == "anthropic"
+        assert calls == 3 and t_in > 0 and t_out > 0 and cost > 0
+    billed = con.execute("SELECT sum(cost_usd) FROM prompt").fetchone()[0]
+    report = subprocess.run([sys.executable, str(ROOT / "cli.py"), "report", "--db", str(tmp_path / "m2i.db")],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert report.returncode == 0, report.stderr[-2000:]
+    llm = next(line for line in report.stdout.splitlines() if line.startswith("llm:"))
+    assert "10 failed" in llm and f"${billed:.4f}" in llm
+    assert KEY.encode() not in (tmp_path / "m2i.db").read_bytes()
