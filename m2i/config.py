@@ -87,6 +87,7 @@ class Settings(BaseModel):
     stages: list[str] = Field(default_factory=lambda: ["analyze", "generate", "score", "render"])
     max_attempts: int = Field(default=3, ge=1, le=100)
     lease_s: float = Field(default=120.0, gt=1)
+    llm_outage_s: float = Field(default=900.0, gt=0)  # this machine's wait for an LLM provider that answers nothing
     analyze_workers: int | None = Field(default=None, ge=1)
     generate_concurrency: int | None = Field(default=None, ge=1)
 

@@ -57,12 +57,21 @@ class ProviderError(M2IError):
     """An LLM provider failed in a way the user can act on.
 
     ``retryable`` tells the runner whether another attempt may succeed (429, 5xx, timeouts).
+    ``scope`` says what the error is about: ``"request"`` (this request or answer: invalid JSON,
+    a refusal, a 400), ``"unavailable"`` (the provider is not answering now: 429, 5xx, 529, a
+    refused connection, a timeout; every request waits, see
+    :class:`m2i.prompts.providers.base.ProviderHold`) or ``"provider"`` (no request can succeed
+    until the user acts: a rejected key, an unknown model or base path). ``cause`` is a few words
+    for the log (``"429 rate limited"``).
     """
 
-    def __init__(self, message: str, *, retryable: bool = False, retry_after: float | None = None):
+    def __init__(self, message: str, *, retryable: bool = False, retry_after: float | None = None,
+                 scope: str = "request", cause: str | None = None):
         super().__init__(message)
         self.retryable = retryable
         self.retry_after = retry_after
+        self.scope = scope
+        self.cause = cause
 
 
 class BackendError(M2IError):

@@ -162,7 +162,7 @@ def run_pipeline(
                 log.info("ingest: %(added)d added, %(failed)d bad, %(skipped)d already present", added)
         impls, notes = build_stages(
             store, with_live_secrets(run, settings), settings.stages, out_dir=out_dir,
-            devices=settings.devices,
+            devices=settings.devices, outage_s=settings.llm_outage_s,
         )
         for note in notes:
             log.info("%s", note)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 
 from m2i.store import ops
 from m2i.store.engine import Store
@@ -34,13 +34,17 @@ def build_report(store: Store, run_id: int, *, recompute: bool = False) -> dict[
                 .group_by(p.c.mode, p.c.realised_by)
             )
         }
+        # tokens and cost count every billed answer, those of prompts that failed (invalid answers) too
+        done = p.c.status == Status.done.value
+        billed = done | ((p.c.status == Status.failed.value) & p.c.llm_attempts.is_not(None))
         llm = [
-            {"provider": prov, "model": model, "prompts": int(n), "tokens_in": int(ti or 0), "tokens_out": int(to or 0),
-             "cost_usd": round(float(c or 0), 4), "mean_latency_ms": round(float(lat or 0), 1)}
-            for prov, model, n, ti, to, c, lat in conn.execute(
-                select(p.c.provider, p.c.model, func.count(), func.sum(p.c.tokens_in), func.sum(p.c.tokens_out),
-                       func.sum(p.c.cost_usd), func.avg(p.c.latency_ms))
-                .where(p.c.run_id == run_id, p.c.status == Status.done.value).group_by(p.c.provider, p.c.model)
+            {"provider": prov, "model": model, "prompts": int(n or 0), "failed": int(nf or 0), "tokens_in": int(ti or 0),
+             "tokens_out": int(to or 0), "cost_usd": round(float(c or 0), 4), "mean_latency_ms": round(float(lat or 0), 1)}
+            for prov, model, n, nf, ti, to, c, lat in conn.execute(
+                select(p.c.provider, p.c.model, func.sum(case((done, 1), else_=0)), func.sum(case((done, 0), else_=1)),
+                       func.sum(p.c.tokens_in), func.sum(p.c.tokens_out), func.sum(p.c.cost_usd),
+                       func.avg(case((done, p.c.latency_ms), else_=None)))
+                .where(p.c.run_id == run_id, billed).group_by(p.c.provider, p.c.model)
             )
         ]
         images = [
@@ -90,7 +94,9 @@ def format_text(report: dict[str, Any]) -> str:
     ))
     for row in report["llm"]:
         lines.append(
-            f"llm: {row['provider']} {row['model']}  {row['prompts']} prompts, {row['tokens_in']}+{row['tokens_out']} tokens, "
+            f"llm: {row['provider']} {row['model']}  {row['prompts']} prompts"
+            + (f" ({row['failed']} failed; tokens and cost include their answers)" if row.get("failed") else "")
+            + f", {row['tokens_in']}+{row['tokens_out']} tokens, "
             f"${row['cost_usd']:.4f}, mean latency {row['mean_latency_ms']:.0f} ms"
         )
     if not report["llm"]:

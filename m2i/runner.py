@@ -10,6 +10,10 @@ Shutdown: the first :meth:`Runner.request_stop` (SIGINT/SIGTERM/SIGHUP) stops cl
 flight get ``grace_s`` to finish, after which they are cancelled and their rows handed back
 (pending again, the attempt not counted). A second signal exits the process at once; the
 leases of its rows then expire and another runner takes them.
+
+A stage that cannot go on at all (its LLM provider rejected the key, or has answered nothing for
+a long time) raises :class:`StageStop`: its rows are handed back, the runner stops the same
+graceful way, and :meth:`Runner.run` then raises that error (one sentence; the CLI exits 1).
 """
 
 from __future__ import annotations
@@ -45,6 +49,15 @@ class Outcome:
     # the work was lost for a reason outside the row (a pool worker process died): during a stop
     # the row goes back to pending with the attempt not counted; otherwise it is a retryable failure
     lost: bool = False
+    # not the row's fault at all (its LLM provider is unavailable): pending again, the attempt not
+    # counted, whether or not the runner is stopping; ``error`` only says why
+    handback: bool = False
+
+
+class StageStop(M2IError):
+    """Raised by :meth:`StageImpl.process` (or ``setup``) when no row of the stage can succeed until
+    the user acts; the message is the one sentence to show. The runner hands the rows back (the
+    attempt not counted), stops gracefully and raises it from :meth:`Runner.run`."""
 
 
 @dataclass
@@ -54,6 +67,12 @@ class RunContext:
     worker: str
     executor: Executor | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    stop: asyncio.Event | None = None
+    """Set when the runner stops (a signal, or a stage that cannot go on): long waits end on it."""
+
+    @property
+    def stopping(self) -> bool:
+        return self.stop is not None and self.stop.is_set()
 
     @property
     def run_id(self) -> int:
@@ -148,6 +167,8 @@ class Runner:
         self._pause_checked = -1e9
         self._paused_seen = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.halted: M2IError | None = None
+        """Why a stage stopped the runner (:class:`StageStop`), raised by :meth:`run` at its end."""
         self.processed: dict[str, int] = {i.name: 0 for i in self.impls}
         self.stage_names = [i.name for i in self.impls]
 
@@ -182,6 +203,13 @@ class Runner:
     def stopping(self) -> bool:
         return self._stop.is_set()
 
+    def halt(self, stage: str, exc: M2IError) -> None:
+        """A stage cannot go on: stop like a graceful stop, and make :meth:`run` raise ``exc``."""
+        if self.halted is None:
+            self.halted = exc
+            log.info("stopping: the %s stage cannot go on; its rows in flight are handed back", stage)
+        self._stop.set()
+
     def install_signal_handlers(self) -> None:
         """Stop signals call :meth:`request_stop`, for the rest of the process (main thread only).
 
@@ -207,7 +235,7 @@ class Runner:
         run = await asyncio.to_thread(ops.get_run, self.store, self.run_id)
         if run is None:
             raise M2IError(f"Run {self.run_id} does not exist.")
-        ctx = RunContext(store=self.store, run=run, worker=self.worker, executor=self.executor)
+        ctx = RunContext(store=self.store, run=run, worker=self.worker, executor=self.executor, stop=self._stop)
         started: list[StageImpl] = []
         try:
             for impl in self.impls:
@@ -218,6 +246,8 @@ class Runner:
             for impl in reversed(started):
                 with contextlib.suppress(Exception):
                     await impl.close()
+        if self.halted is not None:
+            raise self.halted
         return await asyncio.to_thread(ops.status_counts, self.store, self.run_id)
 
     def worker_for(self, impl: StageImpl) -> str:
@@ -328,6 +358,13 @@ class Runner:
             except asyncio.CancelledError:
                 await asyncio.shield(asyncio.to_thread(ops.release, self.store, stage, ids, worker=worker))
                 raise
+            except StageStop as exc:
+                first = self.halted is None
+                self.halt(stage, exc)
+                await asyncio.to_thread(ops.release, self.store, stage, ids, worker=worker)
+                if first:
+                    await asyncio.to_thread(ctx.event, str(exc), level="error", stage=stage)
+                return
             except M2IError as exc:
                 outcomes = [Outcome(id=i, error=str(exc), retryable=True) for i in ids]
             except Exception as exc:  # a bug in a stage must not take the runner down
@@ -343,13 +380,16 @@ class Runner:
         if good:
             accepted = await asyncio.to_thread(ops.complete_many, self.store, stage, good, worker=worker)
             self.processed[stage] += sum(accepted)
-        lost = [o.id for o in by_id.values() if o.error is not None and o.lost and self.stopping]
-        if lost:  # a stop signal sent to every process killed the pool's workers: not the rows' fault
+        # handed back: the provider was unavailable, or a stop signal sent to every process killed the
+        # pool's workers; not the rows' fault
+        lost = [o.id for o in by_id.values() if o.error is not None and (o.handback or (o.lost and self.stopping))]
+        if lost:
             await asyncio.to_thread(ops.release, self.store, stage, lost, worker=worker)
         for o in by_id.values():
             if o.error is not None and o.id not in lost:
                 await asyncio.to_thread(
-                    ops.fail, self.store, stage, o.id, worker=worker, error=o.error, retryable=o.retryable
+                    ops.fail, self.store, stage, o.id, worker=worker, error=o.error, retryable=o.retryable,
+                    values=o.values,
                 )
 
 
@@ -481,7 +521,7 @@ def run_blocking(runner: Runner, *, handle_signals: bool = True) -> dict[str, di
         return asyncio.run(runner.run())
     finally:
         log.info("runner finished in %.1f s", time.perf_counter() - t0)
-        if previous and not runner.stopping:
+        if previous and not runner._signals:  # kept after a stop signal; restored after a stage's own stop
             for sig, handler in previous.items():
                 with contextlib.suppress(ValueError, OSError, TypeError):
                     signal.signal(sig, handler)

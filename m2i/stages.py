@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 
 from m2i.errors import BackendError, InputError, ProviderError
-from m2i.runner import Outcome, RunContext, StageImpl, make_process_pool
+from m2i.runner import Outcome, RunContext, StageImpl, StageStop, make_process_pool
 from m2i.store import ops
 from m2i.store.engine import Store
 from m2i.store.models import LLMBatch, LLMModel, Prompt, Sample, Score, Status, utcnow
@@ -158,10 +158,12 @@ class GenerateStage(StageImpl):
     batch_size = 1
 
     def __init__(self, *, llm: str, model: str | None, base_url: str | None, settings: dict[str, Any],
-                 concurrency: int | None = None) -> None:
+                 concurrency: int | None = None, outage_s: float | None = None) -> None:
         self.llm, self.model, self.base_url = llm, model, base_url
         self.settings = settings
         self.concurrency = concurrency or (1 if llm == "local" else REMOTE_CONCURRENCY)
+        self.outage_s = outage_s
+        """How long the provider may answer nothing before the stage stops (``llm_outage_s``)."""
         self.provider = None
 
     async def setup(self, ctx: RunContext) -> None:
@@ -174,7 +176,19 @@ class GenerateStage(StageImpl):
         self.provider = get_provider(
             self.llm, model=model, base_url=self.base_url, capabilities=DBCapabilities(ctx.store), **options
         )
-        await self.provider.check()
+        if self.outage_s is not None:
+            self.provider.hold.limit_s = float(self.outage_s)
+        while True:  # an unavailable provider at start-up is waited for, like one that goes away mid-run
+            try:
+                await self._unless_stopped(self.provider.check(), ctx)
+                break
+            except _Stopped:
+                return
+            except ProviderError as exc:
+                if exc.scope != "unavailable":
+                    raise
+                if not await self._hold(ctx):
+                    return
         how = self.provider.realisation
         msg = (f"prompts: {self.provider.name} {self.provider.model}: convergent and divergent realised by "
                + ({"temperature": "temperature (0.4 / 0.8 by default)",
@@ -190,20 +204,81 @@ class GenerateStage(StageImpl):
         for row in rows:
             sample = await asyncio.to_thread(_sample_inputs, ctx.store, row["sample_id"])
             try:
-                values = await write_prompt(
+                values = await self._unless_stopped(write_prompt(
                     self.provider, features=sample.get("features") or {}, abc=sample.get("abc"),
                     mode=row["mode"], temperature=row["temperature"], seed=row["seed"], settings=self.settings,
                     label=f"prompt {row['id']} (sample {row['sample_id']}, slot {row.get('slot')})",
-                )
+                ), ctx)
+            except _Stopped:
+                out.append(Outcome(id=row["id"], error="stopped while the provider was unavailable", handback=True))
+                continue
             except ProviderError as exc:
-                out.append(Outcome(id=row["id"], error=str(exc), retryable=exc.retryable))
+                if exc.scope == "provider":  # the key, the model, the base path, or a long outage
+                    raise _stage_stop(exc) from exc
+                if exc.scope == "unavailable":
+                    # not this prompt's fault: back to pending with the attempt not counted; its next
+                    # request waits in the provider's hold with every other one
+                    out.append(Outcome(id=row["id"], error=str(exc), handback=True))
+                    continue
+                out.append(Outcome(id=row["id"], error=str(exc), retryable=exc.retryable, values={
+                    "provider": self.provider.name, "model": self.provider.model, **getattr(exc, "spent", {}),
+                    "llm_attempts": getattr(exc, "attempts", None), "raw": getattr(exc, "raw", None) or None}))
                 continue
             out.append(Outcome(id=row["id"], values=values))
         return out
 
+    async def _unless_stopped(self, coro: Any, ctx: RunContext) -> Any:
+        """Await ``coro``; when the runner stops while the provider is unavailable, cancel it and
+        raise :class:`_Stopped` instead of waiting out the hold (a request the provider is
+        answering is left to finish)."""
+        task = asyncio.ensure_future(coro)
+        if ctx.stop is None:
+            return await task
+        stop = asyncio.ensure_future(ctx.stop.wait())
+        try:
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if not task.done() and self.provider.hold.since is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                raise _Stopped
+            return await task
+        finally:
+            stop.cancel()
+            if not task.done():  # this task itself was cancelled (the runner's grace ran out)
+                task.cancel()
+
+    async def _hold(self, ctx: RunContext) -> bool:
+        """Wait while the provider is held (unavailable); False when the runner stops meanwhile.
+
+        Raises
+        ------
+        ProviderError
+            ``scope="provider"``: the provider answered nothing for ``llm_outage_s``.
+        """
+        wait = asyncio.ensure_future(self.provider.hold.wait(request=False))
+        waiters = {wait} | ({asyncio.ensure_future(ctx.stop.wait())} if ctx.stop is not None else set())
+        done, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        for w in pending:
+            w.cancel()
+        if wait in done:
+            try:
+                wait.result()
+            except ProviderError as exc:
+                raise _stage_stop(exc) from exc
+        return not ctx.stopping
+
     async def close(self) -> None:
         if self.provider is not None:
             await self.provider.aclose()
+
+
+class _Stopped(Exception):
+    """The runner stopped while the provider was unavailable."""
+
+
+def _stage_stop(exc: ProviderError) -> StageStop:
+    """The provider refuses all work (key, model, base path) or has answered nothing for too long."""
+    return StageStop(f"{str(exc).rstrip('. ')}; the prompts not written yet stay pending for the next `m2i run`.")
 
 
 class BatchGenerateStage(GenerateStage):
@@ -508,12 +583,14 @@ def resolve_devices(devices: str | list[str] | None) -> list[str | None]:
 
 def build_stages(
     store: Store, run: dict[str, Any], names: list[str], *, out_dir: str | None = None,
-    devices: str | list[str] | None = None,
+    devices: str | list[str] | None = None, outage_s: float | None = None,
 ) -> tuple[list[StageImpl], list[str]]:
     """The adapters for ``names`` configured from the run's recorded settings, plus notes to show.
 
-    ``out_dir`` and ``devices`` belong to this machine, not to the run: in a cluster each box
-    writes to the folder it is given and renders on its own GPUs (one render worker per device).
+    ``out_dir``, ``devices`` and ``outage_s`` belong to this machine, not to the run: in a cluster
+    each box writes to the folder it is given and renders on its own GPUs (one render worker per
+    device); ``outage_s`` (``llm_outage_s``) is how long the generate stage waits for an LLM
+    provider that answers nothing before it stops.
     """
     cfg = run.get("config") or {}
     impls: list[StageImpl] = []
@@ -532,7 +609,8 @@ def build_stages(
                 raise InputError(f"--batch works with --llm anthropic (Message Batches), not {llm!r}.")
             impls.append(BatchGenerateStage(model=cfg.get("model"), base_url=cfg.get("base_url"), settings=psettings))
         else:
-            impls.append(GenerateStage(llm=llm, model=cfg.get("model"), base_url=cfg.get("base_url"), settings=psettings))
+            impls.append(GenerateStage(llm=llm, model=cfg.get("model"), base_url=cfg.get("base_url"), settings=psettings,
+                                       outage_s=outage_s))
         notes.append(f"prompts: {llm} {cfg.get('model') or '(default model)'}" + (" via Message Batches" if cfg.get("batch") else ""))
     if "score" in names:
         impls.append(ScoreStage())

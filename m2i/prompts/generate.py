@@ -25,10 +25,21 @@ RETRY_SEED_STEP = 1000
 """Answer ``k`` (0-based) after an invalid one is sampled with ``seed + k * RETRY_SEED_STEP``."""
 
 
+def spent_columns(comps: list[Completion]) -> dict[str, Any]:
+    """What the completions a prompt took cost, as ``prompt`` columns (kept on a failed row too)."""
+    costs = [c.cost_usd for c in comps]
+    return {
+        "tokens_in": sum(c.tokens_in or 0 for c in comps),
+        "tokens_out": sum(c.tokens_out or 0 for c in comps),
+        "latency_ms": round(sum(c.latency_ms for c in comps), 1),
+        "cost_usd": None if any(c is None for c in costs) else round(sum(costs), 8),  # type: ignore[arg-type]
+        "llm_attempts": sum(c.attempts for c in comps),
+    }
+
+
 def prompt_columns(vp: VisualPrompt, tokens: int, *, provider: str, comps: list[Completion]) -> dict[str, Any]:
     """The ``prompt`` row columns for a validated answer and the completions it took."""
     last = comps[-1]
-    costs = [c.cost_usd for c in comps]
     return {
         "title": redact(vp.title),
         "text": redact(vp.description),
@@ -39,11 +50,7 @@ def prompt_columns(vp: VisualPrompt, tokens: int, *, provider: str, comps: list[
         "realised_by": last.realised_by,
         "provider": provider,
         "model": last.model,
-        "tokens_in": sum(c.tokens_in or 0 for c in comps),
-        "tokens_out": sum(c.tokens_out or 0 for c in comps),
-        "latency_ms": round(sum(c.latency_ms for c in comps), 1),
-        "cost_usd": None if any(c is None for c in costs) else round(sum(costs), 8),  # type: ignore[arg-type]
-        "llm_attempts": sum(c.attempts for c in comps),
+        **spent_columns(comps),
         "raw": redact(last.raw),
     }
 
@@ -154,7 +161,8 @@ async def write_prompt(
         The provider failed (``retryable`` as the provider said); or (``retryable=False``) the
         model refused, or no valid answer came within ``1 + max_output_retries`` answers (answers
         cut off at the token limit count among them); the message gives the reason, quoting a
-        refusal, ``exc.raw`` holds the last answer and ``exc.attempts`` the calls made.
+        refusal, ``exc.raw`` holds the last answer, ``exc.attempts`` the calls made and
+        ``exc.spent`` the :func:`spent_columns` of the answers that came.
 
     Examples
     --------
@@ -184,6 +192,8 @@ async def write_prompt(
         except ProviderError as exc:
             spent = sum(c.attempts for c in comps) + int(getattr(exc, "attempts", 1))
             exc.attempts = spent  # type: ignore[attr-defined]
+            exc.spent = spent_columns(comps)  # type: ignore[attr-defined]
+            exc.raw = redact(comps[-1].raw if comps else "")  # type: ignore[attr-defined]
             raise
         finally:
             request_label.reset(named)
@@ -213,5 +223,6 @@ def _gave_up(message: str, comps: list[Completion]) -> ProviderError:
     """The non-retryable error for a prompt that got no usable answer: the calls it made and the last answer."""
     err = ProviderError(_sentence(redact(message)))
     err.attempts = sum(c.attempts for c in comps)  # type: ignore[attr-defined]
+    err.spent = spent_columns(comps)  # type: ignore[attr-defined]
     err.raw = redact(comps[-1].raw if comps else "")  # type: ignore[attr-defined]
     return err

@@ -533,9 +533,13 @@ def _create_downstream(conn: Connection, stage: str, rows: list[dict[str, Any]])
 
 @retry_transient
 def fail(
-    store: Store, stage: str, row_id: int, *, worker: str, error: str, retryable: bool = True
+    store: Store, stage: str, row_id: int, *, worker: str, error: str, retryable: bool = True,
+    values: dict[str, Any] | None = None,
 ) -> str | None:
     """Record a failed attempt; the row goes back to pending, or to failed after max_attempts.
+
+    ``values`` are columns the attempt produced anyway and that are kept with the failure (a prompt's
+    last answer, its calls, tokens and cost).
 
     Returns the row's new status, or None if this worker no longer held it.
     """
@@ -554,7 +558,8 @@ def fail(
         conn.execute(
             update(t)
             .where(t.c.id == row_id)
-            .values(status=status, error=error[:4000], lease_until=None, finished_at=now if final else None)
+            .values(**(values or {}), status=status, error=error[:4000], lease_until=None,
+                    finished_at=now if final else None)
         )
         level = "error" if final else "warning"
         what = "failed" if final else f"attempt {row.attempts}/{row.max_attempts} failed, will retry"

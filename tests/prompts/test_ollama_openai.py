@@ -109,7 +109,7 @@ async def test_an_invalid_answer_is_logged_with_the_prompt_and_sample_it_belongs
     row = next(r for r in ops.claim(store, "generate", worker="t", n=10, run_id=run_id)
                if r["sample_id"] == second and r["slot"] == 3)
 
-    caplog.set_level(logging.INFO, logger="m2i")
+    caplog.set_level(logging.DEBUG, logger="m2i")  # a retry during a shared hold is logged at DEBUG, the hold once
     stage = GenerateStage(llm="ollama", model="llama3.2", base_url=None, settings={})
     ctx = RunContext(store=store, run=ops.get_run(store, run_id), worker="t")
     await stage.setup(ctx)
@@ -124,6 +124,8 @@ async def test_an_invalid_answer_is_logged_with_the_prompt_and_sample_it_belongs
     assert invalid == [f"ollama llama3.2 answer 1 of 3 for {which} invalid: the answer was empty"]
     retried = [r.getMessage() for r in caplog.records if "retrying" in r.getMessage()]
     assert len(retried) == 1 and retried[0].startswith(f"ollama llama3.2 for {which} failed (attempt 1 of 3): ")
+    holds = [r.getMessage() for r in caplog.records if "holding prompts" in r.getMessage()]
+    assert holds == ["ollama unavailable (503 service unavailable); holding prompts for 0.01 s"]
 
 
 # -- openai-compatible ---------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import text
 from store_helpers import RecordingStage, all_stages, seed_render_rows, seed_run
 
-from m2i.runner import Runner
+from m2i.runner import Outcome, Runner, StageStop
 from m2i.store import open_store, ops
 
 SCRIPT = Path(__file__).with_name("run_script.py")
@@ -123,6 +123,49 @@ def test_graceful_stop_releases_work_in_flight(db_url):
     assert counts["running"] == 0 and counts["pending"] == 4
     with store.read() as conn:
         assert conn.execute(text("SELECT max(attempts) FROM sample")).scalar() == 0
+
+
+def test_a_stage_that_cannot_go_on_stops_the_runner_and_hands_every_row_back(db_url):
+    """StageStop (a revoked key, say): the rows in flight and the rest stay pending, no attempt counted;
+    run() raises the stage's sentence once the runner has stopped; one error event says it."""
+
+    class Revoked(RecordingStage):
+        async def process(self, rows, ctx):
+            if any(r["idx"] >= 2 for r in rows):
+                raise StageStop("the key was revoked; set a new one.")
+            return await super().process(rows, ctx)
+
+    store = open_store(db_url)
+    run_id = seed_run(store, 6)
+    with pytest.raises(StageStop, match="the key was revoked"):
+        _run(store, run_id, [Revoked("analyze", concurrency=3)])
+    counts = ops.status_counts(store, run_id)["analyze"]
+    assert counts["failed"] == counts["running"] == 0 and counts["done"] + counts["pending"] == 6
+    assert counts["done"] <= 2
+    with store.read() as conn:
+        assert conn.execute(text("SELECT max(attempts) FROM sample WHERE status='pending'")).scalar() == 0
+    errors = [e["message"] for e in ops.recent_events(store, run_id) if e["level"] == "error"]
+    assert errors == ["the key was revoked; set a new one."]
+
+
+def test_rows_handed_back_cost_no_attempt_and_run_again(db_url):
+    """Outcome(handback=True) (the provider was unavailable): pending again, the attempt not counted."""
+
+    class Unavailable(RecordingStage):
+        seen: set = set()
+
+        async def process(self, rows, ctx):
+            first = [r for r in rows if r["id"] not in self.seen]
+            self.seen.update(r["id"] for r in rows)
+            if first:
+                return [Outcome(id=r["id"], error="provider unavailable", handback=True) for r in rows]
+            return await super().process(rows, ctx)
+
+    store = open_store(db_url)
+    run_id = seed_run(store, 3)
+    _run(store, run_id, [Unavailable("analyze")])
+    with store.read() as conn:
+        assert conn.execute(text("SELECT status, attempts FROM sample")).all() == [("done", 1)] * 3
 
 
 def _spawn(db, run_id, log, delay, lease="2.0", stages="analyze,generate,score,render", batch=2):

@@ -38,6 +38,10 @@ from m2i.prompts.providers.base import (
     RetryPolicy,
     call_with_retries,
     redact,
+    rejected,
+    retry_after,
+    status_scope,
+    unavailable,
 )
 
 log = logging.getLogger(__name__)
@@ -137,27 +141,31 @@ class AnthropicProvider(LLMProvider):
         if isinstance(exc, ProviderError):
             return exc
         if isinstance(exc, anthropic.APITimeoutError):
-            return ProviderError(f"{where} did not answer within {self.timeout:g} s.", retryable=True)
+            return unavailable(f"{where} did not answer within {self.timeout:g} s.",
+                               cause=f"no answer within {self.timeout:g} s")
         if isinstance(exc, anthropic.APIConnectionError):
-            return ProviderError(
+            return unavailable(
                 f"Cannot reach {where} (connection failed or dropped); check ANTHROPIC_BASE_URL and the network.",
-                retryable=True,
+                cause="no connection",
             )
         if isinstance(exc, anthropic.APIStatusError):
             status = exc.status_code
             msg = redact(_error_message(exc), [key])
-            retry_after = _retry_after(exc.response.headers) if exc.response is not None else None
+            wait = retry_after(exc.response.headers if exc.response is not None else None)
             if status in (401, 403):
-                return ProviderError(
+                return rejected(
                     f"Anthropic rejected the key in ANTHROPIC_API_KEY ({status}: {msg}); "
                     "set a valid key from console.anthropic.com."
                 )
             if status == 404:
-                return ProviderError(
-                    f"Anthropic has no model {self.model!r} ({msg}); pass --model with a current Claude model id."
+                return rejected(
+                    f"{where} has no model {self.model!r} ({msg}); pass --model with a current Claude model id, "
+                    "or check ANTHROPIC_BASE_URL."
                 )
-            if status in (408, 409, 429) or status >= 500:
-                return ProviderError(f"{where} answered {status}: {msg}", retryable=True, retry_after=retry_after)
+            if status_scope(status) == "unavailable":
+                return unavailable(f"{where} answered {status}: {msg}", status=status, retry_after=wait)
+            if status == 409:
+                return ProviderError(f"{where} answered {status}: {msg}", retryable=True, retry_after=wait)
             err = ProviderError(f"{where} refused the request for {self.model} ({status}: {msg}).")
             err.status = status  # type: ignore[attr-defined]
             return err
@@ -234,7 +242,8 @@ class AnthropicProvider(LLMProvider):
             except Exception as exc:  # noqa: BLE001 - translated, or re-raised by _translate
                 raise self._translate(exc) from exc
 
-        msg, attempts = await call_with_retries(once, policy=self.retry, what=f"anthropic {self.model}")
+        msg, attempts = await call_with_retries(once, policy=self.retry, what=f"anthropic {self.model}",
+                                                hold=self.hold)
         comp = self._completion(msg, realised=realised)
         comp.attempts = attempts
         return comp
@@ -322,7 +331,7 @@ class AnthropicProvider(LLMProvider):
             except Exception as exc:  # noqa: BLE001
                 raise self._translate(exc) from exc
 
-        batch, _ = await call_with_retries(once, policy=self.retry, what="anthropic batch create")
+        batch, _ = await call_with_retries(once, policy=self.retry, what="anthropic batch create", hold=self.hold)
         self._batch_realised = realised
         return str(batch.id)
 
@@ -336,7 +345,7 @@ class AnthropicProvider(LLMProvider):
             except Exception as exc:  # noqa: BLE001
                 raise self._translate(exc) from exc
 
-        batch, _ = await call_with_retries(once, policy=self.retry, what="anthropic batch status")
+        batch, _ = await call_with_retries(once, policy=self.retry, what="anthropic batch status", hold=self.hold)
         return str(batch.processing_status)
 
     async def collect_batch(self, batch_id: str) -> dict[str, Completion | BatchError]:
@@ -356,7 +365,7 @@ class AnthropicProvider(LLMProvider):
             except Exception as exc:  # noqa: BLE001
                 raise self._translate(exc) from exc
 
-        items, _ = await call_with_retries(once, policy=self.retry, what="anthropic batch results")
+        items, _ = await call_with_retries(once, policy=self.retry, what="anthropic batch results", hold=self.hold)
         out: dict[str, Completion | BatchError] = {}
         for item in items:
             result = item.result
@@ -386,13 +395,3 @@ def _error_message(exc: Any) -> str:
             return str(body["message"])
     return str(getattr(exc, "message", "") or exc)
 
-
-def _retry_after(headers: Any) -> float | None:
-    try:
-        ms = headers.get("retry-after-ms")
-        if ms is not None:
-            return float(ms) / 1000.0
-        value = headers.get("retry-after")
-        return float(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None

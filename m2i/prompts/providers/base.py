@@ -4,7 +4,16 @@ A provider turns one chat request into one :class:`Completion`. It owns the wire
 API (where temperature and seed go, how tokens are counted), retries transient failures (429,
 5xx, timeouts, dropped connections, unreadable bodies) with exponential backoff that honours
 ``Retry-After``, and translates every third-party error into :class:`m2i.errors.ProviderError`
-with one sentence that never contains an API key.
+with one sentence that never contains an API key, and a ``scope``: about this request or answer,
+the provider being unavailable (429, 5xx, 529, no connection, timeouts), or the provider refusing
+all work until the user acts (a rejected key, an unknown model or base path).
+
+Unavailable
+-----------
+While a provider is unavailable, every request to it waits in one :class:`ProviderHold`: one
+shared backoff (``Retry-After`` when the server sends one, else doubling up to a few minutes),
+logged once per hold, over as soon as any request is answered. After ``limit_s`` without an
+answer the hold gives up with a ``scope="provider"`` error.
 
 Mode realisation
 ----------------
@@ -194,13 +203,157 @@ class RetryPolicy:
         return d * random.uniform(0.75, 1.25)
 
 
+UNAVAILABLE_CAUSES = {408: "408 request timeout", 429: "429 rate limited", 500: "500 server error",
+                      502: "502 bad gateway", 503: "503 service unavailable", 504: "504 gateway timeout",
+                      529: "529 overloaded"}
+
+
+def status_scope(status: int | None) -> str:
+    """What an HTTP error status is about: ``"provider"`` for 401/403 (the key) and 404 (the model
+    or the base path), ``"unavailable"`` for 408, 429 and 5xx (529 included), else ``"request"``."""
+    if status in (401, 403, 404):
+        return "provider"
+    if status is not None and (status in (408, 429) or status >= 500):
+        return "unavailable"
+    return "request"
+
+
+def unavailable(message: str, *, status: int | None = None, cause: str | None = None,
+                retry_after: float | None = None) -> ProviderError:
+    """A retryable error that concerns the whole provider (it is not answering now)."""
+    if cause is None:
+        cause = UNAVAILABLE_CAUSES.get(status or 0, f"{status} server error" if status else "no answer")
+    return ProviderError(message, retryable=True, retry_after=retry_after, scope="unavailable", cause=cause)
+
+
+def rejected(message: str) -> ProviderError:
+    """An error no request to this provider can get past until the user acts (key, model, base path)."""
+    return ProviderError(message, scope="provider")
+
+
+def retry_after(headers: Any) -> float | None:
+    """Seconds a server asks to wait: ``retry-after-ms``, else ``Retry-After`` (seconds or an HTTP date)."""
+    if headers is None:
+        return None
+    try:
+        ms = headers.get("retry-after-ms")
+        if ms is not None:
+            return max(0.0, float(ms) / 1000.0)
+        value = headers.get("retry-after")
+        if value is None:
+            return None
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            from datetime import UTC, datetime
+            from email.utils import parsedate_to_datetime
+
+            when = parsedate_to_datetime(str(value))
+            return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    except (AttributeError, TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+def _span(seconds: float) -> str:
+    if seconds >= 120:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s" if seconds >= 0.1 else f"{seconds:.2f} s"
+
+
+class ProviderHold:
+    """One shared backoff for every request to a provider that is not answering.
+
+    A request that meets a ``scope="unavailable"`` error calls :meth:`failed`. The first such
+    failure after a hold ended starts the next hold: ``Retry-After`` when the server sent one,
+    otherwise ``first_s`` (the retry policy's first delay) doubling up to ``max_s``; it is logged
+    once. Every request waits in :meth:`wait` until the hold is over; then one request goes alone
+    (the probe) and the others wait for its outcome, so a rate-limited server is not met by every
+    request at once. Any answer (:meth:`answered`) ends the outage and resets the backoff. When nothing was answered for
+    ``limit_s``, :meth:`failed` and :meth:`wait` raise a ``scope="provider"`` error: the caller
+    stops instead of waiting forever.
+    """
+
+    def __init__(self, name: str, *, max_s: float = 300.0, limit_s: float = 900.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.name = name
+        self.max_s = max_s
+        self.limit_s = limit_s
+        self.clock = clock
+        self.since: float | None = None  # the first unanswered failure of this outage
+        self.until = 0.0
+        self.delay = 0.0
+        self.holds = 0
+        self.last: ProviderError | None = None
+        self._probe: asyncio.Event | None = None
+
+    def left(self) -> float:
+        """Seconds until the current hold is over (0 when there is none)."""
+        return max(0.0, self.until - self.clock())
+
+    def failed(self, exc: ProviderError, *, first_s: float = 0.5) -> None:
+        now = self.clock()
+        if self.since is None:
+            self.since = now
+        self.last = exc
+        self._give_up_if_long(now)
+        asked = exc.retry_after if exc.retry_after is not None and exc.retry_after >= 0 else None
+        if now < self.until:  # another request of the same hold: only a longer Retry-After extends it
+            if asked is not None:
+                self.until = max(self.until, now + min(self.max_s, asked))
+            return
+        self.delay = min(self.max_s, first_s if not self.delay else self.delay * 2)
+        wait = min(self.max_s, asked) if asked is not None else self.delay
+        wait = min(wait, max(0.0, self.since + self.limit_s - now))  # wake up to give up on time
+        self.until = now + wait
+        self.holds += 1
+        log.log(logging.WARNING if wait >= 5 else logging.INFO, "%s unavailable (%s); holding prompts for %s",
+                self.name, exc.cause or "no answer", _span(wait))
+
+    async def wait(self, *, request: bool = True) -> bool:
+        """Wait until a request may go; True when it goes alone as the probe (call :meth:`probe_done`
+        after it). With ``request=False``, only wait for the current hold to end."""
+        while True:
+            self._give_up_if_long(self.clock())
+            left = self.left()
+            if left > 0:
+                await asyncio.sleep(left)
+            elif self.since is None or not request:
+                return False
+            elif self._probe is None:
+                self._probe = asyncio.Event()
+                return True
+            else:
+                await self._probe.wait()
+
+    def probe_done(self) -> None:
+        """The probe request ended (answered, failed or cancelled): the others look again."""
+        if self._probe is not None:
+            self._probe.set()
+            self._probe = None
+
+    def answered(self) -> None:
+        if self.since is not None and self.holds:
+            log.info("%s answers again after %s", self.name, _span(self.clock() - self.since))
+        self.since, self.until, self.delay, self.holds = None, 0.0, 0.0, 0
+
+    def _give_up_if_long(self, now: float) -> None:
+        if self.since is not None and now - self.since >= self.limit_s:
+            last = str(self.last or "").rstrip(". ")
+            raise rejected(f"{self.name} has answered nothing for {_span(now - self.since)} ({last}); "
+                           "try again when it answers (the setting llm_outage_s is how long m2i waits)")
+
+
 async def call_with_retries(
     fn: Callable[[], Awaitable[T]],
     *,
     policy: RetryPolicy,
     what: str,
+    hold: ProviderHold | None = None,
 ) -> tuple[T, int]:
     """Run ``fn`` until it succeeds, retrying :class:`ProviderError` with ``retryable=True``.
+
+    With a ``hold``, a ``scope="unavailable"`` failure holds every request to the provider (see
+    :class:`ProviderHold`) instead of this one alone, and each attempt first waits for the hold.
 
     Returns
     -------
@@ -209,22 +362,48 @@ async def call_with_retries(
     Raises
     ------
     ProviderError
-        The last error, once ``policy.max_attempts`` calls failed or a non-retryable one came.
+        The last error, once ``policy.max_attempts`` calls failed or a non-retryable one came;
+        the hold's ``scope="provider"`` error once the provider answered nothing for its limit.
     """
     attempt = 0
     while True:
         attempt += 1
+        probe = False
+        if hold is not None:
+            try:
+                probe = await hold.wait()
+            except ProviderError as gone:
+                gone.attempts = attempt - 1  # type: ignore[attr-defined]
+                raise
         try:
-            return await fn(), attempt
+            result = await fn()
         except ProviderError as exc:
+            shared = hold is not None and exc.scope == "unavailable"
+            if hold is not None and shared:
+                try:
+                    hold.failed(exc, first_s=policy.base_delay)
+                except ProviderError as gone:
+                    gone.attempts = attempt  # type: ignore[attr-defined]
+                    raise gone from exc
+            elif hold is not None and exc.scope != "provider":
+                hold.answered()  # an answer about this request: the provider is there
             if not exc.retryable or attempt >= policy.max_attempts:
                 exc.attempts = attempt  # type: ignore[attr-defined]
                 raise
-            wait = policy.delay(attempt, exc.retry_after)
+            wait = hold.left() if hold is not None and shared else policy.delay(attempt, exc.retry_after)
             label = request_label.get()
-            log.info("%s%s failed (attempt %d of %d): %s; retrying in %.2f s",
-                     what, f" for {label}" if label else "", attempt, policy.max_attempts, exc, wait)
-            await asyncio.sleep(wait)
+            # a shared hold is logged once by the hold, not once per waiting request
+            log.log(logging.DEBUG if shared else logging.INFO, "%s%s failed (attempt %d of %d): %s; retrying in %.2f s",
+                    what, f" for {label}" if label else "", attempt, policy.max_attempts, str(exc).rstrip("."), wait)
+            if not shared:
+                await asyncio.sleep(wait)
+        else:
+            if hold is not None:
+                hold.answered()
+            return result, attempt
+        finally:
+            if probe and hold is not None:
+                hold.probe_done()
 
 
 class LLMProvider(abc.ABC):
@@ -263,6 +442,8 @@ class LLMProvider(abc.ABC):
             raise ProviderError(f"The {self.name} provider needs a model: pass --model with a model id.")
         self.capabilities: CapabilityStore = capabilities if capabilities is not None else MemoryCapabilityStore()
         self.retry = retry or RetryPolicy()
+        self.hold = ProviderHold(self.name)
+        """Every request to this provider waits here while it is unavailable."""
         self.timeout = float(timeout)
         self.always_instruct = bool(always_instruct)
 

@@ -21,6 +21,10 @@ from m2i.prompts.providers.base import (
     RetryPolicy,
     call_with_retries,
     redact,
+    rejected,
+    retry_after,
+    status_scope,
+    unavailable,
 )
 
 
@@ -85,20 +89,23 @@ class OllamaProvider(LLMProvider):
             status = exc.status_code
             msg = redact(str(exc.error))
             if status == 404 or "not found" in msg.lower():
-                return ProviderError(
+                return rejected(
                     f"{where} has no model {self.model!r}: run `ollama pull {self.model}` and try again."
                 )
             if status in (401, 403):
-                return ProviderError(f"{where} rejected the request ({status}: {msg}); check OLLAMA_API_KEY.")
-            if status in (408, 429) or status >= 500 or status < 0:
-                return ProviderError(f"{where} answered {status}: {msg}", retryable=True)
+                return rejected(f"{where} rejected the request ({status}: {msg}); check OLLAMA_API_KEY.")
+            if status_scope(status) == "unavailable" or status < 0:
+                # the client drops the response but keeps it on the HTTP error it replaced
+                response = getattr(exc.__context__, "response", None)
+                return unavailable(f"{where} answered {status}: {msg}", status=status if status > 0 else None,
+                                   retry_after=retry_after(getattr(response, "headers", None)))
             return ProviderError(f"{where} refused the request for {self.model} ({status}: {msg}).")
         if isinstance(exc, httpx.TimeoutException):
-            return ProviderError(f"{where} did not answer within {self.timeout:g} s.", retryable=True)
+            return unavailable(f"{where} did not answer within {self.timeout:g} s.",
+                               cause=f"no answer within {self.timeout:g} s")
         if isinstance(exc, (ConnectionError, httpx.TransportError)):
-            return ProviderError(
-                f"Cannot reach {where}: start it with `ollama serve` or set OLLAMA_HOST.", retryable=True
-            )
+            return unavailable(f"Cannot reach {where}: start it with `ollama serve` or set OLLAMA_HOST.",
+                               cause="no connection")
         if isinstance(exc, ValueError):  # JSON decode / validation of the body
             return ProviderError(f"{where} sent a body that is not valid JSON ({type(exc).__name__}).",
                                  retryable=True)
@@ -131,7 +138,8 @@ class OllamaProvider(LLMProvider):
             except Exception as exc:  # noqa: BLE001 - translated or re-raised
                 raise self._translate(exc) from exc
 
-        resp, attempts = await call_with_retries(once, policy=self.retry, what=f"ollama {self.model}")
+        resp, attempts = await call_with_retries(once, policy=self.retry, what=f"ollama {self.model}",
+                                                 hold=self.hold)
         return Completion(
             text=resp.message.content or "",
             model=resp.model or self.model,
@@ -155,7 +163,8 @@ class OllamaProvider(LLMProvider):
             except Exception as exc:  # noqa: BLE001
                 raise self._translate(exc) from exc
 
-        await call_with_retries(once, policy=RetryPolicy(max_attempts=2, base_delay=0.2), what="ollama show")
+        await call_with_retries(once, policy=RetryPolicy(max_attempts=2, base_delay=0.2), what="ollama show",
+                                hold=self.hold)
 
     async def aclose(self) -> None:
         if self._client is not None:

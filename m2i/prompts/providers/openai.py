@@ -22,6 +22,10 @@ from m2i.prompts.providers.base import (
     RetryPolicy,
     call_with_retries,
     redact,
+    rejected,
+    retry_after,
+    status_scope,
+    unavailable,
 )
 
 NO_KEY = "no-key-needed"
@@ -92,27 +96,25 @@ class OpenAIProvider(LLMProvider):
         if isinstance(exc, ProviderError):
             return exc
         if isinstance(exc, openai.APITimeoutError):
-            return ProviderError(f"{where} did not answer within {self.timeout:g} s.", retryable=True)
+            return unavailable(f"{where} did not answer within {self.timeout:g} s.",
+                               cause=f"no answer within {self.timeout:g} s")
         if isinstance(exc, openai.APIConnectionError):
-            return ProviderError(f"Cannot reach {where}: start the server or fix --base-url / OPENAI_BASE_URL.",
-                                 retryable=True)
+            return unavailable(f"Cannot reach {where}: start the server or fix --base-url / OPENAI_BASE_URL.",
+                               cause="no connection")
         if isinstance(exc, openai.APIStatusError):
             status = exc.status_code
             msg = redact(_message(exc))
+            wait = retry_after(exc.response.headers if exc.response is not None else None)
             if status in (401, 403):
-                return ProviderError(f"{where} rejected the key in OPENAI_API_KEY ({status}: {msg}); set the key "
-                                     "the server expects.")
+                return rejected(f"{where} rejected the key in OPENAI_API_KEY ({status}: {msg}); set the key "
+                                "the server expects.")
             if status == 404:
-                return ProviderError(f"{where} has no model {self.model!r} ({msg}); pass --model with one listed "
-                                     "by GET /v1/models.")
-            if status in (408, 409, 429) or status >= 500:
-                retry_after = None
-                try:
-                    value = exc.response.headers.get("retry-after")
-                    retry_after = float(value) if value is not None else None
-                except (TypeError, ValueError):
-                    retry_after = None
-                return ProviderError(f"{where} answered {status}: {msg}", retryable=True, retry_after=retry_after)
+                return rejected(f"{where} has no model {self.model!r} or no chat API at that path ({msg}); pass "
+                                "--model with one listed by GET /v1/models, and a --base-url that ends in /v1.")
+            if status_scope(status) == "unavailable":
+                return unavailable(f"{where} answered {status}: {msg}", status=status, retry_after=wait)
+            if status == 409:
+                return ProviderError(f"{where} answered {status}: {msg}", retryable=True, retry_after=wait)
             err = ProviderError(f"{where} refused the request for {self.model} ({status}: {msg}).")
             err.status = status  # type: ignore[attr-defined]
             return err
@@ -157,7 +159,7 @@ class OpenAIProvider(LLMProvider):
 
         try:
             resp, attempts = await call_with_retries(lambda: once(self.structured_output), policy=self.retry,
-                                                     what=f"openai {self.model}")
+                                                     what=f"openai {self.model}", hold=self.hold)
         except ProviderError as exc:
             if not (self.structured_output and getattr(exc, "status", None) == 400
                     and "response_format" in str(exc)):
@@ -165,7 +167,7 @@ class OpenAIProvider(LLMProvider):
             self.structured_output = False
             spent = getattr(exc, "attempts", 1)
             resp, attempts = await call_with_retries(lambda: once(False), policy=self.retry,
-                                                     what=f"openai {self.model}")
+                                                     what=f"openai {self.model}", hold=self.hold)
         choice = resp.choices[0] if resp.choices else None
         msg = choice.message if choice else None
         refusal_text = getattr(msg, "refusal", None) if msg else None
@@ -200,7 +202,7 @@ class OpenAIProvider(LLMProvider):
                 raise self._translate(exc) from exc
 
         ids, _ = await call_with_retries(once, policy=RetryPolicy(max_attempts=2, base_delay=0.2),
-                                         what="openai models")
+                                         what="openai models", hold=self.hold)
         if ids and self.model not in ids:
             raise ProviderError(
                 f"The server at {redact_url(self.base_url)} has no model {self.model!r}; pass --model with one of: "
