@@ -139,13 +139,13 @@ def test_a_long_outage_stops_the_run_after_the_limit_with_one_sentence(tmp_path,
 
 
 def test_prompts_failed_on_invalid_answers_keep_the_answer_the_calls_and_what_they_cost(tmp_path, analysed):
-    r, _, _ = generate(tmp_path, analysed, lambda s: None, answer=lambda body, n: "Sorry, I only write about music.")
+    r, _, _ = generate(tmp_path, analysed, lambda s: None, answer=lambda body, n: "Music is all I write about today.")
     assert r.returncode == 0, r.stderr[-3000:]
     con = sqlite3.connect(tmp_path / "m2i.db")
     rows = con.execute("SELECT status, raw, llm_attempts, tokens_in, tokens_out, cost_usd, provider FROM prompt").fetchall()
     assert len(rows) == 10
     for status, raw, calls, t_in, t_out, cost, provider in rows:
-        assert status == "failed" and "I only write about music" in raw and provider == "anthropic"
+        assert status == "failed" and "all I write about" in raw and provider == "anthropic"
         assert calls == 3 and t_in > 0 and t_out > 0 and cost > 0
     billed = con.execute("SELECT sum(cost_usd) FROM prompt").fetchone()[0]
     report = subprocess.run([sys.executable, str(ROOT / "cli.py"), "report", "--db", str(tmp_path / "m2i.db")],
