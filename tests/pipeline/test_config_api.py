@@ -118,6 +118,26 @@ def test_doctor_reports_each_check(tmp_path):
     assert r.returncode == 0
 
 
+def test_doctor_says_what_it_checked_of_the_llm(tmp_path):
+    """Listing a server's models is not hearing the model answer: doctor says which one it did."""
+    from wire_servers import OpenAIServer
+
+    with OpenAIServer(models=("gpt-5",)) as srv:
+        def llm_line(base_url):
+            r = subprocess.run([sys.executable, str(ROOT / "cli.py"), "doctor", "--db", str(tmp_path / "x.db"),
+                                "--llm", "openai", "--model", "gpt-5", "--base-url", base_url],
+                               capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                               env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+            return r, next(line for line in r.stdout.splitlines() if "] llm openai" in line)
+
+        _, line = llm_line(srv.url + "/v1")
+        assert line == "[  ok] llm openai: gpt-5 is listed by the server (GET /v1/models; no completion sent)"
+        assert srv.posts("/v1/chat/completions") == []
+        r, line = llm_line(srv.url)
+        assert line.startswith("[fail] llm openai: Nothing answers at") and f"try {srv.url}/v1" in line
+        assert r.returncode == 1 and "Traceback" not in r.stderr
+
+
 def test_doctor_fails_on_a_bad_database(tmp_path):
     bad = tmp_path / "bad.db"
     bad.write_text("not a database")

@@ -353,11 +353,12 @@ class OpenAIServer(WireServer):
     """``/v1/chat/completions`` and ``/v1/models`` as vLLM / llama.cpp server answer them."""
 
     def __init__(self, *, models: tuple[str, ...] = ("qwen2.5-7b-instruct",), api_key: str | None = None,
-                 rejects_response_format: bool = False, **kw: Any):
+                 rejects_response_format: bool = False, default_temperature_only: tuple[str, ...] = (), **kw: Any):
         super().__init__(**kw)
         self.models = list(models)
         self.api_key = api_key
         self.rejects_response_format = rejects_response_format
+        self.default_temperature_only = set(default_temperature_only)  # OpenAI's reasoning models
 
     def route(self, h: BaseHTTPRequestHandler, method: str, body: dict[str, Any], fault: Any) -> None:
         path = h.path.split("?")[0]
@@ -379,6 +380,12 @@ class OpenAIServer(WireServer):
         if model not in self.models:
             self.send_json(h, 404, {"error": {"message": f"The model `{model}` does not exist.",
                                               "type": "invalid_request_error", "code": "model_not_found"}})
+            return
+        if model in self.default_temperature_only and body.get("temperature", 1) != 1:
+            self.send_json(h, 400, {"error": {
+                "message": f"Unsupported value: 'temperature' does not support {body['temperature']} with this model. "
+                           "Only the default (1) value is supported.",
+                "type": "invalid_request_error", "param": "temperature", "code": "unsupported_value"}})
             return
         if self.rejects_response_format and "response_format" in body:
             self.send_json(h, 400, {"error": {"message": "response_format is not supported",

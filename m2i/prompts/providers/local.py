@@ -275,9 +275,10 @@ class LocalProvider(LLMProvider):
             cost_usd=0.0,
         )
 
-    async def check(self) -> None:
+    async def check(self) -> str:
         """Find and load the model (in a thread): one sentence if it is missing or unreadable."""
         await asyncio.to_thread(self._load)
+        return f"loads ({self._path()})"
 
     async def aclose(self) -> None:
         llm, self._llm = self._llm, None

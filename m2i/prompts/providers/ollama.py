@@ -145,7 +145,7 @@ class OllamaProvider(LLMProvider):
             cost_usd=0.0,
         )
 
-    async def check(self) -> None:
+    async def check(self) -> str:
         """Unreachable server or a model not pulled: one sentence with the command to run."""
         client = self._get_client()
 
@@ -156,6 +156,7 @@ class OllamaProvider(LLMProvider):
                 raise self._translate(exc) from exc
 
         await call_with_retries(once, policy=RetryPolicy(max_attempts=2, base_delay=0.2), what="ollama show")
+        return "is pulled on the server (POST /api/show; no completion sent)"
 
     async def aclose(self) -> None:
         if self._client is not None:
