@@ -300,6 +300,12 @@ class LLMProvider(abc.ABC):
         self.timeout = float(timeout)
         self.always_instruct = bool(always_instruct)
 
+    @classmethod
+    def recorded_model(cls, model: str | None) -> str | None:
+        """What a run records as its model for ``--model model``: the model that will run (the
+        provider's default when none is given)."""
+        return model or cls.default_model or None
+
     @property
     def realisation(self) -> Realisation | None:
         """How modes reach this model: known after :meth:`check` or the first request (``None``:
@@ -357,6 +363,12 @@ class LLMProvider(abc.ABC):
 
     async def aclose(self) -> None:
         """Release connections and models."""
+
+    async def detach(self) -> None:
+        """Let go of what belongs to the running event loop (HTTP connections), keeping what was
+        loaded and learned, so that the provider can be used again under another loop (the run
+        checks its provider before it records anything, then runs its stages in a loop of their own)."""
+        await self.aclose()
 
     async def _realise(self, send: Callable[[Realisation], Awaitable[Completion]]) -> Completion:
         """``send(realised)`` the request, by temperature unless the model is known to refuse it.
