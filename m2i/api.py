@@ -118,7 +118,9 @@ class Run:
         from m2i.stages import build_stages
 
         names = list(stages or ops.STAGE_ORDER)
-        impls, _notes = build_stages(self.store, with_live_secrets(self.info, self.settings), names)
+        impls, _notes = build_stages(self.store, with_live_secrets(self.info, self.settings), names,
+                                     analyze_workers=self.settings.analyze_workers,
+                                     generate_concurrency=self.settings.generate_concurrency)
         runner = Runner(self.store, self.id, impls, lease_s=self.settings.lease_s)
         return _run_coroutine(runner.run())
 

@@ -201,7 +201,8 @@ def run_pipeline(
                 log.info("ingest: %(added)d added, %(failed)d bad, %(skipped)d already present", added)
         impls, notes = build_stages(
             store, with_live_secrets(run, settings), settings.stages, out_dir=out_dir,
-            devices=settings.devices, provider=provider,
+            devices=settings.devices, analyze_workers=settings.analyze_workers,
+            generate_concurrency=settings.generate_concurrency, provider=provider,
         )
         for note in notes:
             log.info("%s", note)

@@ -535,19 +535,23 @@ def resolve_devices(devices: str | list[str] | None) -> list[str | None]:
 
 def build_stages(
     store: Store, run: dict[str, Any], names: list[str], *, out_dir: str | None = None,
-    devices: str | list[str] | None = None, provider: Any = None,
+    devices: str | list[str] | None = None, analyze_workers: int | None = None,
+    generate_concurrency: int | None = None, provider: Any = None,
 ) -> tuple[list[StageImpl], list[str]]:
     """The adapters for ``names`` configured from the run's recorded settings, plus notes to show.
 
-    ``out_dir`` and ``devices`` belong to this machine, not to the run: in a cluster each box
-    writes to the folder it is given and renders on its own GPUs (one render worker per device).
-    ``provider``: the run's LLM provider, already checked (:func:`checked_provider`).
+    ``out_dir``, ``devices``, ``analyze_workers`` (analysis processes; default one per core) and
+    ``generate_concurrency`` (LLM requests in flight; default 32 for remote providers, 1 for the
+    embedded model) belong to this machine, not to the run: in a cluster each box writes to the
+    folder it is given, renders on its own GPUs (one render worker per device) and uses its own
+    cores and rate limits. ``provider``: the run's LLM provider, already checked
+    (:func:`checked_provider`).
     """
     cfg = run.get("config") or {}
     impls: list[StageImpl] = []
     notes: list[str] = []
     if "analyze" in names:
-        impls.append(AnalyzeStage(settings={"spectrogram": bool(cfg.get("mel_summary"))}))
+        impls.append(AnalyzeStage(workers=analyze_workers, settings={"spectrogram": bool(cfg.get("mel_summary"))}))
     if "generate" in names:
         llm = cfg.get("llm") or "local"
         psettings = dict(cfg.get("prompt_settings") or {})
@@ -562,7 +566,7 @@ def build_stages(
                                             provider=provider))
         else:
             impls.append(GenerateStage(llm=llm, model=cfg.get("model"), base_url=cfg.get("base_url"), settings=psettings,
-                                       provider=provider))
+                                       concurrency=generate_concurrency, provider=provider))
         notes.append(f"prompts: {llm} {cfg.get('model') or '(default model)'}" + (" via Message Batches" if cfg.get("batch") else ""))
     if "score" in names:
         impls.append(ScoreStage())

@@ -85,6 +85,23 @@ def test_temperatures_and_counts_are_configurable_per_run(tmp_path):
     assert any("llm='ollama'" in e["message"] for e in ops.recent_events(store, run["id"]))
 
 
+def test_analyze_workers_and_generate_concurrency_size_the_stages(tmp_path):
+    """Per-machine settings (not recorded with the run): analysis processes and LLM requests in flight."""
+    from m2i.stages import REMOTE_CONCURRENCY, build_stages
+    from m2i.store import open_store
+
+    store = open_store(tmp_path / "m2i.db")
+    run = {"id": 1, "config": {"llm": "ollama", "model": "llama3.2"}}
+    impls, _ = build_stages(store, run, ["analyze", "generate"], analyze_workers=1, generate_concurrency=2)
+    assert [(i.name, i.concurrency) for i in impls] == [("analyze", 1), ("generate", 2)]
+    impls, _ = build_stages(store, run, ["analyze", "generate"])
+    assert [(i.name, i.concurrency) for i in impls] == [("analyze", os.cpu_count()), ("generate", REMOTE_CONCURRENCY)]
+    s = load_settings({}, environ={"M2I_ANALYZE_WORKERS": "3", "M2I_GENERATE_CONCURRENCY": "5"})
+    assert (s.analyze_workers, s.generate_concurrency) == (3, 5)
+    assert "generate_concurrency" not in s.run_config()
+    store.close()
+
+
 def test_notebook_api_runs_stages_and_reads_results(tmp_path, tiny_gguf):
     from m2i.api import open_runs
 

@@ -206,3 +206,24 @@ def test_a_refused_invocation_records_nothing(tmp_path, server, tiny_gguf):
     finally:
         ollama.stop()
 
+
+def test_generate_concurrency_limits_the_requests_in_flight(tmp_path):
+    """`generate_concurrency` (M2I_GENERATE_CONCURRENCY or m2i.toml) is how many LLM requests one runner
+    has in flight; the server counts them."""
+    srv = AnthropicServer(api_key=KEY, latency=0.3).start()
+    try:
+        def run(*extra, **env):
+            r = subprocess.run([sys.executable, str(ROOT / "cli.py"), *base_args(tmp_path, "claude-sonnet-4-6"),
+                                "--stages", "analyze,generate", *extra], cwd=tmp_path, capture_output=True, text=True,
+                               timeout=600, env={**os.environ, "ANTHROPIC_API_KEY": KEY, "ANTHROPIC_BASE_URL": srv.url,
+                                                 "M2I_ANALYZE_WORKERS": "1", **env})
+            assert r.returncode == 0, r.stderr[-3000:]
+
+        run(M2I_GENERATE_CONCURRENCY="2")
+        assert len(srv.posts("/v1/messages")) == 11 and srv.max_in_flight == 2  # 10 prompts and the probe
+        srv.max_in_flight = 0
+        (tmp_path / "m2i.toml").write_text("generate_concurrency = 4\n")
+        run("--new")
+        assert len(srv.posts("/v1/messages")) == 22 and srv.max_in_flight == 4
+    finally:
+        srv.stop()

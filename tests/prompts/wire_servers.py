@@ -13,7 +13,8 @@ without answering), ``("hang", seconds)``, ``"malformed"`` (200 with a body that
 ``"refusal"``, ``"empty"`` (a completion with no text), ``("text", "...")`` (this answer text),
 ``"cut"`` (the usual answer cut off in its description, with the API's stop reason for the token
 limit: Anthropic ``max_tokens``, Ollama and OpenAI ``length``).
-The server counts successful completions in ``ok``.
+The server counts successful completions in ``ok``, and the most requests it held at once in
+``max_in_flight``.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class WireServer:
         self.requests: list[dict[str, Any]] = []
         self.faults: dict[str, deque[Any]] = defaultdict(deque)
         self.ok = 0
+        self.in_flight = self.max_in_flight = 0
         self.lock = threading.Lock()
         self._ids = itertools.count(1)
         outer = self
@@ -79,7 +81,13 @@ class WireServer:
                     outer.requests.append(rec)
                     queue = outer.faults.get(self.path.split("?")[0])
                     fault = queue.popleft() if queue else None
-                outer.route(self, method, body, fault)
+                    outer.in_flight += 1
+                    outer.max_in_flight = max(outer.max_in_flight, outer.in_flight)
+                try:
+                    outer.route(self, method, body, fault)
+                finally:
+                    with outer.lock:
+                        outer.in_flight -= 1
 
             def do_GET(self) -> None:  # noqa: N802
                 self._handle("GET")
