@@ -119,7 +119,9 @@ class Run:
 
         names = list(stages or ops.STAGE_ORDER)
         impls, _notes = build_stages(self.store, with_live_secrets(self.info, self.settings), names,
-                                     outage_s=self.settings.llm_outage_s)
+                                     outage_s=self.settings.llm_outage_s,
+                                     analyze_workers=self.settings.analyze_workers,
+                                     generate_concurrency=self.settings.generate_concurrency)
         runner = Runner(self.store, self.id, impls, lease_s=self.settings.lease_s)
         return _run_coroutine(runner.run())
 

@@ -1,9 +1,9 @@
 """``m2i doctor``: is this machine ready for a run? Each check says ok, warn or fail, with the fix.
 
 The earlier system's verification checklist as code: Python and package versions, GPU and free
-VRAM, disk space, whether the SDXL weights are cached, whether the configured LLM answers (key
-present and accepted, Ollama reachable and the model pulled, the local model file present), the
-numba cache, and the health of the run store.
+VRAM, disk space, whether the SDXL weights are cached, whether the configured LLM is ready (key
+present and accepted, the server reachable and the model listed or pulled, the local model file
+loads; each says what it checked), the numba cache, and the health of the run store.
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ async def _llm_check(settings: Settings) -> Check:
     except M2IError as exc:
         return Check(name, "fail", str(exc))
     try:
-        await asyncio.wait_for(provider.check(), timeout=60)
+        checked = await asyncio.wait_for(provider.check(), timeout=60)
     except M2IError as exc:
         return Check(name, "fail", str(exc))
     except TimeoutError:
@@ -139,7 +139,7 @@ async def _llm_check(settings: Settings) -> Check:
             await provider.aclose()
         except Exception:  # closing a provider that never opened may fail; the check result stands
             pass
-    return Check(name, "ok", f"{provider.model} answers")
+    return Check(name, "ok", f"{provider.model} {checked}")  # what was checked: "answers a 1-token request", ...
 
 
 def check_llm(settings: Settings) -> Check:

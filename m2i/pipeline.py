@@ -22,6 +22,57 @@ from m2i.store.engine import Store, open_store
 log = logging.getLogger(__name__)
 
 
+def plan_run(
+    store: Store, settings: Settings, *, new_run: bool = False, explicit: set[str] | None = None
+) -> tuple[dict[str, Any] | None, dict[str, Any], dict[str, Any]]:
+    """What :func:`prepare_run` would record, without recording anything.
+
+    Returns ``(run, config, changed)``: the run to continue (``None`` for a new one), the
+    configuration it will run with, and the recorded values this invocation replaces (options
+    given explicitly, ``explicit``). A new ``--llm`` without ``--model`` brings the new provider's
+    model (m2i.toml's or ``M2I_MODEL``, else its default), not the previous provider's. The model
+    recorded is the one that runs (:meth:`~m2i.prompts.providers.LLMProvider.recorded_model`).
+    """
+    from m2i.prompts.providers import provider_class
+
+    explicit = explicit or set()
+    run = None if new_run else ops.get_run(store, settings.run_name)
+    fresh = settings.run_config()
+    if run is None:
+        fresh["model"] = provider_class(fresh["llm"]).recorded_model(fresh["model"])
+        return None, fresh, {}
+    cfg = dict(run["config"] or {})
+    # out_dir belongs to the machine (each box of a cluster writes where it is told), not the run
+    keys = (explicit & RUN_KEYS) - {"out_dir"}
+    if "llm" in keys and fresh["llm"] != cfg.get("llm"):
+        keys.add("model")  # the previous provider's model means nothing to the new one
+    if keys & {"llm", "model"}:
+        llm = fresh["llm"] if "llm" in keys else cfg.get("llm") or "local"
+        fresh["model"] = provider_class(llm).recorded_model(fresh["model"])
+    changed = {k: v for k, v in fresh.items() if k in keys and cfg.get(k) != v}  # in a stable order
+    return run, {**cfg, **changed}, changed
+
+
+def record_run(
+    store: Store, settings: Settings, run: dict[str, Any] | None, config: dict[str, Any], changed: dict[str, Any],
+) -> dict[str, Any]:
+    """Record a :func:`plan_run`: create the new run, or write the continued run's changes (with an event)."""
+    if run is None:
+        name = settings.run_name or time.strftime("run-%Y%m%d-%H%M%S")
+        config = dict(config)
+        run_id = ops.create_run(store, name=name, config=config)
+        own = own_out_dir(store, run_id, config["out_dir"])
+        if own != config["out_dir"]:
+            config["out_dir"] = own
+            ops.update_run_config(store, run_id, config)
+        return ops.get_run(store, run_id)  # type: ignore[return-value]
+    if changed:
+        ops.update_run_config(store, int(run["id"]), config)
+        ops.log_event(store, int(run["id"]), "settings changed: " + ", ".join(f"{k}={v!r}" for k, v in changed.items()))
+        run = ops.get_run(store, int(run["id"]))
+    return run  # type: ignore[return-value]
+
+
 def prepare_run(
     store: Store, settings: Settings, *, new_run: bool = False, explicit: set[str] | None = None
 ) -> dict[str, Any]:
@@ -29,28 +80,10 @@ def prepare_run(
 
     A continued run keeps its recorded configuration; options given explicitly on this
     invocation (``explicit``) replace the recorded values, and the change is logged as an event.
+    ``m2i run`` plans first (:func:`plan_run`) and records (:func:`record_run`) only once the
+    LLM provider's check has passed.
     """
-    explicit = explicit or set()
-    run = None if new_run else ops.get_run(store, settings.run_name)
-    if run is None:
-        name = settings.run_name or time.strftime("run-%Y%m%d-%H%M%S")
-        config = settings.run_config()
-        run_id = ops.create_run(store, name=name, config=config)
-        own = own_out_dir(store, run_id, config["out_dir"])
-        if own != config["out_dir"]:
-            config["out_dir"] = own
-            ops.update_run_config(store, run_id, config)
-        return ops.get_run(store, run_id)  # type: ignore[return-value]
-    cfg = dict(run["config"] or {})
-    fresh = settings.run_config()
-    # out_dir belongs to the machine (each box of a cluster writes where it is told), not the run
-    changed = {k: fresh[k] for k in (explicit & RUN_KEYS) - {"out_dir"} if cfg.get(k) != fresh[k]}
-    if changed:
-        cfg.update(changed)
-        ops.update_run_config(store, int(run["id"]), cfg)
-        ops.log_event(store, int(run["id"]), "settings changed: " + ", ".join(f"{k}={v!r}" for k, v in changed.items()))
-        run = ops.get_run(store, int(run["id"]))
-    return run  # type: ignore[return-value]
+    return record_run(store, settings, *plan_run(store, settings, new_run=new_run, explicit=explicit))
 
 
 def own_out_dir(store: Store, run_id: int, out_dir: str) -> str:
@@ -118,7 +151,7 @@ def run_pipeline(
     from m2i.images.backends import check_backend_name
     from m2i.prompts.providers import provider_class
     from m2i.runner import Runner, run_blocking
-    from m2i.stages import build_stages
+    from m2i.stages import build_stages, checked_provider
 
     for s in settings.stages:
         if s not in ops.STAGE_ORDER:
@@ -146,7 +179,14 @@ def run_pipeline(
             # a misspelt --run would otherwise start a new run and redo (and pay for) every clip
             raise ops.no_such_run(store, settings.run_name, "add --new to start a new run with that name")
         created = new_run or existing is None
-        run = prepare_run(store, settings, new_run=new_run, explicit=explicit)
+        planned, config, changed = plan_run(store, settings, new_run=new_run, explicit=explicit)
+        provider = None
+        if "generate" in settings.stages:
+            # a dead server, a rejected key, an unknown model or a bad .gguf stops here, before the run,
+            # its changed settings or its clips are recorded
+            provider = checked_provider(store, with_live_secrets({"config": config}, settings)["config"],
+                                        outage_s=settings.llm_outage_s)
+        run = record_run(store, settings, planned, config, changed)
         run_id = int(run["id"])
         cfg = run["config"]
         # --out belongs to this machine when it continues a run; a run just created uses the folder it recorded
@@ -162,7 +202,8 @@ def run_pipeline(
                 log.info("ingest: %(added)d added, %(failed)d bad, %(skipped)d already present", added)
         impls, notes = build_stages(
             store, with_live_secrets(run, settings), settings.stages, out_dir=out_dir,
-            devices=settings.devices, outage_s=settings.llm_outage_s,
+            devices=settings.devices, outage_s=settings.llm_outage_s, analyze_workers=settings.analyze_workers,
+            generate_concurrency=settings.generate_concurrency, provider=provider,
         )
         for note in notes:
             log.info("%s", note)

@@ -151,44 +151,88 @@ def _sample_inputs(store: Store, sample_id: int) -> dict[str, Any]:
     return dict(row) if row else {}
 
 
+def run_provider(store: Store, cfg: dict[str, Any]) -> Any:
+    """The LLM provider a run's config names (``llm``, ``model``, ``base_url``), remembering what it
+    learns about models in the store's ``llm_model`` table. Raises ``ProviderError`` (one sentence)."""
+    from m2i.prompts.providers import get_provider
+
+    return get_provider(cfg.get("llm") or "local", model=cfg.get("model"), base_url=cfg.get("base_url"),
+                        capabilities=DBCapabilities(store))
+
+
+def checked_provider(store: Store, cfg: dict[str, Any], *, outage_s: float | None = None) -> Any:
+    """:func:`run_provider`, checked (key, server, model) in an event loop of its own, ready for
+    :class:`GenerateStage` to use in the runner's loop: a run records nothing until this passed.
+    A provider that is unavailable (429, 5xx, no connection) is waited for, as mid-run, for at
+    most ``outage_s`` (``llm_outage_s``).
+
+    Raises
+    ------
+    ProviderError
+        The check's one sentence.
+    """
+    provider = run_provider(store, cfg)
+    if outage_s is not None:
+        provider.hold.limit_s = float(outage_s)
+
+    async def check() -> None:
+        try:
+            while True:
+                try:
+                    await provider.check()
+                    return
+                except ProviderError as exc:
+                    if exc.scope != "unavailable":
+                        raise
+                    await provider.hold.wait(request=False)  # raises once the outage lasts too long
+        finally:
+            await provider.detach()
+
+    try:
+        asyncio.run(check())
+    except Exception:
+        asyncio.run(provider.aclose())  # a loaded local model, say
+        raise
+    return provider
+
+
 class GenerateStage(StageImpl):
-    """Five visual prompts per sample through the configured LLM provider."""
+    """Five visual prompts per sample through the configured LLM provider.
+
+    ``provider``: one :func:`checked_provider` already checked; without it, :meth:`setup` builds
+    and checks the run's provider itself.
+    """
 
     name = "generate"
     batch_size = 1
 
     def __init__(self, *, llm: str, model: str | None, base_url: str | None, settings: dict[str, Any],
-                 concurrency: int | None = None, outage_s: float | None = None) -> None:
+                 concurrency: int | None = None, outage_s: float | None = None, provider: Any = None) -> None:
         self.llm, self.model, self.base_url = llm, model, base_url
         self.settings = settings
         self.concurrency = concurrency or (1 if llm == "local" else REMOTE_CONCURRENCY)
         self.outage_s = outage_s
         """How long the provider may answer nothing before the stage stops (``llm_outage_s``)."""
-        self.provider = None
+        self.provider = provider
+        if provider is not None and outage_s is not None:
+            provider.hold.limit_s = float(outage_s)
 
     async def setup(self, ctx: RunContext) -> None:
-        from m2i.prompts.providers import get_provider
-
-        model, options = self.model, {}
-        if self.llm == "local" and model and model.endswith(".gguf"):
-            # `--llm local --model path/to/model.gguf`: any GGUF chat model instead of SmolLM2
-            model, options = Path(model).stem, {"model_path": self.model}
-        self.provider = get_provider(
-            self.llm, model=model, base_url=self.base_url, capabilities=DBCapabilities(ctx.store), **options
-        )
-        if self.outage_s is not None:
-            self.provider.hold.limit_s = float(self.outage_s)
-        while True:  # an unavailable provider at start-up is waited for, like one that goes away mid-run
-            try:
-                await self._unless_stopped(self.provider.check(), ctx)
-                break
-            except _Stopped:
-                return
-            except ProviderError as exc:
-                if exc.scope != "unavailable":
-                    raise
-                if not await self._hold(ctx):
+        if self.provider is None:
+            self.provider = run_provider(ctx.store, {"llm": self.llm, "model": self.model, "base_url": self.base_url})
+            if self.outage_s is not None:
+                self.provider.hold.limit_s = float(self.outage_s)
+            while True:  # an unavailable provider at start-up is waited for, like one that goes away mid-run
+                try:
+                    await self._unless_stopped(self.provider.check(), ctx)
+                    break
+                except _Stopped:
                     return
+                except ProviderError as exc:
+                    if exc.scope != "unavailable":
+                        raise
+                    if not await self._hold(ctx):
+                        return
         how = self.provider.realisation
         msg = (f"prompts: {self.provider.name} {self.provider.model}: convergent and divergent realised by "
                + ({"temperature": "temperature (0.4 / 0.8 by default)",
@@ -293,10 +337,12 @@ class BatchGenerateStage(GenerateStage):
     concurrency = 1
     poll_s = 30.0
 
-    def __init__(self, *, model: str | None, base_url: str | None, settings: dict[str, Any]) -> None:
+    def __init__(self, *, model: str | None, base_url: str | None, settings: dict[str, Any],
+                 provider: Any = None) -> None:
         settings = dict(settings)
         self.poll_s = float(settings.pop("batch_poll_s", self.poll_s))
-        super().__init__(llm="anthropic", model=model, base_url=base_url, settings=settings, concurrency=1)
+        super().__init__(llm="anthropic", model=model, base_url=base_url, settings=settings, concurrency=1,
+                         provider=provider)
 
     async def process(self, rows: list[dict[str, Any]], ctx: RunContext) -> list[Outcome]:
         from m2i.prompts.batch import BatchItem, generate_batch
@@ -583,20 +629,24 @@ def resolve_devices(devices: str | list[str] | None) -> list[str | None]:
 
 def build_stages(
     store: Store, run: dict[str, Any], names: list[str], *, out_dir: str | None = None,
-    devices: str | list[str] | None = None, outage_s: float | None = None,
+    devices: str | list[str] | None = None, outage_s: float | None = None, analyze_workers: int | None = None,
+    generate_concurrency: int | None = None, provider: Any = None,
 ) -> tuple[list[StageImpl], list[str]]:
     """The adapters for ``names`` configured from the run's recorded settings, plus notes to show.
 
-    ``out_dir``, ``devices`` and ``outage_s`` belong to this machine, not to the run: in a cluster
-    each box writes to the folder it is given and renders on its own GPUs (one render worker per
-    device); ``outage_s`` (``llm_outage_s``) is how long the generate stage waits for an LLM
-    provider that answers nothing before it stops.
+    ``out_dir``, ``devices``, ``outage_s``, ``analyze_workers`` (analysis processes; default one per
+    core) and ``generate_concurrency`` (LLM requests in flight; default 32 for remote providers, 1
+    for the embedded model) belong to this machine, not to the run: in a cluster each box writes to
+    the folder it is given, renders on its own GPUs (one render worker per device) and uses its own
+    cores and rate limits; ``outage_s`` (``llm_outage_s``) is how long the generate stage waits for
+    an LLM provider that answers nothing before it stops. ``provider``: the run's LLM provider,
+    already checked (:func:`checked_provider`).
     """
     cfg = run.get("config") or {}
     impls: list[StageImpl] = []
     notes: list[str] = []
     if "analyze" in names:
-        impls.append(AnalyzeStage(settings={"spectrogram": bool(cfg.get("mel_summary"))}))
+        impls.append(AnalyzeStage(workers=analyze_workers, settings={"spectrogram": bool(cfg.get("mel_summary"))}))
     if "generate" in names:
         llm = cfg.get("llm") or "local"
         psettings = dict(cfg.get("prompt_settings") or {})
@@ -607,10 +657,11 @@ def build_stages(
         if cfg.get("batch"):
             if llm != "anthropic":
                 raise InputError(f"--batch works with --llm anthropic (Message Batches), not {llm!r}.")
-            impls.append(BatchGenerateStage(model=cfg.get("model"), base_url=cfg.get("base_url"), settings=psettings))
+            impls.append(BatchGenerateStage(model=cfg.get("model"), base_url=cfg.get("base_url"), settings=psettings,
+                                            provider=provider))
         else:
             impls.append(GenerateStage(llm=llm, model=cfg.get("model"), base_url=cfg.get("base_url"), settings=psettings,
-                                       outage_s=outage_s))
+                                       outage_s=outage_s, concurrency=generate_concurrency, provider=provider))
         notes.append(f"prompts: {llm} {cfg.get('model') or '(default model)'}" + (" via Message Batches" if cfg.get("batch") else ""))
     if "score" in names:
         impls.append(ScoreStage())
@@ -637,5 +688,6 @@ def build_stages(
 
 __all__ = [
     "AnalyzeStage", "DBCapabilities", "GenerateStage", "RenderStage", "ScoreStage", "build_stages",
+    "checked_provider", "run_provider",
     "mode_rows", "write_mode_report",
 ]

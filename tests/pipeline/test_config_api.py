@@ -85,6 +85,23 @@ def test_temperatures_and_counts_are_configurable_per_run(tmp_path):
     assert any("llm='ollama'" in e["message"] for e in ops.recent_events(store, run["id"]))
 
 
+def test_analyze_workers_and_generate_concurrency_size_the_stages(tmp_path):
+    """Per-machine settings (not recorded with the run): analysis processes and LLM requests in flight."""
+    from m2i.stages import REMOTE_CONCURRENCY, build_stages
+    from m2i.store import open_store
+
+    store = open_store(tmp_path / "m2i.db")
+    run = {"id": 1, "config": {"llm": "ollama", "model": "llama3.2"}}
+    impls, _ = build_stages(store, run, ["analyze", "generate"], analyze_workers=1, generate_concurrency=2)
+    assert [(i.name, i.concurrency) for i in impls] == [("analyze", 1), ("generate", 2)]
+    impls, _ = build_stages(store, run, ["analyze", "generate"])
+    assert [(i.name, i.concurrency) for i in impls] == [("analyze", os.cpu_count()), ("generate", REMOTE_CONCURRENCY)]
+    s = load_settings({}, environ={"M2I_ANALYZE_WORKERS": "3", "M2I_GENERATE_CONCURRENCY": "5"})
+    assert (s.analyze_workers, s.generate_concurrency) == (3, 5)
+    assert "generate_concurrency" not in s.run_config()
+    store.close()
+
+
 def test_notebook_api_runs_stages_and_reads_results(tmp_path, tiny_gguf):
     from m2i.api import open_runs
 
@@ -116,6 +133,26 @@ def test_doctor_reports_each_check(tmp_path):
     assert any(line.startswith("[warn] gpu") and "→" in line for line in lines)  # no GPU here: warn with the fix
     assert lines[-1] in ("doctor: ok", "doctor: warn")
     assert r.returncode == 0
+
+
+def test_doctor_says_what_it_checked_of_the_llm(tmp_path):
+    """Listing a server's models is not hearing the model answer: doctor says which one it did."""
+    from wire_servers import OpenAIServer
+
+    with OpenAIServer(models=("gpt-5",)) as srv:
+        def llm_line(base_url):
+            r = subprocess.run([sys.executable, str(ROOT / "cli.py"), "doctor", "--db", str(tmp_path / "x.db"),
+                                "--llm", "openai", "--model", "gpt-5", "--base-url", base_url],
+                               capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                               env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+            return r, next(line for line in r.stdout.splitlines() if "] llm openai" in line)
+
+        _, line = llm_line(srv.url + "/v1")
+        assert line == "[  ok] llm openai: gpt-5 is listed by the server (GET /v1/models; no completion sent)"
+        assert srv.posts("/v1/chat/completions") == []
+        r, line = llm_line(srv.url)
+        assert line.startswith("[fail] llm openai: Nothing answers at") and f"try {srv.url}/v1" in line
+        assert r.returncode == 1 and "Traceback" not in r.stderr
 
 
 def test_doctor_fails_on_a_bad_database(tmp_path):

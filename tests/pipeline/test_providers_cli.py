@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -31,6 +32,12 @@ def m2i(args, cwd, srv, **kw):
     env = {**os.environ, "ANTHROPIC_API_KEY": KEY, "ANTHROPIC_BASE_URL": srv.url}
     return subprocess.Popen([sys.executable, str(ROOT / "cli.py"), *args], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def base_args(tmp_path, model, *extra):
@@ -147,5 +154,76 @@ def test_a_password_in_the_server_url_is_never_stored_and_is_asked_for_again(tmp
         assert secret.encode() not in (tmp_path / "m2i.db").read_bytes()
         con = sqlite3.connect(tmp_path / "m2i.db")
         assert con.execute("SELECT count(*) FROM prompt WHERE status='done'").fetchone() == (5,)
+    finally:
+        srv.stop()
+
+
+def test_a_refused_invocation_records_nothing(tmp_path, server, tiny_gguf):
+    """A provider check that fails leaves the run's settings as they were (and a first refused run
+    creates none); a new --llm without --model brings that provider's own default model."""
+    db = tmp_path / "m2i.db"
+    ollama = OllamaServer(models=("llama3.2",)).start()
+    try:
+        def run(*args, **env):
+            e = {**os.environ, "ANTHROPIC_API_KEY": KEY, "ANTHROPIC_BASE_URL": server.url, "OLLAMA_HOST": ollama.url,
+                 **env}
+            return subprocess.run([sys.executable, str(ROOT / "cli.py"), "run", "--db", str(db), "--out",
+                                   str(tmp_path / "out"), "--images", "preview", "--stages", "generate", *args],
+                                  cwd=tmp_path, env=e, capture_output=True, text=True, timeout=300)
+
+        def recorded():
+            con = sqlite3.connect(db)
+            runs = [json.loads(c) for (c,) in con.execute("SELECT config FROM run")]
+            changes = [m for (m,) in con.execute("SELECT message FROM event WHERE message LIKE 'settings changed%'")]
+            return [(c["llm"], c["model"]) for c in runs], changes
+
+        dead = f"http://127.0.0.1:{free_port()}/v1"
+        r = run("--llm", "openai", "--base-url", dead, "--model", "x")
+        assert r.returncode == 1 and "Cannot reach" in r.stderr.strip().splitlines()[-1], r.stderr[-2000:]
+        assert recorded() == ([], [])  # no run was created
+        r = run("--llm", "anthropic")
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert recorded() == ([("anthropic", "claude-sonnet-4-6")], [])  # the default model, recorded as such
+        bad = tmp_path / "bad.gguf"
+        bad.write_bytes(b"GGUF not really")
+        for args, says in [(("--llm", "openai", "--base-url", dead, "--model", "x"), "Cannot reach"),
+                           (("--llm", "local", "--model", str(bad)), "cannot load bad.gguf"),
+                           (("--llm", "local", "--model", "llama3.1:70b"), "must be a path to a .gguf file")]:
+            r = run(*args)
+            last = r.stderr.strip().splitlines()[-1]
+            assert r.returncode == 1 and last.startswith("error: ") and says in last, r.stderr[-2000:]
+            assert "Traceback" not in r.stderr
+            assert recorded() == ([("anthropic", "claude-sonnet-4-6")], [])
+        r = run("--llm", "ollama")  # the previous provider's model does not carry over
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert recorded() == ([("ollama", "llama3.2")], ["settings changed: llm='ollama', model='llama3.2'"])
+        r = run("--llm", "local", "--model", os.path.relpath(tiny_gguf, tmp_path))
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert recorded()[0] == [("local", str(tiny_gguf.resolve()))]  # the file that runs, wherever m2i runs next
+        status = subprocess.run([sys.executable, str(ROOT / "cli.py"), "status", "--db", str(db)],
+                                capture_output=True, text=True, cwd=tmp_path, timeout=120).stdout
+        assert f"llm: local {tiny_gguf.resolve()}" in status.replace("\n", "")
+    finally:
+        ollama.stop()
+
+
+def test_generate_concurrency_limits_the_requests_in_flight(tmp_path):
+    """`generate_concurrency` (M2I_GENERATE_CONCURRENCY or m2i.toml) is how many LLM requests one runner
+    has in flight; the server counts them."""
+    srv = AnthropicServer(api_key=KEY, latency=0.3).start()
+    try:
+        def run(*extra, **env):
+            r = subprocess.run([sys.executable, str(ROOT / "cli.py"), *base_args(tmp_path, "claude-sonnet-4-6"),
+                                "--stages", "analyze,generate", *extra], cwd=tmp_path, capture_output=True, text=True,
+                               timeout=600, env={**os.environ, "ANTHROPIC_API_KEY": KEY, "ANTHROPIC_BASE_URL": srv.url,
+                                                 "M2I_ANALYZE_WORKERS": "1", **env})
+            assert r.returncode == 0, r.stderr[-3000:]
+
+        run(M2I_GENERATE_CONCURRENCY="2")
+        assert len(srv.posts("/v1/messages")) == 11 and srv.max_in_flight == 2  # 10 prompts and the probe
+        srv.max_in_flight = 0
+        (tmp_path / "m2i.toml").write_text("generate_concurrency = 4\n")
+        run("--new")
+        assert len(srv.posts("/v1/messages")) == 22 and srv.max_in_flight == 4
     finally:
         srv.stop()

@@ -24,7 +24,7 @@ async def five_prompts(provider, features):
 
 async def test_temperature_reaches_claude_where_the_api_reads_it(anthropic_server, features, caps):
     provider = get_provider("anthropic", model="claude-sonnet-4-6", capabilities=caps)
-    await provider.check()
+    assert await provider.check() == "answers a 1-token request"  # what `m2i doctor` says it checked
     assert provider.realisation == "temperature"
     rows = await five_prompts(provider, features)
     await provider.aclose()
@@ -170,6 +170,16 @@ async def test_rejected_key_and_unknown_model_are_clear(anthropic_server, monkey
     provider = get_provider("anthropic", model="claude-nonexistent-1")
     with pytest.raises(ProviderError, match="no model 'claude-nonexistent-1'"):
         await provider.check()
+    await provider.aclose()
+
+
+async def test_a_base_url_ending_in_v1_is_not_called_a_missing_model(anthropic_server, monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", anthropic_server.url + "/v1")
+    provider = get_provider("anthropic", model="claude-sonnet-4-6")
+    with pytest.raises(ProviderError, match=r"^Nothing answers at .*/v1/v1/messages \(404: .*\): the base URL "
+                                            r".*/v1 looks wrong; ANTHROPIC_BASE_URL .* without /v1") as info:
+        await provider.check()
+    assert "no model" not in str(info.value) and not info.value.retryable
     await provider.aclose()
 
 

@@ -80,6 +80,26 @@ async def test_missing_or_broken_model_file_is_one_sentence(tmp_path):
         await get_provider("local", model_path=bad).check()
 
 
+async def test_model_is_a_gguf_path_or_the_bundled_model(tiny_model, tmp_path, monkeypatch):
+    """`--llm local --model NAME` of a served model is refused, not run as SmolLM2 under that name."""
+    from m2i.prompts.providers.local import LocalProvider
+
+    with pytest.raises(ProviderError, match=r"^--llm local runs a GGUF file, so --model must be a path to a "
+                                            r"\.gguf file .*not 'llama3\.1:70b'; .*--llm ollama or openai\.$"):
+        get_provider("local", model="llama3.1:70b")
+    with pytest.raises(ProviderError, match="not 'llama3.1:70b'"):
+        LocalProvider.recorded_model("llama3.1:70b")
+    provider = get_provider("local", model=str(tiny_model))
+    assert provider.model == "tiny-llama" and provider.model_path == tiny_model
+    assert (await provider.check()).startswith(f"loads ({tiny_model}")
+    await provider.aclose()
+    # a run records the file that runs, as an absolute path; the bundled model by its name
+    monkeypatch.chdir(tiny_model.parent)
+    assert LocalProvider.recorded_model(tiny_model.name) == str(tiny_model.resolve())
+    assert LocalProvider.recorded_model(None) == LocalProvider.recorded_model("SmolLM2-135M-Instruct") == \
+        "SmolLM2-135M-Instruct"
+
+
 def test_smollm2_gguf_is_found_without_importing_its_package():
     import sys
 

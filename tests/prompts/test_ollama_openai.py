@@ -210,3 +210,47 @@ async def test_openai_server_without_structured_output_is_asked_plainly(features
 def test_unknown_provider_name():
     with pytest.raises(ProviderError, match="unknown: use one of anthropic, local, ollama, openai"):
         get_provider("gemini")
+
+
+async def test_openai_model_taking_only_its_default_temperature_gets_its_modes_by_instruction(features, caps):
+    """OpenAI's reasoning models answer 400 to any temperature but 1: like Claude's, the first such 400
+    is remembered for the model and its modes are realised by the documented instructions."""
+    from wire_servers import OpenAIServer
+
+    with OpenAIServer(models=("gpt-5",), default_temperature_only=("gpt-5",)) as srv:
+        provider = get_provider("openai", model="gpt-5", base_url=srv.url + "/v1", capabilities=caps)
+        assert await provider.check() == "is listed by the server (GET /v1/models; no completion sent)"
+        assert provider.realisation is None  # listing the models tells nothing about sampling
+        rows = await five_prompts(provider, features)
+        await provider.aclose()
+        assert [r["realised_by"] for r in rows] == ["instruction"] * 5
+        assert [r["llm_attempts"] for r in rows] == [2, 1, 1, 1, 1]  # the refused request counts
+        assert caps.get("openai", "gpt-5") == "instruction" and provider.realisation == "instruction"
+        bodies = [r["body"] for r in srv.posts("/v1/chat/completions")]
+        assert bodies[0]["temperature"] == 0.4 and all("temperature" not in b for b in bodies[1:])
+        systems = [b["messages"][0]["content"] for b in bodies[1:]]
+        assert [("Mode: divergent" in s, "Mode: convergent" in s) for s in systems] == [
+            (mode == "divergent", mode == "convergent") for _, mode, _, _ in SLOTS]
+        # a later provider of the same store (another run) asks by instruction from its first request
+        again = get_provider("openai", model="gpt-5", base_url=srv.url + "/v1", capabilities=caps)
+        row = await write_prompt(again, features=features, abc=ABC, mode="divergent", temperature=0.8, seed=9)
+        await again.aclose()
+        assert row["realised_by"] == "instruction" and row["llm_attempts"] == 1
+        assert "temperature" not in srv.posts("/v1/chat/completions")[-1]["body"]
+
+
+async def test_openai_wrong_base_url_is_not_called_a_missing_model(openai_server, features):
+    root = openai_server.url  # without /v1
+    provider = get_provider("openai", model="qwen2.5-7b-instruct", base_url=root)
+    with pytest.raises(ProviderError, match=rf"Nothing answers at {root}/models \(404\): the base URL {root} looks "
+                                            rf"wrong \(try {root}/v1\)") as info:
+        await provider.check()
+    assert "no model" not in str(info.value)
+    with pytest.raises(ProviderError, match=r"/chat/completions \(404\): the base URL .* looks wrong"):
+        await provider.complete([{"role": "user", "content": "hi"}], temperature=0.4, seed=1, max_tokens=8)
+    await provider.aclose()
+    # an unknown model on the right URL is still called one, when asked for a completion too
+    provider = get_provider("openai", model="gpt-9", base_url=root + "/v1")
+    with pytest.raises(ProviderError, match="has no model 'gpt-9'"):
+        await provider.complete([{"role": "user", "content": "hi"}], temperature=0.4, seed=1, max_tokens=8)
+    await provider.aclose()

@@ -13,7 +13,8 @@ without answering), ``("hang", seconds)``, ``"malformed"`` (200 with a body that
 ``"refusal"``, ``"empty"`` (a completion with no text), ``("text", "...")`` (this answer text),
 ``"cut"`` (the usual answer cut off in its description, with the API's stop reason for the token
 limit: Anthropic ``max_tokens``, Ollama and OpenAI ``length``).
-The server counts successful completions in ``ok``.
+The server counts successful completions in ``ok``, and the most requests it held at once in
+``max_in_flight``.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class WireServer:
         self.requests: list[dict[str, Any]] = []
         self.faults: dict[str, deque[Any]] = defaultdict(deque)
         self.ok = 0
+        self.in_flight = self.max_in_flight = 0
         self.lock = threading.Lock()
         self._ids = itertools.count(1)
         outer = self
@@ -79,7 +81,13 @@ class WireServer:
                     outer.requests.append(rec)
                     queue = outer.faults.get(self.path.split("?")[0])
                     fault = queue.popleft() if queue else None
-                outer.route(self, method, body, fault)
+                    outer.in_flight += 1
+                    outer.max_in_flight = max(outer.max_in_flight, outer.in_flight)
+                try:
+                    outer.route(self, method, body, fault)
+                finally:
+                    with outer.lock:
+                        outer.in_flight -= 1
 
             def do_GET(self) -> None:  # noqa: N802
                 self._handle("GET")
@@ -353,11 +361,12 @@ class OpenAIServer(WireServer):
     """``/v1/chat/completions`` and ``/v1/models`` as vLLM / llama.cpp server answer them."""
 
     def __init__(self, *, models: tuple[str, ...] = ("qwen2.5-7b-instruct",), api_key: str | None = None,
-                 rejects_response_format: bool = False, **kw: Any):
+                 rejects_response_format: bool = False, default_temperature_only: tuple[str, ...] = (), **kw: Any):
         super().__init__(**kw)
         self.models = list(models)
         self.api_key = api_key
         self.rejects_response_format = rejects_response_format
+        self.default_temperature_only = set(default_temperature_only)  # OpenAI's reasoning models
 
     def route(self, h: BaseHTTPRequestHandler, method: str, body: dict[str, Any], fault: Any) -> None:
         path = h.path.split("?")[0]
@@ -379,6 +388,12 @@ class OpenAIServer(WireServer):
         if model not in self.models:
             self.send_json(h, 404, {"error": {"message": f"The model `{model}` does not exist.",
                                               "type": "invalid_request_error", "code": "model_not_found"}})
+            return
+        if model in self.default_temperature_only and body.get("temperature", 1) != 1:
+            self.send_json(h, 400, {"error": {
+                "message": f"Unsupported value: 'temperature' does not support {body['temperature']} with this model. "
+                           "Only the default (1) value is supported.",
+                "type": "invalid_request_error", "param": "temperature", "code": "unsupported_value"}})
             return
         if self.rejects_response_format and "response_format" in body:
             self.send_json(h, 400, {"error": {"message": "response_format is not supported",

@@ -37,6 +37,8 @@ from m2i.prompts.providers.base import (
     Realisation,
     RetryPolicy,
     call_with_retries,
+    is_model_not_found,
+    is_sampling_rejection,
     redact,
     rejected,
     retry_after,
@@ -48,16 +50,6 @@ log = logging.getLogger(__name__)
 
 LEGACY_API_VERSION = "2023-06-01"
 """The API version under which pre-Opus-4.7 models still read ``temperature``."""
-
-_SAMPLING_WORDS = ("temperature", "top_p", "top_k")
-_REJECT_WORDS = ("deprecated", "not supported", "unsupported", "not allowed", "not permitted", "extra inputs")
-
-
-def is_sampling_rejection(status: int | None, message: str) -> bool:
-    """Whether a 400 says the model does not take sampling parameters."""
-    low = message.lower()
-    return status == 400 and any(w in low for w in _SAMPLING_WORDS) and any(w in low for w in _REJECT_WORDS)
-
 
 class AnthropicProvider(LLMProvider):
     """Claude models.
@@ -80,6 +72,7 @@ class AnthropicProvider(LLMProvider):
 
     name = "anthropic"
     default_model = "claude-sonnet-4-6"
+    learns_sampling = True
 
     def __init__(
         self,
@@ -127,11 +120,6 @@ class AnthropicProvider(LLMProvider):
             )
         return self._client
 
-    @property
-    def realisation(self) -> Realisation | None:
-        known = self.capabilities.get(self.name, self.model)
-        return known if known in ("temperature", "instruction") else None  # type: ignore[return-value]
-
     def _translate(self, exc: BaseException) -> ProviderError:
         """One sentence, no key, ``retryable`` set, for any failure of one request."""
         import anthropic
@@ -157,10 +145,15 @@ class AnthropicProvider(LLMProvider):
                     f"Anthropic rejected the key in ANTHROPIC_API_KEY ({status}: {msg}); "
                     "set a valid key from console.anthropic.com."
                 )
-            if status == 404:
+            if status == 404 and is_model_not_found(getattr(exc, "body", None), self.model):
                 return rejected(
-                    f"{where} has no model {self.model!r} ({msg}); pass --model with a current Claude model id, "
-                    "or check ANTHROPIC_BASE_URL."
+                    f"Anthropic has no model {self.model!r} ({msg}); pass --model with a current Claude model id."
+                )
+            if status == 404:  # the endpoint itself is missing: ANTHROPIC_BASE_URL=https://host/v1, say
+                return rejected(
+                    f"Nothing answers at {redact_url(str(exc.request.url))} (404: {msg}): the base URL "
+                    f"{redact_url(self.base_url)} looks wrong; ANTHROPIC_BASE_URL (or --base-url) should be the "
+                    "API's root, without /v1 (e.g. https://api.anthropic.com)."
                 )
             if status_scope(status) == "unavailable":
                 return unavailable(f"{where} answered {status}: {msg}", status=status, retry_after=wait)
@@ -226,10 +219,6 @@ class AnthropicProvider(LLMProvider):
             cache_write_tokens=cache_write,
         )
 
-    def _learn_instruction(self, note: str) -> None:
-        log.warning("%s refuses sampling parameters; modes will be realised by instruction (%s)", self.model, note)
-        self.capabilities.set(self.name, self.model, "instruction", note[:500])
-
     # -- live requests ----------------------------------------------------------------------------
 
     async def _send(self, realised: Realisation, **params: Any) -> Completion:
@@ -260,39 +249,22 @@ class AnthropicProvider(LLMProvider):
         instruction: str | None = None,
     ) -> Completion:
         t0 = time.perf_counter()
-        known = self.capabilities.get(self.name, self.model)
-        realised: Realisation = "instruction" if known == "instruction" else "temperature"
         params = dict(messages=messages, temperature=temperature, max_tokens=max_tokens, system=system,
                       instruction=instruction, json_schema=json_schema)
-        spent = 0
-        try:
-            comp = await self._send(realised, **params)
-        except ProviderError as exc:
-            spent = getattr(exc, "attempts", 1)
-            if realised == "temperature" and is_sampling_rejection(getattr(exc, "status", None), str(exc)):
-                self._learn_instruction(str(exc))
-                realised = "instruction"
-                try:
-                    comp = await self._send(realised, **params)
-                except ProviderError as exc2:
-                    exc2.attempts = spent + getattr(exc2, "attempts", 1)  # type: ignore[attr-defined]
-                    raise
-            else:
-                raise
-        if realised == "temperature" and known is None:
-            self.capabilities.set(self.name, self.model, "temperature", None)
-        comp.attempts += spent
+        comp = await self._realise(lambda realised: self._send(realised, **params))
         comp.latency_ms = self._elapsed_ms(t0)
         return comp
 
-    async def check(self) -> None:
-        """Missing key, rejected key, unreachable server or unknown model: one sentence, before any work.
+    async def check(self) -> str:
+        """Missing key, rejected key, unreachable server, wrong base URL or unknown model: one
+        sentence, before any work.
 
         Sends one 1-token request (a few input tokens), with a temperature unless the model is
         known to refuse it, so :attr:`realisation` is known afterwards.
         """
         self._require_key()
         await self.complete([{"role": "user", "content": "Reply with OK."}], temperature=0.4, seed=0, max_tokens=1)
+        return "answers a 1-token request"
 
     async def aclose(self) -> None:
         if self._client is not None:

@@ -167,6 +167,37 @@ class MemoryCapabilityStore:
         self.data[(provider, model)] = (sampling, note)
 
 
+_SAMPLING_WORDS = ("temperature", "top_p", "top_k")
+_REJECT_WORDS = ("deprecated", "not supported", "unsupported", "not allowed", "not permitted", "extra inputs")
+
+
+def is_sampling_rejection(status: int | None, message: str) -> bool:
+    """Whether a 400 says the model does not take sampling parameters.
+
+    Claude from Opus 4.7 on: "`temperature` is deprecated for this model."; OpenAI's reasoning
+    models: "Unsupported value: 'temperature' does not support 0.4 with this model. Only the
+    default (1) value is supported."
+    """
+    low = message.lower()
+    return status == 400 and any(w in low for w in _SAMPLING_WORDS) and any(w in low for w in _REJECT_WORDS)
+
+
+def is_model_not_found(body: Any, model: str) -> bool:
+    """Whether a 404's body is the API's error about the model, rather than a missing endpoint.
+
+    APIs answer an unknown model with their error object naming it (``{"error": {"message":
+    "model: X"}}``, ``{"message": "The model `X` does not exist."}``, ``code: model_not_found``);
+    a wrong base URL gets a generic "Not Found" or a body that is no such object.
+    """
+    if not isinstance(body, dict):
+        return False
+    err = body.get("error", body)
+    if not isinstance(err, dict):
+        return False
+    text = " ".join(str(err.get(k) or "") for k in ("message", "code")).lower()
+    return "model" in text or bool(model) and model.lower() in text
+
+
 def known_secrets(extra: Sequence[str | None] = ()) -> list[str]:
     """API keys found in the environment plus ``extra`` (only values long enough to be keys)."""
     values = [os.environ.get(name) for name in SECRET_ENV_VARS] + list(extra)
@@ -425,6 +456,9 @@ class LLMProvider(abc.ABC):
 
     name: str = ""
     default_model: str = ""
+    learns_sampling: bool = False
+    """Whether this API may refuse sampling parameters per model (learned from the first such 400,
+    remembered in the capability store; see :meth:`_realise`)."""
     prompt_settings: dict[str, Any] = {}
     """Template settings this provider's models need (merged under the caller's ``settings``)."""
 
@@ -447,10 +481,20 @@ class LLMProvider(abc.ABC):
         self.timeout = float(timeout)
         self.always_instruct = bool(always_instruct)
 
+    @classmethod
+    def recorded_model(cls, model: str | None) -> str | None:
+        """What a run records as its model for ``--model model``: the model that will run (the
+        provider's default when none is given)."""
+        return model or cls.default_model or None
+
     @property
     def realisation(self) -> Realisation | None:
-        """How modes reach this model: known after :meth:`check` or the first request."""
-        return "temperature"  # type: ignore[return-value]
+        """How modes reach this model: known after :meth:`check` or the first request (``None``:
+        not known yet)."""
+        if not self.learns_sampling:
+            return "temperature"
+        known = self.capabilities.get(self.name, self.model)
+        return known if known in ("temperature", "instruction") else None  # type: ignore[return-value]
 
     @abc.abstractmethod
     async def complete(
@@ -490,11 +534,56 @@ class LLMProvider(abc.ABC):
             ``retryable=True`` once transient failures outlasted the retry policy.
         """
 
-    async def check(self) -> None:
-        """Fail fast, before any work, on a missing or rejected key, a dead server or an unknown model."""
+    async def check(self) -> str:
+        """Fail fast, before any work, on a missing or rejected key, a dead server or an unknown model.
+
+        Returns what was verified, as a phrase about the model (``"answers a 1-token request"``,
+        ``"is listed by the server (GET /v1/models; no completion sent)"``) for ``m2i doctor``.
+        """
+        return "needs no check"
 
     async def aclose(self) -> None:
         """Release connections and models."""
+
+    async def detach(self) -> None:
+        """Let go of what belongs to the running event loop (HTTP connections), keeping what was
+        loaded and learned, so that the provider can be used again under another loop (the run
+        checks its provider before it records anything, then runs its stages in a loop of their own)."""
+        await self.aclose()
+
+    async def _realise(self, send: Callable[[Realisation], Awaitable[Completion]]) -> Completion:
+        """``send(realised)`` the request, by temperature unless the model is known to refuse it.
+
+        A 400 that says the model does not take sampling parameters is remembered for the model
+        in the capability store and the request is sent again at once with the mode's instruction;
+        both calls count in ``attempts``. A model that took its temperature is remembered too.
+        """
+        known = self.capabilities.get(self.name, self.model)
+        realised: Realisation = "instruction" if known == "instruction" else "temperature"
+        spent = 0
+        try:
+            comp = await send(realised)
+        except ProviderError as exc:
+            if realised != "temperature" or not is_sampling_rejection(getattr(exc, "status", None), str(exc)):
+                raise
+            spent = getattr(exc, "attempts", 1)
+            self._learn_instruction(str(exc))
+            realised = "instruction"
+            try:
+                comp = await send(realised)
+            except ProviderError as exc2:
+                exc2.attempts = spent + getattr(exc2, "attempts", 1)  # type: ignore[attr-defined]
+                raise
+        if realised == "temperature" and known is None:
+            self.capabilities.set(self.name, self.model, "temperature", None)
+        comp.attempts += spent
+        return comp
+
+    def _learn_instruction(self, note: str) -> None:
+        if self.capabilities.get(self.name, self.model) == "instruction":
+            return  # learned already, from a request that was in flight at the same time
+        log.warning("%s refuses sampling parameters; modes will be realised by instruction (%s)", self.model, note)
+        self.capabilities.set(self.name, self.model, "instruction", note[:500])
 
     def _instruct(self, system: str | None, instruction: str | None, realised: Realisation) -> str | None:
         if instruction and (realised == "instruction" or self.always_instruct):

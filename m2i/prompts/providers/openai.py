@@ -3,7 +3,11 @@
 ``AsyncOpenAI`` against ``base_url`` (``--base-url`` or ``OPENAI_BASE_URL``) and
 ``/v1/chat/completions`` with ``temperature``, ``seed`` and ``max_tokens`` as top-level fields,
 and the answer's JSON schema as ``response_format`` (``json_schema``). A server that rejects
-``response_format`` with a 400 is asked again without it, and remembered. ``OPENAI_API_KEY`` is
+``response_format`` with a 400 is asked again without it, and remembered. A model that refuses a
+temperature other than its default (OpenAI's reasoning models: "Unsupported value: 'temperature'
+does not support 0.4 with this model") is treated as Claude's are: the first such 400 is
+remembered for the model in the capability store and the request is sent again at once without a
+temperature and with the mode's instruction (``realised_by="instruction"``). ``OPENAI_API_KEY`` is
 sent when set; local servers usually want none.
 """
 
@@ -19,8 +23,10 @@ from m2i.prompts.providers.base import (
     CapabilityStore,
     Completion,
     LLMProvider,
+    Realisation,
     RetryPolicy,
     call_with_retries,
+    is_model_not_found,
     redact,
     rejected,
     retry_after,
@@ -51,6 +57,7 @@ class OpenAIProvider(LLMProvider):
 
     name = "openai"
     default_model = ""
+    learns_sampling = True
 
     def __init__(
         self,
@@ -108,9 +115,11 @@ class OpenAIProvider(LLMProvider):
             if status in (401, 403):
                 return rejected(f"{where} rejected the key in OPENAI_API_KEY ({status}: {msg}); set the key "
                                 "the server expects.")
-            if status == 404:
-                return rejected(f"{where} has no model {self.model!r} or no chat API at that path ({msg}); pass "
-                                "--model with one listed by GET /v1/models, and a --base-url that ends in /v1.")
+            if status == 404 and is_model_not_found(getattr(exc, "body", None), self.model):
+                return rejected(f"{where} has no model {self.model!r} ({msg}); pass --model with one listed "
+                                "by GET /v1/models.")
+            if status == 404:  # the endpoint itself is missing
+                return self._wrong_base_url(exc)
             if status_scope(status) == "unavailable":
                 return unavailable(f"{where} answered {status}: {msg}", status=status, retry_after=wait)
             if status == 409:
@@ -125,6 +134,16 @@ class OpenAIProvider(LLMProvider):
             return ProviderError(redact(f"The OpenAI client failed: {exc}"), retryable=True)
         raise exc
 
+    def _wrong_base_url(self, exc: Any) -> ProviderError:
+        """A 404 for the endpoint itself (not for the model): the base URL lacks /v1, or has a wrong path."""
+        base = redact_url(self.base_url.rstrip("/")) or ""
+        hint = (f" (try {base}/v1)" if not base.endswith("/v1") else "")
+        return rejected(
+            f"Nothing answers at {redact_url(str(exc.request.url))} (404): the base URL {base} looks wrong{hint}; "
+            "an OpenAI-compatible server's --base-url (or OPENAI_BASE_URL) is its API root, usually ending in /v1 "
+            "(e.g. http://127.0.0.1:8000/v1)."
+        )
+
     async def complete(
         self,
         messages: list[dict[str, Any]],
@@ -137,13 +156,33 @@ class OpenAIProvider(LLMProvider):
         instruction: str | None = None,
     ) -> Completion:
         t0 = time.perf_counter()
-        sys_text = self._instruct(system, instruction, "temperature")
+        comp = await self._realise(lambda realised: self._send(
+            realised, messages, temperature=temperature, seed=seed, max_tokens=max_tokens, system=system,
+            json_schema=json_schema, instruction=instruction))
+        comp.latency_ms = self._elapsed_ms(t0)
+        return comp
+
+    async def _send(
+        self,
+        realised: Realisation,
+        messages: list[dict[str, Any]],
+        *,
+        temperature: float,
+        seed: int,
+        max_tokens: int,
+        system: str | None,
+        json_schema: dict[str, Any] | None,
+        instruction: str | None,
+    ) -> Completion:
+        """One request, the temperature sent only when the mode is realised by it."""
+        sys_text = self._instruct(system, instruction, realised)
         chat = ([{"role": "system", "content": sys_text}] if sys_text else []) + list(messages)
+        sampling = {"temperature": float(temperature)} if realised == "temperature" else {}
         client = self._get_client()
         spent = 0
 
         async def once(structured: bool) -> Any:
-            extra: dict[str, Any] = {}
+            extra: dict[str, Any] = dict(sampling)
             if structured and json_schema is not None:
                 extra["response_format"] = {
                     "type": "json_schema",
@@ -151,8 +190,7 @@ class OpenAIProvider(LLMProvider):
                 }
             try:
                 return await client.chat.completions.create(
-                    model=self.model, messages=chat, temperature=float(temperature), seed=int(seed),
-                    max_tokens=int(max_tokens), **extra,
+                    model=self.model, messages=chat, seed=int(seed), max_tokens=int(max_tokens), **extra,
                 )
             except Exception as exc:  # noqa: BLE001
                 raise self._translate(exc) from exc
@@ -180,10 +218,9 @@ class OpenAIProvider(LLMProvider):
         return Completion(
             text=(msg.content if msg and msg.content else "") or (refusal_text or ""),
             model=resp.model or self.model,
-            realised_by="temperature",
+            realised_by=realised,
             tokens_in=t_in,
             tokens_out=t_out,
-            latency_ms=self._elapsed_ms(t0),
             attempts=attempts + spent,
             stop_reason=choice.finish_reason if choice else None,
             refusal=bool(refusal_text) or (choice is not None and choice.finish_reason == "content_filter"),
@@ -191,13 +228,20 @@ class OpenAIProvider(LLMProvider):
             cost_usd=cost,
         )
 
-    async def check(self) -> None:
-        """Unreachable server, rejected key or unknown model: one sentence, before any work."""
+    async def check(self) -> str:
+        """Unreachable server, rejected key, wrong base URL or unknown model: one sentence, before any work.
+
+        Lists the server's models (``GET /v1/models``); no completion is sent.
+        """
+        import openai
+
         client = self._get_client()
 
         async def once() -> Any:
             try:
                 return [m.id async for m in client.models.list()]
+            except openai.NotFoundError as exc:  # the list itself is missing: the base URL is wrong
+                raise self._wrong_base_url(exc) from exc
             except Exception as exc:  # noqa: BLE001
                 raise self._translate(exc) from exc
 
@@ -208,6 +252,9 @@ class OpenAIProvider(LLMProvider):
                 f"The server at {redact_url(self.base_url)} has no model {self.model!r}; pass --model with one of: "
                 f"{', '.join(sorted(ids)[:10])}."
             )
+        if not ids:
+            return "was not checked: the server lists no models (GET /v1/models; no completion sent)"
+        return "is listed by the server (GET /v1/models; no completion sent)"
 
     async def aclose(self) -> None:
         if self._client is not None:
