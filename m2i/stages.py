@@ -163,14 +163,17 @@ def run_provider(store: Store, cfg: dict[str, Any]) -> Any:
 def checked_provider(store: Store, cfg: dict[str, Any], *, outage_s: float | None = None) -> Any:
     """:func:`run_provider`, checked (key, server, model) in an event loop of its own, ready for
     :class:`GenerateStage` to use in the runner's loop: a run records nothing until this passed.
-    A provider that is unavailable (429, 5xx, no connection) is waited for, as mid-run, for at
-    most ``outage_s`` (``llm_outage_s``).
+    A provider that answers but is busy (429, 5xx, 529) is waited for, as mid-run, for at most
+    ``outage_s`` (``llm_outage_s``); one that cannot be reached is refused at once
+    (:func:`m2i.prompts.providers.base.busy`).
 
     Raises
     ------
     ProviderError
         The check's one sentence.
     """
+    from m2i.prompts.providers.base import busy
+
     provider = run_provider(store, cfg)
     if outage_s is not None:
         provider.hold.limit_s = float(outage_s)
@@ -182,7 +185,7 @@ def checked_provider(store: Store, cfg: dict[str, Any], *, outage_s: float | Non
                     await provider.check()
                     return
                 except ProviderError as exc:
-                    if exc.scope != "unavailable":
+                    if not busy(exc):
                         raise
                     await provider.hold.wait(request=False)  # raises once the outage lasts too long
         finally:
@@ -218,18 +221,20 @@ class GenerateStage(StageImpl):
             provider.hold.limit_s = float(outage_s)
 
     async def setup(self, ctx: RunContext) -> None:
+        from m2i.prompts.providers.base import busy
+
         if self.provider is None:
             self.provider = run_provider(ctx.store, {"llm": self.llm, "model": self.model, "base_url": self.base_url})
             if self.outage_s is not None:
                 self.provider.hold.limit_s = float(self.outage_s)
-            while True:  # an unavailable provider at start-up is waited for, like one that goes away mid-run
+            while True:  # a busy provider at start-up is waited for, like one that goes away mid-run
                 try:
                     await self._unless_stopped(self.provider.check(), ctx)
                     break
                 except _Stopped:
                     return
                 except ProviderError as exc:
-                    if exc.scope != "unavailable":
+                    if not busy(exc):
                         raise
                     if not await self._hold(ctx):
                         return

@@ -254,7 +254,16 @@ def unavailable(message: str, *, status: int | None = None, cause: str | None = 
     """A retryable error that concerns the whole provider (it is not answering now)."""
     if cause is None:
         cause = UNAVAILABLE_CAUSES.get(status or 0, f"{status} server error" if status else "no answer")
-    return ProviderError(message, retryable=True, retry_after=retry_after, scope="unavailable", cause=cause)
+    err = ProviderError(message, retryable=True, retry_after=retry_after, scope="unavailable", cause=cause)
+    err.status = status  # type: ignore[attr-defined]  # None: no connection, or no answer in time
+    return err
+
+
+def busy(exc: BaseException) -> bool:
+    """Whether a provider is there but busy: it answered 429, 5xx or 529. At start-up m2i waits for
+    such a provider; one that cannot be reached at all is more often a wrong address than a
+    restart, so the run is refused at once with the sentence instead."""
+    return isinstance(exc, ProviderError) and exc.scope == "unavailable" and getattr(exc, "status", None) is not None
 
 
 def rejected(message: str) -> ProviderError:
