@@ -147,9 +147,14 @@ class Want:
 
 @dataclass
 class Snapshot:
-    """One refresh's worth of data, taken in one read transaction."""
+    """One refresh's worth of data, taken in one read transaction.
+
+    ``want`` is what it was read for: a screen uses only the parts read for its current request
+    (a page flipped or a clip opened since then waits for the next snapshot).
+    """
 
     taken_at: float
+    want: Want = field(default_factory=Want)
     problem: str | None = None
     run: RunInfo | None = None
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -281,7 +286,7 @@ class Reader:
 
         want = want or Want()
         t0 = time.perf_counter()
-        snap = Snapshot(taken_at=time.time())
+        snap = Snapshot(taken_at=time.time(), want=want)
         try:
             store = self._open()
             with store.read() as conn:

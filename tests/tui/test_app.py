@@ -329,3 +329,61 @@ async def test_compare_updates_when_a_new_report_arrives(unscored_db, frozen_app
         now[0] += 10.0
         await wait_until(pilot, lambda: table.row_count == 6, what="the new report on screen")
         assert "5 clips paired" in label_text(app.screen.query_one("#compare-summary", Static))
+
+
+def long_run(db) -> None:
+    """A run of 102 clips: two pages on the Samples screen."""
+    from seeding import make_clips
+
+    store = open_store(str(db))
+    try:
+        ops.add_samples(store, ops.create_run(store, name="long", config={"seed": 0}), make_clips(102))
+    finally:
+        store.close()
+
+
+async def test_samples_pages_forward_and_back(tmp_path, frozen_app):
+    db = tmp_path / "long.db"
+    long_run(db)
+    app = frozen_app(db)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("s")
+        await refreshed(pilot)
+        summary = app.screen.query_one("#samples-summary", Static)
+        table = app.screen.query_one(SamplesTable)
+        assert "page 1/2" in label_text(summary) and table.row_count == 100
+        await pilot.press("n")
+        await wait_until(pilot, lambda: "page 2/2" in label_text(summary), what="the second page")
+        assert table.row_count == 2 and table.get_row_at(0)[1] == "clip100.flac"
+        await pilot.press("n")  # past the last page: stays there
+        await refreshed(pilot)
+        assert "page 2/2" in label_text(summary)
+        await pilot.press("b")
+        await wait_until(pilot, lambda: "page 1/2" in label_text(summary), what="the first page again")
+        assert table.row_count == 100
+
+
+async def test_opening_a_clip_says_loading_until_its_data_comes(seeded_db, frozen_app):
+    """Never "sample N is not in this run" for a clip that is: the detail waits for its own read."""
+    import threading
+
+    app = frozen_app(seeded_db)
+    gate = threading.Event()
+    read = app.reader.snapshot
+
+    def slow_snapshot(want):
+        if want.detail is not None:
+            gate.wait(10)
+        return read(want)
+
+    app.reader.snapshot = slow_snapshot
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("s")
+        await refreshed(pilot)
+        await pilot.press("enter")
+        assert isinstance(app.screen, SampleDetailScreen)
+        await pilot.pause(0.2)
+        features = app.screen.query_one("#detail-features", Static)
+        assert label_text(features) == "loading…"
+        gate.set()
+        await wait_until(pilot, lambda: "72 BPM" in label_text(features), what="the clip's features")

@@ -84,6 +84,8 @@ class SampleDetailScreen(DataScreen):
 
     def show(self, view: View) -> None:
         super().show(view)
+        if view.snap.want.detail != self.sample_id:
+            return  # read before this clip was opened: keep "loading…" until its snapshot comes
         d = view.snap.detail
         if d is None:
             if view.snap.run is not None and view.snap.problem is None:
