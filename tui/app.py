@@ -24,7 +24,7 @@ from textual.message import Message
 from textual.worker import Worker, WorkerState
 
 from m2i.errors import M2IError
-from tui.data import Actions, RateTracker, Reader, Snapshot, View, Want
+from tui.data import Actions, RateTracker, Reader, Snapshot, View, Want, import_store_modules
 from tui.runner_host import RunnerHost
 from tui.screens.base import DataScreen, RefreshWanted
 from tui.screens.compare import CompareScreen
@@ -118,6 +118,7 @@ class M2IApp(App[None]):
         if self.refresh_s:
             self.set_interval(self.refresh_s, self.request_refresh, name="refresh")
         if self.host is not None:
+            import_store_modules()  # before the reader's and the runner's threads import them at once
             self.host.start(self._runner_done)
         self.request_refresh()
 
@@ -333,6 +334,17 @@ def run_app(db: str | None, run: str | None, settings: Settings | None) -> None:
     app = make_app(db, run, settings=settings)
     with _logs_to(app):
         app.run()
+    wind_down(app)
+
+
+def wind_down(app: M2IApp) -> None:
+    """After the app: close its store, wait for its runner's work in flight, raise the runner's error.
+
+    Raises
+    ------
+    M2IError
+        The embedded runner stopped with an error (or could not start), so ``m2i tui --run`` exits 1.
+    """
     app.reader.close()
     host = app.host
     if host is not None:

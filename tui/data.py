@@ -190,6 +190,23 @@ def _json(value: Any) -> Any:
     return value
 
 
+def import_store_modules() -> None:
+    """Import, on the calling thread, what opening and reading a store imports on first use.
+
+    Under ``m2i tui --run`` the reader's thread and the runner's thread both open a store at start;
+    two threads importing SQLAlchemy and Alembic at once can leave one of them with a half-made
+    module ("module 'sqlalchemy.util' has no attribute ..."), so the app imports them first.
+    """
+    import alembic.command  # noqa: F401
+    import alembic.runtime.migration  # noqa: F401
+    import alembic.script  # noqa: F401
+    import sqlalchemy.dialects.sqlite  # noqa: F401
+
+    import m2i.features  # noqa: F401
+    import m2i.store.models  # noqa: F401
+    import m2i.store.ops  # noqa: F401
+
+
 class _Locked(Exception):
     """The database answered "locked" within the short busy timeout."""
 

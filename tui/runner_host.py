@@ -41,22 +41,34 @@ class RunnerHost:
         return self._thread is not None and self._thread.is_alive()
 
     def start(self, on_done: Callable[[str | None], None]) -> None:
-        """Start the pipeline; ``on_done(error)`` is called from its thread when it ends."""
+        """Start the pipeline; ``on_done(error)`` is called when it ends, also when it cannot start.
+
+        The pipeline's modules are imported here, on the calling thread, before the runner's thread
+        starts (see :func:`tui.data.import_store_modules`); whatever goes wrong after that, the
+        thread says so through ``on_done`` and :attr:`error` instead of dying silently.
+        """
+        try:
+            import m2i.pipeline as pipeline
+        except Exception as exc:
+            self._failed(exc)
+            on_done(self.error)
+            return
 
         def target() -> None:
-            from m2i.pipeline import run_pipeline
-
             try:
-                self.result = run_pipeline(self.settings, db=self.db, handle_signals=False, on_runner=self._got)
+                self.result = pipeline.run_pipeline(self.settings, db=self.db, handle_signals=False, on_runner=self._got)
             except M2IError as exc:
                 self.error = str(exc)
             except Exception as exc:  # the dashboard shows it instead of dying with the thread
-                log.exception("the runner stopped with an unexpected error")
-                self.error = f"The runner stopped with an unexpected error: {exc!r}."
+                self._failed(exc)
             on_done(self.error)
 
         self._thread = threading.Thread(target=target, name="m2i-runner", daemon=False)
         self._thread.start()
+
+    def _failed(self, exc: Exception) -> None:
+        log.error("the runner stopped with an unexpected error", exc_info=exc)
+        self.error = f"The runner stopped with an unexpected error: {exc!r}."
 
     def _got(self, runner: Any) -> None:
         with self._lock:
