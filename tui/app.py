@@ -108,7 +108,7 @@ class M2IApp(App[None]):
         self._report_id: int | None = None
         self._report_at = -1e9
         self._clock = clock
-        self._run_id: int | None = None
+        self._origin: tuple[Any, int] | None = None
         self._polling = False
         self._again = False
 
@@ -143,11 +143,12 @@ class M2IApp(App[None]):
     def _refreshed(self, message: Refreshed) -> None:
         self._polling = False
         snap = message.snap
-        run_id = snap.run.id if snap.run else None
-        if run_id != self._run_id and run_id is not None:
-            self._run_id = run_id
+        if snap.origin is not None and snap.origin != self._origin:  # a newer run, or the file was replaced
+            self._origin = snap.origin
             self._events, self._report, self._report_id = [], None, None
             self.rates.reset()
+            snap.events = []  # read after the previous run's last event: read this run's from its start
+            self._again = True
         if snap.events:
             self._events = (self._events + snap.events)[-EVENTS_KEPT:]
         if snap.report_changed:
@@ -155,7 +156,7 @@ class M2IApp(App[None]):
             self._report_at = self._clock()
         rates = self.rates.update(snap.counts) if snap.run else {}
         self.view = View(snap=snap, rates=rates, events=self._events, report=self._report,
-                         report_id=self._report_id, notes=list(self._notes))
+                         report_id=self._report_id, notes=list(self._notes), origin=self._origin)
         self._show()
         self.refreshes += 1
         if self._again:

@@ -387,3 +387,36 @@ async def test_opening_a_clip_says_loading_until_its_data_comes(seeded_db, froze
         assert label_text(features) == "loading…"
         gate.set()
         await wait_until(pilot, lambda: "72 BPM" in label_text(features), what="the clip's features")
+
+
+async def test_follows_a_newer_run_started_meanwhile(seeded_db, frozen_app):
+    app = frozen_app(seeded_db, refresh_s=0.1)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await refreshed(pilot, after=0)
+        header = app.screen.query_one("#run-header")
+        assert "(#1)" in label_text(header) and "CUDA out of memory" in log_text(app.screen)
+        store = open_store(str(seeded_db))
+        try:
+            ops.log_event(store, ops.create_run(store, name="second", config={"seed": 0}), "second run started")
+        finally:
+            store.close()
+        await wait_until(pilot, lambda: "run second (#2)" in label_text(header), what="the header to follow run 2")
+        await wait_until(pilot, lambda: "second run started" in log_text(app.screen), what="run 2's event")
+        assert "CUDA out of memory" not in log_text(app.screen)  # run 1's events are gone from the log
+        assert stage_numbers(app.screen, "generate")["failed"] == "0"
+
+
+async def test_a_database_replaced_at_the_same_path_is_read_afresh(seeded_db, unscored_template, frozen_app):
+    from pilot_helpers import copy_db
+
+    app = frozen_app(seeded_db, refresh_s=0.1)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await refreshed(pilot, after=0)
+        assert stage_numbers(app.screen, "score")["done"] == "23"
+        for path in seeded_db.parent.glob(seeded_db.name + "*"):  # m2i.db and its -wal / -shm
+            path.unlink()
+        copy_db(unscored_template, seeded_db)
+        header = app.screen.query_one("#run-header")
+        await wait_until(pilot, lambda: "run fresh (#1)" in label_text(header), what="the new file's run")
+        assert stage_numbers(app.screen, "score")["done"] == "0"
+        assert "CUDA out of memory" not in log_text(app.screen)

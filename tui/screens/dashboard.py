@@ -38,6 +38,9 @@ class DashboardScreen(DataScreen):
         yield log
         yield from self.compose_bottom()
 
+    def forget_run(self) -> None:
+        self.query_one(EventLog).reset()
+
     def show(self, view: View) -> None:
         super().show(view)
         self._snap = view.snap

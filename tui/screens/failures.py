@@ -51,6 +51,9 @@ class FailuresScreen(DataScreen):
     def want(self, base: Want) -> Want:
         return Want(events_after=base.events_after, report_id=base.report_id, failures=True)
 
+    def forget_run(self) -> None:
+        self.query_one(FailuresTable).marked.clear()
+
     def show(self, view: View) -> None:
         super().show(view)
         self._view = view

@@ -36,6 +36,9 @@ class SamplesScreen(DataScreen):
     def want(self, base: Want) -> Want:
         return Want(events_after=base.events_after, report_id=base.report_id, samples_page=self.page)
 
+    def forget_run(self) -> None:
+        self.page = 0
+
     def show(self, view: View) -> None:
         super().show(view)
         snap = view.snap

@@ -31,6 +31,12 @@ class EventLog(RichLog):
         self.last_id = 0
         self.notes_shown = 0
 
+    def reset(self) -> None:
+        """Empty the log; the next :meth:`add` and :meth:`add_notes` start again from the first."""
+        self.clear()
+        self.last_id = 0
+        self.notes_shown = 0
+
     def add(self, events: Iterable[EventRow]) -> None:
         for e in events:
             if e.id > self.last_id:
