@@ -420,3 +420,40 @@ async def test_a_database_replaced_at_the_same_path_is_read_afresh(seeded_db, un
         await wait_until(pilot, lambda: "run fresh (#1)" in label_text(header), what="the new file's run")
         assert stage_numbers(app.screen, "score")["done"] == "0"
         assert "CUDA out of memory" not in log_text(app.screen)
+
+
+def contrast_of(app, text: str) -> float:
+    """WCAG contrast ratio of the screen cells showing ``text``, as the terminal receives them (filters applied)."""
+    from textual.color import Color
+
+    def luminance(c: Color) -> float:
+        lin = [x / 12.92 if x <= 0.03928 else ((x + 0.055) / 1.055) ** 2.4 for x in c.normalized]
+        return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+    for strip in app.screen._compositor.render_strips():
+        for f in app.get_line_filters():
+            strip = strip.apply_filter(f, Color(0, 0, 0))
+        for seg in strip:
+            if text in seg.text:
+                fg, bg = Color.from_rich_color(seg.style.color), Color.from_rich_color(seg.style.bgcolor)
+                if seg.style.reverse:
+                    fg, bg = bg, fg
+                hi, lo = sorted((luminance(fg), luminance(bg)), reverse=True)
+                return (hi + 0.05) / (lo + 0.05)
+    raise AssertionError(f"{text!r} is not on the screen")
+
+
+async def test_errors_stay_legible_without_colour(seeded_db, frozen_app, monkeypatch):
+    """NO_COLOR: error lines, the failed counts and the Failures error column keep a readable contrast."""
+    monkeypatch.setenv("NO_COLOR", "1")
+    app = frozen_app(seeded_db)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await refreshed(pilot, after=0)
+        await pilot.pause()
+        assert contrast_of(app, "CUDA out of memory") >= 4.5  # an error event
+        failed = app.screen.query_one("#stage-generate", StageProgress).query_one(".stage-failed")
+        assert failed.styles.text_style.reverse  # "2" failed prompts, in reverse video
+        await pilot.press("f")
+        await refreshed(pilot)
+        await pilot.pause()
+        assert contrast_of(app, "529 overloaded") >= 4.5  # the error column

@@ -6,6 +6,7 @@ from rich.text import Text
 from textual.widgets import DataTable
 
 from tui.data import FailureRow
+from tui.widgets.styles import legible
 
 COLUMNS = (("✓", 1), ("stage", 8), ("clip", 14), ("prompt", 6), ("tries", 5), ("error", None))
 
@@ -45,9 +46,12 @@ class FailuresTable(DataTable):
         prompt = f"{f.slot} {f.mode[:4]}" if f.slot is not None and f.mode else "-"
         error = f.error.splitlines()[0] if f.error else ""
         return (
-            Text("●" if f.key in self.marked else " ", style="bold yellow"),
-            f.stage, clip, prompt, f"{f.attempts}/{f.max_attempts}", Text(error, style="red"),
+            self._mark(f),
+            f.stage, clip, prompt, f"{f.attempts}/{f.max_attempts}", Text(error, style=legible("red", self.app.no_color)),
         )
+
+    def _mark(self, f: FailureRow) -> Text:
+        return Text("●" if f.key in self.marked else " ", style=legible("bold yellow", self.app.no_color))
 
     @property
     def selected(self) -> FailureRow | None:
@@ -62,8 +66,7 @@ class FailuresTable(DataTable):
         if f is None:
             return None
         self.marked.symmetric_difference_update({f.key})
-        self.update_cell(f.key, self.ordered_columns[0].key, Text("●" if f.key in self.marked else " ",
-                                                                  style="bold yellow"))
+        self.update_cell(f.key, self.ordered_columns[0].key, self._mark(f))
         return f
 
     def clear_marks(self) -> None:
