@@ -54,12 +54,13 @@ class Refreshed(Message):
 
 
 class RunnerNote(Message):
-    """A log line from the embedded runner (``m2i tui --run``)."""
+    """A log line from the embedded runner (``m2i tui --run``); ``toast`` also pops it up."""
 
-    def __init__(self, text: str, level: str = "info") -> None:
+    def __init__(self, text: str, level: str = "info", *, toast: bool = False) -> None:
         super().__init__()
         self.text = text
         self.level = level
+        self.toast = toast
 
 
 class M2IApp(App[None]):
@@ -222,7 +223,7 @@ class M2IApp(App[None]):
 
     def _runner_done(self, error: str | None) -> None:
         if error:
-            self.post_message(RunnerNote(f"runner stopped: {error}", "error"))
+            self.post_message(RunnerNote(f"runner stopped: {error}", "error", toast=True))
         else:
             self.post_message(RunnerNote("runner finished: no work left (or stopped on request)", "info"))
 
@@ -234,8 +235,8 @@ class M2IApp(App[None]):
         if self.view is not None:
             self.view.notes = list(self._notes)
             self._show()
-        if message.level == "error":
-            self.notify(message.text, severity="error", timeout=10)
+        if message.toast:
+            self.notify(message.text, severity="error" if message.level == "error" else "information", timeout=10)
 
     # ------------------------------------------------------------------ keys
 
@@ -269,8 +270,10 @@ class _ToApp(logging.Handler):
         if not self.app.is_running:
             return
         level = "error" if record.levelno >= logging.ERROR else "warning" if record.levelno >= logging.WARNING else "info"
+        # the dashboard's own errors (a failed worker) are toasted where they happen; the runner's pop up here
+        toast = level == "error" and not record.name.startswith("tui.")
         try:
-            self.app.post_message(RunnerNote(record.getMessage(), level))
+            self.app.post_message(RunnerNote(record.getMessage(), level, toast=toast))
         except Exception:  # a log line must never break the runner
             pass
 

@@ -278,9 +278,10 @@ class Reader:
         con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=self.busy_ms / 1000)
         try:
             con.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        except sqlite3.OperationalError as exc:
+        except sqlite3.DatabaseError as exc:  # OperationalError (locked), or "file is not a database"
             if _locked(exc):
                 raise _Locked() from exc
+            # anything else: open_store explains it (not an m2i database, unreadable) in one sentence
         finally:
             con.close()
 

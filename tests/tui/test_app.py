@@ -457,3 +457,39 @@ async def test_errors_stay_legible_without_colour(seeded_db, frozen_app, monkeyp
         await refreshed(pilot)
         await pilot.pause()
         assert contrast_of(app, "529 overloaded") >= 4.5  # the error column
+
+
+async def test_a_file_that_is_not_a_database_gets_the_banner(tmp_path, frozen_app):
+    env = tmp_path / "env.sh"
+    env.write_text("export M2I_DB=runs/a.db\n")
+    app = frozen_app(env)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await refreshed(pilot, after=0)
+        await refreshed(pilot)
+        banner = app.screen.query_one(ProblemBanner)
+        assert banner.display and "is not an m2i database (not a SQLite file)" in label_text(banner)
+        assert not app._notifications  # no "file is not a database" toasts
+
+
+async def test_a_failed_read_is_reported_once(seeded_db, frozen_app):
+    """An unexpected error in a worker: one toast, and one line in the event log (not two toasts)."""
+    from tui.app import _logs_to
+
+    app = frozen_app(seeded_db)
+    read = app.reader.snapshot
+    calls = []
+
+    def failing_once(want):
+        calls.append(want)
+        if len(calls) == 2:
+            raise RuntimeError("disk on fire")
+        return read(want)
+
+    app.reader.snapshot = failing_once
+    with _logs_to(app):
+        async with app.run_test(size=(80, 24)) as pilot:
+            await refreshed(pilot, after=0)
+            app.request_refresh()
+            await wait_until(pilot, lambda: "disk on fire" in log_text(app.screen), what="the error in the event log")
+            await refreshed(pilot)
+            assert [n.message for n in app._notifications] == ["RuntimeError: disk on fire"]
