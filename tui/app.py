@@ -9,8 +9,10 @@ and performs the two writes (requeue, pause/resume) that screens ask for with me
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -43,6 +45,8 @@ SCREENS = Binding.Group("Screens", compact=True)
 EVENTS_KEPT = 500
 REPORT_EVERY_S = 5.0
 """A newer report is read at most this often (each one covers every clip of the run)."""
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+"""Signals that quit the dashboard as ``q`` does (a dropped SSH session sends SIGHUP)."""
 
 
 class Refreshed(Message):
@@ -82,7 +86,7 @@ class M2IApp(App[None]):
         Binding("f", "switch_mode('failures')", "Failures", id="screen.failures", group=SCREENS),
         Binding("s", "switch_mode('samples')", "Samples", id="screen.samples", group=SCREENS),
         Binding("question_mark", "help", "Help", id="app.help", key_display="?"),
-        Binding("q", "quit", "Quit", id="app.quit"),
+        Binding("q,ctrl+c", "quit", "Quit", id="app.quit", key_display="q"),
     ]
 
     def __init__(
@@ -112,10 +116,12 @@ class M2IApp(App[None]):
         self._origin: tuple[Any, int] | None = None
         self._polling = False
         self._again = False
+        self.main_loop: asyncio.AbstractEventLoop | None = None
 
     # ------------------------------------------------------------------ reading
 
     def on_mount(self) -> None:
+        self.main_loop = asyncio.get_running_loop()
         if self.refresh_s:
             self.set_interval(self.refresh_s, self.request_refresh, name="refresh")
         if self.host is not None:
@@ -295,6 +301,31 @@ def _logs_to(app: M2IApp) -> Iterator[None]:
             root.addHandler(h)
 
 
+@contextlib.contextmanager
+def _quits_on_signals(app: M2IApp) -> Iterator[None]:
+    """SIGTERM and SIGHUP quit the app as ``q`` does, so Textual restores the terminal.
+
+    With ``--run`` the runner counts them as ``m2i run`` does (:meth:`RunnerHost.signal`): it stops
+    claiming and finishes what is in flight, the same signal repeated within half a second counts
+    once, a second one exits at once. The handlers stay for the whole of :func:`run_app`, so a signal
+    that arrives while the runner winds down after the app has gone is counted too.
+    """
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        if app.host is not None:
+            app.host.signal(signum)
+        loop = app.main_loop
+        if loop is not None and loop.is_running():
+            loop.call_soon_threadsafe(app.exit)  # a signal handler runs between the loop's bytecodes
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def make_app(
     db: str | None,
     run: str | None = None,
@@ -336,9 +367,10 @@ def run_app(db: str | None, run: str | None, settings: Settings | None) -> None:
     with contextlib.suppress(Exception):  # ask the terminal about graphics before Textual owns it
         import textual_image.widget  # noqa: F401
     app = make_app(db, run, settings=settings)
-    with _logs_to(app):
-        app.run()
-    wind_down(app)
+    with _quits_on_signals(app):
+        with _logs_to(app):
+            app.run()
+        wind_down(app)
 
 
 def wind_down(app: M2IApp) -> None:
@@ -353,7 +385,8 @@ def wind_down(app: M2IApp) -> None:
     host = app.host
     if host is not None:
         if host.running:
-            print("waiting for the runner to finish the work in flight…", file=sys.stderr, flush=True)
+            with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
+                print("waiting for the runner to finish the work in flight…", file=sys.stderr, flush=True)
             host.stop()
             host.join()
         if host.error:

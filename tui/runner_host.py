@@ -83,6 +83,19 @@ class RunnerHost:
             if self._runner is not None:
                 self._runner.stop_threadsafe()
 
+    def signal(self, signum: int) -> None:
+        """A stop signal reached the process: the runner counts it as ``m2i run`` does.
+
+        The first stops claiming and lets the work in flight finish; the same SIGTERM or SIGHUP
+        again within half a second counts once; a second one exits at once
+        (:meth:`m2i.runner.Runner.request_stop`). Called from the main thread's signal handler.
+        """
+        with self._lock:
+            self._stopping = True  # a runner not created yet is stopped as soon as it is
+            runner = self._runner
+        if runner is not None:
+            runner._on_signal(signum, None)  # hands the stop to the runner's loop, thread-safely
+
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the thread; returns whether it ended."""
         if self._thread is None:

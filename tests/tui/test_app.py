@@ -493,3 +493,32 @@ async def test_a_failed_read_is_reported_once(seeded_db, frozen_app):
             await wait_until(pilot, lambda: "disk on fire" in log_text(app.screen), what="the error in the event log")
             await refreshed(pilot)
             assert [n.message for n in app._notifications] == ["RuntimeError: disk on fire"]
+
+
+async def test_sigterm_and_sighup_quit_like_q(seeded_db, frozen_app):
+    import os
+    import signal
+
+    from tui.app import _quits_on_signals
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        app = frozen_app(seeded_db)
+        with _quits_on_signals(app):
+            async with app.run_test(size=(80, 24)) as pilot:
+                await refreshed(pilot, after=0)
+                os.kill(os.getpid(), sig)
+                await wait_until(pilot, lambda app=app: app._exit, what=f"the app to quit on {sig.name}")
+        assert app.return_code == 0
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handlers went with the app
+
+
+async def test_ctrl_c_quits_and_help_lists_it(seeded_db, frozen_app):
+    app = frozen_app(seeded_db)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await refreshed(pilot, after=0)
+        await pilot.press("question_mark")
+        assert "q,ctrl+c" in label_text(app.screen.query_one("#help-keys", Static))
+        await pilot.press("escape")
+        await pilot.press("ctrl+c")
+        await wait_until(pilot, lambda: app._exit, what="ctrl+c to quit")
+    assert app.return_code == 0

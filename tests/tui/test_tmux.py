@@ -122,3 +122,32 @@ def test_tui_over_tmux_follows_a_live_runner_and_requeues(tmp_path):
         if runner.poll() is None:
             runner.terminate()
             runner.wait(timeout=10)
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP"])
+def test_a_stop_signal_quits_and_restores_the_terminal(tmp_path, sig):
+    import signal
+
+    db = tmp_path / "sig.db"
+    store = open_store(str(db))
+    ops.create_run(store, name="signalled", config={"seed": 0})
+    store.close()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TERM": "xterm-256color", "HF_HUB_OFFLINE": "1",
+           "TMUX_TMPDIR": str(tmp_path)}
+    env.pop("NO_COLOR", None)
+    env.pop("TMUX", None)
+    session = f"m2i-sig-{os.getpid()}"
+    pane = Pane(session, env)
+    cmd = f"cd {REPO} && {sys.executable} cli.py tui --db {db}; echo TUI-EXITED $?; sleep 60"
+    pane.tmux("new-session", "-d", "-s", session, "-x", "80", "-y", "24", cmd)
+    try:
+        pane.wait_for(lambda t: "run signalled" in t, "the dashboard")
+        shell = pane.tmux("display", "-p", "-t", session, "#{pane_pid}").strip()
+        app_pid = int(subprocess.run(["pgrep", "-P", shell], capture_output=True, text=True).stdout.split()[0])
+        os.kill(app_pid, getattr(signal, sig))
+        pane.wait_for(lambda t: "TUI-EXITED 0" in t, f"the app to quit on {sig}")
+        modes = pane.tmux("display", "-p", "-t", session, "#{alternate_on} #{mouse_any_flag} #{cursor_flag}").split()
+        assert modes == ["0", "0", "1"], "alternate screen, mouse tracking, cursor: " + " ".join(modes)
+        assert "Traceback" not in pane.text()
+    finally:
+        pane.tmux("kill-session", "-t", session)

@@ -147,3 +147,47 @@ async def test_a_runner_that_cannot_start_says_so_and_fails_the_command(seeded_d
         await pilot.press("q")
     with pytest.raises(M2IError, match="The runner stopped with an unexpected error: ModuleNotFoundError"):
         wind_down(app)
+
+
+def test_a_repeated_sigterm_stops_the_in_process_runner_once(tmp_path, monkeypatch):
+    """`timeout` signals the process, then its group: the same SIGTERM twice is one graceful stop."""
+    import signal
+    import time
+
+    from runner_proc import SleepyStage
+    from seeding import make_clips
+
+    from m2i.runner import Runner, run_blocking
+    from m2i.store import open_store, ops
+    from tui.runner_host import RunnerHost
+
+    db = tmp_path / "sig.db"
+    store = open_store(str(db))
+    run_id = ops.create_run(store, name="sig", config={"seed": 0})
+    ops.add_samples(store, run_id, make_clips(12))
+    store.close()
+
+    def scripted_pipeline(settings, *, db, handle_signals, on_runner):
+        st = open_store(db)
+        runner = Runner(st, run_id, [SleepyStage("analyze", delay=0.2)], poll_s=0.05, grace_s=5.0)
+        on_runner(runner)
+        try:
+            return {"counts": run_blocking(runner, handle_signals=False)}
+        finally:
+            st.close()
+
+    monkeypatch.setattr("m2i.pipeline.run_pipeline", scripted_pipeline)
+    ended: list[str | None] = []
+    host = RunnerHost(None, db=str(db))  # type: ignore[arg-type]
+    host.start(ended.append)
+    deadline = time.monotonic() + 20
+    while host._runner is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    host.signal(signal.SIGTERM)
+    host.signal(signal.SIGTERM)  # within half a second: counts once (a second stop would exit the process)
+    assert host.join(timeout=15), "the runner did not stop"
+    assert ended == [None] and host.error is None
+    with sqlite3.connect(db) as con:
+        statuses = dict(con.execute("SELECT status, count(*) FROM sample GROUP BY status").fetchall())
+    assert statuses.get("running", 0) == 0 and 0 < statuses.get("pending", 0) < 12
