@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from pilot_helpers import refreshed, wait_until
 
 from tui.data import RateTracker, Reader, Want, condense_report, format_eta
@@ -79,8 +80,14 @@ async def test_run_flag_starts_the_pipeline_in_this_process(tmp_path):
     assert app.host.error is None
 
 
-def test_quitting_stops_the_in_process_runner_gracefully(tmp_path, monkeypatch):
-    """RunnerHost hands the real Runner a stop: in-flight rows finish, the rest stay pending."""
+@pytest.mark.parametrize("how", ["quit", "sigterm-twice"])
+def test_quitting_stops_the_in_process_runner_gracefully(tmp_path, monkeypatch, how):
+    """RunnerHost hands the real Runner a stop: in-flight rows finish, the rest stay pending.
+
+    ``sigterm-twice``: `timeout` signals the process, then its group; the same SIGTERM twice within
+    half a second is one graceful stop (a second stop would exit the process at once).
+    """
+    import signal
     import time
 
     from runner_proc import SleepyStage
@@ -118,7 +125,11 @@ def test_quitting_stops_the_in_process_runner_gracefully(tmp_path, monkeypatch):
     deadline = time.monotonic() + 20
     while done() < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
-    host.stop()
+    if how == "quit":
+        host.stop()
+    else:
+        host.signal(signal.SIGTERM)
+        host.signal(signal.SIGTERM)
     assert host.join(timeout=15), "the runner did not stop"
     assert ended == [None] and host.error is None
     with sqlite3.connect(db) as con:
@@ -129,8 +140,6 @@ def test_quitting_stops_the_in_process_runner_gracefully(tmp_path, monkeypatch):
 
 async def test_a_runner_that_cannot_start_says_so_and_fails_the_command(seeded_db, monkeypatch):
     """`m2i tui --run` whose pipeline cannot even be imported: the event log and a toast say so, exit 1."""
-    import pytest
-
     from m2i.config import Settings
     from m2i.errors import M2IError
     from tui.app import make_app, wind_down
@@ -148,46 +157,3 @@ async def test_a_runner_that_cannot_start_says_so_and_fails_the_command(seeded_d
     with pytest.raises(M2IError, match="The runner stopped with an unexpected error: ModuleNotFoundError"):
         wind_down(app)
 
-
-def test_a_repeated_sigterm_stops_the_in_process_runner_once(tmp_path, monkeypatch):
-    """`timeout` signals the process, then its group: the same SIGTERM twice is one graceful stop."""
-    import signal
-    import time
-
-    from runner_proc import SleepyStage
-    from seeding import make_clips
-
-    from m2i.runner import Runner, run_blocking
-    from m2i.store import open_store, ops
-    from tui.runner_host import RunnerHost
-
-    db = tmp_path / "sig.db"
-    store = open_store(str(db))
-    run_id = ops.create_run(store, name="sig", config={"seed": 0})
-    ops.add_samples(store, run_id, make_clips(12))
-    store.close()
-
-    def scripted_pipeline(settings, *, db, handle_signals, on_runner):
-        st = open_store(db)
-        runner = Runner(st, run_id, [SleepyStage("analyze", delay=0.2)], poll_s=0.05, grace_s=5.0)
-        on_runner(runner)
-        try:
-            return {"counts": run_blocking(runner, handle_signals=False)}
-        finally:
-            st.close()
-
-    monkeypatch.setattr("m2i.pipeline.run_pipeline", scripted_pipeline)
-    ended: list[str | None] = []
-    host = RunnerHost(None, db=str(db))  # type: ignore[arg-type]
-    host.start(ended.append)
-    deadline = time.monotonic() + 20
-    while host._runner is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.3)
-    host.signal(signal.SIGTERM)
-    host.signal(signal.SIGTERM)  # within half a second: counts once (a second stop would exit the process)
-    assert host.join(timeout=15), "the runner did not stop"
-    assert ended == [None] and host.error is None
-    with sqlite3.connect(db) as con:
-        statuses = dict(con.execute("SELECT status, count(*) FROM sample GROUP BY status").fetchall())
-    assert statuses.get("running", 0) == 0 and 0 < statuses.get("pending", 0) < 12
