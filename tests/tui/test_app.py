@@ -522,3 +522,22 @@ async def test_ctrl_c_quits_and_help_lists_it(seeded_db, frozen_app):
         await pilot.press("ctrl+c")
         await wait_until(pilot, lambda: app._exit, what="ctrl+c to quit")
     assert app.return_code == 0
+
+
+async def test_a_long_error_can_be_read_to_its_end(seeded_db, frozen_app):
+    traceback = "\n".join(["Traceback (most recent call last):"] + [f'  File "x.py", line {i}' for i in range(30)]
+                          + ["RuntimeError: the real cause"])
+    with sqlite3.connect(seeded_db) as con:
+        con.execute("UPDATE prompt SET error = ? WHERE id = 1", (traceback,))
+    app = frozen_app(seeded_db)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("f")
+        await refreshed(pilot)
+        await pilot.press("down")  # the failed prompt 1
+        box = app.screen.query_one("#failure-error-box")
+        assert "RuntimeError: the real cause" in label_text(app.screen.query_one("#failure-error", Static))
+        assert box.region.height < 12 and box.max_scroll_y > 0  # the table keeps its room; the error scrolls
+        await pilot.press("tab")
+        assert box.has_focus
+        await pilot.press("end")
+        await wait_until(pilot, lambda: box.scroll_y == box.max_scroll_y, what="the error to scroll to its end")
