@@ -541,3 +541,24 @@ async def test_a_long_error_can_be_read_to_its_end(seeded_db, frozen_app):
         assert box.has_focus
         await pilot.press("end")
         await wait_until(pilot, lambda: box.scroll_y == box.max_scroll_y, what="the error to scroll to its end")
+
+
+async def test_compare_shows_no_holm_p_for_diversity(seeded_db, frozen_app):
+    """Diversity has only an unadjusted p-value: the "p (Holm)" column says "-", as `m2i report` does."""
+    import json
+
+    report = json.loads(sqlite3.connect(seeded_db).execute("SELECT data FROM report").fetchone()[0])
+    report["diversity"] = {**report["diversity"], "mean_convergent": 0.3, "mean_divergent": 0.4, "p_value": 0.0123}
+    store = open_store(str(seeded_db))
+    try:
+        ops.save_report(store, 1, "modes", report)
+    finally:
+        store.close()
+    app = frozen_app(seeded_db)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("c")
+        await refreshed(pilot)
+        table = app.screen.query_one(MetricsTable)
+        p_holm = [str(table.get_row(key)[5]) for key in ("originality", "diversity")]
+        assert p_holm[0] != "-" and p_holm[1] == "-"
+        assert str(table.get_row("diversity")[2]) == "0.400"  # the new report's row
