@@ -39,6 +39,15 @@ def label_text(widget) -> str:
     return console.export_text().rstrip("\n")
 
 
+def save_report(db, data: dict) -> None:
+    """A newer ``modes`` report for run 1, as the score stage writes it."""
+    store = open_store(str(db))
+    try:
+        ops.save_report(store, 1, "modes", data)
+    finally:
+        store.close()
+
+
 def stage_numbers(screen, stage: str) -> dict[str, str]:
     row = screen.query_one(f"#stage-{stage}", StageProgress)
     return {c: label_text(row.query_one(f".stage-{c}")) for c in ("pending", "running", "done", "failed")}
@@ -291,11 +300,7 @@ async def test_sample_detail_shows_features_abc_prompts_and_image(seeded_db, fro
 
 async def test_a_report_of_another_shape_does_not_break_compare(seeded_db, frozen_app):
     """A run imported from the earlier scripts carries its own report layout: show what fits, no crash."""
-    store = open_store(str(seeded_db))
-    try:
-        ops.save_report(store, 1, "modes", {"convergent_metrics": {"originality_avg": 1.0}, "metrics": "n/a"})
-    finally:
-        store.close()
+    save_report(seeded_db, {"convergent_metrics": {"originality_avg": 1.0}, "metrics": "n/a"})
     app = frozen_app(seeded_db)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("c")
@@ -549,11 +554,7 @@ async def test_compare_shows_no_holm_p_for_diversity(seeded_db, frozen_app):
 
     report = json.loads(sqlite3.connect(seeded_db).execute("SELECT data FROM report").fetchone()[0])
     report["diversity"] = {**report["diversity"], "mean_convergent": 0.3, "mean_divergent": 0.4, "p_value": 0.0123}
-    store = open_store(str(seeded_db))
-    try:
-        ops.save_report(store, 1, "modes", report)
-    finally:
-        store.close()
+    save_report(seeded_db, report)
     app = frozen_app(seeded_db)
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("c")
