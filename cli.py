@@ -593,6 +593,7 @@ def tui(
         )
     from tui.app import run_app
 
+    _setup_logging()  # as for `m2i run`: the runner's INFO lines, which the app shows in its event log
     settings = _settings({"run_name": run_id}, config, run_name="--run-id") if start_runner else None
     run_app(db=_db(db), run=run_id, settings=settings)
 

@@ -151,3 +151,22 @@ def test_a_stop_signal_quits_and_restores_the_terminal(tmp_path, sig):
         assert "Traceback" not in pane.text()
     finally:
         pane.tmux("kill-session", "-t", session)
+
+
+def test_tui_run_shows_the_runners_info_lines_in_the_event_log(tmp_path):
+    db = tmp_path / "run.db"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TERM": "xterm-256color", "HF_HUB_OFFLINE": "1",
+           "TMUX_TMPDIR": str(tmp_path), "M2I_STAGES": "render", "M2I_IMAGES": "preview",
+           "M2I_OUT_DIR": str(tmp_path / "out")}
+    env.pop("NO_COLOR", None)
+    env.pop("TMUX", None)
+    session = f"m2i-run-{os.getpid()}"
+    pane = Pane(session, env)
+    cmd = f"cd {REPO} && {sys.executable} cli.py tui --db {db} --run; echo TUI-EXITED $?; sleep 60"
+    pane.tmux("new-session", "-d", "-s", session, "-x", "100", "-y", "30", cmd)
+    try:
+        pane.wait_for(lambda t: "runner finished in" in t, "the runner's INFO line in the event log", timeout=60)
+        pane.keys("q")
+        pane.wait_for(lambda t: "TUI-EXITED 0" in t, "the app to quit cleanly")
+    finally:
+        pane.tmux("kill-session", "-t", session)
