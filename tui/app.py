@@ -253,7 +253,8 @@ class M2IApp(App[None]):
             ("Everywhere", self.BINDINGS),
             ("Dashboard", DashboardScreen.BINDINGS),
             ("Compare", [("up,down", "", "Choose the metric plotted")]),
-            ("Failures", FailuresScreen.BINDINGS + [("up,down", "", "Move")]),
+            ("Failures", FailuresScreen.BINDINGS + [("up,down", "", "Move"),
+                                                    ("tab", "", "Into the full error (up/down scroll it)")]),
             ("Samples", SamplesScreen.BINDINGS),
             ("Sample detail", SampleDetailScreen.BINDINGS),
         ]))

@@ -161,6 +161,7 @@ async def test_requeue_selected_row_after_confirmation(seeded_db, frozen_app):
         await wait_until(pilot, lambda: status_of(seeded_db, "prompt", 1) == "pending", what="the requeue")
         await wait_until(pilot, lambda: table.row_count == 3, what="the table to drop the row")
         assert status_of(seeded_db, "prompt", 2) == "failed"
+        assert (table.selected.stage, table.selected.id) == ("generate", 2)  # the cursor is on the next failure
 
 
 async def test_requeue_marked_rows_and_a_whole_stage(seeded_db, frozen_app):

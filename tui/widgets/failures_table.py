@@ -26,13 +26,13 @@ class FailuresTable(DataTable):
             self.add_column(label, width=width)
 
     def show(self, failures: list[FailureRow]) -> None:
-        """Replace the rows, keeping marks (of rows still failed) and the cursor's row."""
+        """Replace the rows, keeping marks (of rows still failed) and the cursor's row (or its place)."""
         keys = [f.key for f in failures]
         if keys == list(self.rows_by_key) and all(
             self.rows_by_key[f.key] == f for f in failures
         ):
             return
-        current = self.selected
+        current, row = self.selected, self.cursor_row
         self.rows_by_key = {f.key: f for f in failures}
         self.marked &= set(keys)
         self.clear()
@@ -40,6 +40,8 @@ class FailuresTable(DataTable):
             self.add_row(*self._cells(f), key=f.key)
         if current is not None and current.key in self.rows_by_key:
             self.move_cursor(row=keys.index(current.key))
+        elif self.row_count:  # the row went (requeued): the one that took its place, i.e. the next failure
+            self.move_cursor(row=min(row, self.row_count - 1))
 
     def _cells(self, f: FailureRow) -> tuple:
         clip = f"{f.sample_id} {f.source.rsplit('/', 1)[-1]}" if f.sample_id is not None else f.source
