@@ -200,8 +200,12 @@ async def test_pause_and_resume_from_the_dashboard(seeded_db, frozen_app):
         await wait_until(pilot, lambda: "PAUSED" in label_text(app.screen.query_one("#run-header")),
                          what="the header to say PAUSED")
         await wait_until(pilot, lambda: "run paused" in log_text(app.screen), what="the pause event")
+        render_eta = app.screen.query_one("#stage-render", StageProgress).query_one(".stage-eta")
+        assert label_text(render_eta) == "paused"  # 15 renders left, but no ETA counting down
+        assert label_text(app.screen.query_one("#stage-analyze", StageProgress).query_one(".stage-eta")) == "done"
         await pilot.press("p")
         await wait_until(pilot, lambda: paused() == 0, what="the resume")
+        await wait_until(pilot, lambda: label_text(render_eta) != "paused", what="the ETA to come back")
 
 
 async def test_follows_another_connection_live(seeded_db, frozen_app):

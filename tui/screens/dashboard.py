@@ -45,7 +45,7 @@ class DashboardScreen(DataScreen):
         super().show(view)
         self._snap = view.snap
         if view.snap.run is not None:
-            self.query_one(StagePanel).show(view.snap.counts, view.rates)
+            self.query_one(StagePanel).show(view.snap.counts, view.rates, paused=view.snap.run.paused)
         log = self.query_one(EventLog)
         log.add(view.events)
         log.add_notes(view.notes)

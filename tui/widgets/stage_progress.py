@@ -32,7 +32,7 @@ class StageProgress(Horizontal):
         yield Label("-", classes="stage-rate")
         yield Label("-", classes="stage-eta")
 
-    def show(self, counts: dict[str, int], rate: float | None, eta: float | None) -> None:
+    def show(self, counts: dict[str, int], rate: float | None, eta: float | None, *, paused: bool = False) -> None:
         total = sum(counts.values()) - counts.get("cancelled", 0)
         finished = counts.get("done", 0) + counts.get("failed", 0)
         self.query_one(ProgressBar).update(total=max(total, 1), progress=finished if total else 0)
@@ -40,7 +40,8 @@ class StageProgress(Horizontal):
             self.query_one(f".stage-{col}", Label).update(_n(counts.get(col, 0)))
         self.query_one(".stage-rate", Label).update("-" if rate is None else f"{rate:.1f}")
         left = counts.get("pending", 0) + counts.get("running", 0)
-        self.query_one(".stage-eta", Label).update("-" if not total else "done" if not left else format_eta(eta))
+        self.query_one(".stage-eta", Label).update(
+            "-" if not total else "done" if not left else "paused" if paused else format_eta(eta))
         self.set_class(counts.get("failed", 0) > 0, "-has-failed")
 
 
@@ -60,7 +61,9 @@ class StagePanel(Vertical):
         for stage in STAGE_ORDER:
             yield StageProgress(stage)
 
-    def show(self, counts: dict[str, dict[str, int]], rates: dict[str, tuple[float | None, float | None]]) -> None:
+    def show(self, counts: dict[str, dict[str, int]], rates: dict[str, tuple[float | None, float | None]], *,
+             paused: bool = False) -> None:
+        """``paused``: the run is paused, so a stage with work left shows no ETA but "paused"."""
         for stage in STAGE_ORDER:
             rate, eta = rates.get(stage, (None, None))
-            self.query_one(f"#stage-{stage}", StageProgress).show(counts.get(stage, {}), rate, eta)
+            self.query_one(f"#stage-{stage}", StageProgress).show(counts.get(stage, {}), rate, eta, paused=paused)
