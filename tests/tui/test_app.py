@@ -568,3 +568,32 @@ async def test_compare_shows_no_holm_p_for_diversity(seeded_db, frozen_app):
         p_holm = [str(table.get_row(key)[5]) for key in ("originality", "diversity")]
         assert p_holm[0] != "-" and p_holm[1] == "-"
         assert str(table.get_row("diversity")[2]) == "0.400"  # the new report's row
+
+
+async def test_the_dashboard_fits_60_columns_and_the_log_rewraps(seeded_db, frozen_app):
+    store = open_store(str(seeded_db))
+    try:
+        ops.log_event(store, 1, "a long line " * 12 + "THE END", level="error", stage="render")
+    finally:
+        store.close()
+    app = frozen_app(seeded_db)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await refreshed(pilot, after=0)
+        log = app.screen.query_one(EventLog)
+        assert "THE END" in log_text(app.screen)
+        await pilot.resize_terminal(60, 24)
+        await pilot.pause(0.2)
+        for stage in ("analyze", "render"):
+            row = app.screen.query_one(f"#stage-{stage}", StageProgress)
+            for col in (".stage-failed", ".stage-rate", ".stage-eta"):
+                cell = row.query_one(col)
+                assert cell.region.width > 0 and cell.region.right <= 60, (stage, col, cell.region)
+        assert stage_numbers(app.screen, "render")["failed"] == "1"
+        heading = app.screen.query_one(".stage-heading")
+        assert [label_text(x) for x in heading.query("Label")][-3:] == ["fail", "/min", "ETA"]
+        width = log.scrollable_content_region.width
+        assert max(line.cell_length for line in log.lines) <= width  # wrapped again at the new width
+        assert "THE END" in log_text(app.screen).replace("\n", " ")  # nothing cut off
+        await pilot.resize_terminal(120, 30)
+        await pilot.pause(0.2)
+        assert [label_text(x) for x in heading.query("Label")][-3:] == ["failed", "/min", "ETA"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable
 
 from rich.text import Text
@@ -33,17 +34,33 @@ class EventLog(RichLog):
         super().__init__(id=id, max_lines=500, wrap=True, markup=False, auto_scroll=True, min_width=20)
         self.last_id = 0
         self.notes_shown = 0
+        self._texts: deque[Text] = deque(maxlen=self.max_lines)
+        self._wrapped_at: int | None = None
 
     def reset(self) -> None:
         """Empty the log; the next :meth:`add` and :meth:`add_notes` start again from the first."""
         self.clear()
+        self._texts.clear()
         self.last_id = 0
         self.notes_shown = 0
+
+    def _append(self, text: Text) -> None:
+        self._texts.append(text)
+        self.write(text, expand=True)
+
+    def on_resize(self) -> None:
+        """Wrap every line again at the new width (RichLog wraps a line once, when written)."""
+        width = self.scrollable_content_region.width
+        if self._wrapped_at is not None and width != self._wrapped_at and self._size_known:
+            self.clear()
+            for text in self._texts:
+                self.write(text, expand=True)
+        self._wrapped_at = width
 
     def add(self, events: Iterable[EventRow]) -> None:
         for e in events:
             if e.id > self.last_id:
-                self.write(event_text(e, no_color=self.app.no_color), expand=True)
+                self._append(event_text(e, no_color=self.app.no_color))
                 self.last_id = e.id
 
     def add_notes(self, notes: list[tuple[int, str, str]]) -> None:
@@ -55,4 +72,4 @@ class EventLog(RichLog):
 
     def note(self, message: str, *, level: str = "info") -> None:
         """A line from this process (the embedded runner's log), not from the database."""
-        self.write(_line(Text("         "), level, None, message, self.app.no_color), expand=True)
+        self._append(_line(Text("         "), level, None, message, self.app.no_color))

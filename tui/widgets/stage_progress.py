@@ -9,6 +9,10 @@ from textual.widgets import Label, ProgressBar
 from tui.data import STAGE_ORDER, format_eta
 
 COLS = ("pending", "running", "done", "failed")
+WIDE_WIDTH = 78
+"""Columns the table needs with its progress bars and full headings; narrower, it goes compact:
+percentages only, short headings, narrower number columns (56 columns: fits a 60-column terminal)."""
+SHORT = {"progress": "%", "pending": "pend", "running": "run", "failed": "fail"}
 
 
 def _n(x: int) -> str:
@@ -53,13 +57,22 @@ class StagePanel(Vertical):
     def compose(self) -> ComposeResult:
         with Horizontal(classes="stage-row stage-heading"):
             yield Label("stage", classes="stage-name")
-            yield Label("progress", classes="stage-bar-heading")
+            yield Label("progress", classes="stage-bar-heading", name="progress")
             for col in COLS:
-                yield Label(col, classes="stage-num")
+                yield Label(col, classes="stage-num", name=col)
             yield Label("/min", classes="stage-rate")
             yield Label("ETA", classes="stage-eta")
         for stage in STAGE_ORDER:
             yield StageProgress(stage)
+
+    def on_resize(self) -> None:
+        narrow = self.content_size.width < WIDE_WIDTH
+        if narrow == self.has_class("-narrow"):
+            return
+        self.set_class(narrow, "-narrow")
+        for label in self.query(".stage-heading Label"):
+            if label.name in SHORT:
+                label.update(SHORT[label.name] if narrow else label.name)
 
     def show(self, counts: dict[str, dict[str, int]], rates: dict[str, tuple[float | None, float | None]], *,
              paused: bool = False) -> None:
