@@ -154,8 +154,9 @@ class M2IApp(App[None]):
             self._origin = snap.origin
             self._events, self._report, self._report_id = [], None, None
             self.rates.reset()
-            snap.events = []  # read after the previous run's last event: read this run's from its start
-            self._again = True
+            if snap.want.events_after:  # read after the previous run's last event: read this run's from its start
+                snap.events = []
+                self._again = True
         if snap.events:
             self._events = (self._events + snap.events)[-EVENTS_KEPT:]
         if snap.report_changed:
