@@ -33,7 +33,7 @@ class RunnerHost:
         self.error: str | None = None
         self._runner: Any = None
         self._stopping = False
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entered when a signal handler interrupts stop() on the main thread
         self._thread: threading.Thread | None = None
 
     @property
