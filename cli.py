@@ -594,8 +594,14 @@ def tui(
             "m2i tui needs an interactive terminal (over SSH: ssh -t host m2i tui); "
             "m2i status and m2i report print the same figures as plain text."
         )
+    if os.environ.get("TERM", "") == "dumb":  # Textual would draw escape codes this terminal cannot show
+        raise InputError(
+            "m2i tui needs a terminal that can draw, and TERM=dumb says this one cannot "
+            "(set TERM, e.g. TERM=xterm-256color, or use m2i status and m2i report, which print plain text)."
+        )
     from tui.app import run_app
 
+    _setup_logging()  # as for `m2i run`: the runner's INFO lines, which the app shows in its event log
     settings = _settings({"run_name": run_id}, config, run_name="--run-id") if start_runner else None
     run_app(db=_db(db), run=run_id, settings=settings)
 

@@ -9,8 +9,10 @@ and performs the two writes (requeue, pause/resume) that screens ask for with me
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -24,7 +26,7 @@ from textual.message import Message
 from textual.worker import Worker, WorkerState
 
 from m2i.errors import M2IError
-from tui.data import Actions, RateTracker, Reader, Snapshot, View, Want
+from tui.data import Actions, RateTracker, Reader, Snapshot, View, Want, import_store_modules
 from tui.runner_host import RunnerHost
 from tui.screens.base import DataScreen, RefreshWanted
 from tui.screens.compare import CompareScreen
@@ -43,6 +45,8 @@ SCREENS = Binding.Group("Screens", compact=True)
 EVENTS_KEPT = 500
 REPORT_EVERY_S = 5.0
 """A newer report is read at most this often (each one covers every clip of the run)."""
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+"""Signals that quit the dashboard as ``q`` does (a dropped SSH session sends SIGHUP)."""
 
 
 class Refreshed(Message):
@@ -54,12 +58,13 @@ class Refreshed(Message):
 
 
 class RunnerNote(Message):
-    """A log line from the embedded runner (``m2i tui --run``)."""
+    """A log line from the embedded runner (``m2i tui --run``); ``toast`` also pops it up."""
 
-    def __init__(self, text: str, level: str = "info") -> None:
+    def __init__(self, text: str, level: str = "info", *, toast: bool = False) -> None:
         super().__init__()
         self.text = text
         self.level = level
+        self.toast = toast
 
 
 class M2IApp(App[None]):
@@ -81,7 +86,7 @@ class M2IApp(App[None]):
         Binding("f", "switch_mode('failures')", "Failures", id="screen.failures", group=SCREENS),
         Binding("s", "switch_mode('samples')", "Samples", id="screen.samples", group=SCREENS),
         Binding("question_mark", "help", "Help", id="app.help", key_display="?"),
-        Binding("q", "quit", "Quit", id="app.quit"),
+        Binding("q,ctrl+c", "quit", "Quit", id="app.quit", key_display="q"),
     ]
 
     def __init__(
@@ -108,16 +113,19 @@ class M2IApp(App[None]):
         self._report_id: int | None = None
         self._report_at = -1e9
         self._clock = clock
-        self._run_id: int | None = None
+        self._origin: tuple[Any, int] | None = None
         self._polling = False
         self._again = False
+        self.main_loop: asyncio.AbstractEventLoop | None = None
 
     # ------------------------------------------------------------------ reading
 
     def on_mount(self) -> None:
+        self.main_loop = asyncio.get_running_loop()
         if self.refresh_s:
             self.set_interval(self.refresh_s, self.request_refresh, name="refresh")
         if self.host is not None:
+            import_store_modules()  # before the reader's and the runner's threads import them at once
             self.host.start(self._runner_done)
         self.request_refresh()
 
@@ -142,11 +150,13 @@ class M2IApp(App[None]):
     def _refreshed(self, message: Refreshed) -> None:
         self._polling = False
         snap = message.snap
-        run_id = snap.run.id if snap.run else None
-        if run_id != self._run_id and run_id is not None:
-            self._run_id = run_id
+        if snap.origin is not None and snap.origin != self._origin:  # a newer run, or the file was replaced
+            self._origin = snap.origin
             self._events, self._report, self._report_id = [], None, None
             self.rates.reset()
+            if snap.want.events_after:  # read after the previous run's last event: read this run's from its start
+                snap.events = []
+                self._again = True
         if snap.events:
             self._events = (self._events + snap.events)[-EVENTS_KEPT:]
         if snap.report_changed:
@@ -154,7 +164,7 @@ class M2IApp(App[None]):
             self._report_at = self._clock()
         rates = self.rates.update(snap.counts) if snap.run else {}
         self.view = View(snap=snap, rates=rates, events=self._events, report=self._report,
-                         report_id=self._report_id, notes=list(self._notes))
+                         report_id=self._report_id, notes=list(self._notes), origin=self._origin)
         self._show()
         self.refreshes += 1
         if self._again:
@@ -220,7 +230,7 @@ class M2IApp(App[None]):
 
     def _runner_done(self, error: str | None) -> None:
         if error:
-            self.post_message(RunnerNote(f"runner stopped: {error}", "error"))
+            self.post_message(RunnerNote(f"runner stopped: {error}", "error", toast=True))
         else:
             self.post_message(RunnerNote("runner finished: no work left (or stopped on request)", "info"))
 
@@ -232,8 +242,8 @@ class M2IApp(App[None]):
         if self.view is not None:
             self.view.notes = list(self._notes)
             self._show()
-        if message.level == "error":
-            self.notify(message.text, severity="error", timeout=10)
+        if message.toast:
+            self.notify(message.text, severity="error" if message.level == "error" else "information", timeout=10)
 
     # ------------------------------------------------------------------ keys
 
@@ -244,7 +254,8 @@ class M2IApp(App[None]):
             ("Everywhere", self.BINDINGS),
             ("Dashboard", DashboardScreen.BINDINGS),
             ("Compare", [("up,down", "", "Choose the metric plotted")]),
-            ("Failures", FailuresScreen.BINDINGS + [("up,down", "", "Move")]),
+            ("Failures", FailuresScreen.BINDINGS + [("up,down", "", "Move"),
+                                                    ("tab", "", "Into the full error (up/down scroll it)")]),
             ("Samples", SamplesScreen.BINDINGS),
             ("Sample detail", SampleDetailScreen.BINDINGS),
         ]))
@@ -267,8 +278,10 @@ class _ToApp(logging.Handler):
         if not self.app.is_running:
             return
         level = "error" if record.levelno >= logging.ERROR else "warning" if record.levelno >= logging.WARNING else "info"
+        # the dashboard's own errors (a failed worker) are toasted where they happen; the runner's pop up here
+        toast = level == "error" and not record.name.startswith("tui.")
         try:
-            self.app.post_message(RunnerNote(record.getMessage(), level))
+            self.app.post_message(RunnerNote(record.getMessage(), level, toast=toast))
         except Exception:  # a log line must never break the runner
             pass
 
@@ -288,6 +301,31 @@ def _logs_to(app: M2IApp) -> Iterator[None]:
         root.removeHandler(handler)
         for h in taken:
             root.addHandler(h)
+
+
+@contextlib.contextmanager
+def _quits_on_signals(app: M2IApp) -> Iterator[None]:
+    """SIGTERM and SIGHUP quit the app as ``q`` does, so Textual restores the terminal.
+
+    With ``--run`` the runner counts them as ``m2i run`` does (:meth:`RunnerHost.signal`): it stops
+    claiming and finishes what is in flight, the same signal repeated within half a second counts
+    once, a second one exits at once. The handlers stay for the whole of :func:`run_app`, so a signal
+    that arrives while the runner winds down after the app has gone is counted too.
+    """
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        if app.host is not None:
+            app.host.signal(signum)
+        loop = app.main_loop
+        if loop is not None and loop.is_running():
+            loop.call_soon_threadsafe(app.exit)  # a signal handler runs between the loop's bytecodes
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def make_app(
@@ -331,13 +369,26 @@ def run_app(db: str | None, run: str | None, settings: Settings | None) -> None:
     with contextlib.suppress(Exception):  # ask the terminal about graphics before Textual owns it
         import textual_image.widget  # noqa: F401
     app = make_app(db, run, settings=settings)
-    with _logs_to(app):
-        app.run()
+    with _quits_on_signals(app):
+        with _logs_to(app):
+            app.run()
+        wind_down(app)
+
+
+def wind_down(app: M2IApp) -> None:
+    """After the app: close its store, wait for its runner's work in flight, raise the runner's error.
+
+    Raises
+    ------
+    M2IError
+        The embedded runner stopped with an error (or could not start), so ``m2i tui --run`` exits 1.
+    """
     app.reader.close()
     host = app.host
     if host is not None:
         if host.running:
-            print("waiting for the runner to finish the work in flight…", file=sys.stderr, flush=True)
+            with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
+                print("waiting for the runner to finish the work in flight…", file=sys.stderr, flush=True)
             host.stop()
             host.join()
         if host.error:

@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from m2i.errors import M2IError, StoreError
@@ -147,9 +148,14 @@ class Want:
 
 @dataclass
 class Snapshot:
-    """One refresh's worth of data, taken in one read transaction."""
+    """One refresh's worth of data, taken in one read transaction.
+
+    ``want`` is what it was read for: a screen uses only the parts read for its current request
+    (a page flipped or a clip opened since then waits for the next snapshot).
+    """
 
     taken_at: float
+    want: Want = field(default_factory=Want)
     problem: str | None = None
     run: RunInfo | None = None
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -164,7 +170,14 @@ class Snapshot:
     samples_total: int = 0
     samples_page: int = 0
     detail: SampleDetail | None = None
+    file_id: tuple[int, int] | None = None
     query_ms: float = 0.0
+
+    @property
+    def origin(self) -> tuple[Any, int] | None:
+        """Which database file and run this came from; it changes when the dashboard moves on to a
+        newer run or the file at the path was replaced (None: no run read)."""
+        return (self.file_id, self.run.id) if self.run is not None else None
 
 
 # --------------------------------------------------------------------------- reading
@@ -183,6 +196,23 @@ def _json(value: Any) -> Any:
         except json.JSONDecodeError:
             return value
     return value
+
+
+def import_store_modules() -> None:
+    """Import, on the calling thread, what opening and reading a store imports on first use.
+
+    Under ``m2i tui --run`` the reader's thread and the runner's thread both open a store at start;
+    two threads importing SQLAlchemy and Alembic at once can leave one of them with a half-made
+    module ("module 'sqlalchemy.util' has no attribute ..."), so the app imports them first.
+    """
+    import alembic.command  # noqa: F401
+    import alembic.runtime.migration  # noqa: F401
+    import alembic.script  # noqa: F401
+    import sqlalchemy.dialects.sqlite  # noqa: F401
+
+    import m2i.features  # noqa: F401
+    import m2i.store.models  # noqa: F401
+    import m2i.store.ops  # noqa: F401
 
 
 class _Locked(Exception):
@@ -212,7 +242,7 @@ class Reader:
         self.run = run
         self.busy_ms = busy_ms
         self._store = None
-        self._run_id: int | None = None
+        self._file_id: tuple[int, int] | None = None
         self._memo: dict[str, tuple[Any, float, Any]] = {}
 
     @property
@@ -222,29 +252,42 @@ class Reader:
         url = resolve_url(self.db)
         return url[len("sqlite:///"):] if url.startswith("sqlite:///") else url
 
-    def _probe(self) -> None:
-        """Fail fast on a locked SQLite file (``open_store`` itself would wait up to 30 s)."""
-        import sqlite3
-        from pathlib import Path
-
+    def _path(self) -> Path | None:
+        """The SQLite file read, or None for a server database."""
         from m2i.store.engine import resolve_url
 
         url = resolve_url(self.db)
-        if not url.startswith("sqlite:///"):
-            return
-        path = Path(url[len("sqlite:///"):])
-        if not path.is_file():
-            return  # open_store explains a missing file
+        return Path(url[len("sqlite:///"):]) if url.startswith("sqlite:///") else None
+
+    def _current_file_id(self) -> tuple[int, int] | None:
+        """(device, inode) of the SQLite file now at the path; None when missing or not SQLite."""
+        path = self._path()
+        try:
+            st = path.stat() if path is not None else None
+        except OSError:
+            return None
+        return None if st is None else (st.st_dev, st.st_ino)
+
+    def _probe(self) -> None:
+        """Fail fast on a locked SQLite file (``open_store`` itself would wait up to 30 s)."""
+        import sqlite3
+
+        path = self._path()
+        if path is None or not path.is_file():
+            return  # a server database, or a missing file (open_store explains it)
         con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=self.busy_ms / 1000)
         try:
             con.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        except sqlite3.OperationalError as exc:
+        except sqlite3.DatabaseError as exc:  # OperationalError (locked), or "file is not a database"
             if _locked(exc):
                 raise _Locked() from exc
+            # anything else: open_store explains it (not an m2i database, unreadable) in one sentence
         finally:
             con.close()
 
     def _open(self):
+        if self._store is not None and self._current_file_id() != self._file_id:
+            self.close()  # the file was deleted or replaced: read the one now at the path
         if self._store is None:
             from sqlalchemy import event
 
@@ -261,12 +304,14 @@ class Reader:
 
                 store.engine.dispose()  # the probe connection had the long timeout
             self._store = store
+            self._file_id = self._current_file_id()
         return self._store
 
     def close(self) -> None:
         if self._store is not None:
             self._store.close()
             self._store = None
+        self._memo.clear()
 
     def snapshot(self, want: Want | None = None) -> Snapshot:
         """Read what ``want`` asks for; never raises for a problem the user can fix.
@@ -281,11 +326,12 @@ class Reader:
 
         want = want or Want()
         t0 = time.perf_counter()
-        snap = Snapshot(taken_at=time.time())
+        snap = Snapshot(taken_at=time.time(), want=want)
         try:
             store = self._open()
             with store.read() as conn:
                 self._fill(conn, snap, want)
+            snap.file_id = self._file_id
         except _Locked:
             snap.problem = f"The database {self.where} is locked by another process; retrying every second."
         except StoreError as exc:
@@ -312,9 +358,7 @@ class Reader:
 
         r = Run.__table__
         q = select(r)
-        if self._run_id is not None:
-            q = q.where(r.c.id == self._run_id)
-        elif self.run is None:
+        if self.run is None:  # asked every time: a newer run started meanwhile is followed
             q = q.order_by(r.c.id.desc()).limit(1)
         elif self.run.isdigit():
             q = q.where(r.c.id == int(self.run))
@@ -324,9 +368,8 @@ class Reader:
         if row is None:
             what = f"run {self.run!r}" if self.run else "any run"
             snap.problem = f"{self.where} has no {what} yet; start one with `m2i run` (waiting for it)."
-            self._run_id = None
             return
-        self._run_id = run_id = int(row["id"])
+        run_id = int(row["id"])
         cfg = _json(row["config"]) or {}
         snap.run = RunInfo(
             id=run_id, name=row["name"], paused=bool(row["paused"]), cancelled=bool(row["cancelled"]),
@@ -655,7 +698,8 @@ class View:
 
     ``events`` keeps the newest run events across refreshes, ``rates`` the per-stage throughput
     and ETA, ``report`` the newest convergent-vs-divergent report (read only when it changed),
-    ``notes`` the ``(seq, level, text)`` log lines of a runner in this process (``m2i tui --run``).
+    ``notes`` the ``(seq, level, text)`` log lines of a runner in this process (``m2i tui --run``),
+    ``origin`` the :attr:`Snapshot.origin` of the run all of these belong to.
     """
 
     snap: Snapshot
@@ -664,3 +708,4 @@ class View:
     report: dict[str, Any] | None = None
     report_id: int | None = None
     notes: list[tuple[int, str, str]] = field(default_factory=list)
+    origin: tuple[Any, int] | None = None

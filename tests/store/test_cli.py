@@ -372,6 +372,23 @@ def test_tui_without_a_terminal_says_so_instead_of_hanging(tmp_path):
     assert r.stderr.startswith("error: m2i tui needs an interactive terminal") and r.stderr.count("\n") == 1
 
 
+def test_tui_on_a_dumb_terminal_says_so(tmp_path):
+    import os
+    import pty
+
+    db = tmp_path / "a.db"
+    seed_run(open_store(db), 1)
+    parent, child = pty.openpty()
+    try:
+        r = subprocess.run([sys.executable, str(ROOT / "cli.py"), "tui", "--db", str(db)], stdin=child, stdout=child,
+                           stderr=subprocess.PIPE, text=True, timeout=60, env={**os.environ, "TERM": "dumb"})
+    finally:
+        os.close(parent)
+        os.close(child)
+    assert r.returncode == 1
+    assert r.stderr.startswith("error: m2i tui needs a terminal that can draw") and r.stderr.count("\n") == 1
+
+
 def test_import_m2i_stays_light():
     code = ("import sys, m2i, m2i.store, m2i.runner, m2i.config, m2i.pipeline, m2i.stages;"
             "heavy = [m for m in ('torch', 'librosa', 'diffusers', 'transformers', 'llama_cpp', 'textual', 'cli', 'tui')"

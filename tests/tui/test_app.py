@@ -39,6 +39,15 @@ def label_text(widget) -> str:
     return console.export_text().rstrip("\n")
 
 
+def save_report(db, data: dict) -> None:
+    """A newer ``modes`` report for run 1, as the score stage writes it."""
+    store = open_store(str(db))
+    try:
+        ops.save_report(store, 1, "modes", data)
+    finally:
+        store.close()
+
+
 def stage_numbers(screen, stage: str) -> dict[str, str]:
     row = screen.query_one(f"#stage-{stage}", StageProgress)
     return {c: label_text(row.query_one(f".stage-{c}")) for c in ("pending", "running", "done", "failed")}
@@ -152,6 +161,7 @@ async def test_requeue_selected_row_after_confirmation(seeded_db, frozen_app):
         await wait_until(pilot, lambda: status_of(seeded_db, "prompt", 1) == "pending", what="the requeue")
         await wait_until(pilot, lambda: table.row_count == 3, what="the table to drop the row")
         assert status_of(seeded_db, "prompt", 2) == "failed"
+        assert (table.selected.stage, table.selected.id) == ("generate", 2)  # the cursor is on the next failure
 
 
 async def test_requeue_marked_rows_and_a_whole_stage(seeded_db, frozen_app):
@@ -190,8 +200,12 @@ async def test_pause_and_resume_from_the_dashboard(seeded_db, frozen_app):
         await wait_until(pilot, lambda: "PAUSED" in label_text(app.screen.query_one("#run-header")),
                          what="the header to say PAUSED")
         await wait_until(pilot, lambda: "run paused" in log_text(app.screen), what="the pause event")
+        render_eta = app.screen.query_one("#stage-render", StageProgress).query_one(".stage-eta")
+        assert label_text(render_eta) == "paused"  # 15 renders left, but no ETA counting down
+        assert label_text(app.screen.query_one("#stage-analyze", StageProgress).query_one(".stage-eta")) == "done"
         await pilot.press("p")
         await wait_until(pilot, lambda: paused() == 0, what="the resume")
+        await wait_until(pilot, lambda: label_text(render_eta) != "paused", what="the ETA to come back")
 
 
 async def test_follows_another_connection_live(seeded_db, frozen_app):
@@ -291,11 +305,7 @@ async def test_sample_detail_shows_features_abc_prompts_and_image(seeded_db, fro
 
 async def test_a_report_of_another_shape_does_not_break_compare(seeded_db, frozen_app):
     """A run imported from the earlier scripts carries its own report layout: show what fits, no crash."""
-    store = open_store(str(seeded_db))
-    try:
-        ops.save_report(store, 1, "modes", {"convergent_metrics": {"originality_avg": 1.0}, "metrics": "n/a"})
-    finally:
-        store.close()
+    save_report(seeded_db, {"convergent_metrics": {"originality_avg": 1.0}, "metrics": "n/a"})
     app = frozen_app(seeded_db)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("c")
@@ -329,3 +339,265 @@ async def test_compare_updates_when_a_new_report_arrives(unscored_db, frozen_app
         now[0] += 10.0
         await wait_until(pilot, lambda: table.row_count == 6, what="the new report on screen")
         assert "5 clips paired" in label_text(app.screen.query_one("#compare-summary", Static))
+
+
+def long_run(db) -> None:
+    """A run of 102 clips: two pages on the Samples screen."""
+    from seeding import make_clips
+
+    store = open_store(str(db))
+    try:
+        ops.add_samples(store, ops.create_run(store, name="long", config={"seed": 0}), make_clips(102))
+    finally:
+        store.close()
+
+
+async def test_samples_pages_forward_and_back(tmp_path, frozen_app):
+    db = tmp_path / "long.db"
+    long_run(db)
+    app = frozen_app(db)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("s")
+        await refreshed(pilot)
+        summary = app.screen.query_one("#samples-summary", Static)
+        table = app.screen.query_one(SamplesTable)
+        assert "page 1/2" in label_text(summary) and table.row_count == 100
+        await pilot.press("n")
+        await wait_until(pilot, lambda: "page 2/2" in label_text(summary), what="the second page")
+        assert table.row_count == 2 and table.get_row_at(0)[1] == "clip100.flac"
+        await pilot.press("n")  # past the last page: stays there
+        await refreshed(pilot)
+        assert "page 2/2" in label_text(summary)
+        await pilot.press("b")
+        await wait_until(pilot, lambda: "page 1/2" in label_text(summary), what="the first page again")
+        assert table.row_count == 100
+
+
+async def test_opening_a_clip_says_loading_until_its_data_comes(seeded_db, frozen_app):
+    """Never "sample N is not in this run" for a clip that is: the detail waits for its own read."""
+    import threading
+
+    app = frozen_app(seeded_db)
+    gate = threading.Event()
+    read = app.reader.snapshot
+
+    def slow_snapshot(want):
+        if want.detail is not None:
+            gate.wait(10)
+        return read(want)
+
+    app.reader.snapshot = slow_snapshot
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("s")
+        await refreshed(pilot)
+        await pilot.press("enter")
+        assert isinstance(app.screen, SampleDetailScreen)
+        await pilot.pause(0.2)
+        features = app.screen.query_one("#detail-features", Static)
+        assert label_text(features) == "loading…"
+        gate.set()
+        await wait_until(pilot, lambda: "72 BPM" in label_text(features), what="the clip's features")
+
+
+async def test_follows_a_newer_run_started_meanwhile(seeded_db, frozen_app):
+    app = frozen_app(seeded_db, refresh_s=0.1)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await refreshed(pilot, after=0)
+        header = app.screen.query_one("#run-header")
+        assert "(#1)" in label_text(header) and "CUDA out of memory" in log_text(app.screen)
+        store = open_store(str(seeded_db))
+        try:
+            ops.log_event(store, ops.create_run(store, name="second", config={"seed": 0}), "second run started")
+        finally:
+            store.close()
+        await wait_until(pilot, lambda: "run second (#2)" in label_text(header), what="the header to follow run 2")
+        await wait_until(pilot, lambda: "second run started" in log_text(app.screen), what="run 2's event")
+        assert "CUDA out of memory" not in log_text(app.screen)  # run 1's events are gone from the log
+        assert stage_numbers(app.screen, "generate")["failed"] == "0"
+
+
+async def test_a_database_replaced_at_the_same_path_is_read_afresh(seeded_db, unscored_template, frozen_app):
+    from pilot_helpers import copy_db
+
+    app = frozen_app(seeded_db, refresh_s=0.1)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await refreshed(pilot, after=0)
+        assert stage_numbers(app.screen, "score")["done"] == "23"
+        for path in seeded_db.parent.glob(seeded_db.name + "*"):  # m2i.db and its -wal / -shm
+            path.unlink()
+        copy_db(unscored_template, seeded_db)
+        header = app.screen.query_one("#run-header")
+        await wait_until(pilot, lambda: "run fresh (#1)" in label_text(header), what="the new file's run")
+        assert stage_numbers(app.screen, "score")["done"] == "0"
+        assert "CUDA out of memory" not in log_text(app.screen)
+
+
+def contrast_of(app, text: str) -> float:
+    """WCAG contrast ratio of the screen cells showing ``text``, as the terminal receives them (filters applied)."""
+    from textual.color import Color
+
+    def luminance(c: Color) -> float:
+        lin = [x / 12.92 if x <= 0.03928 else ((x + 0.055) / 1.055) ** 2.4 for x in c.normalized]
+        return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+    for strip in app.screen._compositor.render_strips():
+        for f in app.get_line_filters():
+            strip = strip.apply_filter(f, Color(0, 0, 0))
+        for seg in strip:
+            if text in seg.text:
+                fg, bg = Color.from_rich_color(seg.style.color), Color.from_rich_color(seg.style.bgcolor)
+                if seg.style.reverse:
+                    fg, bg = bg, fg
+                hi, lo = sorted((luminance(fg), luminance(bg)), reverse=True)
+                return (hi + 0.05) / (lo + 0.05)
+    raise AssertionError(f"{text!r} is not on the screen")
+
+
+async def test_errors_stay_legible_without_colour(seeded_db, frozen_app, monkeypatch):
+    """NO_COLOR: error lines, the failed counts and the Failures error column keep a readable contrast."""
+    monkeypatch.setenv("NO_COLOR", "1")
+    app = frozen_app(seeded_db)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await refreshed(pilot, after=0)
+        await pilot.pause()
+        assert contrast_of(app, "CUDA out of memory") >= 4.5  # an error event
+        failed = app.screen.query_one("#stage-generate", StageProgress).query_one(".stage-failed")
+        assert failed.styles.text_style.reverse  # "2" failed prompts, in reverse video
+        await pilot.press("f")
+        await refreshed(pilot)
+        await pilot.pause()
+        assert contrast_of(app, "529 overloaded") >= 4.5  # the error column
+
+
+async def test_a_file_that_is_not_a_database_gets_the_banner(tmp_path, frozen_app):
+    env = tmp_path / "env.sh"
+    env.write_text("export M2I_DB=runs/a.db\n")
+    app = frozen_app(env)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await refreshed(pilot, after=0)
+        await refreshed(pilot)
+        banner = app.screen.query_one(ProblemBanner)
+        assert banner.display and "is not an m2i database (not a SQLite file)" in label_text(banner)
+        assert not app._notifications  # no "file is not a database" toasts
+
+
+async def test_a_failed_read_is_reported_once(seeded_db, frozen_app):
+    """An unexpected error in a worker: one toast, and one line in the event log (not two toasts)."""
+    from tui.app import _logs_to
+
+    app = frozen_app(seeded_db)
+    read = app.reader.snapshot
+    calls = []
+
+    def failing_once(want):
+        calls.append(want)
+        if len(calls) == 2:
+            raise RuntimeError("disk on fire")
+        return read(want)
+
+    app.reader.snapshot = failing_once
+    with _logs_to(app):
+        async with app.run_test(size=(80, 24)) as pilot:
+            await refreshed(pilot, after=0)
+            app.request_refresh()
+            await wait_until(pilot, lambda: "disk on fire" in log_text(app.screen), what="the error in the event log")
+            await refreshed(pilot)
+            assert [n.message for n in app._notifications] == ["RuntimeError: disk on fire"]
+
+
+async def test_sigterm_and_sighup_quit_like_q(seeded_db, frozen_app):
+    import os
+    import signal
+
+    from tui.app import _quits_on_signals
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        app = frozen_app(seeded_db)
+        with _quits_on_signals(app):
+            async with app.run_test(size=(80, 24)) as pilot:
+                await refreshed(pilot, after=0)
+                os.kill(os.getpid(), sig)
+                await wait_until(pilot, lambda app=app: app._exit, what=f"the app to quit on {sig.name}")
+        assert app.return_code == 0
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handlers went with the app
+
+
+async def test_ctrl_c_quits_and_help_lists_it(seeded_db, frozen_app):
+    app = frozen_app(seeded_db)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await refreshed(pilot, after=0)
+        await pilot.press("question_mark")
+        assert "q,ctrl+c" in label_text(app.screen.query_one("#help-keys", Static))
+        await pilot.press("escape")
+        await pilot.press("ctrl+c")
+        await wait_until(pilot, lambda: app._exit, what="ctrl+c to quit")
+    assert app.return_code == 0
+
+
+async def test_a_long_error_can_be_read_to_its_end(seeded_db, frozen_app):
+    traceback = "\n".join(["Traceback (most recent call last):"] + [f'  File "x.py", line {i}' for i in range(30)]
+                          + ["RuntimeError: the real cause"])
+    with sqlite3.connect(seeded_db) as con:
+        con.execute("UPDATE prompt SET error = ? WHERE id = 1", (traceback,))
+    app = frozen_app(seeded_db)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("f")
+        await refreshed(pilot)
+        await pilot.press("down")  # the failed prompt 1
+        box = app.screen.query_one("#failure-error-box")
+        assert "RuntimeError: the real cause" in label_text(app.screen.query_one("#failure-error", Static))
+        assert box.region.height < 12 and box.max_scroll_y > 0  # the table keeps its room; the error scrolls
+        await pilot.press("tab")
+        assert box.has_focus
+        await pilot.press("end")
+        await wait_until(pilot, lambda: box.scroll_y == box.max_scroll_y, what="the error to scroll to its end")
+
+
+async def test_compare_shows_no_holm_p_for_diversity(seeded_db, frozen_app):
+    """Diversity has only an unadjusted p-value: the "p (Holm)" column says "-", as `m2i report` does."""
+    import json
+
+    report = json.loads(sqlite3.connect(seeded_db).execute("SELECT data FROM report").fetchone()[0])
+    report["diversity"] = {**report["diversity"], "mean_convergent": 0.3, "mean_divergent": 0.4, "p_value": 0.0123}
+    save_report(seeded_db, report)
+    app = frozen_app(seeded_db)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("c")
+        await refreshed(pilot)
+        table = app.screen.query_one(MetricsTable)
+        p_holm = [str(table.get_row(key)[5]) for key in ("originality", "diversity")]
+        assert p_holm[0] != "-" and p_holm[1] == "-"
+        assert str(table.get_row("diversity")[2]) == "0.400"  # the new report's row
+
+
+async def test_the_dashboard_fits_60_columns_and_the_log_rewraps(seeded_db, frozen_app):
+    store = open_store(str(seeded_db))
+    try:
+        ops.log_event(store, 1, "a long line " * 12 + "THE END", level="error", stage="render")
+    finally:
+        store.close()
+    app = frozen_app(seeded_db)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await refreshed(pilot, after=0)
+        log = app.screen.query_one(EventLog)
+        assert "THE END" in log_text(app.screen)
+        heading = app.screen.query_one(".stage-heading")
+
+        def headings() -> list[str]:
+            return [label_text(x) for x in heading.query("Label") if x.display][-3:]
+
+        def failed_rate_eta_shown() -> bool:
+            cells = [app.screen.query_one(f"#stage-{stage}", StageProgress).query_one(col)
+                     for stage in ("analyze", "render") for col in (".stage-failed", ".stage-rate", ".stage-eta")]
+            return all(c.region.width > 0 and c.region.right <= 60 for c in cells)
+
+        assert failed_rate_eta_shown() is False  # at 120 columns they sit further right
+        await pilot.resize_terminal(60, 24)
+        await wait_until(pilot, lambda: headings() == ["fail", "/min", "ETA"] and failed_rate_eta_shown(),
+                         what="the compact stage table")
+        assert stage_numbers(app.screen, "render")["failed"] == "1"
+        await wait_until(pilot, lambda: max(line.cell_length for line in log.lines)
+                         <= log.scrollable_content_region.width, what="the log to wrap at the new width")
+        assert "THE END" in log_text(app.screen).replace("\n", " ")  # nothing cut off
+        await pilot.resize_terminal(120, 30)
+        await wait_until(pilot, lambda: headings() == ["failed", "/min", "ETA"], what="the full stage table")

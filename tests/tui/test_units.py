@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from pilot_helpers import refreshed, wait_until
 
 from tui.data import RateTracker, Reader, Want, condense_report, format_eta
@@ -79,8 +80,14 @@ async def test_run_flag_starts_the_pipeline_in_this_process(tmp_path):
     assert app.host.error is None
 
 
-def test_quitting_stops_the_in_process_runner_gracefully(tmp_path, monkeypatch):
-    """RunnerHost hands the real Runner a stop: in-flight rows finish, the rest stay pending."""
+@pytest.mark.parametrize("how", ["quit", "sigterm-twice"])
+def test_quitting_stops_the_in_process_runner_gracefully(tmp_path, monkeypatch, how):
+    """RunnerHost hands the real Runner a stop: in-flight rows finish, the rest stay pending.
+
+    ``sigterm-twice``: `timeout` signals the process, then its group; the same SIGTERM twice within
+    half a second is one graceful stop (a second stop would exit the process at once).
+    """
+    import signal
     import time
 
     from runner_proc import SleepyStage
@@ -118,10 +125,35 @@ def test_quitting_stops_the_in_process_runner_gracefully(tmp_path, monkeypatch):
     deadline = time.monotonic() + 20
     while done() < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
-    host.stop()
+    if how == "quit":
+        host.stop()
+    else:
+        host.signal(signal.SIGTERM)
+        host.signal(signal.SIGTERM)
     assert host.join(timeout=15), "the runner did not stop"
     assert ended == [None] and host.error is None
     with sqlite3.connect(db) as con:
         statuses = dict(con.execute("SELECT status, count(*) FROM sample GROUP BY status").fetchall())
     assert 2 <= statuses.get("done", 0) < 12 and statuses.get("running", 0) == 0
     assert statuses.get("pending", 0) == 12 - statuses["done"]
+
+
+async def test_a_runner_that_cannot_start_says_so_and_fails_the_command(seeded_db, monkeypatch):
+    """`m2i tui --run` whose pipeline cannot even be imported: the event log and a toast say so, exit 1."""
+    from m2i.config import Settings
+    from m2i.errors import M2IError
+    from tui.app import make_app, wind_down
+    from tui.widgets.event_log import EventLog
+
+    monkeypatch.setitem(sys.modules, "m2i.pipeline", None)  # importing it raises ImportError
+    app = make_app(str(seeded_db), None, settings=Settings(db=str(seeded_db), images="preview"), refresh_s=None)
+    async with app.run_test(size=(80, 24)) as pilot:
+        log = app.screen.query_one(EventLog)
+        await wait_until(pilot, lambda: any("runner stopped" in line.text for line in log.lines),
+                         what="the runner's error in the event log")
+        assert not app.host.running
+        assert any("unexpected error" in n.message for n in app._notifications)
+        await pilot.press("q")
+    with pytest.raises(M2IError, match="The runner stopped with an unexpected error: ModuleNotFoundError"):
+        wind_down(app)
+

@@ -27,6 +27,10 @@ class DataScreen(Screen):
 
     TITLE = ""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._origin: tuple | None = None
+
     def compose_top(self) -> ComposeResult:
         yield RunHeader(screen_title=self.TITLE, id="run-header")
         yield ProblemBanner(id="problem")
@@ -40,8 +44,15 @@ class DataScreen(Screen):
 
     def show(self, view: View) -> None:
         """Update from the app's latest view; subclasses extend this."""
+        if view.origin != self._origin:
+            self._origin = view.origin
+            self.forget_run()
         self.query_one(RunHeader).show(view.snap)
         self.query_one(ProblemBanner).show(view.snap.problem)
+
+    def forget_run(self) -> None:
+        """Drop what belongs to the run shown so far (the dashboard moved on to a newer run, or the
+        database file was replaced); subclasses extend this."""
 
     def on_screen_resume(self) -> None:
         self.post_message(RefreshWanted())

@@ -32,6 +32,9 @@ class CompareScreen(DataScreen):
     def want(self, base: Want) -> Want:
         return Want(events_after=base.events_after, report_id=base.report_id, report=True)
 
+    def forget_run(self) -> None:
+        self._report_id, self._shown = None, False
+
     def show(self, view: View) -> None:
         super().show(view)
         report, report_id = view.report, view.report_id

@@ -38,11 +38,14 @@ class DashboardScreen(DataScreen):
         yield log
         yield from self.compose_bottom()
 
+    def forget_run(self) -> None:
+        self.query_one(EventLog).reset()
+
     def show(self, view: View) -> None:
         super().show(view)
         self._snap = view.snap
         if view.snap.run is not None:
-            self.query_one(StagePanel).show(view.snap.counts, view.rates)
+            self.query_one(StagePanel).show(view.snap.counts, view.rates, paused=view.snap.run.paused)
         log = self.query_one(EventLog)
         log.add(view.events)
         log.add_notes(view.notes)

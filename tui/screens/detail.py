@@ -14,17 +14,18 @@ from m2i.features import FEATURE_NAMES
 from tui.data import METRICS, PromptView, SampleDetail, View, Want
 from tui.screens.base import DataScreen, RefreshWanted
 from tui.widgets.image_view import ImageView
+from tui.widgets.styles import legible
 
 SHORT = {"originality": "orig", "elaboration": "elab", "alignment": "align", "coherence": "coh", "overall": "overall"}
 
 
-def features_text(d: SampleDetail) -> Group:
+def features_text(d: SampleDetail, *, no_color: bool = False) -> Group:
     head = Text()
     head.append(f"clip {d.id} · {d.source} · {d.status}", style="bold")
     if d.duration_s:
         head.append(f" · {d.duration_s:.1f} s")
     if d.error:
-        head.append(f"\n{d.error}", style="red")
+        head.append(f"\n{d.error}", style=legible("red", no_color))
     grid = Table.grid(padding=(0, 1))
     grid.add_column(style="dim", no_wrap=True)
     grid.add_column()
@@ -33,15 +34,18 @@ def features_text(d: SampleDetail) -> Group:
     return Group(head, grid)
 
 
-def prompt_text(p: PromptView, *, current: bool) -> Text:
+def prompt_text(p: PromptView, *, current: bool, no_color: bool = False) -> Text:
+    def st(style: str):
+        return legible(style, no_color)
+
     t = Text()
-    t.append("▶ " if current else "  ", style="bold yellow")
-    t.append(f"{p.slot} {p.mode} T={p.temperature:g}", style="bold magenta" if p.mode == "divergent" else "bold cyan")
-    t.append(f" · {p.status}", style="red" if p.status == "failed" else "dim")
+    t.append("▶ " if current else "  ", style=st("bold yellow"))
+    t.append(f"{p.slot} {p.mode} T={p.temperature:g}", style=st("bold magenta" if p.mode == "divergent" else "bold cyan"))
+    t.append(f" · {p.status}", style=st("red") if p.status == "failed" else "dim")
     if p.title:
         t.append(f" · {p.title}", style="bold")
     if p.error and p.status != "done":
-        t.append(f"\n  {p.error}", style="red")
+        t.append(f"\n  {p.error}", style=st("red"))
     if p.text:
         t.append(f"\n  {p.text}")
     if p.image_prompt:
@@ -49,7 +53,7 @@ def prompt_text(p: PromptView, *, current: bool) -> Text:
     if any(v is not None for v in p.scores.values()):
         t.append("\n  ")
         t.append("  ".join(f"{SHORT[m]} {p.scores[m]:.2f}" for m in METRICS if p.scores.get(m) is not None),
-                 style="green")
+                 style=st("green"))
     return t
 
 
@@ -84,6 +88,8 @@ class SampleDetailScreen(DataScreen):
 
     def show(self, view: View) -> None:
         super().show(view)
+        if view.snap.want.detail != self.sample_id:
+            return  # read before this clip was opened: keep "loading…" until its snapshot comes
         d = view.snap.detail
         if d is None:
             if view.snap.run is not None and view.snap.problem is None:
@@ -92,7 +98,7 @@ class SampleDetailScreen(DataScreen):
         if d == self._detail:
             return
         self._detail = d
-        self.query_one("#detail-features", Static).update(features_text(d))
+        self.query_one("#detail-features", Static).update(features_text(d, no_color=self.app.no_color))
         self.query_one("#detail-abc", Static).update(Text(d.abc or "(no ABC transcription yet)", style="dim"))
         self._draw_prompts()
 
@@ -106,7 +112,7 @@ class SampleDetailScreen(DataScreen):
             self.query_one(ImageView).show(None, status=None, caption="")
             return
         self.current = max(0, min(self.current, len(prompts) - 1))
-        body = Text("\n").join(prompt_text(p, current=i == self.current) for i, p in enumerate(prompts))
+        body = Text("\n").join(prompt_text(p, current=i == self.current, no_color=self.app.no_color) for i, p in enumerate(prompts))
         self.query_one("#detail-prompts", Static).update(body)
         p = prompts[self.current]
         self.query_one(ImageView).show(

@@ -6,6 +6,7 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.widgets import DataTable, Static
 
@@ -45,11 +46,15 @@ class FailuresScreen(DataScreen):
         yield from self.compose_top()
         yield Static("", id="failures-summary")
         yield FailuresTable(id="failures")
-        yield Static("", id="failure-error")
+        with VerticalScroll(id="failure-error-box"):  # a traceback can be long: tab here, then ↑/↓
+            yield Static("", id="failure-error")
         yield from self.compose_bottom()
 
     def want(self, base: Want) -> Want:
         return Want(events_after=base.events_after, report_id=base.report_id, failures=True)
+
+    def forget_run(self) -> None:
+        self.query_one(FailuresTable).marked.clear()
 
     def show(self, view: View) -> None:
         super().show(view)

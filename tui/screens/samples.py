@@ -36,11 +36,14 @@ class SamplesScreen(DataScreen):
     def want(self, base: Want) -> Want:
         return Want(events_after=base.events_after, report_id=base.report_id, samples_page=self.page)
 
+    def forget_run(self) -> None:
+        self.page = 0
+
     def show(self, view: View) -> None:
         super().show(view)
         snap = view.snap
-        if snap.samples is None:
-            return
+        if snap.samples is None or snap.want.samples_page != self.page:
+            return  # read for another page (flipped since): the next snapshot brings this one
         self.page = snap.samples_page
         pages = max(1, -(-snap.samples_total // SAMPLES_PAGE))
         self.query_one("#samples-summary", Static).update(

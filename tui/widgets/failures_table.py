@@ -6,6 +6,7 @@ from rich.text import Text
 from textual.widgets import DataTable
 
 from tui.data import FailureRow
+from tui.widgets.styles import legible
 
 COLUMNS = (("✓", 1), ("stage", 8), ("clip", 14), ("prompt", 6), ("tries", 5), ("error", None))
 
@@ -25,13 +26,13 @@ class FailuresTable(DataTable):
             self.add_column(label, width=width)
 
     def show(self, failures: list[FailureRow]) -> None:
-        """Replace the rows, keeping marks (of rows still failed) and the cursor's row."""
+        """Replace the rows, keeping marks (of rows still failed) and the cursor's row (or its place)."""
         keys = [f.key for f in failures]
         if keys == list(self.rows_by_key) and all(
             self.rows_by_key[f.key] == f for f in failures
         ):
             return
-        current = self.selected
+        current, row = self.selected, self.cursor_row
         self.rows_by_key = {f.key: f for f in failures}
         self.marked &= set(keys)
         self.clear()
@@ -39,15 +40,20 @@ class FailuresTable(DataTable):
             self.add_row(*self._cells(f), key=f.key)
         if current is not None and current.key in self.rows_by_key:
             self.move_cursor(row=keys.index(current.key))
+        elif self.row_count:  # the row went (requeued): the one that took its place, i.e. the next failure
+            self.move_cursor(row=min(row, self.row_count - 1))
 
     def _cells(self, f: FailureRow) -> tuple:
         clip = f"{f.sample_id} {f.source.rsplit('/', 1)[-1]}" if f.sample_id is not None else f.source
         prompt = f"{f.slot} {f.mode[:4]}" if f.slot is not None and f.mode else "-"
         error = f.error.splitlines()[0] if f.error else ""
         return (
-            Text("●" if f.key in self.marked else " ", style="bold yellow"),
-            f.stage, clip, prompt, f"{f.attempts}/{f.max_attempts}", Text(error, style="red"),
+            self._mark(f),
+            f.stage, clip, prompt, f"{f.attempts}/{f.max_attempts}", Text(error, style=legible("red", self.app.no_color)),
         )
+
+    def _mark(self, f: FailureRow) -> Text:
+        return Text("●" if f.key in self.marked else " ", style=legible("bold yellow", self.app.no_color))
 
     @property
     def selected(self) -> FailureRow | None:
@@ -62,8 +68,7 @@ class FailuresTable(DataTable):
         if f is None:
             return None
         self.marked.symmetric_difference_update({f.key})
-        self.update_cell(f.key, self.ordered_columns[0].key, Text("●" if f.key in self.marked else " ",
-                                                                  style="bold yellow"))
+        self.update_cell(f.key, self.ordered_columns[0].key, self._mark(f))
         return f
 
     def clear_marks(self) -> None:

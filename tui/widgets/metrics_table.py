@@ -19,7 +19,7 @@ def _f(x: Any, spec: str) -> str:
 def metric_cells(name: str, s: dict[str, Any]) -> tuple:
     ci = s.get("ci95")
     ci_s = f"[{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci and None not in ci else "-"
-    p = s.get("p_holm", s.get("p_value"))
+    p = s.get("p_holm")  # diversity has no Holm-adjusted p: "-", as `m2i report` prints it
     sig = bool(s.get("significant"))
     return (
         Text(name, style="bold" if sig else ""),

@@ -6,6 +6,7 @@ from rich.text import Text
 from textual.widgets import DataTable
 
 from tui.data import SampleRow
+from tui.widgets.styles import legible
 
 COLUMNS = (("#", 6), ("clip", 14), ("status", 7), ("key", 8), ("tempo", 7), ("prompts", 7), ("overall", 7), ("mood", None))
 STATUS_STYLE = {"failed": "red", "running": "cyan", "pending": "dim", "done": "green", "cancelled": "dim"}
@@ -32,7 +33,7 @@ class SamplesTable(DataTable):
         self.clear()
         for r in rows:
             self.add_row(
-                str(r.id), r.source.rsplit("/", 1)[-1], Text(r.status, style=STATUS_STYLE.get(r.status, "")),
+                str(r.id), r.source.rsplit("/", 1)[-1], Text(r.status, style=legible(STATUS_STYLE.get(r.status, ""), self.app.no_color)),
                 r.key or "-", r.tempo or "-", f"{r.prompts_done}/{r.prompts_total}",
                 "-" if r.overall is None else f"{r.overall:.3f}", r.mood or "-", key=str(r.id),
             )
