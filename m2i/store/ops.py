@@ -201,13 +201,13 @@ def add_samples(store: Store, run_id: int, clips: Iterable[Any], *, limit: int |
                 counts["skipped"] += 1
                 continue
             with store.transaction() as conn:
-                conn.execute(
+                sample_id = conn.execute(
                     insert(s).values(
                         run_id=run_id, idx=next_idx, source=clip.source, meta=plain_json(clip.meta),
                         status=Status.failed.value, error=clip.error or "no audio", finished_at=utcnow(),
-                    )
-                )
-                _event(conn, run_id, "error", "analyze", next_idx, f"{clip.source}: {clip.error}")
+                    ).returning(s.c.id)
+                ).scalar_one()
+                _event(conn, run_id, "error", "analyze", sample_id, f"{clip.source}: {clip.error}")  # as Failures names it
             known_bad.add(clip.source)
             counts["failed"] += 1
             next_idx += 1
@@ -381,8 +381,12 @@ def expire_dead_workers(
     A worker id is ``host:pid[:tag]``; a runner killed with ``kill -9`` leaves its rows 'running'
     until their lease runs out (two minutes by default), and a runner started again on the same
     machine would sit idle that long. Its pid is gone, so the lease is ended at once and
-    :func:`claim` takes the rows as it takes any expired ones (the attempt counted). A live pid,
-    or a worker of another host, is left to its lease.
+    :func:`claim` takes the rows as it takes any expired ones (the attempt counted: a prompt or an
+    image can be what killed its runner). Analysis rows are handed back pending with the attempt
+    not counted: clips are analysed in pool worker processes, never in the runner's own, so the
+    runner's death says nothing about them (a worker that dies costs its clip one attempt, counted
+    by the stage), and a runner killed three times while analysing no longer fails the clips. A
+    live pid, or a worker of another host, is left to its lease.
 
     Returns
     -------
@@ -406,12 +410,12 @@ def expire_dead_workers(
     with store.transaction() as conn:
         now = _now(conn)
         for w in dead:
-            rows = conn.execute(
-                update(t)
-                .where(t.c.status == Status.running.value, t.c.worker == w, *run_cond)
-                .values(lease_until=now - timedelta(seconds=1))
-                .returning(t.c.run_id)
-            ).scalars().all()
+            stmt = update(t).where(t.c.status == Status.running.value, t.c.worker == w, *run_cond)
+            if stage == "analyze":
+                stmt = stmt.values(status=Status.pending.value, attempts=t.c.attempts - 1, lease_until=None, worker=None)
+            else:
+                stmt = stmt.values(lease_until=now - timedelta(seconds=1))
+            rows = conn.execute(stmt.returning(t.c.run_id)).scalars().all()
             if rows:
                 out[w] = len(rows)
                 for rid in sorted(set(rows)):

@@ -331,4 +331,4 @@ def test_rows_of_a_live_runner_or_another_host_are_not_taken_back(db_url):
     dead = ops.expire_dead_workers(store, "analyze", host="here", run_id=run_id, alive=lambda pid: pid == 111)
     assert dead == {"here:333:cuda:0": 1}
     taken = ops.claim(store, "analyze", worker="here:444", n=3, lease_s=600, run_id=run_id)
-    assert [r["attempts"] for r in taken] == [2]  # only the dead one's row, its attempt counted
+    assert [r["attempts"] for r in taken] == [1]  # only the dead one's row; analysis: its attempt not counted

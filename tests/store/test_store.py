@@ -203,8 +203,10 @@ def test_ingest_is_idempotent_and_bad_clips_fail_with_reason(store):
     counts = ops.status_counts(store, run_id)["analyze"]
     assert counts["pending"] == 3 and counts["failed"] == 1
     with store.read() as conn:
-        err = conn.execute(text("SELECT error FROM sample WHERE source='broken.wav'")).scalar()
+        err, sid = conn.execute(text("SELECT error, id FROM sample WHERE source='broken.wav'")).one()
     assert "truncated" in err
+    # the event log names the bad clip by its sample id, as the Failures list and `m2i sql` do (not its index)
+    assert [e["item"] for e in ops.recent_events(store, run_id) if e["level"] == "error"] == [sid]
 
 
 def test_samples_limit(store):
