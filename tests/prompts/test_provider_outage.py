@@ -74,3 +74,17 @@ async def test_a_provider_that_answers_nothing_for_the_limit_gives_up_in_one_sen
     assert msg.startswith("anthropic has answered nothing for 1.") and "503" in msg and "llm_outage_s" in msg
     # a hold wakes one request first: the rest do not all hit the server at the end of every hold
     assert len(anthropic_server.posts("/v1/messages")) < 10
+
+
+def test_a_base_url_password_is_masked_also_as_the_basic_auth_header_a_server_may_echo():
+    """`--base-url http://alice:PASSWORD@host/v1` makes the HTTP client send `Authorization: Basic
+    base64(alice:PASSWORD)`; a server that echoes that header in its error must not get the
+    credentials into a log line or a prompt row's error."""
+    import base64
+
+    from m2i.prompts.providers.base import redact
+
+    get_provider("openai", model="x", base_url="http://alice:PASSW0RD-XYZ-123@127.0.0.1:9/v1")
+    basic = base64.b64encode(b"alice:PASSW0RD-XYZ-123").decode()
+    echoed = redact(f"400: bad request (headers: Authorization: Basic {basic}; pw PASSW0RD-XYZ-123)")
+    assert basic not in echoed and "PASSW0RD" not in echoed and echoed.count("***") == 2

@@ -26,6 +26,7 @@ from m2i.prompts.providers.base import (
     LLMProvider,
     MemoryCapabilityStore,
     RetryPolicy,
+    remember_url_secrets,
 )
 from m2i.prompts.providers.local import LocalProvider
 from m2i.prompts.providers.ollama import OllamaProvider
@@ -104,6 +105,8 @@ def get_provider(
     cls = provider_class(name)
     opts = {k: v for k, v in options.items() if v is not None}
     try:
-        return cls(model, base_url=base_url, capabilities=capabilities, **opts)
+        provider = cls(model, base_url=base_url, capabilities=capabilities, **opts)
     except TypeError as exc:
         raise ProviderError(f"The {name} provider does not take these options: {sorted(opts)} ({exc}).") from exc
+    remember_url_secrets(getattr(provider, "base_url", None))  # its password never reaches a log or the database
+    return provider

@@ -198,9 +198,31 @@ def is_model_not_found(body: Any, model: str) -> bool:
     return "model" in text or bool(model) and model.lower() in text
 
 
+_URL_SECRETS: set[str] = set()
+"""Passwords of the base URLs providers were built with, and the HTTP Basic credentials made
+from them (``base64(user:password)``): a server that echoes its Authorization header in an error
+must not put them in a log or the database (:func:`remember_url_secrets`)."""
+
+
+def remember_url_secrets(url: str | None) -> None:
+    """Add the password of ``url`` (``http://user:PASSWORD@host``) and its Basic-auth form to the
+    secrets :func:`redact` masks for the rest of the process."""
+    import base64
+    from urllib.parse import unquote, urlsplit
+
+    try:
+        parts = urlsplit(url or "")
+    except ValueError:
+        return
+    if parts.password:
+        user, password = unquote(parts.username or ""), unquote(parts.password)
+        _URL_SECRETS.update({password, base64.b64encode(f"{user}:{password}".encode()).decode()})
+
+
 def known_secrets(extra: Sequence[str | None] = ()) -> list[str]:
-    """API keys found in the environment plus ``extra`` (only values long enough to be keys)."""
-    values = [os.environ.get(name) for name in SECRET_ENV_VARS] + list(extra)
+    """API keys found in the environment, the base URLs' passwords (:func:`remember_url_secrets`)
+    plus ``extra`` (only values long enough to be keys)."""
+    values = [os.environ.get(name) for name in SECRET_ENV_VARS] + sorted(_URL_SECRETS) + list(extra)
     return sorted({v for v in values if v and len(v) >= 6}, key=len, reverse=True)
 
 
