@@ -239,6 +239,20 @@ async def test_openai_model_taking_only_its_default_temperature_gets_its_modes_b
         assert "temperature" not in srv.posts("/v1/chat/completions")[-1]["body"]
 
 
+async def test_openai_model_that_wants_max_completion_tokens_gets_it(features, caps):
+    """OpenAI's reasoning models refuse `max_tokens` ("Use 'max_completion_tokens' instead") as well as
+    a temperature: the provider learns both from the 400s and every prompt is written."""
+    from wire_servers import OpenAIServer
+
+    with OpenAIServer(models=("gpt-5",), default_temperature_only=("gpt-5",), rejects_max_tokens=("gpt-5",)) as srv:
+        provider = get_provider("openai", model="gpt-5", base_url=srv.url + "/v1", capabilities=caps)
+        rows = await five_prompts(provider, features)
+        await provider.aclose()
+        assert [r["realised_by"] for r in rows] == ["instruction"] * 5 and all(r["image_prompt"] for r in rows)
+        last = srv.posts("/v1/chat/completions")[-1]["body"]
+        assert "max_tokens" not in last and last["max_completion_tokens"] > 0
+
+
 async def test_openai_wrong_base_url_is_not_called_a_missing_model(openai_server, features):
     root = openai_server.url  # without /v1
     provider = get_provider("openai", model="qwen2.5-7b-instruct", base_url=root)

@@ -361,12 +361,14 @@ class OpenAIServer(WireServer):
     """``/v1/chat/completions`` and ``/v1/models`` as vLLM / llama.cpp server answer them."""
 
     def __init__(self, *, models: tuple[str, ...] = ("qwen2.5-7b-instruct",), api_key: str | None = None,
-                 rejects_response_format: bool = False, default_temperature_only: tuple[str, ...] = (), **kw: Any):
+                 rejects_response_format: bool = False, default_temperature_only: tuple[str, ...] = (),
+                 rejects_max_tokens: tuple[str, ...] = (), **kw: Any):
         super().__init__(**kw)
         self.models = list(models)
         self.api_key = api_key
         self.rejects_response_format = rejects_response_format
         self.default_temperature_only = set(default_temperature_only)  # OpenAI's reasoning models
+        self.rejects_max_tokens = set(rejects_max_tokens)  # the same models want max_completion_tokens
 
     def route(self, h: BaseHTTPRequestHandler, method: str, body: dict[str, Any], fault: Any) -> None:
         path = h.path.split("?")[0]
@@ -394,6 +396,12 @@ class OpenAIServer(WireServer):
                 "message": f"Unsupported value: 'temperature' does not support {body['temperature']} with this model. "
                            "Only the default (1) value is supported.",
                 "type": "invalid_request_error", "param": "temperature", "code": "unsupported_value"}})
+            return
+        if model in self.rejects_max_tokens and "max_tokens" in body:
+            self.send_json(h, 400, {"error": {
+                "message": "Unsupported parameter: 'max_tokens' is not supported with this model. "
+                           "Use 'max_completion_tokens' instead.",
+                "type": "invalid_request_error", "param": "max_tokens", "code": "unsupported_parameter"}})
             return
         if self.rejects_response_format and "response_format" in body:
             self.send_json(h, 400, {"error": {"message": "response_format is not supported",

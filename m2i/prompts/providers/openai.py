@@ -81,6 +81,8 @@ class OpenAIProvider(LLMProvider):
                 "or set OPENAI_BASE_URL."
             )
         self.structured_output = structured_output
+        self.token_limit_param = "max_tokens"
+        """What the token limit is sent as; ``max_completion_tokens`` once a model refused ``max_tokens``."""
         self.price = (price_in, price_out) if price_in is not None and price_out is not None else None
         self._client: Any = None
 
@@ -188,24 +190,21 @@ class OpenAIProvider(LLMProvider):
                     "type": "json_schema",
                     "json_schema": {"name": "visual_prompt", "schema": json_schema, "strict": True},
                 }
+            extra[self.token_limit_param] = int(max_tokens)
             try:
-                return await client.chat.completions.create(
-                    model=self.model, messages=chat, seed=int(seed), max_tokens=int(max_tokens), **extra,
-                )
+                return await client.chat.completions.create(model=self.model, messages=chat, seed=int(seed), **extra)
             except Exception as exc:  # noqa: BLE001
                 raise self._translate(exc) from exc
 
-        try:
-            resp, attempts = await call_with_retries(lambda: once(self.structured_output), policy=self.retry,
-                                                     what=f"openai {self.model}", hold=self.hold)
-        except ProviderError as exc:
-            if not (self.structured_output and getattr(exc, "status", None) == 400
-                    and "response_format" in str(exc)):
-                raise
-            self.structured_output = False
-            spent = getattr(exc, "attempts", 1)
-            resp, attempts = await call_with_retries(lambda: once(False), policy=self.retry,
-                                                     what=f"openai {self.model}", hold=self.hold)
+        while True:
+            try:
+                resp, attempts = await call_with_retries(lambda: once(self.structured_output), policy=self.retry,
+                                                         what=f"openai {self.model}", hold=self.hold)
+                break
+            except ProviderError as exc:
+                if not self._adapt(exc):
+                    raise
+                spent += getattr(exc, "attempts", 1)
         choice = resp.choices[0] if resp.choices else None
         msg = choice.message if choice else None
         refusal_text = getattr(msg, "refusal", None) if msg else None
@@ -227,6 +226,20 @@ class OpenAIProvider(LLMProvider):
             raw=redact(resp.model_dump_json(exclude_none=True)),
             cost_usd=cost,
         )
+
+    def _adapt(self, exc: ProviderError) -> bool:
+        """Learn from a 400 what this server or model does not take, for the rest of the run: a
+        ``response_format`` (send the schema in the instructions only), or ``max_tokens`` (OpenAI's
+        reasoning models want ``max_completion_tokens``). True when the request should be sent again."""
+        if getattr(exc, "status", None) != 400:
+            return False
+        if self.structured_output and "response_format" in str(exc):
+            self.structured_output = False
+            return True
+        if self.token_limit_param == "max_tokens" and "max_completion_tokens" in str(exc):
+            self.token_limit_param = "max_completion_tokens"
+            return True
+        return False
 
     async def check(self) -> str:
         """Unreachable server, rejected key, wrong base URL or unknown model: one sentence, before any work.
