@@ -823,17 +823,19 @@ def estimate_chords(a: Analysis, beat_frames: np.ndarray, obs: ChordObservations
     post = np.exp(logp[path, np.arange(n)])
     names = root_names(str(key["key"]), str(key["mode"])) if key is not None else PITCH_NAMES_SHARP
     segs: list[list[Any]] = []
+    carry: float | None = None
     for i, st in enumerate(path):
         r, q = labels[st]
         lab = f"{names[r]}:{q}"
         t0, t1 = float(bounds[i] / FPS), float(min(bounds[i + 1] / FPS, a.duration_s))
+        if carry is not None:  # a sliver before this segment starts it
+            t0, carry = carry, None
         if t1 - t0 < _MIN_SEGMENT_S:  # a sliver at either end of the clip: part of its neighbour
             if segs:
                 segs[-1][1] = round(t1, 3)
                 continue
             if i + 1 < len(path):
-                bounds = bounds.copy()
-                bounds[i + 1] = bounds[i]
+                carry = t0
                 continue
         if segs and segs[-1][2] == lab:
             segs[-1][1] = round(t1, 3)
@@ -845,12 +847,13 @@ def estimate_chords(a: Analysis, beat_frames: np.ndarray, obs: ChordObservations
 _MIN_SEGMENT_S = 0.05
 
 
-def root_names(tonic: str, mode: str) -> list[str]:
+@functools.cache
+def root_names(tonic: str, mode: str) -> tuple[str, ...]:
     """How each pitch class is spelled as a chord root in a key, as its Roman numeral reads
     (:func:`roman`): the numeral's degree letter with the key signature's alteration, raised by a
     ``#`` or lowered by a ``b`` numeral (Ab for bVI and Bb for bVII in C major, B for #VII in C
     minor, C# for #III in A minor); the key's direction (sharps or flats) where that would take a
-    double accidental."""
+    double accidental. Cached (24 keys)."""
     from m2i.audio.abc import LETTERS, key_alterations
 
     alt = key_alterations(tonic, mode)
@@ -864,7 +867,7 @@ def root_names(tonic: str, mode: str) -> list[str]:
         a = alt[letter] + acc.count("#") - acc.count("b")
         out.append(letter + ("#" * a if a > 0 else "b" * -a) if abs(a) <= 1 else None)
     tonic_pc = pitch_class(tonic)
-    return [out[(pc - tonic_pc) % 12] or plain[pc] for pc in range(12)]
+    return tuple(out[(pc - tonic_pc) % 12] or plain[pc] for pc in range(12))
 
 
 _NUMERALS = ["I", "II", "III", "IV", "V", "VI", "VII"]
@@ -996,7 +999,10 @@ def melody_track(a: Analysis) -> dict[str, Any]:
         # a melody: with an electric bass under a flute they out-weighed the flute, whose own
         # fundamental they count among their harmonics. A candidate goes when the pitch an octave
         # or a twelfth below it, itself below the range, has kappa x its salience or more
-        near = np.maximum(np.maximum(full, np.roll(full, 1, axis=0)), np.roll(full, -1, axis=0))
+        below_range = full[: lo + 1]  # the sub-harmonics looked at lie under the range
+        near = below_range.copy()  # max over the bin and its two neighbours
+        near[1:] = np.maximum(near[1:], below_range[:-1])
+        near[:-1] = np.maximum(near[:-1], below_range[1:])
         for h in (2, 3):
             d = int(round(BPO * math.log2(h)))
             b = np.arange(max(lo, d), min(hi, lo + d))  # candidates whose sub-harmonic is below the range
