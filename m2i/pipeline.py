@@ -23,9 +23,10 @@ log = logging.getLogger(__name__)
 
 
 def plan_run(
-    store: Store, settings: Settings, *, new_run: bool = False, explicit: set[str] | None = None
+    settings: Settings, run: dict[str, Any] | None, *, explicit: set[str] | None = None
 ) -> tuple[dict[str, Any] | None, dict[str, Any], dict[str, Any]]:
-    """What :func:`prepare_run` would record, without recording anything.
+    """What :func:`prepare_run` would record for ``run`` (the run to continue, ``None`` for a new
+    one), without recording anything.
 
     Returns ``(run, config, changed)``: the run to continue (``None`` for a new one), the
     configuration it will run with, and the recorded values this invocation replaces (options
@@ -36,7 +37,6 @@ def plan_run(
     from m2i.prompts.providers import provider_class
 
     explicit = explicit or set()
-    run = None if new_run else ops.get_run(store, settings.run_name)
     fresh = settings.run_config()
     if run is None:
         fresh["model"] = provider_class(fresh["llm"]).recorded_model(fresh["model"])
@@ -83,7 +83,8 @@ def prepare_run(
     ``m2i run`` plans first (:func:`plan_run`) and records (:func:`record_run`) only once the
     LLM provider's check has passed.
     """
-    return record_run(store, settings, *plan_run(store, settings, new_run=new_run, explicit=explicit))
+    run = None if new_run else ops.get_run(store, settings.run_name)
+    return record_run(store, settings, *plan_run(settings, run, explicit=explicit))
 
 
 def own_out_dir(store: Store, run_id: int, out_dir: str) -> str:
@@ -178,8 +179,8 @@ def run_pipeline(
         if settings.run_name and not new_run and existing is None and ops.list_runs(store):
             # a misspelt --run would otherwise start a new run and redo (and pay for) every clip
             raise ops.no_such_run(store, settings.run_name, "add --new to start a new run with that name")
-        created = new_run or existing is None
-        planned, config, changed = plan_run(store, settings, new_run=new_run, explicit=explicit)
+        planned, config, changed = plan_run(settings, None if new_run else existing, explicit=explicit)
+        created = planned is None
         provider = None
         if "generate" in settings.stages:
             # a dead server, a rejected key, an unknown model or a bad .gguf stops here, before the run,
