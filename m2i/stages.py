@@ -151,13 +151,17 @@ def _sample_inputs(store: Store, sample_id: int) -> dict[str, Any]:
     return dict(row) if row else {}
 
 
-def run_provider(store: Store, cfg: dict[str, Any]) -> Any:
+def run_provider(store: Store, cfg: dict[str, Any], *, outage_s: float | None = None) -> Any:
     """The LLM provider a run's config names (``llm``, ``model``, ``base_url``), remembering what it
-    learns about models in the store's ``llm_model`` table. Raises ``ProviderError`` (one sentence)."""
+    learns about models in the store's ``llm_model`` table; ``outage_s`` (``llm_outage_s``): how long
+    it may answer nothing before it gives up. Raises ``ProviderError`` (one sentence)."""
     from m2i.prompts.providers import get_provider
 
-    return get_provider(cfg.get("llm") or "local", model=cfg.get("model"), base_url=cfg.get("base_url"),
-                        capabilities=DBCapabilities(store))
+    provider = get_provider(cfg.get("llm") or "local", model=cfg.get("model"), base_url=cfg.get("base_url"),
+                            capabilities=DBCapabilities(store))
+    if outage_s is not None:
+        provider.hold.limit_s = float(outage_s)
+    return provider
 
 
 def checked_provider(store: Store, cfg: dict[str, Any], *, outage_s: float | None = None) -> Any:
@@ -174,9 +178,7 @@ def checked_provider(store: Store, cfg: dict[str, Any], *, outage_s: float | Non
     """
     from m2i.prompts.providers.base import busy
 
-    provider = run_provider(store, cfg)
-    if outage_s is not None:
-        provider.hold.limit_s = float(outage_s)
+    provider = run_provider(store, cfg, outage_s=outage_s)
 
     async def check() -> None:
         try:
@@ -202,8 +204,8 @@ def checked_provider(store: Store, cfg: dict[str, Any], *, outage_s: float | Non
 class GenerateStage(StageImpl):
     """Five visual prompts per sample through the configured LLM provider.
 
-    ``provider``: one :func:`checked_provider` already checked; without it, :meth:`setup` builds
-    and checks the run's provider itself.
+    ``provider``: one :func:`checked_provider` already checked (its outage limit set there);
+    without it, :meth:`setup` builds the run's provider with ``outage_s`` and checks it itself.
     """
 
     name = "generate"
@@ -217,16 +219,13 @@ class GenerateStage(StageImpl):
         self.outage_s = outage_s
         """How long the provider may answer nothing before the stage stops (``llm_outage_s``)."""
         self.provider = provider
-        if provider is not None and outage_s is not None:
-            provider.hold.limit_s = float(outage_s)
 
     async def setup(self, ctx: RunContext) -> None:
         from m2i.prompts.providers.base import busy
 
         if self.provider is None:
-            self.provider = run_provider(ctx.store, {"llm": self.llm, "model": self.model, "base_url": self.base_url})
-            if self.outage_s is not None:
-                self.provider.hold.limit_s = float(self.outage_s)
+            self.provider = run_provider(ctx.store, {"llm": self.llm, "model": self.model, "base_url": self.base_url},
+                                         outage_s=self.outage_s)
             while True:  # a busy provider at start-up is waited for, like one that goes away mid-run
                 try:
                     await self._unless_stopped(self.provider.check(), ctx)
