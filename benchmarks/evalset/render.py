@@ -100,13 +100,14 @@ def measure_offsets(part) -> dict[int, float]:
 
 
 def render_midi(tracks, path_wav: Path, soundfont: str, gain: float = 0.5) -> np.ndarray:
-    """tracks: list of (program, [(start_s, end_s, midi, velocity)]) -> mono float32 at 16 kHz."""
+    """tracks: list of (program, [(start_s, end_s, midi, velocity)]) -> mono float32 at 16 kHz.
+    Program -1 is the GM drum kit (``midi`` then picks the drum)."""
     import pretty_midi
     import soundfile as sf
 
     pm = pretty_midi.PrettyMIDI(initial_tempo=120)
     for i, (prog, notes) in enumerate(tracks):
-        inst = pretty_midi.Instrument(program=prog, name=f"t{i}")
+        inst = pretty_midi.Instrument(program=max(prog, 0), is_drum=prog < 0, name=f"t{i}")
         for s, e, p, v in notes:
             inst.notes.append(pretty_midi.Note(velocity=int(np.clip(v, 1, 127)), pitch=int(p), start=max(0.0, s),
                                                end=max(s + 0.03, e)))
