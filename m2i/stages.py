@@ -334,7 +334,9 @@ class BatchGenerateStage(GenerateStage):
 
     Each claim takes every claimable prompt of the run. Prompts already sent in a stored batch
     (table ``llm_batch``) are not sent again: a restarted runner polls and collects that batch
-    from its id. The batch id is committed before any waiting starts.
+    from its id. The batch id is committed before any waiting starts. Provider errors are
+    handled as in :class:`GenerateStage`: refusing all work stops the stage, unavailable hands the
+    prompts back (the stored batch is collected by the next claim, which waits in the hold).
     """
 
     batch_size = 100_000
@@ -347,10 +349,14 @@ class BatchGenerateStage(GenerateStage):
         self.poll_s = float(settings.pop("batch_poll_s", self.poll_s))
         super().__init__(llm="anthropic", model=model, base_url=base_url, settings=settings, concurrency=1,
                          provider=provider)
+        self._stop_next: ProviderError | None = None
+        """The provider refused all work after this claim had collected a batch: stop at the next claim."""
 
     async def process(self, rows: list[dict[str, Any]], ctx: RunContext) -> list[Outcome]:
         from m2i.prompts.batch import BatchItem, generate_batch
 
+        if self._stop_next is not None:
+            raise _stage_stop(self._stop_next)
         by_id = {r["id"]: r for r in rows}
         open_batches = await asyncio.to_thread(_open_batches, ctx.store, ctx.run_id)
         jobs: list[tuple[str | None, int | None, list[int]]] = [
@@ -362,7 +368,11 @@ class BatchGenerateStage(GenerateStage):
         if new:
             jobs.append((None, None, new))
         results: dict[int, Any] = {}
+        handback: dict[int, str] = {}  # prompt id -> why it goes back to pending, its attempt not counted
         for batch_id, row_id, ids in jobs:
+            if self._stop_next is not None:
+                handback.update({i: str(self._stop_next) for i in ids})
+                continue
             items = []
             for i in ids:
                 r = by_id[i]
@@ -377,11 +387,30 @@ class BatchGenerateStage(GenerateStage):
                 await asyncio.to_thread(ctx.event, f"Message Batch {bid} submitted with {len(prompt_ids)} prompts",
                                         stage="generate")
 
-            results.update(await generate_batch(self.provider, items, on_submitted=stored, batch_id=batch_id,
-                                                settings=self.settings, poll_s=self.poll_s))
+            try:
+                got = await self._unless_stopped(generate_batch(
+                    self.provider, items, on_submitted=stored, batch_id=batch_id, settings=self.settings,
+                    poll_s=self.poll_s), ctx)
+            except _Stopped:
+                handback.update({i: "stopped while the provider was unavailable" for i in ids})
+                continue
+            except ProviderError as exc:
+                # Not these prompts' fault: they go back to pending, and a batch already submitted
+                # stays stored, to be collected (not paid for again) by the next claim or run.
+                if exc.scope == "provider":  # the key, the model, the base path, or a long outage
+                    if not results:
+                        raise _stage_stop(exc) from exc
+                    self._stop_next = exc  # store what this claim collected first, then stop
+                if exc.scope not in ("provider", "unavailable"):
+                    raise
+                handback.update({i: str(exc) for i in ids})  # an outage: the next claim waits in the hold
+                continue
+            results.update(got)
             await asyncio.to_thread(_mark_batch, ctx.store, row_id if row_id is not None else saved["id"])
-        out = []
+        out = [Outcome(id=i, error=why, handback=True) for i, why in handback.items()]
         for i in by_id:
+            if i in handback:
+                continue
             res = results.get(i)
             if isinstance(res, ProviderError):
                 out.append(Outcome(id=i, error=str(res), retryable=res.retryable))

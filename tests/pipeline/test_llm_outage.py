@@ -24,20 +24,24 @@ MODEL = ["--llm", "anthropic", "--model", "claude-sonnet-4-6"]
 
 
 class OutageServer(AnthropicServer):
-    """The Anthropic API, except that ``down(server)`` may answer a Messages request with an error status."""
+    """The Anthropic API, except that ``down(server)`` may answer a request with an error status: a
+    Messages request, or those that ``hit(method, path)`` picks; ``retry_after`` goes with it."""
 
-    def __init__(self, down, **kw):
+    def __init__(self, down, *, hit=None, retry_after: str | None = None, **kw):
         super().__init__(api_key=KEY, **kw)
         self.down = down
+        self.hit = hit or (lambda method, path: method == "POST" and path == "/v1/messages")
+        self.retry_after = retry_after
         self.errors = 0
 
     def route(self, h, method, body, fault):
-        status = self.down(self) if method == "POST" and h.path.split("?")[0] == "/v1/messages" else None
+        status = self.down(self) if self.hit(method, h.path.split("?")[0]) else None
         if status:
             with self.lock:
                 self.errors += 1
             kind = {401: "authentication_error", 429: "rate_limit_error", 529: "overloaded_error"}.get(status, "api_error")
-            self.send_json(h, status, self._error(status, kind, "injected outage"))
+            headers = {"retry-after": self.retry_after} if self.retry_after else None
+            self.send_json(h, status, self._error(status, kind, "injected outage"), headers)
             return
         super().route(h, method, body, fault)
 
@@ -154,3 +158,76 @@ def test_prompts_failed_on_invalid_answers_keep_the_answer_the_calls_and_what_th
     llm = next(line for line in report.stdout.splitlines() if line.startswith("llm:"))
     assert "10 failed" in llm and f"${billed:.4f}" in llm
     assert KEY.encode() not in (tmp_path / "m2i.db").read_bytes()
+
+
+# --------------------------------------------------------------------------- --batch (Message Batches)
+
+
+def batch_run(tmp_path, srv, **env):
+    """`m2i run --stages generate --batch` on ``tmp_path/m2i.db`` against ``srv`` (polls every 0.2 s)."""
+    cfg = tmp_path / "m2i.toml"
+    cfg.write_text("prompt_settings = { batch_poll_s = 0.2 }\n")
+    full = {**os.environ, "ANTHROPIC_API_KEY": KEY, "ANTHROPIC_BASE_URL": srv.url, **env}
+    r = subprocess.run([sys.executable, str(ROOT / "cli.py"), "run", "--db", str(tmp_path / "m2i.db"), "--stages",
+                        "generate", *MODEL, "--batch", "--config", str(cfg)],
+                       capture_output=True, text=True, timeout=600, cwd=tmp_path, env=full)
+    con = sqlite3.connect(tmp_path / "m2i.db")
+    return r, con.execute("SELECT status, attempts FROM prompt").fetchall(), con
+
+
+def polling(method, path):
+    return method == "GET" and path.startswith("/v1/messages/batches/")
+
+
+def test_batch_with_a_revoked_key_stops_with_one_sentence_and_sends_nothing(tmp_path, analysed):
+    shutil.copy(analysed, tmp_path / "m2i.db")
+    srv = OutageServer(lambda s: 401, hit=lambda method, path: path == "/v1/messages/batches").start()
+    try:
+        r, rows, con = batch_run(tmp_path, srv)
+    finally:
+        srv.stop()
+    assert_one_sentence(r, "error: Anthropic rejected the key in ANTHROPIC_API_KEY (401")
+    assert rows == [("pending", 0)] * 10  # nothing burnt: the attempt is not counted
+    assert con.execute("SELECT count(*) FROM llm_batch").fetchone() == (0,)
+
+
+def test_batch_polling_through_an_outage_collects_the_one_batch_without_burning_a_prompt(tmp_path, analysed):
+    """The status polls fail for 3 s, longer than one request's retries last (Retry-After 0.2 s):
+    the prompts go back to pending, the next claim finds the stored batch and collects it."""
+    shutil.copy(analysed, tmp_path / "m2i.db")
+    state: dict[str, float] = {}
+
+    def down(srv):
+        return 503 if time.time() < state.setdefault("until", time.time() + 3.0) else None
+
+    srv = OutageServer(down, hit=polling, retry_after="0.2").start()
+    try:
+        r, rows, con = batch_run(tmp_path, srv)
+    finally:
+        srv.stop()
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert rows == [("done", 1)] * 10
+    assert srv.errors >= 6  # more than one request's 5 attempts: the hand-back path ran
+    assert len(srv.posts("/v1/messages/batches")) == 1  # submitted once, collected once
+    assert con.execute("SELECT status FROM llm_batch").fetchall() == [("collected",)]
+    assert "holding prompts" in r.stderr and "answers again" in r.stderr
+
+
+def test_batch_polling_through_a_long_outage_stops_and_the_next_run_collects_the_same_batch(tmp_path, analysed):
+    shutil.copy(analysed, tmp_path / "m2i.db")
+    srv = OutageServer(lambda s: 503 if s.errors < 10**6 and s.down_now else None, hit=polling,
+                       retry_after="0.2").start()
+    srv.down_now = True
+    try:
+        r, rows, con = batch_run(tmp_path, srv, M2I_LLM_OUTAGE_S="2")
+        assert_one_sentence(r, "error: anthropic has answered nothing for 2")
+        assert rows == [("pending", 0)] * 10
+        assert con.execute("SELECT status FROM llm_batch").fetchall() == [("submitted",)]
+        srv.down_now = False  # the provider is back: the same command collects the stored batch
+        r, rows, con = batch_run(tmp_path, srv)
+    finally:
+        srv.stop()
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert rows == [("done", 1)] * 10
+    assert len(srv.posts("/v1/messages/batches")) == 1  # never paid for twice
+    assert con.execute("SELECT status FROM llm_batch").fetchall() == [("collected",)]
