@@ -57,6 +57,19 @@ async def test_ollama_missing_model_names_the_pull_command(ollama_server):
     await provider.aclose()
 
 
+@pytest.mark.parametrize("suffix", ["/v1", "/api"])
+async def test_ollama_wrong_base_path_is_not_called_a_missing_model(ollama_server, suffix):
+    """`--base-url http://host:11434/v1` (the OpenAI-compatible path) sends /v1/api/show, which Ollama
+    answers "404 page not found": the address is wrong, there is nothing to pull."""
+    provider = get_provider("ollama", model="llama3.2", base_url=ollama_server.url + suffix)
+    with pytest.raises(ProviderError) as info:
+        await provider.check()
+    await provider.aclose()
+    msg = str(info.value)
+    assert "looks wrong" in msg and "without /api or /v1" in msg and "ollama pull" not in msg, msg
+    assert info.value.scope == "provider"
+
+
 async def test_ollama_unreachable_is_one_sentence(monkeypatch, fast_retry):
     monkeypatch.setenv("OLLAMA_HOST", f"http://127.0.0.1:{free_port()}")
     provider = get_provider("ollama", model="llama3.2", retry=fast_retry)

@@ -340,8 +340,8 @@ class OllamaServer(WireServer):
             self.send_json(h, 200, {"modelfile": f"FROM {model}", "parameters": "", "template": "{{ .Prompt }}",
                                     "details": {"format": "gguf", "family": "llama"}, "model_info": {}})
             return
-        if path != "/api/chat":
-            self.send_json(h, 404, {"error": "not found"})
+        if path != "/api/chat":  # what Ollama's Go router answers for a path it does not serve
+            self.send_bytes(h, 404, b"404 page not found", "text/plain; charset=utf-8")
             return
         if self.latency:
             time.sleep(self.latency)

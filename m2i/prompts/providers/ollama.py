@@ -88,6 +88,11 @@ class OllamaProvider(LLMProvider):
         if isinstance(exc, ollama.ResponseError):
             status = exc.status_code
             msg = redact(str(exc.error))
+            if status == 404 and "model" not in msg.lower():  # the endpoint itself: Go's "404 page not found"
+                return rejected(
+                    f"Nothing answers at {where} (404: {msg}): its address looks wrong; OLLAMA_HOST or --base-url "
+                    "is the server's root, e.g. http://127.0.0.1:11434, without /api or /v1."
+                )
             if status == 404 or "not found" in msg.lower():
                 return rejected(
                     f"{where} has no model {self.model!r}: run `ollama pull {self.model}` and try again."
