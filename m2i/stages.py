@@ -246,7 +246,7 @@ class GenerateStage(StageImpl):
         await asyncio.to_thread(ctx.event, msg, stage="generate")
 
     async def process(self, rows: list[dict[str, Any]], ctx: RunContext) -> list[Outcome]:
-        from m2i.prompts.generate import write_prompt
+        from m2i.prompts.generate import with_earlier_spend, write_prompt
 
         out = []
         for row in rows:
@@ -268,11 +268,11 @@ class GenerateStage(StageImpl):
                     # request waits in the provider's hold with every other one
                     out.append(Outcome(id=row["id"], error=str(exc), handback=True))
                     continue
-                out.append(Outcome(id=row["id"], error=str(exc), retryable=exc.retryable, values={
+                out.append(Outcome(id=row["id"], error=str(exc), retryable=exc.retryable, values=with_earlier_spend({
                     "provider": self.provider.name, "model": self.provider.model, **getattr(exc, "spent", {}),
-                    "llm_attempts": getattr(exc, "attempts", None), "raw": getattr(exc, "raw", None) or None}))
+                    "llm_attempts": getattr(exc, "attempts", None), "raw": getattr(exc, "raw", None) or None}, row)))
                 continue
-            out.append(Outcome(id=row["id"], values=values))
+            out.append(Outcome(id=row["id"], values=with_earlier_spend(values, row)))
         return out
 
     async def _unless_stopped(self, coro: Any, ctx: RunContext) -> Any:
@@ -354,6 +354,7 @@ class BatchGenerateStage(GenerateStage):
 
     async def process(self, rows: list[dict[str, Any]], ctx: RunContext) -> list[Outcome]:
         from m2i.prompts.batch import BatchItem, generate_batch
+        from m2i.prompts.generate import with_earlier_spend
 
         if self._stop_next is not None:
             raise _stage_stop(self._stop_next)
@@ -417,7 +418,7 @@ class BatchGenerateStage(GenerateStage):
             elif res is None:
                 out.append(Outcome(id=i, error="the Message Batch returned no result for this prompt"))
             else:
-                out.append(Outcome(id=i, values=res))
+                out.append(Outcome(id=i, values=with_earlier_spend(res, by_id[i])))
         return out
 
 

@@ -37,6 +37,29 @@ def spent_columns(comps: list[Completion]) -> dict[str, Any]:
     }
 
 
+SPENT_COLUMNS = ("tokens_in", "tokens_out", "latency_ms", "cost_usd", "llm_attempts")
+
+
+def with_earlier_spend(values: dict[str, Any], earlier: dict[str, Any]) -> dict[str, Any]:
+    """``values`` of a prompt's new attempt plus what its earlier attempts spent (the columns a failed
+    attempt kept on the row): a prompt's tokens, calls and cost are everything it took, so that the
+    run's spend adds up. A cost stays unknown (None) once any attempt's cost was unknown."""
+    if not any(earlier.get(k) for k in SPENT_COLUMNS):
+        return values
+    out = dict(values)
+    for k in SPENT_COLUMNS:
+        old = earlier.get(k)
+        if k not in out:
+            out[k] = old
+        elif k == "cost_usd":
+            spent_before = bool(earlier.get("tokens_in") or earlier.get("tokens_out"))
+            unknown = out[k] is None or (old is None and spent_before)
+            out[k] = None if unknown else round((old or 0.0) + out[k], 8)
+        elif old is not None:
+            out[k] = round(old + (out[k] or 0), 1) if k == "latency_ms" else old + (out[k] or 0)
+    return out
+
+
 def prompt_columns(vp: VisualPrompt, tokens: int, *, provider: str, comps: list[Completion]) -> dict[str, Any]:
     """The ``prompt`` row columns for a validated answer and the completions it took."""
     last = comps[-1]

@@ -160,6 +160,33 @@ def test_prompts_failed_on_invalid_answers_keep_the_answer_the_calls_and_what_th
     assert KEY.encode() not in (tmp_path / "m2i.db").read_bytes()
 
 
+
+def test_a_prompt_that_failed_then_succeeded_keeps_what_every_attempt_cost(tmp_path, analysed):
+    """A requeued prompt's earlier attempt was paid for too: its tokens, calls and cost add to the
+    successful attempt's, so the run's spend in `m2i report` is what the provider billed."""
+    r, _, _ = generate(tmp_path, analysed, lambda s: None, answer=lambda body, n: "Music is all I write about today.")
+    assert r.returncode == 0, r.stderr[-3000:]
+    con = sqlite3.connect(tmp_path / "m2i.db")
+    failed = dict(con.execute("SELECT id, cost_usd FROM prompt").fetchall())
+    calls_before = dict(con.execute("SELECT id, llm_attempts FROM prompt").fetchall())
+    tokens_before = dict(con.execute("SELECT id, tokens_out FROM prompt").fetchall())
+    assert all(c > 0 for c in failed.values()) and set(calls_before.values()) == {3}
+    rq = subprocess.run([sys.executable, str(ROOT / "cli.py"), "requeue", "--db", str(tmp_path / "m2i.db")],
+                        capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert rq.returncode == 0, rq.stderr[-2000:]
+    r, rows, srv = generate(tmp_path, None, lambda s: None)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert {s for s, _ in rows} == {"done"}
+    for pid, cost, calls, tokens_out in con.execute("SELECT id, cost_usd, llm_attempts, tokens_out FROM prompt"):
+        assert calls == calls_before[pid] + 1  # the three invalid answers and the good one
+        assert cost > failed[pid] and tokens_out > tokens_before[pid]
+    billed = con.execute("SELECT sum(cost_usd) FROM prompt").fetchone()[0]
+    assert billed > sum(failed.values())
+    report = subprocess.run([sys.executable, str(ROOT / "cli.py"), "report", "--db", str(tmp_path / "m2i.db")],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    llm = next(line for line in report.stdout.splitlines() if line.startswith("llm:"))
+    assert f"${billed:.4f}" in llm
+
 # --------------------------------------------------------------------------- --batch (Message Batches)
 
 
