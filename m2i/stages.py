@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import socket
+from collections.abc import Awaitable, Callable
 from concurrent.futures import BrokenExecutor
 from pathlib import Path
 from typing import Any
@@ -164,6 +165,24 @@ def run_provider(store: Store, cfg: dict[str, Any], *, outage_s: float | None = 
     return provider
 
 
+async def check_while_busy(check: Callable[[], Awaitable[Any]], wait: Callable[[], Awaitable[Any]]) -> bool:
+    """Run ``check`` (a provider's check) again after ``wait`` (the provider's hold) for as long as the
+    provider answers busy (429, 5xx, 529: :func:`m2i.prompts.providers.base.busy`); True once it
+    passed, False when ``wait`` returned False (the runner stops). Any other error is raised: an
+    unreachable server at start-up is more often a wrong address than a restart."""
+    from m2i.prompts.providers.base import busy
+
+    while True:
+        try:
+            await check()
+            return True
+        except ProviderError as exc:
+            if not busy(exc):
+                raise
+            if await wait() is False:
+                return False
+
+
 def checked_provider(store: Store, cfg: dict[str, Any], *, outage_s: float | None = None) -> Any:
     """:func:`run_provider`, checked (key, server, model) in an event loop of its own, ready for
     :class:`GenerateStage` to use in the runner's loop: a run records nothing until this passed.
@@ -176,20 +195,15 @@ def checked_provider(store: Store, cfg: dict[str, Any], *, outage_s: float | Non
     ProviderError
         The check's one sentence.
     """
-    from m2i.prompts.providers.base import busy
-
     provider = run_provider(store, cfg, outage_s=outage_s)
+
+    async def hold_over() -> bool:
+        await provider.hold.wait(request=False)  # raises once the outage lasts too long
+        return True
 
     async def check() -> None:
         try:
-            while True:
-                try:
-                    await provider.check()
-                    return
-                except ProviderError as exc:
-                    if not busy(exc):
-                        raise
-                    await provider.hold.wait(request=False)  # raises once the outage lasts too long
+            await check_while_busy(provider.check, hold_over)
         finally:
             await provider.detach()
 
@@ -221,22 +235,15 @@ class GenerateStage(StageImpl):
         self.provider = provider
 
     async def setup(self, ctx: RunContext) -> None:
-        from m2i.prompts.providers.base import busy
-
         if self.provider is None:
             self.provider = run_provider(ctx.store, {"llm": self.llm, "model": self.model, "base_url": self.base_url},
                                          outage_s=self.outage_s)
-            while True:  # a busy provider at start-up is waited for, like one that goes away mid-run
-                try:
-                    await self._unless_stopped(self.provider.check(), ctx)
-                    break
-                except _Stopped:
+            try:  # a busy provider at start-up is waited for, like one that goes away mid-run
+                if not await check_while_busy(lambda: self._unless_stopped(self.provider.check(), ctx),
+                                              lambda: self._hold(ctx)):
                     return
-                except ProviderError as exc:
-                    if not busy(exc):
-                        raise
-                    if not await self._hold(ctx):
-                        return
+            except _Stopped:
+                return
         how = self.provider.realisation
         msg = (f"prompts: {self.provider.name} {self.provider.model}: convergent and divergent realised by "
                + ({"temperature": "temperature (0.4 / 0.8 by default)",
