@@ -36,20 +36,25 @@ from m2i.prompts.providers.base import (
     LLMProvider,
     Realisation,
     RetryPolicy,
+    SdkErrorTexts,
     call_with_retries,
-    is_model_not_found,
     is_sampling_rejection,
     redact,
     rejected,
-    retry_after,
-    status_scope,
-    unavailable,
+    translate_sdk_error,
 )
 
 log = logging.getLogger(__name__)
 
 LEGACY_API_VERSION = "2023-06-01"
 """The API version under which pre-Opus-4.7 models still read ``temperature``."""
+
+_TEXTS = SdkErrorTexts(
+    client="Anthropic",
+    unreachable=" (connection failed or dropped); check ANTHROPIC_BASE_URL and the network.",
+    bad_key="Anthropic rejected the key in ANTHROPIC_API_KEY ({status}: {msg}); set a valid key from console.anthropic.com.",
+    no_model="Anthropic has no model {model} ({msg}); pass --model with a current Claude model id.",
+)
 
 class AnthropicProvider(LLMProvider):
     """Claude models.
@@ -124,49 +129,16 @@ class AnthropicProvider(LLMProvider):
         """One sentence, no key, ``retryable`` set, for any failure of one request."""
         import anthropic
 
-        key = self._key
-        where = f"the Anthropic API at {redact_url(self.base_url)}"
-        if isinstance(exc, ProviderError):
-            return exc
-        if isinstance(exc, anthropic.APITimeoutError):
-            return unavailable(f"{where} did not answer within {self.timeout:g} s.",
-                               cause=f"no answer within {self.timeout:g} s")
-        if isinstance(exc, anthropic.APIConnectionError):
-            return unavailable(
-                f"Cannot reach {where} (connection failed or dropped); check ANTHROPIC_BASE_URL and the network.",
-                cause="no connection",
+        def wrong_base_url(exc: Any, msg: str) -> ProviderError:  # ANTHROPIC_BASE_URL=https://host/v1, say
+            return rejected(
+                f"Nothing answers at {redact_url(str(exc.request.url))} (404: {msg}): the base URL "
+                f"{redact_url(self.base_url)} looks wrong; ANTHROPIC_BASE_URL (or --base-url) should be the "
+                "API's root, without /v1 (e.g. https://api.anthropic.com)."
             )
-        if isinstance(exc, anthropic.APIStatusError):
-            status = exc.status_code
-            msg = redact(_error_message(exc), [key])
-            wait = retry_after(exc.response.headers if exc.response is not None else None)
-            if status in (401, 403):
-                return rejected(
-                    f"Anthropic rejected the key in ANTHROPIC_API_KEY ({status}: {msg}); "
-                    "set a valid key from console.anthropic.com."
-                )
-            if status == 404 and is_model_not_found(getattr(exc, "body", None), self.model):
-                return rejected(
-                    f"Anthropic has no model {self.model!r} ({msg}); pass --model with a current Claude model id."
-                )
-            if status == 404:  # the endpoint itself is missing: ANTHROPIC_BASE_URL=https://host/v1, say
-                return rejected(
-                    f"Nothing answers at {redact_url(str(exc.request.url))} (404: {msg}): the base URL "
-                    f"{redact_url(self.base_url)} looks wrong; ANTHROPIC_BASE_URL (or --base-url) should be the "
-                    "API's root, without /v1 (e.g. https://api.anthropic.com)."
-                )
-            if status_scope(status) == "unavailable":
-                return unavailable(f"{where} answered {status}: {msg}", status=status, retry_after=wait)
-            if status == 409:
-                return ProviderError(f"{where} answered {status}: {msg}", retryable=True, retry_after=wait)
-            err = ProviderError(f"{where} refused the request for {self.model} ({status}: {msg}).")
-            err.status = status  # type: ignore[attr-defined]
-            return err
-        if isinstance(exc, (ValueError, anthropic.APIResponseValidationError)):
-            return ProviderError(f"{where} sent a body that is not valid JSON ({type(exc).__name__}).", retryable=True)
-        if isinstance(exc, anthropic.AnthropicError):
-            return ProviderError(redact(f"The Anthropic client failed: {exc}", [key]), retryable=True)
-        raise exc
+
+        return translate_sdk_error(exc, anthropic, where=f"the Anthropic API at {redact_url(self.base_url)}",
+                                   model=self.model, timeout=self.timeout, texts=_TEXTS,
+                                   wrong_base_url=wrong_base_url, secrets=[self._key])
 
     def _params(
         self,
@@ -355,15 +327,3 @@ class AnthropicProvider(LLMProvider):
             retryable = kind != "errored" or "invalid_request" not in message or is_sampling_rejection(400, message)
             out[item.custom_id] = BatchError(item.custom_id, kind, redact(message, [self._key]), retryable=retryable)
         return out
-
-
-def _error_message(exc: Any) -> str:
-    body = getattr(exc, "body", None)
-    if isinstance(body, dict):
-        err = body.get("error")
-        if isinstance(err, dict) and err.get("message"):
-            return str(err["message"])
-        if body.get("message"):
-            return str(body["message"])
-    return str(getattr(exc, "message", "") or exc)
-

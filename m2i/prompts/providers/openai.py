@@ -25,13 +25,18 @@ from m2i.prompts.providers.base import (
     LLMProvider,
     Realisation,
     RetryPolicy,
+    SdkErrorTexts,
     call_with_retries,
-    is_model_not_found,
     redact,
     rejected,
-    retry_after,
-    status_scope,
-    unavailable,
+    translate_sdk_error,
+)
+
+_TEXTS = SdkErrorTexts(
+    client="OpenAI",
+    unreachable=": start the server or fix --base-url / OPENAI_BASE_URL.",
+    bad_key="{where} rejected the key in OPENAI_API_KEY ({status}: {msg}); set the key the server expects.",
+    no_model="{where} has no model {model} ({msg}); pass --model with one listed by GET /v1/models.",
 )
 
 NO_KEY = "no-key-needed"
@@ -101,40 +106,9 @@ class OpenAIProvider(LLMProvider):
     def _translate(self, exc: BaseException) -> ProviderError:
         import openai
 
-        where = f"the OpenAI-compatible server at {redact_url(self.base_url)}"
-        if isinstance(exc, ProviderError):
-            return exc
-        if isinstance(exc, openai.APITimeoutError):
-            return unavailable(f"{where} did not answer within {self.timeout:g} s.",
-                               cause=f"no answer within {self.timeout:g} s")
-        if isinstance(exc, openai.APIConnectionError):
-            return unavailable(f"Cannot reach {where}: start the server or fix --base-url / OPENAI_BASE_URL.",
-                               cause="no connection")
-        if isinstance(exc, openai.APIStatusError):
-            status = exc.status_code
-            msg = redact(_message(exc))
-            wait = retry_after(exc.response.headers if exc.response is not None else None)
-            if status in (401, 403):
-                return rejected(f"{where} rejected the key in OPENAI_API_KEY ({status}: {msg}); set the key "
-                                "the server expects.")
-            if status == 404 and is_model_not_found(getattr(exc, "body", None), self.model):
-                return rejected(f"{where} has no model {self.model!r} ({msg}); pass --model with one listed "
-                                "by GET /v1/models.")
-            if status == 404:  # the endpoint itself is missing
-                return self._wrong_base_url(exc)
-            if status_scope(status) == "unavailable":
-                return unavailable(f"{where} answered {status}: {msg}", status=status, retry_after=wait)
-            if status == 409:
-                return ProviderError(f"{where} answered {status}: {msg}", retryable=True, retry_after=wait)
-            err = ProviderError(f"{where} refused the request for {self.model} ({status}: {msg}).")
-            err.status = status  # type: ignore[attr-defined]
-            return err
-        if isinstance(exc, (ValueError, openai.APIResponseValidationError)):
-            return ProviderError(f"{where} sent a body that is not valid JSON ({type(exc).__name__}).",
-                                 retryable=True)
-        if isinstance(exc, openai.OpenAIError):
-            return ProviderError(redact(f"The OpenAI client failed: {exc}"), retryable=True)
-        raise exc
+        return translate_sdk_error(exc, openai, where=f"the OpenAI-compatible server at {redact_url(self.base_url)}",
+                                   model=self.model, timeout=self.timeout, texts=_TEXTS,
+                                   wrong_base_url=lambda exc, msg: self._wrong_base_url(exc))
 
     def _wrong_base_url(self, exc: Any) -> ProviderError:
         """A 404 for the endpoint itself (not for the model): the base URL lacks /v1, or has a wrong path."""
@@ -273,14 +247,3 @@ class OpenAIProvider(LLMProvider):
         if self._client is not None:
             await self._client.close()
             self._client = None
-
-
-def _message(exc: Any) -> str:
-    body = getattr(exc, "body", None)
-    if isinstance(body, dict):
-        err = body.get("error", body)
-        if isinstance(err, dict) and err.get("message"):
-            return str(err["message"])
-        if isinstance(err, str):
-            return err
-    return str(getattr(exc, "message", "") or exc)
