@@ -967,16 +967,16 @@ def meter_features(a: Analysis, beat_frames: np.ndarray, tempo: float) -> tuple[
     acc = np.array([env[max(0, s - 1) : s + 3].max() for s in b[:-1]])
     bass_on = np.array([a.bass_chroma[:, s : s + 4].sum() for s in b[:-1]])
     loud = np.array([a.rms_db[s0:s1].mean() for s0, s1 in zip(b[:-1], b[1:])])
+    per_cue = {name: {m: _best_grouping(_zscore(v), m) for m in (2, 3, 4)} for name, v in (
+        ("accent", acc), ("bass", bass_on), ("loudness", loud), ("accent+bass", _zscore(acc) + _zscore(bass_on)))}
     x: list[float] = []
-    groups: dict[int, tuple[float, int]] = {}
-    for v in (acc, bass_on, loud, _zscore(acc) + _zscore(bass_on)):
-        groups = {m: _best_grouping(_zscore(v), m) for m in (2, 3, 4)}
-        x += [groups[3][0] - max(groups[2][0], groups[4][0]), groups[4][0] - groups[2][0]]
+    for g in per_cue.values():
+        x += [g[3][0] - max(g[2][0], g[4][0]), g[4][0] - g[2][0]]
     x.append(math.log2(max(tempo, 1.0) / 90.0))
     # the phase of the bar: the loudness of the beat finds it better than accent and bass alone
     # (on the evaluation clips with the right bar length 0.54 -> 0.75-0.77 of downbeats right)
     downbeat_cue = _zscore(acc) + _zscore(bass_on) + 2.0 * _zscore(loud)
-    return np.array(x), groups, downbeat_cue  # groups: those of the last block, accent + bass onset
+    return np.array(x), per_cue["accent+bass"], downbeat_cue
 
 
 def estimate_meter(a: Analysis, beat_frames: np.ndarray, tempo: float) -> dict[str, Any]:
