@@ -178,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     key_scores, tempo_ok, tempo_ok_folk, meter_rows, meter_cut_rows = [], [], [], [], []
     downbeat_ok: list[bool] = []
     tempo_cut_ok: list[bool] = []
+    meter_conf: list[tuple[float, bool]] = []  # (confidence, triple/duple right), as rendered and cut
     downbeat_cut_ok: list[bool] = []
     chord_num = chord_den = 0.0
     rpa_num = rpa_den = 0
@@ -216,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             a_m = F.prepare(y[int(cut * F.SR):])
             b_m = F.estimate_beats(a_m)
             est_m = F.estimate_meter(a_m, b_m["beat_frames"], b_m["tempo"])
+            meter_conf.append((est_m["confidence"], (est_m["time_signature"] == "3/4") == (r["meter"] == "3/4")))
             if rows_ is not None:
                 rows_.append((r["meter"] == "3/4", est_m["time_signature"] == "3/4"))
                 if sub != "folk":
@@ -298,6 +300,15 @@ def main(argv: list[str] | None = None) -> int:
         bal = (np.mean(tri) + np.mean(dup)) / 2 if tri and dup else float("nan")
         line(name, float(bal), f"target >= 0.70; {what}; triple recall {np.mean(tri):.3f} n={len(tri)}, "
              f"duple recall {np.mean(dup):.3f}", len(rows_))
+    if meter_conf:
+        conf = np.array([c for c, _ in meter_conf])
+        right = np.array([ok for _, ok in meter_conf])
+        bands = [(0.0, 0.6), (0.6, 0.8), (0.8, 0.9), (0.9, 1.01)]
+        shares = ", ".join(f"{lo:g}-{min(hi, 1):g}: {right[(conf >= lo) & (conf < hi)].mean():.2f} right "
+                           f"(n={int(((conf >= lo) & (conf < hi)).sum())})" for lo, hi in bands
+                           if ((conf >= lo) & (conf < hi)).any())
+        line("meter_confidence_mean", float(conf.mean()), f"honest if near the share right, {right.mean():.3f} "
+             f"(triple vs duple, as rendered and cut); by confidence {shares}", len(meter_conf))
     for name, hits, what in (("downbeat_phase_accuracy", downbeat_ok, "clips starting on a bar line"),
                              ("downbeat_phase_accuracy_cut", downbeat_cut_ok, "the same clips starting mid-bar, 3 cuts each")):
         if hits:
