@@ -11,7 +11,8 @@ Prints one figure per line. Conventions:
   against the piece's key (key signature + final bass note), three ways: on the random-bar
   excerpts (chorale, chorale_rn when not modal, lead), on the ``key_open`` excerpts (start at the
   pickup, bar 1 or 2) and on the ``key_end`` excerpts (window ending in the final bar); the plain
-  librosa CENS + profile baseline of the issue is scored on the same clips for reference;
+  librosa CENS + profile baseline of the issue is scored on the same clips for reference; and
+  again with every key clip resampled to sound 32 cents flat (A432) and 40 cents sharp;
 - tempo Acc1: share of estimates within 4 % of the rendered tempo (chorales and lead clips;
   folk reported separately);
 - meter balanced accuracy: mean of the recall of triple (3/4) and of duple (2/4, 4/4, 6/8) clips
@@ -50,6 +51,10 @@ import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+
+DETUNE_CENTS = (-32, 40)
+"""Tunings the key is also measured at: A432 (-32 cents), and a record 40 cents sharp."""
 
 
 def _hz(m):
@@ -148,6 +153,7 @@ def cens_baseline_key(y: np.ndarray) -> str:
 def main(argv: list[str] | None = None) -> int:
     import mir_eval
     import soundfile as sf
+    import soxr
 
     from m2i.audio import features as F
     from m2i.audio.analyze import analyze_clip
@@ -173,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     analyze_clip(y0)
 
     local_scores = []
+    key_detuned: list[tuple[float, float, float]] = []  # (score in tune, score detuned, tuning error in cents)
     key_by: dict[str, list[float]] = {}
     base_by: dict[str, list[float]] = {}
     key_scores, tempo_ok, tempo_ok_folk, meter_rows, meter_cut_rows = [], [], [], [], []
@@ -197,6 +204,11 @@ def main(argv: list[str] | None = None) -> int:
             est = f"{f['key']} {f['tonality']}"
             grp = sub if sub.startswith("key_") else "random"
             key_by.setdefault(grp, []).append(mir_eval.key.weighted_score(ref, est))
+            for cents in DETUNE_CENTS:  # the same clip played sharp or flat of A440 (a record's speed)
+                yd = soxr.resample(y, F.SR * 2 ** (cents / 1200), F.SR).astype(np.float32)
+                fd = analyze_clip(yd, F.SR)["features"]
+                key_detuned.append((key_by[grp][-1], mir_eval.key.weighted_score(ref, f"{fd['key']} {fd['tonality']}"),
+                                    fd["tuning_cents"] - cents))
             base_by.setdefault(grp, []).append(mir_eval.key.weighted_score(ref, cens_baseline_key(y)))
         if sub.startswith("key_"):
             continue  # the key subsets repeat chorales already scored below; they only measure the key
@@ -280,6 +292,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"evaluation set: {data} split={args.split} clips={len(labels)}")
     line("key_mirex_weighted", float(np.mean(key_scores)), "target >= 0.87; random-bar excerpts", len(key_scores))
     line("key_exact", float(np.mean([s == 1.0 for s in key_scores])), "share of exact keys", len(key_scores))
+    if key_detuned:
+        err = np.abs([e for _, _, e in key_detuned])
+        line("key_mirex_weighted_detuned", float(np.mean([d for _, d, _ in key_detuned])),
+             f"no target; every key clip played {' and '.join(f'{c:+d}' for c in DETUNE_CENTS)} cents off A440; "
+             f"the same clips in tune {np.mean([t for t, _, _ in key_detuned]):.3f}; tuning estimate off by "
+             f"{np.median(err):.1f} cents (median), {np.percentile(err, 90):.1f} (p90)", len(key_detuned))
     for grp, what in (("key_open", "excerpts from the opening bars"), ("key_end", "excerpts ending in the final bar")):
         if key_by.get(grp):
             line(f"key_mirex_weighted_{grp[4:]}", float(np.mean(key_by[grp])), f"target >= 0.87; {what}",

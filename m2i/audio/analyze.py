@@ -172,6 +172,7 @@ def analyze_clip(pcm: np.ndarray, sr: int = 16000, *, settings: dict[str, Any] |
         "key": key["key"],
         "tonality": key["mode"],
         "key_runner_up": key["runner_up"],
+        "tuning_cents": a.tuning_cents,
         "tempo": beats["tempo"],
         "beats": beats["beats"],
         "time_signature": meter["time_signature"],

@@ -115,6 +115,25 @@ def test_straight_chords_on_every_beat_are_not_six_eight(bpm):
     assert f["time_signature"] == "4/4", (f["time_signature"], f["confidence"]["time_signature"])
 
 
+@pytest.mark.parametrize("cents", [-32, 40])
+def test_a_recording_off_a440_keeps_its_key_and_its_notes(cents):
+    """A432 (-32 cents) or a record played 40 cents sharp: the tuning is measured and the CQT follows
+    it, so the key and the melody's notes are those of the clip in tune. Without it, 40 cents sharp
+    read a semitone up on most clips (key MIREX 0.59 instead of 0.82 on the evaluation set)."""
+    import soundfile as sf
+    import soxr
+
+    from .conftest import DEMO
+
+    y, _ = sf.read(str(DEMO / "demo5_folk_34.flac"), dtype="float32")
+    ref = analyze_clip(y, SR)["features"]
+    f = analyze_clip(soxr.resample(y, SR * 2 ** (cents / 1200), SR).astype(np.float32), SR)["features"]
+    assert ref["tuning_cents"] == 0.0  # in tune: the CQT is not computed twice
+    assert abs(f["tuning_cents"] - cents) < 8, f["tuning_cents"]
+    assert (f["key"], f["tonality"]) == (ref["key"], ref["tonality"]) == ("A", "minor")
+    assert [p for _, _, p in f["melody_notes"]][:8] == [p for _, _, p in ref["melody_notes"]][:8]
+
+
 def _waltz(bpm: float) -> np.ndarray:
     """Oom-pah-pah: a bass note on beat 1, the chord on beats 2 and 3; I-IV-V-I, one chord a bar."""
     beat = 60.0 / bpm
