@@ -153,8 +153,8 @@ def cens_baseline_key(y: np.ndarray) -> str:
 def main(argv: list[str] | None = None) -> int:
     import mir_eval
     import soundfile as sf
-    import soxr
 
+    from benchmarks.bench_robust import detune
     from m2i.audio import features as F
     from m2i.audio.analyze import analyze_clip
 
@@ -205,8 +205,7 @@ def main(argv: list[str] | None = None) -> int:
             grp = sub if sub.startswith("key_") else "random"
             key_by.setdefault(grp, []).append(mir_eval.key.weighted_score(ref, est))
             for cents in DETUNE_CENTS:  # the same clip played sharp or flat of A440 (a record's speed)
-                yd = soxr.resample(y, F.SR * 2 ** (cents / 1200), F.SR).astype(np.float32)
-                fd = analyze_clip(yd, F.SR)["features"]
+                fd = analyze_clip(detune(y, cents), F.SR)["features"]
                 key_detuned.append((key_by[grp][-1], mir_eval.key.weighted_score(ref, f"{fd['key']} {fd['tonality']}"),
                                     fd["tuning_cents"] - cents))
             base_by.setdefault(grp, []).append(mir_eval.key.weighted_score(ref, cens_baseline_key(y)))

@@ -222,6 +222,11 @@ class Runner:
                 signal.signal(sig, self._on_signal)
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
+        self.stop_from_signal(signum)
+
+    def stop_from_signal(self, signum: int) -> None:
+        """:meth:`request_stop` for a stop signal caught on any thread (a signal handler runs between
+        the main thread's bytecodes): handed to the runner's loop while it runs."""
         loop = self._loop
         if loop is not None and loop.is_running():
             loop.call_soon_threadsafe(self.request_stop, signum)  # handlers run between bytecodes of the loop

@@ -403,15 +403,16 @@ class BatchGenerateStage(GenerateStage):
                 handback.update({i: "stopped while the provider was unavailable" for i in ids})
                 continue
             except ProviderError as exc:
+                if exc.scope == "request":
+                    raise
                 # Not these prompts' fault: they go back to pending, and a batch already submitted
-                # stays stored, to be collected (not paid for again) by the next claim or run.
+                # stays stored, to be collected (not paid for again) by the next claim or run; after
+                # an outage that next claim waits in the provider's hold.
                 if exc.scope == "provider":  # the key, the model, the base path, or a long outage
                     if not results:
                         raise _stage_stop(exc) from exc
                     self._stop_next = exc  # store what this claim collected first, then stop
-                if exc.scope not in ("provider", "unavailable"):
-                    raise
-                handback.update({i: str(exc) for i in ids})  # an outage: the next claim waits in the hold
+                handback.update({i: str(exc) for i in ids})
                 continue
             results.update(got)
             await asyncio.to_thread(_mark_batch, ctx.store, row_id if row_id is not None else saved["id"])

@@ -94,7 +94,7 @@ class RunnerHost:
             self._stopping = True  # a runner not created yet is stopped as soon as it is
             runner = self._runner
         if runner is not None:
-            runner._on_signal(signum, None)  # hands the stop to the runner's loop, thread-safely
+            runner.stop_from_signal(signum)
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the thread; returns whether it ended."""

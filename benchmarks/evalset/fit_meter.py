@@ -17,7 +17,6 @@ split) are never read.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -29,6 +28,7 @@ import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def cut_seconds(index: int, draw: int = 0) -> float:
@@ -37,28 +37,8 @@ def cut_seconds(index: int, draw: int = 0) -> float:
     return float(np.random.default_rng([index, draw]).uniform(0.3, 1.5))
 
 
-def fit_balanced_logistic(X: np.ndarray, y: np.ndarray, C: float) -> np.ndarray:
-    """Bias + weights on the raw inputs of a class-balanced L2 logistic regression."""
-    from scipy.optimize import minimize
-
-    mu, sd = X.mean(axis=0), X.std(axis=0) + 1e-9
-    Z = np.c_[np.ones(len(X)), (X - mu) / sd]
-    yf = y.astype(float)
-    sw = np.where(y, 0.5 / yf.mean(), 0.5 / (1.0 - yf.mean()))
-
-    def f(w: np.ndarray) -> tuple[float, np.ndarray]:
-        z = Z @ w
-        p = 1.0 / (1.0 + np.exp(-z))
-        loss = np.sum(sw * (yf * np.logaddexp(0, -z) + (1 - yf) * np.logaddexp(0, z))) + 0.5 / C * np.sum(w[1:] ** 2)
-        grad = -Z.T @ (sw * (yf - p)) + np.r_[0.0, w[1:] / C]
-        return float(loss), grad
-
-    w = minimize(f, np.zeros(Z.shape[1]), jac=True, method="L-BFGS-B", options={"maxiter": 2000}).x
-    return np.r_[w[0] - np.sum(w[1:] * mu / sd), w[1:] / sd]
-
-
 def main(argv: list[str] | None = None) -> int:
-    import soundfile as sf
+    from fitting import dev_clips, fit_logistic
 
     from m2i.audio import features as F
 
@@ -66,13 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default=str(ROOT / "bench-data" / "evalset"))
     ap.add_argument("--C", type=float, default=0.3, help="inverse L2 regularisation strength")
     args = ap.parse_args(argv)
-    data = Path(args.data)
-    labels = json.loads((data / "labels.json").read_text())
     X, Y = [], []
-    for i, r in enumerate(labels):
-        if i % 2:
-            continue
-        y, _ = sf.read(str(data / r["file"]), dtype="float32")
+    for i, r, y in dev_clips(Path(args.data)):
         for start in (0, int(cut_seconds(i) * F.SR)):
             a = F.prepare(y[start:])
             beats = F.estimate_beats(a)
@@ -81,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
                 X.append(feats[0])
                 Y.append(r["meter"] == "3/4")
     X_, Y_ = np.asarray(X), np.asarray(Y)
-    w = fit_balanced_logistic(X_, Y_, args.C)
+    w = fit_logistic(X_, Y_, C=args.C, balanced=True, standardise=True)
     pred = (np.c_[np.ones(len(X_)), X_] @ w) > 0
     bal = 0.5 * (np.mean(pred[Y_]) + np.mean(~pred[~Y_]))
     print(f"dev excerpts {len(Y_)} ({int(Y_.sum())} triple), training balanced accuracy {bal:.3f}")

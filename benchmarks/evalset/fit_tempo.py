@@ -16,7 +16,6 @@ Deterministic (lbfgs, no sampling). Odd-indexed clips (the test split) are never
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -28,11 +27,11 @@ import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def main(argv: list[str] | None = None) -> int:
-    import soundfile as sf
-    from sklearn.linear_model import LogisticRegression
+    from fitting import dev_clips, fit_logistic
 
     from m2i.audio import features as F
 
@@ -40,14 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default=str(ROOT / "bench-data" / "evalset"))
     ap.add_argument("--C", type=float, default=10.0, help="inverse L2 regularisation strength")
     args = ap.parse_args(argv)
-    data = Path(args.data)
-    labels = json.loads((data / "labels.json").read_text())
     X, Y = [], []
     n_clips = 0
-    for i, r in enumerate(labels):
-        if i % 2 or r["subset"] == "folk":
-            continue
-        y, _ = sf.read(str(data / r["file"]), dtype="float32")
+    for _, r, y in dev_clips(Path(args.data), skip_subsets=("folk",)):
         a = F.prepare(y)
         bpm, _, _ = F._choose_tempo(a.attack_env, a.settings)
         t = bpm
@@ -58,9 +52,9 @@ def main(argv: list[str] | None = None) -> int:
             Y.append(1 if r["tempo"] / t > 1.5 else 0)
             t *= 2.0
         n_clips += 1
-    model = LogisticRegression(C=args.C, max_iter=5000).fit(np.asarray(X), np.asarray(Y))
-    w = [float(model.intercept_[0])] + [float(v) for v in model.coef_[0]]
-    acc = float(model.score(np.asarray(X), np.asarray(Y)))
+    X_, Y_ = np.asarray(X), np.asarray(Y)
+    w = fit_logistic(X_, Y_, C=args.C)
+    acc = float(np.mean(((np.c_[np.ones(len(X_)), X_] @ w) > 0) == (Y_ == 1)))
     print(f"dev clips {n_clips}, octave decisions {len(Y)} ({sum(Y)} double), training accuracy {acc:.3f}")
     print("_DOUBLE_W = np.array([" + ", ".join(f"{v:.3f}" for v in w) + "])")
     assert all(math.isfinite(v) for v in w)

@@ -500,9 +500,10 @@ def _choose_tempo(onset: np.ndarray, s: dict[str, Any]) -> tuple[float, float, d
 
 # Logistic model of "the tempo should be doubled" (:func:`_octave_decision`), fitted by
 # benchmarks/evalset/fit_tempo.py on the even-numbered chorale clips of the evaluation set only
-# (scikit-learn LogisticRegression, C=10). Order: bias; at the candidate tempo t the alternation
-# of attacks, onset strength and chroma change between a (t x 2)-grid's positions, log2(t / 90);
-# the same three alternations at 2t and at 4t (the grid's subdivisions one and two levels down).
+# (an L2 logistic regression, C=10: benchmarks/evalset/fitting.py, scikit-learn's objective).
+# Order: bias; at the candidate tempo t the alternation of attacks, onset strength and chroma
+# change between a (t x 2)-grid's positions, log2(t / 90); the same three alternations at 2t
+# and at 4t (the grid's subdivisions one and two levels down).
 _DOUBLE_W = np.array([-11.492, 4.670, 2.128, 4.802, -6.355, 3.416, 0.871, 2.997, 1.744, -5.213, 0.682])
 
 
@@ -1014,15 +1015,16 @@ def meter_features(a: Analysis, beat_frames: np.ndarray, tempo: float) -> tuple[
     acc = np.array([env[max(0, s - 1) : s + 3].max() for s in b[:-1]])
     bass_on = np.array([a.bass_chroma[:, s : s + 4].sum() for s in b[:-1]])
     loud = np.array([a.rms_db[s0:s1].mean() for s0, s1 in zip(b[:-1], b[1:])])
+    accent_bass = _zscore(acc) + _zscore(bass_on)
     per_cue = {name: {m: _best_grouping(_zscore(v), m) for m in (2, 3, 4)} for name, v in (
-        ("accent", acc), ("bass", bass_on), ("loudness", loud), ("accent+bass", _zscore(acc) + _zscore(bass_on)))}
+        ("accent", acc), ("bass", bass_on), ("loudness", loud), ("accent+bass", accent_bass))}
     x: list[float] = []
     for g in per_cue.values():
         x += [g[3][0] - max(g[2][0], g[4][0]), g[4][0] - g[2][0]]
     x.append(math.log2(max(tempo, 1.0) / 90.0))
     # the phase of the bar: the loudness of the beat finds it better than accent and bass alone
     # (on the evaluation clips with the right bar length 0.54 -> 0.75-0.77 of downbeats right)
-    downbeat_cue = _zscore(acc) + _zscore(bass_on) + 2.0 * _zscore(loud)
+    downbeat_cue = accent_bass + 2.0 * _zscore(loud)
     return np.array(x), per_cue["accent+bass"], downbeat_cue
 
 

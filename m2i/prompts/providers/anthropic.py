@@ -56,6 +56,7 @@ _TEXTS = SdkErrorTexts(
     no_model="Anthropic has no model {model} ({msg}); pass --model with a current Claude model id.",
 )
 
+
 class AnthropicProvider(LLMProvider):
     """Claude models.
 
