@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import atexit
 import contextlib
 import logging
 import os
@@ -530,3 +531,25 @@ def run_blocking(runner: Runner, *, handle_signals: bool = True) -> dict[str, di
             for sig, handler in previous.items():
                 with contextlib.suppress(ValueError, OSError, TypeError):
                     signal.signal(sig, handler)
+        elif previous:
+            ignore_repeat_at_exit(runner._first_signum, runner._first_signal)
+
+
+def ignore_repeat_at_exit(signum: int | None, first_at: float) -> None:
+    """While the interpreter exits, ignore stop signal ``signum`` again within :data:`REPEAT_WINDOW_S`
+    of ``first_at`` (its first arrival, :func:`time.monotonic`), as it was ignored before.
+
+    At exit Python puts the default action back on the signals it handled. A runner with little in
+    flight stops within milliseconds, and ``timeout``'s second SIGTERM (to the group) then killed the
+    process that had stopped gracefully: exit status -15 instead of 0. A second Ctrl-C is not a
+    repeat and is left alone.
+    """
+    if signum is None or signum == signal.SIGINT:
+        return
+
+    def ignore() -> None:
+        if time.monotonic() - first_at < REPEAT_WINDOW_S:
+            with contextlib.suppress(ValueError, OSError):
+                signal.signal(signum, signal.SIG_IGN)
+
+    atexit.register(ignore)

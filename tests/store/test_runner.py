@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import text
 from store_helpers import RecordingStage, all_stages, seed_render_rows, seed_run
 
-from m2i.runner import Outcome, Runner, StageStop
+from m2i.runner import REPEAT_WINDOW_S, Outcome, Runner, StageStop
 from m2i.store import open_store, ops
 
 SCRIPT = Path(__file__).with_name("run_script.py")
@@ -268,6 +268,50 @@ def test_hangup_and_a_repeated_sigterm_stop_gracefully(tmp_path, signals):
     assert "done" in out and "second interrupt" not in err
     counts = ops.status_counts(store, run_id)
     assert all(c["running"] == 0 for c in counts.values()), counts  # every row handed back or finished
+
+
+def test_timeouts_second_sigterm_while_a_stopped_runner_exits_does_not_kill_it(tmp_path):
+    """A runner with little in flight stops within milliseconds; `timeout`'s second SIGTERM (to the
+    group) then arrived after Python had put the default signal actions back on its way out, and
+    killed a runner that had stopped gracefully: exit status -15 instead of 0 (seen in CI)."""
+    code = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from store_helpers import RecordingStage\n"
+        "from m2i.runner import Runner, run_blocking\n"
+        "from m2i.store import open_store\n"
+        "class LateExit:\n"  # destroyed with the modules, after Python has put the default actions back
+        "    def __del__(self, path=sys.argv[3], open=open, sleep=time.sleep):\n"
+        "        with open(path, 'w') as f:\n"
+        "            f.write('exiting')\n"
+        "        sleep(1.0)\n"
+        "late_exit = LateExit()\n"
+        "runner = Runner(open_store(sys.argv[1]), 1, [RecordingStage('analyze', log=Path(sys.argv[2]), delay=0.02)],\n"
+        "                poll_s=0.05, grace_s=5)\n"
+        "run_blocking(runner)\n"
+        "print('stopped', flush=True)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path.cwd()), str(Path(__file__).parent)])}
+    for attempt in range(3):  # a machine too busy to see the exit within the window tries again
+        db, log, marker = tmp_path / f"m2i{attempt}.db", tmp_path / f"log{attempt}", tmp_path / f"exiting{attempt}"
+        seed_run(open_store(db), 400)
+        p = subprocess.Popen([sys.executable, "-c", code, str(db), str(log), str(marker)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        _started(log, n=1)
+        t0 = time.monotonic()
+        os.kill(p.pid, signal.SIGTERM)
+        deadline = t0 + 30
+        while not marker.exists():
+            assert time.monotonic() < deadline and p.poll() is None, "the runner did not stop"
+            time.sleep(0.005)
+        in_window = time.monotonic() - t0 < REPEAT_WINDOW_S
+        os.kill(p.pid, signal.SIGTERM)  # the same SIGTERM again, to the group
+        out, err = p.communicate(timeout=60)
+        if in_window:
+            break
+    assert in_window, "the machine was too busy to send the second signal within the repeat window"
+    assert "stopped" in out and "second interrupt" not in err
+    assert p.returncode == 0, err
 
 
 def test_a_second_ctrl_c_after_the_work_stopped_exits_at_once_without_a_traceback(tmp_path):
