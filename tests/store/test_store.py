@@ -268,11 +268,15 @@ def test_expired_lease_is_reclaimed_and_late_result_dropped(store):
 
 
 def test_lease_renewal_keeps_the_row(store):
+    """Renewed three times, the row outlives its first lease; each renewal has 0.6 s of slack so a
+    busy machine does not let a lease run out between two renewals."""
     run_id = seed_run(store, 1)
-    r = ops.claim(store, "analyze", worker="w", n=1, lease_s=0.2, run_id=run_id)[0]
+    t0 = time.monotonic()
+    r = ops.claim(store, "analyze", worker="w", n=1, lease_s=1.0, run_id=run_id)[0]
     for _ in range(3):
-        time.sleep(0.1)
-        assert ops.renew(store, "analyze", [r["id"]], worker="w", lease_s=0.2) == 1
+        time.sleep(0.4)
+        assert ops.renew(store, "analyze", [r["id"]], worker="w", lease_s=1.0) == 1
+    assert time.monotonic() - t0 > 1.0  # past the first lease
     assert ops.claim(store, "analyze", worker="other", n=1, run_id=run_id) == []
 
 
