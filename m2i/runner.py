@@ -121,7 +121,7 @@ second stop. A second Ctrl-C always counts."""
 
 
 REAP_EVERY_S = 5.0
-"""How often an idle stage looks for rows held by a runner of this host that is gone (kill -9)."""
+"""How often a stage, before it claims, looks for rows held by a runner of this host that is gone (kill -9)."""
 
 
 def exit_now() -> None:
@@ -286,6 +286,9 @@ class Runner:
                 free_batches = impl.concurrency - len(in_flight)
                 rows: list[dict[str, Any]] = []
                 if free_batches > 0:
+                    # before claiming: a dead runner's rows go back its way (an analysis attempt
+                    # not counted), not as expired leases, which would count it
+                    await self._took_back_dead(stage)
                     rows = await asyncio.to_thread(
                         ops.claim, self.store, stage, worker=self.worker_for(impl), run_id=self.run_id,
                         n=min(cap, free_batches * impl.batch_size), lease_s=self.lease_s,
@@ -298,8 +301,6 @@ class Runner:
                 if rows:
                     if self._paused_seen:  # claims succeed again: the run was resumed
                         await self._say_if_paused(now=True)
-                    continue
-                if await self._took_back_dead(stage):
                     continue
                 if not in_flight and await self._finished(stage):
                     break

@@ -366,6 +366,33 @@ def test_after_kill_9_a_new_runner_on_the_same_host_takes_the_dead_ones_rows_at_
     assert any("taken back" in m and f":{p.pid}" in m for m in events), events
 
 
+def test_a_runner_killed_three_times_while_analysing_does_not_fail_its_clips(tmp_path, db_url):
+    """Clips are analysed in pool processes, so a runner's death says nothing about them. But the
+    restarted runner's first claim took the dead one's expired rows (the attempt counted) before its
+    reaper looked for dead runners, so each kill cost the clips an attempt, and a runner killed three
+    times while analysing (the out-of-memory killer, restarted after the lease) failed the clips it
+    held "on every attempt" (seen in CI, in the end-to-end kill -9 test)."""
+    store = open_store(db_url)
+    run_id = seed_run(store, 4)
+    log = tmp_path / "log"
+    for _ in range(3):
+        p = _spawn(db_url, run_id, log, 30.0, lease="1.0", stages="analyze")
+        deadline = time.monotonic() + 30
+        while sum(c["running"] for c in ops.status_counts(store, run_id).values()) < 4:  # kill it mid-row
+            assert time.monotonic() < deadline and p.poll() is None, "the runner never held the rows"
+            time.sleep(0.02)
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait()
+        time.sleep(1.2)  # the dead runner's leases expire before the next one starts
+    p = _spawn(db_url, run_id, log, 0.0, lease="1.0", stages="analyze")
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err
+    assert ops.status_counts(store, run_id)["analyze"] == {"pending": 0, "running": 0, "done": 4, "failed": 0,
+                                                          "cancelled": 0}
+    with store.read() as conn:
+        assert conn.execute(text("SELECT max(attempts) FROM sample")).scalar() == 1
+
+
 def test_rows_of_a_live_runner_or_another_host_are_not_taken_back(db_url):
     store = open_store(db_url)
     run_id = seed_run(store, 3)
