@@ -8,6 +8,7 @@ import time
 
 import pytest
 from prompt_constants import ABC, API_KEY, SLOTS
+from wire_servers import client_timeout
 
 from m2i.errors import ProviderError
 from m2i.prompts.generate import prompt_from_completion, write_prompt
@@ -79,13 +80,13 @@ async def test_model_refusing_sampling_gets_its_five_prompts_by_instruction(anth
         {"status": 500},
         {"status": 529},
         "drop",
-        ("hang", 2.5),
+        ("hang", 6.0),
         "malformed",
     ],
     ids=["429-retry-after", "500", "529-overloaded", "dropped-connection", "timeout", "malformed-body"],
 )
 async def test_transient_fault_is_retried_and_the_prompt_done_once(anthropic_server, features, fast_retry, fault):
-    provider = get_provider("anthropic", model="claude-sonnet-4-6", retry=fast_retry, timeout=1.0)
+    provider = get_provider("anthropic", model="claude-sonnet-4-6", retry=fast_retry, timeout=client_timeout(fault))
     anthropic_server.inject("/v1/messages", fault)
     t0 = time.perf_counter()
     row = await write_prompt(provider, features=features, abc=ABC, mode="convergent", temperature=0.4, seed=1)

@@ -7,6 +7,7 @@ import socket
 
 import pytest
 from prompt_constants import ABC, OPENAI_KEY, SLOTS
+from wire_servers import client_timeout
 
 from m2i.errors import ProviderError
 from m2i.prompts.generate import write_prompt
@@ -80,10 +81,10 @@ async def test_ollama_unreachable_is_one_sentence(monkeypatch, fast_retry):
 
 
 @pytest.mark.parametrize("fault", [{"status": 429, "headers": {"retry-after": "0.1"}}, {"status": 500},
-                                   {"status": 503}, "drop", "malformed", ("hang", 2.5)],
+                                   {"status": 503}, "drop", "malformed", ("hang", 6.0)],
                          ids=["429", "500", "503", "dropped-connection", "malformed-body", "timeout"])
 async def test_ollama_transient_faults_are_retried(ollama_server, features, fast_retry, fault):
-    provider = get_provider("ollama", model="llama3.2", retry=fast_retry, timeout=1.0)
+    provider = get_provider("ollama", model="llama3.2", retry=fast_retry, timeout=client_timeout(fault))
     ollama_server.inject("/api/chat", fault)
     row = await write_prompt(provider, features=features, abc=ABC, mode="divergent", temperature=0.8, seed=5)
     await provider.aclose()
@@ -193,11 +194,11 @@ def test_openai_without_server_is_one_sentence(monkeypatch):
 
 
 @pytest.mark.parametrize("fault", [{"status": 429, "headers": {"retry-after": "0.1"}}, {"status": 502}, "drop",
-                                   "malformed", ("hang", 2.5), "cut", "empty"],
+                                   "malformed", ("hang", 6.0), "cut", "empty"],
                          ids=["429", "502", "dropped-connection", "malformed-body", "timeout", "cut-off", "empty"])
 async def test_openai_faults_end_done_exactly_once(openai_server, features, fast_retry, fault):
     provider = get_provider("openai", model="qwen2.5-7b-instruct", base_url=openai_server.url + "/v1",
-                            retry=fast_retry, timeout=1.0)
+                            retry=fast_retry, timeout=client_timeout(fault))
     openai_server.inject("/v1/chat/completions", fault)
     row = await write_prompt(provider, features=features, abc=ABC, mode="divergent", temperature=0.8, seed=5)
     await provider.aclose()

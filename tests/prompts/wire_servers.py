@@ -29,6 +29,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
+def client_timeout(fault: Any) -> float:
+    """The client timeout for a test that injects ``fault``: a third of a ``("hang", s)`` fault, so the
+    hang times out, and long otherwise, so that on a busy machine the retry itself does not time out
+    (a 1 s timeout for every fault made a third attempt of a dropped connection)."""
+    return fault[1] / 3 if isinstance(fault, tuple) and fault[0] == "hang" else 30.0
+
+
 def default_answer(body: dict[str, Any], n: int) -> str:
     """A valid visual-prompt JSON answer that varies with the request."""
     temp = body.get("temperature", (body.get("options") or {}).get("temperature"))
