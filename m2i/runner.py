@@ -183,8 +183,7 @@ class Runner:
         SIGINT per key press).
         """
         now = time.monotonic()
-        if (self._signals and signum is not None and signum == self._first_signum and signum != signal.SIGINT
-                and now - self._first_signal < REPEAT_WINDOW_S):
+        if self._repeats_first_signal(signum, now):
             return
         self._signals += 1
         if self._signals >= 2:
@@ -193,6 +192,23 @@ class Runner:
         log.info("stopping: no new work is claimed; finishing what is in flight")
         with contextlib.suppress(RuntimeError):  # after the loop has closed there is nothing to wake
             self._stop.set()
+
+    def _repeats_first_signal(self, signum: int | None, now: float) -> bool:
+        """Whether ``signum`` at ``now`` is the first stop signal again, to be counted once: the same
+        SIGTERM or SIGHUP within :data:`REPEAT_WINDOW_S` (never a Ctrl-C)."""
+        return bool(self._signals and signum is not None and signum == self._first_signum
+                    and signum != signal.SIGINT and now - self._first_signal < REPEAT_WINDOW_S)
+
+    def ignore_repeat_at_exit(self) -> None:
+        """Registered at exit after a stop signal: a repeat of it is ignored from then on.
+
+        At exit Python puts the default action back on the signals it handled. A runner with little
+        in flight stops within milliseconds, and ``timeout``'s second SIGTERM (to the group) then
+        killed the process that had stopped gracefully: exit status -15 instead of 0.
+        """
+        if self._repeats_first_signal(self._first_signum, time.monotonic()):
+            with contextlib.suppress(ValueError, OSError):
+                signal.signal(self._first_signum, signal.SIG_IGN)  # type: ignore[arg-type]
 
     def stop_threadsafe(self) -> None:
         """Request a graceful stop from another thread (the dashboard's quit key)."""
@@ -288,7 +304,7 @@ class Runner:
                 if free_batches > 0:
                     # before claiming: a dead runner's rows go back its way (an analysis attempt
                     # not counted), not as expired leases, which would count it
-                    await self._took_back_dead(stage)
+                    await self._take_back_dead(stage)
                     rows = await asyncio.to_thread(
                         ops.claim, self.store, stage, worker=self.worker_for(impl), run_id=self.run_id,
                         n=min(cap, free_batches * impl.batch_size), lease_s=self.lease_s,
@@ -335,17 +351,16 @@ class Runner:
             log.info("run %s resumed", run["name"] if run else self.run_id)
         self._paused_seen = paused
 
-    async def _took_back_dead(self, stage: str) -> bool:
-        """Whether rows of a dead runner on this host were just made claimable (checked every few seconds)."""
+    async def _take_back_dead(self, stage: str) -> None:
+        """Make the rows of a dead runner on this host claimable (looked for every few seconds)."""
         now = time.monotonic()
         if now - self._reaped.get(stage, -1e9) < REAP_EVERY_S:
-            return False
+            return
         self._reaped[stage] = now
         host = self.worker.split(":")[0]
         dead = await asyncio.to_thread(ops.expire_dead_workers, self.store, stage, host=host, run_id=self.run_id)
         for w, n in dead.items():
             log.info("%s: took back %d row(s) of %s, which is no longer running", stage, n, w)
-        return bool(dead)
 
     async def _renew_forever(self, stage: str, ids: list[int], worker: str) -> None:
         while True:
@@ -533,24 +548,4 @@ def run_blocking(runner: Runner, *, handle_signals: bool = True) -> dict[str, di
                 with contextlib.suppress(ValueError, OSError, TypeError):
                     signal.signal(sig, handler)
         elif previous:
-            ignore_repeat_at_exit(runner._first_signum, runner._first_signal)
-
-
-def ignore_repeat_at_exit(signum: int | None, first_at: float) -> None:
-    """While the interpreter exits, ignore stop signal ``signum`` again within :data:`REPEAT_WINDOW_S`
-    of ``first_at`` (its first arrival, :func:`time.monotonic`), as it was ignored before.
-
-    At exit Python puts the default action back on the signals it handled. A runner with little in
-    flight stops within milliseconds, and ``timeout``'s second SIGTERM (to the group) then killed the
-    process that had stopped gracefully: exit status -15 instead of 0. A second Ctrl-C is not a
-    repeat and is left alone.
-    """
-    if signum is None or signum == signal.SIGINT:
-        return
-
-    def ignore() -> None:
-        if time.monotonic() - first_at < REPEAT_WINDOW_S:
-            with contextlib.suppress(ValueError, OSError):
-                signal.signal(signum, signal.SIG_IGN)
-
-    atexit.register(ignore)
+            atexit.register(runner.ignore_repeat_at_exit)
