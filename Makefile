@@ -26,8 +26,11 @@ system-deps:
 
 # after upgrading .venv on purpose (and running the tests): pin what it holds
 lock:
+	@test -x $(PY) || { echo "make lock: no $(VENV) to read; run make setup first."; exit 1; }
+	$(PY) -m pip freeze --exclude-editable > constraints.txt.new
 	{ echo "# Exact versions for make setup (pip install -c). Written by make lock from .venv; torch is pinned in the Makefile."; \
-	  $(PY) -m pip freeze --exclude-editable | grep -v '^torch=='; } > constraints.txt
+	  grep -v '^torch==' constraints.txt.new; } > constraints.txt
+	rm constraints.txt.new
 	touch $(VENV)/.installed
 
 demo: setup
