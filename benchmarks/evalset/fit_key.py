@@ -56,22 +56,18 @@ def piece_states(score) -> tuple[str, list[int], np.ndarray] | None:
     return mode, rel, (bounds[:-1] % 2 == 1).astype(int)
 
 
-def main(argv: list[str] | None = None) -> int:
+def other_chorales(labels: list[dict]) -> list[str]:
+    """Corpus paths of the chorales that no clip of an evaluation set (its labels) comes from."""
     import render as R
+
+    used = {r["source"] for r in labels}
+    return [p for p in R.chorale_paths() if p.rsplit("/", 1)[1] not in used]
+
+
+def count_key_statistics(paths: list[str]) -> tuple[dict[str, int], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(pieces per mode, ``CHORD_COUNTS``, ``TRANSITION_COUNTS``) counted on the scores at ``paths``."""
     from music21 import corpus
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=str(ROOT / "bench-data" / "evalset"),
-                    help="evaluation set whose pieces are left out (its labels.json)")
-    ap.add_argument("--out", default=str(ROOT / "m2i" / "audio" / "key_model.py"))
-    args = ap.parse_args(argv)
-    labels_path = Path(args.data) / "labels.json"
-    if not labels_path.is_file():
-        print(f"error: {labels_path} not found; render the evaluation set first (benchmarks/evalset/render.py).",
-              file=sys.stderr)
-        return 1
-    used = {r["source"] for r in json.loads(labels_path.read_text())}
-    paths = [p for p in R.chorale_paths() if p.rsplit("/", 1)[1] not in used]
     trans = {m: np.zeros((2, 24, 24), dtype=np.int64) for m in ("major", "minor")}
     uni = {m: np.zeros(24, dtype=np.int64) for m in ("major", "minor")}
     n_pieces = {"major": 0, "minor": 0}
@@ -86,6 +82,22 @@ def main(argv: list[str] | None = None) -> int:
                 uni[mode][s] += 1
                 if t and rel[t - 1] >= 0:
                     trans[mode][mid[t], rel[t - 1], s] += 1
+    return n_pieces, uni, trans
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=str(ROOT / "bench-data" / "evalset"),
+                    help="evaluation set whose pieces are left out (its labels.json)")
+    ap.add_argument("--out", default=str(ROOT / "m2i" / "audio" / "key_model.py"))
+    args = ap.parse_args(argv)
+    labels_path = Path(args.data) / "labels.json"
+    if not labels_path.is_file():
+        print(f"error: {labels_path} not found; render the evaluation set first (benchmarks/evalset/render.py).",
+              file=sys.stderr)
+        return 1
+    paths = other_chorales(json.loads(labels_path.read_text()))
+    n_pieces, uni, trans = count_key_statistics(paths)
     print(f"{n_pieces['major']} major + {n_pieces['minor']} minor chorales of {len(paths)} not in the evaluation set",
           file=sys.stderr)
 

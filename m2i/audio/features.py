@@ -335,7 +335,7 @@ def key_scores(profile_chroma: np.ndarray, profile: str = "albrecht", *, harmoni
     return out
 
 
-def key_chord_loglik(obs: ChordObservations) -> np.ndarray:
+def key_chord_loglik(obs: ChordObservations, tables: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Log-likelihood [2, 12] (major C..B, minor C..B) of a clip's chord observations under each key.
 
     An HMM per key whose states are the 24 triads: the first segment's prior and the transitions
@@ -344,8 +344,9 @@ def key_chord_loglik(obs: ChordObservations) -> np.ndarray:
     classifier's log-probabilities ``obs.logp`` (a hybrid HMM: the classifier's prior over the
     24 triads is flat). The forward algorithm sums over every chord path, so a key is favoured
     by the progressions it makes likely (V-I, IV-V, ii-V) and not only by its pitch classes.
+    ``tables``: :func:`key_model_tables` of other counts (default: the shipped ones).
     """
-    init, trans = _key_model_tables()
+    init, trans = tables if tables is not None else _key_model_tables()
     logp = obs.logp
     alpha = init + logp[:, 0][None, :]  # [24 keys, 24 states]
     for t in range(1, logp.shape[1]):
@@ -372,16 +373,22 @@ def _log_probs_in_key(counts: Any, tonic_pc: int) -> np.ndarray:
     return logp[..., rel, :] if logp.ndim >= 2 else logp
 
 
+def key_model_tables(chord_counts: Any, transition_counts: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Log prior [24 keys, 24 triads] and log transitions [24 keys, 2, 24, 24] of the key model
+    from key-relative counts shaped like :mod:`m2i.audio.key_model`'s, keys ordered major C..B
+    then minor C..B."""
+    keys = [(tonic, mode) for mode in ("major", "minor") for tonic in range(12)]
+    init = np.stack([_log_probs_in_key(chord_counts[mode], tonic) for tonic, mode in keys])
+    trans = np.stack([_log_probs_in_key(transition_counts[mode], tonic) for tonic, mode in keys])
+    return init, trans
+
+
 @functools.cache
 def _key_model_tables() -> tuple[np.ndarray, np.ndarray]:
-    """Log prior [24 keys, 24 triads] and log transitions [24 keys, 2, 24, 24] of the key model,
-    keys ordered major C..B then minor C..B. Cached; callers only read them."""
+    """:func:`key_model_tables` of the shipped counts. Cached; callers only read them."""
     from m2i.audio.key_model import CHORD_COUNTS, TRANSITION_COUNTS
 
-    keys = [(tonic, mode) for mode in ("major", "minor") for tonic in range(12)]
-    init = np.stack([_log_probs_in_key(CHORD_COUNTS[mode], tonic) for tonic, mode in keys])
-    trans = np.stack([_log_probs_in_key(TRANSITION_COUNTS[mode], tonic) for tonic, mode in keys])
-    return init, trans
+    return key_model_tables(CHORD_COUNTS, TRANSITION_COUNTS)
 
 
 _KEY_CONF_TEMP = 0.2
@@ -395,13 +402,15 @@ def tonal_clarity(best_correlation: float) -> float:
     return _clip01((best_correlation - 0.5) / 0.25)
 
 
-def estimate_key(a: Analysis, obs: ChordObservations | None = None) -> dict[str, Any]:
+def estimate_key(a: Analysis, obs: ChordObservations | None = None, *,
+                 tables: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
     """Key, tonality, runner-up and confidence from the clip's chroma and, given ``obs``, its chords.
 
     Each of the 24 keys scores the Pearson correlation of the profile chroma with the key's
     profile, plus ``key_chord_weight`` x the log-likelihood of the chord observations under the
     key (:func:`key_chord_loglik`; relative to the best key). Without ``obs`` (or with the weight
-    at 0) the profile alone decides.
+    at 0) the profile alone decides. ``tables``: the key model's (:func:`key_model_tables`), for
+    benchmarks that count the chord statistics on other pieces; default the shipped ones.
     """
     s = a.settings
     energy = a.chroma.sum(axis=0)
@@ -417,7 +426,7 @@ def estimate_key(a: Analysis, obs: ChordObservations | None = None) -> dict[str,
     sc = profile
     weight = float(s["key_chord_weight"])
     if obs is not None and weight > 0 and obs.logp.shape[1] > 0:
-        ll = key_chord_loglik(obs)
+        ll = key_chord_loglik(obs, tables)
         sc = profile + weight * (ll - ll.max())
     order = np.argsort(sc.ravel())[::-1]
     best, second = order[0], order[1]
