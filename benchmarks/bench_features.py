@@ -89,6 +89,29 @@ def abc_note_times(abc: str, features: dict) -> list[tuple[float, float, int]]:
     return out
 
 
+
+def abc_note_f1(out: dict, melody: list) -> tuple[float, float, bool]:
+    """Note F1 (onset within 50 ms, and within 100 ms; pitch within 50 cents; offsets ignored) of
+    ``analyze_clip``'s ABC placed on its beat grid against the score's notes ``[(on_s, off_s,
+    midi), ...]``, and whether the ABC parsed."""
+    import mir_eval
+
+    try:
+        est_notes, parsed = abc_note_times(out["abc"], out["features"]), True
+    except ValueError:
+        est_notes, parsed = [], False
+    ref = [n for n in melody if n[0] >= 0.0]
+    ref_iv = np.array([[a, max(b, a + 0.01)] for a, b, _ in ref])
+    ref_p = _hz([p for _, _, p in ref])
+    if est_notes:
+        est_iv = np.array([[a, max(b, a + 0.01)] for a, b, _ in est_notes])
+        est_p = _hz([p for _, _, p in est_notes])
+    else:
+        est_iv, est_p = np.zeros((0, 2)), np.zeros(0)
+    f1 = [mir_eval.transcription.precision_recall_f1_overlap(ref_iv, ref_p, est_iv, est_p, onset_tolerance=tol,
+                                                              offset_ratio=None)[2] for tol in (0.05, 0.1)]
+    return f1[0], f1[1], parsed
+
 def downbeat_hit(r: dict, cut: float, beats: dict, meter: dict) -> bool | None:
     """Whether the estimated bar phase puts a downbeat on the beat nearest the score's first
     downbeat after ``cut`` seconds; None when the clip does not qualify (no downbeats in the
@@ -267,23 +290,10 @@ def main(argv: list[str] | None = None) -> int:
             rpa_num += mir_eval.melody.raw_pitch_accuracy(rv, rc, ev, ec) * n_ref
             rpa_den += n_ref
         if sub == "folk":
-            try:
-                est_notes = abc_note_times(out["abc"], f)
-                abc_parsed += 1
-            except ValueError:
-                est_notes = []
-            ref = [n for n in r["melody"] if n[0] >= 0.0]
-            ref_iv = np.array([[a, max(b, a + 0.01)] for a, b, _ in ref])
-            ref_p = _hz([p for _, _, p in ref])
-            if est_notes:
-                est_iv = np.array([[a, max(b, a + 0.01)] for a, b, _ in est_notes])
-                est_p = _hz([p for _, _, p in est_notes])
-            else:
-                est_iv, est_p = np.zeros((0, 2)), np.zeros(0)
-            for tol, acc in ((0.05, f1_50), (0.1, f1_100)):
-                _, _, fm, _ = mir_eval.transcription.precision_recall_f1_overlap(
-                    ref_iv, ref_p, est_iv, est_p, onset_tolerance=tol, offset_ratio=None)
-                acc.append(fm)
+            fm50, fm100, parsed = abc_note_f1(out, r["melody"])
+            f1_50.append(fm50)
+            f1_100.append(fm100)
+            abc_parsed += parsed
 
     def line(name: str, value: float, target: str, n: int) -> None:
         print(f"{name}: {value:.3f} ({target}; n={n})")

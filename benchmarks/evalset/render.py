@@ -38,6 +38,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -346,10 +347,15 @@ def render_key_excerpts(out: Path, paths: list[str], n: int, rng: random.Random)
     return recs["open"] + recs["end"]
 
 
-def render_folk(out: Path, n: int, rng: random.Random) -> list[dict]:
+FOLK_BOOKS = ("altdeu10", "ballad10", "altdeu20", "ballad20")
+
+
+def render_folk(out: Path, n: int, rng: random.Random, books: tuple[str, ...] = FOLK_BOOKS,
+                skip_titles: Collection[str] = ()) -> list[dict]:
+    """Up to ``n`` monophonic Essen folk songs from ``books`` (none titled as in ``skip_titles``), a
+    quarter of them in each of 2/4, 3/4, 4/4 and 6/8."""
     from music21 import corpus
 
-    books = ["altdeu10", "ballad10", "altdeu20", "ballad20"]
     cands = []
     for b in books:
         if len(cands) >= 6 * n:
@@ -362,7 +368,7 @@ def render_folk(out: Path, n: int, rng: random.Random) -> list[dict]:
             ts = list(sc.recurse().getElementsByClass("TimeSignature"))
             if len(ts) != 1 or ts[0].ratioString not in ("2/4", "3/4", "4/4", "6/8"):
                 continue
-            if not list(sc.recurse().getElementsByClass("KeySignature")):
+            if not list(sc.recurse().getElementsByClass("KeySignature")) or sc.metadata.title in skip_titles:
                 continue
             cands.append((b, sc))
     rng.shuffle(cands)
