@@ -89,7 +89,6 @@ def abc_note_times(abc: str, features: dict) -> list[tuple[float, float, int]]:
     return out
 
 
-
 def abc_note_f1(out: dict, melody: list) -> tuple[float, float, bool]:
     """Note F1 (onset within 50 ms, and within 100 ms; pitch within 50 cents; offsets ignored) of
     ``analyze_clip``'s ABC placed on its beat grid against the score's notes ``[(on_s, off_s,
@@ -111,6 +110,7 @@ def abc_note_f1(out: dict, melody: list) -> tuple[float, float, bool]:
     f1 = [mir_eval.transcription.precision_recall_f1_overlap(ref_iv, ref_p, est_iv, est_p, onset_tolerance=tol,
                                                               offset_ratio=None)[2] for tol in (0.05, 0.1)]
     return f1[0], f1[1], parsed
+
 
 def downbeat_hit(r: dict, cut: float, beats: dict, meter: dict) -> bool | None:
     """Whether the estimated bar phase puts a downbeat on the beat nearest the score's first
