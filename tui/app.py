@@ -172,11 +172,13 @@ class M2IApp(App[None]):
             self.request_refresh()
 
     def _visible(self) -> DataScreen | None:
-        """The visible data screen, or None (a modal on top, or the app shutting down)."""
+        """The visible data screen, or None (a modal on top, the app shutting down, or a screen
+        still being built: its widgets are not there yet, and once they are, its ScreenResume asks
+        for the view)."""
         if self._exit or not self._screen_stack:
             return None
         screen = self.screen
-        return screen if isinstance(screen, DataScreen) else None
+        return screen if isinstance(screen, DataScreen) and screen.is_mounted else None
 
     def _show(self) -> None:
         screen = self._visible()

@@ -607,3 +607,19 @@ async def test_the_dashboard_fits_60_columns_and_the_log_rewraps(seeded_db, froz
         assert "THE END" in log_text(app.screen).replace("\n", " ")  # nothing cut off
         await pilot.resize_terminal(120, 30)
         await wait_until(pilot, lambda: headings() == ["failed", "/min", "ETA"], what="the full stage table")
+
+
+async def test_a_snapshot_that_arrives_while_a_screen_is_still_being_built_waits_for_it(seeded_db, frozen_app):
+    """A refresh lands between a screen becoming current and its widgets being mounted (a loaded
+    machine, the first visit to a screen): the app must not reach into the half-built screen (it
+    crashed with NoMatches on the run header); the screen shows the run once it is built."""
+    app = frozen_app(seeded_db)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await refreshed(pilot, after=0)
+        done = app.switch_mode("samples")  # first visit: the screen is composed from here on
+        screen = app.screen
+        assert isinstance(screen, SamplesScreen) and not screen.is_mounted
+        app._show()  # what a Refreshed message arriving now does
+        await done
+        header = screen.query_one("#run-header")
+        await wait_until(pilot, lambda: "(#1)" in label_text(header), what="the samples screen to show the run")
