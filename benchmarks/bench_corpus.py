@@ -106,10 +106,10 @@ def bench_key(data: Path, ev_labels: list[dict], again: bool) -> bool:
     labels = rendered(data, lambda: render_key_set(data, paths), again)
     if labels is None:
         return False
-    half = {p.rsplit("/", 1)[1]: i % 2 for i, p in enumerate(paths)}
+    half = {p.rsplit("/", 1)[1]: i % 2 for i, p in enumerate(paths)}  # a clip's chorale -> its half
     tables, pieces = {}, {}
     for h in (0, 1):
-        n_pieces, uni, trans = count_key_statistics([p for p in paths if half[p.rsplit("/", 1)[1]] == h])
+        n_pieces, uni, trans = count_key_statistics(paths[h::2])
         tables[h], pieces[h] = F.key_model_tables(uni, trans), n_pieces
     print(f"key corpus: {data} clips={len(labels)} from {len({r['source'] for r in labels})} chorales "
           f"not in the evaluation set; key statistics cross-fitted on halves of "
