@@ -4,7 +4,7 @@ Each stage is a :class:`StageImpl` (the adapters in :mod:`m2i.stages`): the runn
 for it, keeps their leases fresh while it works, and writes what it returns. A stage's group
 claims up to ``batch_size * concurrency`` rows at a time and runs up to ``concurrency`` batches
 at once; CPU-heavy stages hand their work to a process pool (:attr:`RunContext.executor`), the
-image stage runs one batch at a time on its device.
+image stage keeps two batches in flight on its device (one generating, one writing its PNGs).
 
 Shutdown: the first :meth:`Runner.request_stop` (SIGINT/SIGTERM/SIGHUP) stops claiming; batches in
 flight get ``grace_s`` to finish, after which they are cancelled and their rows handed back

@@ -17,13 +17,13 @@ from concurrent.futures import BrokenExecutor
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import and_, false, func, insert, or_, select, update
 
 from m2i.errors import BackendError, InputError, ProviderError
 from m2i.runner import Outcome, RunContext, StageImpl, StageStop, make_process_pool
 from m2i.store import ops
 from m2i.store.engine import Store
-from m2i.store.models import LLMBatch, LLMModel, Prompt, Sample, Score, Status, utcnow
+from m2i.store.models import Image, LLMBatch, LLMModel, Prompt, Sample, Score, Status, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -561,11 +561,28 @@ def _render_inputs(store: Store, prompt_ids: list[int]) -> dict[int, dict[str, A
         return {r["id"]: dict(r) for r in rows}
 
 
+def _images_taken(store: Store, run_id: int, granted: list[int]) -> int:
+    """The run's images that are done, plus those of ``granted`` still rendering, read at one instant:
+    a row counts once whether or not its result has been written yet."""
+    t = Image.__table__
+    running = and_(t.c.status == Status.running.value, t.c.id.in_(granted)) if granted else false()
+    with store.read() as conn:
+        return int(conn.execute(
+            select(func.count()).select_from(t)
+            .where(t.c.run_id == run_id, or_(t.c.status == Status.done.value, running))
+        ).scalar_one())
+
+
 class RenderStage(StageImpl):
-    """One image per prompt on one device, in batches."""
+    """One image per prompt on one device, in batches.
+
+    Two batches are in flight: the backend generates one on the device while the other's PNGs are
+    written (the sdxl backend holds its device lock only while generating), so the GPU does not wait
+    for the PNG encoder between batches.
+    """
 
     name = "render"
-    concurrency = 1
+    concurrency = 2
 
     def __init__(self, *, backend: str, settings: dict[str, Any], out_dir: str | os.PathLike[str],
                  run_seed: int = 0, limit: int | None = None) -> None:
@@ -576,6 +593,8 @@ class RenderStage(StageImpl):
         self.run_seed = run_seed
         self.limit = limit
         self.backend = None
+        self._limit_lock = asyncio.Lock()
+        self._granted: set[int] = set()  # image rows this stage let render (for --limit)
 
     async def setup(self, ctx: RunContext) -> None:
         from m2i.images.backends import get_backend
@@ -589,20 +608,25 @@ class RenderStage(StageImpl):
         await asyncio.to_thread(self.backend.load)
 
     async def process(self, rows: list[dict[str, Any]], ctx: RunContext) -> list[Outcome]:
+        if self.limit is not None:
+            async with self._limit_lock:  # one batch decides at a time, counting what the other took
+                self._granted -= {r["id"] for r in rows}  # decided now (a requeued row comes back)
+                taken = await asyncio.to_thread(_images_taken, ctx.store, ctx.run_id, sorted(self._granted))
+                room = max(0, self.limit - taken)
+                over = [r["id"] for r in rows[room:]]
+                rows = rows[:room]
+                self._granted |= {r["id"] for r in rows}
+            if over:
+                await asyncio.to_thread(ops.cancel, ctx.store, run_id=ctx.run_id, stage="render", ids=over)
+                if not rows:
+                    return [Outcome(id=i, error=f"beyond --limit {self.limit}", retryable=False) for i in over]
+        return await self._render(rows, ctx)
+
+    async def _render(self, rows: list[dict[str, Any]], ctx: RunContext) -> list[Outcome]:
         from m2i.images.jobs import ImageJob
         from m2i.images.layout import image_path
         from m2i.images.seeds import image_seed
 
-        if self.limit is not None:
-            counts = await asyncio.to_thread(ops.status_counts, ctx.store, ctx.run_id)
-            done = counts["render"]["done"]
-            room = max(0, self.limit - done)
-            if room < len(rows):
-                over = [r["id"] for r in rows[room:]]
-                await asyncio.to_thread(ops.cancel, ctx.store, run_id=ctx.run_id, stage="render", ids=over)
-                rows = rows[:room]
-                if not rows:
-                    return [Outcome(id=i, error=f"beyond --limit {self.limit}", retryable=False) for i in over]
         info = await asyncio.to_thread(_render_inputs, ctx.store, [r["prompt_id"] for r in rows])
         jobs, out = [], []
         for row in rows:

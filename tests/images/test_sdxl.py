@@ -358,3 +358,48 @@ def test_a_job_that_breaks_its_batch_fails_alone(tiny_sdxl, make_job, tmp_path):
     assert [r.error is None for r in res] == [True, False, True]
     assert res[1].error == "SDXL failed: ValueError: this prompt cannot be encoded (test hook)"
     assert backend._max_batch == {}  # not an out-of-memory: the batch size stays
+
+
+def test_the_gpu_generates_the_next_batch_while_the_last_one_is_written(tiny_sdxl, make_job, tmp_path, monkeypatch):
+    # The runner keeps two render batches in flight. The first batch's PNG write waits (up to 30 s)
+    # for the second batch to start generating: that can only happen if the backend lets go of
+    # its device lock before writing, so the GPU never idles behind the PNG encoder.
+    import threading
+
+    import m2i.images.backends.sdxl as sdxl
+
+    backend = get_backend("sdxl", model=str(tiny_sdxl[0]), device="cpu", batch_size=1)
+    backend.load()
+    first_generating, second_generating = threading.Event(), threading.Event()
+    overlapped: list[bool] = []
+    real_save, real_generate = sdxl.save_png, backend._generate
+
+    def generate(batch, *args):
+        (first_generating if batch[0].prompt_id == 1 else second_generating).set()
+        return real_generate(batch, *args)
+
+    def save_png(image, path, **kw):
+        if "first" in str(path):
+            overlapped.append(second_generating.wait(timeout=30))
+        return real_save(image, path, **kw)
+
+    monkeypatch.setattr(backend, "_generate", generate)
+    monkeypatch.setattr(sdxl, "save_png", save_png)
+    results: dict[str, list] = {}
+
+    def render(name: str, prompt_id: int) -> None:
+        results[name] = backend.render([make_job(prompt_id, f"a bell tower {name}", out_dir=tmp_path / name)])
+
+    try:
+        first = threading.Thread(target=render, args=("first", 1))
+        first.start()
+        assert first_generating.wait(timeout=30)  # the first call holds the device
+        second = threading.Thread(target=render, args=("second", 2))
+        second.start()
+        first.join(60)
+        second.join(60)
+    finally:
+        backend.close()
+    assert overlapped == [True], "the second batch could not generate while the first was being written"
+    for name in ("first", "second"):
+        assert results[name][0].error is None and Path(results[name][0].path).is_file()

@@ -35,7 +35,8 @@ import re
 import threading
 import time
 import warnings
-from dataclasses import dataclass, replace
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -69,6 +70,15 @@ Device = Literal["auto", "cuda", "mps", "cpu"]
 DType = Literal["auto", "fp16", "bf16", "fp32"]
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass(frozen=True)
+class _Png:
+    """What is written with one image: its PNG text chunks, the row's fields and the notes."""
+
+    text: dict[str, str]
+    fields: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -364,7 +374,8 @@ class SDXLBackend(ImageBackend):
         self.pipeline: Any = None
         self.refiner_pipeline: Any = None
         self._max_batch: dict[tuple[int, int], int] = {}
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # held while generating; PNGs are written outside it
+        self._pool: ThreadPoolExecutor | None = None
 
     # ------------------------------------------------------------------ loading
 
@@ -529,7 +540,8 @@ class SDXLBackend(ImageBackend):
             mode = "max-autotune" if self.compile is True else str(self.compile)
             for pipe in pipes:
                 pipe.unet.to(memory_format=torch.channels_last)
-                pipe.unet = torch.compile(pipe.unet, mode=mode, fullgraph=True)
+                # static shapes: each batch size compiles once, to kernels specialised for it
+                pipe.unet = torch.compile(pipe.unet, mode=mode, fullgraph=True, dynamic=False)
 
     # ------------------------------------------------------------------ rendering
 
@@ -581,7 +593,7 @@ class SDXLBackend(ImageBackend):
         """
         with self._lock:
             self.load()
-            results: list[RenderedImage | None] = [None] * len(jobs)
+            results: list[RenderedImage | Future[RenderedImage] | None] = [None] * len(jobs)
             groups: dict[tuple[int, int, int, float], list[int]] = {}
             for i, job in enumerate(jobs):
                 problem = job_problem(job) or check_writable(job.out_path)
@@ -604,14 +616,18 @@ class SDXLBackend(ImageBackend):
             for key, idxs in groups.items():
                 for i, res in self._render_group(jobs, idxs, key):
                     results[i] = res
-            return [r for r in results if r is not None]
+        # The GPU is free again while the last PNGs are written: a render() call made meanwhile
+        # (the runner keeps two batches in flight) generates during this wait.
+        return [r.result() if isinstance(r, Future) else r for r in results if r is not None]
 
     def _render_group(
         self, jobs: list[ImageJob], idxs: list[int], key: tuple[int, int, int, float]
-    ) -> list[tuple[int, RenderedImage]]:
+    ) -> list[tuple[int, RenderedImage | Future[RenderedImage]]]:
+        """Generate ``idxs`` in batches; each batch's PNGs are written on the writer thread while
+        the next batch generates, so the results of rendered images are futures."""
         width, height, steps, guidance = key
         size = max(1, min(self.batch_size, self._max_batch.get((width, height), self.batch_size)))
-        out: list[tuple[int, RenderedImage]] = []
+        out: list[tuple[int, RenderedImage | Future[RenderedImage]]] = []
         pos = 0
         reduced_note: str | None = None
         while pos < len(idxs):
@@ -665,11 +681,16 @@ class SDXLBackend(ImageBackend):
                 continue
             per_image = (time.perf_counter() - t0) / len(part)
             for i, image in zip(part, images):
-                out.append(
-                    (i, self._save(jobs[i], image, width, height, steps, guidance, per_image, reduced_note))
-                )
+                png = self._describe(jobs[i], width, height, steps, guidance, reduced_note)
+                out.append((i, self._writer().submit(self._save, jobs[i], image, png, per_image)))
             pos += len(part)
         return out
+
+    def _writer(self) -> ThreadPoolExecutor:
+        """The thread that encodes and writes PNGs (Pillow's encoder releases the GIL)."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="m2i-png")
+        return self._pool
 
     def _generate(
         self, batch: list[ImageJob], width: int, height: int, steps: int, guidance: float
@@ -698,18 +719,10 @@ class SDXLBackend(ImageBackend):
                 ).images
             )
 
-    def _save(
-        self,
-        job: ImageJob,
-        image: Any,
-        width: int,
-        height: int,
-        steps: int,
-        guidance: float,
-        seconds: float,
-        reduced_note: str | None,
-    ) -> RenderedImage:
-        t0 = time.perf_counter()
+    def _describe(
+        self, job: ImageJob, width: int, height: int, steps: int, guidance: float, reduced_note: str | None
+    ) -> _Png:
+        """What is written with ``job``'s image (read from the pipeline, so under the lock)."""
         notes: list[str] = [reduced_note] if reduced_note else []
         truncated = False
         for label, text in (("image_prompt", job.prompt), ("negative_prompt", job.negative_prompt or "")):
@@ -757,10 +770,15 @@ class SDXLBackend(ImageBackend):
             "refiner": refiner,
             "truncated": truncated,
         }
+        return _Png(text=text, fields=fields, notes=notes)
+
+    def _save(self, job: ImageJob, image: Any, png: _Png, seconds: float) -> RenderedImage:
+        """Write one image (on the writer thread); ``seconds`` is its share of the generation."""
+        t0 = time.perf_counter()
         try:
-            path = save_png(image, job.out_path, text=text)
+            path = save_png(image, job.out_path, text=png.text)
         except BackendError as exc:
-            return failed(job, str(exc), backend=self, notes=notes, **fields)
+            return failed(job, str(exc), backend=self, notes=png.notes, **png.fields)
         return RenderedImage(
             prompt_id=job.prompt_id,
             path=str(path),
@@ -769,8 +787,8 @@ class SDXLBackend(ImageBackend):
             model=self.model,
             device=self.device,
             seconds=round(seconds + time.perf_counter() - t0, 4),
-            notes=notes,
-            **fields,
+            notes=png.notes,
+            **png.fields,
         )
 
     def describe(self) -> dict[str, Any]:
@@ -788,6 +806,9 @@ class SDXLBackend(ImageBackend):
     def close(self) -> None:
         """Drop the pipelines and free GPU memory; :meth:`load` can be called again."""
         with self._lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
             self.pipeline = None
             self.refiner_pipeline = None
             _free_memory(self.device)

@@ -1,0 +1,42 @@
+"""The render stage under the real runner: two batches in flight on one device."""
+
+from __future__ import annotations
+
+import importlib.util
+import sqlite3
+import sys
+from pathlib import Path
+
+from m2i.runner import Runner, run_blocking
+from m2i.stages import RenderStage
+from m2i.store import open_store
+
+TUI_TESTS = Path(__file__).resolve().parents[1] / "tui"
+
+
+def seeding():
+    spec = importlib.util.spec_from_file_location("seeding", TUI_TESTS / "seeding.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("seeding", mod)  # its dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_limit_renders_exactly_that_many_images_with_two_batches_in_flight(tmp_path):
+    # 15 prompts wait for images; --limit 5 at batch size 2 with two batches in flight must render
+    # five images, not six: each batch counts the rows the other batch is still rendering.
+    db, out = tmp_path / "m2i.db", tmp_path / "out"
+    run_id = seeding().seed_store(db, clips=3, fail_analyze=(), fail_generate=0, fail_render=0, render=0,
+                                  report=False)
+    stage = RenderStage(backend="preview", settings={"batch_size": 2}, out_dir=out, limit=5)
+    assert stage.concurrency == 2
+    store = open_store(str(db))
+    try:
+        run_blocking(Runner(store, run_id, [stage], poll_s=0.02), handle_signals=False)
+    finally:
+        store.close()
+    with sqlite3.connect(db) as con:
+        statuses = dict(con.execute("SELECT status, count(*) FROM image GROUP BY status").fetchall())
+        paths = [Path(p) for (p,) in con.execute("SELECT path FROM image WHERE status = 'done'")]
+    assert statuses == {"done": 5, "cancelled": 10}
+    assert all(p.is_file() for p in paths) and sorted((out / "images").rglob("*.png")) == sorted(paths)
