@@ -326,15 +326,17 @@ def oom_check(backend, out: Path, *, size: int, batch: int) -> None:
     what the backend did: halve the batch and retry, down to 1."""
     import torch
 
-    total = torch.cuda.get_device_properties(backend.device).total_memory
-    cap = torch.cuda.memory_allocated(backend.device) + 3 * 2**30
-    torch.cuda.set_per_process_memory_fraction(cap / total, backend.device)
+    dev = torch.device(backend.device)
+    dev = dev.index if dev.index is not None else torch.cuda.current_device()  # "cuda" -> its index
+    total = torch.cuda.get_device_properties(dev).total_memory
+    cap = torch.cuda.memory_allocated(dev) + 3 * 2**30
+    torch.cuda.set_per_process_memory_fraction(cap / total, dev)
     saved = backend.batch_size
     backend.batch_size = batch
     try:
         res = backend.render(jobs(batch, out / "oom", width=size, height=size, steps=2, guidance=7.0))
     finally:
-        torch.cuda.set_per_process_memory_fraction(1.0, backend.device)
+        torch.cuda.set_per_process_memory_fraction(1.0, dev)
         backend.batch_size = saved
         backend._max_batch.clear()
     notes = sorted({n for r in res for n in r.notes if "out of memory" in n})

@@ -403,3 +403,37 @@ def test_the_gpu_generates_the_next_batch_while_the_last_one_is_written(tiny_sdx
     assert overlapped == [True], "the second batch could not generate while the first was being written"
     for name in ("first", "second"):
         assert results[name][0].error is None and Path(results[name][0].path).is_file()
+
+
+def test_an_out_of_memory_while_decoding_leaves_the_vae_ready_for_the_retry(tiny_sdxl, make_job, tmp_path):
+    # Seen on an H100: the stock SDXL VAE decodes in fp32 (diffusers casts it up, decodes, casts it
+    # back). A real CUDA out-of-memory inside that decode left it in fp32, so the retry at half the
+    # batch, and every image after it, failed with "Input type (c10::Half) and bias type (float)".
+    # A test hook raises torch's own OutOfMemoryError from the decode of more than one latent.
+    import torch
+
+    backend = get_backend("sdxl", model=str(tiny_sdxl[0]), device="cpu", dtype="fp16", batch_size=2)
+    backend.load()
+    vae = backend.pipeline.vae
+    vae.register_to_config(force_upcast=True)
+    real_decode = vae.decode
+    decoded: list[tuple[int, torch.dtype]] = []
+
+    def decode(z, *args, **kwargs):
+        decoded.append((z.shape[0], next(vae.parameters()).dtype))
+        if z.shape[0] > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.25 GiB (test hook)")
+        return real_decode(z, *args, **kwargs)
+
+    vae.decode = decode
+    try:
+        jobs = [make_job(i, f"a harbour of lanterns {i}", seed=i, out_dir=tmp_path / "vae") for i in range(3)]
+        results = backend.render(jobs)
+        assert next(vae.parameters()).dtype == torch.float16  # back in the pipeline's dtype
+    finally:
+        vae.decode = real_decode
+        backend.close()
+    assert [r.error for r in results] == [None, None, None]
+    assert all(Path(r.path).is_file() for r in results)
+    assert any("batch size reduced to 1" in n for n in results[0].notes)
+    assert decoded[0] == (2, torch.float32) and {d for _, d in decoded[1:]} == {torch.float32}  # decoded upcast
