@@ -726,7 +726,10 @@ class SDXLBackend(ImageBackend):
             "guidance_scale": guidance,
             "generator": generators,
         }
-        with torch.inference_mode():
+        with torch.inference_mode(), warnings.catch_warnings():
+            # diffusers' own fp32 decode of a force_upcast VAE calls its deprecated upcast_vae(),
+            # which tells the user to change code that is not theirs, once per run
+            warnings.filterwarnings("ignore", message=".*upcast_vae.*", category=FutureWarning)
             if self.refiner_pipeline is None:
                 return list(self.pipeline(**common, width=width, height=height, output_type="pil").images)
             latents = self.pipeline(
