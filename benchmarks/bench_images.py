@@ -338,7 +338,6 @@ def oom_check(backend, out: Path, *, size: int, batch: int) -> None:
     finally:
         torch.cuda.set_per_process_memory_fraction(1.0, dev)
         backend.batch_size = saved
-        backend._max_batch.clear()
     notes = sorted({n for r in res for n in r.notes if "out of memory" in n})
     errors = sorted({r.error for r in res if r.error})
     print(
@@ -361,6 +360,7 @@ def bench_gpu(args: argparse.Namespace, out: Path) -> None:
     figures = {}
     for mode in args.compile:
         compiled = mode != "none"
+        backend = None
         try:
             backend = SDXLBackend.from_pipeline(
                 full_size_pipeline(device),
@@ -383,10 +383,12 @@ def bench_gpu(args: argparse.Namespace, out: Path) -> None:
                 figures[key] = per
                 print(f"{key}: {per:.3f} (target <= 1.3; warm-up {warm:.1f} s; {n} images timed)", flush=True)
             if args.oom_check and not compiled and device.startswith("cuda"):
-                oom_check(backend, out, size=args.size, batch=8)
-            backend.close()
+                oom_check(backend, out, size=args.size, batch=8)  # last: it leaves the batch size reduced
         except Exception as exc:  # noqa: BLE001 - a failing mode must not hide the others' figures
             print(f"compile mode {mode}: failed: {type(exc).__name__}: {exc}", flush=True)
+        finally:
+            if backend is not None:
+                backend.close()
     if figures:
         best = min(figures.values())
         print(f"sdxl_minutes_per_500_images_best: {best * 500 / 60:.1f} (target < 11)")

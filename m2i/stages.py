@@ -561,16 +561,19 @@ def _render_inputs(store: Store, prompt_ids: list[int]) -> dict[int, dict[str, A
         return {r["id"]: dict(r) for r in rows}
 
 
-def _images_taken(store: Store, run_id: int, granted: list[int]) -> int:
-    """The run's images that are done, plus those of ``granted`` still rendering, read at one instant:
-    a row counts once whether or not its result has been written yet."""
+def _images_taken(store: Store, run_id: int, granted: set[int]) -> tuple[int, set[int]]:
+    """``(taken, still)``: the run's images that are done plus those of ``granted`` still rendering,
+    and which of ``granted`` are still rendering (the rest need not be remembered: done ones are
+    counted as done). A row counts once whether or not its result has been written yet."""
     t = Image.__table__
-    running = and_(t.c.status == Status.running.value, t.c.id.in_(granted)) if granted else false()
+    running = Status.running.value
     with store.read() as conn:
-        return int(conn.execute(
-            select(func.count()).select_from(t)
-            .where(t.c.run_id == run_id, or_(t.c.status == Status.done.value, running))
-        ).scalar_one())
+        still = set(conn.scalars(select(t.c.id).where(t.c.id.in_(granted), t.c.status == running))) if granted else set()
+        ours = and_(t.c.status == running, t.c.id.in_(still)) if still else false()
+        taken = conn.execute(
+            select(func.count()).select_from(t).where(t.c.run_id == run_id, or_(t.c.status == Status.done.value, ours))
+        ).scalar_one()
+    return int(taken), still
 
 
 class RenderStage(StageImpl):
@@ -594,7 +597,7 @@ class RenderStage(StageImpl):
         self.limit = limit
         self.backend = None
         self._limit_lock = asyncio.Lock()
-        self._granted: set[int] = set()  # image rows this stage let render (for --limit)
+        self._granted: set[int] = set()  # rows this stage let render that may still be running (--limit)
 
     async def setup(self, ctx: RunContext) -> None:
         from m2i.images.backends import get_backend
@@ -611,7 +614,7 @@ class RenderStage(StageImpl):
         if self.limit is not None:
             async with self._limit_lock:  # one batch decides at a time, counting what the other took
                 self._granted -= {r["id"] for r in rows}  # decided now (a requeued row comes back)
-                taken = await asyncio.to_thread(_images_taken, ctx.store, ctx.run_id, sorted(self._granted))
+                taken, self._granted = await asyncio.to_thread(_images_taken, ctx.store, ctx.run_id, self._granted)
                 room = max(0, self.limit - taken)
                 over = [r["id"] for r in rows[room:]]
                 rows = rows[:room]
