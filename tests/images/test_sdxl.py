@@ -443,3 +443,31 @@ def test_an_out_of_memory_while_decoding_leaves_the_vae_ready_for_the_retry(tiny
     assert decoded[0] == (2, torch.float32) and {d for _, d in decoded[1:]} == {torch.float32}  # decoded upcast
     # diffusers' deprecation of its own upcast_vae() is not the user's to act on
     assert not [w for w in caught if "upcast_vae" in str(w.message)]
+
+
+def test_a_compiled_unet_is_always_given_full_batches(tiny_sdxl, tiny_backend, make_job, tmp_path, monkeypatch):
+    # torch.compile(dynamic=False) compiles again for every new batch size: 107-115 s on an H100.
+    # So a short batch (the run's last, or the few rows ready so far) is padded with copies of its
+    # last job, and their images are dropped. Compiling itself takes a minute on this CPU, so the
+    # backend is told it is compiled after loading: the padding depends only on that setting.
+    backend = get_backend("sdxl", model=str(tiny_sdxl[0]), device="cpu", batch_size=4)
+    backend.load()
+    backend.compile = True
+    sizes: list[int] = []
+    real_generate = backend._generate
+
+    def generate(batch, *args):
+        sizes.append(len(batch))
+        return real_generate(batch, *args)
+
+    monkeypatch.setattr(backend, "_generate", generate)
+    jobs = [make_job(i, f"a glass orchard {i}", seed=i, sample_idx=i, out_dir=tmp_path / "c") for i in range(5)]
+    try:
+        results = backend.render(jobs)
+    finally:
+        backend.close()
+    assert sizes == [4, 4]
+    assert [r.prompt_id for r in results] == [0, 1, 2, 3, 4] and all(r.error is None for r in results)
+    assert sorted(Path(r.path) for r in results) == sorted((tmp_path / "c").rglob("*.png"))  # no extra files
+    alone = tiny_backend.render([make_job(4, "a glass orchard 4", seed=4, sample_idx=4, out_dir=tmp_path / "a")])[0]
+    assert np.abs(pixels(alone.path) - pixels(results[4].path)).max() <= 2  # its own picture, not a copy's
