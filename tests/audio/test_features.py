@@ -421,7 +421,6 @@ def test_the_chord_progression_decides_the_key_where_pitch_classes_mislead():
     assert f["confidence"]["key"] > profile_only["confidence"]["key"]
 
 
-
 def test_the_key_model_can_be_counted_on_other_pieces():
     """estimate_key takes the chord statistics as tables (benchmarks cross-fit them on halves of
     the corpus): the shipped counts passed as tables give the shipped answer, and statistics that
@@ -439,6 +438,7 @@ def test_the_key_model_can_be_counted_on_other_pieces():
     no_progressions = features.estimate_key(
         a, obs, tables=features.key_model_tables(flat, {m: np.zeros((2, 24, 24)) for m in ("major", "minor")}))
     assert (no_progressions["key"], no_progressions["mode"]) != ("A", "minor")
+
 
 def test_drums_and_noise_get_no_key_or_melody_confidence():
     """Drums and noise fit no key profile and carry no melody: what they are given must not look

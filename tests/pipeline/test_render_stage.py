@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sqlite3
 import sys
 from pathlib import Path
@@ -11,23 +10,15 @@ from m2i.runner import Runner, run_blocking
 from m2i.stages import RenderStage
 from m2i.store import open_store
 
-TUI_TESTS = Path(__file__).resolve().parents[1] / "tui"
-
-
-def seeding():
-    spec = importlib.util.spec_from_file_location("seeding", TUI_TESTS / "seeding.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("seeding", mod)  # its dataclasses look their module up
-    spec.loader.exec_module(mod)
-    return mod
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tui"))  # as tests/tui/conftest.py does
+from seeding import seed_store  # noqa: E402 - the dashboard tests' realistic run stores
 
 
 def test_limit_renders_exactly_that_many_images_with_two_batches_in_flight(tmp_path):
     # 15 prompts wait for images; --limit 5 at batch size 2 with two batches in flight must render
     # five images, not six: each batch counts the rows the other batch is still rendering.
     db, out = tmp_path / "m2i.db", tmp_path / "out"
-    run_id = seeding().seed_store(db, clips=3, fail_analyze=(), fail_generate=0, fail_render=0, render=0,
-                                  report=False)
+    run_id = seed_store(db, clips=3, fail_analyze=(), fail_generate=0, fail_render=0, render=0, report=False)
     stage = RenderStage(backend="preview", settings={"batch_size": 2}, out_dir=out, limit=5)
     assert stage.concurrency == 2
     store = open_store(str(db))

@@ -36,7 +36,7 @@ import threading
 import time
 import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -77,8 +77,8 @@ class _Png:
     """What is written with one image: its PNG text chunks, the row's fields and the notes."""
 
     text: dict[str, str]
-    fields: dict[str, Any] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
+    fields: dict[str, Any]
+    notes: list[str]
 
 
 @dataclass(frozen=True)
