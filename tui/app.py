@@ -174,8 +174,10 @@ class M2IApp(App[None]):
     def _visible(self) -> DataScreen | None:
         """The visible data screen, or None (a modal on top, the app shutting down, or a screen
         still being built: its widgets are not there yet, and once they are, its ScreenResume asks
-        for the view)."""
-        if self._exit or not self._screen_stack:
+        for the view). Shutting down: exit() was called, or the app stopped running, as it does
+        when Textual shuts it down without exit() and takes the screens' widgets away while a
+        snapshot from the reader thread may still arrive."""
+        if self._exit or not self.is_running or not self._screen_stack:
             return None
         screen = self.screen
         return screen if isinstance(screen, DataScreen) and screen.is_mounted else None

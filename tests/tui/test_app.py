@@ -623,3 +623,22 @@ async def test_a_snapshot_that_arrives_while_a_screen_is_still_being_built_waits
         await done
         header = screen.query_one("#run-header")
         await wait_until(pilot, lambda: "(#1)" in label_text(header), what="the samples screen to show the run")
+
+
+async def test_a_snapshot_that_arrives_while_textual_shuts_the_app_down_is_dropped(seeded_db, frozen_app):
+    """Textual can shut an app down without exit() (run_test does): it stops the app running, then
+    removes each screen's widgets while the reader thread's last snapshot may still arrive. Showing
+    it then crashed with NoMatches on the run header (a CI failure of
+    test_a_database_replaced_at_the_same_path_is_read_afresh). This does what the shutdown does,
+    in its order, and delivers a snapshot in between."""
+    app = frozen_app(seeded_db)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await refreshed(pilot, after=0)
+        screen = app.screen
+        app._running = False  # the first thing App._shutdown does
+        await screen.query_one("#run-header").remove()  # then its screens' widgets go
+        try:
+            app._show()  # what a Refreshed message arriving now does
+        finally:
+            app._running = True  # hand the app back to run_test's own shutdown
+        assert screen.is_mounted and not screen.query("#run-header")
