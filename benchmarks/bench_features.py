@@ -173,6 +173,17 @@ def cens_baseline_key(y: np.ndarray) -> str:
     return f"{F.key_name(i % 12, mode)} {mode}"
 
 
+def by_confidence(conf: np.ndarray, right: np.ndarray, edges: tuple[float, ...]) -> str:
+    """``"0-0.6: 0.59 right (n=120), ..."``: the share right among the answers given at each
+    confidence, between consecutive ``edges`` (the last band runs to 1 inclusive)."""
+    out = []
+    for lo, hi in zip(edges, edges[1:] + (1.01,)):
+        sel = (conf >= lo) & (conf < hi)
+        if sel.any():
+            out.append(f"{lo:g}-{min(hi, 1):g}: {right[sel].mean():.2f} right (n={int(sel.sum())})")
+    return ", ".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     import mir_eval
     import soundfile as sf
@@ -209,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     downbeat_ok: list[bool] = []
     tempo_cut_ok: list[bool] = []
     meter_conf: list[tuple[float, bool]] = []  # (confidence, triple/duple right), as rendered and cut
+    key_conf: list[tuple[float, bool]] = []  # (confidence, exact key), every key clip
     downbeat_cut_ok: list[bool] = []
     chord_num = chord_den = 0.0
     rpa_num = rpa_den = 0
@@ -227,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
             est = f"{f['key']} {f['tonality']}"
             grp = sub if sub.startswith("key_") else "random"
             key_by.setdefault(grp, []).append(mir_eval.key.weighted_score(ref, est))
+            key_conf.append((f["confidence"]["key"], key_by[grp][-1] == 1.0))
             for cents in DETUNE_CENTS:  # the same clip played sharp or flat of A440 (a record's speed)
                 fd = analyze_clip(detune(y, cents), F.SR)["features"]
                 key_detuned.append((key_by[grp][-1], mir_eval.key.weighted_score(ref, f"{fd['key']} {fd['tonality']}"),
@@ -328,14 +341,14 @@ def main(argv: list[str] | None = None) -> int:
         line(name, float(bal), f"target >= 0.70; {what}; triple recall {np.mean(tri):.3f} n={len(tri)}, "
              f"duple recall {np.mean(dup):.3f}", len(rows_))
     if meter_conf:
-        conf = np.array([c for c, _ in meter_conf])
-        right = np.array([ok for _, ok in meter_conf])
-        bands = [(0.0, 0.6), (0.6, 0.8), (0.8, 0.9), (0.9, 1.01)]
-        shares = ", ".join(f"{lo:g}-{min(hi, 1):g}: {right[(conf >= lo) & (conf < hi)].mean():.2f} right "
-                           f"(n={int(((conf >= lo) & (conf < hi)).sum())})" for lo, hi in bands
-                           if ((conf >= lo) & (conf < hi)).any())
+        conf, right = np.array(meter_conf, dtype=float).T
         line("meter_confidence_mean", float(conf.mean()), f"honest if near the share right, {right.mean():.3f} "
-             f"(triple vs duple, as rendered and cut); by confidence {shares}", len(meter_conf))
+             f"(triple vs duple, as rendered and cut); by confidence "
+             f"{by_confidence(conf, right, (0.0, 0.6, 0.8, 0.9))}", len(meter_conf))
+    if key_conf:
+        conf, right = np.array(key_conf, dtype=float).T
+        line("key_confidence_mean", float(conf.mean()), f"honest if near the share exactly right, {right.mean():.3f} "
+             f"(every key clip); by confidence {by_confidence(conf, right, (0.0, 0.4, 0.6, 0.8))}", len(key_conf))
     for name, hits, what in (("downbeat_phase_accuracy", downbeat_ok, "clips starting on a bar line"),
                              ("downbeat_phase_accuracy_cut", downbeat_cut_ok, "the same clips starting mid-bar, 3 cuts each")):
         if hits:

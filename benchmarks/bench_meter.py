@@ -1,4 +1,4 @@
-"""Time signature on pop-style music that is not a chorale: synthetic GM renders, nothing fitted on them.
+"""Time signature and key on pop-style music that is not a chorale: synthetic GM renders, nothing fitted on them.
 
 Usage::
 
@@ -13,6 +13,11 @@ Every clip is analysed as rendered (it starts on a bar line) and with its first 
 (three draws), and the share read with the right time signature is printed per metre, with the
 balanced accuracy of triple vs duple as in ``bench_features.py`` (2/4 read 4/4 is counted wrong in
 the per-metre line, right in the triple-vs-duple one).
+
+The key is scored on the same analyses (MIREX weighted, and the exact-key rate) against the tonic
+of the progression, major except ``i-VI-III-VII``; the 7 minor-progression clips whose lead plays
+the major scale of the tonic have no single key and are left out (73 clips). Printed with the
+key's mean confidence and how often keys given at each confidence are exactly right.
 """
 
 from __future__ import annotations
@@ -203,17 +208,32 @@ def render_set(data: Path) -> None:
     labels = []
     for i, spec in enumerate(plan(rng)):
         name = f"{spec['meter'].replace('/', '')}_{i:02d}_{spec['bpm']}.wav"
-        tracks = song(spec["meter"], spec["bpm"], rng, **{k: v for k, v in spec.items() if k not in ("meter", "bpm")})
+        state = rng.getstate()
+        spec["tonic"] = rng.randrange(12)  # song() draws the same tonic first
+        rng.setstate(state)
+        tracks = song(spec["meter"], spec["bpm"], rng, **{k: v for k, v in spec.items() if k not in ("meter", "bpm", "tonic")})
         y = R.render_midi(tracks, data / name, rng.choice(R.SOUNDFONTS))
         sf.write(str(data / name), y, R.SR)  # fluidsynth writes stereo at full length: keep the 10 s mono clip
         labels.append({"file": name, **spec})
     (data / "labels.json").write_text(json.dumps(labels, indent=1))
 
 
+def key_truth(spec: dict) -> str | None:
+    """``"E major"``: the progression's tonic; None where the lead's major scale contradicts a minor loop."""
+    from m2i.audio.features import key_name
+
+    mode = "minor" if spec["progression"] == "i-VI-III-VII" else "major"
+    if mode == "minor" and spec["melody"]:
+        return None
+    return f"{key_name(spec['tonic'], mode)} {mode}"
+
+
 def main(argv: list[str] | None = None) -> int:
+    import mir_eval
     import soundfile as sf
     from fit_meter import cut_seconds
 
+    from benchmarks.bench_features import by_confidence
     from m2i.audio import features as F
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -221,16 +241,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--render", action="store_true", help="render the clips again")
     args = ap.parse_args(argv)
     data = Path(args.data)
-    if args.render or not (data / "labels.json").exists():
+    labels_file = data / "labels.json"
+    # a set rendered before the labels carried the tonic renders again (the same audio)
+    if args.render or not labels_file.exists() or any("tonic" not in r for r in json.loads(labels_file.read_text())):
         render_set(data)
-    labels = json.loads((data / "labels.json").read_text())
-    rows: dict[str, list[tuple[str, str]]] = {"as rendered": [], "cut mid-bar (3 draws)": []}
+    labels = json.loads(labels_file.read_text())
+    kinds = ("as rendered", "cut mid-bar (3 draws)")
+    rows: dict[str, list[tuple[str, str]]] = {k: [] for k in kinds}
+    keys: dict[str, list[tuple[float, bool, float]]] = {k: [] for k in kinds}  # (MIREX, exact, confidence)
     for i, r in enumerate(labels):
         y, _ = sf.read(str(data / r["file"]), dtype="float32")
-        for cut, key in [(0.0, "as rendered")] + [(cut_seconds(i, d), "cut mid-bar (3 draws)") for d in range(3)]:
+        truth = key_truth(r)
+        for cut, kind in [(0.0, kinds[0])] + [(cut_seconds(i, d), kinds[1]) for d in range(3)]:
             a = F.prepare(y[int(cut * F.SR):])
             beats = F.estimate_beats(a)
-            rows[key].append((r["meter"], F.estimate_meter(a, beats["beat_frames"], beats["tempo"])["time_signature"]))
+            rows[kind].append((r["meter"], F.estimate_meter(a, beats["beat_frames"], beats["tempo"])["time_signature"]))
+            if truth is not None:
+                key = F.estimate_key(a, F.chord_observations(a, beats["beat_frames"]))
+                score = mir_eval.key.weighted_score(truth, f"{key['key']} {key['mode']}")
+                keys[kind].append((score, score == 1.0, key["confidence"]))
     print(f"synthetic metre set: {data} clips={len(labels)}")
     for key, rs in rows.items():
         per = {m: [e == m for t, e in rs if t == m] for m in ("4/4", "3/4", "6/8", "2/4")}
@@ -238,6 +267,12 @@ def main(argv: list[str] | None = None) -> int:
         dup = [e != "3/4" for t, e in rs if t != "3/4"]
         print(f"{key}: " + ", ".join(f"{m} read {m} {np.mean(v):.3f} (n={len(v)})" for m, v in per.items())
               + f"; triple-vs-duple balanced accuracy {(np.mean(tri) + np.mean(dup)) / 2:.3f}")
+    for kind, v in keys.items():
+        k = np.array(v, dtype=float)
+        print(f"key, {kind}: MIREX weighted {k[:, 0].mean():.3f}, exact {k[:, 1].mean():.3f} (n={len(k)})")
+    k = np.array(keys[kinds[0]] + keys[kinds[1]], dtype=float)
+    print(f"key confidence: mean {k[:, 2].mean():.3f} for {k[:, 1].mean():.3f} exactly right (all {len(k)} analyses); "
+          f"by confidence {by_confidence(k[:, 2], k[:, 1], (0.0, 0.2, 0.4, 0.6, 0.8))}")
     return 0
 
 
