@@ -12,7 +12,8 @@ pad, arpeggio or strummed; 80-189 BPM), 12 in 6/8 (40-99 dotted quarters) and 8 
 Every clip is analysed as rendered (it starts on a bar line) and with its first 0.3-1.5 s cut off
 (three draws), and the share read with the right time signature is printed per metre, with the
 balanced accuracy of triple vs duple as in ``bench_features.py`` (2/4 read 4/4 is counted wrong in
-the per-metre line, right in the triple-vs-duple one).
+the per-metre line, right in the triple-vs-duple one), and the metre's mean confidence against how
+often triple vs duple is right, by confidence.
 
 The key is scored on the same analyses (MIREX weighted, and the exact-key rate) against the tonic
 of the progression, major except ``i-VI-III-VII``; the 7 minor-progression clips whose lead plays
@@ -247,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         render_set(data)
     labels = json.loads(labels_file.read_text())
     kinds = ("as rendered", "cut mid-bar (3 draws)")
-    rows: dict[str, list[tuple[str, str]]] = {k: [] for k in kinds}
+    rows: dict[str, list[tuple[str, str, float]]] = {k: [] for k in kinds}  # (truth, read, confidence)
     keys: dict[str, list[tuple[float, bool, float]]] = {k: [] for k in kinds}  # (MIREX, exact, confidence)
     for i, r in enumerate(labels):
         y, _ = sf.read(str(data / r["file"]), dtype="float32")
@@ -255,18 +256,24 @@ def main(argv: list[str] | None = None) -> int:
         for cut, kind in [(0.0, kinds[0])] + [(cut_seconds(i, d), kinds[1]) for d in range(3)]:
             a = F.prepare(y[int(cut * F.SR):])
             beats = F.estimate_beats(a)
-            rows[kind].append((r["meter"], F.estimate_meter(a, beats["beat_frames"], beats["tempo"])["time_signature"]))
+            m = F.estimate_meter(a, beats["beat_frames"], beats["tempo"])
+            rows[kind].append((r["meter"], m["time_signature"], m["confidence"]))
             if truth is not None:
                 key = F.estimate_key(a, F.chord_observations(a, beats["beat_frames"]))
                 score = mir_eval.key.weighted_score(truth, f"{key['key']} {key['mode']}")
                 keys[kind].append((score, score == 1.0, key["confidence"]))
     print(f"synthetic metre set: {data} clips={len(labels)}")
     for key, rs in rows.items():
-        per = {m: [e == m for t, e in rs if t == m] for m in ("4/4", "3/4", "6/8", "2/4")}
-        tri = [e == "3/4" for t, e in rs if t == "3/4"]
-        dup = [e != "3/4" for t, e in rs if t != "3/4"]
+        per = {m: [e == m for t, e, _ in rs if t == m] for m in ("4/4", "3/4", "6/8", "2/4")}
+        tri = [e == "3/4" for t, e, _ in rs if t == "3/4"]
+        dup = [e != "3/4" for t, e, _ in rs if t != "3/4"]
         print(f"{key}: " + ", ".join(f"{m} read {m} {np.mean(v):.3f} (n={len(v)})" for m, v in per.items())
               + f"; triple-vs-duple balanced accuracy {(np.mean(tri) + np.mean(dup)) / 2:.3f}")
+    every = rows[kinds[0]] + rows[kinds[1]]
+    conf = np.array([c for _, _, c in every])
+    right = np.array([(t == "3/4") == (e == "3/4") for t, e, _ in every])
+    print(f"metre confidence: mean {conf.mean():.3f} for {right.mean():.3f} right (triple vs duple, all {len(every)} "
+          f"analyses); by confidence {by_confidence(conf, right, (0.0, 0.4, 0.6, 0.8, 0.9))}")
     for kind, v in keys.items():
         k = np.array(v, dtype=float)
         print(f"key, {kind}: MIREX weighted {k[:, 0].mean():.3f}, exact {k[:, 1].mean():.3f} (n={len(k)})")

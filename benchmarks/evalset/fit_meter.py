@@ -10,8 +10,9 @@ line, and with its first :func:`cut_seconds` seconds removed, as a clip cut from
 anywhere in the bar. m2i's own beat tracker and :func:`m2i.audio.features.meter_features` give the
 inputs; the label is 1 for 3/4 clips, 0 for 2/4, 4/4 and 6/8. A logistic regression (classes
 weighted to balance, L2 penalty 1/C on standardised inputs, L-BFGS from zeros: deterministic) gives
-the weights, folded back to the raw inputs and printed ready to paste. Odd-indexed clips (the test
-split) are never read.
+the weights, folded back to the raw inputs and printed ready to paste, with the share of triple
+excerpts (``_METER_TRIPLE_SHARE``: the balanced fit's odds are rescaled to it for the confidence).
+Odd-indexed clips (the test split) are never read.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     bal = 0.5 * (np.mean(pred[Y_]) + np.mean(~pred[~Y_]))
     print(f"dev excerpts {len(Y_)} ({int(Y_.sum())} triple), training balanced accuracy {bal:.3f}")
     print("_METER_W = np.array([" + ", ".join(f"{v:.4f}" for v in w) + "])")
+    print(f"_METER_TRIPLE_SHARE = {int(Y_.sum())} / {len(Y_)}")
     assert all(math.isfinite(v) for v in w)
     return 0
 

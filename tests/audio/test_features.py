@@ -166,10 +166,15 @@ def test_the_metre_does_not_depend_on_where_the_clip_starts(cut_s):
         ("demo 3/4 folk", sf.read(str(DEMO / "demo5_folk_34.flac"), dtype="float32")[0], "3/4"),
         ("demo 4/4 chorale", sf.read(str(DEMO / "demo3_bwv86_6.flac"), dtype="float32")[0], "4/4"),
     ]
+    conf = {}
     for name, y, metre in cases:
         f = analyze_clip(y[start:], SR)["features"]
         assert f["time_signature"] == metre, (name, f["time_signature"], f["confidence"]["time_signature"])
-        assert f["confidence"]["time_signature"] > 0.5, name
+        conf[name] = f["confidence"]["time_signature"]
+    # drums, an oom-pah-pah and a chorale's bass make a sure metre; a bare melody's 3/4 is given
+    # with doubt (the evaluation set's 3/4 answers are right 34 % of the time; 0.78 had been given)
+    assert min(v for name, v in conf.items() if name != "demo 3/4 folk") > 0.9, conf
+    assert 0.1 < conf["demo 3/4 folk"] < conf["waltz 110"] - 0.3, conf
 
 
 @pytest.mark.parametrize("cut_beats", [0.0, 1.3, 2.2])
