@@ -460,6 +460,29 @@ def test_drums_and_noise_get_no_key_or_melody_confidence():
     assert f["confidence"]["melody_contour"] > 0.8
 
 
+def test_the_llm_is_not_told_a_key_or_melody_that_drums_do_not_have():
+    """What m2i measured at confidence ~0 is not stated: the prompt about a drum loop used to say
+    "key: Ab, tonality: major, melody contour: ascending, harmonic progression: I-V" and carry an
+    ABC of stray notes, and the alignment score held the prompts to that major key."""
+    from m2i.prompts.template import compact_user_message, user_message
+    from m2i.scoring.music import expectations, verbalize
+
+    out = analyze_clip(drum_loop(120))
+    f = out["features"]
+    assert f["key"] and f["harmonic_progression"]["text"] and out["abc"]  # still measured and stored
+    for message in (user_message(f, out["abc"]), compact_user_message(f)):
+        assert "tempo: 120 BPM" in message
+        for absent in ("key:", "tonality:", "melody", "harmon", "ABC", "X:1"):
+            assert absent not in message, (absent, message)
+    assert expectations(f)["mode"] is None and not verbalize(f).startswith("Music in")
+    # music keeps everything
+    cadences = [(60, 64, 67), (65, 69, 72), (67, 71, 74), (60, 64, 67)] * 2
+    music = analyze_clip(synth_notes(_block_chords(cadences), duration=10.0))
+    message = user_message(music["features"], music["abc"])
+    for present in ("key: C", "tonality: major", "melody contour:", "harmonic progression:", "X:1"):
+        assert present in message, (present, message)
+
+
 def test_a_pop_loop_over_loud_drums_keeps_a_trustworthy_key():
     """Pads voice-led through V-vi-IV-I in C under a drum kit three times as loud, ending on IV: the
     key is right, and its confidence says so (0.27-0.31 before the tonal clarity stopped reading
