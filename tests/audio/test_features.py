@@ -483,6 +483,23 @@ def test_the_llm_is_not_told_a_key_or_melody_that_drums_do_not_have():
         assert present in message, (present, message)
 
 
+def test_a_held_chord_has_no_tempo_to_tell():
+    """A chord held for 10 s has no beat: it used to read 52 BPM at confidence 0.50 and a metre,
+    and the LLM was told both. Music with a beat keeps them (see the drum loop above)."""
+    from m2i.prompts.template import user_message
+
+    t = np.arange(10 * SR) / SR
+    drone = sum(np.sin(2 * np.pi * f * t) * (1 + 0.3 * np.sin(2 * np.pi * 0.13 * k * t))
+                for k, f in enumerate((220.0, 277.2, 329.6), 1))
+    for y in (synth_notes([(0.0, 9.9, p) for p in (57, 60, 64)], duration=10.0), (0.2 * drone).astype(np.float32)):
+        out = analyze_clip(y)
+        f = out["features"]
+        assert f["confidence"]["tempo"] == 0.0 and f["confidence"]["time_signature"] == 0.0, f["confidence"]
+        message = user_message(f, out["abc"])
+        assert "tempo:" not in message and "time signature:" not in message, message
+        assert "dynamic intensity:" in message
+
+
 def test_a_pop_loop_over_loud_drums_keeps_a_trustworthy_key():
     """Pads voice-led through V-vi-IV-I in C under a drum kit three times as loud, ending on IV: the
     key is right, and its confidence says so (0.27-0.31 before the tonal clarity stopped reading
