@@ -221,7 +221,8 @@ def check_pcm(pcm: np.ndarray, sr: int = SR) -> str | None:
     """Return one sentence saying why a clip is unusable, or ``None`` when it is fine.
 
     Checks, in order: numeric, one-dimensional, finite (no NaN/inf), at least
-    :data:`MIN_CLIP_S` long, and louder than :data:`SILENCE_DBFS`.
+    :data:`MIN_CLIP_S` long, and louder than :data:`SILENCE_DBFS` once its DC offset (the mean,
+    which is not sound) is removed.
     """
     a = np.asarray(pcm)
     if a.dtype.kind not in "fiu":
@@ -236,10 +237,13 @@ def check_pcm(pcm: np.ndarray, sr: int = SR) -> str | None:
     dur = a.size / float(sr)
     if dur < MIN_CLIP_S:
         return f"the clip is {dur:.2f} s long, shorter than {MIN_CLIP_S:g} s; supply longer audio."
-    rms = float(np.sqrt(np.mean(np.square(a.astype(np.float64)))))
+    x = a.astype(np.float64)
+    rms = float(np.sqrt(np.mean(np.square(x - x.mean()))))
     level = 20 * np.log10(rms) if rms > 0 else -np.inf
-    if rms == 0:
+    if not np.any(x):
         return "the clip is silent (every sample is 0); drop it."
+    if rms == 0:
+        return "the clip is silent (every sample has the same value); drop it."
     if level < SILENCE_DBFS:
         return f"the clip is silent (RMS {level:.0f} dBFS, below {SILENCE_DBFS:.0f} dBFS); drop it."
     return None

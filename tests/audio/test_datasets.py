@@ -122,6 +122,9 @@ def test_folder_of_awkward_files(tmp_path):
     sf.write(tmp_path / "d.ogg", _tone(2), SR, format="OGG", subtype="VORBIS")
     sf.write(tmp_path / "e_short.wav", _tone(0.4), SR)
     sf.write(tmp_path / "f_silence.wav", np.zeros(SR * 2, np.float32), SR)
+    sf.write(tmp_path / "f_offset.wav", np.full(SR * 2, 0.25, np.float32), SR, subtype="FLOAT")
+    hum = 0.25 + 1e-5 * np.random.default_rng(0).standard_normal(SR * 2)  # silence on a DC offset
+    sf.write(tmp_path / "f_offset_hiss.wav", hum.astype(np.float32), SR, subtype="FLOAT")
     sf.write(tmp_path / "g_full.wav", _tone(5), SR)
     data = (tmp_path / "g_full.wav").read_bytes()
     (tmp_path / "h_truncated.wav").write_bytes(data[: len(data) // 3])
@@ -139,6 +142,8 @@ def test_folder_of_awkward_files(tmp_path):
     assert clips["b_96k.flac@0"].meta["sr"] == 96000 and abs(clips["b_96k.flac@0"].pcm.size - 3 * SR) <= 2
     assert "shorter than 1 s" in clips["e_short.wav@0"].error
     assert clips["f_silence.wav@0"].error == "the clip is silent (every sample is 0); drop it."
+    assert clips["f_offset.wav@0"].error == "the clip is silent (every sample has the same value); drop it."
+    assert clips["f_offset_hiss.wav@0"].error.startswith("the clip is silent (RMS -100 dBFS")
     assert clips["j_text.wav"].error == ("j_text.wav is not audio in a format m2i reads (wav, flac, ogg, mp3, aiff), "
                                          "whatever its name says; check what the file holds.")
     assert clips["k_empty.flac"].error == "k_empty.flac is empty (0 bytes); copy it again."

@@ -235,6 +235,10 @@ def test_dynamics_follow_the_level():
     assert quiet["loudness_db"] < loud["loudness_db"] - 25
     order = ["pp", "p", "mp", "mf", "f", "ff"]
     assert order.index(quiet["label"]) < order.index(loud["label"])
+    # a DC offset is not sound (an interface's offset had turned mp into ff)
+    offset = analyze_clip(0.5 * y + 0.4)["features"]["dynamic_intensity"]
+    half = analyze_clip(0.5 * y)["features"]["dynamic_intensity"]
+    assert abs(offset["loudness_db"] - half["loudness_db"]) < 0.5 and offset["label"] == half["label"]
 
 
 def test_mood_moves_with_mode_tempo_and_level():
