@@ -1269,9 +1269,15 @@ def melody_notes(a: Analysis, track: dict[str, Any], *, min_dur_s: float | None 
 
 
 def contour(track: dict[str, Any], notes: list[tuple[float, float, int]]) -> dict[str, Any]:
-    """Reduce a melody to a shape and a range in semitones."""
+    """Reduce a melody to a shape and a range in semitones, with a confidence from how much of the
+    clip is voiced, how many notes there are and how clearly pitched its frames are (0 with no
+    note: a click track had been given a static melody at a constant 0.2)."""
+    voiced_frac = float(np.mean(track["voiced"])) if track["voiced"].size else 0.0
+    # times how clearly pitched the clip is: 1 from 85 % of its melody frames, 0 at 50 % or fewer
+    clarity = _clip01((float(track["pitched"]) - 0.5) / 0.35)
+    conf = round(_clip01(0.3 + 0.5 * voiced_frac + 0.05 * min(len(notes), 4)) * clarity, 3) if notes else 0.0
     if len(notes) < 2:
-        return {"shape": "static", "range_semitones": 0.0, "confidence": 0.2}
+        return {"shape": "static", "range_semitones": 0.0, "confidence": conf}
     pitches = np.array([p for _, _, p in notes], dtype=float)
     durs = np.array([off - on for on, off, _ in notes])
     rng = float(np.percentile(np.repeat(pitches, np.maximum(1, (durs * 20).astype(int))), 97)
@@ -1296,11 +1302,7 @@ def contour(track: dict[str, Any], notes: list[tuple[float, float, int]]) -> dic
         shape = "wave"
     if shape in ("ascending", "descending") and turns > n * 0.6 and n > 6:
         shape = "wave"
-    voiced_frac = float(np.mean(track["voiced"])) if track["voiced"].size else 0.0
-    # times how clearly pitched the clip is: 1 from 85 % of its melody frames, 0 at 50 % or fewer
-    clarity = _clip01((float(track["pitched"]) - 0.5) / 0.35)
-    conf = _clip01(0.3 + 0.5 * voiced_frac + 0.05 * min(n, 4)) * clarity
-    return {"shape": shape, "range_semitones": round(rng, 1), "confidence": round(conf, 3)}
+    return {"shape": shape, "range_semitones": round(rng, 1), "confidence": conf}
 
 
 # --------------------------------------------------------------------------- dynamics and mood

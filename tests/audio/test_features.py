@@ -487,6 +487,21 @@ def test_the_llm_is_not_told_a_key_or_melody_that_drums_do_not_have():
         assert present in message, (present, message)
 
 
+def test_a_click_track_has_no_melody_and_a_held_tone_a_static_one():
+    """With no note there is no melody (a click track had a "static" melody at a constant 0.2);
+    one held tone is a static melody, said with confidence."""
+    from m2i.features import summarize
+
+    clicks = np.zeros(10 * SR, np.float32)
+    clicks[(np.arange(0.0, 10.0, 0.5) * SR).astype(int)] = 0.9
+    f = analyze_clip(clicks)["features"]
+    assert f["confidence"]["melody_contour"] == 0.0 and summarize(f)["melody_contour"] == ""
+    assert f["tempo"] == pytest.approx(120.0, abs=1.0)
+    tone = analyze_clip(synth_notes([(0.2, 9.8, 69)], duration=10.0))["features"]
+    assert tone["melody_contour"]["shape"] == "static" and tone["confidence"]["melody_contour"] > 0.5
+    assert summarize(tone)["melody_contour"].startswith("static")
+
+
 def test_a_held_chord_has_no_tempo_to_tell():
     """A chord held for 10 s has no beat: it used to read 52 BPM at confidence 0.50 and a metre,
     and the LLM was told both. Music with a beat keeps them (see the drum loop above)."""
