@@ -164,20 +164,15 @@ def analyze(
     A bad file is reported (with --json as its line, ``{"file", "error"}``) and the others go on;
     the exit status is 1 if any file failed.
     """
-    from m2i.audio.cli_support import analyze_results
-    from m2i.features import describe
+    from m2i.audio.cli_support import analyze_results, human_summary
 
     failed = 0
     for result in analyze_results(files, settings={"spectrogram": spectrogram}):
         failed += "error" in result
         if json_out:
             _echo_json(result)
-        elif "error" in result:
-            typer.echo(f"error: {result['error']}", err=True)
         else:
-            typer.echo(f"== {result['file']}")
-            typer.echo(describe(result["features"]))
-            typer.echo(result["abc"])
+            typer.echo(human_summary(result), err="error" in result)
     if failed:
         raise typer.Exit(code=1)
 

@@ -42,9 +42,14 @@ def analyze_lines(paths: Iterable[str | Path], *, settings: dict[str, Any] | Non
 
 
 def human_summary(result: dict[str, Any]) -> str:
-    """A few readable lines for ``m2i analyze`` without ``--json``."""
-    from m2i.features import describe
+    """What ``m2i analyze`` prints without ``--json``: ``== FILE``, the features one per line (as
+    the LLM reads them, :func:`m2i.features.describe`) and the ABC, which is left out when no
+    melody was heard (:func:`m2i.features.unsure`); or ``error: ...`` for a bad file."""
+    from m2i.features import describe, unsure
 
     if "error" in result:
-        return f"{result['file']}: {result['error']}"
-    return f"{result['file']}\n" + "\n".join("  " + line for line in describe(result["features"]).splitlines())
+        return f"error: {result['error']}"
+    lines = [f"== {result['file']}", describe(result["features"])]
+    if result.get("abc") and not unsure(result["features"], "melody_contour"):
+        lines.append(result["abc"])
+    return "\n".join(lines)

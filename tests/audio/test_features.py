@@ -320,10 +320,16 @@ def test_analyze_lines_reports_bad_files_and_goes_on(tmp_path):
 
     sf.write(tmp_path / "good.wav", synth_notes(scale_notes(60, MAJOR_STEPS, bpm=90), duration=5.0), SR)
     sf.write(tmp_path / "quiet.wav", np.zeros(SR * 2, np.float32), SR)
-    lines = [json.loads(x) for x in analyze_lines([tmp_path / "quiet.wav", tmp_path / "good.wav"])]
+    sf.write(tmp_path / "drums.wav", drum_loop(120), SR)
+    lines = [json.loads(x) for x in analyze_lines([tmp_path / "quiet.wav", tmp_path / "good.wav", tmp_path / "drums.wav"])]
     assert "silent" in lines[0]["error"]
     assert lines[1]["features"]["tempo"] > 0 and lines[1]["abc"].startswith("X:1")
-    assert "tempo:" in human_summary(lines[1]) and "silent" in human_summary(lines[0])
+    assert human_summary(lines[0]).startswith("error: ") and "silent" in human_summary(lines[0])
+    text = human_summary(lines[1])
+    assert text.startswith(f"== {tmp_path / 'good.wav'}") and "tempo:" in text and "key: C" in text and "X:1" in text
+    # the JSON keeps the drum loop's ABC; the text, like the LLM, states no melody that was not heard
+    drums = human_summary(lines[2])
+    assert lines[2]["abc"].startswith("X:1") and "tempo: 120 BPM" in drums and "X:1" not in drums and "key:" not in drums
 
 
 def test_cli_analyze_json_prints_one_line_per_file_and_fails_on_a_bad_one(tmp_path):
