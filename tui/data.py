@@ -127,6 +127,7 @@ class SampleDetail:
     features: dict[str, str]
     abc: str
     prompts: list[PromptView]
+    melody_heard: bool = True  # False: the analysis heard no melody, so its ABC is not shown
 
 
 @dataclass(frozen=True)
@@ -548,7 +549,7 @@ class Reader:
     def _detail(self, conn, run_id: int, sample_id: int) -> SampleDetail | None:
         from sqlalchemy import select
 
-        from m2i.features import summarize
+        from m2i.features import summarize, unsure
         from m2i.store.models import Image, Prompt, Sample, Score
 
         s, p, sc, im = Sample.__table__, Prompt.__table__, Score.__table__, Image.__table__
@@ -572,10 +573,12 @@ class Reader:
             )
             for x in conn.execute(q).mappings()
         ]
+        f = f if isinstance(f, dict) else None
+        heard = not unsure(f, "melody_contour")
         return SampleDetail(
             id=int(row["id"]), idx=int(row["idx"]), source=row["source"] or "", status=row["status"],
-            error=row["error"] or "", duration_s=row["duration_s"],
-            features=summarize(f if isinstance(f, dict) else None), abc=row["abc"] or "", prompts=prompts,
+            error=row["error"] or "", duration_s=row["duration_s"], features=summarize(f),
+            abc=(row["abc"] or "") if heard else "", prompts=prompts, melody_heard=heard,
         )
 
 

@@ -278,6 +278,22 @@ async def test_older_schema_is_explained(tmp_path, frozen_app):
         assert "older schema" not in label_text(banner)  # it retried and now reads the upgraded file
 
 
+async def test_sample_detail_states_no_key_or_melody_that_was_not_heard(seeded_db, frozen_app):
+    # clip 0 as m2i analyses a drum loop: its key and melody were measured at confidence 0
+    with sqlite3.connect(seeded_db) as con:
+        con.execute("UPDATE sample SET features = json_set(features, '$.confidence.key', 0.0, "
+                    "'$.confidence.melody_contour', 0.0) WHERE idx = 0")
+    app = frozen_app(seeded_db)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("s")
+        await refreshed(pilot)
+        await pilot.press("enter")
+        await refreshed(pilot)
+        feats = label_text(app.screen.query_one("#detail-features", Static))
+        assert "72 BPM" in feats and "i-iv-V-i" not in feats and "minor" not in feats
+        assert label_text(app.screen.query_one("#detail-abc", Static)) == "(no melody heard, so no ABC)"
+
+
 async def test_sample_detail_shows_features_abc_prompts_and_image(seeded_db, frozen_app):
     app = frozen_app(seeded_db)
     async with app.run_test(size=(120, 40)) as pilot:

@@ -99,7 +99,8 @@ class SampleDetailScreen(DataScreen):
             return
         self._detail = d
         self.query_one("#detail-features", Static).update(features_text(d, no_color=self.app.no_color))
-        self.query_one("#detail-abc", Static).update(Text(d.abc or "(no ABC transcription yet)", style="dim"))
+        abc = d.abc or ("(no ABC transcription yet)" if d.melody_heard else "(no melody heard, so no ABC)")
+        self.query_one("#detail-abc", Static).update(Text(abc, style="dim"))
         self._draw_prompts()
 
     def _draw_prompts(self) -> None:
