@@ -67,8 +67,9 @@ def _voicing(root: int, quality: str, lo: int = 55, hi: int = 70) -> list[int]:
 
 
 def song(meter: str, bpm: float, rng: random.Random, *, progression: str, chords_per_bar: float, drums: str | None,
-         comp: str, bass: str, melody: bool) -> list[tuple[int, list]]:
-    """Tracks for render_midi: comping, bass, lead and drums over 10.5 s and more."""
+         comp: str, bass: str, melody: bool) -> tuple[list[tuple[int, list]], int]:
+    """Tracks for render_midi (comping, bass, lead and drums over 10.5 s and more), and the tonic's
+    pitch class."""
     beats = {"4/4": 4, "3/4": 3, "2/4": 2, "6/8": 6}[meter]
     unit = 60.0 / bpm / (3 if meter == "6/8" else 1)  # 6/8: bpm is the dotted quarter, the unit the eighth
     beat = unit * (3 if meter == "6/8" else 1)
@@ -176,7 +177,7 @@ def song(meter: str, bpm: float, rng: random.Random, *, progression: str, chords
         tracks.append((rng.choice(LEAD_PROGRAMS), lead_t))
     if drum_t:
         tracks.append((DRUMS, drum_t))
-    return [(prog, notes) for prog, notes in tracks if notes]
+    return [(prog, notes) for prog, notes in tracks if notes], tonic
 
 
 def plan(rng: random.Random) -> list[dict]:
@@ -209,10 +210,7 @@ def render_set(data: Path) -> None:
     labels = []
     for i, spec in enumerate(plan(rng)):
         name = f"{spec['meter'].replace('/', '')}_{i:02d}_{spec['bpm']}.wav"
-        state = rng.getstate()
-        spec["tonic"] = rng.randrange(12)  # song() draws the same tonic first
-        rng.setstate(state)
-        tracks = song(spec["meter"], spec["bpm"], rng, **{k: v for k, v in spec.items() if k not in ("meter", "bpm", "tonic")})
+        tracks, spec["tonic"] = song(spec["meter"], spec["bpm"], rng, **{k: v for k, v in spec.items() if k not in ("meter", "bpm")})
         y = R.render_midi(tracks, data / name, rng.choice(R.SOUNDFONTS))
         sf.write(str(data / name), y, R.SR)  # fluidsynth writes stereo at full length: keep the 10 s mono clip
         labels.append({"file": name, **spec})
@@ -243,10 +241,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     data = Path(args.data)
     labels_file = data / "labels.json"
+    labels = json.loads(labels_file.read_text()) if labels_file.exists() and not args.render else []
     # a set rendered before the labels carried the tonic renders again (the same audio)
-    if args.render or not labels_file.exists() or any("tonic" not in r for r in json.loads(labels_file.read_text())):
+    if not labels or any("tonic" not in r for r in labels):
         render_set(data)
-    labels = json.loads(labels_file.read_text())
+        labels = json.loads(labels_file.read_text())
     kinds = ("as rendered", "cut mid-bar (3 draws)")
     rows: dict[str, list[tuple[str, str, float]]] = {k: [] for k in kinds}  # (truth, read, confidence)
     keys: dict[str, list[tuple[float, bool, float]]] = {k: [] for k in kinds}  # (MIREX, exact, confidence)

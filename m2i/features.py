@@ -73,6 +73,18 @@ def unsure(features: dict[str, Any] | None, name: str) -> bool:
     return isinstance(value, (int, float)) and value < UNSURE_BELOW
 
 
+def stated_abc(features: dict[str, Any] | None, abc: str | None) -> str:
+    """The ABC to show or send beside ``features``: ``abc``, or ``""`` when the melody it
+    transcribes was not heard (:func:`unsure`).
+
+    Examples
+    --------
+    >>> stated_abc({"confidence": {"melody_contour": 0.0}}, "X:1")
+    ''
+    """
+    return "" if unsure(features, "melody_contour") else abc or ""
+
+
 def _text(value: Any) -> str:
     if value is None:
         return ""

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from m2i.features import FEATURE_NAMES, summarize, unsure
+from m2i.features import FEATURE_NAMES, stated_abc, summarize
 from m2i.store import ops
 from m2i.store.engine import Store
 from m2i.store.models import Image, Prompt, Sample, Score
@@ -120,8 +120,7 @@ def write_gallery(store: Store, run_id: int, out: str | os.PathLike[str]) -> Pat
         head = f"<h2 style='font-size:15px;margin:0 0 6px'>#{s['idx']} {_e(label)}</h2>"
         if s.get("status") == "failed":
             head += f"<div class='badge'>failed: {_e(s.get('error'))}</div>"
-        abc = "" if unsure(s.get("features"), "melody_contour") else s.get("abc") or ""  # no melody heard
-        left = f"<div>{head}<dl class='feat'>{feats}</dl><pre class='abc'>{_e(abc)}</pre></div>"
+        left = f"<div>{head}<dl class='feat'>{feats}</dl><pre class='abc'>{_e(stated_abc(s.get('features'), s.get('abc')))}</pre></div>"
         cols = []
         for mode in ("convergent", "divergent"):
             cards = "".join(_card(p, out) for p in prompts.get(s["id"], []) if p["mode"] == mode)

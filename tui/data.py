@@ -549,7 +549,7 @@ class Reader:
     def _detail(self, conn, run_id: int, sample_id: int) -> SampleDetail | None:
         from sqlalchemy import select
 
-        from m2i.features import summarize, unsure
+        from m2i.features import stated_abc, summarize, unsure
         from m2i.store.models import Image, Prompt, Sample, Score
 
         s, p, sc, im = Sample.__table__, Prompt.__table__, Score.__table__, Image.__table__
@@ -574,11 +574,10 @@ class Reader:
             for x in conn.execute(q).mappings()
         ]
         f = f if isinstance(f, dict) else None
-        heard = not unsure(f, "melody_contour")
         return SampleDetail(
             id=int(row["id"]), idx=int(row["idx"]), source=row["source"] or "", status=row["status"],
             error=row["error"] or "", duration_s=row["duration_s"], features=summarize(f),
-            abc=(row["abc"] or "") if heard else "", prompts=prompts, melody_heard=heard,
+            abc=stated_abc(f, row["abc"]), prompts=prompts, melody_heard=not unsure(f, "melody_contour"),
         )
 
 

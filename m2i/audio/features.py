@@ -428,11 +428,11 @@ def estimate_key(a: Analysis, obs: ChordObservations | None = None, *,
     tail = max(1, int(a.n_frames * 0.15))
     final_bass = a.bass_chroma[:, -tail:].sum(axis=1)
     vec = chroma / (chroma.sum() + 1e-9)
-    profiles = str(s["key_profile"]), float(s["key_profile_harmonics"])
-    clarity = tonal_clarity(float(key_scores(vec, profiles[0], harmonics=profiles[1]).max()))
+    fit = functools.partial(key_scores, profile=str(s["key_profile"]), harmonics=float(s["key_profile_harmonics"]))
+    clarity = tonal_clarity(float(fit(vec).max()))
     vec = vec + float(s["key_bass_weight"]) * bass / (bass.sum() + 1e-9)
     vec = vec + float(s["key_final_weight"]) * final_bass / (final_bass.sum() + 1e-9)
-    profile = key_scores(vec, profiles[0], harmonics=profiles[1])
+    profile = fit(vec)
     sc = profile
     weight = float(s["key_chord_weight"])
     if obs is not None and weight > 0 and obs.logp.shape[1] > 0:

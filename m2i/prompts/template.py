@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from m2i.errors import InputError
-from m2i.features import describe, summarize, unsure
+from m2i.features import describe, stated_abc, summarize
 
 Mode = Literal["convergent", "divergent"]
 
@@ -125,7 +125,7 @@ def user_message(features: dict[str, Any] | None, abc: str | None, *, abc_chars:
         The sample's feature record (full or legacy form).
     abc : str or None
         ABC transcription; cut to ``abc_chars`` characters at a line end, and left out when the
-        melody it transcribes was measured too unsure to state (:func:`m2i.features.unsure`).
+        melody it transcribes was not heard (:func:`m2i.features.stated_abc`).
     abc_chars : int
         How much ABC to include (0 leaves it out).
     include_spectrogram : bool
@@ -134,7 +134,8 @@ def user_message(features: dict[str, Any] | None, abc: str | None, *, abc_chars:
     lines = ["Musical features of a 10-second clip:", describe(features) or "(no features)"]
     if include_spectrogram and isinstance((features or {}).get("spectrogram"), str):
         lines += ["", "Mel-spectrogram summary:", str(features["spectrogram"]).strip()]  # type: ignore[index]
-    if abc and abc_chars > 0 and not unsure(features, "melody_contour"):
+    abc = stated_abc(features, abc)
+    if abc and abc_chars > 0:
         text = abc.strip()
         if len(text) > abc_chars:
             cut = text.rfind("\n", 0, abc_chars)
