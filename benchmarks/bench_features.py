@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         for cut, rows_, down_ in cuts:
             a_m = F.prepare(y[int(cut * F.SR):])
             b_m = F.estimate_beats(a_m)
-            est_m = F.estimate_meter(a_m, b_m["beat_frames"], b_m["tempo"])
+            est_m = F.estimate_meter(a_m, b_m)
             meter_conf.append((est_m["confidence"], (est_m["time_signature"] == "3/4") == (r["meter"] == "3/4")))
             if rows_ is not None:
                 rows_.append((r["meter"] == "3/4", est_m["time_signature"] == "3/4"))

@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         for cut, kind in [(0.0, kinds[0])] + [(cut_seconds(i, d), kinds[1]) for d in range(3)]:
             a = F.prepare(y[int(cut * F.SR):])
             beats = F.estimate_beats(a)
-            m = F.estimate_meter(a, beats["beat_frames"], beats["tempo"])
+            m = F.estimate_meter(a, beats)
             rows[kind].append((r["meter"], m["time_signature"], m["confidence"]))
             if truth is not None:
                 key = F.estimate_key(a, F.chord_observations(a, beats["beat_frames"]))

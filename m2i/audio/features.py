@@ -643,9 +643,50 @@ def rhythmic_clarity(note_onsets: int) -> float:
     """How much a clip can have a beat at all, from its number of note onsets
     (:attr:`Analysis.note_onsets`): 0 with 2 or fewer, 1 from 8. A chord held for 10 s has 0, a
     slowly swelling drone 1; the evaluation set's clips have 12 or more, the folk and pop-style
-    renders of the benchmarks 15 and 26 or more (white noise has 122: its tempo is not caught here).
+    renders of the benchmarks 15 and 26 or more (white noise has 122: :func:`pulse_clarity` is what tells it from a beat).
     """
     return _clip01((note_onsets - 2) / 6.0)
+
+
+_PULSE_SURROGATES, _PULSE_BLOCK = 32, 8
+
+
+def pulse_significance(a: Analysis) -> float:
+    """How far the attack envelope's periodicity stands above chance, in standard deviations.
+
+    The statistic is the highest autocorrelation of :attr:`Analysis.attack_env` over the beat lags
+    of the tempo range. Its null distribution comes from the same envelope with its 128 ms blocks
+    shuffled (32 seeded draws): the same onsets at random times, so the bar it sets rises for a
+    few sparse onsets, where chance peaks are high, as it should. Music with a beat scores 3-30
+    (the evaluation set's median 11, 2 % under 2.7; the 200 folk songs' median 8.6, 2 % under
+    1.6; notes on a steady beat about 20); noise, rain, wind, randomly timed clicks and randomly
+    timed notes -3 to 1 mostly, white noise 2.2, one draw of random notes 3.5.
+    """
+    env = a.attack_env
+    s = a.settings
+    nb = env.size // _PULSE_BLOCK
+    lag_min = int(math.floor(60.0 * FPS / float(s["tempo_max"])))
+    lag_max = min(nb * _PULSE_BLOCK - 1, int(math.ceil(60.0 * FPS / float(s["tempo_min"]))))
+    if nb < 4 or lag_max <= lag_min or not env.any():
+        return 0.0
+    blocks = env[: nb * _PULSE_BLOCK].reshape(nb, _PULSE_BLOCK)
+    order = np.argsort(np.random.default_rng(0).random((_PULSE_SURROGATES, nb)), axis=1)
+    X = np.vstack([blocks.reshape(1, -1), blocks[order].reshape(_PULSE_SURROGATES, -1)]).astype(np.float64)
+    X -= X.mean(axis=1, keepdims=True)
+    ac = np.fft.irfft(np.abs(np.fft.rfft(X, 2 * X.shape[1], axis=1)) ** 2, axis=1)
+    peak = ac[:, lag_min: lag_max + 1].max(axis=1) / (ac[:, 0] + 1e-12)
+    return float((peak[0] - peak[1:].mean()) / (peak[1:].std() + 1e-9))
+
+
+def pulse_clarity(significance: float) -> float:
+    """How much the onsets have a pulse, from :func:`pulse_significance`: 0 up to 1 standard
+    deviation above chance, 1 from 3. Many onsets without a pulse (noise, notes at random times:
+    120-180 BPM had been read at 0.4-1.0 from them) are what :func:`rhythmic_clarity` cannot
+    catch. Below 3 the tempo of music is still mostly right (9 of 12 among every other clip of the
+    evaluation set and of the 200 folk songs), so the ramp costs some honest confidence there;
+    white noise keeps 0.6 of its own.
+    """
+    return _clip01((significance - 1.0) / 2.0)
 
 
 def _refine_tempo(times: np.ndarray, bpm: float) -> float:
@@ -660,7 +701,8 @@ def _refine_tempo(times: np.ndarray, bpm: float) -> float:
 
 
 def estimate_beats(a: Analysis) -> dict[str, Any]:
-    """Tempo in BPM, beat times in seconds, and a confidence."""
+    """Tempo in BPM, beat times in seconds (and frames), a confidence, and the clarity of the beat
+    itself (:func:`rhythmic_clarity` x :func:`pulse_clarity`: 0 for a held chord or noise)."""
     from m2i.audio.analyze import ensure_numba_cache
 
     ensure_numba_cache()
@@ -671,7 +713,10 @@ def estimate_beats(a: Analysis) -> dict[str, Any]:
     info["octave_trail"] = trail
     # confidence: how decisive the last octave decision was, and the periodicity margin; none
     # where there are too few note onsets to make a beat (a held chord had read 52 BPM at 0.50)
-    conf = _clip01(0.5 * conf + 0.5 * abs(trail[-1][1] - 0.5) * 2.0) * rhythmic_clarity(a.note_onsets)
+    # or the onsets have no pulse (noise); the metre's confidence takes the same clarity
+    info["pulse_significance"] = round(pulse_significance(a), 2)
+    clarity = rhythmic_clarity(a.note_onsets) * pulse_clarity(info["pulse_significance"])
+    conf = _clip01(0.5 * conf + 0.5 * abs(trail[-1][1] - 0.5) * 2.0) * clarity
     info["note_onsets"] = a.note_onsets
     env = a.onset_env / (a.onset_env.std() + 1e-9)
     _, beats = librosa.beat.beat_track(
@@ -685,7 +730,7 @@ def estimate_beats(a: Analysis) -> dict[str, Any]:
     # earlier (the tracked beats lagged the rendered beats by a median 11 ms on the evaluation set)
     times = np.maximum(beats / FPS - 0.5 / FPS, 0.0)
     return {"tempo": round(float(bpm), 1), "beat_frames": beats, "beats": [round(float(t), 3) for t in times],
-            "confidence": round(conf, 3), "info": info}
+            "confidence": round(conf, 3), "clarity": round(clarity, 3), "info": info}
 
 
 # --------------------------------------------------------------------------- chords
@@ -1068,18 +1113,19 @@ def meter_features(a: Analysis, beat_frames: np.ndarray, tempo: float) -> tuple[
     return np.array(x), per_cue["accent+bass"], downbeat_cue
 
 
-def estimate_meter(a: Analysis, beat_frames: np.ndarray, tempo: float) -> dict[str, Any]:
-    """Time signature (2/4, 3/4, 4/4, 6/8) with a confidence from the models' probabilities.
+def estimate_meter(a: Analysis, beats: dict[str, Any]) -> dict[str, Any]:
+    """Time signature (2/4, 3/4, 4/4, 6/8) of the beats :func:`estimate_beats` found, with a
+    confidence from the models' probabilities and the beat's clarity (no beat, no metre).
 
     Triple or duple from a logistic model over how the beats group (:func:`meter_features`,
     :data:`_METER_W`; its confidence at the share of triple metres it was fitted on,
     :data:`_METER_TRIPLE_SHARE`); a duple metre is 4/4 or 2/4 by the 4- and 2-beat groupings
     (:data:`_METER_4_OVER_2`), and 6/8 when its beats divide in three (:func:`compound_probability`).
     """
-    bf = beat_frames[(beat_frames >= 0) & (beat_frames < a.n_frames)]
-    feats = meter_features(a, bf, tempo)
+    bf = beats["beat_frames"][(beats["beat_frames"] >= 0) & (beats["beat_frames"] < a.n_frames)]
+    feats = meter_features(a, bf, beats["tempo"])
     if feats is None:
-        return {"time_signature": "4/4", "confidence": 0.1, "downbeat": 0, "beats_per_bar": 4, "compound": False}
+        return {"time_signature": "4/4", "confidence": round(0.1 * beats["clarity"], 3), "downbeat": 0, "beats_per_bar": 4, "compound": False}
     x, groups, downbeat_cue = feats
     z = float(np.clip(_METER_W @ np.r_[1.0, x], -50.0, 50.0))
     # the decision at even odds; the confidence at the odds of the clips the model was fitted on
@@ -1094,7 +1140,7 @@ def estimate_meter(a: Analysis, beat_frames: np.ndarray, tempo: float) -> dict[s
     sig = "6/8" if compound else {2: "2/4", 3: "3/4", 4: "4/4"}[m]
     if m in (2, 4):
         conf *= max(p3, 1.0 - p3)  # a duple metre is as sure as its simple-or-compound decision
-    conf *= rhythmic_clarity(a.note_onsets)  # no beat, no metre
+    conf *= beats["clarity"]
     return {
         "time_signature": sig,
         "confidence": round(_clip01(conf), 3),
