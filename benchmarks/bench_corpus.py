@@ -139,7 +139,7 @@ def bench_folk(data: Path, ev_labels: list[dict], again: bool) -> bool:
     import render as R
     import soundfile as sf
 
-    from benchmarks.bench_features import abc_note_f1, by_confidence
+    from benchmarks.bench_features import abc_note_f1, metre_confidence, triple_vs_duple
     from m2i.audio.analyze import analyze_clip
 
     titles = {r["source"].split(":", 1)[1] for r in ev_labels if r["subset"] == "folk"}
@@ -165,14 +165,11 @@ def bench_folk(data: Path, ev_labels: list[dict], again: bool) -> bool:
         print(f"{name}: {np.mean(v):.3f} (s.e. {_se(v):.3f}; {what}; n={len(v)})")
     print(f"abc_parsed_by_music21: {np.mean(parsed):.3f} (must be 1.000; n={len(parsed)})")
     print(f"tempo_acc1_folk: {np.mean(tempo_ok):.3f} (no target; n={len(tempo_ok)})")
-    tri = [e == "3/4" for t, e, _ in metre if t == "3/4"]
-    dup = [e != "3/4" for t, e, _ in metre if t != "3/4"]
-    print(f"meter_balanced_accuracy_folk: {(np.mean(tri) + np.mean(dup)) / 2:.3f} (triple vs duple: triple recall "
-          f"{np.mean(tri):.3f}, duple recall {np.mean(dup):.3f}; n={len(metre)})")
-    conf = np.array([c for _, _, c in metre])
-    right = np.array([(t == "3/4") == (e == "3/4") for t, e, _ in metre])
-    print(f"meter_confidence_mean_folk: {conf.mean():.3f} (honest if near the share right, {right.mean():.3f}; by "
-          f"confidence {by_confidence(conf, right, (0.0, 0.4, 0.6, 0.8, 0.9))})")
+    bal, tri, dup = triple_vs_duple(metre)
+    print(f"meter_balanced_accuracy_folk: {bal:.3f} (triple vs duple: triple recall {tri:.3f}, duple recall "
+          f"{dup:.3f}; n={len(metre)})")
+    conf, right, bands = metre_confidence(metre, (0.0, 0.4, 0.6, 0.8, 0.9))
+    print(f"meter_confidence_mean_folk: {conf:.3f} (honest if near the share right, {right:.3f}; by confidence {bands})")
     for m in per_metre:
         read = Counter(e for t, e, _ in metre if t == m)
         print(f"  {m} read as " + ", ".join(f"{e} {k}" for e, k in read.most_common()))

@@ -184,6 +184,21 @@ def by_confidence(conf: np.ndarray, right: np.ndarray, edges: tuple[float, ...])
     return ", ".join(out)
 
 
+def triple_vs_duple(rows: list[tuple[str, str, float]]) -> tuple[float, float, float]:
+    """(balanced accuracy, triple recall, duple recall) of ``(true, read time signature, confidence)``
+    rows, 3/4 being triple and 2/4, 4/4, 6/8 duple."""
+    tri = np.mean([e == "3/4" for t, e, _ in rows if t == "3/4"])
+    dup = np.mean([e != "3/4" for t, e, _ in rows if t != "3/4"])
+    return float((tri + dup) / 2), float(tri), float(dup)
+
+
+def metre_confidence(rows: list[tuple[str, str, float]], edges: tuple[float, ...]) -> tuple[float, float, str]:
+    """(mean confidence, share right triple vs duple, :func:`by_confidence`) of the same rows."""
+    conf = np.array([c for _, _, c in rows])
+    right = np.array([(t == "3/4") == (e == "3/4") for t, e, _ in rows])
+    return float(conf.mean()), float(right.mean()), by_confidence(conf, right, edges)
+
+
 def main(argv: list[str] | None = None) -> int:
     import mir_eval
     import soundfile as sf

@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     import soundfile as sf
     from fit_meter import cut_seconds
 
-    from benchmarks.bench_features import by_confidence
+    from benchmarks.bench_features import by_confidence, metre_confidence, triple_vs_duple
     from m2i.audio import features as F
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -264,15 +264,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"synthetic metre set: {data} clips={len(labels)}")
     for key, rs in rows.items():
         per = {m: [e == m for t, e, _ in rs if t == m] for m in ("4/4", "3/4", "6/8", "2/4")}
-        tri = [e == "3/4" for t, e, _ in rs if t == "3/4"]
-        dup = [e != "3/4" for t, e, _ in rs if t != "3/4"]
         print(f"{key}: " + ", ".join(f"{m} read {m} {np.mean(v):.3f} (n={len(v)})" for m, v in per.items())
-              + f"; triple-vs-duple balanced accuracy {(np.mean(tri) + np.mean(dup)) / 2:.3f}")
+              + f"; triple-vs-duple balanced accuracy {triple_vs_duple(rs)[0]:.3f}")
     every = rows[kinds[0]] + rows[kinds[1]]
-    conf = np.array([c for _, _, c in every])
-    right = np.array([(t == "3/4") == (e == "3/4") for t, e, _ in every])
-    print(f"metre confidence: mean {conf.mean():.3f} for {right.mean():.3f} right (triple vs duple, all {len(every)} "
-          f"analyses); by confidence {by_confidence(conf, right, (0.0, 0.4, 0.6, 0.8, 0.9))}")
+    conf, right, bands = metre_confidence(every, (0.0, 0.4, 0.6, 0.8, 0.9))
+    print(f"metre confidence: mean {conf:.3f} for {right:.3f} right (triple vs duple, all {len(every)} "
+          f"analyses); by confidence {bands}")
     for kind, v in keys.items():
         k = np.array(v, dtype=float)
         print(f"key, {kind}: MIREX weighted {k[:, 0].mean():.3f}, exact {k[:, 1].mean():.3f} (n={len(k)})")

@@ -472,6 +472,13 @@ def _autocorr(x: np.ndarray) -> np.ndarray:
     return ac / (ac[..., :1] + 1e-12)
 
 
+def _beat_lags(s: dict[str, Any], n: int) -> tuple[int, int]:
+    """The first and last autocorrelation lag (frames) of a beat in the tempo range of settings
+    ``s``, for an envelope of ``n`` frames."""
+    return (int(math.floor(60.0 * FPS / float(s["tempo_max"]))),
+            min(n - 1, int(math.ceil(60.0 * FPS / float(s["tempo_min"])))))
+
+
 def _choose_tempo(onset: np.ndarray, s: dict[str, Any]) -> tuple[float, float, dict[str, float]]:
     """Pick the beat tempo, resolving double/half ambiguity explicitly.
 
@@ -483,9 +490,7 @@ def _choose_tempo(onset: np.ndarray, s: dict[str, Any]) -> tuple[float, float, d
     motion in chorales is not).
     """
     ac = _autocorr(onset)
-    tmin, tmax = float(s["tempo_min"]), float(s["tempo_max"])
-    lag_min = int(math.floor(60.0 * FPS / tmax))
-    lag_max = min(ac.size - 1, int(math.ceil(60.0 * FPS / tmin)))
+    lag_min, lag_max = _beat_lags(s, ac.size)
 
     def strength(lag: float) -> float:
         if lag >= ac.size - 1 or lag < 1:
@@ -665,10 +670,8 @@ def pulse_significance(a: Analysis) -> float:
     timed notes -3 to 1 mostly, white noise 2.2, one draw of random notes 3.5.
     """
     env = a.attack_env
-    s = a.settings
     nb = env.size // _PULSE_BLOCK
-    lag_min = int(math.floor(60.0 * FPS / float(s["tempo_max"])))
-    lag_max = min(nb * _PULSE_BLOCK - 1, int(math.ceil(60.0 * FPS / float(s["tempo_min"]))))
+    lag_min, lag_max = _beat_lags(a.settings, nb * _PULSE_BLOCK)
     if nb < 4 or lag_max <= lag_min or not env.any():
         return 0.0
     blocks = env[: nb * _PULSE_BLOCK].reshape(nb, _PULSE_BLOCK)
@@ -1122,10 +1125,12 @@ def estimate_meter(a: Analysis, beats: dict[str, Any]) -> dict[str, Any]:
     :data:`_METER_TRIPLE_SHARE`); a duple metre is 4/4 or 2/4 by the 4- and 2-beat groupings
     (:data:`_METER_4_OVER_2`), and 6/8 when its beats divide in three (:func:`compound_probability`).
     """
-    bf = beats["beat_frames"][(beats["beat_frames"] >= 0) & (beats["beat_frames"] < a.n_frames)]
+    bf = beats["beat_frames"]
+    bf = bf[(bf >= 0) & (bf < a.n_frames)]
     feats = meter_features(a, bf, beats["tempo"])
     if feats is None:
-        return {"time_signature": "4/4", "confidence": round(0.1 * beats["clarity"], 3), "downbeat": 0, "beats_per_bar": 4, "compound": False}
+        return {"time_signature": "4/4", "confidence": round(0.1 * beats["clarity"], 3), "downbeat": 0,
+                "beats_per_bar": 4, "compound": False}
     x, groups, downbeat_cue = feats
     z = float(np.clip(_METER_W @ np.r_[1.0, x], -50.0, 50.0))
     # the decision at even odds; the confidence at the odds of the clips the model was fitted on
