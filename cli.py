@@ -361,6 +361,9 @@ def requeue(
     before = ops.row_statuses(store, stage, id, run_id=int(r["id"])) if id else {}
     out = ops.requeue(store, run_id=int(r["id"]), stage=stage, ids=_ids(id), failed_only=failed)
     typer.echo("requeued " + ", ".join(f"{k}: {v}" for k, v in out.items()))
+    if not id and stage in (None, "analyze") and (unusable := ops.unusable_samples(store, int(r["id"]))):
+        typer.echo(f"{unusable} clip(s) stay failed: their audio was unusable at ingest and requeue cannot help; "
+                   "`m2i sql \"SELECT source, error FROM sample WHERE audio_sha256 IS NULL\"` says why")
     if id:
         ok = {"failed"} if failed else {"failed", "cancelled"}
         _say_untouched(stage, id, before, ok, command="requeue", verb="requeued", acted=out[stage],

@@ -233,4 +233,5 @@ def analyze_file(path: str | Path, *, settings: dict[str, Any] | None = None) ->
         first = first or clip
     if first is None:
         raise InputError(f"{path} holds no audio; supply a file with at least 1 s of sound.")
-    raise InputError(first.error if str(path) in str(first.error) else f"{path}: {first.error}")
+    named = str(path) in str(first.error) or Path(path).name in str(first.error)
+    raise InputError(first.error if named else f"{path}: {first.error}")

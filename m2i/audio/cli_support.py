@@ -16,7 +16,8 @@ def analyze_results(paths: Iterable[str | Path], *, settings: dict[str, Any] | N
     Parameters
     ----------
     paths : iterable of str or Path
-        Audio files (or .npy files: their first clip).
+        Audio files (or .npy files: their first clip); a folder stands for the files in it,
+        recursively, in the order ``m2i ingest`` reads them.
     settings : dict or None
         Passed to :func:`m2i.audio.analyze.analyze_clip`.
 
@@ -28,11 +29,28 @@ def analyze_results(paths: Iterable[str | Path], *, settings: dict[str, Any] | N
     """
     from m2i.audio.analyze import analyze_file
 
-    for path in paths:
+    for path in _expand_folders(paths):
         try:
             yield analyze_file(path, settings=settings)
         except M2IError as exc:
             yield {"file": str(path), "error": str(exc)}
+
+
+def _expand_folders(paths: Iterable[str | Path]) -> Iterator[str | Path]:
+    """Each path, a folder replaced by the files in it that ``m2i ingest`` would read (so every
+    line names the file it describes); a folder with none stays, to be reported."""
+    from m2i.audio.datasets import folder_files
+
+    for path in paths:
+        if not Path(path).is_dir():
+            yield path
+            continue
+        try:
+            files = folder_files(Path(path))
+        except M2IError:
+            yield path
+            continue
+        yield from files
 
 
 def analyze_lines(paths: Iterable[str | Path], *, settings: dict[str, Any] | None = None) -> Iterator[str]:

@@ -499,6 +499,7 @@ def _read_audio(path: Path) -> tuple[np.ndarray, int, dict[str, Any]]:
     except Exception as exc:  # soundfile raises LibsndfileError/RuntimeError; fall back to librosa
         if path.suffix.lower() not in (".mp3",):
             raise RuntimeError(str(exc)) from exc
+        first = exc
     import warnings
 
     from m2i.audio.analyze import ensure_numba_cache
@@ -506,9 +507,14 @@ def _read_audio(path: Path) -> tuple[np.ndarray, int, dict[str, Any]]:
     ensure_numba_cache()
     import librosa
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        y, sr = librosa.load(str(path), sr=None, mono=False)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            y, sr = librosa.load(str(path), sr=None, mono=False)
+    except Exception as exc:  # audioread's NoBackendError says nothing; libsndfile's reason, if any, does
+        why = str(first).strip().removesuffix(":").strip()
+        raise RuntimeError(why if why and not why.startswith("Error opening") else
+                           "no MP3 frame in it could be read") from exc
     y = np.asarray(y)
     meta = {"file": str(path), "sr": int(sr), "channels": 1 if y.ndim == 1 else int(y.shape[0])}
     return (y if y.ndim == 1 else y.T), int(sr), meta
@@ -596,11 +602,7 @@ def load_dataset(path: str | Path, *, clip_s: float = 10.0, hop_s: float = 10.0)
     if not p.exists():
         raise InputError(f"{p} does not exist; give a .npy file, an audio file, a folder or 'demo'.")
     if p.is_dir():
-        files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in AUDIO_EXTENSIONS)
-        npys = sorted(f for f in p.rglob("*.npy") if f.is_file())
-        if not files and not npys:
-            raise InputError(f"{p} contains no audio files ({', '.join(AUDIO_EXTENSIONS)}) or .npy files.")
-        for f in sorted(files + npys):
+        for f in folder_files(p):
             if f.suffix.lower() == ".npy":
                 try:
                     yield from _iter_npy(f)
@@ -621,6 +623,20 @@ def load_dataset(path: str | Path, *, clip_s: float = 10.0, hop_s: float = 10.0)
     )
 
 
+def folder_files(folder: Path) -> list[Path]:
+    """The audio and .npy files under ``folder`` (recursively), in the order a folder is ingested.
+
+    Raises
+    ------
+    InputError
+        The folder holds none.
+    """
+    files = sorted(f for f in folder.rglob("*") if f.is_file() and f.suffix.lower() in (*AUDIO_EXTENSIONS, ".npy"))
+    if not files:
+        raise InputError(f"{folder} contains no audio files ({', '.join(AUDIO_EXTENSIONS)}) or .npy files.")
+    return files
+
+
 def open_dataset(path: str | Path, *, clip_s: float = 10.0, hop_s: float = 10.0) -> Iterator[Clip]:
     """:func:`load_dataset`, with the path checked now rather than at the first ``next()``.
 
@@ -632,4 +648,4 @@ def open_dataset(path: str | Path, *, clip_s: float = 10.0, hop_s: float = 10.0)
     return iter(()) if first is None else itertools.chain([first], clips)
 
 
-__all__ = ["Clip", "SR", "check_pcm", "load_dataset", "open_dataset", "pcm_sha256", "safe_load_npy", "to_mono_16k"]
+__all__ = ["Clip", "SR", "check_pcm", "folder_files", "load_dataset", "open_dataset", "pcm_sha256", "safe_load_npy", "to_mono_16k"]

@@ -8,6 +8,7 @@ guessing from the statement's text.
 from __future__ import annotations
 
 import contextlib
+import re
 import sqlite3
 from typing import Any
 
@@ -77,5 +78,40 @@ def run_readonly_query(store: Store, query: str, *, max_rows: int | None = None)
         msg = str(exc.orig).strip()
         if any(h in msg.lower() for h in WRITE_HINTS):
             raise InputError(f"m2i sql is read-only; the statement was refused ({msg}).") from exc
-        raise InputError(f"SQL error: {msg}.") from exc
+        raise InputError(f"SQL error: {msg}.{_name_hint(store, msg, q)}") from exc
     return columns, rows
+
+
+_MISSING = re.compile(r'no such (table|column): (?:\w+\.)?(\w+)|(relation|column) "(?:\w+\.)?(\w+)" does not exist', re.I)
+
+
+def _name_hint(store: Store, msg: str, query: str) -> str:
+    """For an unknown table or column, the nearest real names (``sampels`` -> ``sample``), else
+    the tables and views there are, or the columns of the tables the query reads; else "".
+    """
+    import difflib
+
+    from sqlalchemy import inspect
+
+    m = _MISSING.search(msg)
+    if not m:
+        return ""
+    kind, name = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
+    try:
+        insp = inspect(store.engine)
+        tables = sorted(t for t in insp.get_table_names() + insp.get_view_names() if t != "alembic_version")
+        read = [t for t in tables if re.search(rf"\b(?:from|join)\s+{t}\b", query, re.I)] or tables
+        columns = {t: [c["name"] for c in insp.get_columns(t)] for t in read} if kind.lower() == "column" else {}
+    except DBAPIError:  # the hint is a courtesy: the database's own message stands without it
+        return ""
+    if kind.lower() == "column":
+        near = difflib.get_close_matches(name.lower(), sorted({c for cs in columns.values() for c in cs}), n=3, cutoff=0.6)
+        if near:
+            return f" Did you mean {' or '.join(near)}?"
+        if len(read) < len(tables):
+            return "".join(f" {t} has {', '.join(cs)}." for t, cs in columns.items())
+        return ""
+    near = difflib.get_close_matches(name.lower(), tables, n=3, cutoff=0.6)
+    if near:
+        return f" Did you mean {' or '.join(near)}?"
+    return f" The tables and views are: {', '.join(tables)}."

@@ -238,6 +238,13 @@ def test_mp3_is_decoded(tmp_path):
     assert clip.error is None and abs(clip.pcm.size - 3 * SR) < SR // 10
 
 
+def test_an_mp3_that_holds_no_mp3_says_so(tmp_path):
+    """libsndfile and audioread both refuse it without a reason; the clip's error used to read "()"."""
+    (tmp_path / "song.mp3").write_bytes(b"not an mp3 at all" * 100)
+    (clip,) = list(load_dataset(tmp_path / "song.mp3"))
+    assert clip.error == "song.mp3 could not be decoded (no MP3 frame in it could be read); it is corrupt or truncated."
+
+
 def test_unusable_paths_raise_one_sentence(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
         list(load_dataset(tmp_path / "nope"))

@@ -350,6 +350,23 @@ def test_cli_analyze_json_prints_one_line_per_file_and_fails_on_a_bad_one(tmp_pa
     assert good["file"] == "good.wav" and good["abc"].startswith("X:1") and good["features"]["tempo"] > 0
 
 
+def test_analyze_a_folder_gives_each_file_its_own_line(tmp_path):
+    """`m2i analyze FOLDER` analysed the folder's first usable clip under the folder's name."""
+    import soundfile as sf
+
+    from m2i.audio.cli_support import analyze_results
+
+    (tmp_path / "set" / "sub").mkdir(parents=True)
+    (tmp_path / "empty").mkdir()
+    sf.write(tmp_path / "set" / "b.wav", synth_notes(scale_notes(60, MAJOR_STEPS, bpm=90), duration=4.0), SR)
+    sf.write(tmp_path / "set" / "sub" / "c.flac", np.zeros(SR * 2, np.float32), SR)
+    (tmp_path / "set" / "a.txt").write_text("not audio")
+    out = list(analyze_results([tmp_path / "set", tmp_path / "empty"]))
+    assert [r["file"] for r in out] == [str(tmp_path / "set" / "b.wav"), str(tmp_path / "set" / "sub" / "c.flac"),
+                                        str(tmp_path / "empty")]
+    assert out[0]["features"]["key"] == "C" and "silent" in out[1]["error"] and "contains no audio" in out[2]["error"]
+
+
 def _block_chords(chords, *, bpm: float = 80.0, beats_each: int = 2):
     """[(midi, ...), ...] as block chords, ``beats_each`` beats each, with the bass an octave down."""
     beat = 60.0 / bpm

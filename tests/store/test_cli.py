@@ -77,6 +77,19 @@ def test_sql_reads_and_refuses_writes(tmp_path):
     assert r.returncode == 1 and r.stderr.startswith("error: SQL error")
 
 
+def test_sql_names_the_table_or_column_meant(tmp_path):
+    """A misspelt name got only SQLite's "no such table: samples"; the nearest real names follow it."""
+    db = tmp_path / "a.db"
+    seed_run(open_store(db), 1)
+    said = {q: m2i("sql", q, "--db", str(db)).stderr for q in (
+        "SELECT * FROM samples", "SELECT nme FROM run", "SELECT zzz FROM run", "SELECT * FROM foo")}
+    assert said["SELECT * FROM samples"] == "error: SQL error: no such table: samples. Did you mean sample?\n"
+    assert said["SELECT nme FROM run"] == "error: SQL error: no such column: nme. Did you mean name?\n"
+    assert "run has id, name, created_at" in said["SELECT zzz FROM run"]
+    assert "The tables and views are: clip, event, image," in said["SELECT * FROM foo"]
+    assert "alembic_version" not in said["SELECT * FROM foo"]
+
+
 def test_sql_piped_prints_whole_tab_separated_rows(tmp_path):
     db = tmp_path / "a.db"
     seed_run(open_store(db), 2)
@@ -219,6 +232,23 @@ def test_requeue_or_cancel_by_id_says_which_rows_it_left_alone(tmp_path):
     assert r.returncode == 0 and "requeued analyze: 1" in r.stdout and f"{done_id} (done)" in r.stderr
     r = m2i("cancel", "--stage", "analyze", "--id", str(done_id), "--db", str(db))
     assert r.returncode == 1 and "cancel takes only pending or running rows" in r.stderr
+
+
+def test_requeue_says_which_failed_clips_it_cannot_bring_back(tmp_path):
+    """Clips refused at ingest (silence, NaN) have no audio to analyse again: requeue said only
+    "requeued analyze: 0", which reads as if nothing had failed."""
+    import numpy as np
+    import soundfile as sf
+
+    sr = 16000
+    (tmp_path / "set").mkdir()
+    sf.write(tmp_path / "set" / "quiet.wav", np.zeros(sr * 2, np.float32), sr)
+    sf.write(tmp_path / "set" / "tone.wav", 0.3 * np.sin(np.arange(sr * 2) / 10.0), sr)
+    db = tmp_path / "a.db"
+    assert m2i("ingest", str(tmp_path / "set"), "--db", str(db)).returncode == 0
+    r = m2i("requeue", "--db", str(db))
+    assert r.returncode == 0 and "requeued analyze: 0" in r.stdout
+    assert "1 clip(s) stay failed: their audio was unusable at ingest" in r.stdout
 
 
 def test_requeue_needs_stage_with_id(tmp_path):
