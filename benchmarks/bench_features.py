@@ -199,6 +199,24 @@ def metre_confidence(rows: list[tuple[str, str, float]], edges: tuple[float, ...
     return float(conf.mean()), float(right.mean()), by_confidence(conf, right, edges)
 
 
+def majmin_overlap(ref: list, est: list, duration: float = 10.0) -> tuple[float, float]:
+    """mir_eval's majmin comparison of two ``[start_s, end_s, "G:maj"]`` lists over ``[0, duration]``:
+    (seconds right, seconds scored); chords outside major/minor are not scored. Summed over clips,
+    their ratio is the duration-weighted recall."""
+    import mir_eval
+
+    ref = [seg for seg in ref if seg[1] > seg[0]]
+    ref_iv, ref_lab = mir_eval.util.adjust_intervals(np.array([[a, b] for a, b, _ in ref]), [c for *_, c in ref],
+                                                     0.0, duration, "N", "N")
+    est_iv, est_lab = mir_eval.util.adjust_intervals(np.array([[a, b] for a, b, _ in est]), [c for *_, c in est],
+                                                     0.0, duration, "N", "N")
+    iv, rl, el = mir_eval.util.merge_labeled_intervals(ref_iv, ref_lab, est_iv, est_lab)
+    dur = mir_eval.util.intervals_to_durations(iv)
+    comp = mir_eval.chord.majmin(rl, el)
+    mask = comp >= 0
+    return float(np.sum(comp[mask] * dur[mask])), float(np.sum(dur[mask]))
+
+
 def main(argv: list[str] | None = None) -> int:
     import mir_eval
     import soundfile as sf
@@ -288,22 +306,10 @@ def main(argv: list[str] | None = None) -> int:
             if hit is not None:
                 down_.append(hit)
         if sub == "chorale_rn" and r.get("chords"):
-            ref_iv = np.array([[a, b] for a, b, _ in r["chords"]])
-            ref_lab = [c for _, _, c in r["chords"]]
-            ref_lab = [c.replace(":aug", ":aug").replace(":X", ":maj") if not c.endswith(":X") else "X"
-                       for c in ref_lab]
-            est_iv = np.array([[a, b] for a, b, _ in f["chords"]])
-            keep = [i for i, (a, b) in enumerate(ref_iv) if b > a]
-            ref_iv, ref_lab = ref_iv[keep], [ref_lab[i] for i in keep]
-            est_lab = [c for _, _, c in f["chords"]]
-            ref_iv, ref_lab = mir_eval.util.adjust_intervals(ref_iv, ref_lab, 0.0, 10.0, "N", "N")
-            est_iv, est_lab = mir_eval.util.adjust_intervals(est_iv, est_lab, 0.0, 10.0, "N", "N")
-            iv, rl, el = mir_eval.util.merge_labeled_intervals(ref_iv, ref_lab, est_iv, est_lab)
-            dur = mir_eval.util.intervals_to_durations(iv)
-            comp = mir_eval.chord.majmin(rl, el)
-            mask = comp >= 0
-            chord_num += float(np.sum(comp[mask] * dur[mask]))
-            chord_den += float(np.sum(dur[mask]))
+            ref = [(a, b, "X" if c.endswith(":X") else c) for a, b, c in r["chords"]]
+            num, den = majmin_overlap(ref, f["chords"])
+            chord_num += num
+            chord_den += den
         if sub == "lead":
             a = F.prepare(y)
             tr = F.melody_track(a)

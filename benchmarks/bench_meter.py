@@ -1,4 +1,4 @@
-"""Time signature and key on pop-style music that is not a chorale: synthetic GM renders, nothing fitted on them.
+"""Time signature, key and chords on pop-style music that is not a chorale: synthetic GM renders, nothing fitted on them.
 
 Usage::
 
@@ -19,6 +19,10 @@ The key is scored on the same analyses (MIREX weighted, and the exact-key rate) 
 of the progression, major except ``i-VI-III-VII``; the 7 minor-progression clips whose lead plays
 the major scale of the tonic have no single key and are left out (73 clips). Printed with the
 key's mean confidence and how often keys given at each confidence are exactly right.
+
+The chords are scored on every clip (majmin weighted recall, ``bench_features.py``'s measure)
+against the triads of the progression as rendered (sevenths as their triad), overall and by the
+comping pattern.
 """
 
 from __future__ import annotations
@@ -66,6 +70,32 @@ def _voicing(root: int, quality: str, lo: int = 55, hi: int = 70) -> list[int]:
     return out
 
 
+def bar_chords(b: int, bar: float, seq: list[tuple[int, str]], chords_per_bar: float) -> list[tuple[float, float, tuple[int, str]]]:
+    """``(start_s, duration_s, (degree, quality))`` of the chords in bar ``b`` (a chord lasts two bars
+    when ``chords_per_bar`` is 0.5)."""
+    t0 = b * bar
+    if chords_per_bar >= 1:
+        n = int(chords_per_bar)
+        return [(t0 + k * bar / n, bar / n, seq[(b * n + k) % len(seq)]) for k in range(n)]
+    return [(t0, bar, seq[(b // 2) % len(seq)])]
+
+
+def chord_truth(spec: dict, cut: float = 0.0) -> list[list]:
+    """The triads a clip plays, ``[start_s, end_s, "F#:min"]`` from ``cut`` seconds on (times from
+    the cut): sevenths as their triad, which is what ``mir_eval.chord.majmin`` compares."""
+    from m2i.audio.features import PITCH_NAMES_SHARP
+
+    beats = {"4/4": 4, "3/4": 3, "2/4": 2, "6/8": 6}[spec["meter"]]
+    bar = 60.0 / spec["bpm"] / (3 if spec["meter"] == "6/8" else 1) * beats
+    out = []
+    for b in range(int(np.ceil(10.0 / bar))):
+        for s0, dur, (deg, q) in bar_chords(b, bar, PROGRESSIONS[spec["progression"]], spec["chords_per_bar"]):
+            name = f"{PITCH_NAMES_SHARP[(spec['tonic'] + deg) % 12]}:{'min' if q.startswith('min') else 'maj'}"
+            if s0 + dur > cut and s0 < 10.0:
+                out.append([max(s0, cut) - cut, min(s0 + dur, 10.0) - cut, name])
+    return out
+
+
 def song(meter: str, bpm: float, rng: random.Random, *, progression: str, chords_per_bar: float, drums: str | None,
          comp: str, bass: str, melody: bool) -> tuple[list[tuple[int, list]], int]:
     """Tracks for render_midi (comping, bass, lead and drums over 10.5 s and more), and the tonic's
@@ -80,12 +110,7 @@ def song(meter: str, bpm: float, rng: random.Random, *, progression: str, chords
     comp_t, bass_t, lead_t, drum_t = [], [], [], []
     for b in range(n_bars):
         t0 = b * bar
-        if chords_per_bar >= 1:
-            segs = [(t0 + k * bar / chords_per_bar, bar / chords_per_bar, seq[(b * int(chords_per_bar) + k) % len(seq)])
-                    for k in range(int(chords_per_bar))]
-        else:
-            segs = [(t0, bar, seq[(b // 2) % len(seq)])]
-        for s0, dur, (deg, q) in segs:
+        for s0, dur, (deg, q) in bar_chords(b, bar, seq, chords_per_bar):
             root = 48 + (tonic + deg) % 12
             vs = _voicing(root, q)
             steps = np.arange(s0, s0 + dur - 1e-6, beat)
@@ -232,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     import soundfile as sf
     from fit_meter import cut_seconds
 
-    from benchmarks.bench_features import by_confidence, metre_confidence, triple_vs_duple
+    from benchmarks.bench_features import by_confidence, majmin_overlap, metre_confidence, triple_vs_duple
     from m2i.audio import features as F
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -249,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     kinds = ("as rendered", "cut mid-bar (3 draws)")
     rows: dict[str, list[tuple[str, str, float]]] = {k: [] for k in kinds}  # (truth, read, confidence)
     keys: dict[str, list[tuple[float, bool, float]]] = {k: [] for k in kinds}  # (MIREX, exact, confidence)
+    chords: dict[str, dict[str, list[float]]] = {k: {} for k in kinds}  # comping -> [seconds right, seconds scored]
     for i, r in enumerate(labels):
         y, _ = sf.read(str(data / r["file"]), dtype="float32")
         truth = key_truth(r)
@@ -257,10 +283,16 @@ def main(argv: list[str] | None = None) -> int:
             beats = F.estimate_beats(a)
             m = F.estimate_meter(a, beats)
             rows[kind].append((r["meter"], m["time_signature"], m["confidence"]))
+            obs = F.chord_observations(a, beats["beat_frames"])
+            key = a.extra["key"] = F.estimate_key(a, obs)
             if truth is not None:
-                key = F.estimate_key(a, F.chord_observations(a, beats["beat_frames"]))
                 score = mir_eval.key.weighted_score(truth, f"{key['key']} {key['mode']}")
                 keys[kind].append((score, score == 1.0, key["confidence"]))
+            est = F.estimate_chords(a, beats["beat_frames"], obs)["segments"]
+            right, scored = majmin_overlap(chord_truth(r, cut), est, a.duration_s)
+            tally = chords[kind].setdefault(r["comp"], [0.0, 0.0])
+            tally[0] += right
+            tally[1] += scored
     print(f"synthetic metre set: {data} clips={len(labels)}")
     for key, rs in rows.items():
         per = {m: [e == m for t, e, _ in rs if t == m] for m in ("4/4", "3/4", "6/8", "2/4")}
@@ -273,6 +305,10 @@ def main(argv: list[str] | None = None) -> int:
     for kind, v in keys.items():
         k = np.array(v, dtype=float)
         print(f"key, {kind}: MIREX weighted {k[:, 0].mean():.3f}, exact {k[:, 1].mean():.3f} (n={len(k)})")
+    for kind, by_comp in chords.items():
+        right, scored = np.sum(list(by_comp.values()), axis=0)
+        print(f"chords, {kind}: majmin weighted recall {right / scored:.3f}; by comping "
+              + ", ".join(f"{c} {v[0] / v[1]:.3f}" for c, v in sorted(by_comp.items())))
     k = np.array(keys[kinds[0]] + keys[kinds[1]], dtype=float)
     print(f"key confidence: mean {k[:, 2].mean():.3f} for {k[:, 1].mean():.3f} exactly right (all {len(k)} analyses); "
           f"by confidence {by_confidence(k[:, 2], k[:, 1], (0.0, 0.2, 0.4, 0.6, 0.8))}")
