@@ -141,13 +141,14 @@ def bench_folk(data: Path, ev_labels: list[dict], again: bool) -> bool:
 
     from benchmarks.bench_features import abc_note_f1, metre_confidence, triple_vs_duple
     from m2i.audio.analyze import analyze_clip
+    from m2i.features import unsure
 
     titles = {r["source"].split(":", 1)[1] for r in ev_labels if r["subset"] == "folk"}
     labels = rendered(data, lambda: R.render_folk(data, FOLK_SONGS, random.Random(FOLK_SEED), books=FOLK_BOOKS,
                                                   skip_titles=titles), again)
     if labels is None:
         return False
-    f1_50, f1_100, parsed, tempo_ok, metre = [], [], [], [], []
+    f1_50, f1_100, parsed, tempo_ok, metre, stated = [], [], [], [], [], []
     for r in labels:
         y, _ = sf.read(str(data / r["file"]), dtype="float32")
         out = analyze_clip(y)
@@ -158,6 +159,7 @@ def bench_folk(data: Path, ev_labels: list[dict], again: bool) -> bool:
         parsed.append(ok)
         tempo_ok.append(abs(f["tempo"] - r["tempo"]) <= 0.04 * r["tempo"])
         metre.append((r["meter"], f["time_signature"], f["confidence"]["time_signature"]))
+        stated.append(not unsure(f, "harmonic_progression"))
     per_metre = {m: sum(r["meter"] == m for r in labels) for m in ("2/4", "3/4", "4/4", "6/8")}
     print(f"folk corpus: {data} clips={len(labels)} ({', '.join(f'{n} in {m}' for m, n in per_metre.items())}) "
           f"from {', '.join(FOLK_BOOKS)}")
@@ -173,6 +175,8 @@ def bench_folk(data: Path, ev_labels: list[dict], again: bool) -> bool:
     for m in per_metre:
         read = Counter(e for t, e, _ in metre if t == m)
         print(f"  {m} read as " + ", ".join(f"{e} {k}" for e, k in read.most_common()))
+    print(f"harmonic_progression_stated_folk: {sum(stated)} of {len(stated)} (solo lines: no chords to state; "
+          "ringing instruments may have some)")
     return True
 
 

@@ -224,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.bench_robust import detune
     from m2i.audio import features as F
     from m2i.audio.analyze import analyze_clip
+    from m2i.features import unsure
 
     sys.path.insert(0, str(ROOT / "benchmarks" / "evalset"))
     from fit_meter import cut_seconds
@@ -254,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     tempo_cut_ok: list[bool] = []
     meter_conf: list[tuple[float, bool]] = []  # (confidence, triple/duple right), as rendered and cut
     key_conf: list[tuple[float, bool]] = []  # (confidence, exact key), every key clip
+    stated: dict[str, list[bool]] = {}  # kind of clip -> harmonic progression stated (m2i.features.unsure)
     downbeat_cut_ok: list[bool] = []
     chord_num = chord_den = 0.0
     rpa_num = rpa_den = 0
@@ -280,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
             base_by.setdefault(grp, []).append(mir_eval.key.weighted_score(ref, cens_baseline_key(y)))
         if sub.startswith("key_"):
             continue  # the key subsets repeat chorales already scored below; they only measure the key
+        stated.setdefault({"folk": "solo folk melodies", "lead": "melodies over an accompaniment"}.get(sub, "chorales"),
+                          []).append(not unsure(f, "harmonic_progression"))
         if r.get("key") and sub != "folk":
             key_scores.append(mir_eval.key.weighted_score(ref, est))
             if r.get("local_key"):
@@ -378,6 +382,9 @@ def main(argv: list[str] | None = None) -> int:
     if chord_den:
         line("chord_majmin_weighted_recall", chord_num / chord_den, "target >= 0.75",
              sum(1 for r in labels if r["subset"] == "chorale_rn"))
+    if stated:
+        print("harmonic_progression_stated: " + ", ".join(f"{k} {sum(v)} of {len(v)}" for k, v in sorted(stated.items()))
+              + " (no target; a solo line has no chords to state)")
     if rpa_den:
         line("melody_raw_pitch_accuracy", rpa_num / rpa_den, "target >= 0.90",
              sum(1 for r in labels if r["subset"] == "lead"))

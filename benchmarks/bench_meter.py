@@ -22,7 +22,8 @@ key's mean confidence and how often keys given at each confidence are exactly ri
 
 The chords are scored on every clip (majmin weighted recall, ``bench_features.py``'s measure)
 against the triads of the progression as rendered (sevenths as their triad), overall and by the
-comping pattern.
+comping pattern; and the harmony clarity (``m2i.audio.features.harmony_clarity``) of each clip
+as rendered, which should be 1: every clip has chords under its melody.
 """
 
 from __future__ import annotations
@@ -275,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[str, list[tuple[str, str, float]]] = {k: [] for k in kinds}  # (truth, read, confidence)
     keys: dict[str, list[tuple[float, bool, float]]] = {k: [] for k in kinds}  # (MIREX, exact, confidence)
     chords: dict[str, dict[str, list[float]]] = {k: {} for k in kinds}  # comping -> [seconds right, seconds scored]
+    clarity: list[float] = []  # harmony clarity of each clip as rendered (a solo line gets 0)
     for i, r in enumerate(labels):
         y, _ = sf.read(str(data / r["file"]), dtype="float32")
         truth = key_truth(r)
@@ -293,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
             tally = chords[kind].setdefault(r["comp"], [0.0, 0.0])
             tally[0] += right
             tally[1] += scored
+            if cut == 0.0:
+                clarity.append(F.harmony_clarity(F.accompaniment(a, F.melody_track(a))))
     print(f"synthetic metre set: {data} clips={len(labels)}")
     for key, rs in rows.items():
         per = {m: [e == m for t, e, _ in rs if t == m] for m in ("4/4", "3/4", "6/8", "2/4")}
@@ -309,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
         right, scored = np.sum(list(by_comp.values()), axis=0)
         print(f"chords, {kind}: majmin weighted recall {right / scored:.3f}; by comping "
               + ", ".join(f"{c} {v[0] / v[1]:.3f}" for c, v in sorted(by_comp.items())))
+    print(f"harmony clarity (as rendered): 1.0 on {sum(c == 1.0 for c in clarity)} of {len(clarity)} clips, "
+          f"lowest {min(clarity):.2f} (every clip has an accompaniment)")
     k = np.array(keys[kinds[0]] + keys[kinds[1]], dtype=float)
     print(f"key confidence: mean {k[:, 2].mean():.3f} for {k[:, 1].mean():.3f} exactly right (all {len(k)} analyses); "
           f"by confidence {by_confidence(k[:, 2], k[:, 1], (0.0, 0.2, 0.4, 0.6, 0.8))}")

@@ -52,16 +52,20 @@ gets 0.00 for the tempo (it had read 52 BPM). Of the evaluation set's 263 key cl
 pop-style analyses of ``bench_meter.py`` with a key, 1 and 3 have the key under 0.1; no clip of
 either set has the melody under 0.1 (lowest 0.72 and 0.48). Noise and notes at random times get
 0.00 for the tempo too (no pulse); music rarely does: 21 of 836 analyses of the evaluation set, the
-pop-style renders (as rendered and cut mid-bar) and 200 folk songs, 14 of them with a wrong tempo."""
+pop-style renders (as rendered and cut mid-bar) and 200 folk songs, 14 of them with a wrong tempo.
+A solo line gets 0 for the harmonic progression (no chords sound): 30 of the evaluation set's 32
+solo folk melodies and 180 of the 200 folk songs, 1 of its 134 chorale clips, none of the pop-style
+renders or the melodies over an accompaniment."""
 
-_RESTS_ON = {"key": "key", "tonality": "key", "harmonic_progression": "key", "melody_contour": "melody_contour",
-             "tempo": "tempo", "time_signature": "tempo"}
+_RESTS_ON = {"key": ("key",), "tonality": ("key",), "harmonic_progression": ("key", "harmonic_progression"),
+             "melody_contour": ("melody_contour",), "tempo": ("tempo",), "time_signature": ("tempo",)}
 
 
 def unsure(features: dict[str, Any] | None, name: str) -> bool:
-    """True when ``name`` rests on a key, melody or tempo that m2i measured with a confidence under
-    :data:`UNSURE_BELOW` (``"melody_contour"`` also stands for the ABC transcription). Features
-    without confidences (the legacy form) are never unsure.
+    """True when ``name`` rests on a key, melody, tempo or chords that m2i measured with a
+    confidence under :data:`UNSURE_BELOW` (``"melody_contour"`` also stands for the ABC
+    transcription; the harmonic progression rests on the key and on chords being heard at all: a
+    solo line gets 0 for it). Features without confidences (the legacy form) are never unsure.
 
     Examples
     --------
@@ -69,9 +73,9 @@ def unsure(features: dict[str, Any] | None, name: str) -> bool:
     True
     """
     conf = (features or {}).get("confidence")
-    basis = _RESTS_ON.get(name)
-    value = conf.get(basis) if isinstance(conf, dict) and basis else None
-    return isinstance(value, (int, float)) and value < UNSURE_BELOW
+    if not isinstance(conf, dict):
+        return False
+    return any(isinstance(v := conf.get(basis), (int, float)) and v < UNSURE_BELOW for basis in _RESTS_ON.get(name, ()))
 
 
 def stated_abc(features: dict[str, Any] | None, abc: str | None) -> str:

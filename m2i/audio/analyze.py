@@ -189,7 +189,7 @@ def analyze_clip(pcm: np.ndarray, sr: int = 16000, *, settings: dict[str, Any] |
             "time_signature": meter["confidence"],
             "mood": md["confidence"],
             "melody_contour": shape["confidence"],
-            "harmonic_progression": chords["confidence"],
+            "harmonic_progression": round(chords["confidence"] * F.harmony_clarity(F.accompaniment(a, track)), 3),
             "dynamic_intensity": dyn["confidence"],
         },
     }

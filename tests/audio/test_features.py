@@ -510,6 +510,30 @@ def test_the_llm_is_not_told_a_key_or_melody_that_drums_do_not_have():
         assert present in message, (present, message)
 
 
+def test_a_solo_line_is_not_told_a_chord_progression():
+    """A melody played alone has no chords: its "progression" was read from the melody's own notes
+    and partials (a violin's fifth partial made an A-minor tune's A a major chord, "I" in A minor),
+    and the LLM was told it. Over block chords the same melody keeps its progression."""
+    from m2i.audio.features import accompaniment, harmony_clarity, melody_track, prepare
+    from m2i.prompts.template import user_message
+
+    tune = [(0.2 + 0.375 * i, 0.2 + 0.375 * (i + 0.9), p) for i, p in
+            enumerate([69, 71, 72, 69, 64, 69, 71, 69, 72, 74, 76, 72, 71, 69, 68, 69] * 2) if 0.2 + 0.375 * i < 9.8]
+    solo = synth_notes(tune, duration=10.0)
+    out = analyze_clip(solo)
+    f = out["features"]
+    assert f["chords"] and f["harmonic_progression"]["text"]  # still measured and stored
+    assert f["confidence"]["harmonic_progression"] == 0.0 and f["confidence"]["key"] > 0.3
+    message = user_message(f, out["abc"])
+    assert "harmonic progression" not in message and "key: A" in message and "X:1" in message
+    accompanied = solo + 0.5 * synth_notes(_block_chords([(57, 60, 64), (52, 56, 59)] * 5, bpm=80), duration=10.0)
+    a = prepare(solo)
+    assert harmony_clarity(accompaniment(a, melody_track(a))) == 0.0
+    g = analyze_clip(accompanied)["features"]
+    assert g["confidence"]["harmonic_progression"] > 0.3
+    assert "harmonic progression:" in user_message(g, "")
+
+
 def test_a_click_track_has_no_melody_and_a_held_tone_a_static_one():
     """With no note there is no melody (a click track had a "static" melody at a constant 0.2);
     one held tone is a static melody, said with confidence."""
