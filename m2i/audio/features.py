@@ -1332,7 +1332,7 @@ def accompaniment(a: Analysis, track: dict[str, Any], *, share: float = 0.02) ->
     evaluation set's 32 solo folk melodies median 0.11; 30 melodies over an accompaniment median
     1.00, lowest 0.43; pop-style renders 0.94 and over). 0 when no melody was heard.
     """
-    midi = np.rint(track["midi"]).astype(int) - 36  # the semitone rows of ``a.semi`` (C2..B7)
+    midi = np.rint(track["midi"]).astype(int) - FMIN_MIDI  # the semitone rows of ``a.semi`` (C2..B7)
     frames = np.nonzero(track["voiced"])[0]
     if frames.size == 0:
         return 0.0
