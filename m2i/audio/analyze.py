@@ -215,7 +215,8 @@ def analyze_file(path: str | Path, *, settings: dict[str, Any] | None = None) ->
     -------
     dict
         ``{"file": str, "start_s": float, "features": {...}, "abc": str, "duration_s": float}``;
-        ``start_s`` is where the analysed window starts in the file.
+        ``start_s`` is where the analysed window starts in the file. A file the decoder read past
+        damaged data also has ``"warning"``, one sentence.
 
     Raises
     ------
@@ -229,7 +230,8 @@ def analyze_file(path: str | Path, *, settings: dict[str, Any] | None = None) ->
     for clip in load_dataset(path):
         if clip.error is None and clip.pcm is not None:
             out = analyze_clip(clip.pcm, 16000, settings=settings)
-            return {"file": str(path), "start_s": float(clip.meta.get("start_s", 0.0)), **out}
+            warning = {"warning": clip.meta["decoder_warning"]} if "decoder_warning" in clip.meta else {}
+            return {"file": str(path), "start_s": float(clip.meta.get("start_s", 0.0)), **out, **warning}
         first = first or clip
     if first is None:
         raise InputError(f"{path} holds no audio; supply a file with at least 1 s of sound.")

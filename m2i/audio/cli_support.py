@@ -62,12 +62,14 @@ def analyze_lines(paths: Iterable[str | Path], *, settings: dict[str, Any] | Non
 def human_summary(result: dict[str, Any]) -> str:
     """What ``m2i analyze`` prints without ``--json``: ``== FILE``, the features one per line (as
     the LLM reads them, :func:`m2i.features.describe`) and the ABC, which is left out when no
-    melody was heard (:func:`m2i.features.stated_abc`); or ``error: ...`` for a bad file."""
+    melody was heard (:func:`m2i.features.stated_abc`), after a ``warning: ...`` line for a file
+    read past damaged data; or ``error: ...`` for a bad file."""
     from m2i.features import describe, stated_abc
 
     if "error" in result:
         return f"error: {result['error']}"
-    lines = [f"== {result['file']}", describe(result["features"])]
+    lines = [f"== {result['file']}"] + ([f"warning: {result['warning']}"] if "warning" in result else [])
+    lines.append(describe(result["features"]))
     if abc := stated_abc(result["features"], result.get("abc")):
         lines.append(abc)
     return "\n".join(lines)

@@ -25,7 +25,12 @@ import json
 import logging
 import os
 import pickle
+import re
+import sys
+import tempfile
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -381,12 +386,12 @@ its one-shot call, so the clips and their content hashes are the same either way
 _BLOCK_FRAMES = 1 << 18
 
 
-def _stream_audio_file(path: Path, info: Any, *, clip_s: float, hop_s: float) -> Iterator[Clip]:
+def _stream_audio_file(path: Path, info: Any, *, clip_s: float, hop_s: float, notes: list[str]) -> Iterator[Clip]:
     """The windows of a long file, as :func:`_slices` cuts the whole file read at once.
 
     A block that cannot be decoded, or holds NaN/inf, ends the file with one failed clip naming
     the time; the windows before it stay (float files are checked for NaN/inf before any window,
-    as a file read whole would be).
+    as a file read whole would be). The decoder's messages go to ``notes`` (:func:`native_stderr`).
     """
     import soundfile as sf
 
@@ -395,7 +400,13 @@ def _stream_audio_file(path: Path, info: Any, *, clip_s: float, hop_s: float) ->
     win, hop, min_len = int(round(clip_s * SR)), max(1, int(round(hop_s * SR))), int(MIN_CLIP_S * SR)
 
     def blocks() -> Iterator[np.ndarray]:
-        yield from sf.blocks(str(path), blocksize=_BLOCK_FRAMES, dtype="float64", always_2d=True)
+        it = sf.blocks(str(path), blocksize=_BLOCK_FRAMES, dtype="float64", always_2d=True)
+        while True:
+            with native_stderr(notes):
+                block = next(it, None)
+            if block is None:
+                return
+            yield block
 
     if str(info.subtype) in ("FLOAT", "DOUBLE"):
         for block in blocks():
@@ -466,7 +477,7 @@ def _file_meta(path: Path, info: Any) -> dict[str, Any]:
     }
 
 
-def _long_file(path: Path, clip_s: float | None) -> Any:
+def _long_file(path: Path, clip_s: float | None, notes: list[str]) -> Any:
     """soundfile's info for a file to stream (:data:`STREAM_ABOVE_S`), else None (read it whole)."""
     if clip_s is None:
         return None
@@ -475,7 +486,8 @@ def _long_file(path: Path, clip_s: float | None) -> Any:
     try:
         if path.suffix.lower() == ".wav" and _wav_shortfall(path):
             return None  # reported by the whole-file reader
-        info = sf.info(str(path))
+        with native_stderr(notes):
+            info = sf.info(str(path))
     except Exception:  # not a format soundfile reads (mp3 on an old libsndfile): the whole-file path decides
         return None
     if info.frames <= 0 or info.samplerate <= 0:
@@ -483,23 +495,26 @@ def _long_file(path: Path, clip_s: float | None) -> Any:
     return info if info.frames / info.samplerate > max(STREAM_ABOVE_S, clip_s + 1.0) else None
 
 
-def _read_audio(path: Path) -> tuple[np.ndarray, int, dict[str, Any]]:
+def _read_audio(path: Path, notes: list[str]) -> tuple[np.ndarray, int, dict[str, Any]]:
     import soundfile as sf
 
+    missing = _wav_shortfall(path) if path.suffix.lower() == ".wav" else 0
+    if missing:
+        raise RuntimeError(f"the file ends {missing} bytes before its data chunk does")
     try:
-        missing = _wav_shortfall(path) if path.suffix.lower() == ".wav" else 0
-        if missing:
-            raise RuntimeError(f"the file ends {missing} bytes before its data chunk does")
-        info = sf.info(str(path))
-        y, sr = sf.read(str(path), dtype="float64", always_2d=True)
-        meta = _file_meta(path, info)
-        if info.frames and y.shape[0] < info.frames * 0.98:
-            raise RuntimeError(f"only {y.shape[0]} of {info.frames} frames could be read")
-        return (y[:, 0] if y.shape[1] == 1 else y), int(sr), meta
+        with native_stderr(notes):
+            info = sf.info(str(path))
+            y, sr = sf.read(str(path), dtype="float64", always_2d=True)
     except Exception as exc:  # soundfile raises LibsndfileError/RuntimeError; fall back to librosa
         if path.suffix.lower() not in (".mp3",):
             raise RuntimeError(str(exc)) from exc
         first = exc
+    else:
+        # a truncated or damaged MP3 decodes without an error, only shorter than its header says
+        if info.frames and y.shape[0] < info.frames * 0.98:
+            raise RuntimeError(f"only {y.shape[0] / sr:.1f} s of the {info.frames / sr:.1f} s its header announces "
+                               "could be read")
+        return (y[:, 0] if y.shape[1] == 1 else y), int(sr), _file_meta(path, info)
     import warnings
 
     from m2i.audio.analyze import ensure_numba_cache
@@ -508,7 +523,7 @@ def _read_audio(path: Path) -> tuple[np.ndarray, int, dict[str, Any]]:
     import librosa
 
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), native_stderr(notes):
             warnings.simplefilter("ignore")
             y, sr = librosa.load(str(path), sr=None, mono=False)
     except Exception as exc:  # audioread's NoBackendError says nothing; libsndfile's reason, if any, does
@@ -521,12 +536,14 @@ def _read_audio(path: Path) -> tuple[np.ndarray, int, dict[str, Any]]:
 
 
 def _iter_audio_file(path: Path, *, clip_s: float, hop_s: float) -> Iterator[Clip]:
-    info = _long_file(path, clip_s)
+    notes: list[str] = []
+    info = _long_file(path, clip_s, notes)
     if info is not None:
-        yield from _stream_audio_file(path, info, clip_s=clip_s, hop_s=hop_s)
+        for clip in _stream_audio_file(path, info, clip_s=clip_s, hop_s=hop_s, notes=notes):
+            yield _with_decoder_notes(clip, notes)
         return
     try:
-        y, sr, meta = _read_audio(path)
+        y, sr, meta = _read_audio(path, notes)
     except Exception as exc:
         if path.stat().st_size == 0:
             why = f"{path.name} is empty (0 bytes); copy it again."
@@ -546,7 +563,60 @@ def _iter_audio_file(path: Path, *, clip_s: float, hop_s: float) -> Iterator[Cli
         yield Clip(str(path), meta, None, check_pcm(y, sr))
         return
     y16 = to_mono_16k(y, sr) if sr != SR else y.astype(np.float32)
-    yield from _slices(str(path), y16, SR, meta, clip_s=clip_s, hop_s=hop_s)
+    for clip in _slices(str(path), y16, SR, meta, clip_s=clip_s, hop_s=hop_s):
+        yield _with_decoder_notes(clip, notes)
+
+
+def _with_decoder_notes(clip: Clip, notes: list[str]) -> Clip:
+    """A clip decoded from a file whose decoder met damaged data (libmpg123 resyncing past a bad
+    frame header, or failing to dequantise a frame, which it then plays as silence) says so in its
+    meta, ``decoder_warning``: one sentence, stored with the sample and printed by ``m2i analyze``.
+    The file was read to its announced length (a short read fails it); a header whose byte count
+    is off ("Xing stream size off") alone is not damage to the audio and is not reported."""
+    if clip.error is None and any(w in n for n in notes for w in ("error:", "Illegal", "resync", "Skipped")):
+        clip.meta["decoder_warning"] = "the MP3 decoder met damaged data and skipped it; the audio may have gaps"
+    return clip
+
+
+# what libmpg123 (inside libsndfile) writes to stderr about a damaged MP3, a line each
+_DECODER_LINE = re.compile(rb"^(Note: |Warning: |\[src/libmpg123/)")
+_FD2 = threading.Lock()
+
+
+@contextmanager
+def native_stderr(notes: list[str]) -> Iterator[None]:
+    """Keep what native decoders write to file descriptor 2 off the terminal while a file is read.
+
+    libmpg123 prints a line for every damaged frame ("Note: Trying to resync...") straight to fd 2,
+    where the dashboard draws its screen (Textual writes to stderr) and where ``m2i analyze`` gives
+    one sentence per bad file. Its lines are appended to ``notes``; anything else written to fd 2
+    meanwhile (another thread's log line, a dashboard frame) is written back, in order, when the
+    block ends. One block at a time per process (fd 2 is the process's).
+    """
+    with _FD2:
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError):  # no fd 2 to borrow (a daemon started without one)
+            yield
+            return
+        with tempfile.TemporaryFile() as tmp:
+            os.dup2(tmp.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+                tmp.seek(0)
+                kept = []
+                for line in tmp.read().splitlines(keepends=True):
+                    if _DECODER_LINE.match(line):
+                        notes.append(line.decode("utf-8", "replace").strip())
+                    else:
+                        kept.append(line)
+                data = b"".join(kept)
+                while data:
+                    data = data[os.write(2, data):]
 
 
 def _iter_demo() -> Iterator[Clip]:

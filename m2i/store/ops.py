@@ -221,12 +221,14 @@ def add_samples(store: Store, run_id: int, clips: Iterable[Any], *, limit: int |
             have = conn.execute(select(c.c.sha256).where(c.c.sha256 == sha)).first()
             if not have:
                 conn.execute(insert(c).values(sha256=sha, sample_rate=16000, n_samples=int(pcm.size), pcm=pcm.tobytes()))
-            conn.execute(
+            sample_id = conn.execute(
                 insert(s).values(
                     run_id=run_id, idx=next_idx, source=clip.source, audio_sha256=sha,
                     duration_s=float(pcm.size) / 16000.0, meta=plain_json(clip.meta), max_attempts=max_attempts,
-                )
-            )
+                ).returning(s.c.id)
+            ).scalar_one()
+            if warning := clip.meta.get("decoder_warning"):  # read past damage: analysed, and said where
+                _event(conn, run_id, "warning", "analyze", sample_id, f"{clip.source}: {warning}")
         known_sha.add(sha)
         counts["added"] += 1
         next_idx += 1

@@ -350,6 +350,27 @@ def test_cli_analyze_json_prints_one_line_per_file_and_fails_on_a_bad_one(tmp_pa
     assert good["file"] == "good.wav" and good["abc"].startswith("X:1") and good["features"]["tempo"] > 0
 
 
+def test_cli_analyze_warns_of_a_damaged_mp3_in_one_line(tmp_path):
+    """The decoder's own lines ("Note: Illegal Audio-MPEG-Header ...") used to fill the terminal."""
+    import soundfile as sf
+
+    from .conftest import DEMO
+
+    y, sr = sf.read(DEMO / "demo5_folk_34.flac", dtype="float32")
+    sf.write(tmp_path / "tune.mp3", y, sr, format="MP3", subtype="MPEG_LAYER_III")
+    data = bytearray((tmp_path / "tune.mp3").read_bytes())
+    heads = [i for i in range(len(data) // 2, len(data) - 1) if data[i] == 0xFF and data[i + 1] & 0xE0 == 0xE0]
+    data[heads[0]] = 0
+    (tmp_path / "tune.mp3").write_bytes(bytes(data))
+    cli = DEMO.parents[2] / "cli.py"
+    r = subprocess.run([sys.executable, str(cli), "analyze", "tune.mp3"], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0 and r.stderr == ""
+    assert r.stdout.splitlines()[:2] == ["== tune.mp3", "warning: the MP3 decoder met damaged data and skipped it; "
+                                                        "the audio may have gaps"]
+    assert "key: " in r.stdout
+
+
 def test_analyze_a_folder_gives_each_file_its_own_line(tmp_path):
     """`m2i analyze FOLDER` analysed the folder's first usable clip under the folder's name."""
     import soundfile as sf
