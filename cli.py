@@ -152,7 +152,7 @@ def ingest(
 
 @app.command()
 def analyze(
-    files: Annotated[list[str], typer.Argument(help="Audio files (wav, flac, ogg, mp3) or .npy.")],
+    files: Annotated[list[str], typer.Argument(help="Audio files (wav, flac, ogg, opus, mp3, aiff), folders of them, or .npy.")],
     json_out: JsonOpt = False,
     spectrogram: Annotated[bool, typer.Option("--spectrogram", help="Add a mel-spectrogram summary.")] = False,
 ) -> None:

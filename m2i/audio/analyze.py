@@ -207,7 +207,7 @@ def analyze_file(path: str | Path, *, settings: dict[str, Any] | None = None) ->
     Parameters
     ----------
     path : str or Path
-        An audio file (wav, flac, ogg, mp3) or a .npy. A file longer than 10 s is analysed on its
+        An audio file (wav, flac, ogg, opus, mp3, aiff) or a .npy. A file longer than 10 s is analysed on its
         first 10 s window that can be analysed (windows of silence before the music are
         skipped); ``m2i ingest`` / ``m2i run`` analyse every window.
 

@@ -8,7 +8,7 @@ Accepted inputs for :func:`load_dataset`:
   containers only; a crafted file cannot run code.
 - a plain numeric ``.npy`` array, ``[N, T]`` (N clips), ``[T, channels]`` (one signal of at most
   :data:`MAX_CHANNELS` channels, mixed to mono) or ``[T]`` (one signal), assumed 16 kHz;
-- an audio file (wav, flac, ogg, mp3) or a folder of them (searched recursively); long files
+- an audio file (wav, flac, ogg, opus, mp3, aiff) or a folder of them (searched recursively); long files
   are sliced into ``clip_s`` windows every ``hop_s`` seconds;
 - the string ``"demo"``: the clips bundled in ``m2i/data/demo``.
 
@@ -53,7 +53,11 @@ SILENCE_DBFS = -60.0
 MAX_CHANNELS = 8
 """A 2-D array with at most this many columns (and more rows) is one multichannel signal."""
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".oga", ".aif", ".aiff")
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".oga", ".opus", ".aif", ".aiff")
+
+UNREAD_AUDIO = {".m4a": "AAC", ".aac": "AAC", ".mp4": "AAC", ".m4b": "AAC", ".wma": "WMA", ".ape": "Monkey's Audio",
+                ".wv": "WavPack", ".alac": "ALAC", ".webm": "WebM", ".mka": "Matroska", ".amr": "AMR"}
+"""Audio formats libsndfile does not decode: a folder's such files are reported, not passed over."""
 
 DEMO_DIR = Path(__file__).resolve().parent.parent / "data" / "demo"
 
@@ -495,6 +499,10 @@ def _long_file(path: Path, clip_s: float | None, notes: list[str]) -> Any:
     return info if info.frames / info.samplerate > max(STREAM_ABOVE_S, clip_s + 1.0) else None
 
 
+_EMPTY_FILE_BYTES = 4096
+"""A file this large holds more than headers: if it decodes to no samples at all, it is damaged."""
+
+
 def _read_audio(path: Path, notes: list[str]) -> tuple[np.ndarray, int, dict[str, Any]]:
     import soundfile as sf
 
@@ -514,6 +522,8 @@ def _read_audio(path: Path, notes: list[str]) -> tuple[np.ndarray, int, dict[str
         if info.frames and y.shape[0] < info.frames * 0.98:
             raise RuntimeError(f"only {y.shape[0] / sr:.1f} s of the {info.frames / sr:.1f} s its header announces "
                                "could be read")
+        if y.shape[0] == 0 and path.stat().st_size > _EMPTY_FILE_BYTES:  # a cut Ogg Vorbis stream reads as 0 s
+            raise RuntimeError(f"no audio could be read from its {path.stat().st_size // 1024} KiB")
         return (y[:, 0] if y.shape[1] == 1 else y), int(sr), _file_meta(path, info)
     import warnings
 
@@ -548,7 +558,7 @@ def _iter_audio_file(path: Path, *, clip_s: float, hop_s: float) -> Iterator[Cli
         if path.stat().st_size == 0:
             why = f"{path.name} is empty (0 bytes); copy it again."
         elif "Format not recognised" in str(exc):
-            why = (f"{path.name} is not audio in a format m2i reads (wav, flac, ogg, mp3, aiff), "
+            why = (f"{path.name} is not audio in a format m2i reads (wav, flac, ogg, opus, mp3, aiff), "
                    "whatever its name says; check what the file holds.")
         else:
             why = f"{path.name} could not be decoded ({str(exc).strip()[:160]}); it is corrupt or truncated."
@@ -678,6 +688,8 @@ def load_dataset(path: str | Path, *, clip_s: float = 10.0, hop_s: float = 10.0)
                     yield from _iter_npy(f)
                 except InputError as exc:
                     yield Clip(str(f), {"file": str(f)}, None, str(exc))
+            elif f.suffix.lower() in UNREAD_AUDIO:  # a user's .m4a files are not passed over in silence
+                yield Clip(str(f), {"file": str(f)}, None, _unread_audio(f))
             else:
                 yield from _iter_audio_file(f, clip_s=clip_s, hop_s=hop_s)
         return
@@ -687,21 +699,30 @@ def load_dataset(path: str | Path, *, clip_s: float = 10.0, hop_s: float = 10.0)
     if p.suffix.lower() in AUDIO_EXTENSIONS:
         yield from _iter_audio_file(p, clip_s=clip_s, hop_s=hop_s)
         return
+    if p.suffix.lower() in UNREAD_AUDIO:
+        raise InputError(_unread_audio(p))
     raise InputError(
         f"{p} is not a .npy file, an audio file ({', '.join(AUDIO_EXTENSIONS)}) or a folder; "
         "convert it first."
     )
 
 
+def _unread_audio(path: Path) -> str:
+    return (f"{path.name} is {UNREAD_AUDIO[path.suffix.lower()]} audio, which m2i does not decode; convert it to "
+            f"FLAC or WAV first (ffmpeg -i {path.name} {path.stem}.flac).")
+
+
 def folder_files(folder: Path) -> list[Path]:
-    """The audio and .npy files under ``folder`` (recursively), in the order a folder is ingested.
+    """The audio and .npy files under ``folder`` (recursively), in the order a folder is ingested;
+    audio m2i does not decode (:data:`UNREAD_AUDIO`) is listed too, to be reported.
 
     Raises
     ------
     InputError
         The folder holds none.
     """
-    files = sorted(f for f in folder.rglob("*") if f.is_file() and f.suffix.lower() in (*AUDIO_EXTENSIONS, ".npy"))
+    files = sorted(f for f in folder.rglob("*")
+                   if f.is_file() and f.suffix.lower() in (*AUDIO_EXTENSIONS, *UNREAD_AUDIO, ".npy"))
     if not files:
         raise InputError(f"{folder} contains no audio files ({', '.join(AUDIO_EXTENSIONS)}) or .npy files.")
     return files

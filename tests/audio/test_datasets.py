@@ -132,8 +132,13 @@ def test_folder_of_awkward_files(tmp_path):
     (tmp_path / "notes.txt").write_text("not audio")
     (tmp_path / "j_text.wav").write_text("a text file with an audio name\n" * 20)
     (tmp_path / "k_empty.flac").write_bytes(b"")
+    sf.write(tmp_path / "l.opus", _tone(2, 48000), 48000, format="OGG", subtype="OPUS")
+    (tmp_path / "m_song.m4a").write_bytes(b"\x00\x00\x00\x20ftypM4A " + os.urandom(2000))  # read only by ffmpeg
+    sf.write(tmp_path / "n_long.ogg", _tone(12), SR, format="OGG", subtype="VORBIS")
+    data = (tmp_path / "n_long.ogg").read_bytes()
+    (tmp_path / "n_long.ogg").write_bytes(data[: len(data) // 2])  # libsndfile reads a cut Vorbis stream as 0 s
     clips = {c.source.split("/")[-1]: c for c in load_dataset(tmp_path)}
-    good = ["a_stereo44k.wav@0", "b_96k.flac@0", "c_8bit.wav@0", "d.ogg@0", "g_full.wav@0"]
+    good = ["a_stereo44k.wav@0", "b_96k.flac@0", "c_8bit.wav@0", "d.ogg@0", "g_full.wav@0", "l.opus@0"]
     for name in good:
         c = clips[name]
         assert c.error is None, (name, c.error)
@@ -144,12 +149,16 @@ def test_folder_of_awkward_files(tmp_path):
     assert clips["f_silence.wav@0"].error == "the clip is silent (every sample is 0); drop it."
     assert clips["f_offset.wav@0"].error == "the clip is silent (every sample has the same value); drop it."
     assert clips["f_offset_hiss.wav@0"].error.startswith("the clip is silent (RMS -100 dBFS")
-    assert clips["j_text.wav"].error == ("j_text.wav is not audio in a format m2i reads (wav, flac, ogg, mp3, aiff), "
+    assert clips["j_text.wav"].error == ("j_text.wav is not audio in a format m2i reads (wav, flac, ogg, opus, mp3, aiff), "
                                          "whatever its name says; check what the file holds.")
     assert clips["k_empty.flac"].error == "k_empty.flac is empty (0 bytes); copy it again."
     assert "corrupt or truncated" in clips["h_truncated.wav"].error
     assert "corrupt or truncated" in clips["i_corrupt.flac"].error
     assert not any("notes.txt" in k for k in clips)
+    assert clips["m_song.m4a"].error == ("m_song.m4a is AAC audio, which m2i does not decode; convert it to FLAC or WAV "
+                                         "first (ffmpeg -i m_song.m4a m_song.flac).")
+    assert clips["n_long.ogg"].error.startswith("n_long.ogg could not be decoded (no audio could be read from its ")
+    assert clips["n_long.ogg"].error.endswith(" KiB); it is corrupt or truncated.")
 
 
 def test_long_file_is_sliced_with_hop(tmp_path):
@@ -313,6 +322,9 @@ def test_unusable_paths_raise_one_sentence(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="contains no audio"):
         list(load_dataset(tmp_path / "empty"))
+    (tmp_path / "talk.wma").write_bytes(b"0&\xb2u" + os.urandom(100))
+    with pytest.raises(InputError, match=r"^talk.wma is WMA audio, which m2i does not decode; .*\(ffmpeg -i talk.wma"):
+        list(load_dataset(tmp_path / "talk.wma"))
     (tmp_path / "x.csv").write_text("1,2,3")
     with pytest.raises(InputError, match="not a .npy file"):
         list(load_dataset(tmp_path / "x.csv"))
