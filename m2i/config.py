@@ -177,7 +177,11 @@ def load_settings(
         data = data.get("m2i", data)
         unknown = set(data) - set(Settings.model_fields)
         if unknown:
-            raise ConfigError(f"{path} has unknown setting(s): {', '.join(sorted(unknown))}.")
+            import difflib
+
+            named = [f"{k} (did you mean {near[0]}?)" if (near := difflib.get_close_matches(k, list(Settings.model_fields), 1))
+                     else k for k in sorted(unknown)]
+            raise ConfigError(f"{path} has unknown setting(s): {', '.join(named)}.")
         merged.update(data)
         origin.update({k: f"{k} in {path}" for k in data})
     elif config_path:

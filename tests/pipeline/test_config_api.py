@@ -31,7 +31,8 @@ def test_precedence_defaults_toml_env_flags(tmp_path):
 @pytest.mark.parametrize("text, match", [
     ("samples = 0\n", "samples"),
     ("llm = \n", "not valid TOML"),
-    ("colour = 'red'\n", "unknown setting"),
+    ("colour = 'red'\n", r"unknown setting\(s\): colour\.$"),
+    ("smaples = 3\n", r"unknown setting\(s\): smaples \(did you mean samples\?\)\.$"),
 ])
 def test_bad_config_is_one_sentence(tmp_path, text, match):
     cfg = tmp_path / "m2i.toml"
