@@ -713,8 +713,8 @@ def _unread_audio(path: Path) -> str:
 
 
 def folder_files(folder: Path) -> list[Path]:
-    """The audio and .npy files under ``folder`` (recursively), in the order a folder is ingested;
-    audio m2i does not decode (:data:`UNREAD_AUDIO`) is listed too, to be reported.
+    """The audio and .npy files under ``folder`` (recursively, hidden ones left out), in the order a
+    folder is ingested; audio m2i does not decode (:data:`UNREAD_AUDIO`) is listed too, to be reported.
 
     Raises
     ------
@@ -722,7 +722,10 @@ def folder_files(folder: Path) -> list[Path]:
         The folder holds none.
     """
     files = sorted(f for f in folder.rglob("*")
-                   if f.is_file() and f.suffix.lower() in (*AUDIO_EXTENSIONS, *UNREAD_AUDIO, ".npy"))
+                   if f.is_file() and f.suffix.lower() in (*AUDIO_EXTENSIONS, *UNREAD_AUDIO, ".npy")
+                   # hidden files and folders are not the user's music: macOS leaves a "._song.wav"
+                   # (AppleDouble metadata, not audio) beside every file copied from it
+                   and not any(part.startswith(".") for part in f.relative_to(folder).parts))
     if not files:
         raise InputError(f"{folder} contains no audio files ({', '.join(AUDIO_EXTENSIONS)}) or .npy files.")
     return files

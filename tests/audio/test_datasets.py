@@ -137,6 +137,9 @@ def test_folder_of_awkward_files(tmp_path):
     sf.write(tmp_path / "n_long.ogg", _tone(12), SR, format="OGG", subtype="VORBIS")
     data = (tmp_path / "n_long.ogg").read_bytes()
     (tmp_path / "n_long.ogg").write_bytes(data[: len(data) // 2])  # libsndfile reads a cut Vorbis stream as 0 s
+    (tmp_path / "._g_full.wav").write_bytes(b"\x00\x05\x16\x07" + bytes(4092))  # macOS metadata, not audio
+    (tmp_path / ".trash").mkdir()
+    sf.write(tmp_path / ".trash" / "old.wav", _tone(2), SR)
     clips = {c.source.split("/")[-1]: c for c in load_dataset(tmp_path)}
     good = ["a_stereo44k.wav@0", "b_96k.flac@0", "c_8bit.wav@0", "d.ogg@0", "g_full.wav@0", "l.opus@0"]
     for name in good:
@@ -154,7 +157,7 @@ def test_folder_of_awkward_files(tmp_path):
     assert clips["k_empty.flac"].error == "k_empty.flac is empty (0 bytes); copy it again."
     assert "corrupt or truncated" in clips["h_truncated.wav"].error
     assert "corrupt or truncated" in clips["i_corrupt.flac"].error
-    assert not any("notes.txt" in k for k in clips)
+    assert not any("notes.txt" in k or "._g_full" in k or "old.wav" in k for k in clips)
     assert clips["m_song.m4a"].error == ("m_song.m4a is AAC audio, which m2i does not decode; convert it to FLAC or WAV "
                                          "first (ffmpeg -i m_song.m4a m_song.flac).")
     assert clips["n_long.ogg"].error.startswith("n_long.ogg could not be decoded (no audio could be read from its ")
