@@ -58,7 +58,17 @@ def _db(db: str | None) -> str | None:
 
 
 def _open(db: str | None, *, readonly: bool = False, create: bool = False):
-    """Open the store; any command upgrades an older schema to head by itself (when it may write)."""
+    """Open the store, closed again when the command exits (SQLite then folds its write-ahead log
+    back into the file and removes ``-wal`` and ``-shm``); any command upgrades an older schema to
+    head by itself (when it may write)."""
+    import atexit
+
+    store = _open_store(db, readonly=readonly, create=create)
+    atexit.register(store.close)
+    return store
+
+
+def _open_store(db: str | None, *, readonly: bool, create: bool):
     from m2i.errors import OlderSchemaError, StoreError
     from m2i.store import open_store
 

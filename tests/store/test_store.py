@@ -24,6 +24,24 @@ def test_new_database_is_wal_with_foreign_keys(tmp_path):
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
 
 
+def test_a_copy_of_the_file_alone_holds_a_closed_runs_rows_while_a_dashboard_reads(tmp_path):
+    """With a dashboard still reading, the runner's close did not fold the write-ahead log in: a
+    ``cp m2i.db`` taken after the run ended had no rows at all (they sat in m2i.db-wal)."""
+    import shutil
+
+    store = open_store(tmp_path / "m2i.db")
+    dashboard = sqlite3.connect(f"file:{tmp_path / 'm2i.db'}?mode=ro", uri=True)
+    assert dashboard.execute("SELECT count(*) FROM sample").fetchone() == (0,)
+    seed_run(store, 3)
+    store.close()
+    shutil.copy(tmp_path / "m2i.db", tmp_path / "copy.db")
+    copy = sqlite3.connect(tmp_path / "copy.db")
+    assert copy.execute("SELECT count(*) FROM sample").fetchone() == (3,)
+    assert dashboard.execute("SELECT count(*) FROM sample").fetchone() == (3,)
+    copy.close()
+    dashboard.close()
+
+
 def test_models_and_migrations_agree(db_url):
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
