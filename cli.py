@@ -516,13 +516,15 @@ def export(
 
 @app.command("import-legacy")
 def import_legacy_cmd(
-    file: Annotated[str, typer.Argument(help="The earlier system's visual_prompts_complete.json.")],
+    file: Annotated[str, typer.Argument(help="The earlier system's visual_prompts_complete.json, or its folder.")],
     db: DbOpt = None,
     name: Annotated[str | None, typer.Option("--name", help="Run name (default legacy:<file name>).")] = None,
 ) -> None:
     """Load the earlier system's prompts into a run, so they can be scored, rendered and browsed."""
     from m2i.exports import import_legacy
+    from m2i.scoring.legacy import legacy_path
 
+    legacy_path(file)  # a wrong path is said before a database is created for it
     store = _open(db, create=True)
     res = import_legacy(store, file, name=name)
     what = "already imported as" if res.get("existing") else "imported as"

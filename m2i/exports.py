@@ -82,7 +82,7 @@ def import_legacy(store: Store, path: str | Path, *, name: str | None = None) ->
     store : Store
         An open, writable run store.
     path : str or Path
-        The legacy file.
+        The legacy file, or the folder that holds it.
     name : str or None
         Run name; default ``"legacy:<file name>"``.
 
@@ -97,11 +97,11 @@ def import_legacy(store: Store, path: str | Path, *, name: str | None = None) ->
         If the file is missing or malformed (see :func:`m2i.scoring.legacy.load_legacy`), or ``name``
         is all digits (it would read as a run id).
     """
-    from m2i.scoring.legacy import load_legacy
+    from m2i.scoring.legacy import legacy_path, load_legacy
 
     if name is not None:
         ops.check_run_name(name)
-    p = Path(path)
+    p = legacy_path(path)
     data = load_legacy(p)
     digest = hashlib.sha256(p.read_bytes()).hexdigest()
     run_t, s_t, p_t = Run.__table__, Sample.__table__, Prompt.__table__

@@ -39,13 +39,35 @@ def _title_of(text: str) -> str | None:
     return None
 
 
+LEGACY_FILE = "visual_prompts_complete.json"
+
+
+def legacy_path(path: str | Path) -> Path:
+    """The legacy prompts file: ``path`` itself, or the ``visual_prompts_complete.json`` in the
+    folder ``path`` (the earlier system's output folder, as users keep it).
+
+    Raises
+    ------
+    InputError
+        Neither exists.
+    """
+    p = Path(path)
+    if p.is_dir():
+        if not (p / LEGACY_FILE).is_file():
+            raise InputError(f"{str(p)!r} is a folder without a {LEGACY_FILE}; pass the path of that file.")
+        return p / LEGACY_FILE
+    if not p.is_file():
+        raise InputError(f"Legacy file {str(p)!r} does not exist; pass the path of a {LEGACY_FILE}.")
+    return p
+
+
 def load_legacy(path: str | Path) -> dict[str, Any]:
     """Parse a legacy ``visual_prompts_complete.json`` into samples and prompts.
 
     Parameters
     ----------
     path : str or Path
-        The file the earlier system wrote.
+        The file the earlier system wrote, or the folder that holds it (:func:`legacy_path`).
 
     Returns
     -------
@@ -69,9 +91,7 @@ def load_legacy(path: str | Path) -> dict[str, Any]:
     >>> len(data["samples"]), data["samples"][0]["prompts"][0]["mode"]  # doctest: +SKIP
     (100, 'convergent')
     """
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"Legacy file {str(p)!r} does not exist; pass the path of a visual_prompts_complete.json.")
+    p = legacy_path(path)
     try:
         raw = json.loads(p.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

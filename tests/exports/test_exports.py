@@ -28,7 +28,7 @@ def test_import_real_file_creates_a_scorable_run(store, legacy_dir):
     assert s0["meta"]["slice_pos"] == [45, 55]
     assert p0["mode"] == "convergent" and p0["temperature"] == 0.4 and p0["title"] == "Ethereal Dreamscape in F minor"
     assert p0["text"].startswith("Title: Ethereal Dreamscape") and p0["image_prompt"] is None
-    again = import_legacy(store, legacy_dir / "visual_prompts_complete.json")
+    again = import_legacy(store, legacy_dir)  # the earlier system's output folder names its file
     assert again["existing"] is True and again["run_id"] == res["run_id"]
 
 
@@ -137,6 +137,22 @@ def test_export_errors_are_one_clear_sentence(store, small_legacy, tmp_path):
         export_run(store, run_id, blocker)
     with pytest.raises(InputError, match="does not exist"):
         import_legacy(store, tmp_path / "missing.json")
+    (tmp_path / "elsewhere").mkdir()
+    with pytest.raises(InputError, match="is a folder without a visual_prompts_complete.json; pass the path of"):
+        import_legacy(store, tmp_path / "elsewhere")
+
+
+def test_import_legacy_from_a_wrong_path_creates_no_database(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cli = Path(__file__).resolve().parents[2] / "cli.py"
+    r = subprocess.run([sys.executable, str(cli), "import-legacy", str(tmp_path), "--db", "m.db"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and r.stderr == (f"error: {str(tmp_path)!r} is a folder without a "
+                                              "visual_prompts_complete.json; pass the path of that file.\n")
+    assert not (tmp_path / "m.db").exists()
 
 
 @pytest.mark.slow
