@@ -373,7 +373,7 @@ def requeue(
     typer.echo("requeued " + ", ".join(f"{k}: {v}" for k, v in out.items()))
     if not id and stage in (None, "analyze") and (unusable := ops.unusable_samples(store, int(r["id"]))):
         typer.echo(f"{unusable} clip(s) stay failed: their audio was unusable at ingest and requeue cannot help; "
-                   "`m2i sql \"SELECT source, error FROM sample WHERE audio_sha256 IS NULL\"` says why")
+                   "`m2i sql \"SELECT source, error FROM sample WHERE audio_sha256 IS NULL AND status = 'failed'\"` says why")
     if id:
         ok = {"failed"} if failed else {"failed", "cancelled"}
         _say_untouched(stage, id, before, ok, command="requeue", verb="requeued", acted=out[stage],

@@ -272,7 +272,7 @@ def summary_lines(
     failed = sum(c["failed"] for c in counts.values()) - unusable
     if unusable:
         lines.append(f"{unusable} clip(s) of the dataset are unusable and were skipped: "
-                     "`m2i sql \"SELECT source, error FROM sample WHERE audio_sha256 IS NULL\"` says why")
+                     "`m2i sql \"SELECT source, error FROM sample WHERE audio_sha256 IS NULL AND status = 'failed'\"` says why")
     if failed:
         lines.append(f"{failed} row(s) failed: see `m2i status`, then `m2i requeue --failed`")
     return lines

@@ -93,6 +93,11 @@ def format_text(report: dict[str, Any]) -> str:
         for s, c in report["counts"].items()
     ))
     for row in report["llm"]:
+        if row["provider"] == "legacy":  # imported: the earlier system recorded no model, tokens or timing
+            by = ((cfg.get("legacy") or {}).get("metadata") or {}).get("llm_provider") or "the earlier system"
+            lines.append(f"llm: legacy  {row['prompts']} prompts imported, written by {by}; model, tokens, cost "
+                         "and latency were not recorded")
+            continue
         lines.append(
             f"llm: {row['provider']} {row['model']}  {row['prompts']} prompts"
             + (f" ({row['failed']} failed; tokens and cost include their answers)" if row.get("failed") else "")

@@ -372,9 +372,12 @@ class Reader:
             return
         run_id = int(row["id"])
         cfg = _json(row["config"]) or {}
+        legacy = cfg.get("source") == "legacy"  # m2i import-legacy: the earlier system named only its client
         snap.run = RunInfo(
             id=run_id, name=row["name"], paused=bool(row["paused"]), cancelled=bool(row["cancelled"]),
-            llm=str(cfg.get("llm") or "?"), model=str(cfg.get("model") or "default"),
+            llm=str(cfg.get("llm") or ("legacy" if legacy else "?")),
+            model=str(cfg.get("model") or (cfg.get("legacy") or {}).get("metadata", {}).get("llm_provider")
+                      or ("not recorded" if legacy else "default")),
             images=str(cfg.get("images") or "?"), device=str(cfg.get("device") or "?"),
             created_at=_iso(row["created_at"]),
         )

@@ -659,16 +659,22 @@ def _select_rows(t: Table, *, run_id: int | None, ids: Sequence[int] | None, sta
 
 
 def _no_audio(t: Table):
-    """A sample rejected at ingest (NaN, silence, under 1 s, unreadable): it has no audio, and it
-    stays failed (requeue leaves it, cancel never sees it)."""
+    """A sample with no audio, which cannot be analysed again: one rejected at ingest (NaN,
+    silence, under 1 s, unreadable), which stays failed (requeue leaves it, cancel never sees it),
+    or one imported from the earlier system's JSON (done, with the features it gave)."""
     return t.c.audio_sha256.is_(None)
+
+
+def _rejected(t: Table):
+    """A clip rejected at ingest: no audio, failed (an imported legacy sample has none either, but is done)."""
+    return _no_audio(t) & (t.c.status == Status.failed.value)
 
 
 def unusable_samples(store: Store, run_id: int) -> int:
     """How many of a run's clips were rejected at ingest; requeue cannot help them."""
     s = _t(Sample)
     with store.read() as conn:
-        return int(conn.execute(select(func.count()).where(s.c.run_id == run_id, _no_audio(s))).scalar_one())
+        return int(conn.execute(select(func.count()).where(s.c.run_id == run_id, _rejected(s))).scalar_one())
 
 
 def row_statuses(store: Store, stage: str, ids: Sequence[int], *, run_id: int | None = None) -> dict[int, str]:
@@ -677,7 +683,7 @@ def row_statuses(store: Store, stage: str, ids: Sequence[int], *, run_id: int | 
     An analyze row whose clip has no audio (a bad clip, it cannot run again) reads ``"failed, no audio"``.
     """
     t = table_of(stage)
-    no_audio = _no_audio(t) if stage == "analyze" else literal(False)
+    no_audio = _rejected(t) if stage == "analyze" else literal(False)
     with store.read() as conn:
         rows = conn.execute(select(t.c.id, t.c.status, no_audio).where(
             *_select_rows(t, run_id=run_id, ids=ids, statuses=None))).all()

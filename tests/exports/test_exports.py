@@ -142,6 +142,33 @@ def test_export_errors_are_one_clear_sentence(store, small_legacy, tmp_path):
         import_legacy(store, tmp_path / "elsewhere")
 
 
+def test_an_imported_run_has_no_unusable_clips(store, small_legacy):
+    """Legacy samples have no audio but are done: `m2i run --stages score` on one used to end with
+    "6 clip(s) of the dataset are unusable" and "-6 row(s) failed"."""
+    from m2i.pipeline import summary_lines
+
+    run_id = import_legacy(store, small_legacy)["run_id"]
+    assert ops.unusable_samples(store, run_id) == 0
+    with store.read() as conn:
+        ids = list(conn.execute(select(Sample.__table__.c.id).where(Sample.__table__.c.run_id == run_id)).scalars())
+    assert set(ops.row_statuses(store, "analyze", ids, run_id=run_id).values()) == {"done"}
+    lines = summary_lines(store, run_id, ops.status_counts(store, run_id))
+    assert not any("unusable" in line or "failed" in line for line in lines), lines
+
+
+def test_report_and_dashboard_name_who_wrote_an_imported_run(store, small_legacy, tmp_path):
+    """They read "llm: legacy None ... $0.0000, mean latency 0 ms" and "LLM ?/default"."""
+    from m2i.report import build_report, format_text
+    from tui.data import Reader
+
+    run_id = import_legacy(store, small_legacy)["run_id"]
+    text = format_text(build_report(store, run_id))
+    assert ("llm: legacy  30 prompts imported, written by OllamaClient; model, tokens, cost and latency were not "
+            "recorded") in text.splitlines()
+    run = Reader(str(tmp_path / "exports.db")).snapshot().run
+    assert (run.llm, run.model) == ("legacy", "OllamaClient")
+
+
 def test_import_legacy_from_a_wrong_path_creates_no_database(tmp_path):
     import subprocess
     import sys

@@ -323,7 +323,7 @@ def test_run_summary_tells_unusable_clips_from_failed_work(tmp_path):
     r = m2i("run", "--dataset", "music", "--stages", "render", "--images", "preview", "--db", db, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert ('1 clip(s) of the dataset are unusable and were skipped: '
-            '`m2i sql "SELECT source, error FROM sample WHERE audio_sha256 IS NULL"` says why') in r.stdout
+            '`m2i sql "SELECT source, error FROM sample WHERE audio_sha256 IS NULL AND status = \'failed\'"` says why') in r.stdout
     assert "requeue" not in r.stdout
 
 
