@@ -179,3 +179,23 @@ def key_label(features: dict[str, Any] | None) -> str:
     """``"F# minor"`` style label, or ``""``."""
     s = summarize(features)
     return " ".join(p for p in (s["key"], s["tonality"]) if p)
+
+
+def clip_label(source: str | None, meta: dict[str, Any] | None) -> str:
+    """How a clip is named to a person (dashboard, gallery): its track and artists from the
+    annotation file's ``audio_meta`` (or the earlier system's metadata) when it has them, else its
+    file name with its place in the file (``label.npy#12``: a row of a .npy; ``song.wav@30``: a
+    window).
+
+    >>> clip_label("/data/label.npy#12", {"track_name": "Jóga", "artist_name": ["Björk"]})
+    'Jóga · Björk'
+    >>> clip_label("/music/song.wav@30", {"file": "/music/song.wav"})
+    'song.wav@30'
+    """
+    meta = meta if isinstance(meta, dict) else {}
+    track = meta.get("track_name") or meta.get("title")
+    if track:
+        artists = meta.get("artist_name")
+        artist = ", ".join(map(str, artists)) if isinstance(artists, list) else artists
+        return f"{track} · {artist}" if artist else str(track)
+    return str(source or "").replace("\\", "/").rsplit("/", 1)[-1]

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from m2i.features import FEATURE_NAMES, stated_abc, summarize
+from m2i.features import FEATURE_NAMES, clip_label, stated_abc, summarize
 from m2i.store import ops
 from m2i.store.engine import Store
 from m2i.store.models import Image, Prompt, Sample, Score
@@ -115,8 +115,7 @@ def write_gallery(store: Store, run_id: int, out: str | os.PathLike[str]) -> Pat
     for s in samples:
         f = summarize(s.get("features"))
         feats = "".join(f"<dt>{_e(n.replace('_', ' '))}</dt><dd>{_e(f[n]) or '—'}</dd>" for n in FEATURE_NAMES)
-        meta = s.get("meta") or {}
-        label = meta.get("track_name") or meta.get("title") or Path(str(s.get("source"))).name
+        label = clip_label(s.get("source"), s.get("meta"))
         head = f"<h2 style='font-size:15px;margin:0 0 6px'>#{s['idx']} {_e(label)}</h2>"
         if s.get("status") == "failed":
             head += f"<div class='badge'>failed: {_e(s.get('error'))}</div>"

@@ -74,6 +74,7 @@ class FailureRow:
     id: int
     sample_id: int | None
     source: str
+    label: str  # m2i.features.clip_label
     slot: int | None
     mode: str | None
     attempts: int
@@ -90,6 +91,7 @@ class SampleRow:
     id: int
     idx: int
     source: str
+    label: str  # m2i.features.clip_label: the track and artists, else the file name and place
     status: str
     key: str
     tempo: str
@@ -121,6 +123,7 @@ class SampleDetail:
     id: int
     idx: int
     source: str
+    label: str  # m2i.features.clip_label
     status: str
     error: str
     duration_s: float | None
@@ -483,23 +486,24 @@ class Reader:
     def _failures(self, conn, run_id: int) -> list[FailureRow]:
         from sqlalchemy import null, select
 
+        from m2i.features import clip_label
         from m2i.store.models import Image, Prompt, Sample, Score
 
         s, p = Sample.__table__, Prompt.__table__
         out: list[FailureRow] = []
         queries = {
             "analyze": select(s.c.id, s.c.id.label("sample_id"), s.c.source, null().label("slot"), null().label("mode"),
-                              s.c.attempts, s.c.max_attempts, s.c.error)
+                              s.c.attempts, s.c.max_attempts, s.c.error, s.c.meta)
             .where(s.c.run_id == run_id, s.c.status == "failed"),
             "generate": select(p.c.id, s.c.id, s.c.source, p.c.slot, p.c.mode, p.c.attempts, p.c.max_attempts,
-                               p.c.error)
+                               p.c.error, s.c.meta)
             .join_from(p, s, p.c.sample_id == s.c.id)
             .where(p.c.run_id == run_id, p.c.status == "failed"),
         }
         for stage, model in (("score", Score), ("render", Image)):
             t = model.__table__
             queries[stage] = (
-                select(t.c.id, s.c.id, s.c.source, p.c.slot, p.c.mode, t.c.attempts, t.c.max_attempts, t.c.error)
+                select(t.c.id, s.c.id, s.c.source, p.c.slot, p.c.mode, t.c.attempts, t.c.max_attempts, t.c.error, s.c.meta)
                 .join_from(t, p, t.c.prompt_id == p.c.id)
                 .join(s, p.c.sample_id == s.c.id)
                 .where(t.c.run_id == run_id, t.c.status == "failed")
@@ -508,7 +512,8 @@ class Reader:
             q = queries[stage].order_by(queries[stage].selected_columns[0]).limit(FAILURES_LIMIT)
             for row in conn.execute(q):
                 out.append(FailureRow(
-                    stage=stage, id=int(row[0]), sample_id=row[1], source=row[2] or "", slot=row[3], mode=row[4],
+                    stage=stage, id=int(row[0]), sample_id=row[1], source=row[2] or "",
+                    label=clip_label(row[2], _json(row[8])), slot=row[3], mode=row[4],
                     attempts=int(row[5] or 0), max_attempts=int(row[6] or 0), error=(row[7] or "").strip(),
                 ))
         return out
@@ -516,7 +521,7 @@ class Reader:
     def _samples(self, conn, snap: Snapshot, run_id: int, page: int) -> tuple[int, int, list[SampleRow]]:
         from sqlalchemy import case, func, select
 
-        from m2i.features import key_label, summarize
+        from m2i.features import clip_label, key_label, summarize
         from m2i.store.models import Prompt, Sample, Score
 
         s, p, sc = Sample.__table__, Prompt.__table__, Score.__table__
@@ -524,7 +529,7 @@ class Reader:
         pages = max(0, (total - 1) // SAMPLES_PAGE)
         page = max(0, min(page, pages))
         rows = conn.execute(
-            select(s.c.id, s.c.idx, s.c.source, s.c.status, s.c.features)
+            select(s.c.id, s.c.idx, s.c.source, s.c.status, s.c.features, s.c.meta)
             .where(s.c.run_id == run_id).order_by(s.c.idx).limit(SAMPLES_PAGE).offset(page * SAMPLES_PAGE)
         ).all()
         ids = [int(r[0]) for r in rows]
@@ -538,12 +543,13 @@ class Reader:
             )
             agg = {int(a): (int(n), int(d or 0), o) for a, n, d, o in conn.execute(q)}
         out = []
-        for sid, idx, source, status, feats in rows:
+        for sid, idx, source, status, feats, meta in rows:
             f = _json(feats) if feats is not None else None
             summ = summarize(f if isinstance(f, dict) else None)
             n, d, o = agg.get(int(sid), (0, 0, None))
             out.append(SampleRow(
-                id=int(sid), idx=int(idx), source=source or "", status=status, key=key_label(f if isinstance(f, dict) else None),
+                id=int(sid), idx=int(idx), source=source or "", label=clip_label(source, _json(meta)), status=status,
+                key=key_label(f if isinstance(f, dict) else None),
                 tempo=summ["tempo"], mood=summ["mood"], prompts_done=d, prompts_total=n,
                 overall=None if o is None else float(o),
             ))
@@ -552,7 +558,7 @@ class Reader:
     def _detail(self, conn, run_id: int, sample_id: int) -> SampleDetail | None:
         from sqlalchemy import select
 
-        from m2i.features import stated_abc, summarize, unsure
+        from m2i.features import clip_label, stated_abc, summarize, unsure
         from m2i.store.models import Image, Prompt, Sample, Score
 
         s, p, sc, im = Sample.__table__, Prompt.__table__, Score.__table__, Image.__table__
@@ -578,7 +584,8 @@ class Reader:
         ]
         f = f if isinstance(f, dict) else None
         return SampleDetail(
-            id=int(row["id"]), idx=int(row["idx"]), source=row["source"] or "", status=row["status"],
+            id=int(row["id"]), idx=int(row["idx"]), source=row["source"] or "",
+            label=clip_label(row["source"], _json(row["meta"])), status=row["status"],
             error=row["error"] or "", duration_s=row["duration_s"], features=summarize(f),
             abc=stated_abc(f, row["abc"]), prompts=prompts, melody_heard=not unsure(f, "melody_contour"),
         )

@@ -157,3 +157,28 @@ async def test_a_runner_that_cannot_start_says_so_and_fails_the_command(seeded_d
     with pytest.raises(M2IError, match="The runner stopped with an unexpected error: ModuleNotFoundError"):
         wind_down(app)
 
+
+
+def test_the_samples_screen_tells_the_rows_of_the_annotation_file_apart(tmp_path):
+    """Every clip of label_data_with_16kHz_audio.npy read "label_data_wit" in the clip column; a
+    clip with its audio_meta is named by track and artists, one without by its row."""
+    from m2i.audio.datasets import load_dataset
+    from m2i.features import clip_label
+    from m2i.store import open_store, ops
+    from tui.widgets.samples_table import fit_label
+
+    t = np.arange(16000 * 2) / 16000
+    rows = np.empty(2, dtype=object)
+    rows[:] = [{"audio": (0.3 * np.sin(2 * np.pi * f * t)).astype(np.float32), "style": np.zeros(4, np.float32),
+                "audio_meta": meta} for f, meta in ((220.0, {"artist_name": ["Björk", "坂本龍一"], "track_name": "Jóga"}),
+                                                   (330.0, {}))]
+    np.save(tmp_path / "label_data_with_16kHz_audio.npy", rows, allow_pickle=True)
+    store = open_store(tmp_path / "m2i.db")
+    run_id = ops.create_run(store, name="labels", config={})
+    ops.add_samples(store, run_id, load_dataset(tmp_path / "label_data_with_16kHz_audio.npy"))
+    store.close()
+    snap = Reader(str(tmp_path / "m2i.db")).snapshot(Want(samples_page=0))
+    assert [r.label for r in snap.samples] == ["Jóga · Björk, 坂本龍一", "label_data_with_16kHz_audio.npy#1"]
+    assert [fit_label(r.label, 20) for r in snap.samples] == ["Jóga · Björk, 坂本…", "…h_16kHz_audio.npy#1"]
+    assert fit_label("어떻게 이별까지 사랑하겠어", 20) == "어떻게 이별까지 사…"  # two cells a character
+    assert clip_label("/music/song.wav@30", {"file": "/music/song.wav"}) == "song.wav@30"

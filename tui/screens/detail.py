@@ -21,7 +21,8 @@ SHORT = {"originality": "orig", "elaboration": "elab", "alignment": "align", "co
 
 def features_text(d: SampleDetail, *, no_color: bool = False) -> Group:
     head = Text()
-    head.append(f"clip {d.id} · {d.source} · {d.status}", style="bold")
+    named = f"{d.label} ({d.source})" if d.label != d.source.rsplit("/", 1)[-1] else d.source
+    head.append(f"clip {d.id} · {named} · {d.status}", style="bold")
     if d.duration_s:
         head.append(f" · {d.duration_s:.1f} s")
     if d.error:

@@ -44,7 +44,7 @@ class FailuresTable(DataTable):
             self.move_cursor(row=min(row, self.row_count - 1))
 
     def _cells(self, f: FailureRow) -> tuple:
-        clip = f"{f.sample_id} {f.source.rsplit('/', 1)[-1]}" if f.sample_id is not None else f.source
+        clip = f"{f.sample_id} {f.label}" if f.sample_id is not None else f.label
         prompt = f"{f.slot} {f.mode[:4]}" if f.slot is not None and f.mode else "-"
         error = f.error.splitlines()[0] if f.error else ""
         return (
