@@ -220,6 +220,24 @@ def test_uncached_hub_id_names_the_download_command(tmp_path):
     )
 
 
+def test_loading_writes_nothing_to_the_terminal(tiny_sdxl):
+    """transformers' "`CLIPImageProcessor` requires torchvision (not installed); falling back..."
+    reached the terminal twice a run (m2i installs no torchvision and gives SDXL no image), and the
+    "Loading pipeline components" bars drew over the dashboard of `m2i tui --run`."""
+    import subprocess
+    import sys
+
+    code = ("from m2i.images.backends import get_backend; "
+            f"b = get_backend('sdxl', model={str(tiny_sdxl[0])!r}, device='cpu'); b.load(); print('loaded')")
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_VERBOSITY")}  # as a user runs it, not quietened
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                       env={**env, "HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 0 and r.stdout == "loaded\n", r.stderr
+    assert r.stderr == ""
+
+
 def test_explicit_gpu_on_a_machine_without_one_is_refused(tiny_sdxl):
     import torch
 

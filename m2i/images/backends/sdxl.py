@@ -47,6 +47,18 @@ from m2i.images.png import check_writable, png_text, save_png
 
 log = logging.getLogger(__name__)
 
+
+class _TorchvisionFallbackNote(logging.Filter):
+    """Drops transformers' "`CLIPImageProcessor` requires torchvision (not installed); falling back
+    to `CLIPImageProcessorPil`": diffusers imports the image processors an SDXL pipeline names, m2i
+    gives it no image, and the note reached the user's terminal twice a run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "requires torchvision (not installed)" not in record.getMessage()
+
+
+_QUIET_FALLBACK = _TorchvisionFallbackNote()
+
 DEFAULT_MODEL = "stabilityai/stable-diffusion-xl-base-1.0"
 DEFAULT_REFINER = "stabilityai/stable-diffusion-xl-refiner-1.0"
 
@@ -416,7 +428,15 @@ class SDXLBackend(ImageBackend):
                 return
             # before importing diffusers (seconds, and warnings): a missing GPU is one sentence at once
             self.device = resolve_device(self.requested_device)
+            logging.getLogger("transformers.utils.import_utils").addFilter(_QUIET_FALLBACK)
             from diffusers import AutoencoderKL, StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
+
+            if not self.progress:  # the loading bars too: under `m2i tui --run` they drew over the dashboard
+                import diffusers.utils.logging
+                import transformers.utils.logging
+
+                diffusers.utils.logging.disable_progress_bar()
+                transformers.utils.logging.disable_progress_bar()
 
             dtype = _torch_dtype(self.dtype_name, self.device)
             t0 = time.perf_counter()
