@@ -623,13 +623,15 @@ def main(argv: list[str] | None = None) -> None:
     """Console-script entry: run the Typer app and turn m2i errors into one sentence."""
     try:
         rc = app(args=argv, standalone_mode=False)
+        if rc == 130:  # Ctrl-C: Typer turns the KeyboardInterrupt into this return code, and said nothing
+            typer.echo("interrupted; what was written before it is kept", err=True)
         if isinstance(rc, int) and rc:
             raise SystemExit(rc)
     except M2IError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise SystemExit(1) from None
     except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
+        typer.echo("interrupted; what was written before it is kept", err=True)
         raise SystemExit(130) from None
     except Exception as exc:
         # Typer carries its own copy of click: recognise its exceptions by behaviour, not import.

@@ -497,3 +497,18 @@ def test_report_of_a_cancelled_run_says_so(tmp_path):
     r = m2i("report", "--db", str(db))
     assert r.returncode == 0, r.stderr
     assert "[cancelled]" in r.stdout.splitlines()[0]
+
+
+def test_ctrl_c_says_so_and_exits_130(tmp_path, monkeypatch, capsys):
+    """Typer turns a Ctrl-C into return code 130, which `m2i ingest` passed on in silence."""
+    import cli
+    import m2i.pipeline
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(m2i.pipeline, "ingest", interrupted)
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["ingest", "demo", "--db", str(tmp_path / "m.db")])
+    assert exc.value.code == 130
+    assert capsys.readouterr().err == "interrupted; what was written before it is kept\n"
