@@ -590,7 +590,7 @@ def _with_decoder_notes(clip: Clip, notes: list[str]) -> Clip:
 
 # what libmpg123 (inside libsndfile) writes to stderr about a damaged MP3, a line each
 _DECODER_LINE = re.compile(rb"^(Note: |Warning: |\[src/libmpg123/)")
-_FD2 = threading.Lock()
+_FD2 = threading.RLock()  # re-entrant: a nested block borrows fd 2 from the outer one and gives it back
 
 
 @contextmanager
