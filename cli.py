@@ -397,6 +397,14 @@ def cancel(
     before = ops.row_statuses(store, stage, id, run_id=int(r["id"])) if id else {}
     out = ops.cancel(store, run_id=int(r["id"]), stage=stage, ids=_ids(id))
     typer.echo("cancelled " + ", ".join(f"{k}: {v}" for k, v in out.items()))
+    if stage and not id:
+        counts = ops.status_counts(store, int(r["id"]))
+        upstream = [s for s in ops.STAGE_ORDER[: ops.STAGE_ORDER.index(stage)]
+                    if counts[s]["pending"] + counts[s]["running"]]
+        if upstream:  # a render row is added as each prompt is written: those are still to come
+            others = ",".join(x for x in ops.STAGE_ORDER if x != stage)
+            typer.echo(f"{stage} rows added from now on (as {' and '.join(upstream)} {'goes' if len(upstream) == 1 else 'go'} on) are not cancelled; to leave "
+                       f"{stage} out, stop the runner and run it again with --stages {others}")
     if id:
         _say_untouched(stage, id, before, {"pending", "running"}, command="cancel", verb="cancelled", acted=out[stage])
 
