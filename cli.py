@@ -403,8 +403,9 @@ def cancel(
                     if counts[s]["pending"] + counts[s]["running"]]
         if upstream:  # a render row is added as each prompt is written: those are still to come
             others = ",".join(x for x in ops.STAGE_ORDER if x != stage)
-            typer.echo(f"{stage} rows added from now on (as {' and '.join(upstream)} {'goes' if len(upstream) == 1 else 'go'} on) are not cancelled; to leave "
-                       f"{stage} out, stop the runner and run it again with --stages {others}")
+            going = f"{' and '.join(upstream)} {'goes' if len(upstream) == 1 else 'go'} on"
+            typer.echo(f"{stage} rows added from now on (as {going}) are not cancelled; to leave {stage} out, "
+                       f"stop the runner and run it again with --stages {others}")
     if id:
         _say_untouched(stage, id, before, {"pending", "running"}, command="cancel", verb="cancelled", acted=out[stage])
 

@@ -84,6 +84,7 @@ def build_report(store: Store, run_id: int, *, recompute: bool = False) -> dict[
 def format_text(report: dict[str, Any]) -> str:
     """The report as plain text for a terminal."""
     from m2i.scoring import format_report
+    from m2i.scoring.legacy import legacy_writer
 
     r, cfg = report["run"], report["config"] or {}
     lines = [f"run {r['id']} {r['name']}  (created {r['created_at'][:19]})" + ("  [paused]" if r["paused"] else "")
@@ -94,7 +95,7 @@ def format_text(report: dict[str, Any]) -> str:
     ))
     for row in report["llm"]:
         if row["provider"] == "legacy":  # imported: the earlier system recorded no model, tokens or timing
-            by = ((cfg.get("legacy") or {}).get("metadata") or {}).get("llm_provider") or "the earlier system"
+            by = legacy_writer(cfg) or "the earlier system"
             lines.append(f"llm: legacy  {row['prompts']} prompts imported, written by {by}; model, tokens, cost "
                          "and latency were not recorded")
             continue

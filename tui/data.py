@@ -357,6 +357,7 @@ class Reader:
     def _fill(self, conn, snap: Snapshot, want: Want) -> None:
         from sqlalchemy import select
 
+        from m2i.scoring.legacy import legacy_writer
         from m2i.store import ops
         from m2i.store.models import Event, Image, Report, Run
 
@@ -375,12 +376,11 @@ class Reader:
             return
         run_id = int(row["id"])
         cfg = _json(row["config"]) or {}
-        legacy = cfg.get("source") == "legacy"  # m2i import-legacy: the earlier system named only its client
+        writer = legacy_writer(cfg)  # m2i import-legacy: the earlier system named only its client
         snap.run = RunInfo(
             id=run_id, name=row["name"], paused=bool(row["paused"]), cancelled=bool(row["cancelled"]),
-            llm=str(cfg.get("llm") or ("legacy" if legacy else "?")),
-            model=str(cfg.get("model") or (cfg.get("legacy") or {}).get("metadata", {}).get("llm_provider")
-                      or ("not recorded" if legacy else "default")),
+            llm=str(cfg.get("llm") or ("legacy" if writer else "?")),
+            model=str(cfg.get("model") or writer or "default"),
             images=str(cfg.get("images") or "?"), device=str(cfg.get("device") or "?"),
             created_at=_iso(row["created_at"]),
         )

@@ -42,6 +42,14 @@ def _title_of(text: str) -> str | None:
 LEGACY_FILE = "visual_prompts_complete.json"
 
 
+def legacy_writer(config: dict[str, Any] | None) -> str | None:
+    """What wrote an imported run's prompts, as the earlier system recorded it (its LLM client's
+    name, e.g. ``OllamaClient``: it kept no model name); None for a run m2i wrote itself."""
+    if not isinstance(config, dict) or config.get("source") != "legacy":
+        return None
+    return ((config.get("legacy") or {}).get("metadata") or {}).get("llm_provider") or "the earlier system"
+
+
 def legacy_path(path: str | Path) -> Path:
     """The legacy prompts file: ``path`` itself, or the ``visual_prompts_complete.json`` in the
     folder ``path`` (the earlier system's output folder, as users keep it).
