@@ -165,6 +165,8 @@ def analyze(
     files: Annotated[list[str], typer.Argument(help="Audio files (wav, flac, ogg, opus, mp3, aiff), folders of them, or .npy.")],
     json_out: JsonOpt = False,
     spectrogram: Annotated[bool, typer.Option("--spectrogram", help="Add a mel-spectrogram summary.")] = False,
+    spectrogram_png: Annotated[str | None, typer.Option(
+        "--spectrogram-png", help="Also draw each file's mel spectrogram into this folder (<file name>.png).")] = None,
 ) -> None:
     """Print the eight features and the ABC transcription of audio files (one JSON object per line with --json).
 
@@ -177,7 +179,7 @@ def analyze(
     from m2i.audio.cli_support import analyze_results, human_summary
 
     failed = 0
-    for result in analyze_results(files, settings={"spectrogram": spectrogram}):
+    for result in analyze_results(files, settings={"spectrogram": spectrogram}, png_dir=spectrogram_png):
         failed += "error" in result
         if json_out:
             _echo_json(result)

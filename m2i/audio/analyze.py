@@ -201,7 +201,8 @@ def analyze_clip(pcm: np.ndarray, sr: int = 16000, *, settings: dict[str, Any] |
     return {"features": _jsonable(features), "abc": abc, "duration_s": round(float(y.size / SR), 3)}
 
 
-def analyze_file(path: str | Path, *, settings: dict[str, Any] | None = None) -> dict[str, Any]:
+def analyze_file(path: str | Path, *, settings: dict[str, Any] | None = None,
+                 spectrogram_png: str | Path | None = None) -> dict[str, Any]:
     """Analyse an audio file (or the first clip of a .npy) in the ``m2i analyze --json`` shape.
 
     Parameters
@@ -210,6 +211,9 @@ def analyze_file(path: str | Path, *, settings: dict[str, Any] | None = None) ->
         An audio file (wav, flac, ogg, opus, mp3, aiff) or a .npy. A file longer than 10 s is analysed on its
         first 10 s window that can be analysed (windows of silence before the music are
         skipped); ``m2i ingest`` / ``m2i run`` analyse every window.
+    spectrogram_png : str or Path or None
+        Also draw the analysed window's mel spectrogram to this PNG file
+        (:func:`m2i.audio.spectrogram.render_png`); its path is returned as ``"spectrogram_png"``.
 
     Returns
     -------
@@ -230,6 +234,10 @@ def analyze_file(path: str | Path, *, settings: dict[str, Any] | None = None) ->
     for clip in load_dataset(path):
         if clip.error is None and clip.pcm is not None:
             out = analyze_clip(clip.pcm, 16000, settings=settings)
+            if spectrogram_png is not None:
+                from m2i.audio.spectrogram import render_png
+
+                out["spectrogram_png"] = str(render_png(clip.pcm, 16000, spectrogram_png))
             warning = {"warning": clip.meta["decoder_warning"]} if "decoder_warning" in clip.meta else {}
             return {"file": str(path), "start_s": float(clip.meta.get("start_s", 0.0)), **out, **warning}
         first = first or clip

@@ -7,10 +7,11 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from m2i.errors import M2IError
+from m2i.errors import InputError, M2IError
 
 
-def analyze_results(paths: Iterable[str | Path], *, settings: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+def analyze_results(paths: Iterable[str | Path], *, settings: dict[str, Any] | None = None,
+                    png_dir: str | Path | None = None) -> Iterator[dict[str, Any]]:
     """Analyse files one by one; a bad file gives an error record and the other files go on.
 
     Parameters
@@ -20,6 +21,9 @@ def analyze_results(paths: Iterable[str | Path], *, settings: dict[str, Any] | N
         recursively, in the order ``m2i ingest`` reads them.
     settings : dict or None
         Passed to :func:`m2i.audio.analyze.analyze_clip`.
+    png_dir : str or Path or None
+        Also draw each analysed window's mel spectrogram into this folder, as ``<file name>.png``
+        (``<file name>-2.png`` and on when two files share a name); the record names it.
 
     Yields
     ------
@@ -29,9 +33,24 @@ def analyze_results(paths: Iterable[str | Path], *, settings: dict[str, Any] | N
     """
     from m2i.audio.analyze import analyze_file
 
-    for path in _expand_folders(paths):
+    if png_dir is not None:  # an unwritable folder is one sentence, not one error per file after its analysis
         try:
-            yield analyze_file(path, settings=settings)
+            Path(png_dir).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"cannot create the spectrogram folder {png_dir} ({exc.strerror}); "
+                             "choose a writable --spectrogram-png.") from exc
+    taken: set[str] = set()
+    for path in _expand_folders(paths):
+        png = None
+        if png_dir is not None:
+            name, n = f"{Path(path).name}.png", 1
+            while name in taken:
+                n += 1
+                name = f"{Path(path).name}-{n}.png"
+            taken.add(name)
+            png = Path(png_dir) / name
+        try:
+            yield analyze_file(path, settings=settings, spectrogram_png=png)
         except M2IError as exc:
             yield {"file": str(path), "error": str(exc)}
 
@@ -70,6 +89,10 @@ def human_summary(result: dict[str, Any]) -> str:
         return f"error: {result['error']}"
     lines = [f"== {result['file']}"] + ([f"warning: {result['warning']}"] if "warning" in result else [])
     lines.append(describe(result["features"]))
+    if text := result["features"].get("spectrogram"):
+        lines.append(f"spectrogram: {text}")
+    if png := result.get("spectrogram_png"):
+        lines.append(f"spectrogram picture: {png}")
     if abc := stated_abc(result["features"], result.get("abc")):
         lines.append(abc)
     return "\n".join(lines)

@@ -371,6 +371,30 @@ def test_cli_analyze_warns_of_a_damaged_mp3_in_one_line(tmp_path):
     assert "key: " in r.stdout
 
 
+def test_analyze_draws_and_describes_the_spectrogram_when_asked(tmp_path):
+    """`m2i analyze --spectrogram` computed the summary but printed it only with --json, and the
+    PNG picture the issue asks for had no command at all."""
+    from PIL import Image
+
+    from m2i.audio.cli_support import analyze_results, human_summary
+    from m2i.errors import InputError
+
+    from .conftest import DEMO
+
+    clip = DEMO / "demo5_folk_34.flac"
+    out = list(analyze_results([clip, clip], settings={"spectrogram": True}, png_dir=tmp_path / "pngs"))
+    assert [r["spectrogram_png"] for r in out] == [str(tmp_path / "pngs" / "demo5_folk_34.flac.png"),
+                                                   str(tmp_path / "pngs" / "demo5_folk_34.flac-2.png")]
+    with Image.open(out[0]["spectrogram_png"]) as im:
+        assert im.format == "PNG" and im.size == (640, 256)
+    text = human_summary(out[0]).splitlines()
+    assert f"spectrogram: {out[0]['features']['spectrogram']}" in text
+    assert f"spectrogram picture: {out[0]['spectrogram_png']}" in text
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError, match="cannot create the spectrogram folder .* choose a writable --spectrogram-png"):
+        list(analyze_results([clip], png_dir=tmp_path / "file" / "pngs"))
+
+
 def test_analyze_a_folder_gives_each_file_its_own_line(tmp_path):
     """`m2i analyze FOLDER` analysed the folder's first usable clip under the folder's name."""
     import soundfile as sf
