@@ -335,7 +335,11 @@ def status(db: DbOpt = None, run: RunOpt = None, json_out: JsonOpt = False) -> N
     images = cfg.get("images")
     if used and list(used) != [images]:  # what rendered the images, then what was asked for (auto, say)
         images = f"{', '.join(used)} ({images})"
-    con.print(f"llm: {cfg.get('llm')} {cfg.get('model') or ''}   images: {images}   runs in db: {len(runs)}")
+    from m2i.scoring.legacy import legacy_writer
+
+    writer = legacy_writer(cfg)  # an imported run names the earlier system's client
+    llm = f"legacy ({writer})" if writer else f"{cfg.get('llm')} {cfg.get('model') or ''}"
+    con.print(f"llm: {llm}   images: {images or 'none yet'}   runs in db: {len(runs)}")
 
 
 def _ids(ids: list[int] | None) -> list[int] | None:

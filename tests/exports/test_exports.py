@@ -156,7 +156,7 @@ def test_an_imported_run_has_no_unusable_clips(store, small_legacy):
     assert not any("unusable" in line or "failed" in line for line in lines), lines
 
 
-def test_report_and_dashboard_name_who_wrote_an_imported_run(store, small_legacy, tmp_path):
+def test_report_and_dashboard_name_who_wrote_an_imported_run(store, small_legacy, tmp_path, capsys):
     """They read "llm: legacy None ... $0.0000, mean latency 0 ms" and "LLM ?/default"."""
     from m2i.report import build_report, format_text
     from tui.data import Reader
@@ -167,6 +167,10 @@ def test_report_and_dashboard_name_who_wrote_an_imported_run(store, small_legacy
             "recorded") in text.splitlines()
     run = Reader(str(tmp_path / "exports.db")).snapshot().run
     assert (run.llm, run.model) == ("legacy", "OllamaClient")
+    import cli
+
+    cli.main(["status", "--db", str(tmp_path / "exports.db")])
+    assert "llm: legacy (OllamaClient)   images: none yet" in capsys.readouterr().out
 
 
 def test_import_legacy_from_a_wrong_path_creates_no_database(tmp_path):
