@@ -95,8 +95,7 @@ def format_text(report: dict[str, Any]) -> str:
     ))
     for row in report["llm"]:
         if row["provider"] == "legacy":  # imported: the earlier system recorded no model, tokens or timing
-            by = legacy_writer(cfg) or "the earlier system"
-            lines.append(f"llm: legacy  {row['prompts']} prompts imported, written by {by}; model, tokens, cost "
+            lines.append(f"llm: legacy  {row['prompts']} prompts imported, written by {legacy_writer(cfg)}; model, tokens, cost "
                          "and latency were not recorded")
             continue
         lines.append(

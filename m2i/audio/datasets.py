@@ -522,8 +522,8 @@ def _read_audio(path: Path, notes: list[str]) -> tuple[np.ndarray, int, dict[str
         if info.frames and y.shape[0] < info.frames * 0.98:
             raise RuntimeError(f"only {y.shape[0] / sr:.1f} s of the {info.frames / sr:.1f} s its header announces "
                                "could be read")
-        if y.shape[0] == 0 and path.stat().st_size > _EMPTY_FILE_BYTES:  # a cut Ogg Vorbis stream reads as 0 s
-            raise RuntimeError(f"no audio could be read from its {path.stat().st_size // 1024} KiB")
+        if y.shape[0] == 0 and (size := path.stat().st_size) > _EMPTY_FILE_BYTES:  # a cut Ogg Vorbis stream reads as 0 s
+            raise RuntimeError(f"no audio could be read from its {size // 1024} KiB")
         return (y[:, 0] if y.shape[1] == 1 else y), int(sr), _file_meta(path, info)
     import warnings
 

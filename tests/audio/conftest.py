@@ -28,6 +28,19 @@ def synth_notes(notes, *, program: int = 0, sr: int = SR, duration: float | None
     return (0.5 * y / (np.abs(y).max() + 1e-9)).astype(np.float32)
 
 
+def write_mp3(path: Path, y: np.ndarray, sr: int = SR, *, damaged: int = 0, keep: float = 1.0) -> None:
+    """``y`` as an MP3 file, with the frame headers of ``damaged`` frames past the first third
+    zeroed (a scratched copy), cut to its first ``keep`` share of bytes (a copy that stopped early)."""
+    import soundfile as sf
+
+    sf.write(path, y, sr, format="MP3", subtype="MPEG_LAYER_III")
+    data = bytearray(path.read_bytes())
+    heads = [i for i in range(len(data) // 3, len(data) - 1) if data[i] == 0xFF and data[i + 1] & 0xE0 == 0xE0]
+    for i in heads[:damaged]:
+        data[i] = 0
+    path.write_bytes(bytes(data[: int(len(data) * keep)]))
+
+
 def _harmonic_wave(phase):
     """A reed-like tone: the first four harmonics with decaying weights."""
     return np.sin(phase) + 0.5 * np.sin(2 * phase) + 0.3 * np.sin(3 * phase) + 0.15 * np.sin(4 * phase)

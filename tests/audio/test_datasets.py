@@ -12,6 +12,8 @@ import soundfile as sf
 from m2i.audio.datasets import SR, load_dataset, pcm_sha256, safe_load_npy
 from m2i.errors import InputError
 
+from .conftest import write_mp3
+
 
 def _tone(seconds: float, sr: int = SR, freq: float = 440.0, amp: float = 0.3) -> np.ndarray:
     t = np.arange(int(seconds * sr)) / sr
@@ -257,20 +259,9 @@ def test_an_mp3_that_holds_no_mp3_says_so(tmp_path):
     assert clip.error == "song.mp3 could not be decoded (no MP3 frame in it could be read); it is corrupt or truncated."
 
 
-def _mp3_with_damaged_frames(path, seconds: float = 10.0, damaged: int = 0, keep: float = 1.0) -> None:
-    """A tone as MP3 with the frame headers of ``damaged`` frames past the first third zeroed,
-    cut to its first ``keep`` share of bytes (a copy that stopped early)."""
-    sf.write(path, _tone(seconds), SR, format="MP3", subtype="MPEG_LAYER_III")
-    data = bytearray(path.read_bytes())
-    heads = [i for i in range(len(data) // 3, len(data) - 1) if data[i] == 0xFF and data[i + 1] & 0xE0 == 0xE0]
-    for i in heads[:damaged]:
-        data[i] = 0
-    path.write_bytes(bytes(data[: int(len(data) * keep)]))
-
-
 def test_a_truncated_mp3_fails_with_what_was_missing(tmp_path):
     """A truncated MP3 decodes without an error, only shorter; it used to be analysed as a 3.6 s clip."""
-    _mp3_with_damaged_frames(tmp_path / "cut.mp3", seconds=12.0, keep=0.3)
+    write_mp3(tmp_path / "cut.mp3", _tone(12), keep=0.3)
     (clip,) = list(load_dataset(tmp_path / "cut.mp3"))
     assert clip.pcm is None
     assert clip.error.startswith("cut.mp3 could not be decoded (only 3.")
@@ -279,7 +270,7 @@ def test_a_truncated_mp3_fails_with_what_was_missing(tmp_path):
 
 def test_a_damaged_mp3_says_so_once_and_keeps_the_terminal_clean(tmp_path, capfd):
     """libmpg123 printed "Note: Trying to resync..." lines to stderr, where the dashboard draws."""
-    _mp3_with_damaged_frames(tmp_path / "scratched.mp3", damaged=1)
+    write_mp3(tmp_path / "scratched.mp3", _tone(10), damaged=1)
     (clip,) = list(load_dataset(tmp_path / "scratched.mp3"))
     assert clip.error is None and abs(clip.pcm.size - 10 * SR) < SR // 10
     warning = "the MP3 decoder met damaged data and skipped it; the audio may have gaps"
@@ -293,7 +284,7 @@ def test_ingest_keeps_a_damaged_mp3_and_says_so_in_the_run(tmp_path):
     import sys
     from pathlib import Path
 
-    _mp3_with_damaged_frames(tmp_path / "scratched.mp3", damaged=1)
+    write_mp3(tmp_path / "scratched.mp3", _tone(10), damaged=1)
     cli = Path(__file__).resolve().parents[2] / "cli.py"
     r = subprocess.run([sys.executable, str(cli), "ingest", "scratched.mp3", "--db", "m.db"], cwd=tmp_path,
                        capture_output=True, text=True, timeout=120)

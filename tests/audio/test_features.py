@@ -354,14 +354,10 @@ def test_cli_analyze_warns_of_a_damaged_mp3_in_one_line(tmp_path):
     """The decoder's own lines ("Note: Illegal Audio-MPEG-Header ...") used to fill the terminal."""
     import soundfile as sf
 
-    from .conftest import DEMO
+    from .conftest import DEMO, write_mp3
 
     y, sr = sf.read(DEMO / "demo5_folk_34.flac", dtype="float32")
-    sf.write(tmp_path / "tune.mp3", y, sr, format="MP3", subtype="MPEG_LAYER_III")
-    data = bytearray((tmp_path / "tune.mp3").read_bytes())
-    heads = [i for i in range(len(data) // 2, len(data) - 1) if data[i] == 0xFF and data[i + 1] & 0xE0 == 0xE0]
-    data[heads[0]] = 0
-    (tmp_path / "tune.mp3").write_bytes(bytes(data))
+    write_mp3(tmp_path / "tune.mp3", y, sr, damaged=1)
     cli = DEMO.parents[2] / "cli.py"
     r = subprocess.run([sys.executable, str(cli), "analyze", "tune.mp3"], cwd=tmp_path, capture_output=True, text=True,
                        timeout=300)
