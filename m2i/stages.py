@@ -745,7 +745,7 @@ def build_stages(
             name = cfg.get("images") or "auto"
             if name == "auto":
                 name, reason = resolve_auto(**settings)
-                notes.append(f"images: {name} ({reason})")
+                notes.append(f"images: {name} ({reason.rstrip('.')})")
             else:
                 notes.append(f"images: {name}" + (f" on {device}" if device else ""))
             stage = RenderStage(backend=name, settings=settings, out_dir=target,

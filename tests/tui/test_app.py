@@ -135,8 +135,22 @@ async def test_compare_says_no_scores_yet(unscored_db, frozen_app):
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("c")
         await refreshed(pilot)
-        assert "no scores yet" in label_text(app.screen.query_one("#compare-summary", Static))
+        summary = label_text(app.screen.query_one("#compare-summary", Static))
+        assert summary.startswith("no scores yet: 25 prompt(s) wait for the score stage")
         assert app.screen.query_one(MetricsTable).row_count == 0
+
+
+async def test_compare_says_scores_wait_for_the_prompts(unscored_db, frozen_app):
+    """A run is scored as a whole, so while prompts are still being written the Compare screen
+    says so (and how many are left) rather than looking stuck."""
+    with sqlite3.connect(unscored_db) as conn:
+        conn.execute("UPDATE prompt SET status = 'pending' WHERE id <= 3")
+    app = frozen_app(unscored_db)
+    async with app.run_test(size=(160, 24)) as pilot:
+        await pilot.press("c")
+        await refreshed(pilot)
+        summary = label_text(app.screen.query_one("#compare-summary", Static))
+        assert "once its clips are analysed and its prompts written (3 prompt(s) to write)" in summary
 
 
 async def test_requeue_selected_row_after_confirmation(seeded_db, frozen_app):

@@ -42,13 +42,13 @@ class CompareScreen(DataScreen):
         if report is None and view.snap.report_id is not None:
             summary.update("loading the comparison…")
             return
+        if not report:
+            summary.update(_no_scores_yet(view.snap.counts))
         if report_id == self._report_id and self._shown:
             return
         self._report_id = report_id
         self._shown = True
-        if not report:
-            summary.update("no scores yet: the comparison appears once the score stage has written it")
-        else:
+        if report:
             summary.update(
                 f"{report.get('n_pairs') or 0} clips paired · {report.get('n_prompts') or 0} prompts · "
                 f"diff = div - conv · * p < {report.get('alpha') or 0.05} · d_z effect size"
@@ -59,3 +59,20 @@ class CompareScreen(DataScreen):
     @on(MetricsTable.MetricHighlighted)
     def _metric(self, event: MetricsTable.MetricHighlighted) -> None:
         self.query_one(DiffPlot).metric = event.metric
+
+
+def _no_scores_yet(counts: dict[str, dict[str, int]]) -> str:
+    """Why the comparison is empty: the score stage scores a run as a whole (originality compares
+    each prompt with the rest of the run), so it waits until every clip is analysed and every
+    prompt written."""
+    def left(stage: str) -> int:
+        c = counts.get(stage) or {}
+        return int(c.get("pending", 0)) + int(c.get("running", 0))
+
+    clips, prompts, scores = left("analyze"), left("generate"), left("score")
+    if clips or prompts:
+        todo = " and ".join(f"{n} {what}" for n, what in ((clips, "clip(s) to analyse"), (prompts, "prompt(s) to write")) if n)
+        return f"no scores yet: the run is scored as a whole once its clips are analysed and its prompts written ({todo})"
+    if scores:
+        return f"no scores yet: {scores} prompt(s) wait for the score stage (`m2i run` or `m2i tui --run` does it)"
+    return "no scores yet"

@@ -101,7 +101,7 @@ def resolve_auto(**settings: Any) -> tuple[str, str]:
     if gpu is None:
         return (
             "preview",
-            "no CUDA or Apple GPU is visible to torch, so images are previews (drawn from the features).",
+            "no CUDA or Apple GPU is visible to torch, so images are previews drawn from the features.",
         )
     if not weights_available(model, cache_dir=settings.get("cache_dir")):
         return "preview", (
