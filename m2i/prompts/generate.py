@@ -234,12 +234,23 @@ async def write_prompt(
             continue
         return prompt_columns(vp, tokens, provider=provider.name, comps=comps)
     if all(c.cut_off for c in comps):
+        fix = "; raise max_tokens (in m2i.toml or M2I_MAX_TOKENS) for a new run (`m2i run --new`)"
+        if any(_reasoned(c) for c in comps):
+            fix = (", spent on its reasoning: raise max_tokens well above what it reasons (in m2i.toml or "
+                   "M2I_MAX_TOKENS) for a new run (`m2i run --new`), or use a model that does not think first")
         raise _gave_up(
             f"{provider.name} model {provider.model} gave no usable visual prompt: the model's answers were cut off "
-            f"at the token limit (max_tokens {req.max_tokens}) {len(comps)} times; raise max_tokens (in m2i.toml or "
-            "M2I_MAX_TOKENS) for a new run (`m2i run --new`)", comps)
+            f"at the token limit (max_tokens {req.max_tokens}) {len(comps)} times{fix}", comps)
     raise _gave_up(f"{provider.name} model {provider.model} gave no usable visual prompt in {answers} answers; "
                    f"the last one failed because {reason}", comps)
+
+
+def _reasoned(comp: Completion) -> bool:
+    """The answer is (or began with) a thinking model's reasoning: in its text as ``<think>``, or
+    beside it in the response (Ollama's ``thinking``, vLLM's ``reasoning_content``)."""
+    raw = comp.raw or ""
+    return comp.text.lstrip()[:10].lower().startswith(("<think", "<reasoning")) or any(
+        f'"{key}":' in raw for key in ("thinking", "reasoning_content", "reasoning"))
 
 
 def _gave_up(message: str, comps: list[Completion]) -> ProviderError:

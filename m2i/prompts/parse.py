@@ -231,6 +231,34 @@ def _load_json(text: str) -> dict[str, Any] | None:
     return None if found is None else _keys(found)
 
 
+_REASONING = re.compile(r"<(think|thinking|reasoning)>.*?</\1>", re.S | re.I)
+_REASONING_END = re.compile(r"</(?:think|thinking|reasoning)>", re.I)
+_REASONING_OPEN = re.compile(r"^\s*<(?:think|thinking|reasoning)>", re.I)
+
+
+def drop_reasoning(text: str) -> str:
+    """The answer without the reasoning a thinking model writes before it (qwen3, DeepSeek-R1 and
+    gpt-oss served without a reasoning parser put it in the text as ``<think>...</think>``; some
+    templates open the block in the prompt, so only ``</think>`` appears). A draft JSON object in
+    the reasoning is not the answer.
+
+    Raises
+    ------
+    InvalidOutput
+        ``kind="cut_off"``: the text is all reasoning, its block never closed.
+    """
+    text = _REASONING.sub("", text)
+    ends = list(_REASONING_END.finditer(text))
+    if ends:
+        text = text[ends[-1].end():]
+    elif _REASONING_OPEN.match(text):
+        raise InvalidOutput("the answer stops inside the model's reasoning (<think> never closed), before any "
+                            "visual prompt", kind="cut_off")
+    if not text.strip():
+        raise InvalidOutput("the answer holds only the model's reasoning, no visual prompt", kind="empty")
+    return text
+
+
 def _from_lines(text: str) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     current: str | None = None
@@ -362,6 +390,7 @@ def parse_prompt(text: str, *, clip_limit: int = 75, drop_music_words: bool = Fa
     """
     if not text or not text.strip():
         raise InvalidOutput("the answer was empty", kind="empty")
+    text = drop_reasoning(text)
     data = _load_json(text)
     if data is None:
         data = _from_lines(text)

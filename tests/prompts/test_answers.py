@@ -73,6 +73,24 @@ async def test_answers_cut_off_every_time_fail_the_row_naming_the_token_limit(ll
     assert len(llm.chats()) == 3, "the attempt budget is kept: 1 + max_output_retries answers"
 
 
+async def test_a_thinking_models_reasoning_is_not_the_answer(llm):
+    """qwen3 or DeepSeek-R1 served without a reasoning parser write ``<think>...</think>`` before
+    the answer; a draft JSON object in the reasoning must not become the prompt."""
+    draft = json.dumps({**FULL, "image_prompt": "a red sports car on a motorway"})
+    row = await llm.generate(("text", f"<think>\nA first idea: {draft}. No, the clip is slow and minor.\n</think>\n\n"
+                                      f"{json.dumps(FULL)}"))
+    assert row["status"] == "done" and row["llm_attempts"] == 1
+    assert row["image_prompt"] == FULL["image_prompt"]
+
+
+async def test_answers_that_end_inside_the_reasoning_fail_saying_so(llm):
+    thinking = "<think>\nThe key is A minor and the tempo slow, so perhaps a harbour, or a forest, or"
+    row = await llm.generate(*[("cut_text", thinking)] * 3)
+    assert row["status"] == "failed" and row["image_prompt"] is None
+    assert "cut off at the token limit (max_tokens 400) 3 times, spent on its reasoning: raise max_tokens" \
+        in row["error"]
+
+
 async def test_a_plain_text_refusal_fails_the_row_at_once_with_the_models_words(llm):
     row = await llm.generate(("text", "I'm sorry, but I can't help with that."))
     assert row["status"] == "failed" and row["image_prompt"] is None

@@ -128,11 +128,20 @@ def test_three_line_answer_gets_palette_and_negative_and_loses_music_words():
      "^the model refused: Unfortunately, I cannot write image prompts. Is there something else[?]$", "refusal"),
     (json.dumps([GOOD] * 4), "holds 4 prompts in a list, and m2i asks for one prompt per request", "invalid"),
     (json.dumps({"prompts": [GOOD] * 6}), "holds 6 prompts in a list", "invalid"),
+    ("<think>\nThe clip is in A minor, so a harbour at night, or", "stops inside the model's reasoning", "cut_off"),
+    ("<think>I will answer now.</think>\n", "holds only the model's reasoning", "empty"),
 ])
 def test_unusable_answers_are_rejected_with_a_reason(text, reason, kind):
     with pytest.raises(InvalidOutput, match=reason) as info:
         parse_prompt(text)
     assert info.value.kind == kind
+
+
+def test_the_answer_after_a_reasoning_block_opened_by_the_chat_template():
+    """DeepSeek-R1's template opens ``<think>`` in the prompt, so the text holds only its end."""
+    draft = json.dumps({**GOOD, "image_prompt": "a red sports car"})
+    vp, _ = parse_prompt(f"Maybe {draft}? No.\n</think>\n{json.dumps(GOOD)}")
+    assert vp.image_prompt == GOOD["image_prompt"]
 
 
 def test_a_prompt_that_says_sorry_is_no_refusal():

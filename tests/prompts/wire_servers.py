@@ -10,7 +10,8 @@
 Every request is recorded (path, headers, JSON body). Faults are queued per path and consumed in
 order: ``{"status": 429, "headers": {"retry-after": "0.2"}}``, ``"drop"`` (close the connection
 without answering), ``("hang", seconds)``, ``"malformed"`` (200 with a body that is not JSON),
-``"refusal"``, ``"empty"`` (a completion with no text), ``("text", "...")`` (this answer text),
+``"refusal"``, ``"empty"`` (a completion with no text), ``("text", "...")`` (this answer text;
+``("cut_text", "...")`` the same stopped at the token limit),
 ``"cut"`` (the usual answer cut off in its description, with the API's stop reason for the token
 limit: Anthropic ``max_tokens``, Ollama and OpenAI ``length``).
 The server counts successful completions in ``ok``, and the most requests it held at once in
@@ -178,8 +179,8 @@ class WireServer:
             return "I can't help with that request.", "refusal"
         if fault == "empty":
             return "", "end"
-        if isinstance(fault, tuple) and fault[0] == "text":
-            return fault[1], "end"
+        if isinstance(fault, tuple) and fault[0] in ("text", "cut_text"):
+            return fault[1], "end" if fault[0] == "text" else "cut"
         text = self.answer(body, next(self._ids))
         if fault == "cut":
             return text[: text.index("becomes") + 12], "cut"  # "... clip becomes a fog"
