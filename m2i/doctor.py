@@ -95,7 +95,7 @@ def check_sdxl_weights(settings: Settings) -> Check:
         return Check("sdxl weights", "ok", f"{model} is on this machine")
     level: Level = "warn" if settings.images in ("auto", "preview") else "fail"
     return Check("sdxl weights", level, f"{model} is not cached here",
-                 f"huggingface-cli download {model} (or pass a local folder with --image-model)")
+                 f"hf download {model} (or pass a local folder with --image-model)")
 
 
 def check_numba_cache() -> Check:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -197,7 +198,7 @@ def test_missing_local_model_folder_is_one_sentence_with_the_fix(tmp_path):
     assert (
         str(tmp_path / "no-such-model") in msg
         and "does not exist" in msg
-        and "huggingface-cli download" in msg
+        and "hf download" in msg
     )
     assert msg.count(". ") == 0 and msg.endswith(".")
 
@@ -216,8 +217,10 @@ def test_uncached_hub_id_names_the_download_command(tmp_path):
         backend.load()
     assert str(err.value) == (
         "SDXL model 'someone/sdxl-never-downloaded' is not in the local Hugging Face cache; run "
-        "`huggingface-cli download someone/sdxl-never-downloaded` on this machine, or pass a local folder."
+        "`hf download someone/sdxl-never-downloaded` on this machine, or pass a local folder."
     )
+    # the command named is one the installed huggingface_hub provides (2.x has no huggingface-cli)
+    assert (Path(sys.executable).parent / "hf").exists()
 
 
 def test_loading_writes_nothing_to_the_terminal(tiny_sdxl):
@@ -349,7 +352,7 @@ def test_a_cached_hub_id_loads_and_a_damaged_cache_says_how_to_repair(tiny_sdxl,
         get_backend("sdxl", model="m2i-test/tiny-sdxl", device="cpu", cache_dir=cache).load()
     msg = str(err.value)
     assert msg.startswith("cannot load SDXL model from m2i-test/tiny-sdxl (")
-    assert msg.endswith("(run `huggingface-cli download m2i-test/tiny-sdxl` again to repair it).")
+    assert msg.endswith("(run `hf download m2i-test/tiny-sdxl` again to repair it).")
 
 
 def test_a_job_that_breaks_its_batch_fails_alone(tiny_sdxl, make_job, tmp_path):

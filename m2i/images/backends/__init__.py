@@ -105,13 +105,13 @@ def resolve_auto(**settings: Any) -> tuple[str, str]:
         )
     if not weights_available(model, cache_dir=settings.get("cache_dir")):
         return "preview", (
-            f"SDXL weights {model} are not on this machine (run `huggingface-cli download {model}`), "
+            f"SDXL weights {model} are not on this machine (run `hf download {model}`), "
             "so images are previews."
         )
     refiner = refiner_model(settings.get("refiner"))
     if refiner is not None and not weights_available(refiner, cache_dir=settings.get("cache_dir")):
         return "preview", (
-            f"SDXL refiner weights {refiner} are not on this machine (run `huggingface-cli download {refiner}`), "
+            f"SDXL refiner weights {refiner} are not on this machine (run `hf download {refiner}`), "
             "so images are previews."
         )
     return "sdxl", f"a {gpu} GPU and the weights of {model} are here, so images are rendered with SDXL."

@@ -6,7 +6,7 @@ Conventions
   diffusers folder or Hugging Face id works (base 1.0 by default; sdxl-turbo, Lightning, LCM and
   fine-tunes take their own step/guidance defaults from :func:`model_defaults`).
 - Weights are read from the local Hugging Face cache or a local folder only (no download unless
-  ``allow_download=True``): a missing model is one sentence with the ``huggingface-cli download``
+  ``allow_download=True``): a missing model is one sentence with the ``hf download``
   command to run.
 - Optional refiner as an *ensemble of experts*: the base denoises down to ``refiner_split``
   (``denoising_end``) and returns latents; the refiner (``StableDiffusionXLImg2ImgPipeline``,
@@ -420,7 +420,7 @@ class SDXLBackend(ImageBackend):
         Raises
         ------
         BackendError
-            If the weights are not available locally (with the ``huggingface-cli download``
+            If the weights are not available locally (with the ``hf download``
             command to run), a GPU was asked for but is missing, or loading fails.
         """
         with self._lock:
@@ -478,13 +478,13 @@ class SDXLBackend(ImageBackend):
             if not folder.exists():
                 raise BackendError(
                     f"{what} folder {ident} does not exist; pass a folder written by diffusers' "
-                    f"save_pretrained or `huggingface-cli download`, or an id such as {DEFAULT_MODEL}."
+                    f"save_pretrained or `hf download`, or an id such as {DEFAULT_MODEL}."
                 )
             marker = "config.json" if cls.__name__ == "AutoencoderKL" else "model_index.json"
             if not (folder / marker).is_file():
                 raise BackendError(
                     f"{ident} is not a diffusers {what} folder (no {marker}); point at the folder that "
-                    "`huggingface-cli download` or save_pretrained wrote."
+                    "`hf download` or save_pretrained wrote."
                 )
             source = str(folder)
         else:
@@ -514,11 +514,11 @@ class SDXLBackend(ImageBackend):
         ):
             raise BackendError(
                 f"{what} {ident!r} is not in the local Hugging Face cache; run "
-                f"`huggingface-cli download {ident}` on this machine, or pass a local folder."
+                f"`hf download {ident}` on this machine, or pass a local folder."
             ) from last
         raise BackendError(
             f"cannot load {what} from {ident} ({_first_line(last)}); check that it is a complete "
-            f"SDXL-family download (run `huggingface-cli download {ident}` again to repair it)."
+            f"SDXL-family download (run `hf download {ident}` again to repair it)."
         ) from last
 
     def _configure(self) -> None:
