@@ -474,6 +474,7 @@ def gallery(
     except OSError as exc:
         raise InputError(f"Cannot write the gallery to {target}: {exc.strerror}; choose another --out.") from exc
     typer.echo(f"gallery: {path.resolve()}")
+    _say_unfinished(store, int(r["id"]), "the gallery shows")
 
 
 @app.command()
@@ -513,6 +514,7 @@ def export(
     paths = export_run(store, int(r["id"]), target)
     for key, path in paths.items():
         typer.echo(f"{key}: {path}")
+    _say_unfinished(store, int(r["id"]), "these files hold")
     from m2i.store import ops
 
     located = ops.image_locations(store, int(r["id"]))
@@ -527,6 +529,16 @@ def export(
             typer.echo(f"  {x['host'] or '?'}:{x['path']}", err=True)
         if len(missing) > 20:
             typer.echo(f"  ... and {len(missing) - 20} more (m2i sql \"SELECT host, path FROM image\")", err=True)
+
+
+def _say_unfinished(store: Any, run_id: int, what: str) -> None:
+    """On stderr: the run has work left, so what was just written is not its final result."""
+    from m2i.report import unfinished_note
+    from m2i.store import ops
+
+    note = unfinished_note(ops.status_counts(store, run_id), what)
+    if note:
+        typer.echo(note, err=True)
 
 
 @app.command("import-legacy")

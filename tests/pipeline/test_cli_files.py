@@ -37,6 +37,11 @@ def test_import_legacy_then_export_the_earlier_files(tmp_path):
     assert len(exported["samples"]) == 100
     assert exported["samples"][0]["prompts"][0]["visual_prompt"] == original["samples"][0]["prompts"][0]["visual_prompt"]
     assert "1 of 1 image file(s) are not reachable" in r.stderr and "gpu-box-7:/mnt/elsewhere/x.png" in r.stderr
+    # imported prompts are not scored or rendered yet: the files are what is done, and the command says so
+    assert ("note: this run is not finished (500 score(s) to compute and 499 image(s) to render); these files "
+            "hold what is done so far, and `m2i run` continues it.") in r.stderr
+    g = cli("gallery", "--db", str(db), "--out", str(tmp_path / "g.html"), cwd=tmp_path)
+    assert g.returncode == 0 and "the gallery shows what is done so far" in g.stderr
 
 
 def test_file_errors_are_one_sentence(tmp_path):

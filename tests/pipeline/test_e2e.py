@@ -82,6 +82,7 @@ def test_fresh_run_through_all_stages(tmp_path, tiny_gguf):
 
     g = cli("gallery", "--db", str(db), "--out", str(tmp_path / "g" / "index.html"), cwd=tmp_path)
     assert g.returncode == 0, g.stderr
+    assert "not finished" not in g.stderr, "a finished run's gallery is its result"
     html = (tmp_path / "g" / "index.html").read_text()
     assert html.count("<section class='clip'>") == 2 and html.count("<img ") == 10
     for src in __import__("re").findall(r'src="([^"]+)"', html):

@@ -6,6 +6,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.widgets import Static
 
+from m2i.report import describe_work_left, work_left
 from tui.data import View, Want
 from tui.screens.base import DataScreen
 from tui.widgets.diff_plot import DiffPlot
@@ -65,14 +66,10 @@ def _no_scores_yet(counts: dict[str, dict[str, int]]) -> str:
     """Why the comparison is empty: the score stage scores a run as a whole (originality compares
     each prompt with the rest of the run), so it waits until every clip is analysed and every
     prompt written."""
-    def left(stage: str) -> int:
-        c = counts.get(stage) or {}
-        return int(c.get("pending", 0)) + int(c.get("running", 0))
-
-    clips, prompts, scores = left("analyze"), left("generate"), left("score")
-    if clips or prompts:
-        todo = " and ".join(f"{n} {what}" for n, what in ((clips, "clip(s) to analyse"), (prompts, "prompt(s) to write")) if n)
-        return f"no scores yet: the run is scored as a whole once its clips are analysed and its prompts written ({todo})"
+    before = describe_work_left(counts, ("analyze", "generate"))
+    if before:
+        return f"no scores yet: the run is scored as a whole once its clips are analysed and its prompts written ({before})"
+    scores = work_left(counts).get("score")
     if scores:
         return f"no scores yet: {scores} prompt(s) wait for the score stage (`m2i run` or `m2i tui --run` does it)"
     return "no scores yet"
