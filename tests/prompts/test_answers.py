@@ -91,6 +91,14 @@ async def test_answers_that_end_inside_the_reasoning_fail_saying_so(llm):
         in row["error"]
 
 
+@pytest.mark.parametrize("llm", ["ollama", "openai"], indirect=True)
+async def test_answers_whose_tokens_all_went_to_a_separate_reasoning_field_say_so(llm):
+    """Ollama's ``thinking`` and vLLM's ``reasoning_content`` keep the reasoning beside an empty answer."""
+    row = await llm.generate(*[("thinking_cut", "The clip is slow and in A minor, so perhaps")] * 3)
+    assert row["status"] == "failed"
+    assert "3 times, spent on its reasoning: raise max_tokens well above what it reasons" in row["error"]
+
+
 async def test_a_plain_text_refusal_fails_the_row_at_once_with_the_models_words(llm):
     row = await llm.generate(("text", "I'm sorry, but I can't help with that."))
     assert row["status"] == "failed" and row["image_prompt"] is None

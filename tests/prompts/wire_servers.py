@@ -11,7 +11,9 @@ Every request is recorded (path, headers, JSON body). Faults are queued per path
 order: ``{"status": 429, "headers": {"retry-after": "0.2"}}``, ``"drop"`` (close the connection
 without answering), ``("hang", seconds)``, ``"malformed"`` (200 with a body that is not JSON),
 ``"refusal"``, ``"empty"`` (a completion with no text), ``("text", "...")`` (this answer text;
-``("cut_text", "...")`` the same stopped at the token limit),
+``("cut_text", "...")`` the same stopped at the token limit; ``("thinking_cut", "...")`` a thinking
+model stopped at the token limit while reasoning, the text in Ollama's ``thinking`` or vLLM's
+``reasoning_content`` field and no answer),
 ``"cut"`` (the usual answer cut off in its description, with the API's stop reason for the token
 limit: Anthropic ``max_tokens``, Ollama and OpenAI ``length``).
 The server counts successful completions in ``ok``, and the most requests it held at once in
@@ -179,8 +181,8 @@ class WireServer:
             return "I can't help with that request.", "refusal"
         if fault == "empty":
             return "", "end"
-        if isinstance(fault, tuple) and fault[0] in ("text", "cut_text"):
-            return fault[1], "end" if fault[0] == "text" else "cut"
+        if isinstance(fault, tuple) and fault[0] in ("text", "cut_text", "thinking_cut"):
+            return fault[1], {"text": "end", "cut_text": "cut"}.get(fault[0], fault[0])
         text = self.answer(body, next(self._ids))
         if fault == "cut":
             return text[: text.index("becomes") + 12], "cut"  # "... clip becomes a fog"
@@ -357,10 +359,12 @@ class OllamaServer(WireServer):
         with self.lock:
             self.ok += 1
         n_in = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
+        thinking = ended == "thinking_cut"
         self.send_json(h, 200, {
             "model": model, "created_at": "2026-11-26T00:00:00Z",
-            "message": {"role": "assistant", "content": text}, "done": True,
-            "done_reason": "length" if ended == "cut" else "stop",
+            "message": {"role": "assistant", "content": "", "thinking": text} if thinking
+            else {"role": "assistant", "content": text}, "done": True,
+            "done_reason": "length" if ended in ("cut", "thinking_cut") else "stop",
             "total_duration": 1000, "prompt_eval_count": n_in, "eval_count": len(text.split()),
         })
 
@@ -424,9 +428,12 @@ class OpenAIServer(WireServer):
         n_in = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
         self.send_json(h, 200, {
             "id": f"chatcmpl-{next(self._ids)}", "object": "chat.completion", "created": 0, "model": model,
-            "choices": [{"index": 0, "finish_reason": "length" if ended == "cut" else "stop", "logprobs": None,
-                         "message": {"role": "assistant", "content": None if refused else text,
-                                     "refusal": text if refused else None}}],
+            "choices": [{"index": 0, "finish_reason": "length" if ended in ("cut", "thinking_cut") else "stop",
+                         "logprobs": None,
+                         "message": {"role": "assistant", "content": None, "reasoning_content": text}
+                         if ended == "thinking_cut" else
+                         {"role": "assistant", "content": None if refused else text,
+                          "refusal": text if refused else None}}],
             "usage": {"prompt_tokens": n_in, "completion_tokens": len(text.split()),
                       "total_tokens": n_in + len(text.split())},
         })
