@@ -533,8 +533,8 @@ def export(
 
 def _say_unfinished(store: Any, run_id: int, what: str) -> None:
     """On stderr: the run has work left, so what was just written is not its final result."""
-    from m2i.report import unfinished_note
     from m2i.store import ops
+    from m2i.work import unfinished_note
 
     note = unfinished_note(ops.status_counts(store, run_id), what)
     if note:

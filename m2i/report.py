@@ -17,6 +17,7 @@ from sqlalchemy import case, func, select
 from m2i.store import ops
 from m2i.store.engine import Store
 from m2i.store.models import Image, Prompt, Status
+from m2i.work import work_left
 
 
 def build_report(store: Store, run_id: int, *, recompute: bool = False) -> dict[str, Any]:
@@ -78,6 +79,8 @@ def build_report(store: Store, run_id: int, *, recompute: bool = False) -> dict[
         "images": images,
         "modes": modes,
         "stale_scores": stale,
+        "software": [{**x, "first": str(x["first"])[:19], "last": str(x["last"])[:19]}
+                     for x in ops.software_lines(store, run_id)],
     }
 
 
@@ -120,6 +123,7 @@ def format_text(report: dict[str, Any]) -> str:
             f"images: {label} on {row['device'] or '?'}: {row['images']} images, {row['mean_seconds']:.2f} s each"
             + (f", {row['truncated']} prompts truncated" if row["truncated"] else "")
         )
+    lines += _software(report.get("software") or [])
     lines.append("")
     if report["modes"]:
         lines.append(format_report(report["modes"]))
@@ -129,37 +133,27 @@ def format_text(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-_LEFT_WORDS = {"analyze": "clip(s) to analyse", "generate": "prompt(s) to write", "score": "score(s) to compute",
-               "render": "image(s) to render"}
+def _software(software: list[dict[str, Any]]) -> list[str]:
+    """What worked on the run: one line, or a warning with every version when an upgrade came mid-run."""
+    if len(software) == 1:
+        return [f"software: {software[0]['software']}"]
+    if not software:
+        return []
+    lines = [f"NOTE: {len(software)} different software versions wrote this run's rows; features, prompts, scores "
+             "or images written by different versions may not be comparable (runners that began writing):"]
 
+    def when(x: dict[str, Any]) -> str:
+        first, last = x["first"][:16], x["last"][:16]
+        return first if first == last else f"{first} to {last}"
 
-def work_left(counts: dict[str, dict[str, int]]) -> dict[str, int]:
-    """``{stage: rows pending or running}`` from :func:`m2i.store.ops.status_counts`, stages with none left out."""
-    left = {stage: int(c.get("pending", 0)) + int(c.get("running", 0)) for stage, c in counts.items()}
-    return {stage: n for stage, n in left.items() if n}
-
-
-def describe_work_left(counts: dict[str, dict[str, int]], stages: tuple[str, ...] = tuple(_LEFT_WORDS)) -> str:
-    """``"3 clip(s) to analyse and 12 prompt(s) to write"`` for ``stages``; empty when none is left."""
-    left = work_left(counts)
-    parts = [f"{left[s]} {_LEFT_WORDS[s]}" for s in stages if s in left]
-    return ", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "") + parts[-1] if parts else ""
-
-
-def unfinished_note(counts: dict[str, dict[str, int]], what: str) -> str | None:
-    """One sentence for a command that writes a run's results while work is left (``m2i export``,
-    ``m2i gallery``): ``what`` holds what is done so far; None when the run is finished."""
-    left = describe_work_left(counts)
-    if not left:
-        return None
-    return f"note: this run is not finished ({left}); {what} what is done so far, and `m2i run` continues it."
+    return lines + [f"  {when(x)}: {x['software']}" for x in software]
 
 
 def _not_final(report: dict[str, Any]) -> list[str]:
     """Lines saying which scores the comparison above leaves out, and why (none when it covers the run)."""
-    c = report["counts"]
-    waiting = c["score"]["pending"] + c["score"]["running"]
-    writing = sum(c[s]["pending"] + c[s]["running"] for s in ("analyze", "generate"))
+    left = work_left(report["counts"])
+    waiting = left.get("score", 0)
+    writing = left.get("analyze", 0) + left.get("generate", 0)
     stale = report.get("stale_scores") or 0
     out = []
     if stale:

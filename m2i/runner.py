@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from m2i.errors import InputError, M2IError
+from m2i.provenance import software_line
 from m2i.store import ops
 from m2i.store.engine import Store
 
@@ -167,6 +168,7 @@ class Runner:
         self._reaped: dict[str, float] = {}
         self._pause_checked = -1e9
         self._paused_seen = False
+        self._software_logged = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self.halted: M2IError | None = None
         """Why a stage stopped the runner (:class:`StageStop`), raised by :meth:`run` at its end."""
@@ -402,6 +404,10 @@ class Runner:
         if good:
             accepted = await asyncio.to_thread(ops.complete_many, self.store, stage, good, worker=worker)
             self.processed[stage] += sum(accepted)
+            if sum(accepted) and not self._software_logged:
+                # the first row this runner finished: from now on this software has written into the run
+                self._software_logged = True
+                await asyncio.to_thread(lambda: ctx.event(software_line()))  # git describe, once, off the loop
         # handed back: the provider was unavailable, or a stop signal sent to every process killed the
         # pool's workers; not the rows' fault
         lost = [o.id for o in by_id.values() if o.error is not None and (o.handback or (o.lost and self.stopping))]

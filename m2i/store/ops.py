@@ -835,6 +835,21 @@ def recent_events(store: Store, run_id: int | None = None, *, after_id: int = 0,
     return rows[::-1]
 
 
+def software_lines(store: Store, run_id: int) -> list[dict[str, Any]]:
+    """The distinct ``software: ...`` events of a run (:mod:`m2i.provenance`), oldest first, each
+    ``{"software", "first", "last", "runners"}``: which versions of m2i and its packages wrote its rows
+    (``first`` / ``last``: when a runner with that software first and last began writing)."""
+    from m2i.provenance import SOFTWARE_PREFIX
+
+    e = _t(Event)
+    q = (select(e.c.message, func.min(e.c.ts), func.max(e.c.ts), func.count())
+         .where(e.c.run_id == run_id, e.c.message.startswith(SOFTWARE_PREFIX))
+         .group_by(e.c.message).order_by(func.min(e.c.ts)))
+    with store.read() as conn:
+        return [{"software": m[len(SOFTWARE_PREFIX):], "first": first, "last": last, "runners": int(n)}
+                for m, first, last, n in conn.execute(q)]
+
+
 def log_event(
     store: Store, run_id: int | None, message: str, *, level: str = "info", stage: str | None = None, item: int | None = None
 ) -> None:

@@ -54,6 +54,30 @@ def test_all_stages_run_to_completion(tmp_path, db_url):
     assert len(log.read_text().split("\n")[:-1]) == len(lines)
 
 
+def test_the_software_that_wrote_a_runs_rows_is_recorded_and_reported(tmp_path, db_url):
+    """A run continued after an upgrade holds rows written by two versions: the report says which,
+    while a runner that found nothing to do (a finished run opened again) records nothing."""
+    from m2i.provenance import software_line
+    from m2i.report import build_report, format_text
+
+    store = open_store(db_url)
+    run_id = seed_run(store, 2)
+    _run(store, run_id, all_stages(tmp_path / "log"))
+    _run(store, run_id, all_stages(tmp_path / "log"))  # nothing left: writes no row
+    messages = [e["message"] for e in ops.recent_events(store, run_id)]
+    assert messages.count(software_line()) == 1
+    line = software_line()
+    assert line.startswith("software: m2i 0.1.0") and " · python 3." in line and " · librosa " in line
+    report = build_report(store, run_id)
+    assert [x["software"] for x in report["software"]] == [line.removeprefix("software: ")]
+    assert f"\n{line}\n" in format_text(report) and "NOTE: 2 different" not in format_text(report)
+    # a later runner under another version (an upgrade between two sessions) writes rows too
+    ops.log_event(store, run_id, "software: m2i 0.2.0 · python 3.12.1 · librosa 0.11.0")
+    text_report = format_text(build_report(store, run_id))
+    assert "NOTE: 2 different software versions wrote this run's rows" in text_report
+    assert text_report.index(line.removeprefix("software: ")) < text_report.index(": m2i 0.2.0 · python 3.12.1")
+
+
 def test_a_failing_stage_keeps_the_error_and_others_go_on(db_url):
     store = open_store(db_url)
     run_id = seed_run(store, 3, config={"max_attempts": 2, "seed": 0})

@@ -6,7 +6,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.widgets import Static
 
-from m2i.report import describe_work_left, work_left
+from m2i.work import describe_work_left, work_left
 from tui.data import View, Want
 from tui.screens.base import DataScreen
 from tui.widgets.diff_plot import DiffPlot
