@@ -146,13 +146,21 @@ def check_llm(settings: Settings) -> Check:
     return asyncio.run(_llm_check(settings))
 
 
+_NETWORK_FIX = ("keep the database on a local disk (SQLite's write-ahead log is not safe over the network; copy it "
+                "back when the run ends), or use PostgreSQL (docs/postgres.md) for several machines")
+
+
 def check_store(db: str | None) -> Check:
     from m2i.store import open_store, ops
-    from m2i.store.engine import resolve_url
+    from m2i.store.engine import network_filesystem, resolve_url
 
     url = resolve_url(db)
     path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else None
     if path is not None and not Path(path).exists():
+        fs = network_filesystem(Path(path))
+        if fs:
+            return Check("database", "warn", f"{path} does not exist yet, and its folder is on a network filesystem "
+                                             f"({fs})", _NETWORK_FIX)
         return Check("database", "ok", f"{path} does not exist yet; `m2i run` creates it")
     try:
         store = open_store(db, readonly=True)
@@ -170,6 +178,9 @@ def check_store(db: str | None) -> Check:
         runs = ops.list_runs(store)
         failed = sum(c["failed"] for c in ops.status_counts(store).values()) if runs else 0
         detail = f"{store.path or url}: {len(runs)} run(s), schema current"
+        fs = store.path is not None and network_filesystem(store.path)
+        if fs:
+            return Check("database", "warn", detail + f", on a network filesystem ({fs})", _NETWORK_FIX)
         if failed:
             return Check("database", "warn", detail + f", {failed} failed row(s)", "m2i status, then m2i requeue --failed")
         return Check("database", "ok", detail)

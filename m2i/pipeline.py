@@ -153,6 +153,7 @@ def run_pipeline(
     from m2i.prompts.providers import provider_class
     from m2i.runner import Runner, run_blocking
     from m2i.stages import build_stages, checked_provider
+    from m2i.store.engine import network_filesystem_warning
 
     for s in settings.stages:
         if s not in ops.STAGE_ORDER:
@@ -189,6 +190,10 @@ def run_pipeline(
                                         outage_s=settings.llm_outage_s)
         run = record_run(store, settings, planned, config, changed)
         run_id = int(run["id"])
+        shared = store.path is not None and network_filesystem_warning(store.path)
+        if shared:
+            log.warning("%s", shared)
+            ops.log_event(store, run_id, shared, level="warning")
         cfg = run["config"]
         # --out belongs to this machine when it continues a run; a run just created uses the folder it recorded
         out_dir = settings.out_dir if explicit and "out_dir" in explicit and not created else cfg.get("out_dir") or settings.out_dir

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import random
+import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -57,6 +58,49 @@ def _sqlite_path(url: str) -> Path | None:
     if not u.database or u.database == ":memory:":
         return None
     return Path(u.database)
+
+
+MOUNTS = Path("/proc/mounts")
+"""Where Linux lists its mounted filesystems (read by :func:`network_filesystem`)."""
+
+NETWORK_FILESYSTEMS = frozenset({
+    "nfs", "nfs4", "cifs", "smb3", "smbfs", "afs", "9p", "lustre", "gpfs", "beegfs", "ceph", "glusterfs",
+    "panfs", "wekafs", "fuse.sshfs", "fuse.glusterfs", "fuse.s3fs", "fuse.gcsfuse", "fuse.rclone", "fuse.juicefs",
+    "fuse.cephfs", "fuse.beegfs",
+})
+"""Filesystems on which SQLite's write-ahead log is unsafe: its index is shared memory, so every
+process must be on one machine, and file locks over the network are often not honoured."""
+
+
+def network_filesystem(path: Path) -> str | None:
+    """The type of the network filesystem ``path`` lives on (``"nfs4"``, ``"lustre"``, ...), or None
+    for a local disk or where it cannot be told (no ``/proc/mounts``: not Linux)."""
+    try:
+        lines = MOUNTS.read_text().splitlines()
+    except OSError:
+        return None
+    target = str(Path(path).expanduser().resolve(strict=False))
+    best, best_type = "", None
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        # spaces and tabs in a mount point are written as octal escapes (\040, \011)
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[1])
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, best_type = point, fields[2]
+    return best_type if best_type in NETWORK_FILESYSTEMS else None
+
+
+def network_filesystem_warning(path: Path) -> str | None:
+    """One sentence when a SQLite run store sits on a network filesystem, else None."""
+    fs = network_filesystem(path)
+    if fs is None:
+        return None
+    return (f"{path} is on a network filesystem ({fs}), where SQLite's write-ahead log is not safe: keep the "
+            "database on a local disk (copy it back when the run ends), or use PostgreSQL (docs/postgres.md) "
+            "when several machines work on one run.")
 
 
 def _migrations_dir() -> Path:

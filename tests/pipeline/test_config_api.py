@@ -201,3 +201,39 @@ def test_any_command_upgrades_an_older_database(tmp_path):
 
     assert sqlite3.connect(db).execute("SELECT version_num FROM alembic_version").fetchone() == (head_revision(),)
     assert (tmp_path / "m2i.db.bak-0001").exists()
+
+
+def test_a_database_on_a_network_filesystem_is_warned_about(tmp_path, monkeypatch, caplog):
+    """SQLite's write-ahead log needs every process on one machine and working file locks, which an
+    NFS or Lustre home directory (where a cluster user's `m2i run` starts) does not promise."""
+    import numpy as np
+
+    from m2i.doctor import check_store
+    from m2i.pipeline import run_pipeline
+    from m2i.store import engine, open_store, ops
+
+    home, scratch = tmp_path / "home dir", tmp_path / "home dir" / "scratch"
+    scratch.mkdir(parents=True)
+    mounts = tmp_path / "mounts"
+    mounts.write_text("/dev/sda1 / ext4 rw 0 0\n"
+                      f"filer:/export/home {str(home).replace(' ', chr(92) + '040')} nfs4 rw,vers=4.2 0 0\n"
+                      f"/dev/nvme0n1 {str(scratch).replace(' ', chr(92) + '040')} ext4 rw 0 0\n")
+    monkeypatch.setattr(engine, "MOUNTS", mounts)
+
+    check = check_store(str(home / "m2i.db"))
+    assert check.level == "warn" and "its folder is on a network filesystem (nfs4)" in check.detail
+    assert "local disk" in check.fix and "PostgreSQL" in check.fix
+    assert check_store(str(scratch / "m2i.db")).level == "ok", "a local disk mounted inside the NFS home"
+
+    np.save(tmp_path / "clip.npy", (0.2 * np.sin(np.arange(32000) * 0.05)).astype(np.float32))
+    settings = load_settings({"dataset": str(tmp_path / "clip.npy"), "stages": ["analyze"]}, environ={})
+    with caplog.at_level("WARNING", logger="m2i.pipeline"):
+        run_pipeline(settings, db=str(home / "m2i.db"), explicit={"dataset", "stages"}, handle_signals=False)
+    warning = (f"{home / 'm2i.db'} is on a network filesystem (nfs4), where SQLite's write-ahead log is not "
+               "safe: keep the database on a local disk")
+    assert any(r.getMessage().startswith(warning) for r in caplog.records)
+    store = open_store(home / "m2i.db", readonly=True)
+    assert any(e["level"] == "warning" and e["message"].startswith(warning) for e in ops.recent_events(store)), \
+        "the dashboard's event log shows it too"
+    store.close()
+    assert check_store(str(home / "m2i.db")).detail.endswith("1 run(s), schema current, on a network filesystem (nfs4)")
