@@ -31,6 +31,7 @@ app = typer.Typer(
 DbOpt = Annotated[str | None, typer.Option("--db", help="Database path or URL (default $M2I_DB or ./m2i.db).")]
 RunOpt = Annotated[str | None, typer.Option("--run", help="Run id or name (default: the newest run).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+SrOpt = Annotated[int | None, typer.Option("--sr", help="Sample rate of .npy audio in Hz (default 16000; audio files carry theirs).")]
 StageOpt = Annotated[str | None, typer.Option("--stage", help="analyze, generate, score or render.")]
 
 log = logging.getLogger("m2i")
@@ -141,16 +142,17 @@ def ingest(
     run: RunOpt = None,
     samples: Annotated[int | None, typer.Option("--samples", help="Keep at most N clips in the run.")] = None,
     hop: Annotated[float | None, typer.Option("--hop", help="Hop between 10 s windows of long files (s).")] = None,
+    sr: SrOpt = None,
     config: Annotated[str | None, typer.Option("--config", help="m2i.toml to read.")] = None,
 ) -> None:
     """Add clips to a run (identified by content hash: ingesting twice adds nothing)."""
-    settings = _settings({"run_name": run, "samples": samples, "hop_s": hop, "dataset": dataset}, config)
+    settings = _settings({"run_name": run, "samples": samples, "hop_s": hop, "npy_sr": sr, "dataset": dataset}, config)
     from m2i.audio.datasets import open_dataset
     from m2i.pipeline import ingest as ingest_clips
     from m2i.pipeline import prepare_run
 
     # a missing path, an empty folder or a refused .npy stops here, before a database or a run is created
-    clips = open_dataset(dataset, clip_s=settings.clip_s, hop_s=settings.hop_s)
+    clips = open_dataset(dataset, clip_s=settings.clip_s, hop_s=settings.hop_s, npy_sr=settings.npy_sr)
     store = _open(db, create=True)
     r = prepare_run(store, settings)
     counts = ingest_clips(store, int(r["id"]), clips, limit=settings.samples)
@@ -167,6 +169,7 @@ def analyze(
     spectrogram: Annotated[bool, typer.Option("--spectrogram", help="Add a mel-spectrogram summary.")] = False,
     spectrogram_png: Annotated[str | None, typer.Option(
         "--spectrogram-png", help="Also draw each file's mel spectrogram into this folder (<file name>.png).")] = None,
+    sr: SrOpt = None,
 ) -> None:
     """Print the eight features and the ABC transcription of audio files (one JSON object per line with --json).
 
@@ -179,7 +182,9 @@ def analyze(
     from m2i.audio.cli_support import analyze_results, human_summary
 
     failed = 0
-    for result in analyze_results(files, settings={"spectrogram": spectrogram}, png_dir=spectrogram_png):
+    if sr is not None:
+        _settings({"npy_sr": sr}, None)  # an impossible rate is one sentence naming --sr, before any file
+    for result in analyze_results(files, settings={"spectrogram": spectrogram}, png_dir=spectrogram_png, npy_sr=sr):
         failed += "error" in result
         if json_out:
             _echo_json(result)
@@ -200,6 +205,7 @@ def run(
     new: Annotated[bool, typer.Option("--new", help="Start a new run even if one exists.")] = False,
     samples: Annotated[int | None, typer.Option("--samples", help="Only the first N clips (a quick test).")] = None,
     hop: Annotated[float | None, typer.Option("--hop", help="Hop between 10 s windows of long files (s).")] = None,
+    sr: SrOpt = None,
     llm: Annotated[str | None, typer.Option("--llm", help="local, anthropic, ollama or openai.")] = None,
     model: Annotated[str | None, typer.Option("--model", help="The LLM's model id.")] = None,
     base_url: Annotated[str | None, typer.Option("--base-url", help="Server URL for ollama/openai providers.")] = None,
@@ -230,7 +236,7 @@ def run(
     """
     _setup_logging(verbose)
     flags = {
-        "dataset": dataset, "run_name": run_name, "samples": samples, "hop_s": hop, "llm": llm, "model": model,
+        "dataset": dataset, "run_name": run_name, "samples": samples, "hop_s": hop, "npy_sr": sr, "llm": llm, "model": model,
         "base_url": base_url, "batch": batch, "images": images, "image_model": image_model, "width": width,
         "height": height, "steps": steps, "guidance": guidance, "refiner": refiner, "device": device,
         "batch_size": batch_size, "limit": limit, "seed": seed, "out_dir": out, "devices": devices,

@@ -109,7 +109,7 @@ class Run:
         from m2i.pipeline import ingest
 
         return ingest(self.store, self.id, dataset, clip_s=self.settings.clip_s, hop_s=self.settings.hop_s,
-                      limit=samples)
+                      limit=samples, npy_sr=(self.info.get("config") or {}).get("npy_sr", self.settings.npy_sr))
 
     def process(self, stages: Sequence[str] | None = None) -> dict[str, dict[str, int]]:
         """Run the given stages (default all four) until they have no work left; returns the counts."""

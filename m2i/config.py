@@ -53,6 +53,7 @@ class Settings(BaseModel):
     samples: int | None = Field(default=None, ge=1)
     clip_s: float = Field(default=10.0, gt=0)
     hop_s: float = Field(default=10.0, gt=0)
+    npy_sr: int | None = Field(default=None, ge=1000, le=384000)
     out_dir: str = "m2i-output"
     seed: int = 0
 
@@ -103,7 +104,7 @@ class Settings(BaseModel):
             "dataset", "samples", "seed", "llm", "model", "base_url", "max_tokens", "mel_summary", "batch",
             "prompt_settings",
             "images", "image_model", "width", "height", "steps", "guidance", "refiner", "device",
-            "batch_size", "limit", "max_attempts", "out_dir", "clip_s", "hop_s", "image_options",
+            "batch_size", "limit", "max_attempts", "out_dir", "clip_s", "hop_s", "npy_sr", "image_options",
         )
         cfg = {k: getattr(self, k) for k in keys}
         cfg["base_url"] = redact_url(cfg["base_url"])  # a password in the URL is a secret
@@ -125,7 +126,7 @@ def _coerce_env(name: str, raw: str) -> Any:
     return raw
 
 
-CLI_FLAGS = {"run_name": "--run", "hop_s": "--hop", "out_dir": "--out"}
+CLI_FLAGS = {"run_name": "--run", "hop_s": "--hop", "out_dir": "--out", "npy_sr": "--sr"}
 """Settings whose command-line flag is not ``--`` + the name with dashes (``samples`` is ``--samples``)."""
 
 

@@ -121,7 +121,7 @@ def with_live_secrets(run: dict[str, Any], settings: Settings) -> dict[str, Any]
 
 
 def ingest(store: Store, run_id: int, dataset: str | Iterable[Any], *, clip_s: float = 10.0, hop_s: float = 10.0,
-           limit: int | None = None) -> dict[str, int]:
+           limit: int | None = None, npy_sr: int | None = None) -> dict[str, int]:
     """Add a dataset's clips to a run (``m2i ingest``, ``m2i run --dataset``, the Python API).
 
     ``dataset`` is a path (or ``"demo"``), or the clips of one already opened with
@@ -129,7 +129,8 @@ def ingest(store: Store, run_id: int, dataset: str | Iterable[Any], *, clip_s: f
     """
     from m2i.audio.datasets import load_dataset
 
-    clips = load_dataset(dataset, clip_s=clip_s, hop_s=hop_s) if isinstance(dataset, (str, PathLike)) else dataset
+    clips = (load_dataset(dataset, clip_s=clip_s, hop_s=hop_s, npy_sr=npy_sr) if isinstance(dataset, (str, PathLike))
+             else dataset)
     return ops.add_samples(store, run_id, clips, limit=limit)
 
 
@@ -169,7 +170,7 @@ def run_pipeline(
         from m2i.audio.datasets import open_dataset
 
         # a missing path, an empty folder or a refused .npy stops here, before a database or a run is created
-        clips = open_dataset(settings.dataset, clip_s=settings.clip_s, hop_s=settings.hop_s)
+        clips = open_dataset(settings.dataset, clip_s=settings.clip_s, hop_s=settings.hop_s, npy_sr=settings.npy_sr)
     store = open_store(db or settings.db, create=True)
     try:
         existing = ops.get_run(store, settings.run_name)  # the named run, or the newest without a name
@@ -204,7 +205,7 @@ def run_pipeline(
             if (explicit and "dataset" in explicit) or sum(counts0["analyze"].values()) == 0:
                 source = clips if clips is not None else cfg.get("dataset") or settings.dataset
                 added = ingest(store, run_id, source, clip_s=settings.clip_s, hop_s=settings.hop_s,
-                               limit=cfg.get("samples"))
+                               limit=cfg.get("samples"), npy_sr=cfg.get("npy_sr"))
                 log.info("ingest: %(added)d added, %(failed)d bad, %(skipped)d already present", added)
         impls, notes = build_stages(
             store, with_live_secrets(run, settings), settings.stages, out_dir=out_dir,

@@ -202,7 +202,7 @@ def analyze_clip(pcm: np.ndarray, sr: int = 16000, *, settings: dict[str, Any] |
 
 
 def analyze_file(path: str | Path, *, settings: dict[str, Any] | None = None,
-                 spectrogram_png: str | Path | None = None) -> dict[str, Any]:
+                 spectrogram_png: str | Path | None = None, npy_sr: int | None = None) -> dict[str, Any]:
     """Analyse an audio file (or the first clip of a .npy) in the ``m2i analyze --json`` shape.
 
     Parameters
@@ -214,13 +214,16 @@ def analyze_file(path: str | Path, *, settings: dict[str, Any] | None = None,
     spectrogram_png : str or Path or None
         Also draw the analysed window's mel spectrogram to this PNG file
         (:func:`m2i.audio.spectrogram.render_png`); its path is returned as ``"spectrogram_png"``.
+    npy_sr : int, optional
+        Sample rate of a .npy's audio (default 16000; see :func:`m2i.audio.datasets.load_dataset`).
 
     Returns
     -------
     dict
         ``{"file": str, "start_s": float, "features": {...}, "abc": str, "duration_s": float}``;
         ``start_s`` is where the analysed window starts in the file. A file the decoder read past
-        damaged data also has ``"warning"``, one sentence.
+        damaged data, or a .npy whose clip length suggests another sample rate, also has
+        ``"warning"``.
 
     Raises
     ------
@@ -228,17 +231,18 @@ def analyze_file(path: str | Path, *, settings: dict[str, Any] | None = None,
         The file is missing, unreadable, or none of its audio is usable (the first window's
         reason is given).
     """
-    from m2i.audio.datasets import load_dataset
+    from m2i.audio.datasets import WARNING_KEYS, load_dataset
 
     first = None
-    for clip in load_dataset(path):
+    for clip in load_dataset(path, npy_sr=npy_sr):
         if clip.error is None and clip.pcm is not None:
             out = analyze_clip(clip.pcm, 16000, settings=settings)
             if spectrogram_png is not None:
                 from m2i.audio.spectrogram import render_png
 
                 out["spectrogram_png"] = str(render_png(clip.pcm, 16000, spectrogram_png))
-            warning = {"warning": clip.meta["decoder_warning"]} if "decoder_warning" in clip.meta else {}
+            said = [clip.meta[k] for k in WARNING_KEYS if clip.meta.get(k)]
+            warning = {"warning": "; ".join(said)} if said else {}
             return {"file": str(path), "start_s": float(clip.meta.get("start_s", 0.0)), **out, **warning}
         first = first or clip
     if first is None:

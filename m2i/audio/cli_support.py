@@ -11,7 +11,7 @@ from m2i.errors import InputError, M2IError
 
 
 def analyze_results(paths: Iterable[str | Path], *, settings: dict[str, Any] | None = None,
-                    png_dir: str | Path | None = None) -> Iterator[dict[str, Any]]:
+                    png_dir: str | Path | None = None, npy_sr: int | None = None) -> Iterator[dict[str, Any]]:
     """Analyse files one by one; a bad file gives an error record and the other files go on.
 
     Parameters
@@ -50,7 +50,7 @@ def analyze_results(paths: Iterable[str | Path], *, settings: dict[str, Any] | N
             taken.add(name)
             png = Path(png_dir) / name
         try:
-            yield analyze_file(path, settings=settings, spectrogram_png=png)
+            yield analyze_file(path, settings=settings, spectrogram_png=png, npy_sr=npy_sr)
         except M2IError as exc:
             yield {"file": str(path), "error": str(exc)}
 

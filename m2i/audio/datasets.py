@@ -7,7 +7,8 @@ Accepted inputs for :func:`load_dataset`:
   with a restricted unpickler (:func:`safe_load_npy`) that accepts numpy arrays and plain
   containers only; a crafted file cannot run code.
 - a plain numeric ``.npy`` array, ``[N, T]`` (N clips), ``[T, channels]`` (one signal of at most
-  :data:`MAX_CHANNELS` channels, mixed to mono) or ``[T]`` (one signal), assumed 16 kHz;
+  :data:`MAX_CHANNELS` channels, mixed to mono) or ``[T]`` (one signal), at 16 kHz unless
+  ``npy_sr`` says otherwise (``--sr``);
 - an audio file (wav, flac, ogg, opus, mp3, aiff) or a folder of them (searched recursively); long files
   are sliced into ``clip_s`` windows every ``hop_s`` seconds;
 - the string ``"demo"``: the clips bundled in ``m2i/data/demo``.
@@ -303,7 +304,40 @@ def plain_json(value: Any) -> Any:
 # --------------------------------------------------------------------------- sources
 
 
-def _iter_npy(path: Path) -> Iterator[Clip]:
+NPY_RATES = (44100, 48000, 22050, 24000, 32000, 11025, 8000)
+"""Sample rates a .npy of clips is often written at (librosa loads at 22050 Hz by default)."""
+
+WARNING_KEYS = ("decoder_warning", "rate_warning")
+"""Clip meta keys holding one sentence about a clip that was read but may be wrong; ingest records
+each as a warning event, ``m2i analyze`` prints it."""
+
+
+def rate_hint(path: Path, n_samples: int) -> str | None:
+    """One sentence when clips of ``n_samples`` taken as 16 kHz are an odd length but a whole number
+    of seconds at another common rate (``220500``: 13.78 s at 16 kHz, 10 s at 22.05 kHz), else None.
+    A .npy carries no sample rate, and a wrong one shifts every pitch and tempo."""
+    if n_samples % SR == 0:
+        return None
+    whole = [r for r in NPY_RATES if n_samples % r == 0 and 1 <= n_samples // r <= 600]
+    if not whole:
+        return None
+    rate = min(whole, key=lambda r: abs(n_samples / r - 10.0))  # the likeliest: nearest m2i's 10 s clips
+    return (f"{path.name} holds clips of {n_samples} samples, read as 16 kHz ({n_samples / SR:.2f} s), which is "
+            f"exactly {n_samples // rate} s at {rate} Hz; if they were recorded at {rate} Hz, their pitches and "
+            f"tempi are wrong: ingest them into a new run with --sr {rate}")
+
+
+def _iter_npy(path: Path, sr: int | None = None) -> Iterator[Clip]:
+    """The clips of a .npy file at ``sr`` Hz (None: 16 kHz, with :func:`rate_hint` on the first clip's
+    meta as ``rate_warning`` when its length suggests another rate)."""
+    for i, clip in enumerate(_npy_clips(path, sr or SR)):
+        if i == 0 and sr is None and (hint := rate_hint(path, int(clip.meta.pop("_n_samples", 0)))):
+            clip.meta["rate_warning"] = hint
+        clip.meta.pop("_n_samples", None)
+        yield clip
+
+
+def _npy_clips(path: Path, sr: int) -> Iterator[Clip]:
     arr = safe_load_npy(path)
     if arr.dtype.hasobject:
         items = arr.reshape(-1) if arr.ndim else [arr.item()]
@@ -323,16 +357,16 @@ def _iter_npy(path: Path) -> Iterator[Clip]:
                 if "audio" not in item:
                     yield Clip(source, meta, None, "the entry has no 'audio' field; add the 16 kHz samples.")
                     continue
-                yield _make_clip(source, item["audio"], meta)
+                yield _make_clip(source, item["audio"], {**meta, "_n_samples": np.size(item["audio"])}, sr)
             elif isinstance(item, np.ndarray):
-                yield _make_clip(source, item, {"sr": SR})
+                yield _make_clip(source, item, {"sr": sr, "_n_samples": item.size}, sr)
             else:
                 yield Clip(source, {}, None, f"the entry is a {type(item).__name__}, not audio; drop it.")
         return
     if arr.dtype.kind not in "fiu":
         raise InputError(f"{path} holds {arr.dtype} values, not audio samples; supply a numeric array.")
     if arr.ndim == 1:
-        yield from _slices(str(path), arr, SR, {"sr": SR, "n_samples": int(arr.size)}, clip_s=None)
+        yield from _slices(str(path), arr, sr, {"sr": sr, "n_samples": int(arr.size)}, clip_s=None)
         return
     if arr.ndim != 2:
         raise InputError(f"{path} has shape {arr.shape}; supply [N, T] clips or one [T] signal.")
@@ -340,17 +374,17 @@ def _iter_npy(path: Path) -> Iterator[Clip]:
         raise InputError(f"{path} holds no clips; supply a non-empty array.")
     if arr.shape[1] <= MAX_CHANNELS < arr.shape[0]:
         # [T, channels]: one multichannel signal (what np.save(soundfile.read(...)) writes), not T clips
-        meta = {"sr": SR, "channels": int(arr.shape[1]), "n_samples": int(arr.shape[0])}
-        yield from _slices(str(path), arr, SR, meta, clip_s=None)
+        meta = {"sr": sr, "channels": int(arr.shape[1]), "n_samples": int(arr.shape[0])}
+        yield from _slices(str(path), arr, sr, meta, clip_s=None)
         return
-    if arr.shape[1] < int(MIN_CLIP_S * SR):
+    if arr.shape[1] < int(MIN_CLIP_S * sr):
         raise InputError(
             f"{path} has shape {arr.shape}: {arr.shape[0]} clips of {arr.shape[1]} samples "
-            f"({arr.shape[1] / SR:.3f} s at 16 kHz), all shorter than {MIN_CLIP_S:g} s; "
+            f"({arr.shape[1] / sr:.3f} s at {sr / 1000:g} kHz), all shorter than {MIN_CLIP_S:g} s; "
             "supply [N, T] clips of at least 1 s, [T, channels] or one [T] signal."
         )
     for i in range(arr.shape[0]):
-        yield _make_clip(f"{path}#{i}", arr[i], {"sr": SR})
+        yield _make_clip(f"{path}#{i}", arr[i], {"sr": sr, "_n_samples": int(arr.shape[1])}, sr)
 
 
 def _window_starts(start: int, n: int, win: int, hop: int, min_len: int) -> Iterator[int]:
@@ -643,7 +677,8 @@ def _iter_demo() -> Iterator[Clip]:
             yield clip
 
 
-def load_dataset(path: str | Path, *, clip_s: float = 10.0, hop_s: float = 10.0) -> Iterator[Clip]:
+def load_dataset(path: str | Path, *, clip_s: float = 10.0, hop_s: float = 10.0,
+                 npy_sr: int | None = None) -> Iterator[Clip]:
     """Yield the clips of a dataset, 16 kHz mono float32, bad clips flagged not raised.
 
     Parameters
@@ -654,6 +689,10 @@ def load_dataset(path: str | Path, *, clip_s: float = 10.0, hop_s: float = 10.0)
         Window length for slicing long audio files, in seconds.
     hop_s : float > 0
         Hop between windows, in seconds (``hop_s < clip_s`` overlaps them).
+    npy_sr : int > 0, optional
+        Sample rate of the audio in ``.npy`` files, which carry none (audio files carry theirs).
+        Default 16000, with a ``rate_warning`` on the first clip when its length is a whole
+        number of seconds at another common rate but not at 16 kHz.
 
     Yields
     ------
@@ -673,6 +712,8 @@ def load_dataset(path: str | Path, *, clip_s: float = 10.0, hop_s: float = 10.0)
     """
     if clip_s <= 0 or hop_s <= 0:
         raise InputError(f"clip_s={clip_s} and hop_s={hop_s} must both be positive seconds.")
+    if npy_sr is not None and not 1000 <= npy_sr <= 384000:
+        raise InputError(f"npy_sr={npy_sr} is not an audio sample rate; give the rate in Hz (e.g. 22050).")
     if str(path) == "demo":
         yield from _iter_demo()
         return
@@ -685,7 +726,7 @@ def load_dataset(path: str | Path, *, clip_s: float = 10.0, hop_s: float = 10.0)
         for f in folder_files(p):
             if f.suffix.lower() == ".npy":
                 try:
-                    yield from _iter_npy(f)
+                    yield from _iter_npy(f, npy_sr)
                 except InputError as exc:
                     yield Clip(str(f), {"file": str(f)}, None, str(exc))
             elif f.suffix.lower() in UNREAD_AUDIO:  # a user's .m4a files are not passed over in silence
@@ -694,7 +735,7 @@ def load_dataset(path: str | Path, *, clip_s: float = 10.0, hop_s: float = 10.0)
                 yield from _iter_audio_file(f, clip_s=clip_s, hop_s=hop_s)
         return
     if p.suffix.lower() == ".npy":
-        yield from _iter_npy(p)
+        yield from _iter_npy(p, npy_sr)
         return
     if p.suffix.lower() in AUDIO_EXTENSIONS:
         yield from _iter_audio_file(p, clip_s=clip_s, hop_s=hop_s)
@@ -731,15 +772,16 @@ def folder_files(folder: Path) -> list[Path]:
     return files
 
 
-def open_dataset(path: str | Path, *, clip_s: float = 10.0, hop_s: float = 10.0) -> Iterator[Clip]:
+def open_dataset(path: str | Path, *, clip_s: float = 10.0, hop_s: float = 10.0,
+                 npy_sr: int | None = None) -> Iterator[Clip]:
     """:func:`load_dataset`, with the path checked now rather than at the first ``next()``.
 
     An unusable path (missing, an empty folder, a refused .npy) raises :class:`InputError` from
     this call, so a command can check its dataset before it creates a run or a database.
     """
-    clips = load_dataset(path, clip_s=clip_s, hop_s=hop_s)
+    clips = load_dataset(path, clip_s=clip_s, hop_s=hop_s, npy_sr=npy_sr)
     first = next(clips, None)
     return iter(()) if first is None else itertools.chain([first], clips)
 
 
-__all__ = ["Clip", "SR", "check_pcm", "folder_files", "load_dataset", "open_dataset", "pcm_sha256", "safe_load_npy", "to_mono_16k"]
+__all__ = ["Clip", "SR", "WARNING_KEYS", "check_pcm", "folder_files", "load_dataset", "open_dataset", "pcm_sha256", "safe_load_npy", "to_mono_16k"]

@@ -178,7 +178,7 @@ def add_samples(store: Store, run_id: int, clips: Iterable[Any], *, limit: int |
     """
     import numpy as np
 
-    from m2i.audio.datasets import plain_json
+    from m2i.audio.datasets import WARNING_KEYS, plain_json
 
     s, c = _t(Sample), _t(Clip)
     counts = {"added": 0, "failed": 0, "skipped": 0}
@@ -227,8 +227,10 @@ def add_samples(store: Store, run_id: int, clips: Iterable[Any], *, limit: int |
                     duration_s=float(pcm.size) / 16000.0, meta=plain_json(clip.meta), max_attempts=max_attempts,
                 ).returning(s.c.id)
             ).scalar_one()
-            if warning := clip.meta.get("decoder_warning"):  # read past damage: analysed, and said where
-                _event(conn, run_id, "warning", "analyze", sample_id, f"{clip.source}: {warning}")
+            for key in WARNING_KEYS:  # read past damage, or at a rate that may be wrong: analysed, and said
+                if warning := clip.meta.get(key):
+                    log.warning("%s: %s", clip.source, warning)
+                    _event(conn, run_id, "warning", "analyze", sample_id, f"{clip.source}: {warning}")
         known_sha.add(sha)
         counts["added"] += 1
         next_idx += 1

@@ -85,6 +85,35 @@ def test_plain_numeric_arrays(tmp_path):
     assert clip.error is None and clip.pcm.dtype == np.float32 and clip.pcm.size == 48000
 
 
+def _dominant_hz(pcm: np.ndarray) -> float:
+    spectrum = np.abs(np.fft.rfft(pcm))
+    return float(np.argmax(spectrum) * SR / pcm.size)
+
+
+def test_npy_clips_at_another_rate_are_resampled_with_sr_and_otherwise_flagged(tmp_path):
+    """librosa loads at 22050 Hz by default, and a .npy carries no rate: read as 16 kHz, a 440 Hz
+    tone comes out near 319 Hz (every pitch and tempo scaled by 0.73). --sr reads it right; without
+    it, a length that is a whole number of seconds at 22050 Hz but not at 16 kHz is said."""
+    t = np.arange(10 * 22050) / 22050
+    f = tmp_path / "librosa.npy"
+    np.save(f, np.stack([0.3 * np.sin(2 * np.pi * 440 * t)] * 2).astype(np.float32))
+    first, second = load_dataset(f)
+    assert abs(_dominant_hz(first.pcm) - 440 * 16000 / 22050) < 1
+    assert "exactly 10 s at 22050 Hz" in first.meta["rate_warning"] and "--sr 22050" in first.meta["rate_warning"]
+    assert "rate_warning" not in second.meta, "said once per file"
+    clips = list(load_dataset(f, npy_sr=22050))
+    assert all(c.pcm.size == 160000 and abs(_dominant_hz(c.pcm) - 440) < 1 for c in clips)
+    assert all("rate_warning" not in c.meta and c.meta["sr"] == 22050 for c in clips)
+    # 16 kHz clips, and the annotation file's dicts at 16 kHz, say nothing
+    np.save(f, np.stack([_tone(10)] * 2))
+    assert all("rate_warning" not in c.meta for c in load_dataset(f))
+    arr = np.empty(1, dtype=object)
+    arr[0] = {"audio": _tone(10, sr=22050), "audio_meta": {"track_name": "x"}}
+    np.save(f, arr, allow_pickle=True)
+    (clip,) = load_dataset(f)
+    assert "--sr 22050" in clip.meta["rate_warning"]
+
+
 def test_stereo_npy_of_shape_t_by_channels_is_one_clip(tmp_path):
     """np.save of soundfile.read's stereo array is [T, 2]: one clip mixed to mono, not T failed rows."""
     f = tmp_path / "stereo.npy"
@@ -196,6 +225,37 @@ def test_run_takes_hop_like_ingest(tmp_path):
         starts = [json.loads(m)["start_s"] for (m,) in con.execute("SELECT meta FROM sample ORDER BY idx")]
         con.close()
         assert starts == [0.0, 5.0, 10.0, 15.0], cmd[0]
+
+
+def test_sr_reaches_ingest_and_run_and_a_doubtful_rate_is_said(tmp_path):
+    import sqlite3
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cli = Path(__file__).resolve().parents[2] / "cli.py"
+    rng = np.random.default_rng(1)
+    np.save(tmp_path / "clips.npy", (0.2 * rng.standard_normal((2, 10 * 22050))).astype(np.float32))
+    for cmd in (["run", "--dataset", "clips.npy", "--stages", "render", "--images", "preview"], ["ingest", "clips.npy"]):
+        db = tmp_path / f"{cmd[0]}.db"
+        r = subprocess.run([sys.executable, str(cli), *cmd, "--sr", "22050", "--db", str(db)], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0 and "--sr 22050" not in r.stderr, r.stderr
+        con = sqlite3.connect(db)
+        assert con.execute("SELECT duration_s FROM sample").fetchall() == [(10.0,), (10.0,)], cmd[0]
+        assert con.execute("SELECT json_extract(config, '$.npy_sr') FROM run").fetchall() == [(22050,)]
+        con.close()
+    r = subprocess.run([sys.executable, str(cli), "ingest", "clips.npy", "--db", "guess.db"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "exactly 10 s at 22050 Hz" in r.stderr and "--sr 22050" in r.stderr
+    con = sqlite3.connect(tmp_path / "guess.db")
+    assert con.execute("SELECT duration_s FROM sample").fetchall() == [(13.78125,), (13.78125,)]
+    [(level, message)] = con.execute("SELECT level, message FROM event WHERE stage = 'analyze'").fetchall()
+    assert level == "warning" and "--sr 22050" in message, "the dashboard's event log says it too"
+    con.close()
+    r = subprocess.run([sys.executable, str(cli), "analyze", "clips.npy", "--sr", "5"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and r.stderr == "error: --sr should be greater than or equal to 1000 (got 5).\n"
 
 
 def test_reingesting_by_another_spelling_of_the_path_adds_nothing(tmp_path):
