@@ -127,6 +127,10 @@ def write_gallery(store: Store, run_id: int, out: str | os.PathLike[str]) -> Pat
         parts.append(f"<section class='clip'>{left}{''.join(cols)}</section>")
     parts.append("</body></html>")
     tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text("".join(parts), encoding="utf-8")
-    os.replace(tmp, out)
+    try:
+        tmp.write_text("".join(parts), encoding="utf-8")
+        os.replace(tmp, out)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no half-written gallery behind
+        raise
     return out

@@ -628,6 +628,7 @@ class RenderStage(StageImpl):
     async def _render(self, rows: list[dict[str, Any]], ctx: RunContext) -> list[Outcome]:
         from m2i.images.jobs import ImageJob
         from m2i.images.layout import image_path
+        from m2i.images.png import OutputUnwritable
         from m2i.images.seeds import image_seed
 
         info = await asyncio.to_thread(_render_inputs, ctx.store, [r["prompt_id"] for r in rows])
@@ -649,6 +650,8 @@ class RenderStage(StageImpl):
         if jobs:
             try:
                 rendered = await asyncio.to_thread(self.backend.render, [j for _, j in jobs])
+            except OutputUnwritable as exc:  # a full disk would fail every row in seconds: stop instead
+                raise StageStop(str(exc)) from exc
             except BackendError as exc:
                 return out + [Outcome(id=row["id"], error=str(exc), retryable=True) for row, _ in jobs]
             host = socket.gethostname()  # the same name the runner's worker id uses

@@ -9,6 +9,7 @@ renamed, so a runner killed mid-write never leaves a half-written PNG at the fin
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 import tempfile
@@ -161,6 +162,15 @@ def encode_png_fast(pixels: Any, *, text: dict[str, str]) -> bytes:
     return b"".join(parts)
 
 
+class OutputUnwritable(BackendError):
+    """The output folder takes no more files (disk full, quota, read-only, no permission): no image
+    can be written until the user acts, so the render stage stops instead of failing every row."""
+
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+_REFUSED = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
 def save_png(
     image: PILImage.Image | Any,
     path: str | Path,
@@ -191,8 +201,11 @@ def save_png(
 
     Raises
     ------
+    OutputUnwritable
+        The folder's disk is full or over quota, or it is read-only or not ours (one sentence
+        naming it and the fix).
     BackendError
-        If the folder cannot be created or written (one sentence naming it and the fix).
+        Any other failure to create or write the file.
     """
     path = Path(path)
     info = None
@@ -218,6 +231,16 @@ def save_png(
         os.replace(tmp_name, path)
         tmp_name = None
     except OSError as exc:
+        if exc.errno in _FULL:
+            raise OutputUnwritable(
+                f"cannot write images to {path.parent} ({exc.strerror}): free space on that disk or choose "
+                "another --out, then run again; the images not written yet are still to do."
+            ) from exc
+        if exc.errno in _REFUSED:
+            raise OutputUnwritable(
+                f"cannot write images to {path.parent} ({exc.strerror}): choose a writable output folder "
+                "(--out), then run again; the images not written yet are still to do."
+            ) from exc
         raise BackendError(
             f"cannot write {path} ({exc.strerror or exc}); choose a writable output folder."
         ) from exc

@@ -34,3 +34,50 @@ def test_limit_renders_exactly_that_many_images_with_two_batches_in_flight(tmp_p
     # the database a 50,000-value IN list (SQLite refuses more than 32,766 values)
     assert len(stage._granted) <= 2 * 2
     assert all(p.is_file() for p in paths) and sorted((out / "images").rglob("*.png")) == sorted(paths)
+
+
+def test_a_full_disk_stops_the_render_stage_and_keeps_every_row_to_do(tmp_path, monkeypatch):
+    """A full output disk used to fail each of the run's remaining images in seconds (480 of 500 in
+    one run), each needing a requeue; no image can be written until space is freed, so the stage
+    stops with one sentence, and the images not written are pending, with no attempt counted."""
+    import errno
+
+    import pytest
+
+    from m2i.images import png
+    from m2i.runner import StageStop
+
+    db, out = tmp_path / "m2i.db", tmp_path / "out"
+    run_id = seed_store(db, clips=3, fail_analyze=(), fail_generate=0, fail_render=0, render=0, report=False)
+    real_fsync, written = png.os.fsync, []
+
+    def fsync(fd):
+        if len(written) >= 4:  # the disk fills after four images
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(png.os, "fsync", fsync)
+    store = open_store(str(db))
+    try:
+        with pytest.raises(StageStop, match=r"^cannot write images to .*out/images/sample_\d+ \(No space left on "
+                                            r"device\): free space on that disk or choose another --out, then run "
+                                            r"again; the images not written yet are still to do\.$"):
+            run_blocking(Runner(store, run_id, [RenderStage(backend="preview", settings={}, out_dir=out)], poll_s=0.02),
+                         handle_signals=False)
+    finally:
+        store.close()
+    with sqlite3.connect(db) as con:
+        statuses = dict(con.execute("SELECT status, count(*) FROM image GROUP BY status").fetchall())
+        attempts = con.execute("SELECT max(attempts) FROM image WHERE status = 'pending'").fetchone()[0]
+    assert statuses == {"done": 4, "pending": 11} and not attempts
+    assert len(list((out / "images").rglob("*.png"))) == 4, "no half-written file is left"
+    monkeypatch.setattr(png.os, "fsync", real_fsync)  # space freed: the same command finishes the run
+    store = open_store(str(db))
+    try:
+        run_blocking(Runner(store, run_id, [RenderStage(backend="preview", settings={}, out_dir=out)], poll_s=0.02),
+                     handle_signals=False)
+    finally:
+        store.close()
+    with sqlite3.connect(db) as con:
+        assert con.execute("SELECT status, count(*) FROM image GROUP BY status").fetchall() == [("done", 15)]

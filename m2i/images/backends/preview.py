@@ -36,7 +36,7 @@ from m2i.errors import BackendError
 from m2i.features import summarize
 from m2i.images.backends.base import ImageBackend, failed, job_problem
 from m2i.images.jobs import ImageJob, RenderedImage
-from m2i.images.png import png_text, save_png
+from m2i.images.png import OutputUnwritable, png_text, save_png
 
 log = logging.getLogger(__name__)
 
@@ -436,6 +436,8 @@ class PreviewBackend(ImageBackend):
             )
             try:
                 path = save_png(picture, job.out_path, text=text, fast=True)
+            except OutputUnwritable:
+                raise  # no image can be written: the stage stops, the rows stay to do
             except BackendError as exc:
                 out.append(
                     failed(job, str(exc), backend=self, width=width, height=height, steps=None, guidance=None)

@@ -43,7 +43,7 @@ from typing import Any, Literal
 from m2i.errors import BackendError, ConfigError
 from m2i.images.backends.base import ImageBackend, failed, job_problem
 from m2i.images.jobs import ImageJob, RenderedImage
-from m2i.images.png import check_writable, png_text, save_png
+from m2i.images.png import OutputUnwritable, check_writable, png_text, save_png
 
 log = logging.getLogger(__name__)
 
@@ -826,6 +826,8 @@ class SDXLBackend(ImageBackend):
         t0 = time.perf_counter()
         try:
             path = save_png(image, job.out_path, text=png.text)
+        except OutputUnwritable:
+            raise  # no image can be written: the stage stops, the rows stay to do
         except BackendError as exc:
             return failed(job, str(exc), backend=self, notes=png.notes, **png.fields)
         return RenderedImage(
