@@ -120,8 +120,10 @@ def _console():
 @app.command()
 def init(db: DbOpt = None) -> None:
     """Create an empty run store (or upgrade an older one to the current schema)."""
+    from m2i.config import redact_url
+
     store = _open(db, create=True)
-    typer.echo(f"m2i database ready at {store.path or store.url}")
+    typer.echo(f"m2i database ready at {store.path or redact_url(store.url)}")
 
 
 def _settings(flags: dict[str, Any], config: str | None = None, **spelt: str):

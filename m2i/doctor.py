@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from m2i.config import Settings
+from m2i.config import Settings, redact_url
 from m2i.errors import M2IError, OlderSchemaError
 
 Level = Literal["ok", "warn", "fail"]
@@ -177,7 +177,7 @@ def check_store(db: str | None) -> Check:
                 return Check("database", "fail", f"integrity check: {res}", "restore from the .bak copy or start a new database")
         runs = ops.list_runs(store)
         failed = sum(c["failed"] for c in ops.status_counts(store).values()) if runs else 0
-        detail = f"{store.path or url}: {len(runs)} run(s), schema current"
+        detail = f"{store.path or redact_url(url)}: {len(runs)} run(s), schema current"
         fs = store.path is not None and network_filesystem(store.path)
         if fs:
             return Check("database", "warn", detail + f", on a network filesystem ({fs})", _NETWORK_FIX)

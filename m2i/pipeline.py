@@ -268,7 +268,7 @@ def summary_lines(
         f"{s} {c['done']}/{sum(c.values())}" + (f" ({c['failed']} failed)" if c["failed"] else "")
         for s, c in counts.items()
     )]
-    lines.append(f"database: {store.path or store.url}")
+    lines.append(f"database: {store.path or redact_url(store.url)}")
     out_dir = out_dir or (run.get("config") or {}).get("out_dir")
     if out_dir and counts["render"]["done"]:
         lines.append(f"images: {Path(out_dir).expanduser().resolve() / 'images'}")  # absolute, like the report

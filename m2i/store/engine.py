@@ -26,6 +26,7 @@ from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from m2i.config import redact_url
 from m2i.errors import OlderSchemaError, StoreError
 
 log = logging.getLogger(__name__)
@@ -254,6 +255,12 @@ def retry_transient(fn: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+def _disk_full(exc: OperationalError) -> bool:
+    """SQLite's SQLITE_FULL, or PostgreSQL's disk_full (SQLSTATE 53100)."""
+    orig = getattr(exc, "orig", None)
+    return "database or disk is full" in str(orig) or getattr(orig, "sqlstate", None) == "53100"
+
+
 @dataclass
 class Store:
     """An open run store: an engine plus the operations in :mod:`m2i.store.ops`."""
@@ -275,11 +282,19 @@ class Store:
         """A write transaction: ``BEGIN IMMEDIATE`` on SQLite; commit, or roll back on any error."""
         if self.readonly:
             raise StoreError("This store was opened read-only.")
-        with self.engine.connect() as conn:
-            if self.dialect == "sqlite":
-                conn = conn.execution_options(m2i_immediate=True)
-            with conn.begin():
-                yield conn
+        try:
+            with self.engine.connect() as conn:
+                if self.dialect == "sqlite":
+                    conn = conn.execution_options(m2i_immediate=True)
+                with conn.begin():
+                    yield conn
+        except OperationalError as exc:
+            if _disk_full(exc):
+                raise StoreError(
+                    f"Cannot write to the database {self.path or redact_url(self.url)}: its disk is full; free space "
+                    "there, then run the same command again (what was written before is kept)."
+                ) from exc
+            raise
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:
@@ -353,10 +368,10 @@ def open_store(
         engine.dispose()
         msg = str(getattr(exc, "orig", exc))
         if "file is not a database" in msg or "file is encrypted" in msg:
-            raise StoreError(f"{path or url} is not an m2i database; choose another --db path.") from exc
+            raise StoreError(f"{path or redact_url(url)} is not an m2i database; choose another --db path.") from exc
         if "readonly" in msg or "read-only" in msg:
-            raise StoreError(f"{path or url} is read-only; make it writable.") from exc
-        raise StoreError(f"Cannot open the database {path or url}: {msg}.") from exc
+            raise StoreError(f"{path or redact_url(url)} is read-only; make it writable.") from exc
+        raise StoreError(f"Cannot open the database {path or redact_url(url)}: {msg}.") from exc
 
     head = head_revision()
     if rev is None:
@@ -364,23 +379,23 @@ def open_store(
         if user_tables:
             engine.dispose()
             raise StoreError(
-                f"{path or url} is not an m2i database (it has other tables: "
+                f"{path or redact_url(url)} is not an m2i database (it has other tables: "
                 f"{', '.join(sorted(user_tables)[:5])}); choose another --db path."
             )
         if readonly:
             engine.dispose()
-            raise StoreError(f"{path or url} is an empty database; run `m2i init` first.")
+            raise StoreError(f"{path or redact_url(url)} is an empty database; run `m2i init` first.")
         _upgrade(url, backup=None)
     elif rev != head:
         if rev not in known_revisions():
             engine.dispose()
             raise StoreError(
-                f"{path or url} was written by a newer m2i (schema {rev}); upgrade m2i to use it."
+                f"{path or redact_url(url)} was written by a newer m2i (schema {rev}); upgrade m2i to use it."
             )
         if readonly or not upgrade:
             engine.dispose()
             raise OlderSchemaError(
-                f"{path or url} has an older schema ({rev}); run any writing m2i command "
+                f"{path or redact_url(url)} has an older schema ({rev}); run any writing m2i command "
                 "(e.g. `m2i init`) to upgrade it.",
                 location=str(path or url), revision=rev, head=head,
             )

@@ -23,6 +23,7 @@ from sqlalchemy import JSON, Text, bindparam, cast, func, insert, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
+from m2i.config import redact_url
 from m2i.errors import StoreError
 from m2i.store.engine import Store, open_store
 
@@ -148,7 +149,7 @@ def migrate_db(src_url: str, dst_url: str, *, batch_rows: int = BATCH_ROWS) -> d
             held = {n: _count(conn, tables[n]) for n in ("run", "clip", "sample", "event")}
         if any(held.values()):
             raise StoreError(
-                f"{dst.url} already holds data ({', '.join(f'{n} {k} rows' for k, n in held.items() if n)}); "
+                f"{redact_url(dst.url)} already holds data ({', '.join(f'{n} {k} rows' for k, n in held.items() if n)}); "
                 "migrate into an empty database."
             )
         with _source_snapshot(src) as sconn, sconn.begin():
@@ -173,7 +174,7 @@ def migrate_db(src_url: str, dst_url: str, *, batch_rows: int = BATCH_ROWS) -> d
                             )
             except DBAPIError as exc:
                 raise StoreError(
-                    f"Copying into {dst.url} failed ({str(exc.orig).strip()}); nothing was written."
+                    f"Copying into {redact_url(dst.url)} failed ({str(exc.orig).strip()}); nothing was written."
                 ) from exc
     finally:
         src.close()

@@ -80,8 +80,9 @@ def test_postgresql_database_of_another_program_is_refused(empty_pg_url):
 
 
 def test_unreachable_postgresql_server_is_one_sentence():
-    with pytest.raises(StoreError, match="Cannot open the database"):
-        open_store("postgresql+psycopg://m2i@127.0.0.1:9/none?connect_timeout=2")
+    with pytest.raises(StoreError, match="Cannot open the database") as err:
+        open_store("postgresql+psycopg://m2i:s3cret-pw@127.0.0.1:9/none?connect_timeout=2")
+    assert "s3cret-pw" not in str(err.value) and "m2i:***@127.0.0.1:9" in str(err.value), "no password on screen"
 
 
 def test_migrations_go_down_and_up_again_keeping_counts(db_url):
@@ -210,6 +211,26 @@ def test_other_store_errors_are_not_older_schema_errors(tmp_path):
     with pytest.raises(StoreError) as err:
         open_store(tmp_path / "absent.db", readonly=True)
     assert not isinstance(err.value, OlderSchemaError)
+
+
+def test_a_full_disk_is_one_sentence_and_keeps_what_was_written(tmp_path):
+    """SQLite says "database or disk is full" (here its page limit stands in for the disk): a
+    traceback used to end `m2i ingest` on a full disk."""
+    from sqlalchemy import event
+
+    store = open_store(tmp_path / "m2i.db")
+    run_id = seed_run(store, 2)
+    with store.read() as conn:
+        pages = conn.exec_driver_sql("PRAGMA page_count").scalar()
+    store.engine.dispose()
+    event.listen(store.engine, "connect", lambda dbapi, _rec: dbapi.execute(f"PRAGMA max_page_count = {pages + 3}"))
+    with pytest.raises(StoreError, match=r"^Cannot write to the database .*m2i\.db: its disk is full; free space "
+                                         r"there, then run the same command again \(what was written before is kept\)\.$"):
+        ops.add_samples(store, run_id, make_clips(50, seed=1, samples=16000))
+    store.close()
+    store = open_store(tmp_path / "m2i.db", readonly=True)
+    assert ops.status_counts(store, run_id)["analyze"]["pending"] >= 2, "the clips written before are kept"
+    store.close()
 
 
 def test_ingest_is_idempotent_and_bad_clips_fail_with_reason(store):
