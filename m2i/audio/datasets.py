@@ -579,9 +579,23 @@ def _read_audio(path: Path, notes: list[str]) -> tuple[np.ndarray, int, dict[str
     return (y if y.ndim == 1 else y.T), int(sr), meta
 
 
+MIN_FILE_SR = 4000
+"""Files recorded below this rate hold nothing above 2 kHz: no melody, key or timbre to hear."""
+
+
+def _too_low_rate(path: Path, sr: int) -> str | None:
+    if sr >= MIN_FILE_SR:
+        return None
+    return (f"{path.name} is recorded at {sr} Hz, too low a sample rate for music (it holds nothing above "
+            f"{sr // 2} Hz; m2i needs at least {MIN_FILE_SR} Hz); check what the file holds.")
+
+
 def _iter_audio_file(path: Path, *, clip_s: float, hop_s: float) -> Iterator[Clip]:
     notes: list[str] = []
     info = _long_file(path, clip_s, notes)
+    if info is not None and (why := _too_low_rate(path, int(info.samplerate))):
+        yield Clip(str(path), {"file": str(path), "sr": int(info.samplerate)}, None, why)
+        return
     if info is not None:
         for clip in _stream_audio_file(path, info, clip_s=clip_s, hop_s=hop_s, notes=notes):
             yield _with_decoder_notes(clip, notes)
@@ -597,6 +611,9 @@ def _iter_audio_file(path: Path, *, clip_s: float, hop_s: float) -> Iterator[Cli
         else:
             why = f"{path.name} could not be decoded ({str(exc).strip()[:160]}); it is corrupt or truncated."
         yield Clip(str(path), {"file": str(path)}, None, why)
+        return
+    if why := _too_low_rate(path, sr):
+        yield Clip(str(path), meta, None, why)
         return
     if y.ndim == 2 and not np.all(np.isfinite(y)):
         yield Clip(str(path), meta, None, check_pcm(y.reshape(-1), sr))

@@ -114,6 +114,20 @@ def test_npy_clips_at_another_rate_are_resampled_with_sr_and_otherwise_flagged(t
     assert "--sr 22050" in clip.meta["rate_warning"]
 
 
+def test_a_file_recorded_below_4_khz_is_refused_and_8_khz_telephone_audio_is_read(tmp_path):
+    """Sensor data saved as WAV at 100 Hz holds nothing above 50 Hz; it used to come out with a
+    key, a tempo and an ABC of aliased noise."""
+    sf.write(tmp_path / "sensor.wav", _tone(12, sr=100, freq=20), 100)
+    sf.write(tmp_path / "phone.wav", _tone(12, sr=8000), 8000)
+    sensor, phone = load_dataset(tmp_path / "sensor.wav"), load_dataset(tmp_path / "phone.wav")
+    (clip,) = sensor
+    assert clip.pcm is None and clip.error == ("sensor.wav is recorded at 100 Hz, too low a sample rate for music "
+                                               "(it holds nothing above 50 Hz; m2i needs at least 4000 Hz); check "
+                                               "what the file holds.")
+    first, rest = phone
+    assert first.error is None and rest.error is None and abs(_dominant_hz(first.pcm) - 440) < 1
+
+
 def test_stereo_npy_of_shape_t_by_channels_is_one_clip(tmp_path):
     """np.save of soundfile.read's stereo array is [T, 2]: one clip mixed to mono, not T failed rows."""
     f = tmp_path / "stereo.npy"
