@@ -34,6 +34,7 @@ from tui.screens.dashboard import DashboardScreen
 from tui.screens.detail import SampleDetailScreen
 from tui.screens.failures import FailuresScreen
 from tui.screens.help import HelpScreen
+from tui.screens.runs import RunsScreen
 from tui.screens.samples import SamplesScreen
 
 if TYPE_CHECKING:
@@ -85,6 +86,7 @@ class M2IApp(App[None]):
         Binding("c", "switch_mode('compare')", "Compare", id="screen.compare", group=SCREENS),
         Binding("f", "switch_mode('failures')", "Failures", id="screen.failures", group=SCREENS),
         Binding("s", "switch_mode('samples')", "Samples", id="screen.samples", group=SCREENS),
+        Binding("o", "runs", "Runs", id="app.runs"),
         Binding("question_mark", "help", "Help", id="app.help", key_display="?"),
         Binding("q,ctrl+c", "quit", "Quit", id="app.quit", key_display="q"),
     ]
@@ -263,6 +265,20 @@ class M2IApp(App[None]):
             ("Samples", SamplesScreen.BINDINGS),
             ("Sample detail", SampleDetailScreen.BINDINGS),
         ]))
+
+    def action_runs(self) -> None:
+        """The run picker; the choice becomes the run every screen follows."""
+        if isinstance(self.screen, RunsScreen):
+            return
+        current = self.view.snap.run.id if self.view is not None and self.view.snap.run is not None else None
+        self.push_screen(RunsScreen(current, following_newest=self.reader.run is None), self._follow)
+
+    def _follow(self, choice: str | None) -> None:
+        if choice is None:  # closed: nothing changes
+            return
+        self.reader.run = choice or None
+        self.notify(f"following run {choice}" if choice else "following the newest run", timeout=3)
+        self.request_refresh()
 
     async def action_quit(self) -> None:
         if self.host is not None and self.host.running:

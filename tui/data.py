@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -39,6 +40,20 @@ MEMO_MAX_AGE_S = 5.0
 
 
 # --------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class RunChoice:
+    """One run of the database, as the run picker lists it."""
+
+    id: int
+    name: str
+    created_at: str
+    llm: str
+    model: str
+    paused: bool
+    cancelled: bool
+    counts: dict[str, dict[str, int]]
 
 
 @dataclass(frozen=True)
@@ -248,6 +263,7 @@ class Reader:
         self._store = None
         self._file_id: tuple[int, int] | None = None
         self._memo: dict[str, tuple[Any, float, Any]] = {}
+        self._lock = threading.Lock()  # the refresh thread and the run picker's read share the store
 
     @property
     def where(self) -> str:
@@ -332,10 +348,11 @@ class Reader:
         t0 = time.perf_counter()
         snap = Snapshot(taken_at=time.time(), want=want)
         try:
-            store = self._open()
-            with store.read() as conn:
-                self._fill(conn, snap, want)
-            snap.file_id = self._file_id
+            with self._lock:
+                store = self._open()
+                with store.read() as conn:
+                    self._fill(conn, snap, want)
+                snap.file_id = self._file_id
         except _Locked:
             snap.problem = f"The database {self.where} is locked by another process; retrying every second."
         except StoreError as exc:
@@ -351,6 +368,33 @@ class Reader:
             snap.problem = str(exc)
         snap.query_ms = (time.perf_counter() - t0) * 1000.0
         return snap
+
+    def runs(self) -> list[RunChoice]:
+        """Every run of the database, oldest first, with its stage counts (the run picker).
+
+        Raises
+        ------
+        M2IError
+            The database cannot be read (one sentence).
+        """
+        from m2i.scoring.legacy import legacy_writer
+        from m2i.store import ops
+
+        with self._lock:
+            store = self._open()
+            out = []
+            with store.read() as conn:
+                for r in ops.list_runs(store):
+                    cfg = _json(r["config"]) or {}
+                    writer = legacy_writer(cfg)
+                    out.append(RunChoice(
+                        id=int(r["id"]), name=str(r["name"]), created_at=_iso(r["created_at"]),
+                        llm=str(cfg.get("llm") or ("legacy" if writer else "?")),
+                        model=str(cfg.get("model") or writer or "default"),
+                        paused=bool(r["paused"]), cancelled=bool(r["cancelled"]),
+                        counts=ops.status_counts(None, int(r["id"]), conn=conn),  # type: ignore[arg-type]
+                    ))
+            return out
 
     # ----------------------------------------------------------------- queries
 

@@ -672,3 +672,39 @@ async def test_a_snapshot_that_arrives_while_textual_shuts_the_app_down_is_dropp
         finally:
             app._running = True  # hand the app back to run_test's own shutdown
         assert screen.is_mounted and not screen.query("#run-header")
+
+
+async def test_the_run_picker_switches_every_screen_to_another_run_and_back_to_the_newest(seeded_db, frozen_app):
+    """A database with several runs (one per model, say): `o` lists them and the choice is what
+    every screen follows, without leaving the dashboard; `n` goes back to following the newest."""
+    from textual.widgets import OptionList
+
+    from tui.screens.runs import RunsScreen
+
+    store = open_store(seeded_db)
+    newer = ops.create_run(store, name="ollama-llama3", config={"seed": 2, "llm": "ollama", "model": "llama3.1"})
+    store.close()
+    app = frozen_app(seeded_db)
+    async with app.run_test(size=(140, 40)) as pilot:
+        await refreshed(pilot)
+        assert app.view.snap.run.id == newer, "without --run-id the newest run is followed"
+        await pilot.press("o")
+        await wait_until(pilot, lambda: isinstance(app.screen, RunsScreen)
+                         and app.screen.query_one(OptionList).option_count == 3, what="the runs listed")
+        listing = app.screen.query_one(OptionList)
+        texts = [str(listing.get_option_at_index(i).prompt) for i in range(3)]
+        assert texts[0] == "follow the newest run (as now)"
+        assert texts[1].startswith(f"▶ #{newer} ollama-llama3 · ") and "ollama llama3.1 · clips 0/0" in texts[1]
+        assert texts[2].startswith("  #1 bach-vs-folk · ") and "anthropic claude-sonnet-4-5 · clips 5/6" in texts[2]
+        await pilot.press("down", "down", "enter")
+        await wait_until(pilot, lambda: app.view.snap.run is not None and app.view.snap.run.id == 1,
+                         what="the older run shown")
+        await pilot.press("c")
+        await refreshed(pilot)
+        assert app.screen.query_one(MetricsTable).row_count > 0, "the Compare screen shows the chosen run's scores"
+        await pilot.press("o")
+        await wait_until(pilot, lambda: isinstance(app.screen, RunsScreen)
+                         and app.screen.query_one(OptionList).option_count == 3, what="the runs listed")
+        await pilot.press("n")
+        await wait_until(pilot, lambda: app.view.snap.run.id == newer, what="the newest run followed again")
+        assert app.reader.run is None

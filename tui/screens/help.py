@@ -20,6 +20,7 @@ LONG = {
     "screen.compare": "Compare: convergent vs divergent per metric, per-clip plot",
     "screen.failures": "Failures: failed rows, their errors, requeue",
     "screen.samples": "Samples: browse clips, enter opens one",
+    "app.runs": "Runs: choose which run of the database every screen follows (or the newest)",
     "app.help": "This help",
     "app.quit": "Quit (with --run: the runner finishes its work in flight first)",
     "dashboard.pause": "Pause or resume the run (work in flight finishes)",
