@@ -135,10 +135,10 @@ def format_text(report: dict[str, Any]) -> str:
 
 def _software(software: list[dict[str, Any]]) -> list[str]:
     """What worked on the run: one line, or a warning with every version when an upgrade came mid-run."""
-    if len(software) == 1:
-        return [f"software: {software[0]['software']}"]
     if not software:
         return []
+    if len(software) == 1:
+        return [f"software: {software[0]['software']}"]
     lines = [f"NOTE: {len(software)} different software versions wrote this run's rows; features, prompts, scores "
              "or images written by different versions may not be comparable (runners that began writing):"]
 

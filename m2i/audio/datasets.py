@@ -331,9 +331,9 @@ def _iter_npy(path: Path, sr: int | None = None) -> Iterator[Clip]:
     """The clips of a .npy file at ``sr`` Hz (None: 16 kHz, with :func:`rate_hint` on the first clip's
     meta as ``rate_warning`` when its length suggests another rate)."""
     for i, clip in enumerate(_npy_clips(path, sr or SR)):
-        if i == 0 and sr is None and (hint := rate_hint(path, int(clip.meta.pop("_n_samples", 0)))):
+        n_samples = int(clip.meta.pop("_n_samples", 0))  # the row's length as stored, before resampling
+        if i == 0 and sr is None and (hint := rate_hint(path, n_samples)):
             clip.meta["rate_warning"] = hint
-        clip.meta.pop("_n_samples", None)
         yield clip
 
 
