@@ -7,8 +7,8 @@ Accepted inputs for :func:`load_dataset`:
   with a restricted unpickler (:func:`safe_load_npy`) that accepts numpy arrays and plain
   containers only; a crafted file cannot run code.
 - a plain numeric ``.npy`` array, ``[N, T]`` (N clips), ``[T, channels]`` (one signal of at most
-  :data:`MAX_CHANNELS` channels, mixed to mono) or ``[T]`` (one signal), at 16 kHz unless
-  ``npy_sr`` says otherwise (``--sr``);
+  :data:`MAX_CHANNELS` channels, mixed to mono) or ``[T]`` (one signal, cut into windows like an
+  audio file when longer than one), at 16 kHz unless ``npy_sr`` says otherwise (``--sr``);
 - an audio file (wav, flac, ogg, opus, mp3, aiff) or a folder of them (searched recursively); long files
   are sliced into ``clip_s`` windows every ``hop_s`` seconds;
 - the string ``"demo"``: the clips bundled in ``m2i/data/demo``.
@@ -327,17 +327,23 @@ def rate_hint(path: Path, n_samples: int) -> str | None:
             f"tempi are wrong: ingest them into a new run with --sr {rate}")
 
 
-def _iter_npy(path: Path, sr: int | None = None) -> Iterator[Clip]:
+def _iter_npy(path: Path, sr: int | None = None, *, clip_s: float = 10.0, hop_s: float = 10.0) -> Iterator[Clip]:
     """The clips of a .npy file at ``sr`` Hz (None: 16 kHz, with :func:`rate_hint` on the first clip's
-    meta as ``rate_warning`` when its length suggests another rate)."""
-    for i, clip in enumerate(_npy_clips(path, sr or SR)):
+    meta as ``rate_warning`` when its length suggests another rate). Rows of ``[N, T]`` are clips as
+    given; one long signal (``[T]`` or ``[T, channels]``) is cut into windows like an audio file."""
+    for i, clip in enumerate(_npy_clips(path, sr or SR, clip_s=clip_s, hop_s=hop_s)):
         n_samples = int(clip.meta.pop("_n_samples", 0))  # the row's length as stored, before resampling
         if i == 0 and sr is None and (hint := rate_hint(path, n_samples)):
             clip.meta["rate_warning"] = hint
         yield clip
 
 
-def _npy_clips(path: Path, sr: int) -> Iterator[Clip]:
+def _npy_clips(path: Path, sr: int, *, clip_s: float, hop_s: float) -> Iterator[Clip]:
+    def signal(y: np.ndarray, meta: dict[str, Any]) -> Iterator[Clip]:
+        # one clip named "x.npy" unless it is longer than one window (then "x.npy@0", "x.npy@10", ...)
+        one = _one_window(len(y), sr, clip_s)
+        yield from _slices(str(path), y, sr, meta, clip_s=None if one else clip_s, hop_s=hop_s)
+
     arr = safe_load_npy(path)
     if arr.dtype.hasobject:
         items = arr.reshape(-1) if arr.ndim else [arr.item()]
@@ -366,7 +372,7 @@ def _npy_clips(path: Path, sr: int) -> Iterator[Clip]:
     if arr.dtype.kind not in "fiu":
         raise InputError(f"{path} holds {arr.dtype} values, not audio samples; supply a numeric array.")
     if arr.ndim == 1:
-        yield from _slices(str(path), arr, sr, {"sr": sr, "n_samples": int(arr.size)}, clip_s=None)
+        yield from signal(arr, {"sr": sr, "n_samples": int(arr.size)})
         return
     if arr.ndim != 2:
         raise InputError(f"{path} has shape {arr.shape}; supply [N, T] clips or one [T] signal.")
@@ -374,8 +380,7 @@ def _npy_clips(path: Path, sr: int) -> Iterator[Clip]:
         raise InputError(f"{path} holds no clips; supply a non-empty array.")
     if arr.shape[1] <= MAX_CHANNELS < arr.shape[0]:
         # [T, channels]: one multichannel signal (what np.save(soundfile.read(...)) writes), not T clips
-        meta = {"sr": sr, "channels": int(arr.shape[1]), "n_samples": int(arr.shape[0])}
-        yield from _slices(str(path), arr, sr, meta, clip_s=None)
+        yield from signal(arr, {"sr": sr, "channels": int(arr.shape[1]), "n_samples": int(arr.shape[0])})
         return
     if arr.shape[1] < int(MIN_CLIP_S * sr):
         raise InputError(
@@ -399,12 +404,17 @@ def _window_starts(start: int, n: int, win: int, hop: int, min_len: int) -> Iter
         start += hop
 
 
+def _one_window(n_samples: int, sr: int, clip_s: float | None) -> bool:
+    """A signal this long is one clip, not cut into windows (up to half a second over ``clip_s``)."""
+    return clip_s is None or n_samples <= int(round((clip_s + 0.5) * sr))
+
+
 def _slices(
     source: str, y: np.ndarray, sr: int, meta: dict[str, Any], *, clip_s: float | None, hop_s: float = 10.0
 ) -> Iterator[Clip]:
     """Cut a signal into windows (``clip_s`` None: the whole signal is one clip)."""
     n = y.shape[0]
-    if clip_s is None or n <= int(round((clip_s + 0.5) * sr)):
+    if _one_window(n, sr, clip_s):
         yield _make_clip(source if clip_s is None else f"{source}@0", y, meta, sr)
         return
     win = int(round(clip_s * sr))
@@ -743,7 +753,7 @@ def load_dataset(path: str | Path, *, clip_s: float = 10.0, hop_s: float = 10.0,
         for f in folder_files(p):
             if f.suffix.lower() == ".npy":
                 try:
-                    yield from _iter_npy(f, npy_sr)
+                    yield from _iter_npy(f, npy_sr, clip_s=clip_s, hop_s=hop_s)
                 except InputError as exc:
                     yield Clip(str(f), {"file": str(f)}, None, str(exc))
             elif f.suffix.lower() in UNREAD_AUDIO:  # a user's .m4a files are not passed over in silence
@@ -752,7 +762,7 @@ def load_dataset(path: str | Path, *, clip_s: float = 10.0, hop_s: float = 10.0,
                 yield from _iter_audio_file(f, clip_s=clip_s, hop_s=hop_s)
         return
     if p.suffix.lower() == ".npy":
-        yield from _iter_npy(p, npy_sr)
+        yield from _iter_npy(p, npy_sr, clip_s=clip_s, hop_s=hop_s)
         return
     if p.suffix.lower() in AUDIO_EXTENSIONS:
         yield from _iter_audio_file(p, clip_s=clip_s, hop_s=hop_s)

@@ -83,6 +83,23 @@ def test_plain_numeric_arrays(tmp_path):
     np.save(one_d, _tone(3).astype(np.float64))
     (clip,) = list(load_dataset(one_d))
     assert clip.error is None and clip.pcm.dtype == np.float32 and clip.pcm.size == 48000
+    assert clip.source == str(one_d)
+
+
+def test_a_long_signal_in_a_npy_is_cut_into_windows_like_an_audio_file(tmp_path):
+    """A whole piece saved as one [T] (or [T, channels]) array used to become one clip of its full
+    length: minutes of audio analysed, and described to the LLM, as a single 10 s clip would be."""
+    rng = np.random.default_rng(3)
+    song = (0.2 * rng.standard_normal(25 * SR)).astype(np.float32)
+    np.save(tmp_path / "song.npy", song)
+    np.save(tmp_path / "stereo.npy", np.stack([song, song[::-1]], axis=1))
+    for name in ("song.npy", "stereo.npy"):
+        clips = list(load_dataset(tmp_path / name, hop_s=10.0))
+        assert [c.source for c in clips] == [f"{tmp_path / name}@{s}" for s in (0, 10, 20)]
+        assert [c.pcm.size for c in clips] == [160000, 160000, 80000] and clips[2].meta["start_s"] == 20.0
+    assert [c.meta["start_s"] for c in load_dataset(tmp_path / "song.npy", hop_s=5.0)] == [0, 5, 10, 15], "--hop too"
+    np.save(tmp_path / "rows.npy", np.stack([song, song]))
+    assert [c.pcm.size for c in load_dataset(tmp_path / "rows.npy")] == [25 * SR] * 2, "[N, T] rows are clips as given"
 
 
 def _dominant_hz(pcm: np.ndarray) -> float:
