@@ -59,6 +59,8 @@ async def test_dashboard_on_postgresql(pg_url):
         assert table.row_count == 4
         await pilot.press("a", "y")  # requeue every failed row of the selected stage, confirmed
         await refreshed(pilot)
+        [run] = app.reader.runs()  # the run picker's list
+        assert run.name == "bach-vs-folk" and run.counts["generate"]["done"] == 23
     store = open_store(pg_url, readonly=True)
     with store.read() as conn:
         failed = conn.execute(text("SELECT count(*) FROM sample WHERE status = 'failed'")).scalar() + conn.execute(
