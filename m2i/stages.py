@@ -28,6 +28,13 @@ from m2i.store.models import Image, LLMBatch, LLMModel, Prompt, Sample, Score, S
 log = logging.getLogger(__name__)
 
 REMOTE_CONCURRENCY = 32
+"""LLM requests in flight per runner for a hosted API (Anthropic, OpenAI-compatible servers)."""
+
+DEFAULT_CONCURRENCY = {"local": 1, "ollama": 4}
+"""Fewer for servers on the same machine: the embedded model answers one at a time, and Ollama at
+most ``OLLAMA_NUM_PARALLEL`` (1 to 4 by default) while it queues the rest, whose wait counts against
+the 300 s request timeout. More in flight adds no speed there: 32 requests queued on an Ollama that
+takes 20 s an answer (an 8B model on a CPU) would wait up to 640 s, and time out."""
 
 
 # --------------------------------------------------------------------------- analyze
@@ -229,7 +236,7 @@ class GenerateStage(StageImpl):
                  concurrency: int | None = None, outage_s: float | None = None, provider: Any = None) -> None:
         self.llm, self.model, self.base_url = llm, model, base_url
         self.settings = settings
-        self.concurrency = concurrency or (1 if llm == "local" else REMOTE_CONCURRENCY)
+        self.concurrency = concurrency or DEFAULT_CONCURRENCY.get(llm, REMOTE_CONCURRENCY)
         self.outage_s = outage_s
         """How long the provider may answer nothing before the stage stops (``llm_outage_s``)."""
         self.provider = provider
@@ -707,8 +714,8 @@ def build_stages(
     """The adapters for ``names`` configured from the run's recorded settings, plus notes to show.
 
     ``out_dir``, ``devices``, ``outage_s``, ``analyze_workers`` (analysis processes; default one per
-    core) and ``generate_concurrency`` (LLM requests in flight; default 32 for remote providers, 1
-    for the embedded model) belong to this machine, not to the run: in a cluster each box writes to
+    core) and ``generate_concurrency`` (LLM requests in flight; default 32 for hosted APIs, 4 for
+    Ollama, 1 for the embedded model) belong to this machine, not to the run: in a cluster each box writes to
     the folder it is given, renders on its own GPUs (one render worker per device) and uses its own
     cores and rate limits; ``outage_s`` (``llm_outage_s``) is how long the generate stage waits for
     an LLM provider that answers nothing before it stops. ``provider``: the run's LLM provider,

@@ -96,7 +96,10 @@ def test_analyze_workers_and_generate_concurrency_size_the_stages(tmp_path):
     impls, _ = build_stages(store, run, ["analyze", "generate"], analyze_workers=1, generate_concurrency=2)
     assert [(i.name, i.concurrency) for i in impls] == [("analyze", 1), ("generate", 2)]
     impls, _ = build_stages(store, run, ["analyze", "generate"])
-    assert [(i.name, i.concurrency) for i in impls] == [("analyze", os.cpu_count()), ("generate", REMOTE_CONCURRENCY)]
+    # Ollama works through at most 4 requests at once (OLLAMA_NUM_PARALLEL) and queues the rest
+    assert [(i.name, i.concurrency) for i in impls] == [("analyze", os.cpu_count()), ("generate", 4)]
+    hosted = {"id": 1, "config": {"llm": "anthropic", "model": "claude-sonnet-4-6"}}
+    assert build_stages(store, hosted, ["generate"])[0][0].concurrency == REMOTE_CONCURRENCY
     s = load_settings({}, environ={"M2I_ANALYZE_WORKERS": "3", "M2I_GENERATE_CONCURRENCY": "5"})
     assert (s.analyze_workers, s.generate_concurrency) == (3, 5)
     assert "generate_concurrency" not in s.run_config()
