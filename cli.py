@@ -410,6 +410,9 @@ def cancel(
     r = _run_of(store, run)
     before = ops.row_statuses(store, stage, id, run_id=int(r["id"])) if id else {}
     out = ops.cancel(store, run_id=int(r["id"]), stage=stage, ids=_ids(id))
+    if not stage and not id and not sum(out.values()):
+        typer.echo(f"run {r['name']} has no pending or running work: nothing to cancel (it stays as it is)")
+        return
     typer.echo("cancelled " + ", ".join(f"{k}: {v}" for k, v in out.items()))
     if stage and not id:
         counts = ops.status_counts(store, int(r["id"]))

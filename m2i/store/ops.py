@@ -734,7 +734,8 @@ def cancel(
 ) -> dict[str, int]:
     """Cancel pending and running rows (a running row's result is then dropped).
 
-    With neither ``stage`` nor ``ids`` the whole run is cancelled and hands out no more work.
+    With neither ``stage`` nor ``ids`` the whole run is cancelled and hands out no more work; a
+    run with nothing pending or running is left as it is (a finished run is not marked cancelled).
     """
     stages = [stage] if stage else list(STAGE_ORDER)
     out: dict[str, int] = {}
@@ -745,6 +746,8 @@ def cancel(
             out[st] = conn.execute(
                 update(t).where(*cond).values(status=Status.cancelled.value, lease_until=None, finished_at=_now(conn))
             ).rowcount
+        if not sum(out.values()):
+            return out
         if run_id is not None and not stage and not ids:
             conn.execute(update(_t(Run)).where(_t(Run).c.id == run_id).values(cancelled=True))
         _event(conn, run_id, "warning", stage, None, f"cancelled {sum(out.values())} row(s)")

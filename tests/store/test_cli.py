@@ -276,6 +276,18 @@ def test_pause_resume_cancel_requeue(tmp_path):
     assert ops.status_counts(store, run_id)["analyze"]["pending"] == 2
 
 
+def test_cancelling_a_finished_run_leaves_it_finished(tmp_path):
+    """`m2i cancel` on a run with nothing left used to mark it [cancelled] in status and report."""
+    db = tmp_path / "a.db"
+    store = open_store(db)
+    run_id = seed_run(store, 1)
+    ops.cancel(store, run_id=run_id, stage="analyze")  # its one clip: the run has nothing left to do
+    out = m2i("cancel", "--db", str(db)).stdout
+    assert out == "run test has no pending or running work: nothing to cancel (it stays as it is)\n"
+    assert ops.get_run(store, run_id)["cancelled"] is False
+    assert "[cancelled]" not in m2i("status", "--db", str(db)).stdout
+
+
 def test_no_run_yet(tmp_path):
     db = tmp_path / "a.db"
     open_store(db).close()
