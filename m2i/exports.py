@@ -17,6 +17,8 @@ Differences a user should know, none of which removes a key the old files had:
 
 - Scores are m2i's (``m2i-score/1``, each in [0, 1]; docs/metrics.md), not the old 1-5 heuristics;
   every score entry carries ``method``.
+- ``metadata.m2i_run.software`` lists the m2i versions (and commits) and packages that wrote the
+  run's rows (:mod:`m2i.provenance`).
 - ``visual_prompt`` is what the image model reads: m2i's ``image_prompt`` when there is one, else
   the prompt text (legacy imports). m2i prompts add ``title``, ``description`` and
   ``negative_prompt``.
@@ -249,7 +251,9 @@ def build_exports(store: Store, run_id: int) -> dict[str, Any]:
             "mel_spectrogram": bool(cfg.get("include_spectrogram", legacy_meta.get("mel_spectrogram", False))),
             "llm_provider": llm,
             "sample_rate": legacy_meta.get("sample_rate", 16000),
-            "m2i_run": {"id": run["id"], "name": run["name"], "created_at": created},
+            "m2i_run": {"id": run["id"], "name": run["name"], "created_at": created,
+                        # which m2i (version, commit) and packages wrote the rows (m2i.provenance)
+                        "software": [x["software"] for x in ops.software_lines(store, run_id)]},
         },
         "samples": [
             {"sample_idx": s["idx"], "metadata": s["meta"] or {}, "musical_features": s["features"] or {},

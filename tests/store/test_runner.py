@@ -76,6 +76,10 @@ def test_the_software_that_wrote_a_runs_rows_is_recorded_and_reported(tmp_path, 
     text_report = format_text(build_report(store, run_id))
     assert "NOTE: 2 different software versions wrote this run's rows" in text_report
     assert text_report.index(line.removeprefix("software: ")) < text_report.index(": m2i 0.2.0 · python 3.12.1")
+    from m2i.exports import build_exports
+
+    exported = build_exports(store, run_id)["visual_prompts_complete"]["metadata"]["m2i_run"]["software"]
+    assert exported == [line.removeprefix("software: "), "m2i 0.2.0 · python 3.12.1 · librosa 0.11.0"]
 
 
 def test_a_failing_stage_keeps_the_error_and_others_go_on(db_url):
