@@ -19,7 +19,9 @@ def describe_work_left(counts: dict[str, dict[str, int]], stages: tuple[str, ...
     """``"3 clip(s) to analyse and 12 prompt(s) to write"`` for ``stages``; empty when none is left."""
     left = work_left(counts)
     parts = [f"{left[s]} {_LEFT_WORDS[s]}" for s in stages if s in left]
-    return ", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "") + parts[-1] if parts else ""
+    if len(parts) < 2:
+        return "".join(parts)
+    return ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
 def unfinished_note(counts: dict[str, dict[str, int]], what: str) -> str | None:
