@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -73,6 +75,32 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
         save_png(DiskFullImage(), target, text={})
     assert target.read_bytes() == b"previous image"
     assert not list(tmp_path.glob(f"{TMP_PREFIX}*"))
+
+
+@pytest.mark.parametrize("code,fix", [
+    (errno.ENOSPC, "free space on that disk or choose another --out"),
+    (errno.EDQUOT, "free space on that disk or choose another --out"),
+    (errno.EROFS, "choose a writable output folder (--out)"),
+    (errno.EACCES, "choose a writable output folder (--out)"),
+])
+def test_a_folder_that_takes_no_more_files_stops_the_stage_not_the_row(tmp_path, code, fix):
+    """Full, over quota, read-only or not ours: no image can be written until the user acts, so
+    the error is the one the render stage stops on; any other failure stays the row's own."""
+    class Refused:
+        def save(self, fh, **kwargs):
+            raise OSError(code, os.strerror(code))
+
+    with pytest.raises(OutputUnwritable) as err:
+        save_png(Refused(), tmp_path / "img.png", text={})
+    assert str(err.value).startswith(f"cannot write images to {tmp_path} ({os.strerror(code)}): {fix}, then run again")
+
+    class Broken:
+        def save(self, fh, **kwargs):
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    with pytest.raises(BackendError) as err:
+        save_png(Broken(), tmp_path / "img.png", text={})
+    assert not isinstance(err.value, OutputUnwritable)
 
 
 def test_unwritable_folder_is_one_sentence(tmp_path):
