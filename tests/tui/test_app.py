@@ -499,7 +499,8 @@ async def test_errors_stay_legible_without_colour(seeded_db, frozen_app, monkeyp
         def legible() -> bool:  # the error column, once the Failures screen has settled (under load it lags)
             try:
                 return isinstance(app.screen, FailuresScreen) and contrast_of(app, "529 overloaded") >= 4.5
-            except AssertionError:  # not drawn yet
+            except AssertionError:  # not drawn yet: read again, as the app's once-a-second refresh would
+                app.request_refresh()  # (this app is frozen: a read taken before the screen showed is not redone)
                 return False
 
         await wait_until(pilot, legible, what="a legible error column")
