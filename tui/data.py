@@ -208,6 +208,14 @@ def _iso(value: Any) -> str:
     return "" if value is None else str(value)[:19].replace("T", " ")
 
 
+def _llm_of(cfg: dict[str, Any]) -> tuple[str, str]:
+    """A run's provider and model as the dashboard names them (an imported legacy run: its writer)."""
+    from m2i.scoring.legacy import legacy_writer
+
+    writer = legacy_writer(cfg)  # m2i import-legacy: the earlier system named only its client
+    return str(cfg.get("llm") or ("legacy" if writer else "?")), str(cfg.get("model") or writer or "default")
+
+
 def _json(value: Any) -> Any:
     if isinstance(value, str):
         try:
@@ -377,20 +385,17 @@ class Reader:
         M2IError
             The database cannot be read (one sentence).
         """
-        from m2i.scoring.legacy import legacy_writer
         from m2i.store import ops
 
         with self._lock:
             store = self._open()
+            runs = ops.list_runs(store)
             out = []
             with store.read() as conn:
-                for r in ops.list_runs(store):
-                    cfg = _json(r["config"]) or {}
-                    writer = legacy_writer(cfg)
+                for r in runs:
+                    llm, model = _llm_of(_json(r["config"]) or {})
                     out.append(RunChoice(
-                        id=int(r["id"]), name=str(r["name"]), created_at=_iso(r["created_at"]),
-                        llm=str(cfg.get("llm") or ("legacy" if writer else "?")),
-                        model=str(cfg.get("model") or writer or "default"),
+                        id=int(r["id"]), name=str(r["name"]), created_at=_iso(r["created_at"]), llm=llm, model=model,
                         paused=bool(r["paused"]), cancelled=bool(r["cancelled"]),
                         counts=ops.status_counts(None, int(r["id"]), conn=conn),  # type: ignore[arg-type]
                     ))
@@ -401,7 +406,6 @@ class Reader:
     def _fill(self, conn, snap: Snapshot, want: Want) -> None:
         from sqlalchemy import select
 
-        from m2i.scoring.legacy import legacy_writer
         from m2i.store import ops
         from m2i.store.models import Event, Image, Report, Run
 
@@ -420,11 +424,10 @@ class Reader:
             return
         run_id = int(row["id"])
         cfg = _json(row["config"]) or {}
-        writer = legacy_writer(cfg)  # m2i import-legacy: the earlier system named only its client
+        llm, model = _llm_of(cfg)
         snap.run = RunInfo(
             id=run_id, name=row["name"], paused=bool(row["paused"]), cancelled=bool(row["cancelled"]),
-            llm=str(cfg.get("llm") or ("legacy" if writer else "?")),
-            model=str(cfg.get("model") or writer or "default"),
+            llm=llm, model=model,
             images=str(cfg.get("images") or "?"), device=str(cfg.get("device") or "?"),
             created_at=_iso(row["created_at"]),
         )

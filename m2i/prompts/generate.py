@@ -15,7 +15,7 @@ import logging
 from typing import Any
 
 from m2i.errors import ProviderError
-from m2i.prompts.parse import InvalidOutput, VisualPrompt, parse_prompt, refusal_reason
+from m2i.prompts.parse import InvalidOutput, VisualPrompt, opens_reasoning, parse_prompt, refusal_reason
 from m2i.prompts.providers.base import Completion, LLMProvider, redact, request_label
 from m2i.prompts.template import DEFAULT_NEGATIVE_PROMPT, DEFAULTS, PromptRequest, build_request
 
@@ -249,8 +249,7 @@ def _reasoned(comp: Completion) -> bool:
     """The answer is (or began with) a thinking model's reasoning: in its text as ``<think>``, or
     beside it in the response (Ollama's ``thinking``, vLLM's ``reasoning_content``)."""
     raw = comp.raw or ""
-    return comp.text.lstrip()[:10].lower().startswith(("<think", "<reasoning")) or any(
-        f'"{key}":' in raw for key in ("thinking", "reasoning_content", "reasoning"))
+    return opens_reasoning(comp.text) or any(f'"{key}":' in raw for key in ("thinking", "reasoning_content", "reasoning"))
 
 
 def _gave_up(message: str, comps: list[Completion]) -> ProviderError:

@@ -236,6 +236,11 @@ _REASONING_END = re.compile(r"</(?:think|thinking|reasoning)>", re.I)
 _REASONING_OPEN = re.compile(r"^\s*<(?:think|thinking|reasoning)>", re.I)
 
 
+def opens_reasoning(text: str) -> bool:
+    """The text begins with a thinking model's reasoning block (``<think>``, ``<thinking>``, ``<reasoning>``)."""
+    return bool(_REASONING_OPEN.match(text))
+
+
 def drop_reasoning(text: str) -> str:
     """The answer without the reasoning a thinking model writes before it (qwen3, DeepSeek-R1 and
     gpt-oss served without a reasoning parser put it in the text as ``<think>...</think>``; some
@@ -251,7 +256,7 @@ def drop_reasoning(text: str) -> str:
     ends = list(_REASONING_END.finditer(text))
     if ends:
         text = text[ends[-1].end():]
-    elif _REASONING_OPEN.match(text):
+    elif opens_reasoning(text):
         raise InvalidOutput("the answer stops inside the model's reasoning (<think> never closed), before any "
                             "visual prompt", kind="cut_off")
     if not text.strip():

@@ -15,7 +15,7 @@ from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
 from m2i.errors import M2IError
-from tui.data import STAGE_ORDER, RunChoice
+from tui.data import RunChoice
 
 NEWEST = "newest"
 """The option id of "follow the newest run"."""
@@ -30,7 +30,7 @@ def describe(run: RunChoice) -> str:
     state = " · PAUSED" if run.paused else ""
     state += " · CANCELLED" if run.cancelled else ""
     parts = [f"#{run.id} {run.name}", run.created_at[5:16].replace("T", " "), f"{run.llm} {run.model}",
-             *(done(s, w) for s, w in zip(STAGE_ORDER, ("clips", "prompts", "scores", "images")) if s != "score")]
+             done("analyze", "clips"), done("generate", "prompts"), done("render", "images")]
     return " · ".join(parts) + state
 
 
