@@ -153,6 +153,7 @@ class Runner:
         on_progress: Callable[[dict[str, dict[str, int]]], None] | None = None,
     ) -> None:
         self.store = store
+        store.wait_when_locked = True  # another program's open transaction pauses the run, never ends it
         self.run_id = run_id
         self.impls = list(impls)
         self.lease_s = lease_s

@@ -148,10 +148,56 @@ def _install_sqlite_pragmas(engine: Engine, *, readonly: bool) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection):  # pragma: no cover - exercised through every test
-        if conn.get_execution_options().get("m2i_immediate"):
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        opts = conn.get_execution_options()
+        if opts.get("m2i_immediate"):
+            _begin_immediate(conn, wait=opts.get("m2i_wait_locked", False))
         else:
             conn.exec_driver_sql("BEGIN")
+
+
+def _locked(exc: BaseException) -> bool:
+    """SQLite's SQLITE_BUSY: another connection held the write lock past the busy timeout."""
+    return "database is locked" in str(getattr(exc, "orig", exc))
+
+
+def _begin_immediate(conn: Connection, *, wait: bool) -> None:
+    """``BEGIN IMMEDIATE``, waiting out the busy timeout; with ``wait``, as long as the lock is held.
+
+    A lock held longer than the busy timeout is another program's open write transaction (an
+    ``sqlite3`` shell inside ``BEGIN``, DB Browser for SQLite with unsaved changes). A runner waits
+    for it, saying so every busy timeout, rather than ending the run; a failed ``BEGIN`` opened no
+    transaction, so trying again is safe.
+    """
+    path = _sqlite_path(str(conn.engine.url))
+    held = 0.0
+    while True:
+        try:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        except OperationalError as exc:
+            if not (wait and _locked(exc)):
+                raise
+            held += BUSY_TIMEOUT_MS / 1000
+            # Each stage's thread waits on its own: the news is told once per busy timeout.
+            now = time.monotonic()
+            if now - _LOCK_TOLD.get(path, -BUSY_TIMEOUT_MS) >= BUSY_TIMEOUT_MS / 2000:
+                _LOCK_TOLD[path] = now
+                log.warning("%s", locked_message(path, held, waiting=True))
+            continue
+        if held and _LOCK_TOLD.pop(path, None) is not None:
+            log.warning("the database is free again after about %.0f s; going on", held)
+        return
+
+
+_LOCK_TOLD: dict[Path | None, float] = {}  # when a waiting runner last said the database was locked
+
+
+def locked_message(path: Path | None, held_s: float, *, waiting: bool) -> str:
+    """One sentence for a SQLite write lock another program has held for ``held_s`` seconds."""
+    what = (f"the database {path or 'file'} has been locked by another program for {held_s:.0f} s (an open "
+            "transaction: an sqlite3 shell inside BEGIN, or DB Browser for SQLite with unsaved changes)")
+    if waiting:
+        return f"{what}; waiting for it: commit or close that program and the run goes on."
+    return f"{what[0].upper()}{what[1:]}; commit or close that program, then run the same command again."
 
 
 def _json_text(obj: Any) -> str:
@@ -268,6 +314,9 @@ class Store:
     url: str
     engine: Engine
     readonly: bool = False
+    #: A write that finds SQLite's lock held past the busy timeout waits on (a runner) instead of
+    #: raising :class:`StoreError` (a one-shot command).
+    wait_when_locked: bool = False
     dialect: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -285,7 +334,7 @@ class Store:
         try:
             with self.engine.connect() as conn:
                 if self.dialect == "sqlite":
-                    conn = conn.execution_options(m2i_immediate=True)
+                    conn = conn.execution_options(m2i_immediate=True, m2i_wait_locked=self.wait_when_locked)
                 with conn.begin():
                     yield conn
         except OperationalError as exc:
@@ -294,6 +343,8 @@ class Store:
                     f"Cannot write to the database {self.path or redact_url(self.url)}: its disk is full; free space "
                     "there, then run the same command again (what was written before is kept)."
                 ) from exc
+            if _locked(exc):
+                raise StoreError(locked_message(self.path, BUSY_TIMEOUT_MS / 1000, waiting=False)) from exc
             raise
 
     @contextlib.contextmanager

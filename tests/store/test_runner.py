@@ -135,6 +135,34 @@ def test_a_runner_on_a_paused_run_says_so_waits_and_goes_on_when_resumed(db_url,
     _assert_complete(store, run_id, 2)
 
 
+def test_a_runner_waits_out_another_programs_open_transaction_and_finishes(tmp_path, monkeypatch, caplog):
+    """A runner found the SQLite file locked past the busy timeout (an sqlite3 shell left inside
+    BEGIN, DB Browser with unsaved changes) and died with a traceback, its work in flight unsaved.
+    It now waits, says so once per busy timeout (not once per stage), and goes on when let go."""
+    import sqlite3
+    import threading
+
+    from m2i.store import engine
+
+    monkeypatch.setattr(engine, "BUSY_TIMEOUT_MS", 200)
+    db = tmp_path / "m2i.db"
+    store = open_store(db)
+    run_id = seed_run(store, 2)
+    other = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    threading.Timer(1.5, lambda: other.execute("ROLLBACK")).start()
+    with caplog.at_level("INFO", logger="m2i"):
+        _run(store, run_id, all_stages())
+    other.close()
+    _assert_complete(store, run_id, 2)
+    said = [r.getMessage() for r in caplog.records if r.name == "m2i.store.engine"]
+    waiting = [m for m in said if "has been locked by another program" in m]
+    assert waiting and all(m.endswith("waiting for it: commit or close that program and the run goes on.")
+                           for m in waiting), said
+    assert len(waiting) <= 1.5 / 0.1 + 1, "told once per half busy timeout, whatever the number of stages waiting"
+    assert sum(m.startswith("the database is free again after about") for m in said) == 1, said
+
+
 def test_graceful_stop_releases_work_in_flight(db_url):
     store = open_store(db_url)
     run_id = seed_run(store, 4)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
 
@@ -230,6 +231,39 @@ def test_a_full_disk_is_one_sentence_and_keeps_what_was_written(tmp_path):
     store.close()
     store = open_store(tmp_path / "m2i.db", readonly=True)
     assert ops.status_counts(store, run_id)["analyze"]["pending"] >= 2, "the clips written before are kept"
+    store.close()
+
+
+@contextlib.contextmanager
+def another_programs_write_lock(db):
+    """An ``sqlite3`` shell that typed ``BEGIN IMMEDIATE;`` (or DB Browser holding unsaved changes)."""
+    con = sqlite3.connect(db, isolation_level=None)
+    con.execute("BEGIN IMMEDIATE")
+    try:
+        yield con
+    finally:
+        con.execute("ROLLBACK")
+        con.close()
+
+
+def test_a_write_lock_held_past_the_busy_timeout_is_one_sentence_for_a_command(tmp_path, monkeypatch):
+    """`m2i requeue` (any one-shot write) while another program keeps a transaction open: a
+    traceback ending in "database is locked" used to be all the user got."""
+    from m2i.store import engine
+
+    monkeypatch.setattr(engine, "BUSY_TIMEOUT_MS", 200)
+    db = tmp_path / "m2i.db"
+    store = open_store(db)
+    run_id = seed_run(store, 2)
+    with another_programs_write_lock(db):
+        t0 = time.monotonic()
+        with pytest.raises(StoreError, match=(
+            r"^The database .*m2i\.db has been locked by another program for 0 s \(an open transaction: an sqlite3 "
+            r"shell inside BEGIN, or DB Browser for SQLite with unsaved changes\); commit or close that program, "
+            r"then run the same command again\.$")):
+            ops.set_paused(store, run_id, True)
+        assert time.monotonic() - t0 >= 0.15, "it waited out the busy timeout first"
+    assert ops.set_paused(store, run_id, True), "once the lock is let go the same command works"
     store.close()
 
 
