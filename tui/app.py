@@ -89,6 +89,7 @@ class M2IApp(App[None]):
         Binding("o", "runs", "Runs", id="app.runs"),
         Binding("question_mark", "help", "Help", id="app.help", key_display="?"),
         Binding("q,ctrl+c", "quit", "Quit", id="app.quit", key_display="q"),
+        Binding("ctrl+z", "suspend", "Suspend", id="app.suspend", show=False),
     ]
 
     def __init__(
@@ -124,6 +125,7 @@ class M2IApp(App[None]):
 
     def on_mount(self) -> None:
         self.main_loop = asyncio.get_running_loop()
+        self.app_resume_signal.subscribe(self, self._repaint_all)
         if self.refresh_s:
             self.set_interval(self.refresh_s, self.request_refresh, name="refresh")
         if self.host is not None:
@@ -279,6 +281,23 @@ class M2IApp(App[None]):
         self.reader.run = choice or None
         self.notify(f"following run {choice}" if choice else "following the newest run", timeout=3)
         self.request_refresh()
+
+    def action_suspend(self) -> None:
+        """Ctrl-Z, as in a shell: back to the shell prompt, ``fg`` brings the dashboard back.
+
+        With ``--run`` the runner lives in this process and a stopped process would hold its rows
+        until their leases ran out, so the dashboard says how to leave it running instead.
+        """
+        if self.host is not None and self.host.running:
+            self.notify("Ctrl-Z would stop the runner inside this dashboard too: detach tmux (Ctrl-b d) "
+                        "to leave it working, or quit with q.", severity="warning", timeout=8)
+            return
+        self.action_suspend_process()
+
+    def _repaint_all(self, _app: App) -> None:
+        """Back from Ctrl-Z (``fg``): the terminal was the shell's meanwhile, so every cell is drawn
+        again (only the cells that changed came back, leaving the stage names blank)."""
+        self.refresh(layout=True)
 
     async def action_quit(self) -> None:
         if self.host is not None and self.host.running:

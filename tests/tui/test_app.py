@@ -542,6 +542,37 @@ async def test_a_failed_read_is_reported_once(seeded_db, frozen_app):
             assert [n.message for n in app._notifications] == ["RuntimeError: disk on fire"]
 
 
+async def test_ctrl_z_with_the_runner_inside_says_how_to_leave_it_running(seeded_db, frozen_app, monkeypatch):
+    """`m2i tui --run`: a stopped process would stop its runner too (its rows held until their leases
+    ran out), so Ctrl-Z there says how to leave the run working instead of suspending."""
+
+    class WorkingRunner:  # RunnerHost while its runner works
+        running = True
+
+        def start(self, done):
+            pass
+
+        def stop(self):
+            self.running = False
+
+    app = frozen_app(seeded_db)
+    app.host = WorkingRunner()
+    suspended = []
+    monkeypatch.setattr(app, "action_suspend_process", lambda: suspended.append(True))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await refreshed(pilot, after=0)
+        await pilot.press("ctrl+z")
+        await pilot.pause()
+        assert not suspended
+        assert [n.message for n in app._notifications] == [
+            "Ctrl-Z would stop the runner inside this dashboard too: detach tmux (Ctrl-b d) to leave it working, "
+            "or quit with q."]
+        app.host.running = False  # the runner finished: now Ctrl-Z suspends
+        await pilot.press("ctrl+z")
+        await pilot.pause()
+        assert suspended == [True]
+
+
 async def test_sigterm_and_sighup_quit_like_q(seeded_db, frozen_app):
     import os
     import signal

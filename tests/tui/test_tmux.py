@@ -160,6 +160,37 @@ def test_a_stop_signal_quits_and_restores_the_terminal(tmp_path, sig):
         assert "Traceback" not in pane.text()
 
 
+def test_ctrl_z_suspends_to_the_shell_and_fg_draws_the_whole_dashboard_again(tmp_path):
+    """Over SSH, Ctrl-Z is how one gets a shell back for a moment. The dashboard ignored it; then,
+    back with `fg`, only the cells that changed were drawn again (the stage names stayed blank)."""
+    db = tmp_path / "z.db"
+    store = open_store(str(db))
+    ops.create_run(store, name="suspended", config={"seed": 0})
+    store.close()
+    env = tmux_env(tmp_path)
+    session = f"m2i-z-{os.getpid()}"
+    pane = Pane(session, env)
+    pane.tmux("new-session", "-d", "-s", session, "-x", "80", "-y", "24", "bash --norc --noprofile -i")
+    try:
+        pane.wait_for(lambda t: "$" in t or "#" in t, "the shell prompt")
+        pane.tmux("send-keys", "-t", session, f"cd {REPO} && {sys.executable} cli.py tui --db {db}", "Enter")
+        pane.wait_for(lambda t: "run suspended" in t and "generate" in t, "the dashboard")
+        pane.keys("C-z")
+        pane.wait_for(lambda t: "Stopped" in t, "the shell's job-control line")
+        modes = pane.tmux("display", "-p", "-t", session, "#{alternate_on} #{mouse_any_flag} #{cursor_flag}")
+        assert modes.split() == ["0", "0", "1"], "the shell gets a normal terminal: " + modes
+        pane.tmux("send-keys", "-t", session, "fg", "Enter")
+        text = pane.wait_for(lambda t: "run suspended" in t and " analyze " in t and " render " in t,
+                             "the whole dashboard again after fg")
+        assert "Stopped" not in text
+        pane.keys("q")
+        pane.wait_for(lambda t: "run suspended" not in t, "the app to quit")
+        pane.tmux("send-keys", "-t", session, "echo EXITED $?", "Enter")
+        pane.wait_for(lambda t: "EXITED 0" in t, "a clean exit")
+    finally:
+        pane.tmux("kill-session", "-t", session)
+
+
 def test_tui_run_shows_the_runners_info_lines_in_the_event_log(tmp_path):
     env = tmux_env(tmp_path, M2I_STAGES="render", M2I_IMAGES="preview", M2I_OUT_DIR=str(tmp_path / "out"))
     with tui_pane(env, "run", f"--db {tmp_path / 'run.db'} --run", size=(100, 30)) as pane:

@@ -23,6 +23,7 @@ LONG = {
     "app.runs": "Runs: choose which run of the database every screen follows (or the newest)",
     "app.help": "This help",
     "app.quit": "Quit (with --run: the runner finishes its work in flight first)",
+    "app.suspend": "Suspend to the shell; fg comes back (not with --run: the runner would stop too)",
     "dashboard.pause": "Pause or resume the run (work in flight finishes)",
     "failures.mark": "Mark or unmark the selected row",
     "failures.requeue": "Requeue the selected row (asks first)",
