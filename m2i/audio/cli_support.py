@@ -32,6 +32,7 @@ def analyze_results(paths: Iterable[str | Path], *, settings: dict[str, Any] | N
         ``{"file": ..., "error": "one sentence"}`` for a bad one, in the order of ``paths``.
     """
     from m2i.audio.analyze import analyze_file
+    from m2i.audio.datasets import utf8_text
 
     if png_dir is not None:  # an unwritable folder is one sentence, not one error per file after its analysis
         try:
@@ -50,9 +51,10 @@ def analyze_results(paths: Iterable[str | Path], *, settings: dict[str, Any] | N
             taken.add(name)
             png = Path(png_dir) / name
         try:
-            yield analyze_file(path, settings=settings, spectrogram_png=png, npy_sr=npy_sr)
+            result = analyze_file(path, settings=settings, spectrogram_png=png, npy_sr=npy_sr)
         except M2IError as exc:
-            yield {"file": str(path), "error": str(exc)}
+            result = {"file": str(path), "error": str(exc)}
+        yield utf8_text(result)
 
 
 def _expand_folders(paths: Iterable[str | Path]) -> Iterator[str | Path]:

@@ -301,6 +301,31 @@ def plain_json(value: Any) -> Any:
     return value
 
 
+def utf8_text(value: Any) -> Any:
+    """``value`` with every string in it (dict keys and values, list items) valid UTF-8.
+
+    A file name whose bytes are not UTF-8 (``café.wav`` from an old Latin-1 archive) comes from
+    the filesystem with each such byte as a lone surrogate (``os.fsdecode``), which neither the
+    database nor a JSON line can hold; they are written ``\\xe9`` instead, as ``ls -b`` shows them.
+    """
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        return value
+    if isinstance(value, dict):
+        return {utf8_text(k): utf8_text(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [utf8_text(v) for v in value]
+    return value
+
+
+def _sf_path(path: Path) -> bytes:
+    """``path`` for soundfile, which encodes a str strictly: as bytes, a name that is not UTF-8 opens too."""
+    return os.fsencode(path)
+
+
 # --------------------------------------------------------------------------- sources
 
 
@@ -448,7 +473,7 @@ def _stream_audio_file(path: Path, info: Any, *, clip_s: float, hop_s: float, no
     win, hop, min_len = int(round(clip_s * SR)), max(1, int(round(hop_s * SR))), int(MIN_CLIP_S * SR)
 
     def blocks() -> Iterator[np.ndarray]:
-        it = sf.blocks(str(path), blocksize=_BLOCK_FRAMES, dtype="float64", always_2d=True)
+        it = sf.blocks(_sf_path(path), blocksize=_BLOCK_FRAMES, dtype="float64", always_2d=True)
         while True:
             with native_stderr(notes):
                 block = next(it, None)
@@ -535,7 +560,7 @@ def _long_file(path: Path, clip_s: float | None, notes: list[str]) -> Any:
         if path.suffix.lower() == ".wav" and _wav_shortfall(path):
             return None  # reported by the whole-file reader
         with native_stderr(notes):
-            info = sf.info(str(path))
+            info = sf.info(_sf_path(path))
     except Exception:  # not a format soundfile reads (mp3 on an old libsndfile): the whole-file path decides
         return None
     if info.frames <= 0 or info.samplerate <= 0:
@@ -555,8 +580,8 @@ def _read_audio(path: Path, notes: list[str]) -> tuple[np.ndarray, int, dict[str
         raise RuntimeError(f"the file ends {missing} bytes before its data chunk does")
     try:
         with native_stderr(notes):
-            info = sf.info(str(path))
-            y, sr = sf.read(str(path), dtype="float64", always_2d=True)
+            info = sf.info(_sf_path(path))
+            y, sr = sf.read(_sf_path(path), dtype="float64", always_2d=True)
     except Exception as exc:  # soundfile raises LibsndfileError/RuntimeError; fall back to librosa
         if path.suffix.lower() not in (".mp3",):
             raise RuntimeError(str(exc)) from exc
@@ -741,6 +766,12 @@ def load_dataset(path: str | Path, *, clip_s: float = 10.0, hop_s: float = 10.0,
         raise InputError(f"clip_s={clip_s} and hop_s={hop_s} must both be positive seconds.")
     if npy_sr is not None and not 1000 <= npy_sr <= 384000:
         raise InputError(f"npy_sr={npy_sr} is not an audio sample rate; give the rate in Hz (e.g. 22050).")
+    for clip in _dataset_clips(path, clip_s=clip_s, hop_s=hop_s, npy_sr=npy_sr):
+        clip.source, clip.meta, clip.error = utf8_text(clip.source), utf8_text(clip.meta), utf8_text(clip.error)
+        yield clip
+
+
+def _dataset_clips(path: str | Path, *, clip_s: float, hop_s: float, npy_sr: int | None) -> Iterator[Clip]:
     if str(path) == "demo":
         yield from _iter_demo()
         return
@@ -811,4 +842,5 @@ def open_dataset(path: str | Path, *, clip_s: float = 10.0, hop_s: float = 10.0,
     return iter(()) if first is None else itertools.chain([first], clips)
 
 
-__all__ = ["Clip", "SR", "WARNING_KEYS", "check_pcm", "folder_files", "load_dataset", "open_dataset", "pcm_sha256", "safe_load_npy", "to_mono_16k"]
+__all__ = ["Clip", "SR", "WARNING_KEYS", "check_pcm", "folder_files", "load_dataset", "open_dataset", "pcm_sha256", "safe_load_npy", "to_mono_16k",
+           "utf8_text"]

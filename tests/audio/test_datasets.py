@@ -337,6 +337,36 @@ def test_non_ascii_audio_meta_reads_as_written_in_the_database(tmp_path):
                                    '"track_name": "Jóga", "slice_pos": 0}')
 
 
+def test_file_names_that_are_not_utf8_are_read_stored_and_printed(tmp_path):
+    """A folder unpacked from an old Latin-1 archive holds b"caf\\xe9.flac": `m2i ingest` ended in a
+    traceback (the database takes no lone surrogate) and `m2i analyze` called the file corrupt."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cli = Path(__file__).resolve().parents[2] / "cli.py"
+    music = tmp_path / "music"
+    music.mkdir()
+    sf.write(os.path.join(os.fsencode(music), b"caf\xe9 m\xfasica.flac"), _tone(3, freq=330.0), SR)
+    noise = 0.2 * np.random.default_rng(0).standard_normal(25 * SR)
+    sf.write(music / "long caf\u00e9.wav", noise.astype(np.float32), SR)  # long enough to be streamed
+    os.rename(os.fsencode(music / "long caf\u00e9.wav"), os.path.join(os.fsencode(music), b"long caf\xe9.wav"))
+    clips = list(load_dataset(music))
+    assert [c.error for c in clips] == [None] * 4, "the one file and the three windows of the long one"
+    assert clips[0].source.endswith("music/caf\\xe9 m\\xfasica.flac@0")
+    assert clips[1].meta["file"].endswith("music/long caf\\xe9.wav")
+    db = str(tmp_path / "a.db")
+    r = subprocess.run([sys.executable, str(cli), "ingest", str(music), "--db", db], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0 and "4 clip(s) added, 0 bad" in r.stdout, r.stderr
+    r = subprocess.run([sys.executable, str(cli), "analyze", str(music), "--json"], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stdout
+    first = json.loads(r.stdout.splitlines()[0])
+    assert first["file"].endswith("music/caf\\xe9 m\\xfasica.flac") and first["features"]["key"]
+
+
 def test_mp3_is_decoded(tmp_path):
     sf.write(tmp_path / "song.mp3", _tone(3), SR, format="MP3", subtype="MPEG_LAYER_III")
     (clip,) = list(load_dataset(tmp_path / "song.mp3"))
