@@ -476,16 +476,19 @@ def gallery(
 ) -> None:
     """Write a static HTML contact sheet of a run (opens from the filesystem, no server)."""
     from m2i.gallery import write_gallery
+    from m2i.store import ops
 
     store = _open(db, readonly=True)
     r = _run_of(store, run)
     target = Path(out) if out else Path((r["config"] or {}).get("out_dir") or "m2i-output") / "gallery.html"
+    finder = ops.ImageFinder(ops.image_bases(store, target.parent))
     try:
-        path = write_gallery(store, int(r["id"]), target)
+        path = write_gallery(store, int(r["id"]), target, finder)
     except OSError as exc:
         raise InputError(f"Cannot write the gallery to {target}: {exc.strerror}; choose another --out.") from exc
     typer.echo(f"gallery: {path.resolve()}")
     _say_unfinished(store, int(r["id"]), "the gallery shows")
+    _say_missing_images(store, int(r["id"]), finder)
 
 
 @app.command()
@@ -518,17 +521,25 @@ def export(
 ) -> None:
     """Write the earlier system's JSON files (same names and shapes) for a run."""
     from m2i.exports import export_run
+    from m2i.store import ops
 
     store = _open(db, readonly=True)
     r = _run_of(store, run)
     target = Path(out) if out else Path((r["config"] or {}).get("out_dir") or "m2i-output") / "exports"
-    paths = export_run(store, int(r["id"]), target)
+    finder = ops.ImageFinder(ops.image_bases(store, target.parent))
+    paths = export_run(store, int(r["id"]), target, finder)
     for key, path in paths.items():
         typer.echo(f"{key}: {path}")
     _say_unfinished(store, int(r["id"]), "these files hold")
+    _say_missing_images(store, int(r["id"]), finder)
+
+
+def _say_missing_images(store: Any, run_id: int, finder: Any) -> None:
+    """On stderr: the run's image files that are neither at their recorded path nor moved with their
+    folder under the places ``finder`` looks (written on another machine, or deleted)."""
     from m2i.store import ops
 
-    located = ops.image_locations(store, int(r["id"]))
+    located = ops.image_locations(store, run_id, finder=finder)
     missing = [x for x in located if not x["reachable"]]
     if missing:
         hosts = sorted({x["host"] or "?" for x in missing})

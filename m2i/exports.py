@@ -180,6 +180,12 @@ def _rows(store: Store, run_id: int) -> tuple[dict[str, Any], list[dict[str, Any
     return dict(run), samples, prompts
 
 
+def _image_path(p: dict[str, Any], finder: ops.ImageFinder | None) -> str | None:
+    """Where the prompt's image is on this machine when ``finder`` finds it, else where it was drawn."""
+    here = finder(p["image_path"], p["image_seed"]) if finder is not None else None
+    return p["image_path"] if here is None else str(here)
+
+
 def _visual_prompt(p: dict[str, Any]) -> str:
     return p["image_prompt"] or p["text"] or ""
 
@@ -218,8 +224,9 @@ def _write(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def build_exports(store: Store, run_id: int) -> dict[str, Any]:
-    """The content of every export file of a run, keyed as :data:`EXPORT_FILES` (nothing written)."""
+def build_exports(store: Store, run_id: int, finder: ops.ImageFinder | None = None) -> dict[str, Any]:
+    """The content of every export file of a run, keyed as :data:`EXPORT_FILES` (nothing written);
+    image paths as recorded, or where ``finder`` finds the files here (:func:`export_run`)."""
     from m2i.scoring import compare_modes
 
     run, samples, prompts = _rows(store, run_id)
@@ -376,7 +383,7 @@ def build_exports(store: Store, run_id: int) -> dict[str, Any]:
     image_rows = [p for p in prompts if p["image_status"] is not None]
     log_entries = [
         {"sample_idx": sample_by_id[p["sample_id"]]["idx"], "prompt_id": p["slot"], "mode": p["mode"],
-         "status": p["image_status"], "image_path": p["image_path"], "width": p["width"], "height": p["height"],
+         "status": p["image_status"], "image_path": _image_path(p, finder), "width": p["width"], "height": p["height"],
          "num_inference_steps": p["steps"], "guidance_scale": p["guidance"], "seed": p["image_seed"],
          "use_refiner": p["refiner"], "backend": p["backend"], "model": p["image_model"], "device": p["device"],
          "generation_time": p["seconds"], "prompt_truncated": p["truncated"], "error": p["image_error"],
@@ -411,7 +418,7 @@ def build_exports(store: Store, run_id: int) -> dict[str, Any]:
     }
 
 
-def export_run(store: Store, run_id: int, out_dir: str | Path) -> dict[str, Path]:
+def export_run(store: Store, run_id: int, out_dir: str | Path, finder: ops.ImageFinder | None = None) -> dict[str, Path]:
     """Write the earlier system's files for one run under ``out_dir``.
 
     Parameters
@@ -423,6 +430,10 @@ def export_run(store: Store, run_id: int, out_dir: str | Path) -> dict[str, Path
     out_dir : str or Path
         Output folder; the ``generated_prompts/``, ``creativity_scores/`` and ``images/``
         sub-folders are created. Existing files of the same names are replaced atomically.
+    finder : ImageFinder, optional
+        Writes each image's path where the file is on this machine (moved with its folder:
+        :class:`~m2i.store.ops.ImageFinder`) rather than where it was drawn; the recorded path
+        stays for a file it does not find.
 
     Returns
     -------
@@ -441,7 +452,7 @@ def export_run(store: Store, run_id: int, out_dir: str | Path) -> dict[str, Path
     'creativity_comparison_report.json'
     """
     out = Path(out_dir)
-    content = build_exports(store, run_id)
+    content = build_exports(store, run_id, finder)
     written: dict[str, Path] = {}
     try:
         for key, rel in EXPORT_FILES.items():

@@ -56,7 +56,7 @@ def _rows(store: Store, run_id: int) -> tuple[list[dict], dict[int, list[dict]]]
         for r in conn.execute(
             select(p.c.sample_id, p.c.slot, p.c.mode, p.c.temperature, p.c.realised_by, p.c.title, p.c.image_prompt,
                    p.c.text, p.c.status, p.c.error, sc.c.originality, sc.c.elaboration, sc.c.alignment,
-                   sc.c.coherence, sc.c.overall, im.c.path, im.c.backend, im.c.truncated)
+                   sc.c.coherence, sc.c.overall, im.c.path, im.c.seed, im.c.backend, im.c.truncated)
             .outerjoin(sc, sc.c.prompt_id == p.c.id).outerjoin(im, im.c.prompt_id == p.c.id)
             .where(p.c.run_id == run_id).order_by(p.c.sample_id, p.c.slot)
         ).mappings():
@@ -64,13 +64,13 @@ def _rows(store: Store, run_id: int) -> tuple[list[dict], dict[int, list[dict]]]
     return samples, prompts
 
 
-def _card(p: dict[str, Any], out: Path) -> str:
+def _card(p: dict[str, Any], out: Path, finder: ops.ImageFinder) -> str:
     img = '<div class="noimg">no image yet</div>'
-    if p.get("path"):
-        path = Path(p["path"])
-        if not path.is_absolute():
-            path = Path.cwd() / path
-        rel = os.path.relpath(path, out.parent)
+    path = finder(p.get("path"), p.get("seed"))
+    if p.get("path") and path is None:
+        img = '<div class="noimg">image not on this machine</div>'
+    elif path is not None:
+        rel = os.path.relpath(path.absolute(), out.parent)
         badge = ' <span class="badge">preview</span>' if p.get("backend") == "preview" else ""
         img = f'<img loading="lazy" src="{_e(Path(rel).as_posix())}" alt="{_e(p.get("title"))}">' + (
             f'<div class="t">{badge}</div>' if badge else "")
@@ -87,10 +87,17 @@ def _card(p: dict[str, Any], out: Path) -> str:
             f'<div class="scores">{_e(scores)}</div></div>')
 
 
-def write_gallery(store: Store, run_id: int, out: str | os.PathLike[str]) -> Path:
-    """Write the contact sheet to ``out`` (an .html path) and return it."""
+def write_gallery(store: Store, run_id: int, out: str | os.PathLike[str],
+                  finder: ops.ImageFinder | None = None) -> Path:
+    """Write the contact sheet to ``out`` (an .html path) and return it.
+
+    Images are linked where they are on this machine (``finder``; by default at their recorded
+    path, or moved with their folder under ``out``'s folder, the database's or the current one:
+    :class:`~m2i.store.ops.ImageFinder`); one that is nowhere here says so on its card.
+    """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    finder = finder or ops.ImageFinder(ops.image_bases(store, out.parent))
     run = ops.get_run(store, run_id) or {}
     cfg = run.get("config") or {}
     samples, prompts = _rows(store, run_id)
@@ -122,7 +129,7 @@ def write_gallery(store: Store, run_id: int, out: str | os.PathLike[str]) -> Pat
         left = f"<div>{head}<dl class='feat'>{feats}</dl><pre class='abc'>{_e(stated_abc(s.get('features'), s.get('abc')))}</pre></div>"
         cols = []
         for mode in ("convergent", "divergent"):
-            cards = "".join(_card(p, out) for p in prompts.get(s["id"], []) if p["mode"] == mode)
+            cards = "".join(_card(p, out, finder) for p in prompts.get(s["id"], []) if p["mode"] == mode)
             cols.append(f"<div class='mode {mode}'><h3>{mode}</h3><div class='cards'>{cards}</div></div>")
         parts.append(f"<section class='clip'>{left}{''.join(cols)}</section>")
     parts.append("</body></html>")

@@ -272,6 +272,7 @@ class Reader:
         self._file_id: tuple[int, int] | None = None
         self._memo: dict[str, tuple[Any, float, Any]] = {}
         self._lock = threading.Lock()  # the refresh thread and the run picker's read share the store
+        self._images = None  # an ImageFinder: where the images are when the database was copied here with them
 
     @property
     def where(self) -> str:
@@ -339,6 +340,7 @@ class Reader:
         if self._store is not None:
             self._store.close()
             self._store = None
+            self._images = None
         self._memo.clear()
 
     def snapshot(self, want: Want | None = None) -> Snapshot:
@@ -602,6 +604,16 @@ class Reader:
             ))
         return page, total, out
 
+    def _image_here(self, recorded: str | None, seed: int | None) -> str | None:
+        """The image file on this machine (moved with its folder: :class:`~m2i.store.ops.ImageFinder`),
+        else the recorded path (the screen says it is missing)."""
+        from m2i.store import ops
+
+        if self._images is None:
+            self._images = ops.ImageFinder(ops.image_bases(self._store))
+        here = self._images(recorded, seed)
+        return recorded if here is None else str(here)
+
     def _detail(self, conn, run_id: int, sample_id: int) -> SampleDetail | None:
         from sqlalchemy import select
 
@@ -616,7 +628,7 @@ class Reader:
         q = (
             select(p.c.id, p.c.slot, p.c.mode, p.c.temperature, p.c.status, p.c.title, p.c.text, p.c.image_prompt,
                    p.c.error, sc.c.originality, sc.c.elaboration, sc.c.alignment, sc.c.coherence, sc.c.overall,
-                   sc.c.status.label("score_status"), im.c.path, im.c.status.label("image_status"))
+                   sc.c.status.label("score_status"), im.c.path, im.c.seed, im.c.status.label("image_status"))
             .select_from(p.outerjoin(sc, sc.c.prompt_id == p.c.id).outerjoin(im, im.c.prompt_id == p.c.id))
             .where(p.c.sample_id == sample_id).order_by(p.c.slot)
         )
@@ -625,7 +637,7 @@ class Reader:
                 id=int(x["id"]), slot=int(x["slot"]), mode=x["mode"], temperature=float(x["temperature"]),
                 status=x["status"], title=x["title"] or "", text=x["text"] or "", image_prompt=x["image_prompt"] or "",
                 error=x["error"] or "", scores={m: x[m] for m in METRICS}, score_status=x["score_status"],
-                image_path=x["path"], image_status=x["image_status"],
+                image_path=self._image_here(x["path"], x["seed"]), image_status=x["image_status"],
             )
             for x in conn.execute(q).mappings()
         ]

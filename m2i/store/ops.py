@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -797,7 +799,74 @@ def image_backends(store: Store, run_id: int) -> dict[str, int]:
     return dict(sorted(rows, key=lambda r: (-r[1], r[0])))
 
 
-def image_locations(store: Store, run_id: int, *, missing_only: bool = False) -> list[dict[str, Any]]:
+class ImageFinder:
+    """Where a recorded image file is on this machine: at its recorded path, or moved with its folder.
+
+    An image is recorded by its absolute path on the machine that drew it. Copied elsewhere (``rsync
+    gpu-box:project/ .``: the database with ``m2i-output/`` beside it), that path names nothing
+    here. The finder looks for the longest tail of the recorded path (``m2i-output/images/
+    sample_000/sample_000_prompt_00.png``, then shorter) under each base folder, in order; once an
+    image is found so, the other images of its folder are looked for at the same place first. A
+    file found by its tail alone is taken only if its PNG records the row's seed (unique to the
+    prompt in a database), so another run's image of the same name is never shown instead.
+
+    Parameters
+    ----------
+    bases : sequence of path
+        Folders the moved files may be under, most likely first (:func:`image_bases`).
+    """
+
+    def __init__(self, bases: Sequence[str | os.PathLike[str]]) -> None:
+        seen: list[Path] = []
+        for b in bases:
+            b = Path(b).expanduser().resolve()
+            if b not in seen and b.is_dir():
+                seen.append(b)
+        self.bases = seen
+        self.moves: dict[Path, Path] = {}  # recorded folder -> the folder it is in here
+
+    def __call__(self, recorded: str | None, seed: int | None = None) -> Path | None:
+        """The file here, or None when it is not under any base; ``seed``: the image row's."""
+        if not recorded:
+            return None
+        path = Path(recorded)
+        if path.is_file():
+            return path
+        for old, new in self.moves.items():
+            if path.is_relative_to(old) and (here := new / path.relative_to(old)).is_file():
+                return here
+        parts = path.parts
+        for k in range(len(parts) - (1 if path.is_absolute() else 0), 1, -1):
+            tail = Path(*parts[-k:])
+            for base in self.bases:
+                if (here := base / tail).is_file() and (seed is None or _png_seed(here) == str(seed)):
+                    self.moves[Path(*parts[:-k])] = base
+                    return here
+        return None
+
+
+def _png_seed(path: Path) -> str | None:
+    """The ``seed`` text chunk m2i writes into every image (read without decoding the pixels)."""
+    from PIL import Image as PILImage
+
+    try:
+        with PILImage.open(path) as im:
+            return im.info.get("seed")
+    except (OSError, ValueError):
+        return None
+
+
+def image_bases(store: Store, *also: str | os.PathLike[str] | None) -> list[Path]:
+    """Where a run's moved image files may be: ``also`` (an output folder this command was given),
+    the database's folder, the current folder."""
+    bases = [Path(a) for a in also if a]
+    if store.path is not None:
+        bases.append(store.path.parent)
+    return [*bases, Path.cwd()]
+
+
+def image_locations(store: Store, run_id: int, *, missing_only: bool = False,
+                    finder: ImageFinder | None = None) -> list[dict[str, Any]]:
     """Where each finished image of a run lives, and whether its file is reachable from here.
 
     With runners on several machines, each writes images to the folder it was given (a shared
@@ -807,22 +876,23 @@ def image_locations(store: Store, run_id: int, *, missing_only: bool = False) ->
     Returns
     -------
     list of dict
-        ``{"id", "prompt_id", "path", "host", "device", "worker", "reachable"}`` per done image
-        (``reachable``: the path is a file here), in id order; only unreachable ones when
-        ``missing_only``.
+        ``{"id", "prompt_id", "path", "host", "device", "worker", "local", "reachable"}`` per done
+        image, in id order; ``local`` is where the file is here (the recorded path, or where it
+        was moved with its folder: ``finder``, by default :func:`image_bases`), ``reachable``
+        whether there is one. Only unreachable ones when ``missing_only``.
     """
-    from pathlib import Path
-
+    finder = finder or ImageFinder(image_bases(store))
     t = _t(Image)
     q = (
-        select(t.c.id, t.c.prompt_id, t.c.path, t.c.host, t.c.device, t.c.worker)
+        select(t.c.id, t.c.prompt_id, t.c.path, t.c.host, t.c.device, t.c.worker, t.c.seed)
         .where(t.c.run_id == run_id, t.c.status == Status.done.value)
         .order_by(t.c.id)
     )
     with store.read() as conn:
         rows = [dict(r) for r in conn.execute(q).mappings()]
     for r in rows:
-        r["reachable"] = bool(r["path"]) and Path(r["path"]).is_file()
+        here = finder(r["path"], r.pop("seed"))
+        r["local"], r["reachable"] = (None if here is None else str(here)), here is not None
     return [r for r in rows if not r["reachable"]] if missing_only else rows
 
 
@@ -883,7 +953,7 @@ def latest_report(store: Store, run_id: int, kind: str) -> dict[str, Any] | None
 __all__ = [
     "DEFAULT_MODES", "STAGES", "STAGE_ORDER", "add_samples", "cancel", "claim", "complete", "complete_many",
     "check_run_name", "create_run", "derive_seed", "expire_dead_workers", "fail", "get_run", "image_backends",
-    "image_locations", "is_active", "latest_report", "list_runs", "load_pcm", "log_event", "no_such_run",
+    "ImageFinder", "image_bases", "image_locations", "is_active", "latest_report", "list_runs", "load_pcm", "log_event", "no_such_run",
     "POOL_DEPENDENT", "recent_events", "release", "renew", "requeue", "row_statuses", "save_report", "set_paused",
     "scores_until", "stale_score_cond", "stale_scores", "status_counts", "table_of", "unusable_samples", "update_run_config",
 ]

@@ -10,7 +10,7 @@ from m2i.gallery import write_gallery
 from m2i.store import open_store
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tui"))  # as tests/tui/conftest.py does
-from seeding import seed_store  # noqa: E402 - the dashboard tests' realistic run stores
+from seeding import render_previews, seed_store  # noqa: E402 - the dashboard tests' realistic run stores
 
 
 def test_a_clip_with_no_key_or_melody_heard_shows_neither(tmp_path):
@@ -28,3 +28,77 @@ def test_a_clip_with_no_key_or_melody_heard_shows_neither(tmp_path):
     assert "<dt>key</dt><dd>—</dd>" in drums and "<dt>harmonic progression</dt><dd>—</dd>" in drums
     assert "<pre class='abc'></pre>" in drums and "<dt>tempo</dt><dd>72 BPM</dd>" in drums
     assert "<dt>key</dt><dd>G</dd>" in music and "X:1" in music
+
+
+def _render_previews(db: Path, out: Path, clips: int) -> int:
+    db.parent.mkdir(parents=True, exist_ok=True)
+    run_id = seed_store(db, clips=clips, fail_analyze=(), fail_generate=0, fail_render=0, render=0, report=False)
+    render_previews(db, run_id, out)
+    return run_id
+
+
+def test_a_run_copied_to_another_machine_shows_its_images_where_they_are_now(tmp_path):
+    """`rsync gpu-box:project/ .` brings m2i.db and m2i-output/ along, but each image is recorded by
+    its path on the GPU box: the gallery linked files that were not there (saying nothing), the
+    export listed every image as unreachable, and the dashboard said "image file missing"."""
+    import json
+    import shutil
+    import subprocess
+
+    from tui.data import Reader, Want
+
+    box = tmp_path / "gpu-box" / "project"
+    _render_previews(box / "m2i.db", box / "m2i-output", clips=2)
+    laptop = tmp_path / "laptop" / "results"
+    laptop.parent.mkdir()
+    shutil.move(box, laptop)  # nothing is left at the recorded paths
+    cli = [sys.executable, str(Path(__file__).resolve().parents[2] / "cli.py")]
+    db = laptop / "m2i.db"
+
+    r = subprocess.run([*cli, "gallery", "--db", str(db), "--out", str(tmp_path / "sheet.html")],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 0 and "not reachable" not in r.stderr, r.stderr
+    page = (tmp_path / "sheet.html").read_text()
+    srcs = [part.split('"', 1)[0] for part in page.split('<img loading="lazy" src="')[1:]]
+    assert len(srcs) == 10 and all((tmp_path / src).is_file() for src in srcs), srcs
+    assert all(src.startswith("laptop/results/m2i-output/images/") for src in srcs)
+
+    r = subprocess.run([*cli, "export", "--db", str(db), "--out", str(tmp_path / "exports")],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 0 and "not reachable" not in r.stderr, r.stderr
+    log = json.loads((tmp_path / "exports" / "images" / "image_generation_log.json").read_text())
+    entries = log if isinstance(log, list) else log.get("results") or log.get("images") or []
+    paths = [e["image_path"] for e in entries]
+    assert len(paths) == 10 and all(Path(p).is_file() and str(laptop) in p for p in paths), paths
+
+    reader = Reader(str(db))
+    try:
+        with sqlite3.connect(db) as con:
+            sample_id = con.execute("SELECT min(id) FROM sample").fetchone()[0]
+        detail = reader.snapshot(Want(detail=sample_id)).detail
+    finally:
+        reader.close()
+    assert [Path(p.image_path).is_file() for p in detail.prompts] == [True] * 5
+
+
+def test_another_runs_image_of_the_same_name_is_never_shown_instead(tmp_path):
+    """Two runs draw sample_000_prompt_00.png and the like, each in its own folder; only the first
+    run's folder was copied. Looked for by name alone, the second run's gallery showed the first
+    run's pictures; each PNG records its seed, unique to its prompt, so they are told apart."""
+    import shutil
+
+    from m2i.store import ops
+
+    box = tmp_path / "box"
+    first = _render_previews(box / "m2i.db", box / "out-a", clips=1)
+    assert first == 1
+    shutil.copytree(box / "out-a", box / "out-b")  # the same file names, the first run's pictures
+    store = open_store(str(box / "m2i.db"))
+    try:
+        with store.transaction() as conn:  # the second run's rows, as if drawn into out-c (not copied)
+            conn.exec_driver_sql("UPDATE image SET path = replace(path, 'out-a', 'gone/out-c'), seed = seed + 1")
+        finder = ops.ImageFinder([box / "out-b", box])
+        located = ops.image_locations(store, first, finder=finder)
+    finally:
+        store.close()
+    assert [x["reachable"] for x in located] == [False] * 5

@@ -11,7 +11,7 @@ from m2i.stages import RenderStage
 from m2i.store import open_store
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tui"))  # as tests/tui/conftest.py does
-from seeding import seed_store  # noqa: E402 - the dashboard tests' realistic run stores
+from seeding import render_previews, seed_store  # noqa: E402 - the dashboard tests' realistic run stores
 
 
 def test_limit_renders_exactly_that_many_images_with_two_batches_in_flight(tmp_path):
@@ -73,11 +73,6 @@ def test_a_full_disk_stops_the_render_stage_and_keeps_every_row_to_do(tmp_path, 
     assert statuses == {"done": 4, "pending": 11} and not attempts
     assert len(list((out / "images").rglob("*.png"))) == 4, "no half-written file is left"
     monkeypatch.setattr(png.os, "fsync", real_fsync)  # space freed: the same command finishes the run
-    store = open_store(str(db))
-    try:
-        run_blocking(Runner(store, run_id, [RenderStage(backend="preview", settings={}, out_dir=out)], poll_s=0.02),
-                     handle_signals=False)
-    finally:
-        store.close()
+    render_previews(db, run_id, out)
     with sqlite3.connect(db) as con:
         assert con.execute("SELECT status, count(*) FROM image GROUP BY status").fetchall() == [("done", 15)]

@@ -189,3 +189,16 @@ def pin_times(db: Path) -> None:
         con.commit()
     finally:
         con.close()
+
+
+def render_previews(db: Path, run_id: int, out: Path) -> None:
+    """Draw the run's pending images with the preview backend under the real runner, into ``out``."""
+    from m2i.runner import Runner, run_blocking
+    from m2i.stages import RenderStage
+
+    store = open_store(str(db))
+    try:
+        run_blocking(Runner(store, run_id, [RenderStage(backend="preview", settings={}, out_dir=out)], poll_s=0.02),
+                     handle_signals=False)
+    finally:
+        store.close()
