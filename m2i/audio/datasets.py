@@ -782,7 +782,10 @@ def _dataset_clips(path: str | Path, *, clip_s: float, hop_s: float, npy_sr: int
         raise InputError(f"{p} does not exist; give a .npy file, an audio file, a folder or 'demo'.")
     if p.is_dir():
         for f in folder_files(p):
-            if f.suffix.lower() == ".npy":
+            if not f.exists():
+                yield Clip(str(f), {"file": str(f)}, None,
+                           f"{f.name} is a link to {os.readlink(f)}, which does not exist; fix the link or remove it.")
+            elif f.suffix.lower() == ".npy":
                 try:
                     yield from _iter_npy(f, npy_sr, clip_s=clip_s, hop_s=hop_s)
                 except InputError as exc:
@@ -820,11 +823,27 @@ def folder_files(folder: Path) -> list[Path]:
     InputError
         The folder holds none.
     """
-    files = sorted(f for f in folder.rglob("*")
-                   if f.is_file() and f.suffix.lower() in (*AUDIO_EXTENSIONS, *UNREAD_AUDIO, ".npy")
-                   # hidden files and folders are not the user's music: macOS leaves a "._song.wav"
-                   # (AppleDouble metadata, not audio) beside every file copied from it
-                   and not any(part.startswith(".") for part in f.relative_to(folder).parts))
+    wanted = (*AUDIO_EXTENSIONS, *UNREAD_AUDIO, ".npy")
+    files, seen = [], set()
+    # Linked folders are followed (a dataset assembled from links into /scratch is common on
+    # clusters), each real folder once, and never one that holds the dataset (a link up the tree
+    # would take in its neighbours); a link to nothing is listed, to be reported, not passed over.
+    top = folder.resolve()
+    for root, dirs, names in os.walk(folder, followlinks=True):
+        st = os.stat(root)
+        if (st.st_dev, st.st_ino) in seen:
+            dirs[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        # hidden files and folders are not the user's music: macOS leaves a "._song.wav"
+        # (AppleDouble metadata, not audio) beside every file copied from it
+        dirs[:] = [d for d in dirs if not d.startswith(".")
+                   and not (os.path.islink(os.path.join(root, d)) and top.is_relative_to(Path(root, d).resolve()))]
+        for name in names:
+            f = Path(root) / name
+            if not name.startswith(".") and f.suffix.lower() in wanted and (f.is_file() or not f.exists()):
+                files.append(f)
+    files.sort()
     if not files:
         raise InputError(f"{folder} contains no audio files ({', '.join(AUDIO_EXTENSIONS)}) or .npy files.")
     return files

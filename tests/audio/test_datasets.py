@@ -367,6 +367,29 @@ def test_file_names_that_are_not_utf8_are_read_stored_and_printed(tmp_path):
     assert first["file"].endswith("music/caf\\xe9 m\\xfasica.flac") and first["features"]["key"]
 
 
+def test_linked_folders_are_read_and_a_broken_link_is_reported(tmp_path):
+    """A dataset assembled from links (data/part1 -> /scratch/...): the linked folder's files were
+    left out without a word, so was a link to a file that is gone. A link up the tree is not
+    followed (it would take in the dataset's neighbours), and a loop ends."""
+    scratch, data = tmp_path / "scratch", tmp_path / "data"
+    scratch.mkdir()
+    data.mkdir()
+    sf.write(scratch / "a.wav", _tone(2, freq=330.0), SR)
+    sf.write(tmp_path / "neighbour.wav", _tone(2, freq=550.0), SR)
+    (data / "part1").symlink_to(scratch)
+    (data / "b.wav").symlink_to(scratch / "a.wav")
+    (data / "gone.wav").symlink_to(tmp_path / "deleted.wav")
+    (scratch / "up").symlink_to(tmp_path)  # from inside the linked folder, back above the dataset
+    (scratch / "loop").symlink_to(scratch)
+    clips = list(load_dataset(data))
+    assert [(os.path.relpath(c.source.split("@")[0], data), c.error) for c in clips] == [
+        ("b.wav", None),
+        ("gone.wav", f"gone.wav is a link to {tmp_path / 'deleted.wav'}, which does not exist; fix the link or "
+                     "remove it."),
+        ("part1/a.wav", None),
+    ]
+
+
 def test_mp3_is_decoded(tmp_path):
     sf.write(tmp_path / "song.mp3", _tone(3), SR, format="MP3", subtype="MPEG_LAYER_III")
     (clip,) = list(load_dataset(tmp_path / "song.mp3"))
