@@ -227,7 +227,7 @@ def run(
     compile_unet: Annotated[bool | None, typer.Option("--compile/--no-compile", help="torch.compile the SDXL UNet.")] = None,
     stages: Annotated[str | None, typer.Option("--stages", help="Comma-separated stages to run (default all).")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Run seed (prompt and image seeds derive from it).")] = None,
-    out: Annotated[str | None, typer.Option("--out", help="Output folder for images and exports.")] = None,
+    out: Annotated[str | None, typer.Option("--out", help="Output folder for images and exports (default: <database name>-output beside it).")] = None,
     config: Annotated[str | None, typer.Option("--config", help="m2i.toml to read.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:

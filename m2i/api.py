@@ -34,12 +34,14 @@ class Runs:
 
     def __init__(self, db: str | None = None) -> None:
         self.store: Store = open_store(db)
+        self.db = db
 
     def new_run(self, name: str | None = None, **settings: Any) -> Run:
         """Create a run; ``settings`` are :class:`m2i.config.Settings` fields (llm, model, images, ...)."""
         from m2i.pipeline import prepare_run
 
         s = load_settings({**settings, "run_name": name})
+        s = s.beside(self.db or s.db)
         return Run(self, int(prepare_run(self.store, s, new_run=True)["id"]), s)
 
     def run(self, run: int | str | None = None) -> Run:

@@ -98,6 +98,16 @@ class Settings(BaseModel):
             {"mode": "divergent", "count": self.divergent, "temperature": self.divergent_temperature},
         ]
 
+    def beside(self, db: str | os.PathLike[str] | None) -> Settings:
+        """These settings, with the output folder named after the database ``db`` when none was
+        chosen (``--out``, ``M2I_OUT_DIR``, m2i.toml): ``m2i.db`` writes to ``m2i-output/``,
+        ``runs/claude.db`` to ``runs/claude-output/``, so two databases in one folder never write
+        over each other's images, report and gallery. A server database keeps ``m2i-output``."""
+        if "out_dir" in self.model_fields_set or db is None or "://" in str(db):
+            return self
+        path = Path(db)
+        return self.model_copy(update={"out_dir": str(path.with_name(f"{path.stem}-output"))}) if path.stem else self
+
     def run_config(self) -> dict[str, Any]:
         """What a run records about itself (no paths of the invoking shell, no secrets)."""
         keys = (

@@ -172,6 +172,7 @@ def run_pipeline(
         # a missing path, an empty folder or a refused .npy stops here, before a database or a run is created
         clips = open_dataset(settings.dataset, clip_s=settings.clip_s, hop_s=settings.hop_s, npy_sr=settings.npy_sr)
     store = open_store(db or settings.db, create=True)
+    settings = settings.beside(db or settings.db)
     try:
         existing = ops.get_run(store, settings.run_name)  # the named run, or the newest without a name
         if new_run and settings.run_name and existing is not None:

@@ -30,8 +30,8 @@ def run_args(db, out, gguf, samples=2):
     cfg = db.parent / "m2i.toml"
     if not cfg.exists():
         cfg.write_text("max_tokens = 700\nprompt_settings = { drop_gibberish = false }\n")
-    return ["run", "--db", str(db), "--out", str(out), "--samples", str(samples), "--llm", "local",
-            "--model", str(gguf), "--images", "preview", "--config", str(cfg)]
+    return ["run", "--db", str(db), *(("--out", str(out)) if out is not None else ()), "--samples", str(samples),
+            "--llm", "local", "--model", str(gguf), "--images", "preview", "--config", str(cfg)]
 
 
 def check_complete(db: Path, out: Path, n_clips: int) -> None:
@@ -117,6 +117,26 @@ def test_a_second_run_in_one_database_does_not_overwrite_the_first_runs_images(t
     r = cli(*run_args(db, out, tiny_gguf, samples=1), cwd=tmp_path)
     assert r.returncode == 0 and f"report: {out / 'run-2' / 'report.txt'}" in r.stdout, r.stdout + r.stderr[-2000:]
     assert (out / "report.txt").read_text().startswith("run 1 ")
+
+
+def test_two_databases_in_one_folder_keep_their_images_apart(tmp_path, tiny_gguf):
+    """`m2i run --db claude.db`, then `m2i run --db local.db` in the same folder, no --out: both drew
+    into m2i-output/images/sample_000/..., the second run's pictures over the first's, whose gallery
+    then showed them. Each database's runs now write beside it, named after it."""
+    from PIL import Image
+
+    for name in ("claude", "local"):
+        r = cli(*run_args(tmp_path / f"{name}.db", None, tiny_gguf, samples=1), cwd=tmp_path)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert f"images: {tmp_path / f'{name}-output' / 'images'}" in r.stdout
+    for name in ("claude", "local"):
+        rows = sqlite3.connect(tmp_path / f"{name}.db").execute(
+            "SELECT path, seed FROM image WHERE status = 'done'").fetchall()
+        assert len(rows) == 5
+        for path, seed in rows:
+            assert Path(path).is_relative_to(tmp_path / f"{name}-output")
+            assert Image.open(path).text["seed"] == str(seed)
+    assert not (tmp_path / "m2i-output").exists()
 
 
 def test_kill_9_three_times_then_finish(tmp_path, tiny_gguf):
