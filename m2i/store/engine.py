@@ -179,7 +179,7 @@ def _begin_immediate(conn: Connection, *, wait: bool) -> None:
             held += BUSY_TIMEOUT_MS / 1000
             # Each stage's thread waits on its own: the news is told once per busy timeout.
             now = time.monotonic()
-            if now - _LOCK_TOLD.get(path, -BUSY_TIMEOUT_MS) >= BUSY_TIMEOUT_MS / 2000:
+            if now - _LOCK_TOLD.get(path, float("-inf")) >= BUSY_TIMEOUT_MS / 2000:
                 _LOCK_TOLD[path] = now
                 log.warning("%s", locked_message(path, held, waiting=True))
             continue
