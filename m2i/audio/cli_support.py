@@ -32,7 +32,7 @@ def analyze_results(paths: Iterable[str | Path], *, settings: dict[str, Any] | N
         ``{"file": ..., "error": "one sentence"}`` for a bad one, in the order of ``paths``.
     """
     from m2i.audio.analyze import analyze_file
-    from m2i.audio.datasets import utf8_text
+    from m2i.audio.datasets import plain_json
 
     if png_dir is not None:  # an unwritable folder is one sentence, not one error per file after its analysis
         try:
@@ -54,7 +54,7 @@ def analyze_results(paths: Iterable[str | Path], *, settings: dict[str, Any] | N
             result = analyze_file(path, settings=settings, spectrogram_png=png, npy_sr=npy_sr)
         except M2IError as exc:
             result = {"file": str(path), "error": str(exc)}
-        yield utf8_text(result)
+        yield plain_json(result)
 
 
 def _expand_folders(paths: Iterable[str | Path]) -> Iterator[str | Path]:

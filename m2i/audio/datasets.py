@@ -287,13 +287,16 @@ def _make_clip(source: str, pcm: np.ndarray | None, meta: dict[str, Any], sr: in
 
 
 def plain_json(value: Any) -> Any:
-    """Make annotation metadata JSON-serialisable."""
+    """Make metadata JSON-serialisable: numpy values as Python ones, every string valid UTF-8
+    (:func:`utf8_text`)."""
+    if isinstance(value, str):
+        return utf8_text(value)
     if isinstance(value, np.ndarray):
         return [plain_json(v) for v in value.tolist()] if value.ndim else plain_json(value.item())
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, dict):
-        return {str(k): plain_json(v) for k, v in value.items()}
+        return {utf8_text(str(k)): plain_json(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [plain_json(v) for v in value]
     if isinstance(value, bytes):
@@ -301,24 +304,18 @@ def plain_json(value: Any) -> Any:
     return value
 
 
-def utf8_text(value: Any) -> Any:
-    """``value`` with every string in it (dict keys and values, list items) valid UTF-8.
+def utf8_text(text: str) -> str:
+    """``text`` as valid UTF-8.
 
     A file name whose bytes are not UTF-8 (``café.wav`` from an old Latin-1 archive) comes from
     the filesystem with each such byte as a lone surrogate (``os.fsdecode``), which neither the
     database nor a JSON line can hold; they are written ``\\xe9`` instead, as ``ls -b`` shows them.
     """
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-        return value
-    if isinstance(value, dict):
-        return {utf8_text(k): utf8_text(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [utf8_text(v) for v in value]
-    return value
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return text
 
 
 def _sf_path(path: Path) -> bytes:
@@ -767,7 +764,8 @@ def load_dataset(path: str | Path, *, clip_s: float = 10.0, hop_s: float = 10.0,
     if npy_sr is not None and not 1000 <= npy_sr <= 384000:
         raise InputError(f"npy_sr={npy_sr} is not an audio sample rate; give the rate in Hz (e.g. 22050).")
     for clip in _dataset_clips(path, clip_s=clip_s, hop_s=hop_s, npy_sr=npy_sr):
-        clip.source, clip.meta, clip.error = utf8_text(clip.source), utf8_text(clip.meta), utf8_text(clip.error)
+        clip.source, clip.meta = utf8_text(clip.source), plain_json(clip.meta)
+        clip.error = clip.error and utf8_text(clip.error)
         yield clip
 
 
@@ -862,4 +860,4 @@ def open_dataset(path: str | Path, *, clip_s: float = 10.0, hop_s: float = 10.0,
 
 
 __all__ = ["Clip", "SR", "WARNING_KEYS", "check_pcm", "folder_files", "load_dataset", "open_dataset", "pcm_sha256", "safe_load_npy", "to_mono_16k",
-           "utf8_text"]
+           "plain_json", "utf8_text"]
