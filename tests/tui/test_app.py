@@ -446,6 +446,43 @@ async def test_follows_a_newer_run_started_meanwhile(seeded_db, frozen_app):
         assert stage_numbers(app.screen, "generate")["failed"] == "0"
 
 
+async def test_the_header_says_whether_anything_works_on_the_run(seeded_db, frozen_app):
+    """The header said "active" whenever work was left, also after the runner was killed or stopped:
+    over SSH that is the one question the dashboard must answer at a glance."""
+    import sqlite3
+
+    app = frozen_app(seeded_db, refresh_s=0.1)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await refreshed(pilot, after=0)
+        header = app.screen.query_one("#run-header")
+        first = label_text(header).splitlines()[0]
+        assert first.endswith("(#1)  not running · 15 to do"), first
+        with sqlite3.connect(seeded_db) as con:  # a runner claims an image
+            con.execute("UPDATE image SET status = 'running', worker = 'box:1', lease_until = '2100-01-01' "
+                        "WHERE id = (SELECT min(id) FROM image WHERE status = 'pending')")
+        await wait_until(pilot, lambda: label_text(header).splitlines()[0].endswith("(#1)  working"),
+                         what="the header to say working")
+        with sqlite3.connect(seeded_db) as con:  # everything finished (or given up)
+            con.execute("UPDATE image SET status = 'cancelled' WHERE status IN ('pending', 'running')")
+            for table in ("sample", "prompt", "score"):
+                con.execute(f"UPDATE {table} SET status = 'cancelled' WHERE status IN ('pending', 'running')")
+        await wait_until(pilot, lambda: label_text(header).splitlines()[0].endswith("(#1)  idle"),
+                         what="the header to say idle")
+
+
+async def test_a_long_run_name_gives_way_in_the_header_so_its_state_stays_in_view(seeded_db, frozen_app):
+    import sqlite3
+
+    with sqlite3.connect(seeded_db) as con:
+        con.execute("UPDATE run SET name = 'legacy:visual_prompts_complete.json-imported-from-the-old-box'")
+    app = frozen_app(seeded_db)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await refreshed(pilot, after=0)
+        lines = label_text(app.screen.query_one("#run-header")).splitlines()
+        assert len(lines) == 2 and lines[1].startswith(" LLM "), lines
+        assert "run legacy:visual_prompts_comple… (#1)" in lines[0] and len(lines[0]) == 80 and lines[0].endswith("(#1)  not running · 15 to do"), lines
+
+
 async def test_a_database_replaced_at_the_same_path_is_read_afresh(seeded_db, unscored_template, frozen_app):
     from pilot_helpers import copy_db
 

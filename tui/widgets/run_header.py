@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual.widgets import Static
 
@@ -10,7 +11,7 @@ from tui.widgets.styles import legible, level_tag_style
 
 
 class RunHeader(Static):
-    """Run name and id, running/paused state, provider/model, image backend and device."""
+    """Run name and id, its state (working, no runner working, paused, idle), provider/model, image backend and device."""
 
     DEFAULT_CLASSES = "run-header"
 
@@ -31,16 +32,30 @@ class RunHeader(Static):
             line1.append("  waiting for a run…", style="dim")
             self.update(line1)
             return
-        line1.append(f"  run {run.name} (#{run.id})")
         if run.cancelled:
-            line1.append("  CANCELLED", style=level_tag_style("error", nc))
+            state, style = "  CANCELLED", level_tag_style("error", nc)
         elif run.paused:
-            line1.append("  PAUSED", style=legible("bold yellow", nc))
+            state, style = "  PAUSED", legible("bold yellow", nc)
         else:
             c = snap.counts if snap else {}
-            active = any(v.get("pending", 0) + v.get("running", 0) for v in c.values())
-            line1.append("  active" if active else "  idle", style=legible("bold green", nc) if active else "dim")
+            to_do = sum(v.get("pending", 0) for v in c.values())
+            if any(v.get("running", 0) for v in c.values()):
+                state, style = "  working", legible("bold green", nc)
+            elif to_do:  # "active" said nothing of whether anything works on it (a runner stopped or killed)
+                state, style = f"  not running · {to_do} to do", legible("bold yellow", nc)
+            else:
+                state, style = "  idle", "dim"
+        # one line each whatever the width (a wrapped line pushed the second out of the header): a
+        # long run name gives way, so the state stays in view
+        width = self.size.width
+        name = Text(run.name)
+        if width:
+            name.truncate(max(1, width - line1.cell_len - cell_len(f"  run  (#{run.id}){state}")), overflow="ellipsis")
+        line1.append("  run ").append_text(name).append(f" (#{run.id})").append(state, style=style)
         backend = snap.actual_backend or run.images
         device = snap.actual_device or run.device
         line2 = Text(f" LLM {run.llm}/{run.model} · images {backend} on {device}", style="dim")
+        for line in (line1, line2):
+            if width:
+                line.truncate(width, overflow="ellipsis")
         self.update(Text("\n").join([line1, line2]))
