@@ -16,7 +16,7 @@ from sqlalchemy import case, func, select
 
 from m2i.store import ops
 from m2i.store.engine import Store
-from m2i.store.models import Image, Prompt, Status
+from m2i.store.models import Image, Prompt, Status, local_time
 from m2i.work import work_left
 
 
@@ -90,7 +90,7 @@ def format_text(report: dict[str, Any]) -> str:
     from m2i.scoring.legacy import legacy_writer
 
     r, cfg = report["run"], report["config"] or {}
-    lines = [f"run {r['id']} {r['name']}  (created {r['created_at'][:19]})" + ("  [paused]" if r["paused"] else "")
+    lines = [f"run {r['id']} {r['name']}  (created {local_time(r['created_at'])})" + ("  [paused]" if r["paused"] else "")
              + ("  [cancelled]" if r.get("cancelled") else "")]
     lines.append("  ".join(
         f"{s}: {c['done']}/{sum(c.values())}" + (f" ({c['failed']} failed)" if c["failed"] else "")
@@ -143,7 +143,7 @@ def _software(software: list[dict[str, Any]]) -> list[str]:
              "or images written by different versions may not be comparable (runners that began writing):"]
 
     def when(x: dict[str, Any]) -> str:
-        first, last = x["first"][:16], x["last"][:16]
+        first, last = local_time(x["first"])[:16], local_time(x["last"])[:16]
         return first if first == last else f"{first} to {last}"
 
     return lines + [f"  {when(x)}: {x['software']}" for x in software]

@@ -18,7 +18,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -202,12 +201,6 @@ class Snapshot:
 # --------------------------------------------------------------------------- reading
 
 
-def _iso(value: Any) -> str:
-    if isinstance(value, datetime):
-        return value.strftime("%Y-%m-%d %H:%M:%S")
-    return "" if value is None else str(value)[:19].replace("T", " ")
-
-
 def _llm_of(cfg: dict[str, Any]) -> tuple[str, str]:
     """A run's provider and model as the dashboard names them (an imported legacy run: its writer)."""
     from m2i.scoring.legacy import legacy_writer
@@ -388,6 +381,7 @@ class Reader:
             The database cannot be read (one sentence).
         """
         from m2i.store import ops
+        from m2i.store.models import local_time
 
         with self._lock:
             store = self._open()
@@ -397,7 +391,7 @@ class Reader:
                 for r in runs:
                     llm, model = _llm_of(_json(r["config"]) or {})
                     out.append(RunChoice(
-                        id=int(r["id"]), name=str(r["name"]), created_at=_iso(r["created_at"]), llm=llm, model=model,
+                        id=int(r["id"]), name=str(r["name"]), created_at=local_time(r["created_at"]), llm=llm, model=model,
                         paused=bool(r["paused"]), cancelled=bool(r["cancelled"]),
                         counts=ops.status_counts(None, int(r["id"]), conn=conn),  # type: ignore[arg-type]
                     ))
@@ -409,7 +403,7 @@ class Reader:
         from sqlalchemy import select
 
         from m2i.store import ops
-        from m2i.store.models import Event, Image, Report, Run
+        from m2i.store.models import Event, Image, Report, Run, local_time
 
         r = Run.__table__
         q = select(r)
@@ -431,7 +425,7 @@ class Reader:
             id=run_id, name=row["name"], paused=bool(row["paused"]), cancelled=bool(row["cancelled"]),
             llm=llm, model=model,
             images=str(cfg.get("images") or "?"), device=str(cfg.get("device") or "?"),
-            created_at=_iso(row["created_at"]),
+            created_at=local_time(row["created_at"]),
         )
         snap.counts = ops.status_counts(None, run_id, conn=conn)  # type: ignore[arg-type]
 
@@ -447,7 +441,7 @@ class Reader:
         e = Event.__table__
         eq = select(e).where(e.c.run_id == run_id, e.c.id > want.events_after).order_by(e.c.id.desc()).limit(200)
         snap.events = [
-            EventRow(id=int(x["id"]), ts=_iso(x["ts"]), level=x["level"], stage=x["stage"], item=x["item"],
+            EventRow(id=int(x["id"]), ts=local_time(x["ts"]), level=x["level"], stage=x["stage"], item=x["item"],
                      message=x["message"])
             for x in reversed(conn.execute(eq).mappings().all())
         ]

@@ -29,6 +29,25 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def local_time(value: Any) -> str:
+    """A stored time as this machine's local time, ``YYYY-MM-DD HH:MM:SS`` ("" when there is none).
+
+    Times are stored in UTC (SQLite gives them back without their zone); shown as stored, a
+    dashboard in Berlin put its events an hour away from the clock and from the runner's own
+    log lines, which are local.
+    """
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return value[:19].replace("T", " ")
+    if not isinstance(value, datetime):
+        return ""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
 class Status(str, enum.Enum):
     """Life of a work row."""
 

@@ -46,6 +46,31 @@ def test_sqlite_report_reading_matches_the_full_report(seeded_db):
     assert Reader(str(seeded_db)).snapshot(Want()).report is None
 
 
+def test_times_are_shown_in_the_machines_local_time(seeded_db, monkeypatch):
+    """Stored in UTC and shown as stored, the dashboard's events and the report's dates sat 5 h 30
+    away from the clock in Bangalore, and from the runner's log lines, which are local."""
+    import time
+
+    from m2i.report import build_report, format_text
+    from m2i.store import open_store
+
+    monkeypatch.setenv("TZ", "Asia/Kolkata")
+    time.tzset()
+    try:
+        snap = Reader(str(seeded_db)).snapshot(Want())
+        store = open_store(str(seeded_db), readonly=True)
+        try:
+            text = format_text(build_report(store, snap.run.id))
+        finally:
+            store.close()
+    finally:
+        monkeypatch.setenv("TZ", "UTC")
+        time.tzset()
+    assert snap.run.created_at == "2026-11-27 02:30:00"  # stored 2026-11-26 21:00 UTC
+    assert {e.ts for e in snap.events} == {"2026-11-27 02:30:00"}
+    assert "(created 2026-11-27 02:30:00)" in text.splitlines()[0]
+
+
 def test_importing_the_app_stays_light():
     code = ("import sys, tui.app; heavy = [m for m in ('torch', 'librosa', 'diffusers', 'transformers', "
             "'llama_cpp', 'sentence_transformers', 'sqlalchemy') if m in sys.modules]; print(heavy)")
