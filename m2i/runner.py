@@ -27,7 +27,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
@@ -441,9 +441,38 @@ def make_process_pool(workers: int | None = None) -> Executor:
                          "again and would run it too).")
     n = workers or max(1, min(os.cpu_count() or 1, 8))
     _start_resource_tracker()
-    return ProcessPoolExecutor(
+    pool = ProcessPoolExecutor(
         max_workers=n, mp_context=mp.get_context("spawn"), initializer=_init_worker, initargs=(os.getpid(),)
     )
+    with _unreadable_main_script_hidden() as hidden:
+        if hidden:  # start every worker now, while the spawn cannot see the script name (a busy
+            # worker is not idle, so each of these n tasks starts a worker of its own)
+            for f in [pool.submit(time.sleep, 0.25) for _ in range(n)]:
+                f.result()
+    return pool
+
+
+@contextlib.contextmanager
+def _unreadable_main_script_hidden() -> Iterator[bool]:
+    """Hide ``__main__.__file__`` while it names no file; yields whether it did.
+
+    A spawned worker first runs the parent's main script, found by that name. A script read from
+    standard input (``python - <<EOF``) is named ``<stdin>``, which no worker can open: each died
+    as it started, and after three pools the clip was failed. Without the name a worker runs no
+    script, as for a notebook or ``python -c``.
+    """
+    import sys
+
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if not path or os.path.isfile(path) or getattr(main, "__spec__", None) is not None:
+        yield False
+        return
+    del main.__file__
+    try:
+        yield True
+    finally:
+        main.__file__ = path
 
 
 def unguarded_main_line() -> str | None:

@@ -260,3 +260,14 @@ def test_an_unguarded_script_is_refused_with_its_line_before_any_worker_runs_it(
                        timeout=300)
     assert g.returncode == 0, g.stderr[-2000:]
     assert g.stdout.strip() == "1"
+
+
+def test_a_script_read_from_standard_input_analyses_its_clips(tmp_path):
+    """`python - <<EOF`, a quick way to try the Python API: its main script is named "<stdin>", which
+    every spawned worker tried to open and run; each died as it started and the clip was failed
+    after three pools. The script has no file to run again, so the workers start without it."""
+    script = "import sys\nfrom m2i.api import open_runs\n\n" + SCRIPT_BODY + "\n"
+    r = subprocess.run([sys.executable, "-", str(tmp_path / "s.db")], input=script, capture_output=True,
+                       text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "1" and "worker process died" not in r.stderr, r.stderr[-2000:]
