@@ -10,7 +10,8 @@
 >>> run.report()["modes"]["metrics"]["originality"] # doctest: +SKIP
 
 Works inside Jupyter (whose event loop is already running): :meth:`Run.process` then runs the
-pipeline on a helper thread and waits for it.
+pipeline on a helper thread and waits for it; interrupting the cell stops it as Ctrl-C stops
+``m2i run`` (work in flight finishes, nothing new starts) and then raises KeyboardInterrupt.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
@@ -27,6 +28,9 @@ from m2i.errors import InputError
 from m2i.store import ops
 from m2i.store.engine import Store, open_store
 from m2i.store.models import Image, Prompt, Sample, Score
+
+if TYPE_CHECKING:
+    from m2i.runner import Runner
 
 
 class Runs:
@@ -69,22 +73,35 @@ def open_runs(db: str | None = None) -> Runs:
     return Runs(db)
 
 
-def _run_coroutine(coro) -> Any:
+def _run_to_the_end(runner: Runner) -> dict[str, dict[str, int]]:
+    """``runner.run()``, from a script or from a notebook, whose event loop is already running:
+    there it runs on a helper thread. Interrupting the cell then stops it as Ctrl-C stops ``m2i
+    run`` (nothing new is claimed; what is in flight finishes, or is handed back uncounted after
+    the runner's grace period) before the KeyboardInterrupt is raised; it used to go on working,
+    and spending, behind it. A second interrupt raises at once."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(coro)
+        return asyncio.run(runner.run())
     box: dict[str, Any] = {}
+    done = threading.Event()  # not Thread.join: interrupted, it leaves is_alive() False for good
 
     def target() -> None:
         try:
-            box["value"] = asyncio.run(coro)
+            box["value"] = asyncio.run(runner.run())
         except BaseException as exc:  # handed back to the caller's thread
             box["error"] = exc
+        finally:
+            done.set()
 
-    t = threading.Thread(target=target, name="m2i-api-runner")
-    t.start()
-    t.join()
+    threading.Thread(target=target, name="m2i-api-runner").start()
+    try:
+        done.wait()
+    except KeyboardInterrupt:
+        while not done.is_set():  # asked again until its loop has started and heard it
+            runner.stop_threadsafe()
+            done.wait(0.1)
+        raise
     if "error" in box:
         raise box["error"]
     return box["value"]
@@ -125,7 +142,7 @@ class Run:
                                      analyze_workers=self.settings.analyze_workers,
                                      generate_concurrency=self.settings.generate_concurrency)
         runner = Runner(self.store, self.id, impls, lease_s=self.settings.lease_s)
-        return _run_coroutine(runner.run())
+        return _run_to_the_end(runner)
 
     def status(self) -> dict[str, dict[str, int]]:
         return ops.status_counts(self.store, self.id)

@@ -127,6 +127,54 @@ def test_notebook_api_runs_stages_and_reads_results(tmp_path, tiny_gguf):
         assert [r["name"] for r in runs.runs()] == ["notebook"]
 
 
+NOTEBOOK_CELL = r"""
+import asyncio, os, signal, sys, threading, time
+from m2i.api import open_runs
+
+
+def main():
+    run = open_runs(sys.argv[1]).new_run("nb", images="preview", analyze_workers=1)
+    run.ingest("demo")
+
+    async def cell():  # a notebook: its event loop runs the cell; Ctrl-C / the stop button is SIGINT
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # as ipykernel does
+
+        def interrupt_after_the_first_clip():
+            while run.status()["analyze"]["done"] < 1:
+                time.sleep(0.02)
+            os.kill(os.getpid(), signal.SIGINT)
+
+        threading.Thread(target=interrupt_after_the_first_clip, daemon=True).start()
+        try:
+            run.process(["analyze"])
+        except KeyboardInterrupt:
+            c = run.status()["analyze"]
+            print("interrupted", c["done"], c["running"], c["pending"], flush=True)
+
+    asyncio.run(cell())
+    time.sleep(3)
+    print("later", run.status()["analyze"]["done"], threading.active_count(), flush=True)
+
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+def test_interrupting_a_notebook_cell_stops_the_run_it_started(tmp_path):
+    """In a notebook the runner works on a helper thread; interrupting the cell raised
+    KeyboardInterrupt while the runner went on claiming and finishing work (and paying for it)
+    behind it. It now stops as Ctrl-C stops `m2i run`, before the interrupt reaches the cell."""
+    script = tmp_path / "cell.py"
+    script.write_text(NOTEBOOK_CELL)
+    r = subprocess.run([sys.executable, str(script), str(tmp_path / "nb.db")], capture_output=True, text=True,
+                       timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (_, done, running, pending), (_, later, threads) = (line.split() for line in r.stdout.splitlines())
+    assert int(done) >= 1 and running == "0" and int(pending) >= 1, r.stdout
+    assert later == done and threads == "1", "nothing was claimed or finished after the interrupt"
+
+
 def test_doctor_reports_each_check(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "cli.py"), "doctor", "--skip-llm", "--db", str(tmp_path / "x.db")],
                        capture_output=True, text=True, cwd=tmp_path, timeout=300,
