@@ -16,6 +16,7 @@ import os
 import random
 import re
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -177,18 +178,35 @@ def _begin_immediate(conn: Connection, *, wait: bool) -> None:
             if not (wait and _locked(exc)):
                 raise
             held += BUSY_TIMEOUT_MS / 1000
-            # Each stage's thread waits on its own: the news is told once per busy timeout.
-            now = time.monotonic()
-            if now - _LOCK_TOLD.get(path, float("-inf")) >= BUSY_TIMEOUT_MS / 2000:
-                _LOCK_TOLD[path] = now
+            if _lock_news(path, locked=True):
                 log.warning("%s", locked_message(path, held, waiting=True))
             continue
-        if held and _LOCK_TOLD.pop(path, None) is not None:
+        if held and _lock_news(path, locked=False):
             log.warning("the database is free again after about %.0f s; going on", held)
         return
 
 
-_LOCK_TOLD: dict[Path | None, float] = {}  # when a waiting runner last said the database was locked
+_LOCK_TOLD: dict[Path | None, list[float]] = {}  # path -> [when "locked" was last told, when "free"]
+_LOCK_TOLD_GUARD = threading.Lock()
+
+
+def _lock_news(path: Path | None, *, locked: bool) -> bool:
+    """Whether to tell that the lock is held (or free again) now. Each stage's thread waits on its
+    own: "locked" is told once per half busy timeout, "free" once when the first waiter gets in;
+    a waiter whose timeout ran out just as the lock was let go (or while a fellow runner thread
+    held it for a moment) starts no new story within a busy timeout of "free"."""
+    now, timeout_s = time.monotonic(), BUSY_TIMEOUT_MS / 1000
+    with _LOCK_TOLD_GUARD:
+        told = _LOCK_TOLD.setdefault(path, [float("-inf"), float("-inf")])
+        if locked:
+            if now - told[1] < timeout_s or now - told[0] < timeout_s / 2:
+                return False
+            told[0] = now
+            return True
+        if told[0] <= told[1]:
+            return False
+        told[1] = now
+        return True
 
 
 def locked_message(path: Path | None, held_s: float, *, waiting: bool) -> str:

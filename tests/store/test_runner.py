@@ -160,7 +160,13 @@ def test_a_runner_waits_out_another_programs_open_transaction_and_finishes(tmp_p
     assert waiting and all(m.endswith("waiting for it: commit or close that program and the run goes on.")
                            for m in waiting), said
     assert len(waiting) <= 1.5 / 0.1 + 1, "told once per half busy timeout, whatever the number of stages waiting"
-    assert sum(m.startswith("the database is free again after about") for m in said) == 1, said
+    # "free" once per story, after its "locked" (with a 0.2 s busy timeout the runner's own threads,
+    # under load, may also keep each other waiting that long: a second, short story)
+    story = ["free" if m.startswith("the database is free again after about") else "locked"
+             for m in said if "locked by another program" in m or m.startswith("the database is free again")]
+    told = [k for i, k in enumerate(story) if i == 0 or k != story[i - 1]]
+    assert told[-1] == "free" and told == ["locked", "free"] * (len(told) // 2), story
+    assert story.count("free") == len(told) // 2, "each story is over once: one 'free' however many stages waited"
 
 
 def test_graceful_stop_releases_work_in_flight(db_url):
