@@ -456,7 +456,7 @@ async def test_the_header_says_whether_anything_works_on_the_run(seeded_db, froz
         await refreshed(pilot, after=0)
         header = app.screen.query_one("#run-header")
         first = label_text(header).splitlines()[0]
-        assert first.endswith("(#1)  not running · 15 to do"), first
+        assert first.endswith("(#1)  nothing running · 15 to do"), first
         with sqlite3.connect(seeded_db) as con:  # a runner claims an image
             con.execute("UPDATE image SET status = 'running', worker = 'box:1', lease_until = '2100-01-01' "
                         "WHERE id = (SELECT min(id) FROM image WHERE status = 'pending')")
@@ -480,7 +480,7 @@ async def test_a_long_run_name_gives_way_in_the_header_so_its_state_stays_in_vie
         await refreshed(pilot, after=0)
         lines = label_text(app.screen.query_one("#run-header")).splitlines()
         assert len(lines) == 2 and lines[1].startswith(" LLM "), lines
-        assert "run legacy:visual_prompts_comple… (#1)" in lines[0] and len(lines[0]) == 80 and lines[0].endswith("(#1)  not running · 15 to do"), lines
+        assert "run legacy:visual_prompts_comple… (#1)" in lines[0] and len(lines[0]) == 80 and lines[0].endswith("(#1)  nothing running · 15 to do"), lines
 
 
 async def test_a_database_replaced_at_the_same_path_is_read_afresh(seeded_db, unscored_template, frozen_app):

@@ -41,8 +41,9 @@ class RunHeader(Static):
             to_do = sum(v.get("pending", 0) for v in c.values())
             if any(v.get("running", 0) for v in c.values()):
                 state, style = "  working", legible("bold green", nc)
-            elif to_do:  # "active" said nothing of whether anything works on it (a runner stopped or killed)
-                state, style = f"  not running · {to_do} to do", legible("bold yellow", nc)
+            elif to_do:  # "active" said nothing of whether anything works on it (a runner stopped or killed;
+                # one still loading its models has claimed nothing yet either)
+                state, style = f"  nothing running · {to_do} to do", legible("bold yellow", nc)
             else:
                 state, style = "  idle", "dim"
         # one line each whatever the width (a wrapped line pushed the second out of the header): a
