@@ -480,7 +480,7 @@ async def test_a_long_run_name_gives_way_in_the_header_so_its_state_stays_in_vie
         await refreshed(pilot, after=0)
         lines = label_text(app.screen.query_one("#run-header")).splitlines()
         assert len(lines) == 2 and lines[1].startswith(" LLM "), lines
-        assert "run legacy:visual_prompts_comple… (#1)" in lines[0] and len(lines[0]) == 80 and lines[0].endswith("(#1)  nothing running · 15 to do"), lines
+        assert "run legacy:visual_prompts_co… (#1)" in lines[0] and len(lines[0]) == 80 and lines[0].endswith("(#1)  nothing running · 15 to do"), lines
 
 
 async def test_a_database_replaced_at_the_same_path_is_read_afresh(seeded_db, unscored_template, frozen_app):
