@@ -169,8 +169,7 @@ def _begin_immediate(conn: Connection, *, wait: bool) -> None:
     for it, saying so every busy timeout, rather than ending the run; a failed ``BEGIN`` opened no
     transaction, so trying again is safe.
     """
-    path = _sqlite_path(str(conn.engine.url))
-    held = 0.0
+    held, path = 0.0, None
     while True:
         try:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
@@ -178,6 +177,7 @@ def _begin_immediate(conn: Connection, *, wait: bool) -> None:
             if not (wait and _locked(exc)):
                 raise
             held += BUSY_TIMEOUT_MS / 1000
+            path = _sqlite_path(str(conn.engine.url))
             if _lock_news(path, locked=True):
                 log.warning("%s", locked_message(path, held, waiting=True))
             continue
