@@ -777,12 +777,11 @@ def _dataset_clips(path: str | Path, *, clip_s: float, hop_s: float, npy_sr: int
     # depend on the folder the command ran in or on how the path was spelt
     p = Path(os.path.abspath(Path(path).expanduser()))
     if not p.exists():
-        raise InputError(f"{p} does not exist; give a .npy file, an audio file, a folder or 'demo'.")
+        raise InputError(_dangling(p) or f"{p} does not exist; give a .npy file, an audio file, a folder or 'demo'.")
     if p.is_dir():
         for f in folder_files(p):
             if not f.exists():
-                yield Clip(str(f), {"file": str(f)}, None,
-                           f"{f.name} is a link to {os.readlink(f)}, which does not exist; fix the link or remove it.")
+                yield Clip(str(f), {"file": str(f)}, None, _dangling(f) or f"{f.name} has gone.")
             elif f.suffix.lower() == ".npy":
                 try:
                     yield from _iter_npy(f, npy_sr, clip_s=clip_s, hop_s=hop_s)
@@ -805,6 +804,13 @@ def _dataset_clips(path: str | Path, *, clip_s: float, hop_s: float, npy_sr: int
         f"{p} is not a .npy file, an audio file ({', '.join(AUDIO_EXTENSIONS)}) or a folder; "
         "convert it first."
     )
+
+
+def _dangling(path: Path) -> str | None:
+    """One sentence for a link to nothing (a dataset assembled from links to files since deleted)."""
+    if not path.is_symlink():
+        return None
+    return f"{path.name} is a link to {os.readlink(path)}, which does not exist; fix the link or remove it."
 
 
 def _unread_audio(path: Path) -> str:

@@ -388,6 +388,8 @@ def test_linked_folders_are_read_and_a_broken_link_is_reported(tmp_path):
                      "remove it."),
         ("part1/a.wav", None),
     ]
+    with pytest.raises(InputError, match=r"^gone\.wav is a link to .*deleted\.wav, which does not exist; fix the link"):
+        list(load_dataset(data / "gone.wav"))  # `m2i analyze data/gone.wav` says the same
 
 
 def test_mp3_is_decoded(tmp_path):
