@@ -176,7 +176,8 @@ def analyze(
     """Print the eight features and the ABC transcription of audio files (one JSON object per line with --json).
 
     A file longer than 10 s is analysed on its first 10 s window that holds sound (``start_s`` in
-    the output); ``m2i ingest`` / ``m2i run`` analyse every window.
+    the output); ``m2i ingest`` / ``m2i run`` analyse every window. A .npy of clips (the annotation
+    file, or [N, T]) is analysed clip by clip, each line with ``clip``: its row.
 
     A bad file is reported (with --json as its line, ``{"file", "error"}``) and the others go on;
     the exit status is 1 if any file failed.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -203,7 +204,8 @@ def analyze_clip(pcm: np.ndarray, sr: int = 16000, *, settings: dict[str, Any] |
 
 def analyze_file(path: str | Path, *, settings: dict[str, Any] | None = None,
                  spectrogram_png: str | Path | None = None, npy_sr: int | None = None) -> dict[str, Any]:
-    """Analyse an audio file (or the first clip of a .npy) in the ``m2i analyze --json`` shape.
+    """Analyse an audio file (or the first clip of a .npy: :func:`analyze_rows` takes them all) in the
+    ``m2i analyze --json`` shape.
 
     Parameters
     ----------
@@ -231,21 +233,59 @@ def analyze_file(path: str | Path, *, settings: dict[str, Any] | None = None,
         The file is missing, unreadable, or none of its audio is usable (the first window's
         reason is given).
     """
-    from m2i.audio.datasets import WARNING_KEYS, load_dataset
+    from m2i.audio.datasets import load_dataset
 
     first = None
     for clip in load_dataset(path, npy_sr=npy_sr):
         if clip.error is None and clip.pcm is not None:
-            out = analyze_clip(clip.pcm, 16000, settings=settings)
-            if spectrogram_png is not None:
-                from m2i.audio.spectrogram import render_png
-
-                out["spectrogram_png"] = str(render_png(clip.pcm, 16000, spectrogram_png))
-            said = [clip.meta[k] for k in WARNING_KEYS if clip.meta.get(k)]
-            warning = {"warning": "; ".join(said)} if said else {}
-            return {"file": str(path), "start_s": float(clip.meta.get("start_s", 0.0)), **out, **warning}
+            return _clip_record(path, clip, settings, spectrogram_png)
         first = first or clip
     if first is None:
         raise InputError(f"{path} holds no audio; supply a file with at least 1 s of sound.")
     named = str(path) in str(first.error) or Path(path).name in str(first.error)
     raise InputError(first.error if named else f"{path}: {first.error}")
+
+
+def analyze_rows(path: str | Path, *, settings: dict[str, Any] | None = None,
+                 spectrogram_png: Callable[[int], Path] | None = None,
+                 npy_sr: int | None = None) -> Iterator[dict[str, Any]]:
+    """Analyse every clip of a .npy file of clips (the annotation file, or ``[N, T]``), one record
+    each in the ``m2i analyze --json`` shape plus ``"clip"``, its row; a bad row's record is
+    ``{"file", "clip", "error"}``. A file that is one signal (``[T]``) gives its first window, as
+    :func:`analyze_file` does for an audio file.
+
+    ``spectrogram_png`` maps a row to the PNG to draw its mel spectrogram into.
+
+    Raises
+    ------
+    InputError
+        The file cannot be used at all (missing, refused, not audio).
+    """
+    from m2i.audio.datasets import load_dataset
+
+    clips = load_dataset(path, npy_sr=npy_sr)
+    for clip in clips:
+        row = clip.source.rpartition("#")[2]
+        if not row.isdigit():  # one long signal cut into windows, not rows
+            yield analyze_file(path, settings=settings, npy_sr=npy_sr,
+                               spectrogram_png=spectrogram_png(0) if spectrogram_png else None)
+            return
+        if clip.error is not None or clip.pcm is None:
+            yield {"file": str(path), "clip": int(row), "error": clip.error}
+            continue
+        png = spectrogram_png(int(row)) if spectrogram_png else None
+        yield {"file": str(path), "clip": int(row), **_clip_record(path, clip, settings, png)}
+
+
+def _clip_record(path: str | Path, clip: Any, settings: dict[str, Any] | None, png: Path | None) -> dict[str, Any]:
+    """One analysed clip in the ``m2i analyze --json`` shape."""
+    from m2i.audio.datasets import WARNING_KEYS
+
+    out = analyze_clip(clip.pcm, 16000, settings=settings)
+    if png is not None:
+        from m2i.audio.spectrogram import render_png
+
+        out["spectrogram_png"] = str(render_png(clip.pcm, 16000, png))
+    said = [clip.meta[k] for k in WARNING_KEYS if clip.meta.get(k)]
+    warning = {"warning": "; ".join(said)} if said else {}
+    return {"file": str(path), "start_s": float(clip.meta.get("start_s", 0.0)), **out, **warning}

@@ -17,8 +17,8 @@ def analyze_results(paths: Iterable[str | Path], *, settings: dict[str, Any] | N
     Parameters
     ----------
     paths : iterable of str or Path
-        Audio files (or .npy files: their first clip); a folder stands for the files in it,
-        recursively, in the order ``m2i ingest`` reads them.
+        Audio files, or .npy files (every clip of a file of clips, each record with ``"clip"``: its
+        row); a folder stands for the files in it, recursively, in the order ``m2i ingest`` reads them.
     settings : dict or None
         Passed to :func:`m2i.audio.analyze.analyze_clip`.
     png_dir : str or Path or None
@@ -31,7 +31,7 @@ def analyze_results(paths: Iterable[str | Path], *, settings: dict[str, Any] | N
         ``{"file": ..., "features": {...}, "abc": ..., "duration_s": ...}`` for a good file, or
         ``{"file": ..., "error": "one sentence"}`` for a bad one, in the order of ``paths``.
     """
-    from m2i.audio.analyze import analyze_file
+    from m2i.audio.analyze import analyze_file, analyze_rows
     from m2i.audio.datasets import plain_json
 
     if png_dir is not None:  # an unwritable folder is one sentence, not one error per file after its analysis
@@ -41,17 +41,26 @@ def analyze_results(paths: Iterable[str | Path], *, settings: dict[str, Any] | N
             raise InputError(f"cannot create the spectrogram folder {png_dir} ({exc.strerror}); "
                              "choose a writable --spectrogram-png.") from exc
     taken: set[str] = set()
+
+    def png_for(stem: str) -> Path | None:
+        if png_dir is None:
+            return None
+        name, n = f"{stem}.png", 1
+        while name in taken:
+            n += 1
+            name = f"{stem}-{n}.png"
+        taken.add(name)
+        return Path(png_dir) / name
+
     for path in _expand_folders(paths):
-        png = None
-        if png_dir is not None:
-            name, n = f"{Path(path).name}.png", 1
-            while name in taken:
-                n += 1
-                name = f"{Path(path).name}-{n}.png"
-            taken.add(name)
-            png = Path(png_dir) / name
         try:
-            result = analyze_file(path, settings=settings, spectrogram_png=png, npy_sr=npy_sr)
+            if Path(path).suffix.lower() == ".npy" and Path(path).is_file():  # every clip of it
+                for result in analyze_rows(path, settings=settings, npy_sr=npy_sr,
+                                           spectrogram_png=(lambda row, name=Path(path).name: png_for(f"{name}-clip{row}"))
+                                           if png_dir is not None else None):
+                    yield plain_json(result)
+                continue
+            result = analyze_file(path, settings=settings, spectrogram_png=png_for(Path(path).name), npy_sr=npy_sr)
         except M2IError as exc:
             result = {"file": str(path), "error": str(exc)}
         yield plain_json(result)
@@ -81,15 +90,17 @@ def analyze_lines(paths: Iterable[str | Path], *, settings: dict[str, Any] | Non
 
 
 def human_summary(result: dict[str, Any]) -> str:
-    """What ``m2i analyze`` prints without ``--json``: ``== FILE``, the features one per line (as
+    """What ``m2i analyze`` prints without ``--json``: ``== FILE`` (``== FILE #ROW`` for a clip of a
+    .npy), the features one per line (as
     the LLM reads them, :func:`m2i.features.describe`) and the ABC, which is left out when no
     melody was heard (:func:`m2i.features.stated_abc`), after a ``warning: ...`` line for a file
     read past damaged data; or ``error: ...`` for a bad file."""
     from m2i.features import describe, stated_abc
 
+    clip = f" #{result['clip']}" if "clip" in result else ""  # a row of a .npy of clips
     if "error" in result:
-        return f"error: {result['error']}"
-    lines = [f"== {result['file']}"] + ([f"warning: {result['warning']}"] if "warning" in result else [])
+        return f"error: {result['file']}{clip}: {result['error']}" if clip else f"error: {result['error']}"
+    lines = [f"== {result['file']}{clip}"] + ([f"warning: {result['warning']}"] if "warning" in result else [])
     lines.append(describe(result["features"]))
     if text := result["features"].get("spectrogram"):
         lines.append(f"spectrogram: {text}")

@@ -350,6 +350,32 @@ def test_cli_analyze_json_prints_one_line_per_file_and_fails_on_a_bad_one(tmp_pa
     assert good["file"] == "good.wav" and good["abc"].startswith("X:1") and good["features"]["tempo"] > 0
 
 
+def test_cli_analyze_reads_every_clip_of_a_npy_of_clips(tmp_path):
+    """`m2i analyze label_data_with_16kHz_audio.npy --json` printed the first clip of 100 and said
+    nothing of the others; each clip now has its line, a bad one its error, named by its row."""
+    from .conftest import DEMO
+
+    rows = [{"audio": synth_notes(scale_notes(60 + 2 * i, MAJOR_STEPS, bpm=90), duration=10.0), "style": np.zeros(4),
+             "audio_meta": {"track_name": f"t{i}"}} for i in range(3)]
+    rows[1] = {"style": np.zeros(4), "audio_meta": {"track_name": "t1"}}  # no audio
+    arr = np.empty(3, dtype=object)
+    arr[:] = rows
+    np.save(tmp_path / "label_data_with_16kHz_audio.npy", arr, allow_pickle=True)
+    np.save(tmp_path / "song.npy", synth_notes(scale_notes(62, MAJOR_STEPS, bpm=90), duration=25.0))  # one signal
+    cli = DEMO.parents[2] / "cli.py"
+    r = subprocess.run([sys.executable, str(cli), "analyze", "label_data_with_16kHz_audio.npy", "song.npy", "--json"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1, r.stderr
+    first, bad, third, song = (json.loads(line) for line in r.stdout.splitlines())
+    assert (first["clip"], bad["clip"], third["clip"]) == (0, 1, 2) and "clip" not in song
+    assert first["features"]["key"] == "C" and third["features"]["key"] == "E" and song["features"]["key"] == "D"
+    assert set(bad) == {"file", "clip", "error"} and "no 'audio' field" in bad["error"]
+    r = subprocess.run([sys.executable, str(cli), "analyze", "label_data_with_16kHz_audio.npy"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300)
+    assert "== label_data_with_16kHz_audio.npy #2" in r.stdout
+    assert r.stderr.startswith("error: label_data_with_16kHz_audio.npy #1: the entry has no 'audio' field")
+
+
 def test_cli_analyze_warns_of_a_damaged_mp3_in_one_line(tmp_path):
     """The decoder's own lines ("Note: Illegal Audio-MPEG-Header ...") used to fill the terminal."""
     import soundfile as sf
