@@ -148,6 +148,7 @@ def ingest(
     config: Annotated[str | None, typer.Option("--config", help="m2i.toml to read.")] = None,
 ) -> None:
     """Add clips to a run (identified by content hash: ingesting twice adds nothing)."""
+    _setup_logging()  # how far a long ingest is, and the clips read with a warning
     settings = _settings({"run_name": run, "samples": samples, "hop_s": hop, "npy_sr": sr, "dataset": dataset}, config)
     from m2i.audio.datasets import open_dataset
     from m2i.pipeline import ingest as ingest_clips

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import time
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -166,6 +167,10 @@ def set_paused(store: Store, run_id: int, paused: bool) -> bool:
 # --------------------------------------------------------------------------- ingest
 
 
+INGEST_NEWS_S = 10.0
+"""How often a long ingest says how far it is."""
+
+
 def add_samples(store: Store, run_id: int, clips: Iterable[Any], *, limit: int | None = None) -> dict[str, int]:
     """Add clips (``m2i.audio.datasets.Clip``-like: source, meta, pcm, error) to a run.
 
@@ -195,9 +200,13 @@ def add_samples(store: Store, run_id: int, clips: Iterable[Any], *, limit: int |
         cfg = conn.execute(select(_t(Run).c.config).where(_t(Run).c.id == run_id)).scalar_one() or {}
     max_attempts = int(cfg.get("max_attempts", 3))
     total = len(known_sha)  # usable clips already in the run
+    told = time.monotonic()
     for clip in clips:
         if limit is not None and total >= limit:
             break
+        if time.monotonic() - told >= INGEST_NEWS_S:  # a folder of thousands of files takes minutes
+            told = time.monotonic()
+            log.info("ingest: %(added)d added, %(failed)d bad, %(skipped)d already present so far", dict(counts))
         if clip.error is not None or clip.pcm is None:
             if clip.source in known_bad:
                 counts["skipped"] += 1

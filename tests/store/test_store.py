@@ -282,6 +282,18 @@ def test_ingest_is_idempotent_and_bad_clips_fail_with_reason(store):
     assert [e["item"] for e in ops.recent_events(store, run_id) if e["level"] == "error"] == [sid]
 
 
+def test_a_long_ingest_says_how_far_it_is(store, monkeypatch, caplog):
+    """`m2i ingest` of a folder of thousands of files sat silent for minutes; it says how far it is
+    every ten seconds (here every clip)."""
+    monkeypatch.setattr(ops, "INGEST_NEWS_S", 0.0)
+    run_id = ops.create_run(store, name="long", config={"seed": 1})
+    with caplog.at_level("INFO", logger="m2i"):
+        counts = ops.add_samples(store, run_id, make_clips(3))
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("ingest: ")]
+    assert counts["added"] == 3
+    assert said == [f"ingest: {n} added, 0 bad, 0 already present so far" for n in range(3)]
+
+
 def test_samples_limit(store):
     run_id = ops.create_run(store, name="r", config={})
     assert ops.add_samples(store, run_id, make_clips(5), limit=2)["added"] == 2
