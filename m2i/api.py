@@ -96,7 +96,10 @@ def _run_to_the_end(runner: Runner) -> dict[str, dict[str, int]]:
 
     threading.Thread(target=target, name="m2i-api-runner").start()
     try:
-        done.wait()
+        # in short waits: a SIGINT that the kernel lands on another thread is only handled when
+        # this thread runs Python again, and a wait until the end would hold it back that long
+        while not done.wait(0.2):
+            pass
     except KeyboardInterrupt:
         while not done.is_set():  # asked again until its loop has started and heard it
             runner.stop_threadsafe()
