@@ -8,6 +8,7 @@ two workers never write the same cache at once.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import time
@@ -235,10 +236,16 @@ def analyze_file(path: str | Path, *, settings: dict[str, Any] | None = None,
     """
     from m2i.audio.datasets import load_dataset
 
+    return _first_usable(path, load_dataset(path, npy_sr=npy_sr), settings, spectrogram_png)
+
+
+def _first_usable(path: str | Path, clips: Iterator[Any], settings: dict[str, Any] | None,
+                  png: str | Path | None) -> dict[str, Any]:
+    """:func:`analyze_file` of the file's ``clips``: the first one that can be analysed."""
     first = None
-    for clip in load_dataset(path, npy_sr=npy_sr):
+    for clip in clips:
         if clip.error is None and clip.pcm is not None:
-            return _clip_record(path, clip, settings, spectrogram_png)
+            return _clip_record(path, clip, settings, png)
         first = first or clip
     if first is None:
         raise InputError(f"{path} holds no audio; supply a file with at least 1 s of sound.")
@@ -266,9 +273,9 @@ def analyze_rows(path: str | Path, *, settings: dict[str, Any] | None = None,
     clips = load_dataset(path, npy_sr=npy_sr)
     for clip in clips:
         row = clip.source.rpartition("#")[2]
-        if not row.isdigit():  # one long signal cut into windows, not rows
-            yield analyze_file(path, settings=settings, npy_sr=npy_sr,
-                               spectrogram_png=spectrogram_png(0) if spectrogram_png else None)
+        if not row.isdigit():  # one long signal cut into windows, not rows: the file is read once
+            yield _first_usable(path, itertools.chain([clip], clips), settings,
+                                spectrogram_png(0) if spectrogram_png else None)
             return
         if clip.error is not None or clip.pcm is None:
             yield {"file": str(path), "clip": int(row), "error": clip.error}

@@ -29,7 +29,7 @@ def describe(run: RunChoice) -> str:
 
     state = " · PAUSED" if run.paused else ""
     state += " · CANCELLED" if run.cancelled else ""
-    parts = [f"#{run.id} {run.name}", run.created_at[5:16].replace("T", " "), f"{run.llm} {run.model}",
+    parts = [f"#{run.id} {run.name}", run.created_at[5:16], f"{run.llm} {run.model}",
              done("analyze", "clips"), done("generate", "prompts"), done("render", "images")]
     return " · ".join(parts) + state
 

@@ -11,7 +11,7 @@ from tui.widgets.styles import legible, level_tag_style
 
 
 class RunHeader(Static):
-    """Run name and id, its state (working, no runner working, paused, idle), provider/model, image backend and device."""
+    """Run name and id, its state (working, nothing running, paused, idle), provider/model, image backend and device."""
 
     DEFAULT_CLASSES = "run-header"
 
