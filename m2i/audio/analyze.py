@@ -254,14 +254,15 @@ def _first_usable(path: str | Path, clips: Iterator[Any], settings: dict[str, An
 
 
 def analyze_rows(path: str | Path, *, settings: dict[str, Any] | None = None,
-                 spectrogram_png: Callable[[int], Path] | None = None,
+                 spectrogram_png: Callable[[int | None], Path] | None = None,
                  npy_sr: int | None = None) -> Iterator[dict[str, Any]]:
     """Analyse every clip of a .npy file of clips (the annotation file, or ``[N, T]``), one record
     each in the ``m2i analyze --json`` shape plus ``"clip"``, its row; a bad row's record is
     ``{"file", "clip", "error"}``. A file that is one signal (``[T]``) gives its first window, as
     :func:`analyze_file` does for an audio file.
 
-    ``spectrogram_png`` maps a row to the PNG to draw its mel spectrogram into.
+    ``spectrogram_png`` maps a row (None: the file's one signal) to the PNG to draw its mel
+    spectrogram into.
 
     Raises
     ------
@@ -275,7 +276,7 @@ def analyze_rows(path: str | Path, *, settings: dict[str, Any] | None = None,
         row = clip.source.rpartition("#")[2]
         if not row.isdigit():  # one long signal cut into windows, not rows: the file is read once
             yield _first_usable(path, itertools.chain([clip], clips), settings,
-                                spectrogram_png(0) if spectrogram_png else None)
+                                spectrogram_png(None) if spectrogram_png else None)
             return
         if clip.error is not None or clip.pcm is None:
             yield {"file": str(path), "clip": int(row), "error": clip.error}

@@ -56,7 +56,7 @@ def analyze_results(paths: Iterable[str | Path], *, settings: dict[str, Any] | N
         try:
             if Path(path).suffix.lower() == ".npy" and Path(path).is_file():  # every clip of it
                 for result in analyze_rows(path, settings=settings, npy_sr=npy_sr,
-                                           spectrogram_png=(lambda row, name=Path(path).name: png_for(f"{name}-clip{row}"))
+                                           spectrogram_png=(lambda row, name=Path(path).name: png_for(name if row is None else f"{name}-clip{row}"))
                                            if png_dir is not None else None):
                     yield plain_json(result)
                 continue

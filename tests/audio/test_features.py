@@ -370,10 +370,12 @@ def test_cli_analyze_reads_every_clip_of_a_npy_of_clips(tmp_path):
     assert (first["clip"], bad["clip"], third["clip"]) == (0, 1, 2) and "clip" not in song
     assert first["features"]["key"] == "C" and third["features"]["key"] == "E" and song["features"]["key"] == "D"
     assert set(bad) == {"file", "clip", "error"} and "no 'audio' field" in bad["error"]
-    r = subprocess.run([sys.executable, str(cli), "analyze", "label_data_with_16kHz_audio.npy"], cwd=tmp_path,
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run([sys.executable, str(cli), "analyze", "label_data_with_16kHz_audio.npy", "song.npy",
+                        "--spectrogram-png", "pngs"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert "== label_data_with_16kHz_audio.npy #2" in r.stdout
     assert r.stderr.startswith("error: label_data_with_16kHz_audio.npy #1: the entry has no 'audio' field")
+    assert sorted(p.name for p in (tmp_path / "pngs").iterdir()) == [
+        "label_data_with_16kHz_audio.npy-clip0.png", "label_data_with_16kHz_audio.npy-clip2.png", "song.npy.png"]
 
 
 def test_cli_analyze_warns_of_a_damaged_mp3_in_one_line(tmp_path):
