@@ -19,9 +19,12 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from m2i.errors import M2IError, StoreError
+
+if TYPE_CHECKING:
+    from m2i.store.ops import InFlight
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +180,9 @@ class Snapshot:
     problem: str | None = None
     run: RunInfo | None = None
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    in_flight: InFlight | None = None
+    """The running rows held by a runner, and those a runner that is gone left behind (None: no
+    row is running)."""
     actual_backend: str | None = None
     actual_device: str | None = None
     events: list[EventRow] = field(default_factory=list)
@@ -428,6 +434,8 @@ class Reader:
             created_at=local_time(row["created_at"]),
         )
         snap.counts = ops.status_counts(None, run_id, conn=conn)  # type: ignore[arg-type]
+        if any(c["running"] for c in snap.counts.values()):
+            snap.in_flight = ops.in_flight(conn, run_id)
 
         im = Image.__table__
         last = conn.execute(

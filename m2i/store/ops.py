@@ -19,8 +19,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import socket
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -387,6 +389,12 @@ def claim(
     return out
 
 
+def _gone_here(worker: str, host: str, alive) -> bool:
+    """Whether ``worker`` (``host:pid[:tag]``) is a runner of ``host`` whose pid is no longer running."""
+    parts = worker.split(":")
+    return len(parts) >= 2 and parts[0] == host and parts[1].isdigit() and not alive(int(parts[1]))
+
+
 @retry_transient
 def expire_dead_workers(
     store: Store, stage: str, *, host: str, run_id: int | None = None, alive=pid_alive
@@ -414,11 +422,7 @@ def expire_dead_workers(
         workers = conn.execute(
             select(t.c.worker).distinct().where(t.c.status == Status.running.value, t.c.worker.like(f"{host}:%"), *run_cond)
         ).scalars().all()
-    dead = []
-    for w in workers:
-        parts = str(w).split(":")
-        if len(parts) >= 2 and parts[0] == host and parts[1].isdigit() and not alive(int(parts[1])):
-            dead.append(w)
+    dead = [w for w in workers if _gone_here(str(w), host, alive)]
     out: dict[str, int] = {}
     if not dead:
         return out
@@ -437,6 +441,45 @@ def expire_dead_workers(
                     _event(conn, rid, "warning", stage, None,
                            f"{rows.count(rid)} row(s) of {w} taken back: that runner is no longer running")
     return out
+
+
+@dataclass(frozen=True)
+class InFlight:
+    """A run's running rows, told apart by whether a runner still holds them."""
+
+    held: int = 0
+    """Rows whose runner's lease is current (and, for a runner of this host, whose pid is alive)."""
+    left: int = 0
+    """Rows left by a runner that is gone: killed outright, or lost with its machine. The next
+    runner takes them back (at once when it runs on the same host, else when the lease runs out)."""
+    gone: tuple[str, ...] = ()
+    """The workers that left them, sorted."""
+
+
+def in_flight(conn: Connection, run_id: int, *, host: str | None = None, alive=pid_alive) -> InFlight:
+    """Whether anything works on a run now: its running rows, held or left behind.
+
+    A row stays 'running' after its runner is killed (``kill -9``, the OOM killer, a lost box) until
+    another runner claims it, so a count of running rows said "working" for as long as nobody ran
+    m2i again. A row counts as left once its lease ran out, or at once when its worker is a runner
+    of ``host`` (default: this machine) whose pid is gone. Reads only the run's running rows.
+    """
+    host = socket.gethostname() if host is None else host
+    now = _now(conn)
+    held = left = 0
+    gone: set[str] = set()
+    for stage in STAGE_ORDER:
+        t = table_of(stage)
+        q = (select(t.c.worker, t.c.lease_until >= now, func.count())
+             .where(t.c.run_id == run_id, t.c.status == Status.running.value)
+             .group_by(t.c.worker, t.c.lease_until >= now))
+        for worker, current, n in conn.execute(q):
+            if current and not _gone_here(str(worker), host, alive):
+                held += int(n)
+            else:
+                left += int(n)
+                gone.add(str(worker))
+    return InFlight(held=held, left=left, gone=tuple(sorted(gone)))
 
 
 @retry_transient
@@ -961,7 +1004,7 @@ def latest_report(store: Store, run_id: int, kind: str) -> dict[str, Any] | None
 
 __all__ = [
     "DEFAULT_MODES", "STAGES", "STAGE_ORDER", "add_samples", "cancel", "claim", "complete", "complete_many",
-    "check_run_name", "create_run", "derive_seed", "expire_dead_workers", "fail", "get_run", "image_backends",
+    "check_run_name", "create_run", "derive_seed", "expire_dead_workers", "fail", "in_flight", "InFlight", "get_run", "image_backends",
     "ImageFinder", "image_bases", "image_locations", "is_active", "latest_report", "list_runs", "load_pcm", "log_event", "no_such_run",
     "POOL_DEPENDENT", "recent_events", "release", "renew", "requeue", "row_statuses", "save_report", "set_paused",
     "scores_until", "stale_score_cond", "stale_scores", "status_counts", "table_of", "unusable_samples", "update_run_config",

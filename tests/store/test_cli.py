@@ -61,6 +61,31 @@ def test_status_names_the_image_backend_that_drew_the_images(tmp_path):
     assert data["stages"]["render"]["done"] == 10
 
 
+def test_status_says_when_running_rows_were_left_by_a_runner_that_is_gone(tmp_path):
+    """A runner killed outright (the OOM killer, kill -9) leaves its rows 'running'; status showed
+    them as running, which reads as work in progress, for as long as nobody ran m2i again."""
+    import socket
+
+    db = tmp_path / "a.db"
+    store = open_store(db)
+    run_id = seed_run(store, 3)
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a pid of this machine that no longer runs
+    ops.claim(store, "analyze", worker=f"{socket.gethostname()}:{gone.pid}", n=2, lease_s=600, run_id=run_id)
+    r = m2i("status", "--db", str(db))
+    assert r.returncode == 0, r.stderr
+    assert " ".join(r.stdout.split()).endswith(
+        f"2 running row(s) were left by a runner that is no longer running ({socket.gethostname()}:{gone.pid}); "
+        "`m2i run` takes them back."), r.stdout
+    data = json.loads(m2i("status", "--json", "--db", str(db)).stdout)
+    assert data["stages"]["analyze"]["running"] == 2 and data["running"] == {
+        "held": 0, "left": 2, "left_by": [f"{socket.gethostname()}:{gone.pid}"]}
+    ops.claim(store, "analyze", worker=f"{socket.gethostname()}:{os.getpid()}", n=1, lease_s=600, run_id=run_id)
+    r = m2i("status", "--db", str(db))  # a live runner's row is not called left
+    assert "2 running row(s) were left" in " ".join(r.stdout.split())
+    assert json.loads(m2i("status", "--json", "--db", str(db)).stdout)["running"]["held"] == 1
+
+
 def test_sql_reads_and_refuses_writes(tmp_path):
     db = tmp_path / "a.db"
     store = open_store(db)

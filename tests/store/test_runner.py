@@ -481,3 +481,19 @@ def test_rows_of_a_live_runner_or_another_host_are_not_taken_back(db_url):
     assert dead == {"here:333:cuda:0": 1}
     taken = ops.claim(store, "analyze", worker="here:444", n=3, lease_s=600, run_id=run_id)
     assert [r["attempts"] for r in taken] == [1]  # only the dead one's row; analysis: its attempt not counted
+
+
+def test_running_rows_are_told_apart_by_whether_their_runner_still_holds_them(db_url):
+    """After `kill -9` (or the OOM killer, or a lost box) a row stays 'running' until another runner
+    claims it: `m2i status` and the dashboard said "working" for as long as nobody ran m2i again."""
+    store = open_store(db_url)
+    run_id = seed_run(store, 5)
+    ops.claim(store, "analyze", worker="here:111", n=1, lease_s=600, run_id=run_id)  # alive
+    ops.claim(store, "analyze", worker="elsewhere:222", n=1, lease_s=600, run_id=run_id)  # another box, lease current
+    ops.claim(store, "analyze", worker="here:333", n=1, lease_s=600, run_id=run_id)  # killed on this box
+    ops.claim(store, "analyze", worker="elsewhere:444", n=1, lease_s=-5, run_id=run_id)  # its lease ran out
+    with store.read() as conn:
+        flight = ops.in_flight(conn, run_id, host="here", alive=lambda pid: pid == 111)
+    assert (flight.held, flight.left, flight.gone) == (2, 2, ("elsewhere:444", "here:333"))
+    with store.read() as conn:  # seen from another machine, a runner of "here" can only be judged by its lease
+        assert ops.in_flight(conn, run_id, host="there", alive=lambda pid: False) == ops.InFlight(3, 1, ("elsewhere:444",))

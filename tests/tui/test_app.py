@@ -448,8 +448,12 @@ async def test_follows_a_newer_run_started_meanwhile(seeded_db, frozen_app):
 
 async def test_the_header_says_whether_anything_works_on_the_run(seeded_db, frozen_app):
     """The header said "active" whenever work was left, also after the runner was killed or stopped:
-    over SSH that is the one question the dashboard must answer at a glance."""
+    over SSH that is the one question the dashboard must answer at a glance. A runner killed outright
+    leaves its rows 'running': that read "working" for as long as nobody ran m2i again."""
+    import os
+    import socket
     import sqlite3
+    import subprocess
 
     app = frozen_app(seeded_db, refresh_s=0.1)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -462,6 +466,21 @@ async def test_the_header_says_whether_anything_works_on_the_run(seeded_db, froz
                         "WHERE id = (SELECT min(id) FROM image WHERE status = 'pending')")
         await wait_until(pilot, lambda: label_text(header).splitlines()[0].endswith("(#1)  working"),
                          what="the header to say working")
+        with sqlite3.connect(seeded_db) as con:  # that box is lost: the lease runs out
+            con.execute("UPDATE image SET lease_until = '2000-01-01' WHERE status = 'running'")
+        await wait_until(pilot, lambda: label_text(header).splitlines()[0].endswith("(#1)  runner gone · 15 to do"),
+                         what="the header to say the runner is gone")
+        gone = subprocess.Popen(["true"])
+        gone.wait()
+        with sqlite3.connect(seeded_db) as con:  # a runner of this machine, held again
+            con.execute("UPDATE image SET worker = ?, lease_until = '2100-01-01' WHERE status = 'running'",
+                        (f"{socket.gethostname()}:{os.getpid()}",))
+        await wait_until(pilot, lambda: label_text(header).splitlines()[0].endswith("(#1)  working"),
+                         what="the header to say working")
+        with sqlite3.connect(seeded_db) as con:  # ... is killed (kill -9, the OOM killer): its lease still runs
+            con.execute("UPDATE image SET worker = ? WHERE status = 'running'", (f"{socket.gethostname()}:{gone.pid}",))
+        await wait_until(pilot, lambda: label_text(header).splitlines()[0].endswith("(#1)  runner gone · 15 to do"),
+                         what="the header to say the runner is gone at once")
         with sqlite3.connect(seeded_db) as con:  # everything finished (or given up)
             con.execute("UPDATE image SET status = 'cancelled' WHERE status IN ('pending', 'running')")
             for table in ("sample", "prompt", "score"):

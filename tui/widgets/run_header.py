@@ -11,7 +11,7 @@ from tui.widgets.styles import legible, level_tag_style
 
 
 class RunHeader(Static):
-    """Run name and id, its state (working, nothing running, paused, idle), provider/model, image backend and device."""
+    """Run name and id, its state (working, runner gone, nothing running, paused, idle), provider/model, image backend and device."""
 
     DEFAULT_CLASSES = "run-header"
 
@@ -38,10 +38,15 @@ class RunHeader(Static):
             state, style = "  PAUSED", legible("bold yellow", nc)
         else:
             c = snap.counts if snap else {}
-            to_do = sum(v.get("pending", 0) for v in c.values())
-            if any(v.get("running", 0) for v in c.values()):
+            flight = snap.in_flight if snap else None
+            left = flight.left if flight else 0
+            to_do = sum(v.get("pending", 0) for v in c.values()) + left
+            if flight and flight.held:
                 state, style = "  working", legible("bold green", nc)
-            elif to_do:  # "active" said nothing of whether anything works on it (a runner stopped or killed;
+            elif left:  # rows still 'running' after their runner was killed used to read "working" until
+                # somebody ran m2i again
+                state, style = f"  runner gone · {to_do} to do", legible("bold yellow", nc)
+            elif to_do:  # "active" said nothing of whether anything works on it (a runner stopped;
                 # one still loading its models has claimed nothing yet either)
                 state, style = f"  nothing running · {to_do} to do", legible("bold yellow", nc)
             else:
