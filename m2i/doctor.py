@@ -152,12 +152,12 @@ _NETWORK_FIX = ("keep the database on a local disk (SQLite's write-ahead log is 
 
 def check_store(db: str | None) -> Check:
     from m2i.store import open_store, ops
-    from m2i.store.engine import network_filesystem, resolve_url
+    from m2i.store.engine import network_filesystem, resolve_url, sqlite_path
 
     url = resolve_url(db)
-    path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else None
-    if path is not None and not Path(path).exists():
-        fs = network_filesystem(Path(path))
+    path = sqlite_path(url)
+    if path is not None and not path.exists():
+        fs = network_filesystem(path)
         if fs:
             return Check("database", "warn", f"{path} does not exist yet, and its folder is on a network filesystem "
                                              f"({fs})", _NETWORK_FIX)

@@ -268,7 +268,7 @@ class Reader:
         self.run = run
         self.busy_ms = busy_ms
         self._store = None
-        self._file_id: tuple[int, int] | None = None
+        self._file_id: tuple[int, int, bool] | None = None
         self._memo: dict[str, tuple[Any, float, Any]] = {}
         self._lock = threading.Lock()  # the refresh thread and the run picker's read share the store
         self._images = None  # an ImageFinder: where the images are when the database was copied here with them
@@ -277,24 +277,28 @@ class Reader:
     def where(self) -> str:
         from m2i.store.engine import resolve_url
 
-        url = resolve_url(self.db)
-        return url[len("sqlite:///"):] if url.startswith("sqlite:///") else url
+        path = self._path()
+        return str(path) if path is not None else resolve_url(self.db)
 
     def _path(self) -> Path | None:
         """The SQLite file read, or None for a server database."""
-        from m2i.store.engine import resolve_url
+        from m2i.store.engine import resolve_url, sqlite_path
 
-        url = resolve_url(self.db)
-        return Path(url[len("sqlite:///"):]) if url.startswith("sqlite:///") else None
+        return sqlite_path(resolve_url(self.db))
 
-    def _current_file_id(self) -> tuple[int, int] | None:
-        """(device, inode) of the SQLite file now at the path; None when missing or not SQLite."""
+    def _current_file_id(self) -> tuple[int, int, bool] | None:
+        """(device, inode, read as immutable) of the SQLite file now at the path; None when missing or
+        not SQLite. A file read as immutable (its folder is not writable and it had no write-ahead
+        log) is opened again when a runner of the folder's owner starts writing to it."""
+        from m2i.store.engine import readonly_uri
+
         path = self._path()
         try:
             st = path.stat() if path is not None else None
-        except OSError:
+            immutable = path is not None and "immutable=1" in readonly_uri(path)
+        except (OSError, M2IError):
             return None
-        return None if st is None else (st.st_dev, st.st_ino)
+        return None if st is None else (st.st_dev, st.st_ino, immutable)
 
     def _probe(self) -> None:
         """Fail fast on a locked SQLite file (``open_store`` itself would wait up to 30 s)."""
@@ -303,7 +307,13 @@ class Reader:
         path = self._path()
         if path is None or not path.is_file():
             return  # a server database, or a missing file (open_store explains it)
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=self.busy_ms / 1000)
+        from m2i.store.engine import readonly_uri
+
+        try:
+            uri = readonly_uri(path)
+        except M2IError:
+            return  # open_store explains it
+        con = sqlite3.connect(uri, uri=True, timeout=self.busy_ms / 1000)
         try:
             con.execute("SELECT count(*) FROM sqlite_master").fetchone()
         except sqlite3.DatabaseError as exc:  # OperationalError (locked), or "file is not a database"
@@ -361,7 +371,7 @@ class Reader:
                 store = self._open()
                 with store.read() as conn:
                     self._fill(conn, snap, want)
-                snap.file_id = self._file_id
+                snap.file_id = self._file_id[:2] if self._file_id else None  # the file, however it is read
         except _Locked:
             snap.problem = f"The database {self.where} is locked by another process; retrying every second."
         except StoreError as exc:

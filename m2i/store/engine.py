@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
+from urllib.parse import quote
 
 from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import Connection, Engine, make_url
@@ -50,10 +51,14 @@ def resolve_url(db: str | os.PathLike[str] | None) -> str:
         if value.startswith("postgresql://"):
             value = "postgresql+psycopg://" + value[len("postgresql://") :]
         return value
-    return "sqlite:///" + str(Path(value).expanduser().resolve())
+    # make_url reads "?" as the start of a query and decodes %XX in the path: escape those as
+    # SQLAlchemy itself renders a URL (a folder "run#2" or "50%" is a folder like any other)
+    path = str(Path(value).expanduser().resolve())
+    return "sqlite:///" + path.replace("%", "%25").replace("?", "%3F").replace("#", "%23")
 
 
-def _sqlite_path(url: str) -> Path | None:
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite URL (None for a server database or an in-memory one)."""
     u = make_url(url)
     if u.get_backend_name() != "sqlite":
         return None
@@ -177,7 +182,7 @@ def _begin_immediate(conn: Connection, *, wait: bool) -> None:
             if not (wait and _locked(exc)):
                 raise
             held += BUSY_TIMEOUT_MS / 1000
-            path = _sqlite_path(str(conn.engine.url))
+            path = sqlite_path(str(conn.engine.url))
             if _lock_news(path, locked=True):
                 log.warning("%s", locked_message(path, held, waiting=True))
             continue
@@ -224,16 +229,50 @@ def _json_text(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False)
 
 
+def readonly_uri(path: Path) -> str:
+    """The SQLite URI (``file:...?mode=ro``) that opens ``path`` read-only, also where its folder
+    cannot be written. The path is percent-encoded: SQLite ends a URI's path at "#" or "?" and
+    decodes %XX, so a folder named "run#2" opened a file "run" (created, when ``mode=ro`` was cut
+    off with the rest).
+
+    A WAL database is read through its ``-shm`` index, which SQLite creates beside the file: in a
+    folder the user may not write (a colleague's results, a read-only mount, an archive) plain
+    ``mode=ro`` failed with "unable to open database file", so even ``m2i status`` could not read a
+    finished run. There, a database whose write-ahead log is absent or empty holds every row in the
+    file itself and is opened ``immutable`` (no locks, no ``-shm``); one whose log holds writes is
+    read through an existing ``-shm``, and without one cannot be read without losing those rows.
+
+    Raises
+    ------
+    StoreError
+        The folder is not writable and the log holds writes that no ``-shm`` indexes.
+    """
+    uri = "file:" + quote(os.fsencode(path))
+    if os.access(path.parent, os.W_OK):
+        return uri + "?mode=ro"
+    wal, shm = Path(f"{path}-wal"), Path(f"{path}-shm")
+    if not wal.exists() or wal.stat().st_size == 0:
+        return uri + "?mode=ro&immutable=1"
+    if shm.exists():
+        return uri + "?mode=ro"
+    raise StoreError(
+        f"{path}'s latest writes are in {wal.name}, which cannot be read without creating {shm.name}, and the "
+        f"folder {path.parent} is not writable; copy {path.name} and {wal.name} together to a writable folder "
+        "and open the copy.")
+
+
 def make_engine(url: str, *, readonly: bool = False) -> Engine:
     """Create an engine with m2i's connection settings (WAL, busy_timeout, foreign keys)."""
     backend = make_url(url).get_backend_name()
     if backend == "sqlite":
-        path = _sqlite_path(url)
+        path = sqlite_path(url)
         connect_args: dict = {"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}
         if readonly and path is not None:
             # Read-only URI: the file is never written, not even its WAL header.
             connect_args["uri"] = True
-            url = f"sqlite:///file:{path}?mode=ro&uri=true"
+            # SQLAlchemy decodes %XX once before passing the URI on: escape it once more
+            uri, query = readonly_uri(path).split("?")
+            url = f"sqlite:///{uri.replace('%', '%25')}?{query}&uri=true"
         engine = create_engine(url, connect_args=connect_args, pool_pre_ping=False, json_serializer=_json_text)
         _install_sqlite_pragmas(engine, readonly=readonly)
         return engine
@@ -270,7 +309,14 @@ def _check_sqlite_file(path: Path, *, must_exist: bool, write: bool) -> None:
         raise StoreError(f"{path} is not an m2i database (not a SQLite file); choose another --db path.")
     if write and not os.access(path, os.W_OK):
         raise StoreError(
-            f"{path} is read-only; make it writable or use read-only commands (`m2i status`, `m2i sql`)."
+            f"{path} is read-only; make it writable or use read-only commands (`m2i status`, `m2i report`, "
+            "`m2i sql`, `m2i tui`)."
+        )
+    if write and not os.access(path.parent, os.W_OK):
+        raise StoreError(
+            f"The folder {path.parent} is not writable, and SQLite writes its journal beside {path.name}; copy the "
+            "database to a writable folder, or use read-only commands (`m2i status`, `m2i report`, `m2i sql`, "
+            "`m2i tui`)."
         )
     if write:
         for suffix in ("-wal", "-shm"):
@@ -342,7 +388,7 @@ class Store:
 
     @property
     def path(self) -> Path | None:
-        return _sqlite_path(self.url)
+        return sqlite_path(self.url)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Connection]:
@@ -421,7 +467,7 @@ def open_store(
         One sentence: missing folder, not an m2i database, newer schema, read-only file, ...
     """
     url = resolve_url(db)
-    path = _sqlite_path(url)
+    path = sqlite_path(url)
     if path is not None:
         _check_sqlite_file(path, must_exist=readonly or not create, write=not readonly)
     import m2i.store.models  # noqa: F401  (declares the tables)

@@ -159,7 +159,8 @@ def test_bad_databases_one_sentence_and_untouched(tmp_path, kind):
 
 @contextlib.contextmanager
 def read_only(path: Path):
-    """Make ``path`` read-only for this user (root: chattr +i, else mode 0444); undone on exit."""
+    """Make ``path`` read-only for this user (root: chattr +i, else mode 0444, 0555 for a folder);
+    undone on exit. A read-only folder keeps its files as they are, but no file can be added to it."""
     immutable = False
     if os.geteuid() == 0:
         # root may write any file whatever its mode; an immutable file is read-only even for root
@@ -168,12 +169,14 @@ def read_only(path: Path):
             pytest.skip("root cannot make a read-only file here (chattr +i unsupported)")
         immutable = True
     else:
-        path.chmod(0o444)
+        path.chmod(0o555 if path.is_dir() else 0o444)
     try:
         yield path
     finally:
         if immutable:
             subprocess.run(["chattr", "-i", str(path)], check=False)
+        elif path.is_dir():
+            path.chmod(0o755)
 
 
 def test_read_only_database_file(tmp_path):
@@ -196,6 +199,105 @@ def test_read_only_database_file(tmp_path):
         assert db.read_bytes() == before
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def test_a_database_in_a_folder_that_cannot_be_written_is_read(tmp_path):
+    """A finished run in a colleague's folder, on a read-only mount or unpacked from an archive: SQLite
+    reads a WAL database through a -shm file it creates beside it, so status, report, sql and the
+    dashboard all failed with "unable to open database file". Writing commands say why."""
+    from tui.data import Reader
+
+    work = Path(tempfile.mkdtemp(prefix="m2i-rodir-"))
+    try:
+        db = work / "m2i.db"
+        store = open_store(db)
+        seed_run(store, 2)
+        store.close()
+        for side in ("-wal", "-shm"):
+            Path(str(db) + side).unlink(missing_ok=True)
+        with read_only(work):
+            r = m2i("status", "--json", "--db", str(db), cwd=tmp_path)
+            assert r.returncode == 0, r.stderr
+            assert json.loads(r.stdout)["stages"]["analyze"]["pending"] == 2
+            r = m2i("sql", "SELECT count(*) AS n FROM sample", "--json", "--db", str(db), cwd=tmp_path)
+            assert r.returncode == 0 and json.loads(r.stdout) == {"n": 2}, r.stderr
+            r = m2i("report", "--db", str(db), cwd=tmp_path)
+            assert r.returncode == 0 and "analyze: 0/2" in r.stdout, r.stderr
+            reader = Reader(str(db))
+            snap = reader.snapshot()
+            assert snap.problem is None and snap.counts["analyze"]["pending"] == 2
+            r = m2i("requeue", "--failed", "--db", str(db), cwd=tmp_path)
+            assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+            assert f"The folder {work} is not writable" in r.stderr and "copy the database" in r.stderr, r.stderr
+            assert sorted(p.name for p in work.iterdir()) == ["m2i.db"]  # nothing was written beside it
+        store = open_store(db)  # the folder's owner runs m2i on it: the open dashboard follows
+        try:
+            row = ops.claim(store, "analyze", worker="owner:1", n=1, run_id=1)[0]
+            ops.fail(store, "analyze", row["id"], worker="owner:1", error="late", retryable=False)
+            assert reader.snapshot().counts["analyze"]["failed"] == 1
+        finally:
+            store.close()
+            reader.close()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def test_a_read_only_folder_whose_log_holds_writes_is_read_with_them_or_refused_in_one_sentence(tmp_path):
+    """A database copied while a runner had it open keeps its latest rows in m2i.db-wal: read through
+    the -shm beside it they are all there; without one they cannot be read, and reading the file
+    alone would silently show the run as it was before them."""
+    work = Path(tempfile.mkdtemp(prefix="m2i-rowal-"))
+    try:
+        db = work / "m2i.db"
+        store = open_store(db)
+        seed_run(store, 2)
+        store.close()
+        subprocess.run([sys.executable, "-c", (
+            "import os, sqlite3, sys\n"
+            "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+            "c.execute('PRAGMA wal_autocheckpoint=0')\n"
+            "c.execute(\"UPDATE sample SET status = 'failed', error = 'late' WHERE id = 1\")\n"
+            "os._exit(0)  # killed: the update stays in the log\n"), str(db)], check=True)
+        assert Path(f"{db}-wal").stat().st_size > 0 and Path(f"{db}-shm").exists()
+        with read_only(work):
+            r = m2i("status", "--json", "--db", str(db), cwd=tmp_path)
+            assert r.returncode == 0, r.stderr
+            assert json.loads(r.stdout)["stages"]["analyze"]["failed"] == 1
+        Path(f"{db}-shm").unlink()
+        with read_only(work):
+            r = m2i("status", "--json", "--db", str(db), cwd=tmp_path)
+        assert r.returncode == 1 and r.stdout == "" and "Traceback" not in r.stderr, r.stderr
+        assert "latest writes are in m2i.db-wal" in r.stderr and "copy m2i.db and m2i.db-wal together" in r.stderr
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def test_a_database_path_may_hold_any_character(tmp_path):
+    """SQLite reads a read-only path as a URI, which ends at "#" or "?", and SQLAlchemy decodes %XX:
+    a database in a folder "run#2" was "an empty database" (and a stray file "run" was made), one in
+    "what?" was missing, one in "p%20c" was looked for in "p c"."""
+    from tui.data import Reader
+
+    folders = ["run#2", "what?", "50% done", "p%20c"]
+    for name in folders:
+        db = tmp_path / name / "m2i.db"
+        db.parent.mkdir()
+        r = m2i("init", "--db", str(db))
+        assert r.returncode == 0, r.stderr
+        store = open_store(db)
+        seed_run(store, 2)
+        store.close()
+        r = m2i("sql", "SELECT count(*) AS n FROM sample", "--json", "--db", str(db))
+        assert r.returncode == 0 and json.loads(r.stdout) == {"n": 2}, (name, r.stderr)
+        r = m2i("doctor", "--db", str(db))
+        assert f"database: {db}: 1 run(s)" in r.stdout, (name, r.stdout)
+        reader = Reader(str(db))
+        try:
+            snap = reader.snapshot()
+        finally:
+            reader.close()
+        assert snap.problem is None and snap.counts["analyze"]["pending"] == 2 and reader.where == str(db)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(folders)  # no file at a path cut short
 
 
 def test_sql_on_an_older_database_upgrades_it_and_reads(tmp_path):
