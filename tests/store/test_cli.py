@@ -179,43 +179,44 @@ def read_only(path: Path):
             path.chmod(0o755)
 
 
-def test_read_only_database_file(tmp_path):
-    """As a user who may not write the file: writing commands refuse in one sentence; reading works."""
+@pytest.fixture
+def closed_db():
+    """``m2i.db`` with a run of 2 clips, closed (no -wal or -shm), alone in a folder outside the
+    pytest tree (which ``read_only`` may lock), removed afterwards."""
     work = Path(tempfile.mkdtemp(prefix="m2i-ro-"))
-    try:
-        db = work / "m2i.db"
-        store = open_store(db)
-        seed_run(store, 2)
-        store.close()
-        for side in ("-wal", "-shm"):
-            Path(str(db) + side).unlink(missing_ok=True)
-        before = db.read_bytes()
-        with read_only(db):
-            r = m2i("requeue", "--db", str(db), cwd=work)
-            assert r.returncode == 1 and "read-only" in r.stderr and "Traceback" not in r.stderr, r.stderr
-            r = m2i("status", "--json", "--db", str(db), cwd=work)
-            assert r.returncode == 0, r.stderr
-            assert json.loads(r.stdout)["stages"]["analyze"]["pending"] == 2
-        assert db.read_bytes() == before
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    db = work / "m2i.db"
+    store = open_store(db)
+    seed_run(store, 2)
+    store.close()
+    for side in ("-wal", "-shm"):
+        Path(str(db) + side).unlink(missing_ok=True)
+    yield db
+    shutil.rmtree(work, ignore_errors=True)
 
 
-def test_a_database_in_a_folder_that_cannot_be_written_is_read(tmp_path):
+def test_read_only_database_file(closed_db):
+    """As a user who may not write the file: writing commands refuse in one sentence; reading works."""
+    db = closed_db
+    before = db.read_bytes()
+    with read_only(db):
+        r = m2i("requeue", "--db", str(db), cwd=db.parent)
+        assert r.returncode == 1 and "read-only" in r.stderr and "Traceback" not in r.stderr, r.stderr
+        r = m2i("status", "--json", "--db", str(db), cwd=db.parent)
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["stages"]["analyze"]["pending"] == 2
+    assert db.read_bytes() == before
+
+
+def test_a_database_in_a_folder_that_cannot_be_written_is_read(closed_db, tmp_path):
     """A finished run in a colleague's folder, on a read-only mount or unpacked from an archive: SQLite
     reads a WAL database through a -shm file it creates beside it, so status, report, sql and the
     dashboard all failed with "unable to open database file". Writing commands say why."""
     from tui.data import Reader
 
-    work = Path(tempfile.mkdtemp(prefix="m2i-rodir-"))
+    db = closed_db
+    reader = Reader(str(db))
     try:
-        db = work / "m2i.db"
-        store = open_store(db)
-        seed_run(store, 2)
-        store.close()
-        for side in ("-wal", "-shm"):
-            Path(str(db) + side).unlink(missing_ok=True)
-        with read_only(work):
+        with read_only(db.parent):
             r = m2i("status", "--json", "--db", str(db), cwd=tmp_path)
             assert r.returncode == 0, r.stderr
             assert json.loads(r.stdout)["stages"]["analyze"]["pending"] == 2
@@ -223,13 +224,12 @@ def test_a_database_in_a_folder_that_cannot_be_written_is_read(tmp_path):
             assert r.returncode == 0 and json.loads(r.stdout) == {"n": 2}, r.stderr
             r = m2i("report", "--db", str(db), cwd=tmp_path)
             assert r.returncode == 0 and "analyze: 0/2" in r.stdout, r.stderr
-            reader = Reader(str(db))
             snap = reader.snapshot()
             assert snap.problem is None and snap.counts["analyze"]["pending"] == 2
             r = m2i("requeue", "--failed", "--db", str(db), cwd=tmp_path)
             assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
-            assert f"The folder {work} is not writable" in r.stderr and "copy the database" in r.stderr, r.stderr
-            assert sorted(p.name for p in work.iterdir()) == ["m2i.db"]  # nothing was written beside it
+            assert f"The folder {db.parent} is not writable" in r.stderr and "copy the database" in r.stderr, r.stderr
+            assert sorted(p.name for p in db.parent.iterdir()) == ["m2i.db"]  # nothing was written beside it
         store = open_store(db)  # the folder's owner runs m2i on it: the open dashboard follows
         try:
             row = ops.claim(store, "analyze", worker="owner:1", n=1, run_id=1)[0]
@@ -237,39 +237,31 @@ def test_a_database_in_a_folder_that_cannot_be_written_is_read(tmp_path):
             assert reader.snapshot().counts["analyze"]["failed"] == 1
         finally:
             store.close()
-            reader.close()
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        reader.close()
 
 
-def test_a_read_only_folder_whose_log_holds_writes_is_read_with_them_or_refused_in_one_sentence(tmp_path):
+def test_a_read_only_folder_whose_log_holds_writes_is_read_with_them_or_refused_in_one_sentence(closed_db, tmp_path):
     """A database copied while a runner had it open keeps its latest rows in m2i.db-wal: read through
     the -shm beside it they are all there; without one they cannot be read, and reading the file
     alone would silently show the run as it was before them."""
-    work = Path(tempfile.mkdtemp(prefix="m2i-rowal-"))
-    try:
-        db = work / "m2i.db"
-        store = open_store(db)
-        seed_run(store, 2)
-        store.close()
-        subprocess.run([sys.executable, "-c", (
-            "import os, sqlite3, sys\n"
-            "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
-            "c.execute('PRAGMA wal_autocheckpoint=0')\n"
-            "c.execute(\"UPDATE sample SET status = 'failed', error = 'late' WHERE id = 1\")\n"
-            "os._exit(0)  # killed: the update stays in the log\n"), str(db)], check=True)
-        assert Path(f"{db}-wal").stat().st_size > 0 and Path(f"{db}-shm").exists()
-        with read_only(work):
-            r = m2i("status", "--json", "--db", str(db), cwd=tmp_path)
-            assert r.returncode == 0, r.stderr
-            assert json.loads(r.stdout)["stages"]["analyze"]["failed"] == 1
-        Path(f"{db}-shm").unlink()
-        with read_only(work):
-            r = m2i("status", "--json", "--db", str(db), cwd=tmp_path)
-        assert r.returncode == 1 and r.stdout == "" and "Traceback" not in r.stderr, r.stderr
-        assert "latest writes are in m2i.db-wal" in r.stderr and "copy m2i.db and m2i.db-wal together" in r.stderr
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    db = closed_db
+    subprocess.run([sys.executable, "-c", (
+        "import os, sqlite3, sys\n"
+        "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+        "c.execute('PRAGMA wal_autocheckpoint=0')\n"
+        "c.execute(\"UPDATE sample SET status = 'failed', error = 'late' WHERE id = 1\")\n"
+        "os._exit(0)  # killed: the update stays in the log\n"), str(db)], check=True)
+    assert Path(f"{db}-wal").stat().st_size > 0 and Path(f"{db}-shm").exists()
+    with read_only(db.parent):
+        r = m2i("status", "--json", "--db", str(db), cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["stages"]["analyze"]["failed"] == 1
+    Path(f"{db}-shm").unlink()
+    with read_only(db.parent):
+        r = m2i("status", "--json", "--db", str(db), cwd=tmp_path)
+    assert r.returncode == 1 and r.stdout == "" and "Traceback" not in r.stderr, r.stderr
+    assert "latest writes are in m2i.db-wal" in r.stderr and "copy m2i.db and m2i.db-wal together" in r.stderr
 
 
 def test_a_database_path_may_hold_any_character(tmp_path):
