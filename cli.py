@@ -137,9 +137,16 @@ def _settings(flags: dict[str, Any], config: str | None = None, **spelt: str):
     return load_settings(flags, config_path=config, flag_names={k: spelt.get(k) or cli_flag(k) for k in flags})
 
 
+def _one_or_many(paths: list[str]) -> str | list[str]:
+    """The ``dataset`` setting for the paths given: the path itself when there is one."""
+    return paths[0] if len(paths) == 1 else list(paths)
+
+
 @app.command()
 def ingest(
-    dataset: Annotated[str, typer.Argument(help="A .npy file, a folder of audio files, an audio file, or 'demo'.")],
+    datasets: Annotated[list[str], typer.Argument(
+        metavar="DATASET", help="A .npy file, a folder of audio files, an audio file, or 'demo'; several are read in turn.",
+        show_default=False)],
     db: DbOpt = None,
     run: RunOpt = None,
     samples: Annotated[int | None, typer.Option("--samples", help="Keep at most N clips in the run.")] = None,
@@ -149,6 +156,7 @@ def ingest(
 ) -> None:
     """Add clips to a run (identified by content hash: ingesting twice adds nothing)."""
     _setup_logging()  # how far a long ingest is, and the clips read with a warning
+    dataset = _one_or_many(datasets)
     settings = _settings({"run_name": run, "samples": samples, "hop_s": hop, "npy_sr": sr, "dataset": dataset}, config)
     from m2i.audio.datasets import open_dataset
     from m2i.pipeline import ingest as ingest_clips
@@ -203,6 +211,9 @@ def analyze(
 
 @app.command()
 def run(
+    more: Annotated[list[str] | None, typer.Argument(
+        metavar="DATASET", help="More audio to add, as --dataset (`m2i run clips/*.wav` adds each file).",
+        show_default=False)] = None,
     dataset: Annotated[str | None, typer.Option("--dataset", help="Audio to add first: .npy, folder, file or 'demo'.")] = None,
     db: DbOpt = None,
     run_name: Annotated[str | None, typer.Option("--run", help="Run name or id to continue (default: the newest); with --new, the new run's name (not all digits).")] = None,
@@ -239,8 +250,9 @@ def run(
     backend available here, into ./m2i.db.
     """
     _setup_logging(verbose)
+    paths = [p for p in (dataset, *(more or [])) if p is not None]  # `--dataset *.wav`: the shell gave several
     flags = {
-        "dataset": dataset, "run_name": run_name, "samples": samples, "hop_s": hop, "npy_sr": sr, "llm": llm, "model": model,
+        "dataset": _one_or_many(paths) if paths else None, "run_name": run_name, "samples": samples, "hop_s": hop, "npy_sr": sr, "llm": llm, "model": model,
         "base_url": base_url, "batch": batch, "images": images, "image_model": image_model, "width": width,
         "height": height, "steps": steps, "guidance": guidance, "refiner": refiner, "device": device,
         "batch_size": batch_size, "limit": limit, "seed": seed, "out_dir": out, "devices": devices,

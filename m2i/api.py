@@ -126,8 +126,8 @@ class Run:
     def info(self) -> dict[str, Any]:
         return ops.get_run(self.store, self.id) or {}
 
-    def ingest(self, dataset: str, *, samples: int | None = None) -> dict[str, int]:
-        """Add clips (.npy, folder, audio file or "demo"); returns added/failed/skipped counts."""
+    def ingest(self, dataset: str | list[str], *, samples: int | None = None) -> dict[str, int]:
+        """Add clips (.npy, folder, audio file or "demo", or a list of them); returns added/failed/skipped counts."""
         from m2i.pipeline import ingest
 
         return ingest(self.store, self.id, dataset, clip_s=self.settings.clip_s, hop_s=self.settings.hop_s,

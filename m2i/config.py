@@ -49,7 +49,8 @@ class Settings(BaseModel):
 
     db: str = "m2i.db"
     run_name: str | None = None
-    dataset: str = "demo"
+    dataset: str | list[str] = "demo"
+    """A .npy file, an audio file, a folder or "demo"; or several of them, read one after another."""
     samples: int | None = Field(default=None, ge=1)
     clip_s: float = Field(default=10.0, gt=0)
     hop_s: float = Field(default=10.0, gt=0)

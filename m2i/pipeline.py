@@ -120,17 +120,18 @@ def with_live_secrets(run: dict[str, Any], settings: Settings) -> dict[str, Any]
     return {**run, "config": {**run["config"], "base_url": live}}
 
 
-def ingest(store: Store, run_id: int, dataset: str | Iterable[Any], *, clip_s: float = 10.0, hop_s: float = 10.0,
-           limit: int | None = None, npy_sr: int | None = None) -> dict[str, int]:
+def ingest(store: Store, run_id: int, dataset: str | list[str] | Iterable[Any], *, clip_s: float = 10.0,
+           hop_s: float = 10.0, limit: int | None = None, npy_sr: int | None = None) -> dict[str, int]:
     """Add a dataset's clips to a run (``m2i ingest``, ``m2i run --dataset``, the Python API).
 
-    ``dataset`` is a path (or ``"demo"``), or the clips of one already opened with
-    :func:`m2i.audio.datasets.open_dataset`.
+    ``dataset`` is a path (or ``"demo"``), a list of them, or the clips of one already opened
+    with :func:`m2i.audio.datasets.open_dataset`.
     """
     from m2i.audio.datasets import load_dataset
 
-    clips = (load_dataset(dataset, clip_s=clip_s, hop_s=hop_s, npy_sr=npy_sr) if isinstance(dataset, (str, PathLike))
-             else dataset)
+    paths = isinstance(dataset, (str, PathLike)) or (
+        isinstance(dataset, list) and all(isinstance(x, (str, PathLike)) for x in dataset))
+    clips = load_dataset(dataset, clip_s=clip_s, hop_s=hop_s, npy_sr=npy_sr) if paths else dataset
     return ops.add_samples(store, run_id, clips, limit=limit)
 
 

@@ -30,7 +30,7 @@ import re
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -726,14 +726,15 @@ def _iter_demo() -> Iterator[Clip]:
             yield clip
 
 
-def load_dataset(path: str | Path, *, clip_s: float = 10.0, hop_s: float = 10.0,
+def load_dataset(path: str | Path | Sequence[str | Path], *, clip_s: float = 10.0, hop_s: float = 10.0,
                  npy_sr: int | None = None) -> Iterator[Clip]:
     """Yield the clips of a dataset, 16 kHz mono float32, bad clips flagged not raised.
 
     Parameters
     ----------
-    path : str or Path
-        A ``.npy`` file, an audio file, a folder of audio files (recursive), or ``"demo"``.
+    path : str or Path, or a sequence of them
+        A ``.npy`` file, an audio file, a folder of audio files (recursive), or ``"demo"``; several
+        (``m2i ingest clips/*.wav``) give their clips one after another, in the order given.
     clip_s : float > 0
         Window length for slicing long audio files, in seconds.
     hop_s : float > 0
@@ -763,6 +764,14 @@ def load_dataset(path: str | Path, *, clip_s: float = 10.0, hop_s: float = 10.0,
         raise InputError(f"clip_s={clip_s} and hop_s={hop_s} must both be positive seconds.")
     if npy_sr is not None and not 1000 <= npy_sr <= 384000:
         raise InputError(f"npy_sr={npy_sr} is not an audio sample rate; give the rate in Hz (e.g. 22050).")
+    if not isinstance(path, (str, os.PathLike)):
+        for one in path:
+            try:
+                yield from load_dataset(one, clip_s=clip_s, hop_s=hop_s, npy_sr=npy_sr)
+            except InputError as exc:  # one of several, as a file in a folder: its clip fails, the others go on
+                where = str(one) if str(one) == "demo" else os.path.abspath(Path(one).expanduser())
+                yield Clip(utf8_text(where), {"file": utf8_text(where)}, None, utf8_text(str(exc)))
+        return
     for clip in _dataset_clips(path, clip_s=clip_s, hop_s=hop_s, npy_sr=npy_sr):
         clip.source, clip.meta = utf8_text(clip.source), plain_json(clip.meta)
         clip.error = clip.error and utf8_text(clip.error)
@@ -773,11 +782,7 @@ def _dataset_clips(path: str | Path, *, clip_s: float, hop_s: float, npy_sr: int
     if str(path) == "demo":
         yield from _iter_demo()
         return
-    # absolute, so that a clip's source (how a bad clip is recognised on the next ingest) does not
-    # depend on the folder the command ran in or on how the path was spelt
-    p = Path(os.path.abspath(Path(path).expanduser()))
-    if not p.exists():
-        raise InputError(_dangling(p) or f"{p} does not exist; give a .npy file, an audio file, a folder or 'demo'.")
+    p = _checked_path(path)
     if p.is_dir():
         for f in folder_files(p):
             if not f.exists():
@@ -794,10 +799,19 @@ def _dataset_clips(path: str | Path, *, clip_s: float, hop_s: float, npy_sr: int
         return
     if p.suffix.lower() == ".npy":
         yield from _iter_npy(p, npy_sr, clip_s=clip_s, hop_s=hop_s)
-        return
-    if p.suffix.lower() in AUDIO_EXTENSIONS:
+    else:
         yield from _iter_audio_file(p, clip_s=clip_s, hop_s=hop_s)
-        return
+
+
+def _checked_path(path: str | Path) -> Path:
+    """A dataset path made absolute (so a clip's source, by which a bad clip is recognised on the
+    next ingest, does not depend on the folder the command ran in or on how the path was spelt),
+    once it is known to be a folder, a .npy file or an audio file m2i reads; else one sentence."""
+    p = Path(os.path.abspath(Path(path).expanduser()))
+    if not p.exists():
+        raise InputError(_dangling(p) or f"{p} does not exist; give a .npy file, an audio file, a folder or 'demo'.")
+    if p.is_dir() or p.suffix.lower() == ".npy" or p.suffix.lower() in AUDIO_EXTENSIONS:
+        return p
     if p.suffix.lower() in UNREAD_AUDIO:
         raise InputError(_unread_audio(p))
     raise InputError(
@@ -853,13 +867,19 @@ def folder_files(folder: Path) -> list[Path]:
     return files
 
 
-def open_dataset(path: str | Path, *, clip_s: float = 10.0, hop_s: float = 10.0,
+def open_dataset(path: str | Path | Sequence[str | Path], *, clip_s: float = 10.0, hop_s: float = 10.0,
                  npy_sr: int | None = None) -> Iterator[Clip]:
-    """:func:`load_dataset`, with the path checked now rather than at the first ``next()``.
+    """:func:`load_dataset`, with the path (each of several) checked now rather than at the first ``next()``.
 
     An unusable path (missing, an empty folder, a refused .npy) raises :class:`InputError` from
     this call, so a command can check its dataset before it creates a run or a database.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        paths = list(path)  # several: each is checked now (nothing read), then read in turn
+        for one in paths:
+            if str(one) != "demo":
+                _checked_path(one)
+        return load_dataset(paths, clip_s=clip_s, hop_s=hop_s, npy_sr=npy_sr)
     clips = load_dataset(path, clip_s=clip_s, hop_s=hop_s, npy_sr=npy_sr)
     first = next(clips, None)
     return iter(()) if first is None else itertools.chain([first], clips)

@@ -258,6 +258,47 @@ def test_run_takes_hop_like_ingest(tmp_path):
         assert starts == [0.0, 5.0, 10.0, 15.0], cmd[0]
 
 
+def test_several_datasets_are_read_in_turn_as_the_shell_gives_them(tmp_path):
+    """`m2i ingest clips/*.wav` and `m2i run --dataset clips/*.wav`: the shell hands over one path per
+    file, and both commands stopped at "Got unexpected extra argument(s)"."""
+    import sqlite3
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cli = Path(__file__).resolve().parents[2] / "cli.py"
+
+    def m2i(*args):
+        return subprocess.run([sys.executable, str(cli), *args], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=120)
+
+    music = tmp_path / "music"
+    music.mkdir()
+    rng = np.random.default_rng(2)
+    for name in ("b.wav", "a.wav", "c.flac"):
+        sf.write(music / name, (0.2 * rng.standard_normal(3 * SR)).astype(np.float32), SR)
+    (music / "notes.txt").write_text("not audio")
+    np.save(music / "words.npy", np.array(["not", "audio"]))
+    files = [str(music / n) for n in ("a.wav", "b.wav", "c.flac")]  # as the shell expands music/*.wav music/*.flac
+    for cmd in (["ingest", *files], ["run", "--dataset", *files, "--stages", "render", "--images", "preview"]):
+        db = tmp_path / f"{cmd[0]}.db"
+        r = m2i(*cmd, "--db", str(db))
+        assert r.returncode == 0, r.stderr
+        with sqlite3.connect(db) as con:
+            assert [s for (s,) in con.execute("SELECT source FROM sample ORDER BY idx")] == [f"{f}@0" for f in files]
+    # a path that is not there, or not audio, stops the command before anything is added
+    for bad, says in (("missing.wav", "missing.wav does not exist"), (str(music / "notes.txt"), "is not a .npy file")):
+        r = m2i("ingest", files[0], bad, "--db", "bad.db")
+        assert r.returncode == 1 and says in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert not (tmp_path / "bad.db").exists()
+    # one that turns out unusable when read fails as a clip of a folder does, and the others go on
+    r = m2i("ingest", files[0], str(music / "words.npy"), files[1], "--db", "mixed.db")
+    assert r.returncode == 0 and "2 clip(s) added, 1 bad clip(s) recorded as failed" in r.stdout, r.stderr
+    with sqlite3.connect(tmp_path / "mixed.db") as con:
+        [(source, error)] = con.execute("SELECT source, error FROM sample WHERE status = 'failed'").fetchall()
+    assert source == str(music / "words.npy") and "words.npy" in error, error
+
+
 def test_sr_reaches_ingest_and_run_and_a_doubtful_rate_is_said(tmp_path):
     import sqlite3
     import subprocess
