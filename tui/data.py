@@ -502,8 +502,9 @@ class Reader:
     def _report(self, conn, report_id: int) -> dict[str, Any] | None:
         """The parts of a ``compare_modes`` report the Compare screen shows.
 
-        ``metrics``, ``diversity`` and the counts as written, plus ``clip_diffs``: per metric,
-        ``[(sample_id, divergent mean - convergent mean)]`` of the clips with both modes. On
+        ``metrics``, ``diversity``, ``run`` (the means per mode) and the counts as written, plus
+        ``clip_diffs``: per metric, ``[(sample_id, divergent mean - convergent mean)]`` of the clips
+        with both modes. On
         SQLite the report is taken apart by SQLite's JSON functions, which run without Python's
         GIL, so a multi-megabyte report (20,000 clips) never freezes the screen while it loads.
         """
@@ -520,7 +521,8 @@ class Reader:
         head = conn.execute(text(
             "SELECT json_extract(data, '$.metrics'), json_extract(data, '$.diversity'), "
             "json_extract(data, '$.n_pairs'), json_extract(data, '$.n_prompts'), json_extract(data, '$.n_clips'), "
-            "json_extract(data, '$.alpha'), json_extract(data, '$.direction') FROM report WHERE id = :id"
+            "json_extract(data, '$.alpha'), json_extract(data, '$.direction'), json_extract(data, '$.run') "
+            "FROM report WHERE id = :id"
         ), {"id": report_id}).first()
         if head is None:
             return None
@@ -541,7 +543,8 @@ class Reader:
                     diffs[m].append((row[0], float(d) - float(c)))
         return {
             "metrics": _json(head[0]) or {}, "diversity": _json(head[1]) or {}, "n_pairs": head[2],
-            "n_prompts": head[3], "n_clips": head[4], "alpha": head[5], "direction": head[6], "clip_diffs": diffs,
+            "n_prompts": head[3], "n_clips": head[4], "alpha": head[5], "direction": head[6],
+            "run": _json(head[7]) or {}, "clip_diffs": diffs,
         }
 
     def _failures(self, conn, run_id: int) -> list[FailureRow]:
@@ -671,7 +674,7 @@ def condense_report(report: dict[str, Any]) -> dict[str, Any]:
             c, d = vals.get("convergent"), vals.get("divergent")
             if c is not None and d is not None:
                 diffs[m].append((clip.get("sample_id"), float(d) - float(c)))
-    keep = ("metrics", "diversity", "n_pairs", "n_prompts", "n_clips", "alpha", "direction")
+    keep = ("metrics", "diversity", "n_pairs", "n_prompts", "n_clips", "alpha", "direction", "run")
     return {**{k: report.get(k) for k in keep}, "clip_diffs": diffs}
 
 

@@ -350,8 +350,22 @@ def compare_modes(
     }
 
 
+def unpaired_note(report: dict[str, Any]) -> str | None:
+    """Why nothing is compared, when no clip has scored prompts of both modes (a run with
+    ``divergent = 0``, say, or whose prompts of one mode all failed); None when some clip has."""
+    if report.get("n_pairs") or not report.get("n_prompts"):
+        return None
+    first = next(iter((report.get("run") or {}).values()), {})
+    n = {m: (first.get(m) or {}).get("n") or 0 for m in MODES}
+    return (f"no clip has scored prompts of both modes (convergent {n['convergent']}, divergent {n['divergent']}), "
+            "so nothing is compared")
+
+
 def format_report(report: dict[str, Any]) -> str:
-    """Plain-text table of :func:`compare_modes` output, one line per metric (for ``m2i report``)."""
+    """Plain-text table of :func:`compare_modes` output, one line per metric (for ``m2i report``).
+
+    When nothing is paired (:func:`unpaired_note`), conv and div are the run's means per mode."""
+    unpaired = unpaired_note(report)
     lines = [
         f"convergent vs divergent: {report['n_pairs']} clips paired, {report['n_prompts']} prompts "
         f"(difference = {report['direction']}; p Holm-adjusted over {len(report['metrics'])} metrics)",
@@ -370,12 +384,17 @@ def format_report(report: dict[str, Any]) -> str:
         if s.get("cohen_dz") is None and (s.get("n_pairs") or 0) >= 2:  # pairs whose differences do not vary
             dz = "n/a".rjust(6)
             constant.append(name)
+        conv, div = s.get("mean_convergent"), s.get("mean_divergent")
+        if unpaired and name in report.get("run", {}):
+            conv, div = (report["run"][name][m]["mean"] for m in MODES)
         lines.append(
-            f"{name:<12} {fmt(s.get('mean_convergent'), '6.3f')} {fmt(s.get('mean_divergent'), '6.3f')} "
+            f"{name:<12} {fmt(conv, '6.3f')} {fmt(div, '6.3f')} "
             f"{fmt(s.get('mean_diff'), '+7.3f')} {ci_s:>17} {fmt(s.get('p_value'), '8.4f')} "
             f"{fmt(s.get('p_holm'), '8.4f')} {dz} {fmt(s.get('rank_biserial'), '+6.2f')}"
             + ("  *" if s.get("significant") else "")
         )
+    if unpaired:
+        lines.append(f"{unpaired}: conv and div above are the run's means per mode.")
     if constant:
         lines.append(
             f"d_z n/a: every clip's difference is the same for {', '.join(constant)} (sd 0), so the standardized "

@@ -16,6 +16,7 @@ from m2i.scoring.stats import (
     format_report,
     holm,
     rank_biserial,
+    unpaired_note,
     wilcoxon_p,
 )
 
@@ -123,6 +124,20 @@ def test_empty_input_gives_an_empty_but_complete_report():
     assert all(m["p_value"] is None and m["significant"] is False for m in rep["metrics"].values())
     json.dumps(rep)  # JSON-able
     assert "0 clips paired" in format_report(rep)
+
+
+def test_a_run_of_one_mode_says_why_nothing_is_compared_and_gives_its_means():
+    """A run with `divergent = 0` (a convergent-only pilot) printed a table of dashes: its own scores
+    were nowhere in the report, and nothing said why the comparison was empty."""
+    rows = [r for r in rows_with_shift(0.1, n_clips=4) if r["mode"] == "convergent"]
+    rep = compare_modes(rows, metrics=("originality",), n_boot=100)
+    assert unpaired_note(rep) == "no clip has scored prompts of both modes (convergent 12, divergent 0), so nothing is compared"
+    lines = format_report(rep).splitlines()
+    mean = np.mean([r["originality"] for r in rows])
+    assert lines[2].split()[:3] == ["originality", f"{mean:.3f}", "-"]
+    assert lines[-1] == unpaired_note(rep) + ": conv and div above are the run's means per mode."
+    assert unpaired_note(compare_modes(rows_with_shift(0.1), n_boot=10)) is None  # paired: the usual table
+    assert unpaired_note(compare_modes([], n_boot=10)) is None  # nothing scored: nothing to explain
 
 
 def test_bad_rows_raise_input_error():

@@ -345,6 +345,19 @@ async def test_a_report_of_another_shape_does_not_break_compare(seeded_db, froze
         assert "0 clips paired" in label_text(app.screen.query_one("#compare-summary", Static))
 
 
+async def test_compare_says_why_a_run_of_one_mode_compares_nothing(seeded_db, frozen_app):
+    from m2i.scoring.stats import compare_modes
+
+    rows = [{"sample_id": c, "mode": "convergent", "originality": 0.5 + 0.01 * c} for c in range(4)]
+    save_report(seeded_db, compare_modes(rows, metrics=("originality",), n_boot=10))
+    app = frozen_app(seeded_db)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("c")
+        await refreshed(pilot)
+        summary = " ".join(label_text(app.screen.query_one("#compare-summary", Static)).split())  # wrapped at 80
+        assert summary == "no clip has scored prompts of both modes (convergent 4, divergent 0), so nothing is compared"
+
+
 async def test_compare_updates_when_a_new_report_arrives(unscored_db, frozen_app):
     """The score stage writes a newer report while Compare is open: the table fills in by itself."""
     from seeding import save_modes_report, score_values

@@ -50,10 +50,12 @@ class CompareScreen(DataScreen):
         self._report_id = report_id
         self._shown = True
         if report:
-            summary.update(
+            from m2i.scoring.stats import unpaired_note  # numpy: loaded when a comparison is first shown
+
+            summary.update(unpaired_note(report) or (
                 f"{report.get('n_pairs') or 0} clips paired · {report.get('n_prompts') or 0} prompts · "
                 f"diff = div - conv · * p < {report.get('alpha') or 0.05} · d_z effect size"
-            )
+            ))
         self.query_one(MetricsTable).show(report)
         self.query_one(DiffPlot).report = report
 
