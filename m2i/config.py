@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from m2i.errors import ConfigError
+from m2i.textfile import not_utf8, text_of
 
 _URL_PASSWORD = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*:)[^/\s@]+@")
 
@@ -183,7 +184,9 @@ def load_settings(
     path = Path(config_path or env.get("M2I_CONFIG") or "m2i.toml")
     if path.exists():
         try:
-            data = tomllib.loads(path.read_text())
+            data = tomllib.loads(text_of(path))
+        except UnicodeDecodeError as exc:
+            raise ConfigError(not_utf8(path, exc)) from exc
         except (tomllib.TOMLDecodeError, OSError) as exc:
             raise ConfigError(f"{path} is not valid TOML ({exc}); fix or remove it.") from exc
         data = data.get("m2i", data)

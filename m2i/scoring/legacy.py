@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from m2i.errors import InputError
+from m2i.textfile import not_utf8, text_of
 
 MODES = ("convergent", "divergent")
 
@@ -101,8 +102,10 @@ def load_legacy(path: str | Path) -> dict[str, Any]:
     """
     p = legacy_path(path)
     try:
-        raw = json.loads(p.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raw = json.loads(text_of(p))
+    except UnicodeDecodeError as exc:
+        raise InputError(not_utf8(p, exc)) from exc
+    except json.JSONDecodeError as exc:
         raise InputError(
             f"Legacy file {str(p)!r} is not valid JSON ({exc}); pass an unmodified visual_prompts_complete.json."
         ) from exc

@@ -44,6 +44,24 @@ def test_bad_config_is_one_sentence(tmp_path, text, match):
     assert r.returncode == 1 and r.stderr.startswith("error: ") and "Traceback" not in r.stderr
 
 
+def test_m2i_toml_saved_by_a_windows_editor_is_read_and_an_old_encoding_is_one_sentence(tmp_path):
+    """Notepad saves "Unicode" (UTF-16 with a byte order mark) or UTF-8 with a mark; either gave a
+    traceback (UnicodeDecodeError) or "not valid TOML" for a file that is fine."""
+    cfg = tmp_path / "m2i.toml"
+    text = '# Björk, café\nllm = "ollama"\nsamples = 7\n'
+    for raw in (text.encode("utf-8-sig"), text.encode("utf-16"), b"\xfe\xff" + text.encode("utf-16-be")):
+        cfg.write_bytes(raw)
+        s = load_settings({}, config_path=cfg, environ={})
+        assert (s.llm, s.samples) == ("ollama", 7)
+    cfg.write_bytes(text.encode("latin-1"))
+    r = subprocess.run([sys.executable, str(ROOT / "cli.py"), "run", "--db", str(tmp_path / "x.db")],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert r.returncode == 1 and r.stderr == (
+        "error: m2i.toml is not UTF-8 text (byte 0xf6 at offset 4, an older encoding such as Latin-1?); "
+        "save it as UTF-8.\n"), r.stderr
+    assert not (tmp_path / "x.db").exists()
+
+
 @pytest.mark.parametrize("args, env, says", [
     (["run", "--samples", "0"], {}, "--samples should be greater than or equal to 1 (got 0)."),
     (["ingest", "demo", "--hop", "0"], {}, "--hop should be greater than 0 (got 0.0)."),

@@ -59,6 +59,20 @@ def test_malformed_files_raise_input_error_naming_the_entry(tmp_path, content, m
         load_legacy(write(tmp_path, content))
 
 
+def test_a_file_resaved_by_a_windows_editor_is_read_and_an_old_encoding_is_one_sentence(tmp_path):
+    """A results file opened and saved again in Notepad gains a byte order mark (UTF-8's, or UTF-16
+    for "Unicode"), which JSON readers refuse: "not valid JSON" for the same prompts."""
+    text = json.dumps({"samples": [{"prompts": [{"mode": "divergent", "visual_prompt": "A moth, café light."}]}]},
+                      ensure_ascii=False)
+    p = tmp_path / "visual_prompts_complete.json"
+    for encoding in ("utf-8-sig", "utf-16"):
+        p.write_bytes(text.encode(encoding))
+        assert load_legacy(p)["samples"][0]["prompts"][0]["text"] == "A moth, café light."
+    p.write_bytes(text.encode("latin-1"))
+    with pytest.raises(InputError, match=r"is not UTF-8 text \(byte 0xe9 at offset \d+, an older encoding"):
+        load_legacy(p)
+
+
 def test_missing_file_names_the_path(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
         load_legacy(tmp_path / "nope.json")
