@@ -910,11 +910,19 @@ def _png_seed(path: Path) -> str | None:
 
 def image_bases(store: Store, *also: str | os.PathLike[str] | None) -> list[Path]:
     """Where a run's moved image files may be: ``also`` (an output folder this command was given),
-    the database's folder, the current folder."""
-    bases = [Path(a) for a in also if a]
-    if store.path is not None:
-        bases.append(store.path.parent)
-    return [*bases, Path.cwd()]
+    the database's folder, the current folder, then each folder in those two that holds an
+    ``images`` folder: an output folder renamed after the run (``m2i-output`` kept as
+    ``results-nov``) is found with the database beside it (:class:`ImageFinder` takes a file found
+    so only when its PNG records the row's seed)."""
+    own = [store.path.parent] if store.path is not None else []
+    own.append(Path.cwd())
+    renamed = []
+    for folder in own:
+        try:
+            renamed += sorted(c for c in folder.iterdir() if (c / "images").is_dir())
+        except OSError:  # an unreadable folder holds nothing we can show
+            continue
+    return [*(Path(a) for a in also if a), *own, *renamed]
 
 
 def image_locations(store: Store, run_id: int, *, missing_only: bool = False,

@@ -81,6 +81,37 @@ def test_a_run_copied_to_another_machine_shows_its_images_where_they_are_now(tmp
     assert [Path(p.image_path).is_file() for p in detail.prompts] == [True] * 5
 
 
+def test_an_output_folder_renamed_after_the_run_is_found_beside_the_database(tmp_path):
+    """Kept as `results-nov/` rather than `m2i-output/`, the images of a finished run were nowhere for
+    the dashboard, the gallery and the export, which look only where the run wrote them."""
+    import shutil
+    import subprocess
+
+    from tui.data import Reader, Want
+
+    box = tmp_path / "box"
+    _render_previews(box / "m2i.db", box / "m2i-output", clips=1)
+    shutil.move(box / "m2i-output", box / "results-nov")
+    (box / "notes").mkdir()  # other folders beside it are passed over
+    db = box / "m2i.db"
+    reader = Reader(str(db))
+    try:
+        with sqlite3.connect(db) as con:
+            sample_id = con.execute("SELECT min(id) FROM sample").fetchone()[0]
+        detail = reader.snapshot(Want(detail=sample_id)).detail
+    finally:
+        reader.close()
+    assert all(Path(p.image_path).is_relative_to(box / "results-nov") and Path(p.image_path).is_file()
+               for p in detail.prompts), [p.image_path for p in detail.prompts]
+    cli = [sys.executable, str(Path(__file__).resolve().parents[2] / "cli.py")]
+    r = subprocess.run([*cli, "gallery", "--db", str(db), "--out", str(tmp_path / "sheet.html")],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 0 and "not reachable" not in r.stderr, r.stderr
+    page = (tmp_path / "sheet.html").read_text()
+    srcs = [part.split('"', 1)[0] for part in page.split('<img loading="lazy" src="')[1:]]
+    assert len(srcs) == 5 and all(src.startswith("box/results-nov/images/") for src in srcs), srcs
+
+
 def test_another_runs_image_of_the_same_name_is_never_shown_instead(tmp_path):
     """Two runs draw sample_000_prompt_00.png and the like, each in its own folder; only the first
     run's folder was copied. Looked for by name alone, the second run's gallery showed the first
