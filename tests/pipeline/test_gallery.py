@@ -37,6 +37,33 @@ def _render_previews(db: Path, out: Path, clips: int) -> int:
     return run_id
 
 
+CLI = [sys.executable, str(Path(__file__).resolve().parents[2] / "cli.py")]
+
+
+def _gallery_srcs(db: Path, cwd: Path) -> list[str]:
+    """`m2i gallery` of ``db`` into ``cwd``/sheet.html: its pictures' links, relative to ``cwd``."""
+    import subprocess
+
+    r = subprocess.run([*CLI, "gallery", "--db", str(db), "--out", str(cwd / "sheet.html")],
+                       capture_output=True, text=True, timeout=120, cwd=cwd)
+    assert r.returncode == 0 and "not reachable" not in r.stderr, r.stderr
+    page = (cwd / "sheet.html").read_text()
+    return [part.split('"', 1)[0] for part in page.split('<img loading="lazy" src="')[1:]]
+
+
+def _dashboard_images(db: Path) -> list[str]:
+    """Where the dashboard's clip page finds the images of the first clip."""
+    from tui.data import Reader, Want
+
+    reader = Reader(str(db))
+    try:
+        with sqlite3.connect(db) as con:
+            sample_id = con.execute("SELECT min(id) FROM sample").fetchone()[0]
+        return [p.image_path for p in reader.snapshot(Want(detail=sample_id)).detail.prompts]
+    finally:
+        reader.close()
+
+
 def test_a_run_copied_to_another_machine_shows_its_images_where_they_are_now(tmp_path):
     """`rsync gpu-box:project/ .` brings m2i.db and m2i-output/ along, but each image is recorded by
     its path on the GPU box: the gallery linked files that were not there (saying nothing), the
@@ -45,25 +72,18 @@ def test_a_run_copied_to_another_machine_shows_its_images_where_they_are_now(tmp
     import shutil
     import subprocess
 
-    from tui.data import Reader, Want
-
     box = tmp_path / "gpu-box" / "project"
     _render_previews(box / "m2i.db", box / "m2i-output", clips=2)
     laptop = tmp_path / "laptop" / "results"
     laptop.parent.mkdir()
     shutil.move(box, laptop)  # nothing is left at the recorded paths
-    cli = [sys.executable, str(Path(__file__).resolve().parents[2] / "cli.py")]
     db = laptop / "m2i.db"
 
-    r = subprocess.run([*cli, "gallery", "--db", str(db), "--out", str(tmp_path / "sheet.html")],
-                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    assert r.returncode == 0 and "not reachable" not in r.stderr, r.stderr
-    page = (tmp_path / "sheet.html").read_text()
-    srcs = [part.split('"', 1)[0] for part in page.split('<img loading="lazy" src="')[1:]]
+    srcs = _gallery_srcs(db, tmp_path)
     assert len(srcs) == 10 and all((tmp_path / src).is_file() for src in srcs), srcs
     assert all(src.startswith("laptop/results/m2i-output/images/") for src in srcs)
 
-    r = subprocess.run([*cli, "export", "--db", str(db), "--out", str(tmp_path / "exports")],
+    r = subprocess.run([*CLI, "export", "--db", str(db), "--out", str(tmp_path / "exports")],
                        capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert r.returncode == 0 and "not reachable" not in r.stderr, r.stderr
     log = json.loads((tmp_path / "exports" / "images" / "image_generation_log.json").read_text())
@@ -71,44 +91,22 @@ def test_a_run_copied_to_another_machine_shows_its_images_where_they_are_now(tmp
     paths = [e["image_path"] for e in entries]
     assert len(paths) == 10 and all(Path(p).is_file() and str(laptop) in p for p in paths), paths
 
-    reader = Reader(str(db))
-    try:
-        with sqlite3.connect(db) as con:
-            sample_id = con.execute("SELECT min(id) FROM sample").fetchone()[0]
-        detail = reader.snapshot(Want(detail=sample_id)).detail
-    finally:
-        reader.close()
-    assert [Path(p.image_path).is_file() for p in detail.prompts] == [True] * 5
+    assert [Path(p).is_file() for p in _dashboard_images(db)] == [True] * 5
 
 
 def test_an_output_folder_renamed_after_the_run_is_found_beside_the_database(tmp_path):
     """Kept as `results-nov/` rather than `m2i-output/`, the images of a finished run were nowhere for
     the dashboard, the gallery and the export, which look only where the run wrote them."""
     import shutil
-    import subprocess
-
-    from tui.data import Reader, Want
 
     box = tmp_path / "box"
     _render_previews(box / "m2i.db", box / "m2i-output", clips=1)
     shutil.move(box / "m2i-output", box / "results-nov")
     (box / "notes").mkdir()  # other folders beside it are passed over
     db = box / "m2i.db"
-    reader = Reader(str(db))
-    try:
-        with sqlite3.connect(db) as con:
-            sample_id = con.execute("SELECT min(id) FROM sample").fetchone()[0]
-        detail = reader.snapshot(Want(detail=sample_id)).detail
-    finally:
-        reader.close()
-    assert all(Path(p.image_path).is_relative_to(box / "results-nov") and Path(p.image_path).is_file()
-               for p in detail.prompts), [p.image_path for p in detail.prompts]
-    cli = [sys.executable, str(Path(__file__).resolve().parents[2] / "cli.py")]
-    r = subprocess.run([*cli, "gallery", "--db", str(db), "--out", str(tmp_path / "sheet.html")],
-                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    assert r.returncode == 0 and "not reachable" not in r.stderr, r.stderr
-    page = (tmp_path / "sheet.html").read_text()
-    srcs = [part.split('"', 1)[0] for part in page.split('<img loading="lazy" src="')[1:]]
+    found = _dashboard_images(db)
+    assert all(Path(p).is_relative_to(box / "results-nov") and Path(p).is_file() for p in found), found
+    srcs = _gallery_srcs(db, tmp_path)
     assert len(srcs) == 5 and all(src.startswith("box/results-nov/images/") for src in srcs), srcs
 
 
