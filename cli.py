@@ -341,10 +341,12 @@ def status(db: DbOpt = None, run: RunOpt = None, json_out: JsonOpt = False) -> N
     used = ops.image_backends(store, int(r["id"]))
     with store.read() as conn:
         flight = ops.in_flight(conn, int(r["id"]))
+        runners = ops.runners(conn, int(r["id"]))
     if json_out:
         _echo_json({"run": {k: r[k] for k in ("id", "name", "paused", "cancelled", "created_at")},
                     "config": r["config"], "stages": counts, "images_used": used,
-                    "running": {"held": flight.held, "left": flight.left, "left_by": list(flight.gone)}})
+                    "running": {"held": flight.held, "left": flight.left, "left_by": list(flight.gone)},
+                    "runners": runners})
         return
     from rich.table import Table
 
@@ -365,6 +367,11 @@ def status(db: DbOpt = None, run: RunOpt = None, json_out: JsonOpt = False) -> N
     writer = legacy_writer(cfg)  # an imported run names the earlier system's client
     llm = f"legacy ({writer})" if writer else f"{cfg.get('llm')} {cfg.get('model') or ''}"
     con.print(f"llm: {llm}   images: {images or 'none yet'}   runs in db: {len(runs)}")
+    from m2i.store.models import local_time
+
+    for x in runners:
+        doing = "loading its models" if x["state"] == "starting" else "working"
+        con.print(f"runner {x['worker']}: {doing} since {local_time(x['started_at'])}", markup=False, highlight=False)
     if flight.left:  # 'running' rows whose runner was killed: nothing works on them until m2i runs again
         con.print(f"{flight.left} running row(s) were left by a runner that is no longer running "
                   f"({', '.join(flight.gone)}); `m2i run` takes them back.", markup=False, highlight=False)

@@ -262,18 +262,36 @@ class Runner:
             raise M2IError(f"Run {self.run_id} does not exist.")
         ctx = RunContext(store=self.store, run=run, worker=self.worker, executor=self.executor, stop=self._stop)
         started: list[StageImpl] = []
+        # who works on the run, and that it is loading its models first (minutes for SDXL, holding no row)
+        await asyncio.to_thread(ops.runner_seen, self.store, self.run_id, self.worker, state="starting")
+        beat = asyncio.create_task(self._beat())
         try:
             for impl in self.impls:
                 await impl.setup(ctx)
                 started.append(impl)
+            await asyncio.to_thread(ops.runner_seen, self.store, self.run_id, self.worker, state="working")
             await asyncio.gather(*(self._stage_loop(impl, ctx) for impl in self.impls))
         finally:
+            beat.cancel()
             for impl in reversed(started):
                 with contextlib.suppress(Exception):
                     await impl.close()
+            try:
+                await asyncio.to_thread(ops.runner_left, self.store, self.run_id, self.worker)
+            except Exception as exc:  # the row ages out (ops.RUNNER_GONE_S)
+                log.debug("could not remove this runner's row: %s", exc)
         if self.halted is not None:
             raise self.halted
         return await asyncio.to_thread(ops.status_counts, self.store, self.run_id)
+
+    async def _beat(self) -> None:
+        """Renew this runner's ``runner`` row every :data:`ops.RUNNER_BEAT_S` while it runs."""
+        while True:
+            await asyncio.sleep(ops.RUNNER_BEAT_S)
+            try:
+                await asyncio.to_thread(ops.runner_seen, self.store, self.run_id, self.worker)
+            except Exception as exc:  # a beat missed is not the run's concern; the next one may land
+                log.debug("runner heartbeat failed: %s", exc)
 
     def worker_for(self, impl: StageImpl) -> str:
         return f"{self.worker}:{impl.worker_tag}" if impl.worker_tag else self.worker

@@ -183,6 +183,8 @@ class Snapshot:
     in_flight: InFlight | None = None
     """The running rows held by a runner, and those a runner that is gone left behind (None: no
     row is running)."""
+    runners: list[dict[str, Any]] = field(default_factory=list)
+    """The runners at work on the run (``ops.runners``): worker, state, started_at, seen_at."""
     actual_backend: str | None = None
     actual_device: str | None = None
     events: list[EventRow] = field(default_factory=list)
@@ -446,6 +448,7 @@ class Reader:
         snap.counts = ops.status_counts(None, run_id, conn=conn)  # type: ignore[arg-type]
         if any(c["running"] for c in snap.counts.values()):
             snap.in_flight = ops.in_flight(conn, run_id)
+        snap.runners = ops.runners(conn, run_id)
 
         im = Image.__table__
         last = conn.execute(

@@ -32,6 +32,7 @@ from sqlalchemy import (
     Table,
     and_,
     bindparam,
+    delete,
     exists,
     false,
     func,
@@ -57,6 +58,7 @@ from m2i.store.models import (
     Prompt,
     Report,
     Run,
+    RunnerSeen,
     Sample,
     Score,
     StageCount,
@@ -480,6 +482,45 @@ def in_flight(conn: Connection, run_id: int, *, host: str | None = None, alive=p
                 left += int(n)
                 gone.add(str(worker))
     return InFlight(held=held, left=left, gone=tuple(sorted(gone)))
+
+
+RUNNER_BEAT_S = 15.0
+"""How often a runner renews its ``runner`` row (:func:`runner_seen`)."""
+RUNNER_GONE_S = 60.0
+"""A ``runner`` row not renewed for this long belongs to a runner that is gone."""
+
+
+@retry_transient
+def runner_seen(store: Store, run_id: int, worker: str, *, state: str | None = None) -> None:
+    """Write or renew the ``runner`` row of ``worker`` on a run (and set its state when given:
+    ``starting`` while it loads its models, ``working`` once it claims)."""
+    t = _t(RunnerSeen)
+    with store.transaction() as conn:
+        now = _now(conn)
+        values: dict[str, Any] = {"seen_at": now, **({"state": state} if state else {})}
+        if not conn.execute(update(t).where(t.c.run_id == run_id, t.c.worker == worker).values(**values)).rowcount:
+            conn.execute(insert(t).values(run_id=run_id, worker=worker, state=state or "starting", started_at=now,
+                                          seen_at=now))
+
+
+@retry_transient
+def runner_left(store: Store, run_id: int, worker: str) -> None:
+    """Delete the ``runner`` row of ``worker``: it ends."""
+    t = _t(RunnerSeen)
+    with store.transaction() as conn:
+        conn.execute(delete(t).where(t.c.run_id == run_id, t.c.worker == worker))
+
+
+def runners(conn: Connection, run_id: int, *, host: str | None = None, alive=pid_alive) -> list[dict[str, Any]]:
+    """The runners at work on a run now, oldest first: ``{"worker", "state", "started_at", "seen_at"}``
+    for each row renewed within :data:`RUNNER_GONE_S` whose runner, if it is one of ``host``
+    (default: this machine), still runs."""
+    host = socket.gethostname() if host is None else host
+    t = _t(RunnerSeen)
+    q = (select(t.c.worker, t.c.state, t.c.started_at, t.c.seen_at)
+         .where(t.c.run_id == run_id, t.c.seen_at >= _now(conn) - timedelta(seconds=RUNNER_GONE_S))
+         .order_by(t.c.started_at, t.c.id))
+    return [dict(r) for r in conn.execute(q).mappings() if not _gone_here(str(r["worker"]), host, alive)]
 
 
 @retry_transient
@@ -1012,7 +1053,8 @@ def latest_report(store: Store, run_id: int, kind: str) -> dict[str, Any] | None
 
 __all__ = [
     "DEFAULT_MODES", "STAGES", "STAGE_ORDER", "add_samples", "cancel", "claim", "complete", "complete_many",
-    "check_run_name", "create_run", "derive_seed", "expire_dead_workers", "fail", "in_flight", "InFlight", "get_run", "image_backends",
+    "check_run_name", "create_run", "derive_seed", "expire_dead_workers", "fail", "in_flight", "InFlight", "RUNNER_BEAT_S", "RUNNER_GONE_S",
+    "runner_left", "runner_seen", "runners", "get_run", "image_backends",
     "ImageFinder", "image_bases", "image_locations", "is_active", "latest_report", "list_runs", "load_pcm", "log_event", "no_such_run",
     "POOL_DEPENDENT", "recent_events", "release", "renew", "requeue", "row_statuses", "save_report", "set_paused",
     "scores_until", "stale_score_cond", "stale_scores", "status_counts", "table_of", "unusable_samples", "update_run_config",

@@ -63,7 +63,8 @@ def test_status_names_the_image_backend_that_drew_the_images(tmp_path):
 
 def test_status_says_when_running_rows_were_left_by_a_runner_that_is_gone(tmp_path):
     """A runner killed outright (the OOM killer, kill -9) leaves its rows 'running'; status showed
-    them as running, which reads as work in progress, for as long as nobody ran m2i again."""
+    them as running, which reads as work in progress, for as long as nobody ran m2i again. The
+    runners at work are named."""
     import socket
 
     db = tmp_path / "a.db"
@@ -84,6 +85,11 @@ def test_status_says_when_running_rows_were_left_by_a_runner_that_is_gone(tmp_pa
     r = m2i("status", "--db", str(db))  # a live runner's row is not called left
     assert "2 running row(s) were left" in " ".join(r.stdout.split())
     assert json.loads(m2i("status", "--json", "--db", str(db)).stdout)["running"]["held"] == 1
+    ops.runner_seen(store, run_id, f"{socket.gethostname()}:{os.getpid()}", state="starting")
+    r = m2i("status", "--db", str(db))  # and the runners at work are named, with what they do
+    assert f"runner {socket.gethostname()}:{os.getpid()}: loading its models since 20" in r.stdout, r.stdout
+    [seen] = json.loads(m2i("status", "--json", "--db", str(db)).stdout)["runners"]
+    assert (seen["worker"], seen["state"]) == (f"{socket.gethostname()}:{os.getpid()}", "starting")
 
 
 def test_sql_reads_and_refuses_writes(tmp_path):

@@ -169,6 +169,65 @@ def test_a_runner_waits_out_another_programs_open_transaction_and_finishes(tmp_p
     assert story.count("free") == len(told) // 2, "each story is over once: one 'free' however many stages waited"
 
 
+def test_a_runner_says_who_it_is_and_that_it_loads_its_models_until_it_works(db_url, monkeypatch):
+    """A runner loading SDXL (minutes, with torch.compile) holds no row: the dashboard said "nothing
+    running" and people killed it. Its row in `runner` says it is starting, then working; it is
+    renewed while it runs and gone when it ends."""
+    monkeypatch.setattr(ops, "RUNNER_BEAT_S", 0.2)
+    store = open_store(db_url)
+    run_id = seed_run(store, 2)
+    loaded = asyncio.Event()
+
+    class LoadsAModel(RecordingStage):
+        async def setup(self, ctx):
+            await loaded.wait()
+
+    def now_seen():
+        with store.read() as conn:
+            return ops.runners(conn, run_id)
+
+    async def until(cond, what):
+        for _ in range(300):
+            if got := cond():
+                return got
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"waited 15 s for {what}")
+
+    async def main():
+        stages = [*all_stages()[:3], LoadsAModel("render")]
+        task = asyncio.create_task(Runner(store, run_id, stages, poll_s=0.02, worker="box:7").run())
+        [first] = await until(now_seen, "the runner's row")
+        assert (first["worker"], first["state"]) == ("box:7", "starting")
+        [later] = await until(lambda: [r for r in now_seen() if r["seen_at"] > first["seen_at"]], "a heartbeat")
+        assert later["state"] == "starting" and later["started_at"] == first["started_at"]
+        assert ops.status_counts(store, run_id)["analyze"]["done"] == 0  # nothing claimed while loading
+        loaded.set()
+        await until(lambda: task.done() or [r["state"] for r in now_seen()] == ["working"], "working")
+        await asyncio.wait_for(task, 30)
+
+    asyncio.run(main())
+    _assert_complete(store, run_id, 2)
+    assert now_seen() == []  # a runner that ended is no longer listed
+    with store.read() as conn:
+        assert conn.execute(text("SELECT count(*) FROM runner")).scalar() == 0
+
+
+def test_runners_that_are_gone_are_not_listed(db_url, monkeypatch):
+    store = open_store(db_url)
+    run_id = seed_run(store, 1)
+    for worker in ("here:111", "here:333", "elsewhere:222", "elsewhere:444"):
+        ops.runner_seen(store, run_id, worker, state="working")
+    with store.transaction() as conn:  # elsewhere:444's box was lost two minutes ago
+        conn.execute(text("UPDATE runner SET seen_at = :t WHERE worker = 'elsewhere:444'"),
+                     {"t": ops.utcnow() - ops.timedelta(seconds=2 * ops.RUNNER_GONE_S)})
+    with store.read() as conn:
+        listed = ops.runners(conn, run_id, host="here", alive=lambda pid: pid == 111)  # here:333 was killed
+    assert [r["worker"] for r in listed] == ["here:111", "elsewhere:222"]
+    ops.runner_left(store, run_id, "here:111")
+    with store.read() as conn:
+        assert [r["worker"] for r in ops.runners(conn, run_id, host="there")] == ["here:333", "elsewhere:222"]
+
+
 def test_graceful_stop_releases_work_in_flight(db_url):
     store = open_store(db_url)
     run_id = seed_run(store, 4)

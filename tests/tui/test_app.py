@@ -474,6 +474,19 @@ async def test_the_header_says_whether_anything_works_on_the_run(seeded_db, froz
         header = app.screen.query_one("#run-header")
         first = label_text(header).splitlines()[0]
         assert first.endswith("(#1)  nothing running · 15 to do"), first
+        store = open_store(str(seeded_db))
+        try:  # a runner starts: it loads SDXL first (minutes), holding no row
+            ops.runner_seen(store, 1, "box:9", state="starting")
+            await wait_until(pilot, lambda: label_text(header).splitlines()[0].endswith("(#1)  starting · 15 to do"),
+                             what="the header to say starting")
+            ops.runner_seen(store, 1, "box:9", state="working")  # between two claims it holds none either
+            await wait_until(pilot, lambda: label_text(header).splitlines()[0].endswith("(#1)  working"),
+                             what="the header to say working")
+            ops.runner_left(store, 1, "box:9")
+            await wait_until(pilot, lambda: label_text(header).splitlines()[0].endswith("(#1)  nothing running · 15 to do"),
+                             what="the header to say nothing runs")
+        finally:
+            store.close()
         with sqlite3.connect(seeded_db) as con:  # a runner claims an image
             con.execute("UPDATE image SET status = 'running', worker = 'box:1', lease_until = '2100-01-01' "
                         "WHERE id = (SELECT min(id) FROM image WHERE status = 'pending')")

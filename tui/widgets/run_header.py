@@ -11,7 +11,7 @@ from tui.widgets.styles import legible, level_tag_style
 
 
 class RunHeader(Static):
-    """Run name and id, its state (working, runner gone, nothing running, paused, idle), provider/model, image backend and device."""
+    """Run name and id, its state (working, starting, runner gone, nothing running, paused, idle), provider/model, image backend and device."""
 
     DEFAULT_CLASSES = "run-header"
 
@@ -41,13 +41,15 @@ class RunHeader(Static):
             flight = snap.in_flight if snap else None
             left = flight.left if flight else 0
             to_do = sum(v.get("pending", 0) for v in c.values()) + left
-            if flight and flight.held:
+            states = {r["state"] for r in snap.runners} if snap else set()
+            if (flight and flight.held) or "working" in states:
                 state, style = "  working", legible("bold green", nc)
+            elif states:  # a runner loading its models (SDXL: minutes) holds no row yet
+                state, style = f"  starting · {to_do} to do", legible("bold green", nc)
             elif left:  # rows still 'running' after their runner was killed used to read "working" until
                 # somebody ran m2i again
                 state, style = f"  runner gone · {to_do} to do", legible("bold yellow", nc)
-            elif to_do:  # "active" said nothing of whether anything works on it (a runner stopped;
-                # one still loading its models has claimed nothing yet either)
+            elif to_do:  # "active" said nothing of whether anything works on it (a runner stopped)
                 state, style = f"  nothing running · {to_do} to do", legible("bold yellow", nc)
             else:
                 state, style = "  idle", "dim"
