@@ -212,14 +212,16 @@ def test_a_runner_says_who_it_is_and_that_it_loads_its_models_until_it_works(db_
         assert conn.execute(text("SELECT count(*) FROM runner")).scalar() == 0
 
 
-def test_runners_that_are_gone_are_not_listed(db_url, monkeypatch):
+def test_runners_that_are_gone_are_not_listed(db_url):
+    from datetime import timedelta
+
     store = open_store(db_url)
     run_id = seed_run(store, 1)
     for worker in ("here:111", "here:333", "elsewhere:222", "elsewhere:444"):
         ops.runner_seen(store, run_id, worker, state="working")
     with store.transaction() as conn:  # elsewhere:444's box was lost two minutes ago
         conn.execute(text("UPDATE runner SET seen_at = :t WHERE worker = 'elsewhere:444'"),
-                     {"t": ops.utcnow() - ops.timedelta(seconds=2 * ops.RUNNER_GONE_S)})
+                     {"t": ops.utcnow() - timedelta(seconds=2 * ops.RUNNER_GONE_S)})
     with store.read() as conn:
         listed = ops.runners(conn, run_id, host="here", alive=lambda pid: pid == 111)  # here:333 was killed
     assert [r["worker"] for r in listed] == ["here:111", "elsewhere:222"]
