@@ -83,13 +83,19 @@ def _open_store(db: str | None, *, readonly: bool, create: bool):
         open_store(_db(db), create=False).close()  # upgrades (after copying the file aside), or says why not
     except StoreError as exc:
         path = Path(older.location)
-        if not path.exists() or os.access(path, os.W_OK):
+        if not path.exists() or (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)):
             raise  # the upgrade failed for another reason, which its own sentence names
-        raise StoreError(
-            f"{older.location} has an older schema ({older.revision}) that must be upgraded to {older.head} "
-            "before m2i can read it, but the file is read-only: make it writable, or copy it somewhere "
-            "writable and pass the copy with --db."
-        ) from exc
+        try:  # a finished run in a read-only place: read as it is, when this m2i can
+            store = open_store(_db(db), readonly=True, older=True)
+        except OlderSchemaError:
+            raise StoreError(
+                f"{older.location} has an older schema ({older.revision}) that must be upgraded to {older.head} "
+                "before m2i can read it, but the file or its folder is read-only: make them writable, or copy "
+                "the file somewhere writable and pass the copy with --db."
+            ) from exc
+        typer.echo(f"note: {path} has an older schema ({older.revision}), read as it is: it cannot be upgraded "
+                   "where it is (not writable).", err=True)
+        return store
     return open_store(_db(db), readonly=True)
 
 

@@ -334,7 +334,7 @@ class Reader:
             from m2i.store import open_store
 
             self._probe()
-            store = open_store(self.db, readonly=True)
+            store = open_store(self.db, readonly=True, older=True)  # a finished run of an older m2i, as it is
             if store.dialect == "sqlite":
                 busy = int(self.busy_ms)
 

@@ -438,12 +438,18 @@ class Store:
         self.close()
 
 
+READABLE_SINCE = "0004"
+"""The oldest schema m2i reads without upgrading it (``open_store(readonly=True, older=True)``):
+later revisions only add what readers do without (0005: the ``runner`` table)."""
+
+
 def open_store(
     db: str | os.PathLike[str] | None = None,
     *,
     readonly: bool = False,
     create: bool = True,
     upgrade: bool = True,
+    older: bool = False,
 ) -> Store:
     """Open (and if needed create or upgrade) a run store.
 
@@ -457,6 +463,9 @@ def open_store(
         Create a new database when none exists (ignored when ``readonly``).
     upgrade : bool
         Upgrade an older schema to head; when False an older schema raises.
+    older : bool
+        With ``readonly``: a schema from :data:`READABLE_SINCE` on is read as it is, not refused
+        (a finished run where it cannot be upgraded: a read-only folder, an archive).
 
     Raises
     ------
@@ -507,6 +516,8 @@ def open_store(
             raise StoreError(
                 f"{path or redact_url(url)} was written by a newer m2i (schema {rev}); upgrade m2i to use it."
             )
+        if readonly and older and rev >= READABLE_SINCE:
+            return Store(url=url, engine=engine, readonly=True)
         if readonly or not upgrade:
             engine.dispose()
             raise OlderSchemaError(

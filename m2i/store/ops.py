@@ -515,6 +515,8 @@ def runners(conn: Connection, run_id: int, *, host: str | None = None, alive=pid
     """The runners at work on a run now, oldest first: ``{"worker", "state", "started_at", "seen_at"}``
     for each row renewed within :data:`RUNNER_GONE_S` whose runner, if it is one of ``host``
     (default: this machine), still runs."""
+    if not conn.dialect.has_table(conn, "runner"):  # a schema older than 0005, read as it is
+        return []
     host = socket.gethostname() if host is None else host
     t = _t(RunnerSeen)
     q = (select(t.c.worker, t.c.state, t.c.started_at, t.c.seen_at)

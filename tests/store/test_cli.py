@@ -247,6 +247,42 @@ def test_a_database_in_a_folder_that_cannot_be_written_is_read(closed_db, tmp_pa
         reader.close()
 
 
+def test_a_run_of_an_older_m2i_in_a_folder_that_cannot_be_written_is_read_as_it_is(closed_db, tmp_path):
+    """Every run finished before the `runner` table (0005) has an older schema, which a reading command
+    upgraded first; where the folder cannot be written that failed, and the sentence told the user
+    to use `m2i status`, the very command that failed. Read as it is, it lacks only that table."""
+    from alembic import command
+
+    from m2i.store.engine import alembic_config
+    from tui.data import Reader
+
+    db = closed_db
+    command.downgrade(alembic_config(f"sqlite:///{db}"), "0004")  # as an m2i of yesterday left it
+    for side in ("-wal", "-shm"):
+        Path(str(db) + side).unlink(missing_ok=True)
+    with read_only(db.parent):
+        r = m2i("status", "--json", "--db", str(db), cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        data = json.loads(r.stdout)
+        assert data["stages"]["analyze"]["pending"] == 2 and data["runners"] == []
+        assert r.stderr == (f"note: {db} has an older schema (0004), read as it is: it cannot be upgraded where it "
+                            "is (not writable).\n")
+        reader = Reader(str(db))
+        try:
+            snap = reader.snapshot()
+        finally:
+            reader.close()
+        assert snap.problem is None and snap.counts["analyze"]["pending"] == 2 and snap.runners == []
+        assert sorted(p.name for p in db.parent.iterdir()) == ["m2i.db"]
+    command.downgrade(alembic_config(f"sqlite:///{db}"), "0002")  # older than m2i reads as it is
+    for side in ("-wal", "-shm"):
+        Path(str(db) + side).unlink(missing_ok=True)
+    with read_only(db.parent):
+        r = m2i("status", "--db", str(db), cwd=tmp_path)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "has an older schema (0002) that must be upgraded" in r.stderr and "copy the file somewhere writable" in r.stderr
+
+
 def test_a_read_only_folder_whose_log_holds_writes_is_read_with_them_or_refused_in_one_sentence(closed_db, tmp_path):
     """A database copied while a runner had it open keeps its latest rows in m2i.db-wal: read through
     the -shm beside it they are all there; without one they cannot be read, and reading the file
@@ -331,7 +367,7 @@ def test_read_only_older_database_says_what_to_do(tmp_path):
         with read_only(db):
             r = m2i("status", "--db", str(db), cwd=work)
         assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
-        assert "older schema (0001)" in r.stderr and "read-only" in r.stderr and "copy it" in r.stderr
+        assert "older schema (0001)" in r.stderr and "read-only" in r.stderr and "copy the file" in r.stderr
         assert "m2i status" not in r.stderr
         assert db.read_bytes() == before and not (work / "m2i.db.bak-0001").exists()
     finally:
