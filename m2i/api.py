@@ -150,6 +150,12 @@ class Run:
     def status(self) -> dict[str, dict[str, int]]:
         return ops.status_counts(self.store, self.id)
 
+    def runners(self) -> list[dict[str, Any]]:
+        """The runners at work on this run now (``m2i status`` names them): worker (``host:pid``),
+        state (``starting`` while it loads its models, ``working``), started_at, seen_at."""
+        with self.store.read() as conn:
+            return ops.runners(conn, self.id)
+
     def requeue_failed(self, stage: str | None = None) -> dict[str, int]:
         return ops.requeue(self.store, run_id=self.id, stage=stage)
 

@@ -142,6 +142,7 @@ def test_notebook_api_runs_stages_and_reads_results(tmp_path, tiny_gguf):
         assert len(prompts) == 10 and all(p["overall"] is not None and p["image_path"] for p in prompts)
         rep = run.report()
         assert rep["modes"]["n_prompts"] == 10
+        assert run.runners() == []  # the runners that did the work have ended
         assert [r["name"] for r in runs.runs()] == ["notebook"]
 
 
@@ -171,7 +172,7 @@ def main():
 
     asyncio.run(cell())
     time.sleep(3)
-    print("later", run.status()["analyze"]["done"], threading.active_count(), flush=True)
+    print("later", run.status()["analyze"]["done"], threading.active_count(), len(run.runners()), flush=True)
 
 
 if __name__ == "__main__":
@@ -188,9 +189,10 @@ def test_interrupting_a_notebook_cell_stops_the_run_it_started(tmp_path):
     r = subprocess.run([sys.executable, str(script), str(tmp_path / "nb.db")], capture_output=True, text=True,
                        timeout=300, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
-    (_, done, running, pending), (_, later, threads) = (line.split() for line in r.stdout.splitlines())
+    (_, done, running, pending), (_, later, threads, runners) = (line.split() for line in r.stdout.splitlines())
     assert int(done) >= 1 and running == "0" and int(pending) >= 1, r.stdout
     assert later == done and threads == "1", "nothing was claimed or finished after the interrupt"
+    assert runners == "0", "the stopped runner no longer says it works on the run"
 
 
 def test_doctor_reports_each_check(tmp_path):
