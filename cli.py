@@ -505,7 +505,8 @@ def report(
 def gallery(
     db: DbOpt = None,
     run: RunOpt = None,
-    out: Annotated[str | None, typer.Option("--out", help="HTML file to write (default <out_dir>/gallery.html).")] = None,
+    out: Annotated[str | None, typer.Option(
+        "--out", help="HTML file to write, or a folder to write gallery.html into (default <out_dir>/gallery.html).")] = None,
 ) -> None:
     """Write a static HTML contact sheet of a run (opens from the filesystem, no server)."""
     from m2i.gallery import write_gallery
@@ -513,7 +514,9 @@ def gallery(
 
     store = _open(db, readonly=True)
     r = _run_of(store, run)
-    target = Path(out) if out else Path((r["config"] or {}).get("out_dir") or "m2i-output") / "gallery.html"
+    target = Path(out) if out else Path((r["config"] or {}).get("out_dir") or "m2i-output")
+    if not out or target.is_dir():  # `--out results/` as `cp` takes a folder
+        target = target / "gallery.html"
     finder = ops.ImageFinder(ops.image_bases(store, target.parent))
     try:
         path = write_gallery(store, int(r["id"]), target, finder)

@@ -110,6 +110,20 @@ def test_an_output_folder_renamed_after_the_run_is_found_beside_the_database(tmp
     assert len(srcs) == 5 and all(src.startswith("box/results-nov/images/") for src in srcs), srcs
 
 
+def test_gallery_out_may_name_a_folder(tmp_path):
+    """`m2i gallery --out results/`, as `cp` takes a folder, said "Is a directory"."""
+    import subprocess
+
+    db = tmp_path / "m2i.db"
+    _render_previews(db, tmp_path / "m2i-output", clips=1)
+    (tmp_path / "results").mkdir()
+    r = subprocess.run([*CLI, "gallery", "--db", str(db), "--out", "results"], capture_output=True, text=True,
+                       timeout=120, cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout.startswith(f"gallery: {tmp_path / 'results' / 'gallery.html'}"), r.stderr
+    page = (tmp_path / "results" / "gallery.html").read_text()
+    assert page.count('<img loading="lazy" src="../m2i-output/images/') == 5
+
+
 def test_another_runs_image_of_the_same_name_is_never_shown_instead(tmp_path):
     """Two runs draw sample_000_prompt_00.png and the like, each in its own folder; only the first
     run's folder was copied. Looked for by name alone, the second run's gallery showed the first
