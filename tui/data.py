@@ -56,6 +56,8 @@ class RunChoice:
     paused: bool
     cancelled: bool
     counts: dict[str, dict[str, int]]
+    runners: int = 0
+    """How many runners are at work on it now (``ops.runners``)."""
 
 
 @dataclass(frozen=True)
@@ -412,6 +414,7 @@ class Reader:
                         id=int(r["id"]), name=str(r["name"]), created_at=local_time(r["created_at"]), llm=llm, model=model,
                         paused=bool(r["paused"]), cancelled=bool(r["cancelled"]),
                         counts=ops.status_counts(None, int(r["id"]), conn=conn),  # type: ignore[arg-type]
+                        runners=len(ops.runners(conn, int(r["id"]))),
                     ))
             return out
 

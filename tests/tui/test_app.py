@@ -797,6 +797,7 @@ async def test_the_run_picker_switches_every_screen_to_another_run_and_back_to_t
 
     store = open_store(seeded_db)
     newer = ops.create_run(store, name="ollama-llama3", config={"seed": 2, "llm": "ollama", "model": "llama3.1"})
+    ops.runner_seen(store, 1, "box:1", state="working")  # the older run is being worked on
     store.close()
     app = frozen_app(seeded_db)
     async with app.run_test(size=(140, 40)) as pilot:
@@ -809,7 +810,9 @@ async def test_the_run_picker_switches_every_screen_to_another_run_and_back_to_t
         texts = [str(listing.get_option_at_index(i).prompt) for i in range(3)]
         assert texts[0] == "follow the newest run (as now)"
         assert texts[1].startswith(f"▶ #{newer} ollama-llama3 · ") and "ollama llama3.1 · clips 0/0" in texts[1]
+        assert texts[1].endswith("images 0/0"), texts[1]
         assert texts[2].startswith("  #1 bach-vs-folk · ") and "anthropic claude-sonnet-4-5 · clips 5/6" in texts[2]
+        assert texts[2].endswith(" · 1 runner at work"), texts[2]
         await pilot.press("down", "down", "enter")
         await wait_until(pilot, lambda: app.view.snap.run is not None and app.view.snap.run.id == 1,
                          what="the older run shown")

@@ -22,13 +22,15 @@ NEWEST = "newest"
 
 
 def describe(run: RunChoice) -> str:
-    """``#3 claude-vs-ollama · 11-28 06:33 · anthropic claude-sonnet-4-6 · clips 100/100 · prompts 500/500 · images 480/500``."""
+    """``#3 claude-vs-ollama · 11-28 06:33 · anthropic claude-sonnet-4-6 · clips 100/100 · prompts 500/500 · images 480/500``
+    (then `` · PAUSED``, `` · 1 runner at work`` where they apply)."""
     def done(stage: str, what: str) -> str:
         c = run.counts.get(stage) or {}
         return f"{what} {c.get('done', 0)}/{sum(c.values())}"
 
     state = " · PAUSED" if run.paused else ""
     state += " · CANCELLED" if run.cancelled else ""
+    state += f" · {run.runners} runner{'s' if run.runners > 1 else ''} at work" if run.runners else ""
     parts = [f"#{run.id} {run.name}", run.created_at[5:16], f"{run.llm} {run.model}",
              done("analyze", "clips"), done("generate", "prompts"), done("render", "images")]
     return " · ".join(parts) + state
