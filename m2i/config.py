@@ -13,7 +13,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -50,7 +50,7 @@ class Settings(BaseModel):
 
     db: str = "m2i.db"
     run_name: str | None = None
-    dataset: str | list[str] = "demo"
+    dataset: str | Annotated[list[str], Field(min_length=1)] = "demo"
     """A .npy file, an audio file, a folder or "demo"; or several of them, read one after another."""
     samples: int | None = Field(default=None, ge=1)
     clip_s: float = Field(default=10.0, gt=0)
