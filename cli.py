@@ -407,6 +407,8 @@ def requeue(
     stage: StageOpt = None,
     failed: Annotated[bool, typer.Option("--failed/--all", help="Only failed rows (default), or cancelled too.")] = True,
     id: Annotated[list[int] | None, typer.Option("--id", help="Row id (repeatable); needs --stage.")] = None,
+    error: Annotated[str | None, typer.Option(
+        "--error", help="Only rows whose error contains this text (any case), e.g. \"out of memory\".")] = None,
 ) -> None:
     """Put failed rows back to pending (safe while a runner is working)."""
     from m2i.store import ops
@@ -416,8 +418,13 @@ def requeue(
     store = _open(db)
     r = _run_of(store, run)
     before = ops.row_statuses(store, stage, id, run_id=int(r["id"])) if id else {}
-    out = ops.requeue(store, run_id=int(r["id"]), stage=stage, ids=_ids(id), failed_only=failed)
-    typer.echo("requeued " + ", ".join(f"{k}: {v}" for k, v in out.items()))
+    out = ops.requeue(store, run_id=int(r["id"]), stage=stage, ids=_ids(id), failed_only=failed, error=error)
+    if error and not sum(out.values()):
+        raise InputError(f"No {'failed' if failed else 'failed or cancelled'} row of run {r['name']}"
+                         f"{f' at the {stage} stage' if stage else ''} has an error containing {error!r}; nothing "
+                         "was requeued (`m2i tui`, f, lists the errors).")
+    typer.echo("requeued " + ", ".join(f"{k}: {v}" for k, v in out.items())
+               + (f" (errors containing {error!r})" if error else ""))
     if not id and stage in (None, "analyze") and (unusable := ops.unusable_samples(store, int(r["id"]))):
         typer.echo(f"{unusable} clip(s) stay failed: their audio was unusable at ingest and requeue cannot help; "
                    "`m2i sql \"SELECT source, error FROM sample WHERE audio_sha256 IS NULL AND status = 'failed'\"` says why")

@@ -797,11 +797,14 @@ def requeue(
     stage: str | None = None,
     ids: Sequence[int] | None = None,
     failed_only: bool = True,
+    error: str | None = None,
 ) -> dict[str, int]:
     """Put failed (or, with ``failed_only=False``, failed and cancelled) rows back to pending.
 
-    Attempts start again from zero; the last error stays visible until the row runs again.
-    Safe while runners are live: they pick the rows up on their next claim.
+    ``error``: only rows whose recorded error contains this text, in any case (``m2i requeue
+    --error "out of memory"`` takes back the renders a full GPU failed, not the prompts a
+    provider refused). Attempts start again from zero; the last error stays visible until the row
+    runs again. Safe while runners are live: they pick the rows up on their next claim.
     """
     stages = [stage] if stage else list(STAGE_ORDER)
     statuses = [Status.failed.value] if failed_only else [Status.failed.value, Status.cancelled.value]
@@ -810,6 +813,8 @@ def requeue(
         for st in stages:
             t = table_of(st)
             cond = _select_rows(t, run_id=run_id, ids=ids, statuses=statuses)
+            if error:
+                cond.append(t.c.error.icontains(error, autoescape=True))
             if st == "analyze":
                 cond.append(~_no_audio(t))  # a clip with no audio cannot run again
             n = conn.execute(

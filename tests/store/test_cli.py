@@ -412,6 +412,22 @@ def test_requeue_says_which_failed_clips_it_cannot_bring_back(tmp_path):
     assert "1 clip(s) stay failed: their audio was unusable at ingest" in r.stdout
 
 
+def test_requeue_by_error_text_says_what_it_took_back_or_that_nothing_matched(tmp_path):
+    db = tmp_path / "a.db"
+    store = open_store(db)
+    run_id = seed_run(store, 2, config={"seed": 1, "max_attempts": 1})
+    for err in ("CUDA out of memory", "refused"):
+        r = ops.claim(store, "analyze", worker="w", run_id=run_id)[0]
+        ops.fail(store, "analyze", r["id"], worker="w", error=err, retryable=False)
+    r = m2i("requeue", "--error", "Out of memory", "--db", str(db))
+    assert r.returncode == 0 and r.stdout.startswith("requeued analyze: 1, generate: 0") and \
+        r.stdout.rstrip().endswith("(errors containing 'Out of memory')"), r.stdout
+    r = m2i("requeue", "--stage", "render", "--error", "timeout", "--db", str(db))
+    assert r.returncode == 1 and r.stderr == ("error: No failed row of run test at the render stage has an error "
+                                              "containing 'timeout'; nothing was requeued (`m2i tui`, f, lists the "
+                                              "errors).\n"), r.stderr
+
+
 def test_requeue_needs_stage_with_id(tmp_path):
     db = tmp_path / "a.db"
     seed_run(open_store(db), 1)

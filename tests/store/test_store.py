@@ -380,6 +380,24 @@ def test_fail_retries_then_fails_and_requeue_brings_back(store):
     assert r["attempts"] == 1
 
 
+def test_requeue_takes_back_only_the_rows_whose_error_says_so(store):
+    """After a night of renders, some failed for a full GPU and some for a refused prompt: only the
+    first kind is worth another attempt, and picking their ids out by hand was the only way."""
+    run_id = seed_run(store, 4, config={"max_attempts": 1})
+    errors = ["CUDA out of memory. Tried to allocate 2.0 GiB", "the provider refused: content policy",
+              "torch.OutOfMemoryError: CUDA Out Of Memory", "50% of the 100_000 tokens: over budget"]
+    for err in errors:
+        r = ops.claim(store, "analyze", worker="w", run_id=run_id)[0]
+        ops.fail(store, "analyze", r["id"], worker="w", error=err, retryable=False)
+    assert ops.requeue(store, run_id=run_id, error="out of MEMORY") == {
+        "analyze": 2, "generate": 0, "score": 0, "render": 0}  # any case
+    with store.read() as conn:
+        left = conn.execute(text("SELECT error FROM sample WHERE status = 'failed' ORDER BY id")).scalars().all()
+    assert left == [errors[1], errors[3]]
+    assert ops.requeue(store, run_id=run_id, error="of_the")["analyze"] == 0  # "_" and "%" are plain text
+    assert ops.requeue(store, run_id=run_id, error="50% of the 100_000")["analyze"] == 1
+
+
 def test_dead_worker_on_every_attempt_fails_the_row(store):
     run_id = seed_run(store, 1)
     for _ in range(3):
