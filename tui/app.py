@@ -223,11 +223,12 @@ class M2IApp(App[None]):
 
     @on(FailuresScreen.RequeueRequested)
     def _requeue_requested(self, message: FailuresScreen.RequeueRequested) -> None:
-        self._requeue(message.run_id, message.rows, message.stage, message.what)
+        self._requeue(message.run_id, message.rows, message.stage, message.error, message.what)
 
     @work(thread=True, group="write", exit_on_error=False)
-    def _requeue(self, run_id: int, rows: dict[str, list[int]] | None, stage: str | None, what: str) -> None:
-        n = self.actions.requeue(run_id, rows=rows, stage=stage)
+    def _requeue(self, run_id: int, rows: dict[str, list[int]] | None, stage: str | None, error: str | None,
+                 what: str) -> None:
+        n = self.actions.requeue(run_id, rows=rows, stage=stage, error=error)
         text = f"Requeued {n} row(s) ({what}); a runner on this database picks them up." if n else (
             f"Nothing requeued ({what}): those rows are no longer failed, or a clip without audio cannot run again."
         )

@@ -758,8 +758,10 @@ class Actions:
 
         return open_store(self.db, create=False, upgrade=False)
 
-    def requeue(self, run_id: int, *, rows: dict[str, Sequence[int]] | None = None, stage: str | None = None) -> int:
-        """Put failed rows back to pending: the given ``{stage: ids}``, or every failed row of ``stage``.
+    def requeue(self, run_id: int, *, rows: dict[str, Sequence[int]] | None = None, stage: str | None = None,
+                error: str | None = None) -> int:
+        """Put failed rows back to pending: the given ``{stage: ids}``, or every failed row of ``stage``
+        (whose error contains ``error``, when given).
 
         Returns
         -------
@@ -774,7 +776,7 @@ class Actions:
                     sum(ops.requeue(store, run_id=run_id, stage=st, ids=list(ids)).values())
                     for st, ids in rows.items() if ids
                 )
-            return sum(ops.requeue(store, run_id=run_id, stage=stage).values())
+            return sum(ops.requeue(store, run_id=run_id, stage=stage, error=error).values())
 
     def set_paused(self, run_id: int, paused: bool) -> bool:
         """Pause (or resume) the run; returns whether it changed. Work in flight finishes."""

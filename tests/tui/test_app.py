@@ -200,6 +200,32 @@ async def test_requeue_marked_rows_and_a_whole_stage(seeded_db, frozen_app):
         assert status_of(seeded_db, "prompt", 1) == "pending"
 
 
+async def test_requeue_the_rows_that_failed_the_same_way(seeded_db, frozen_app):
+    """A night of prompts: some failed on an overloaded API (worth another go), one on a reply the
+    model got wrong. `e` takes back those of the selected row's stage whose error shares its cause."""
+    from tui.screens.failures import error_cause
+
+    with sqlite3.connect(seeded_db) as con:
+        odd = con.execute("SELECT max(id) FROM prompt WHERE status = 'done'").fetchone()[0]
+        con.execute("UPDATE prompt SET status = 'failed', error = 'ProviderError: the reply had no image_prompt' "
+                    "WHERE id = ?", (odd,))
+    app = frozen_app(seeded_db)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("f")
+        await refreshed(pilot)
+        table = app.screen.query_one(FailuresTable)
+        await pilot.press("down")
+        assert (table.selected.stage, table.selected.id) == ("generate", 1)
+        await pilot.press("e")
+        question = " ".join(label_text(app.screen.query_one("#confirm-question", Static)).split())
+        assert question == ("Requeue the failed generate rows whose error contains 'Anthropic answered 529 "
+                            "overloaded three times'?"), question
+        await pilot.press("y")
+        await wait_until(pilot, lambda: status_of(seeded_db, "prompt", 1) == "pending", what="the requeue")
+        assert status_of(seeded_db, "prompt", 2) == "pending" and status_of(seeded_db, "prompt", odd) == "failed"
+    assert error_cause("Traceback (most recent call last):\n  File x\nValueError: bad thing: 3") == "bad thing"
+
+
 async def test_pause_and_resume_from_the_dashboard(seeded_db, frozen_app):
     app = frozen_app(seeded_db)
 

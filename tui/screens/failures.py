@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -25,17 +27,20 @@ class FailuresScreen(DataScreen):
         Binding("r", "requeue_selected", "Requeue", id="failures.requeue"),
         Binding("m", "requeue_marked", "Marked", id="failures.requeue_marked"),
         Binding("a", "requeue_stage", "Stage", id="failures.requeue_stage"),
+        # not in the footer, which then lost "? Help  q Quit" at 80 columns; listed by ? and in docs/tui.md
+        Binding("e", "requeue_same_error", "Same error", id="failures.requeue_error", show=False),
     ]
 
     class RequeueRequested(Message):
         """Confirmed: put these failed rows (``{stage: ids}``) or all failed rows of ``stage`` back."""
 
         def __init__(self, run_id: int, *, rows: dict[str, list[int]] | None = None, stage: str | None = None,
-                     what: str = "") -> None:
+                     error: str | None = None, what: str = "") -> None:
             super().__init__()
             self.run_id = run_id
             self.rows = rows
             self.stage = stage
+            self.error = error
             self.what = what
 
     def __init__(self) -> None:
@@ -142,3 +147,33 @@ class FailuresScreen(DataScreen):
         n = self._view.snap.counts.get(f.stage, {}).get("failed", 0)
         what = f"all {n} failed {f.stage} row(s)"
         self._confirm(f"Requeue {what}?", self.RequeueRequested(run_id, stage=f.stage, what=what))
+
+    def action_requeue_same_error(self) -> None:
+        f = self.query_one(FailuresTable).selected
+        run_id = self._run_id()
+        if f is None or run_id is None:
+            self.notify("No failed row selected.", severity="warning")
+            return
+        cause = error_cause(f.error)
+        if not cause:
+            self.notify("This row recorded no error text to match.", severity="warning")
+            return
+        what = f"failed {f.stage} rows whose error contains {cause!r}"
+        self._confirm(f"Requeue the {what}?", self.RequeueRequested(run_id, stage=f.stage, error=cause, what=what))
+
+
+_ERROR_CLASS = re.compile(r"^(?:[\w.]*(?:Error|Exception|Interrupt)\s*:\s*)+")
+
+
+def error_cause(error: str | None) -> str:
+    """What rows that failed the same way share in their error: its first line (a traceback's last)
+    without the exception's name, up to the first ". ", "; " or ": " (``CUDA out of memory`` of
+    ``torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB ...``, whose figures
+    differ from row to row)."""
+    lines = [x for x in (error or "").strip().splitlines() if x.strip()]
+    if not lines:
+        return ""
+    line = _ERROR_CLASS.sub("", lines[-1] if lines[0].startswith("Traceback") else lines[0])  # a traceback ends with it
+    for stop in (". ", "; ", ": "):
+        line = line.split(stop, 1)[0]
+    return line.strip().rstrip(".")

@@ -29,6 +29,8 @@ LONG = {
     "failures.requeue": "Requeue the selected row (asks first)",
     "failures.requeue_marked": "Requeue the marked rows (asks first)",
     "failures.requeue_stage": "Requeue every failed row of the selected row's stage (asks first)",
+    "failures.requeue_error": "Requeue the failed rows of the selected row's stage that failed the same way "
+                              "(their error shares its cause, e.g. 'CUDA out of memory'; asks first)",
     "samples.open": "Open the selected clip: features, ABC, prompts, scores, image",
     "samples.next": "Next page of clips",
     "samples.prev": "Previous page of clips",
