@@ -118,12 +118,19 @@ class FailuresScreen(DataScreen):
         self.query_one(FailuresTable).toggle_mark()
         self._summary()
 
-    def action_requeue_selected(self) -> None:
+    def _selected(self):
+        """The highlighted failure and the run's id, or None (after saying so) when there is none."""
         f = self.query_one(FailuresTable).selected
         run_id = self._run_id()
-        if f is None or run_id is None:
+        if f is None or run_id is None or self._view is None:
             self.notify("No failed row selected.", severity="warning")
+            return None
+        return f, run_id
+
+    def action_requeue_selected(self) -> None:
+        if (picked := self._selected()) is None:
             return
+        f, run_id = picked
         what = f"{f.stage} row {f.id} (clip {f.sample_id})"
         self._confirm(f"Requeue {what}?", self.RequeueRequested(run_id, rows={f.stage: [f.id]}, what=what))
 
@@ -139,21 +146,17 @@ class FailuresScreen(DataScreen):
         self._confirm(f"Requeue {what}?", self.RequeueRequested(run_id, rows=rows, what=what), clear_marks=True)
 
     def action_requeue_stage(self) -> None:
-        f = self.query_one(FailuresTable).selected
-        run_id = self._run_id()
-        if f is None or run_id is None or self._view is None:
-            self.notify("No failed row selected.", severity="warning")
+        if (picked := self._selected()) is None or self._view is None:
             return
+        f, run_id = picked
         n = self._view.snap.counts.get(f.stage, {}).get("failed", 0)
         what = f"all {n} failed {f.stage} row(s)"
         self._confirm(f"Requeue {what}?", self.RequeueRequested(run_id, stage=f.stage, what=what))
 
     def action_requeue_same_error(self) -> None:
-        f = self.query_one(FailuresTable).selected
-        run_id = self._run_id()
-        if f is None or run_id is None:
-            self.notify("No failed row selected.", severity="warning")
+        if (picked := self._selected()) is None:
             return
+        f, run_id = picked
         cause = error_cause(f.error)
         if not cause:
             self.notify("This row recorded no error text to match.", severity="warning")
