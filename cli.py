@@ -376,7 +376,7 @@ def status(db: DbOpt = None, run: RunOpt = None, json_out: JsonOpt = False) -> N
     from m2i.store.models import local_time
 
     for x in runners:
-        doing = "loading its models" if x["state"] == "starting" else "working"
+        doing = {"starting": "loading its models", "waiting": "waiting for `m2i resume`"}.get(x["state"], "working")
         con.print(f"runner {x['worker']}: {doing} since {local_time(x['started_at'])}", markup=False, highlight=False)
     if flight.left:  # 'running' rows whose runner was killed: nothing works on them until m2i runs again
         con.print(f"{flight.left} running row(s) were left by a runner that is no longer running "

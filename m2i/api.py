@@ -152,7 +152,8 @@ class Run:
 
     def runners(self) -> list[dict[str, Any]]:
         """The runners at work on this run now (``m2i status`` names them): worker (``host:pid``),
-        state (``starting`` while it loads its models, ``working``), started_at, seen_at."""
+        state (``starting`` while it loads its models, ``working``, ``waiting`` on a paused run),
+        started_at, seen_at."""
         with self.store.read() as conn:
             return ops.runners(conn, self.id)
 

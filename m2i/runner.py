@@ -366,6 +366,9 @@ class Runner:
         self._pause_checked = t
         run = await asyncio.to_thread(ops.get_run, self.store, self.run_id)
         paused = bool(run and run["paused"])
+        if paused != self._paused_seen:  # and its runner row says so (m2i status, the run picker)
+            await asyncio.to_thread(ops.runner_seen, self.store, self.run_id, self.worker,
+                                    state="waiting" if paused else "working")
         if paused and not self._paused_seen:
             log.warning("run %s is paused: this runner waits for `m2i resume` (Ctrl-C stops it)", run["name"])
         elif self._paused_seen and not paused:

@@ -200,8 +200,8 @@ class Event(SQLModel, table=True):
 
 
 class RunnerSeen(SQLModel, table=True):
-    """A runner at work on a run, and what it is doing: loading its models (``starting``) or
-    ``working``. It writes its row as it starts, renews ``seen_at`` every ``ops.RUNNER_BEAT_S`` and
+    """A runner at work on a run, and what it is doing: loading its models (``starting``),
+    ``working``, or ``waiting`` on a paused run. It writes its row as it starts, renews ``seen_at`` every ``ops.RUNNER_BEAT_S`` and
     deletes the row as it ends; a row not renewed for ``ops.RUNNER_GONE_S`` (a runner killed
     outright, a lost box) is a runner that is gone. The dashboard's header and ``m2i status`` read it."""
 
@@ -211,7 +211,7 @@ class RunnerSeen(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     run_id: int = Field(foreign_key="run.id", nullable=False, ondelete="CASCADE")
     worker: str = Field(max_length=200, nullable=False)  # host:pid
-    state: str = Field(default="starting", max_length=16, nullable=False)  # starting | working
+    state: str = Field(default="starting", max_length=16, nullable=False)  # starting | working | waiting (paused run)
     started_at: datetime = Field(default_factory=utcnow, nullable=False)
     seen_at: datetime = Field(default_factory=utcnow, nullable=False)
 

@@ -493,7 +493,7 @@ RUNNER_GONE_S = 60.0
 @retry_transient
 def runner_seen(store: Store, run_id: int, worker: str, *, state: str | None = None) -> None:
     """Write or renew the ``runner`` row of ``worker`` on a run (and set its state when given:
-    ``starting`` while it loads its models, ``working`` once it claims)."""
+    ``starting`` while it loads its models, ``working`` once it claims, ``waiting`` on a paused run)."""
     t = _t(RunnerSeen)
     with store.transaction() as conn:
         now = _now(conn)

@@ -120,11 +120,21 @@ def test_a_runner_on_a_paused_run_says_so_waits_and_goes_on_when_resumed(db_url,
     run_id = seed_run(store, 2)
     ops.set_paused(store, run_id, True)
 
+    def states():
+        with store.read() as conn:
+            return [r["state"] for r in ops.runners(conn, run_id)]
+
     async def main():
         task = asyncio.create_task(Runner(store, run_id, all_stages(), poll_s=0.02).run())
         await asyncio.sleep(1.5)
         assert not task.done() and ops.status_counts(store, run_id)["analyze"]["done"] == 0
+        assert states() == ["waiting"]  # m2i status: "waiting for `m2i resume`"
         ops.set_paused(store, run_id, False)
+        for _ in range(200):
+            if task.done() or states() == ["working"]:
+                break
+            await asyncio.sleep(0.05)
+        assert task.done() or states() == ["working"]
         await asyncio.wait_for(task, 30)
 
     with caplog.at_level("INFO", logger="m2i"):

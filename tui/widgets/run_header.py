@@ -44,7 +44,7 @@ class RunHeader(Static):
             states = {r["state"] for r in snap.runners} if snap else set()
             if (flight and flight.held) or "working" in states:
                 state, style = "  working", legible("bold green", nc)
-            elif states:  # a runner loading its models (SDXL: minutes) holds no row yet
+            elif "starting" in states:  # a runner loading its models (SDXL: minutes) holds no row yet
                 state, style = f"  starting · {to_do} to do", legible("bold green", nc)
             elif left:  # rows still 'running' after their runner was killed used to read "working" until
                 # somebody ran m2i again
