@@ -92,16 +92,20 @@ def analyze_lines(paths: Iterable[str | Path], *, settings: dict[str, Any] | Non
 def human_summary(result: dict[str, Any]) -> str:
     """What ``m2i analyze`` prints without ``--json``: ``== FILE`` (``== FILE #ROW`` for a clip of a
     .npy), the features one per line (as
-    the LLM reads them, :func:`m2i.features.describe`) and the ABC, which is left out when no
-    melody was heard (:func:`m2i.features.stated_abc`), after a ``warning: ...`` line for a file
-    read past damaged data; or ``error: ...`` for a bad file."""
-    from m2i.features import describe, stated_abc
+    the LLM reads them, :func:`m2i.features.describe`), a ``not stated: ...`` line naming those
+    measured too unsure to state (:func:`m2i.features.unsure`), and the ABC,
+    which is left out when no melody was heard (:func:`m2i.features.stated_abc`), after a
+    ``warning: ...`` line for a file read past damaged data; or ``error: ...`` for a bad file."""
+    from m2i.features import FEATURE_NAMES, describe, stated_abc, unsure
 
     clip = f" #{result['clip']}" if "clip" in result else ""  # a row of a .npy of clips
     if "error" in result:
         return f"error: {result['file']}{clip}: {result['error']}" if clip else f"error: {result['error']}"
     lines = [f"== {result['file']}{clip}"] + ([f"warning: {result['warning']}"] if "warning" in result else [])
-    lines.append(describe(result["features"]))
+    f = result["features"]
+    lines.append(describe(f))
+    if held := [n.replace("_", " ") for n in FEATURE_NAMES if unsure(f, n)]:
+        lines.append(f"not stated, measured too unsure: {', '.join(held)} (--json has the estimates and confidences)")
     if text := result["features"].get("spectrogram"):
         lines.append(f"spectrogram: {text}")
     if png := result.get("spectrogram_png"):

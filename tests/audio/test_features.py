@@ -330,6 +330,9 @@ def test_analyze_lines_reports_bad_files_and_goes_on(tmp_path):
     # the JSON keeps the drum loop's ABC; the text, like the LLM, states no melody that was not heard
     drums = human_summary(lines[2])
     assert lines[2]["abc"].startswith("X:1") and "tempo: 120 BPM" in drums and "X:1" not in drums and "key:" not in drums
+    # ... and says what it left out, so that a missing key is not mistaken for a missing feature
+    assert "not stated, measured too unsure: key, tonality, melody contour, harmonic progression" in drums
+    assert "not stated, measured too unsure: harmonic progression (" in text  # a solo scale: no chords
 
 
 def test_cli_analyze_json_prints_one_line_per_file_and_fails_on_a_bad_one(tmp_path):
