@@ -62,9 +62,11 @@ def build_report(store: Store, run_id: int, *, recompute: bool = False) -> dict[
     current = counts["score"]["done"] - stale
     modes = None
     if current:  # a stored analysis is used when it covers exactly the current scores
+        from m2i.scoring.stats import COMPARE_METHOD
         modes = None if recompute or stale else ops.latest_report(store, run_id, "modes")
         until = ops.scores_until(store, run_id)
-        if modes is None or modes.get("n_prompts", -1) != current or modes.get("scores_until", until) != until:
+        if (modes is None or modes.get("n_prompts", -1) != current or modes.get("scores_until", until) != until
+                or modes.get("method") != COMPARE_METHOD):  # stored by an earlier m2i: its statistics differ
             from m2i.stages import write_mode_report
 
             modes = write_mode_report(store, run_id)

@@ -590,3 +590,18 @@ def test_a_runner_with_a_fast_clock_does_not_steal_live_rows_on_postgresql(pg_ur
     assert [r["id"] for r in theirs] != [mine[0]["id"]] and len(theirs) == 1
     assert ops.complete(store, "analyze", mine[0]["id"], worker="boxA:1", values={}) is True
     store.close()
+
+
+def test_a_report_stored_by_an_earlier_method_is_computed_again(store):
+    """A run scored before `m2i-compare/2` kept printing its stored plain-percentile interval: the
+    stored comparison is used only when the method that wrote it is the current one."""
+    from m2i.report import build_report
+    from m2i.scoring.stats import COMPARE_METHOD
+
+    run_id, _ = _scored_run(store, fail_first=0)
+    first = build_report(store, run_id)["modes"]
+    assert first["method"] == COMPARE_METHOD
+    ops.save_report(store, run_id, "modes", {**first, "method": "m2i-compare/1", "n_pairs": 99})
+    again = build_report(store, run_id)["modes"]
+    assert again["method"] == COMPARE_METHOD and again["n_pairs"] == first["n_pairs"] != 99
+    assert ops.latest_report(store, run_id, "modes")["method"] == COMPARE_METHOD  # and stored for the dashboard

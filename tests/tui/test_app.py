@@ -384,6 +384,23 @@ async def test_compare_says_why_a_run_of_one_mode_compares_nothing(seeded_db, fr
         assert summary == "no clip has scored prompts of both modes (convergent 4, divergent 0), so nothing is compared"
 
 
+async def test_compare_says_why_a_pilot_of_three_clips_has_no_interval(seeded_db, frozen_app):
+    from m2i.scoring.stats import compare_modes
+
+    rows = [{"sample_id": c, "mode": m, "originality": 0.5 + 0.1 * c * (m == "divergent")}
+            for c in range(3) for m in ("convergent", "divergent")]
+    save_report(seeded_db, compare_modes(rows, metrics=("originality",), n_boot=10))
+    app = frozen_app(seeded_db)
+    async with app.run_test(size=(120, 24)) as pilot:
+        await pilot.press("c")
+        await refreshed(pilot)
+        summary = " ".join(label_text(app.screen.query_one("#compare-summary", Static)).split())
+        assert summary.startswith("3 clips paired") and summary.endswith(
+            "no 95% CI with 3 clips paired: resampling fewer than 5 cannot cover 95 %")
+        table = app.screen.query_one(MetricsTable)
+        assert str(table.get_row_at(0)[4]) == "-"
+
+
 async def test_compare_updates_when_a_new_report_arrives(unscored_db, frozen_app):
     """The score stage writes a newer report while Compare is open: the table fills in by itself."""
     from seeding import save_modes_report, score_values

@@ -50,11 +50,13 @@ class CompareScreen(DataScreen):
         self._report_id = report_id
         self._shown = True
         if report:
-            from m2i.scoring.stats import unpaired_note  # numpy: loaded when a comparison is first shown
+            # numpy: loaded when a comparison is first shown
+            from m2i.scoring.stats import few_pairs_note, unpaired_note
 
             summary.update(unpaired_note(report) or (
                 f"{report.get('n_pairs') or 0} clips paired · {report.get('n_prompts') or 0} prompts · "
                 f"diff = div - conv · * p < {report.get('alpha') or 0.05} · d_z effect size"
+                + (f" · {few}" if (few := few_pairs_note(report)) else "")
             ))
         self.query_one(MetricsTable).show(report)
         self.query_one(DiffPlot).report = report
