@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import select
 
 from m2i.features import FEATURE_NAMES, clip_label, stated_abc, summarize
+from m2i.report import current_modes
 from m2i.store import ops
 from m2i.store.engine import Store
 from m2i.store.models import Image, Prompt, Sample, Score
@@ -101,7 +102,7 @@ def write_gallery(store: Store, run_id: int, out: str | os.PathLike[str],
     run = ops.get_run(store, run_id) or {}
     cfg = run.get("config") or {}
     samples, prompts = _rows(store, run_id)
-    modes = ops.latest_report(store, run_id, "modes")
+    modes = current_modes(store, run_id)
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>m2i gallery — {_e(run.get('name'))}</title><style>{CSS}</style></head><body>",
@@ -112,10 +113,11 @@ def write_gallery(store: Store, run_id: int, out: str | os.PathLike[str],
         parts.append("<table class='stats'><tr><th>metric</th><th>convergent</th><th>divergent</th><th>diff</th>"
                      "<th>95% CI</th><th>p (Holm)</th></tr>")
         for name, st in modes["metrics"].items():
-            ci = st.get("ci95") or [None, None]
+            ci = st.get("ci95")
             fmt = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
+            ci_s = f"[{fmt(ci[0])}, {fmt(ci[1])}]" if ci else "-"  # none under 5 clips (stats.MIN_CI_PAIRS)
             parts.append(f"<tr><td>{_e(name)}</td><td>{fmt(st.get('mean_convergent'))}</td><td>{fmt(st.get('mean_divergent'))}"
-                         f"</td><td>{fmt(st.get('mean_diff'))}</td><td>[{fmt(ci[0])}, {fmt(ci[1])}]</td>"
+                         f"</td><td>{fmt(st.get('mean_diff'))}</td><td>{ci_s}</td>"
                          f"<td>{fmt(st.get('p_holm'))}</td></tr>")
         parts.append("</table>")
     parts.append("</header>")

@@ -20,6 +20,28 @@ from m2i.store.models import Image, Prompt, Status, local_time
 from m2i.work import work_left
 
 
+def current_modes(store: Store, run_id: int, *, done: int | None = None, stale: int | None = None,
+                  recompute: bool = False) -> dict[str, Any] | None:
+    """The run's convergent-vs-divergent analysis of its current scores: the stored one when it
+    covers exactly those scores and was computed by this m2i's method, else computed again (and
+    stored, when the store is writable); None with no current score. ``done`` / ``stale``: the
+    run's done and stale score counts, when the caller has them already."""
+    from m2i.scoring.stats import COMPARE_METHOD
+
+    stale = ops.stale_scores(store, run_id) if stale is None else stale
+    done = ops.status_counts(store, run_id)["score"]["done"] if done is None else done
+    if not done - stale:
+        return None
+    modes = None if recompute or stale else ops.latest_report(store, run_id, "modes")
+    until = ops.scores_until(store, run_id)
+    if (modes is None or modes.get("n_prompts", -1) != done - stale or modes.get("scores_until", until) != until
+            or modes.get("method") != COMPARE_METHOD):  # stored by an earlier m2i: its statistics differ
+        from m2i.stages import write_mode_report
+
+        modes = write_mode_report(store, run_id)
+    return modes
+
+
 def build_report(store: Store, run_id: int, *, recompute: bool = False) -> dict[str, Any]:
     """The whole report of one run as a JSON-able dict."""
     run = ops.get_run(store, run_id)
@@ -59,17 +81,7 @@ def build_report(store: Store, run_id: int, *, recompute: bool = False) -> dict[
         ]
     by_instruction = sum(n for (_, how), n in realised.items() if how == "instruction")
     stale = ops.stale_scores(store, run_id)
-    current = counts["score"]["done"] - stale
-    modes = None
-    if current:  # a stored analysis is used when it covers exactly the current scores
-        from m2i.scoring.stats import COMPARE_METHOD
-        modes = None if recompute or stale else ops.latest_report(store, run_id, "modes")
-        until = ops.scores_until(store, run_id)
-        if (modes is None or modes.get("n_prompts", -1) != current or modes.get("scores_until", until) != until
-                or modes.get("method") != COMPARE_METHOD):  # stored by an earlier m2i: its statistics differ
-            from m2i.stages import write_mode_report
-
-            modes = write_mode_report(store, run_id)
+    modes = current_modes(store, run_id, done=counts["score"]["done"], stale=stale, recompute=recompute)
     return {
         "run": {"id": run["id"], "name": run["name"], "created_at": str(run["created_at"]), "paused": run["paused"],
                 "cancelled": run["cancelled"]},

@@ -13,17 +13,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tui"))  # as tests
 from seeding import render_previews, seed_store  # noqa: E402 - the dashboard tests' realistic run stores
 
 
+def _gallery_page(db: Path, run_id: int, out: Path) -> str:
+    store = open_store(str(db))
+    try:
+        return write_gallery(store, run_id, out).read_text()
+    finally:
+        store.close()
+
+
 def test_a_clip_with_no_key_or_melody_heard_shows_neither(tmp_path):
     db = tmp_path / "m2i.db"
     run_id = seed_store(db, clips=2, fail_analyze=(), fail_generate=0, fail_render=0, render=0, report=False)
     with sqlite3.connect(db) as con:  # clip 0 as m2i analyses a drum loop: no key, no melody heard
         con.execute("UPDATE sample SET features = json_set(features, '$.confidence.key', 0.0, "
                     "'$.confidence.melody_contour', 0.0) WHERE idx = 0")
-    store = open_store(str(db))
-    try:
-        page = write_gallery(store, run_id, tmp_path / "gallery.html").read_text()
-    finally:
-        store.close()
+    page = _gallery_page(db, run_id, tmp_path / "gallery.html")
     drums, music = page.split("<section class='clip'>")[1:3]
     assert "<dt>key</dt><dd>—</dd>" in drums and "<dt>harmonic progression</dt><dd>—</dd>" in drums
     assert "<pre class='abc'></pre>" in drums and "<dt>tempo</dt><dd>72 BPM</dd>" in drums
@@ -145,3 +149,18 @@ def test_another_runs_image_of_the_same_name_is_never_shown_instead(tmp_path):
     finally:
         store.close()
     assert [x["reachable"] for x in located] == [False] * 5
+
+
+def test_the_gallery_shows_the_statistics_of_the_current_method_and_scores(tmp_path):
+    """The gallery printed whatever comparison was stored last, as `m2i report` did not: one of an
+    earlier m2i's method (the plain percentile interval), or one computed before scores changed."""
+    db = tmp_path / "m2i.db"
+    run_id = seed_store(db, clips=6, fail_analyze=(), fail_generate=0, fail_render=0, render=0)
+    with sqlite3.connect(db) as con:
+        con.execute("UPDATE report SET data = json_set(data, '$.method', 'm2i-compare/1', "
+                    "'$.metrics.originality.ci95', json('[9, 9]'))")
+    page = _gallery_page(db, run_id, tmp_path / "gallery.html")
+    row = page.split("<tr><td>originality</td>")[1].split("</tr>")[0]
+    assert "9.000" not in row and row.count("<td>[") == 1
+    with sqlite3.connect(db) as con:  # computed again and stored, for the dashboard too
+        assert con.execute("SELECT data ->> '$.method' FROM report ORDER BY id DESC LIMIT 1").fetchone() == ("m2i-compare/2",)
