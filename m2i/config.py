@@ -15,12 +15,16 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from m2i.errors import ConfigError
 from m2i.textfile import not_utf8, text_of
 
 _URL_PASSWORD = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*:)[^/\s@]+@")
+
+
+_DEVICE = re.compile(r"(?i)auto|cpu|mps|cuda(?::\d+)?")
+"""The device names the render stage knows (``m2i.images.backends.sdxl.resolve_device``)."""
 
 
 def redact_url(text: str | None) -> str | None:
@@ -75,8 +79,9 @@ class Settings(BaseModel):
     # images
     images: str = "auto"
     image_model: str | None = None
-    width: int | None = Field(default=None, ge=64, le=4096)
-    height: int | None = Field(default=None, ge=64, le=4096)
+    # SDXL's latents are an eighth of the picture: checked here, not after hours of prompts were paid for
+    width: int | None = Field(default=None, ge=64, le=4096, multiple_of=8)
+    height: int | None = Field(default=None, ge=64, le=4096, multiple_of=8)
     steps: int | None = Field(default=None, ge=1, le=500)
     guidance: float | None = Field(default=None, ge=0)
     refiner: str | None = None
@@ -85,6 +90,22 @@ class Settings(BaseModel):
     batch_size: int = Field(default=1, ge=1, le=64)
     limit: int | None = Field(default=None, ge=0)
     image_options: dict[str, Any] = Field(default_factory=dict)  # scheduler, compile, cpu_offload, ...
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, v: str) -> str:
+        if not _DEVICE.fullmatch(v.strip()):
+            raise ValueError("Input should be auto, cuda, cuda:N, mps or cpu")
+        return v
+
+    @field_validator("devices")
+    @classmethod
+    def _known_devices(cls, v: str | None) -> str | None:
+        items = [d.strip() for d in (v or "").split(",") if d.strip()]
+        if v is not None and items != ["all"] and not (items and all(_DEVICE.fullmatch(d) and d.lower() != "auto"
+                                                                         for d in items)):
+            raise ValueError("Input should be all, or devices such as cuda:0,cuda:1")
+        return v
 
     # runner
     stages: list[str] = Field(default_factory=lambda: ["analyze", "generate", "score", "render"])
@@ -153,7 +174,7 @@ def _invalid(err: dict[str, Any], origin: dict[str, str]) -> str:
     where = origin.get(str(name), f"setting {name}")
     if inner:
         where += " (" + ".".join(str(x) for x in inner) + ")"
-    msg = str(err["msg"])
+    msg = str(err["msg"]).removeprefix("Value error, ")  # a validator's own sentence
     text = f"{where} should be {msg[len('Input should be '):]}" if msg.startswith("Input should be ") else f"Invalid {where}: {msg}"
     return f"{text} (got {err.get('input')!r})."
 

@@ -65,10 +65,16 @@ def test_m2i_toml_saved_by_a_windows_editor_is_read_and_an_old_encoding_is_one_s
 @pytest.mark.parametrize("args, env, says", [
     (["run", "--samples", "0"], {}, "--samples should be greater than or equal to 1 (got 0)."),
     (["ingest", "demo", "--hop", "0"], {}, "--hop should be greater than 0 (got 0.0)."),
-    (["run", "--width", "10"], {}, "--width should be greater than or equal to 64 (got 10)."),
+    (["run", "--width", "16"], {}, "--width should be greater than or equal to 64 (got 16)."),
     (["run", "--batch-size", "0"], {}, "--batch-size should be greater than or equal to 1 (got 0)."),
     (["run"], {"M2I_SAMPLES": "0"}, "M2I_SAMPLES should be greater than or equal to 1 (got '0')."),
-], ids=["run-samples", "ingest-hop", "width", "batch-size", "environment"])
+    # SDXL renders multiples of 8 and knows these devices: said before a clip is read or a prompt paid for,
+    # not as every render row failing at the end of the run
+    (["run", "--width", "1000", "--height", "770"], {}, "--height should be a multiple of 8 (got 770)."),
+    (["run", "--device", "tpu"], {}, "--device should be auto, cuda, cuda:N, mps or cpu (got 'tpu')."),
+    (["run", "--devices", "gpu0,gpu1"], {},
+     "--devices should be all, or devices such as cuda:0,cuda:1 (got 'gpu0,gpu1')."),
+], ids=["run-samples", "ingest-hop", "width", "batch-size", "environment", "multiple-of-8", "device", "devices"])
 def test_a_bad_value_is_named_as_the_user_wrote_it(tmp_path, args, env, says):
     db = tmp_path / "x.db"
     r = subprocess.run([sys.executable, str(ROOT / "cli.py"), *args, "--db", str(db)], capture_output=True, text=True,
@@ -308,3 +314,10 @@ def test_a_database_on_a_network_filesystem_is_warned_about(tmp_path, monkeypatc
         "the dashboard's event log shows it too"
     store.close()
     assert check_store(str(home / "m2i.db")).detail.endswith("1 run(s), schema current, on a network filesystem (nfs4)")
+
+
+@pytest.mark.parametrize("flags", [{"device": "CUDA:1"}, {"device": "mps"}, {"devices": "cuda:0, cuda:1"},
+                                   {"devices": "all"}, {"width": 1024, "height": 768}])
+def test_device_names_and_sizes_sdxl_takes_are_accepted(flags):
+    s = load_settings(flags, environ={})
+    assert all(getattr(s, k) == v for k, v in flags.items())
