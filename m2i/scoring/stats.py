@@ -393,6 +393,22 @@ def few_pairs_note(report: dict[str, Any]) -> str | None:
     return None
 
 
+def significance_floor_note(report: dict[str, Any]) -> str | None:
+    """Why nothing can be significant in a run of few clips, else None: the two-sided Wilcoxon
+    signed-rank test of ``n`` differences gives no p under ``2 / 2**n`` (all of one sign; scipy's
+    exact and permutation p-values, ties included), and Holm multiplies the smallest by the
+    number of metrics. With the five default metrics at alpha 0.05 that takes 8 clips."""
+    n = report.get("n_pairs") or 0
+    m = max(1, len(report.get("metrics") or {}))
+    alpha = report.get("alpha") or 0.05
+    if not n or m * 2.0 ** (1 - n) < alpha:
+        return None
+    need = next(k for k in range(n + 1, 200) if m * 2.0 ** (1 - k) < alpha)
+    return (f"with {n} clip{'s' if n > 1 else ''} paired nothing can be significant: the Wilcoxon test's smallest "
+            f"p is {2.0 ** (1 - n):.3g} ({min(1.0, m * 2.0 ** (1 - n)):.3g} after Holm over {m} metric{'s' if m > 1 else ''}); "
+            f"{need} or more clips are needed")
+
+
 def format_report(report: dict[str, Any]) -> str:
     """Plain-text table of :func:`compare_modes` output, one line per metric (for ``m2i report``).
 
@@ -427,8 +443,9 @@ def format_report(report: dict[str, Any]) -> str:
         )
     if unpaired:
         lines.append(f"{unpaired}: conv and div above are the run's means per mode.")
-    if few := few_pairs_note(report):
-        lines.append(f"{few}.")
+    for note in (few_pairs_note(report), significance_floor_note(report)):
+        if note:
+            lines.append(f"{note}.")
     if constant:
         lines.append(
             f"d_z n/a: every clip's difference is the same for {', '.join(constant)} (sd 0), so the standardized "

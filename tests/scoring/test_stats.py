@@ -97,6 +97,23 @@ def test_the_interval_of_few_clips_is_widened_to_its_coverage_and_none_under_fiv
     text = format_report(rep)
     orig = next(line for line in text.splitlines() if line.startswith("originality"))
     assert "[" not in orig and "no 95% CI with 3 clips paired: resampling fewer than 5 cannot cover 95 %." in text
+    assert ("with 3 clips paired nothing can be significant: the Wilcoxon test's smallest p is 0.25 (0.25 after Holm "
+            "over 1 metric); 6 or more clips are needed.") in text
+
+
+@pytest.mark.parametrize("n, significant", [(7, False), (8, True)])
+def test_a_run_of_fewer_than_eight_clips_is_told_it_cannot_be_significant(n, significant):
+    """The demo's 6 clips can never show a `*`: every clip higher gives the exact p 2/2**6 = 0.031, and
+    Holm over the five metrics makes it 0.156. The report says so, and says it no more from 8 clips on."""
+    metrics = ("originality", "elaboration", "alignment", "coherence", "overall")
+    rows = []
+    for sid in range(n):
+        for mode, shift in (("convergent", 0.0), ("divergent", 0.1 + 0.01 * sid)):
+            rows.append({"sample_id": sid, "mode": mode, **{m: 0.4 + shift for m in metrics}})
+    rep = compare_modes(rows, metrics=metrics, n_boot=200)
+    o = rep["metrics"]["originality"]
+    assert o["p_value"] == pytest.approx(2.0 ** (1 - n)) and o["significant"] is significant
+    assert ("nothing can be significant" in format_report(rep)) is not significant
 
 
 def test_a_real_shift_is_found_and_no_shift_is_not():

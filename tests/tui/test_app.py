@@ -384,7 +384,7 @@ async def test_compare_says_why_a_run_of_one_mode_compares_nothing(seeded_db, fr
         assert summary == "no clip has scored prompts of both modes (convergent 4, divergent 0), so nothing is compared"
 
 
-async def test_compare_says_why_a_pilot_of_three_clips_has_no_interval(seeded_db, frozen_app):
+async def test_compare_says_why_a_pilot_of_three_clips_has_no_interval_and_no_significance(seeded_db, frozen_app):
     from m2i.scoring.stats import compare_modes
 
     rows = [{"sample_id": c, "mode": m, "originality": 0.5 + 0.1 * c * (m == "divergent")}
@@ -396,7 +396,9 @@ async def test_compare_says_why_a_pilot_of_three_clips_has_no_interval(seeded_db
         await refreshed(pilot)
         summary = " ".join(label_text(app.screen.query_one("#compare-summary", Static)).split())
         assert summary.startswith("3 clips paired") and summary.endswith(
-            "no 95% CI with 3 clips paired: resampling fewer than 5 cannot cover 95 %")
+            "no 95% CI with 3 clips paired: resampling fewer than 5 cannot cover 95 % · with 3 clips paired nothing "
+            "can be significant: the Wilcoxon test's smallest p is 0.25 (0.25 after Holm over 1 metric); 6 or more "
+            "clips are needed")
         table = app.screen.query_one(MetricsTable)
         assert str(table.get_row_at(0)[4]) == "-"
 

@@ -51,12 +51,12 @@ class CompareScreen(DataScreen):
         self._shown = True
         if report:
             # numpy: loaded when a comparison is first shown
-            from m2i.scoring.stats import few_pairs_note, unpaired_note
+            from m2i.scoring.stats import few_pairs_note, significance_floor_note, unpaired_note
 
             summary.update(unpaired_note(report) or (
                 f"{report.get('n_pairs') or 0} clips paired · {report.get('n_prompts') or 0} prompts · "
                 f"diff = div - conv · * p < {report.get('alpha') or 0.05} · d_z effect size"
-                + (f" · {few}" if (few := few_pairs_note(report)) else "")
+                + "".join(f" · {note}" for note in (few_pairs_note(report), significance_floor_note(report)) if note)
             ))
         self.query_one(MetricsTable).show(report)
         self.query_one(DiffPlot).report = report
