@@ -38,7 +38,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -50,6 +49,7 @@ from m2i.features import FEATURE_NAMES
 from m2i.store import ops
 from m2i.store.engine import Store
 from m2i.store.models import Image, Prompt, Run, Sample, Score, Status, utcnow
+from m2i.textfile import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -219,9 +219,7 @@ def _tempo(features: dict[str, Any] | None) -> float | None:
 
 def _write(path: Path, obj: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str))
 
 
 def build_exports(store: Store, run_id: int, finder: ops.ImageFinder | None = None) -> dict[str, Any]:

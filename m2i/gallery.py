@@ -20,6 +20,7 @@ from m2i.report import current_modes
 from m2i.store import ops
 from m2i.store.engine import Store
 from m2i.store.models import Image, Prompt, Sample, Score
+from m2i.textfile import write_text_atomic
 
 CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:0;background:#111;color:#eee}
@@ -135,11 +136,4 @@ def write_gallery(store: Store, run_id: int, out: str | os.PathLike[str],
             cols.append(f"<div class='mode {mode}'><h3>{mode}</h3><div class='cards'>{cards}</div></div>")
         parts.append(f"<section class='clip'>{left}{''.join(cols)}</section>")
     parts.append("</body></html>")
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    try:
-        tmp.write_text("".join(parts), encoding="utf-8")
-        os.replace(tmp, out)
-    except OSError:
-        tmp.unlink(missing_ok=True)  # a full disk leaves no half-written gallery behind
-        raise
-    return out
+    return write_text_atomic(out, "".join(parts))

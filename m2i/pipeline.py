@@ -244,6 +244,7 @@ def write_results(store: Store, run_id: int, counts: dict[str, dict[str, int]], 
 
     from m2i.gallery import write_gallery
     from m2i.report import build_report, format_text
+    from m2i.textfile import write_text_atomic
 
     out = Path(out_dir).expanduser().resolve()
     files: dict[str, str] = {}
@@ -251,8 +252,8 @@ def write_results(store: Store, run_id: int, counts: dict[str, dict[str, int]], 
         out.mkdir(parents=True, exist_ok=True)
         if counts["generate"]["done"]:
             rep = build_report(store, run_id)
-            (out / "report.txt").write_text(format_text(rep) + "\n", encoding="utf-8")
-            (out / "report.json").write_text(json.dumps(rep, indent=1, default=str), encoding="utf-8")
+            write_text_atomic(out / "report.txt", format_text(rep) + "\n")
+            write_text_atomic(out / "report.json", json.dumps(rep, indent=1, default=str))
             files["report"] = str(out / "report.txt")
             files["gallery"] = str(write_gallery(store, run_id, out / "gallery.html"))
     except OSError as exc:

@@ -6,6 +6,8 @@ import sqlite3
 import sys
 from pathlib import Path
 
+import pytest
+
 from m2i.gallery import write_gallery
 from m2i.store import open_store
 
@@ -164,3 +166,37 @@ def test_the_gallery_shows_the_statistics_of_the_current_method_and_scores(tmp_p
     assert "9.000" not in row and row.count("<td>[") == 1
     with sqlite3.connect(db) as con:  # computed again and stored, for the dashboard too
         assert con.execute("SELECT data ->> '$.method' FROM report ORDER BY id DESC LIMIT 1").fetchone() == ("m2i-compare/2",)
+
+
+def test_gallery_out_never_replaces_a_device_pipe_or_link(tmp_path):
+    """`m2i gallery --out /dev/null`, run as root, renamed its HTML over /dev/null: every program on
+    the machine then failed to open it (PostgreSQL's initdb, tmux). Output files are written whole
+    beside their target and renamed over a regular file only; a link's file is replaced, the link kept."""
+    import os
+    import stat
+    import subprocess
+
+    from m2i.textfile import write_text_atomic
+
+    db = tmp_path / "runs" / "m2i.db"
+    _render_previews(db, tmp_path / "runs" / "m2i-output", clips=1)
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    r = subprocess.run([*CLI, "gallery", "--db", str(db), "--out", str(fifo)], capture_output=True, text=True,
+                       timeout=120, cwd=tmp_path)
+    assert r.returncode == 1 and r.stderr.startswith(
+        f"error: Cannot write the gallery to {fifo}: not a regular file (a device or pipe); choose another --out.")
+    assert stat.S_ISFIFO(fifo.lstat().st_mode) and sorted(p.name for p in tmp_path.iterdir()) == ["pipe", "runs"]
+
+    real, link = tmp_path / "shared" / "sheet.html", tmp_path / "sheet.html"
+    real.parent.mkdir()
+    real.write_text("old")
+    real.chmod(0o640)
+    link.symlink_to(real)
+    r = subprocess.run([*CLI, "gallery", "--db", str(db), "--out", str(link)], capture_output=True, text=True,
+                       timeout=120, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert link.is_symlink() and real.read_text().startswith("<!doctype html>")
+    assert stat.S_IMODE(real.stat().st_mode) == 0o640 and os.listdir(real.parent) == ["sheet.html"]
+    with pytest.raises(OSError, match="not a regular file"):
+        write_text_atomic(tmp_path / "shared", "x")  # a folder is not replaced either
