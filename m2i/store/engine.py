@@ -300,6 +300,8 @@ def _check_sqlite_file(path: Path, *, must_exist: bool, write: bool) -> None:
         return
     if path.is_dir():
         raise StoreError(f"{path} is a folder, not a database file; pass a file path with --db.")
+    if not path.is_file():  # opening a pipe waits for a writer for ever; a device is no database either
+        raise StoreError(f"{path} is a device or pipe, not a database file; pass a file path with --db.")
     try:
         with open(path, "rb") as fh:
             head = fh.read(16)

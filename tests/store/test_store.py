@@ -124,6 +124,37 @@ def test_not_an_m2i_database_is_refused_and_untouched(tmp_path):
     assert p.read_bytes() == before
 
 
+def test_a_pipe_or_device_as_database_is_refused_at_once(tmp_path):
+    """`--db` naming a FIFO had every command wait for ever (opening a pipe waits for a writer), and
+    `m2i init --db /dev/null` left /dev/null-journal beside the device and failed with "disk I/O error"."""
+    import os
+    import stat
+    import threading
+
+    fifo = tmp_path / "m2i.db"
+    os.mkfifo(fifo)
+    for readonly in (False, True):
+        result: list[BaseException | None] = []
+        t = threading.Thread(target=lambda ro=readonly, out=result: out.append(_raised(lambda: open_store(fifo, readonly=ro))),
+                             daemon=True)
+        t.start()
+        t.join(10)
+        assert not t.is_alive(), "open_store waited on the pipe"
+        assert isinstance(result[0], StoreError) and str(result[0]) == (
+            f"{fifo} is a device or pipe, not a database file; pass a file path with --db.")
+    assert stat.S_ISFIFO(fifo.lstat().st_mode) and os.listdir(tmp_path) == ["m2i.db"]
+    with pytest.raises(StoreError, match="is a device or pipe"):
+        open_store("/dev/null")
+
+
+def _raised(fn) -> BaseException | None:
+    try:
+        fn()
+    except BaseException as exc:  # noqa: BLE001 - handed to the test thread to assert on
+        return exc
+    return None
+
+
 def test_text_file_is_refused_and_untouched(tmp_path):
     p = tmp_path / "notes.db"
     p.write_text("hello, not sqlite at all\n" * 10)
