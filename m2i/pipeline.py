@@ -164,6 +164,10 @@ def run_pipeline(
     # or a clip is ingested
     provider_class(settings.llm)
     check_backend_name(settings.images)
+    if explicit and "out_dir" in explicit and (out := Path(settings.out_dir).expanduser()).exists() and not out.is_dir():
+        # found at the first image otherwise, after every clip was analysed and every prompt paid for
+        raise InputError(f"--out {settings.out_dir} is a file, not a folder; name a folder for the images, report "
+                         "and gallery.")
     if new_run and settings.run_name:
         ops.check_run_name(settings.run_name)
     clips = None

@@ -83,6 +83,17 @@ def test_a_bad_value_is_named_as_the_user_wrote_it(tmp_path, args, env, says):
     assert not db.exists()
 
 
+def test_an_output_folder_that_is_a_file_stops_the_run_before_it_starts(tmp_path):
+    """`m2i run --out results.txt` analysed every clip and wrote every prompt, then could write no image."""
+    (tmp_path / "results.txt").write_text("notes")
+    db = tmp_path / "x.db"
+    r = subprocess.run([sys.executable, str(ROOT / "cli.py"), "run", "--out", "results.txt", "--db", str(db)],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert r.returncode == 1 and r.stderr == (
+        "error: --out results.txt is a file, not a folder; name a folder for the images, report and gallery.\n")
+    assert not db.exists() and (tmp_path / "results.txt").read_text() == "notes"
+
+
 def test_a_bad_value_from_the_python_api_or_m2i_toml_is_named_as_a_setting(tmp_path):
     with pytest.raises(ConfigError, match=r"^setting samples should be greater than or equal to 1 \(got 0\)\.$"):
         load_settings({"samples": 0}, environ={})
