@@ -163,14 +163,12 @@ def encode_png_fast(pixels: Any, *, text: dict[str, str]) -> bytes:
 
 
 class OutputUnwritable(BackendError):
-    """The output folder takes no more files (disk full, quota, read-only, no permission, a file in its
-    place): no image can be written until the user acts, so the render stage stops instead of
-    failing every row."""
+    """The output folder takes no more files (disk full, quota, read-only, no permission): no image
+    can be written until the user acts, so the render stage stops instead of failing every row."""
 
 
 _FULL = (errno.ENOSPC, errno.EDQUOT)
-# ENOTDIR: a file stands where the output folder should be (`--out results.txt`): every row would fail
-_REFUSED = (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR)
+_REFUSED = (errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 def save_png(

@@ -82,7 +82,6 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
     (errno.EDQUOT, "free space on that disk or choose another --out"),
     (errno.EROFS, "choose a writable output folder (--out)"),
     (errno.EACCES, "choose a writable output folder (--out)"),
-    (errno.ENOTDIR, "choose a writable output folder (--out)"),  # `--out results.txt`: a file where the folder goes
 ])
 def test_a_folder_that_takes_no_more_files_stops_the_stage_not_the_row(tmp_path, code, fix):
     """Full, over quota, read-only or not ours: no image can be written until the user acts, so
@@ -176,11 +175,3 @@ def test_sweep_removes_only_dead_writers_temps(tmp_path):
     old = os.stat(foreign).st_mtime - 2 * 86_400
     os.utime(foreign, (old, old))
     assert sweep_stale_temps(tmp_path / "images") == 1 and not foreign.exists()
-
-
-def test_a_file_where_the_output_folder_goes_stops_the_stage(tmp_path):
-    """`m2i run --out results.txt` (an existing file): every image failed as a row of its own."""
-    (tmp_path / "results.txt").write_text("x")
-    with pytest.raises(OutputUnwritable, match=r"^cannot write images to .*results\.txt/images/sample_000 "
-                                               r"\(Not a directory\): choose a writable output folder"):
-        save_png(Image.new("RGB", (8, 8)), tmp_path / "results.txt" / "images" / "sample_000" / "img.png", text={})
