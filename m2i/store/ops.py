@@ -493,14 +493,17 @@ RUNNER_GONE_S = 60.0
 @retry_transient
 def runner_seen(store: Store, run_id: int, worker: str, *, state: str | None = None) -> None:
     """Write or renew the ``runner`` row of ``worker`` on a run (and set its state when given:
-    ``starting`` while it loads its models, ``working`` once it claims, ``waiting`` on a paused run)."""
+    ``starting`` while it loads its models, ``working`` once it claims, ``waiting`` on a paused run).
+    A renewal (no ``state``) only renews a row that is there: a heartbeat still running in its
+    thread when the runner ends would otherwise write back the row :func:`runner_left` deleted,
+    and the ended runner would be listed as starting for a minute."""
     t = _t(RunnerSeen)
     with store.transaction() as conn:
         now = _now(conn)
         values: dict[str, Any] = {"seen_at": now, **({"state": state} if state else {})}
-        if not conn.execute(update(t).where(t.c.run_id == run_id, t.c.worker == worker).values(**values)).rowcount:
-            conn.execute(insert(t).values(run_id=run_id, worker=worker, state=state or "starting", started_at=now,
-                                          seen_at=now))
+        renewed = conn.execute(update(t).where(t.c.run_id == run_id, t.c.worker == worker).values(**values)).rowcount
+        if not renewed and state is not None:
+            conn.execute(insert(t).values(run_id=run_id, worker=worker, state=state, started_at=now, seen_at=now))
 
 
 @retry_transient
