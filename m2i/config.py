@@ -102,8 +102,9 @@ class Settings(BaseModel):
     @classmethod
     def _known_devices(cls, v: str | None) -> str | None:
         items = [d.strip() for d in (v or "").split(",") if d.strip()]
-        if v is not None and items != ["all"] and not (items and all(_DEVICE.fullmatch(d) and d.lower() != "auto"
-                                                                         for d in items)):
+        if v is None or items == ["all"]:
+            return v
+        if not items or not all(_DEVICE.fullmatch(d) and d.lower() != "auto" for d in items):
             raise ValueError("Input should be all, or devices such as cuda:0,cuda:1")
         return v
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import errno
 import os
+import secrets
 import stat
-import tempfile
 from pathlib import Path
 
 _BOMS = ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
@@ -44,18 +44,17 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     if mode is not None and not stat.S_ISREG(mode):
         kind = "a folder" if stat.S_ISDIR(mode) else "a device or pipe"
         raise OSError(errno.EINVAL, f"not a regular file ({kind})", str(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    # a new file gets 0666 less the umask, as the kernel applies it (mkstemp's 0600 would hide a new
+    # gallery from the group; reading the umask means setting it, for every thread of the process)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
         if mode is not None:
             os.chmod(tmp, stat.S_IMODE(mode))  # a file that was there keeps its permissions
-        else:
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide a new gallery from the group
         os.replace(tmp, target)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)  # a full disk leaves no half-written file behind
+        tmp.unlink(missing_ok=True)  # a full disk leaves no half-written file behind
         raise
     return Path(path)

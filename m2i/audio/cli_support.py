@@ -106,10 +106,10 @@ def human_summary(result: dict[str, Any]) -> str:
     lines.append(describe(f))
     if held := [n.replace("_", " ") for n in FEATURE_NAMES if unsure(f, n)]:
         lines.append(f"not stated, measured too unsure: {', '.join(held)} (--json has the estimates and confidences)")
-    if text := result["features"].get("spectrogram"):
+    if text := f.get("spectrogram"):
         lines.append(f"spectrogram: {text}")
     if png := result.get("spectrogram_png"):
         lines.append(f"spectrogram picture: {png}")
-    if abc := stated_abc(result["features"], result.get("abc")):
+    if abc := stated_abc(f, result.get("abc")):
         lines.append(abc)
     return "\n".join(lines)

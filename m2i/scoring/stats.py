@@ -401,11 +401,14 @@ def significance_floor_note(report: dict[str, Any]) -> str | None:
     n = report.get("n_pairs") or 0
     m = max(1, len(report.get("metrics") or {}))
     alpha = report.get("alpha") or 0.05
-    if not n or m * 2.0 ** (1 - n) < alpha:
+    def floor(k: int) -> float:  # the smallest two-sided p of k clips, all of one sign
+        return 2.0 ** (1 - k)
+
+    if not n or m * floor(n) < alpha:
         return None
-    need = next(k for k in range(n + 1, 200) if m * 2.0 ** (1 - k) < alpha)
+    need = next(k for k in range(n + 1, 200) if m * floor(k) < alpha)
     return (f"with {n} clip{'s' if n > 1 else ''} paired nothing can be significant: the Wilcoxon test's smallest "
-            f"p is {2.0 ** (1 - n):.3g} ({min(1.0, m * 2.0 ** (1 - n)):.3g} after Holm over {m} metric{'s' if m > 1 else ''}); "
+            f"p is {floor(n):.3g} ({min(1.0, m * floor(n)):.3g} after Holm over {m} metric{'s' if m > 1 else ''}); "
             f"{need} or more clips are needed")
 
 

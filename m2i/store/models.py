@@ -201,8 +201,8 @@ class Event(SQLModel, table=True):
 
 class RunnerSeen(SQLModel, table=True):
     """A runner at work on a run, and what it is doing: loading its models (``starting``),
-    ``working``, or ``waiting`` on a paused run. It writes its row as it starts, renews ``seen_at`` every ``ops.RUNNER_BEAT_S`` and
-    deletes the row as it ends; a row not renewed for ``ops.RUNNER_GONE_S`` (a runner killed
+    ``working``, or ``waiting`` on a paused run. It writes its row as it starts, renews ``seen_at``
+    every ``ops.RUNNER_BEAT_S`` and deletes the row as it ends; a row not renewed for ``ops.RUNNER_GONE_S`` (a runner killed
     outright, a lost box) is a runner that is gone. The dashboard's header and ``m2i status`` read it."""
 
     __tablename__ = "runner"
