@@ -181,7 +181,8 @@ def ingest(
 
 @app.command()
 def analyze(
-    files: Annotated[list[str], typer.Argument(help="Audio files (wav, flac, ogg, opus, mp3, aiff), folders of them, or .npy.")],
+    files: Annotated[list[str], typer.Argument(
+        help="Audio files (wav, flac, ogg, opus, mp3, aiff), folders of them, .npy, or - for audio piped in.")],
     json_out: JsonOpt = False,
     spectrogram: Annotated[bool, typer.Option("--spectrogram", help="Add a mel-spectrogram summary.")] = False,
     spectrogram_png: Annotated[str | None, typer.Option(
@@ -196,6 +197,9 @@ def analyze(
 
     A bad file is reported (with --json as its line, ``{"file", "error"}``) and the others go on;
     the exit status is 1 if any file failed.
+
+    ``-`` reads audio piped in, recognised by its bytes (``ffmpeg -i song.m4a -f wav - | m2i analyze -``);
+    so is a pipe given as a path (``m2i analyze <(sox ...)``).
     """
     from m2i.audio.cli_support import analyze_results, human_summary
 

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
+import sys
+import tempfile
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +24,8 @@ def analyze_results(paths: Iterable[str | Path], *, settings: dict[str, Any] | N
     paths : iterable of str or Path
         Audio files, or .npy files (every clip of a file of clips, each record with ``"clip"``: its
         row); a folder stands for the files in it, recursively, in the order ``m2i ingest`` reads them.
+        ``"-"`` is the audio piped in on standard input (its records name ``stdin``), and a pipe
+        (``<(ffmpeg ...)``) is read likewise: both by what the bytes hold, not by a suffix.
     settings : dict or None
         Passed to :func:`m2i.audio.analyze.analyze_clip`.
     png_dir : str or Path or None
@@ -52,18 +59,111 @@ def analyze_results(paths: Iterable[str | Path], *, settings: dict[str, Any] | N
         taken.add(name)
         return Path(png_dir) / name
 
+    def analyzed(path: str | Path, name: str) -> Iterator[dict[str, Any]]:
+        if Path(path).suffix.lower() == ".npy" and Path(path).is_file():  # every clip of it
+            yield from analyze_rows(path, settings=settings, npy_sr=npy_sr,
+                                    spectrogram_png=(lambda row: png_for(name if row is None else f"{name}-clip{row}"))
+                                    if png_dir is not None else None)
+            return
+        yield analyze_file(path, settings=settings, spectrogram_png=png_for(name), npy_sr=npy_sr)
+
+    stdin_read = False
     for path in _expand_folders(paths):
+        shown = STDIN_NAME if str(path) == "-" else str(path)
         try:
-            if Path(path).suffix.lower() == ".npy" and Path(path).is_file():  # every clip of it
-                for result in analyze_rows(path, settings=settings, npy_sr=npy_sr,
-                                           spectrogram_png=(lambda row, name=Path(path).name: png_for(name if row is None else f"{name}-clip{row}"))
-                                           if png_dir is not None else None):
+            if str(path) == "-" and stdin_read:
+                raise InputError("'-' is given twice; what was piped in is one stream, read for the first.")
+            stdin_read = stdin_read or str(path) == "-"
+            if not is_stream(path):
+                for result in analyzed(path, Path(path).name):
                     yield plain_json(result)
                 continue
-            result = analyze_file(path, settings=settings, spectrogram_png=png_for(Path(path).name), npy_sr=npy_sr)
+            with spooled(path) as file:
+                for result in analyzed(file, Path(shown).name):
+                    yield plain_json(_renamed(result, file, shown))
         except M2IError as exc:
-            result = {"file": str(path), "error": str(exc)}
-        yield plain_json(result)
+            yield plain_json({"file": shown, "error": str(exc)})
+
+
+STDIN_NAME = "stdin"
+"""How ``m2i analyze -`` names the audio piped in."""
+
+MAX_STREAM_BYTES = 2 << 30
+"""``m2i analyze`` keeps at most this much of a pipe (an hour of 48 kHz stereo 24-bit WAV is 1 GiB)."""
+
+
+def is_stream(path: str | Path) -> bool:
+    """``"-"`` (standard input; a file named ``-`` is ``./-``), or a path that is neither a file nor
+    a folder: a pipe (``<(ffmpeg ...)``, ``/dev/stdin`` fed by a pipe) or a device."""
+    if str(path) == "-":
+        return True
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+@contextmanager
+def spooled(path: str | Path) -> Iterator[Path]:
+    """A pipe's bytes in a temporary file whose suffix says what they hold (a WAV written to a pipe
+    gets its true sizes: :func:`m2i.audio.datasets.mend_streamed_wav`); removed afterwards.
+
+    Raises
+    ------
+    InputError
+        Standard input is a terminal; the pipe cannot be read; its bytes are not audio m2i
+        decodes; it held more than :data:`MAX_STREAM_BYTES`.
+    """
+    with tempfile.TemporaryDirectory(prefix="m2i-pipe-") as folder:
+        yield _spool(path, Path(folder))
+
+
+def _spool(path: str | Path, folder: Path) -> Path:
+    """:func:`spooled`'s copy of the pipe into ``folder``."""
+    from m2i.audio.datasets import AUDIO_EXTENSIONS, UNREAD_AUDIO, mend_streamed_wav, sniff_suffix
+
+    stdin = str(path) == "-"
+    shown = STDIN_NAME if stdin else str(path)
+    if stdin and (sys.stdin is None or sys.stdin.isatty()):
+        raise InputError("'-' reads audio piped in (ffmpeg -i song.m4a -f wav - | m2i analyze -), "
+                         "but standard input is the terminal.")
+    try:
+        with (open(os.dup(sys.stdin.fileno()), "rb") if stdin else open(path, "rb")) as src:
+            head = src.read(128)  # enough to sniff: /dev/zero is refused here, not after 2 GiB of zeros
+            while len(head) < 128 and (more := src.read(128 - len(head))):
+                head += more
+            suffix = sniff_suffix(head)
+            if suffix in UNREAD_AUDIO:
+                raise InputError(f"{shown} holds {UNREAD_AUDIO[suffix]} audio, which m2i does not decode; convert "
+                                 f"it to WAV or FLAC on its way in (ffmpeg -i song{suffix} -f wav - | m2i analyze -).")
+            if suffix not in (*AUDIO_EXTENSIONS, ".npy"):
+                raise InputError(f"{shown} holds no audio m2i reads{' (it is empty)' if not head else ''}; "
+                                 "pipe in WAV, FLAC, Ogg, Opus, MP3, AIFF or .npy (ffmpeg ... -f wav -).")
+            file = folder / f"{Path(shown).name}{suffix}"
+            with open(file, "wb") as out:
+                out.write(head)
+                left = MAX_STREAM_BYTES - len(head)
+                while left > 0 and (block := src.read(min(left, 1 << 20))):
+                    out.write(block)
+                    left -= len(block)
+                if left <= 0 and src.read(1):
+                    raise InputError(f"{shown} sent more than {MAX_STREAM_BYTES >> 30} GiB; pipe in a shorter piece "
+                                     "(ffmpeg -t 60 ...) or save it to a file and analyse that.")
+    except OSError as exc:
+        raise InputError(f"cannot read {shown} ({exc.strerror or exc}).") from exc
+    if suffix == ".wav":
+        mend_streamed_wav(file)
+    return file
+
+
+def _renamed(result: dict[str, Any], file: Path, shown: str) -> dict[str, Any]:
+    """A record of the spooled ``file`` naming the pipe ``shown`` instead, in its messages too."""
+    out = dict(result, file=shown)
+    for key in ("error", "warning"):
+        if key in out:
+            out[key] = str(out[key]).replace(str(file), shown).replace(file.name, shown)
+    return out
 
 
 def _expand_folders(paths: Iterable[str | Path]) -> Iterator[str | Path]:

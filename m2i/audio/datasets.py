@@ -60,6 +60,66 @@ UNREAD_AUDIO = {".m4a": "AAC", ".aac": "AAC", ".mp4": "AAC", ".m4b": "AAC", ".wm
                 ".wv": "WavPack", ".alac": "ALAC", ".webm": "WebM", ".mka": "Matroska", ".amr": "AMR"}
 """Audio formats libsndfile does not decode: a folder's such files are reported, not passed over."""
 
+
+def sniff_suffix(head: bytes) -> str | None:
+    """The suffix m2i reads a file by, from its first bytes (at least 128 of them for Opus): ``.wav``,
+    ``.aiff``, ``.flac``, ``.ogg``, ``.opus``, ``.mp3`` or ``.npy``; one of :data:`UNREAD_AUDIO`'s for a
+    format libsndfile does not decode (``.m4a``, ``.aac``, ``.webm``, ``.wma``); None for anything else.
+
+    >>> sniff_suffix(b"RIFF\\x24\\x00\\x00\\x00WAVEfmt ")
+    '.wav'
+    >>> sniff_suffix(b"hello") is None
+    True
+    """
+    if head[:4] in (b"RIFF", b"RF64", b"BW64") and head[8:12] == b"WAVE":
+        return ".wav"
+    if head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
+        return ".aiff"
+    if head[:4] == b"fLaC":
+        return ".flac"
+    if head[:4] == b"OggS":
+        return ".opus" if b"OpusHead" in head[:128] else ".ogg"
+    if head[:6] == b"\x93NUMPY":
+        return ".npy"
+    if head[4:8] == b"ftyp":
+        return ".m4a"
+    if head[:4] == b"\x1a\x45\xdf\xa3":
+        return ".webm"
+    if head[:4] == b"\x30\x26\xb2\x75":
+        return ".wma"
+    if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xF6 == 0xF0:  # ADTS: a frame sync with layer 0
+        return ".aac"
+    if head[:3] == b"ID3" or (len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0 and head[1] & 0x06):
+        return ".mp3"
+    return None
+
+
+def mend_streamed_wav(path: Path) -> None:
+    """Write the true sizes into the header of a WAV file that was written to a pipe.
+
+    A writer that cannot seek back (``ffmpeg -f wav -``, ``sox -t wav -``) leaves the RIFF and
+    ``data`` sizes at 0 or 0xFFFFFFFF; libsndfile then reads no samples, or trusts a length the file
+    does not have. Once the stream is in a file its length is known. A file whose sizes already fit
+    is left as it is; RF64 and anything else is left to libsndfile.
+    """
+    size = path.stat().st_size
+    with open(path, "r+b") as f:
+        head = f.read(1 << 16)
+        if head[:4] != b"RIFF" or head[8:12] != b"WAVE" or size > 0xFFFFFFFF:
+            return
+        at = 12
+        while at + 8 <= len(head):  # the chunks before "data": fmt, LIST, ...
+            cid, n = head[at:at + 4], int.from_bytes(head[at + 4:at + 8], "little")
+            if cid == b"data":
+                room = size - (at + 8)
+                if n in (0, 0xFFFFFFFF) or n > room:
+                    f.seek(at + 4)
+                    f.write(room.to_bytes(4, "little"))
+                    f.seek(4)
+                    f.write((size - 8).to_bytes(4, "little"))
+                return
+            at += 8 + n + (n & 1)
+
 DEMO_DIR = Path(__file__).resolve().parent.parent / "data" / "demo"
 
 
@@ -808,8 +868,14 @@ def _checked_path(path: str | Path) -> Path:
     next ingest, does not depend on the folder the command ran in or on how the path was spelt),
     once it is known to be a folder, a .npy file or an audio file m2i reads; else one sentence."""
     p = Path(os.path.abspath(Path(path).expanduser()))
+    if str(path) == "-" and not p.exists():
+        raise InputError("'-' (audio piped in) is read by m2i analyze only; m2i keeps where each clip of a run came "
+                         "from, so save the audio to a file and give its path.")
     if not p.exists():
         raise InputError(_dangling(p) or f"{p} does not exist; give a .npy file, an audio file, a folder or 'demo'.")
+    if not p.is_dir() and not p.is_file():  # a pipe (<(ffmpeg ...), /dev/stdin) or a device
+        raise InputError(f"{path} is a pipe or a device, not a file; m2i keeps where each clip of a run came from, "
+                         "so save the audio to a file and give its path (m2i analyze reads a pipe).")
     if p.is_dir() or p.suffix.lower() == ".npy" or p.suffix.lower() in AUDIO_EXTENSIONS:
         return p
     if p.suffix.lower() in UNREAD_AUDIO:

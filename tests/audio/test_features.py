@@ -381,6 +381,125 @@ def test_cli_analyze_reads_every_clip_of_a_npy_of_clips(tmp_path):
         "label_data_with_16kHz_audio.npy-clip0.png", "label_data_with_16kHz_audio.npy-clip2.png", "song.npy.png"]
 
 
+def _as_if_piped(wav: bytes, size: int) -> bytes:
+    """``wav`` with the RIFF and data sizes a writer that cannot seek leaves: 0 or 0xFFFFFFFF."""
+    b = bytearray(wav)
+    at = b.find(b"data")
+    b[4:8] = b[at + 4:at + 8] = size.to_bytes(4, "little")
+    return bytes(b)
+
+
+def test_cli_analyze_reads_audio_piped_in(tmp_path):
+    """`ffmpeg -i song.m4a -f wav - | m2i analyze -` said "/home/me/- does not exist", and
+    `m2i analyze <(sox ...)` "is not an audio file; convert it first": piped audio is now read by
+    its bytes, named `stdin` (or the pipe's path), and what is not audio is one sentence."""
+    import io
+    import os
+    import threading
+
+    import soundfile as sf
+
+    from .conftest import DEMO
+
+    y, sr = sf.read(DEMO / "demo5_folk_34.flac", dtype="float32")
+    (tmp_path / "tune.wav").write_bytes(wav := _wav_bytes(y, sr))
+    cli = [sys.executable, str(DEMO.parents[2] / "cli.py"), "analyze"]
+
+    def analyze(stdin: bytes, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*cli, *args], cwd=tmp_path, input=stdin, capture_output=True, timeout=300)
+
+    direct = json.loads(analyze(b"", "tune.wav", "--json").stdout)
+    for size in (0, 0xFFFFFFFF):  # how ffmpeg and sox leave the header of a WAV written to a pipe
+        r = analyze(_as_if_piped(wav, size), "-", "--json")
+        assert r.returncode == 0, r.stderr
+        piped = json.loads(r.stdout)
+        assert piped["file"] == "stdin" and piped["features"] == direct["features"] and piped["abc"] == direct["abc"]
+    r = analyze((DEMO / "demo5_folk_34.flac").read_bytes(), "-")
+    assert r.returncode == 0 and r.stdout.decode().startswith("== stdin\nkey: A\ntonality: minor\n")
+    buf = io.BytesIO()
+    np.save(buf, np.stack([y[:10 * sr], y[:10 * sr]]))  # a .npy of clips: every clip, by its row
+    r = analyze(buf.getvalue(), "-", "--json")
+    assert [(o["file"], o["clip"], o["features"]["key"]) for o in map(json.loads, r.stdout.splitlines())] == [
+        ("stdin", 0, "A"), ("stdin", 1, "A")]
+
+    # not audio, or audio m2i does not decode: one sentence each, the exit status 1, no traceback
+    for data, said in [(b"\0\0\0\x20ftypM4A " + bytes(200), "stdin holds AAC audio, which m2i does not decode; "
+                                                             "convert it to WAV or FLAC on its way in (ffmpeg -i"),
+                       (b"name,tempo\nsong,120\n", "stdin holds no audio m2i reads; pipe in WAV, FLAC"),
+                       (b"", "stdin holds no audio m2i reads (it is empty)")]:
+        r = analyze(data, "-")
+        assert r.returncode == 1 and r.stdout == b"" and r.stderr.decode().startswith(f"error: {said}"), r.stderr
+        assert b"Traceback" not in r.stderr
+    r = analyze(wav, "-", "-", "--json")
+    first, second = map(json.loads, r.stdout.splitlines())
+    assert r.returncode == 1 and first["features"] == direct["features"]
+    assert second == {"file": "stdin", "error": "'-' is given twice; what was piped in is one stream, read for the first."}
+
+    # a pipe given as a path (what bash's <(...) passes) is read the same way, under its own name
+    os.mkfifo(fifo := tmp_path / "live")
+    writer = threading.Thread(target=lambda: fifo.write_bytes(wav))
+    writer.start()
+    r = analyze(b"", str(fifo), "--json")
+    writer.join(timeout=60)
+    assert r.returncode == 0 and json.loads(r.stdout)["file"] == str(fifo)
+    assert json.loads(r.stdout)["features"] == direct["features"]
+
+
+def test_ingest_refuses_a_pipe_in_one_sentence(tmp_path):
+    """A run keeps where each clip came from, and a pipe is gone once read: `m2i ingest -` and
+    `m2i ingest <(...)` say so (before: "/home/me/- does not exist", "convert it first")."""
+    import os
+
+    from m2i.audio.datasets import load_dataset
+
+    os.mkfifo(tmp_path / "live")
+    with pytest.raises(InputError, match=r"^'-' \(audio piped in\) is read by m2i analyze only; .* give its path\.$"):
+        list(load_dataset("-"))
+    with pytest.raises(InputError, match=r"live is a pipe or a device, not a file; .*\(m2i analyze reads a pipe\)\.$"):
+        list(load_dataset(tmp_path / "live"))  # refused from its type: nothing waits for a writer
+
+
+def test_analyze_dash_refuses_a_terminal(monkeypatch):
+    """`m2i analyze -` typed on its own would wait for audio from the keyboard."""
+    from m2i.audio.cli_support import analyze_results
+
+    class Terminal:
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stdin", Terminal())
+    (out,) = analyze_results(["-"])
+    assert out == {"file": "stdin", "error": "'-' reads audio piped in (ffmpeg -i song.m4a -f wav - | m2i analyze -), "
+                                             "but standard input is the terminal."}
+
+
+def test_mend_streamed_wav_writes_the_true_sizes(tmp_path):
+    """libsndfile reads no samples from a WAV whose data size a pipe left at 0."""
+    import soundfile as sf
+
+    from m2i.audio.datasets import mend_streamed_wav
+
+    y = np.linspace(-0.5, 0.5, 4000, dtype=np.float32)
+    wav = _wav_bytes(y, SR)
+    (tmp_path / "piped.wav").write_bytes(_as_if_piped(wav, 0))
+    assert sf.info(tmp_path / "piped.wav").frames == 0
+    mend_streamed_wav(tmp_path / "piped.wav")
+    assert (tmp_path / "piped.wav").read_bytes() == wav  # exactly the header a seekable writer writes
+    (tmp_path / "whole.wav").write_bytes(wav)
+    mend_streamed_wav(tmp_path / "whole.wav")
+    assert (tmp_path / "whole.wav").read_bytes() == wav
+
+
+def _wav_bytes(y: np.ndarray, sr: int) -> bytes:
+    import io
+
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, y, sr, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
 def test_cli_analyze_warns_of_a_damaged_mp3_in_one_line(tmp_path):
     """The decoder's own lines ("Note: Illegal Audio-MPEG-Header ...") used to fill the terminal."""
     import soundfile as sf
