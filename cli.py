@@ -188,6 +188,9 @@ def analyze(
     spectrogram_png: Annotated[str | None, typer.Option(
         "--spectrogram-png", help="Also draw each file's mel spectrogram into this folder (<file name>.png).")] = None,
     sr: SrOpt = None,
+    workers: Annotated[int | None, typer.Option(
+        "--workers", min=1, help="Processes to spread 8 or more files over (default: one per core, up to 8; "
+        "1: this process).")] = None,
 ) -> None:
     """Print the eight features and the ABC transcription of audio files (one JSON object per line with --json).
 
@@ -206,7 +209,8 @@ def analyze(
     failed = 0
     if sr is not None:
         _settings({"npy_sr": sr}, None)  # an impossible rate is one sentence naming --sr, before any file
-    for result in analyze_results(files, settings={"spectrogram": spectrogram}, png_dir=spectrogram_png, npy_sr=sr):
+    for result in analyze_results(files, settings={"spectrogram": spectrogram}, png_dir=spectrogram_png, npy_sr=sr,
+                                  workers=workers):
         failed += "error" in result
         if json_out:
             _echo_json(result)

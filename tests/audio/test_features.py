@@ -558,6 +558,51 @@ def test_analyze_a_folder_gives_each_file_its_own_line(tmp_path):
     assert out[0]["features"]["key"] == "C" and "silent" in out[1]["error"] and "contains no audio" in out[2]["error"]
 
 
+def test_analyze_spreads_many_files_over_processes_in_order(tmp_path):
+    """`m2i analyze corpus/` analysed one file at a time on one core however many the machine had;
+    from 8 files on they go to worker processes, and the lines are the same, in the same order,
+    as from one process: a bad file's error in its place, spectrogram pictures named alike."""
+    import soundfile as sf
+
+    from m2i.audio.cli_support import analyze_results
+
+    (tmp_path / "sub").mkdir()
+    for i, name in enumerate([f"k{i}.wav" for i in range(8)] + ["sub/k7.wav"]):  # nine keys, one name twice
+        sf.write(tmp_path / name, synth_notes(scale_notes(60 + i, MAJOR_STEPS, bpm=100), duration=3.0), SR)
+    (tmp_path / "bad.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEfmt garbage")
+    paths = [tmp_path / f"k{i}.wav" for i in range(8)] + [tmp_path / "bad.wav", tmp_path / "sub"]
+    alone = list(analyze_results(paths, workers=1, png_dir=tmp_path / "png1"))
+    spread = list(analyze_results(paths, workers=2, png_dir=tmp_path / "png2"))
+    assert [r["file"] for r in spread] == [str(p) for p in paths[:9]] + [str(tmp_path / "sub" / "k7.wav")]
+    assert [r.get("features") for r in spread] == [r.get("features") for r in alone]
+    assert [r.get("abc") for r in spread] == [r.get("abc") for r in alone]
+    assert [r["features"]["key"] for r in spread[:8]] == ["C", "Db", "D", "Eb", "E", "F", "F#", "G"]
+    assert "could not be decoded" in spread[8]["error"] and spread[9]["features"]["key"] == "Ab"
+    assert sorted(p.name for p in (tmp_path / "png2").iterdir()) == sorted(p.name for p in (tmp_path / "png1").iterdir())
+    assert (tmp_path / "png2" / "k7.wav-2.png").is_file()
+
+
+def test_analyze_goes_on_when_a_worker_process_is_killed(tmp_path):
+    """A worker killed mid-file (the kernel's out-of-memory killer) broke the pool; the files in
+    flight are analysed again in a fresh pool and every file still gets its line, in order."""
+    import psutil
+    import soundfile as sf
+
+    from m2i.audio.cli_support import analyze_results
+
+    for i in range(12):
+        sf.write(tmp_path / f"k{i:02d}.wav", synth_notes(scale_notes(60 + i % 12, MAJOR_STEPS, bpm=100), duration=4.0), SR)
+    records = analyze_results(sorted(tmp_path.glob("*.wav")), workers=2)
+    first = next(records)
+    workers = [c for c in psutil.Process().children(recursive=True) if "spawn_main" in " ".join(c.cmdline())]
+    assert workers, "no worker processes"
+    for w in workers:
+        w.kill()
+    rest = list(records)
+    assert [r["file"] for r in [first, *rest]] == [str(p) for p in sorted(tmp_path.glob("*.wav"))]
+    assert all("features" in r for r in rest), [r.get("error") for r in rest]
+
+
 def _block_chords(chords, *, bpm: float = 80.0, beats_each: int = 2):
     """[(midi, ...), ...] as block chords, ``beats_each`` beats each, with the bass an octave down."""
     beat = 60.0 / bpm

@@ -1,0 +1,56 @@
+"""Wall time of ``m2i analyze FOLDER --json`` in one process and spread over worker processes.
+
+    python benchmarks/evalset/render.py        # once: renders bench-data/evalset
+    python benchmarks/bench_analyze.py [--data bench-data/evalset] [--files 100] [--workers 1 2]
+
+Copies (links) the first ``--files`` clips of the evaluation set into a temporary folder, then runs
+``m2i analyze FOLDER --json --workers N`` in a new process for each N (after one untimed run that
+fills the workers' numba caches, as after the first analyses on a machine), timing the whole command, start-up included. Prints the
+seconds and files per second for each N, and whether every N printed the same lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=str(ROOT / "bench-data" / "evalset"))
+    ap.add_argument("--files", type=int, default=100)
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    args = ap.parse_args()
+    files = sorted(Path(args.data).glob("*.flac"))[: args.files]
+    if not files:
+        sys.exit(f"no clips in {args.data}; run python benchmarks/evalset/render.py first")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    cli = [sys.executable, str(ROOT / "cli.py"), "analyze"]
+    with tempfile.TemporaryDirectory() as tmp:
+        for f in files:
+            (Path(tmp) / f.name).symlink_to(f.resolve())
+        # warm every worker's numba cache slot (each process compiles into its own, once per machine)
+        subprocess.run([*cli, tmp, "--json", "--workers", str(max(args.workers))], env=env, capture_output=True)
+        outputs = {}
+        print(f"load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} cores, {len(files)} files of "
+              f"{args.data}")
+        for n in args.workers:
+            t = time.perf_counter()
+            r = subprocess.run([*cli, tmp, "--json", "--workers", str(n)], env=env, capture_output=True, text=True)
+            s = time.perf_counter() - t
+            outputs[n] = r.stdout
+            lines = r.stdout.count("\n")
+            print(f"m2i analyze --workers {n}: {s:.1f} s for {lines} lines ({lines / s:.1f} files/s), exit {r.returncode}")
+        same = len(set(outputs.values())) == 1
+        print(f"every --workers printed the same lines: {'yes' if same else 'NO'}")
+
+
+if __name__ == "__main__":
+    main()
