@@ -52,7 +52,9 @@ class Runs:
         """An existing run by id or name (the newest when None)."""
         r = ops.get_run(self.store, run)
         if r is None:
-            raise InputError("No such run in this database; create one with new_run().")
+            if run is None:
+                raise InputError("This database has no run yet; create one with new_run().")
+            raise ops.no_such_run(self.store, run, "create one with new_run()")
         return Run(self, int(r["id"]), load_settings({}))
 
     def runs(self) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from m2i.config import load_settings
-from m2i.errors import ConfigError
+from m2i.errors import ConfigError, InputError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -161,6 +161,13 @@ def test_notebook_api_runs_stages_and_reads_results(tmp_path, tiny_gguf):
         assert rep["modes"]["n_prompts"] == 10
         assert run.runners() == []  # the runners that did the work have ended
         assert [r["name"] for r in runs.runs()] == ["notebook"]
+        assert runs.run("notebook").id == run.id == runs.run().id
+        # a mistyped run names the runs there are, as `m2i status --run` does ("No such run" before)
+        with pytest.raises(InputError, match=r"^No run 'notbook' in this database \(its runs: 1 \(notebook\)\); "
+                                             r"create one with new_run\(\)\.$"):
+            runs.run("notbook")
+    with open_runs(str(tmp_path / "empty.db")) as runs, pytest.raises(InputError, match="has no run yet"):
+        runs.run()
 
 
 NOTEBOOK_CELL = r"""
