@@ -135,13 +135,16 @@ class Run:
         return ingest(self.store, self.id, dataset, clip_s=self.settings.clip_s, hop_s=self.settings.hop_s,
                       limit=samples, npy_sr=(self.info.get("config") or {}).get("npy_sr", self.settings.npy_sr))
 
-    def process(self, stages: Sequence[str] | None = None) -> dict[str, dict[str, int]]:
-        """Run the given stages (default all four) until they have no work left; returns the counts."""
+    def process(self, stages: str | Sequence[str] | None = None) -> dict[str, dict[str, int]]:
+        """Run the given stages (one name, or several; default all four) until they have no work
+        left; returns the counts."""
         from m2i.pipeline import with_live_secrets
         from m2i.runner import Runner
         from m2i.stages import build_stages
 
-        names = list(stages or ops.STAGE_ORDER)
+        names = [stages] if isinstance(stages, str) else list(stages or ops.STAGE_ORDER)
+        for name in names:  # a misspelt stage ran nothing and returned the counts as they were
+            ops.table_of(name)
         impls, _notes = build_stages(self.store, with_live_secrets(self.info, self.settings), names,
                                      outage_s=self.settings.llm_outage_s,
                                      analyze_workers=self.settings.analyze_workers,

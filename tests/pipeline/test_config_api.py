@@ -149,7 +149,9 @@ def test_notebook_api_runs_stages_and_reads_results(tmp_path, tiny_gguf):
                            out_dir=str(tmp_path / "out"), prompt_settings={"drop_gibberish": False},
                            max_tokens=700)  # the tiny model spells its answer one character a token
         assert run.ingest("demo", samples=2) == {"added": 2, "failed": 0, "skipped": 0}
-        counts = run.process(["analyze"])
+        with pytest.raises(InputError, match=r"^Unknown stage 'analyse'; choose one of analyze, generate, score, render\.$"):
+            run.process(["analyse"])  # ran nothing and said nothing
+        counts = run.process("analyze")  # one stage by name (was read as the stages 'a', 'n', 'a', ...)
         assert counts["analyze"]["done"] == 2 and counts["generate"]["pending"] == 10
         feats = run.features()
         assert feats[0]["features"]["key"] and feats[0]["abc"].startswith("X:")
