@@ -127,11 +127,12 @@ def ingest(store: Store, run_id: int, dataset: str | list[str] | Iterable[Any], 
     ``dataset`` is a path (or ``"demo"``), a list of them, or the clips of one already opened
     with :func:`m2i.audio.datasets.open_dataset`.
     """
-    from m2i.audio.datasets import load_dataset
+    from m2i.audio.datasets import open_dataset
 
     paths = isinstance(dataset, (str, PathLike)) or (
         isinstance(dataset, list) and all(isinstance(x, (str, PathLike)) for x in dataset))
-    clips = load_dataset(dataset, clip_s=clip_s, hop_s=hop_s, npy_sr=npy_sr) if paths else dataset
+    # each path checked before any clip is added, as `m2i ingest a.wav missing.wav` does
+    clips = open_dataset(dataset, clip_s=clip_s, hop_s=hop_s, npy_sr=npy_sr) if paths else dataset
     return ops.add_samples(store, run_id, clips, limit=limit)
 
 
