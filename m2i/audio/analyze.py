@@ -258,7 +258,8 @@ def analyze_rows(path: str | Path, *, settings: dict[str, Any] | None = None,
                  npy_sr: int | None = None) -> Iterator[dict[str, Any]]:
     """Analyse every clip of a .npy file of clips (the annotation file, or ``[N, T]``), one record
     each in the ``m2i analyze --json`` shape plus ``"clip"``, its row; a bad row's record is
-    ``{"file", "clip", "error"}``. A file that is one signal (``[T]``) gives its first window, as
+    ``{"file", "clip", "error"}``; a row of the annotation file adds ``"meta"``, its ``audio_meta``
+    (track, artists, album, ...). A file that is one signal (``[T]``) gives its first window, as
     :func:`analyze_file` does for an audio file.
 
     ``spectrogram_png`` maps a row (None: the file's one signal) to the PNG to draw its mel
@@ -269,7 +270,7 @@ def analyze_rows(path: str | Path, *, settings: dict[str, Any] | None = None,
     InputError
         The file cannot be used at all (missing, refused, not audio).
     """
-    from m2i.audio.datasets import load_dataset
+    from m2i.audio.datasets import WARNING_KEYS, load_dataset
 
     clips = load_dataset(path, npy_sr=npy_sr)
     for clip in clips:
@@ -278,11 +279,14 @@ def analyze_rows(path: str | Path, *, settings: dict[str, Any] | None = None,
             yield _first_usable(path, itertools.chain([clip], clips), settings,
                                 spectrogram_png(None) if spectrogram_png else None)
             return
+        # the annotation file's audio_meta (track, artists, album, ...): which song the row is
+        about = {k: v for k, v in clip.meta.items() if k not in (*WARNING_KEYS, "sr", "file", "start_s")}
+        meta = {"meta": about} if about else {}
         if clip.error is not None or clip.pcm is None:
-            yield {"file": str(path), "clip": int(row), "error": clip.error}
+            yield {"file": str(path), "clip": int(row), **meta, "error": clip.error}
             continue
         png = spectrogram_png(int(row)) if spectrogram_png else None
-        yield {"file": str(path), "clip": int(row), **_clip_record(path, clip, settings, png)}
+        yield {"file": str(path), "clip": int(row), **meta, **_clip_record(path, clip, settings, png)}
 
 
 def _clip_record(path: str | Path, clip: Any, settings: dict[str, Any] | None, png: Path | None) -> dict[str, Any]:

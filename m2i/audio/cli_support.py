@@ -275,14 +275,16 @@ def analyze_lines(paths: Iterable[str | Path], *, settings: dict[str, Any] | Non
 
 def human_summary(result: dict[str, Any]) -> str:
     """What ``m2i analyze`` prints without ``--json``: ``== FILE`` (``== FILE #ROW`` for a clip of a
-    .npy), the features one per line (as
+    .npy, ``== FILE #ROW (track · artists)`` for a row of the annotation file), the features one per line (as
     the LLM reads them, :func:`m2i.features.describe`), a ``not stated: ...`` line naming those
     measured too unsure to state (:func:`m2i.features.unsure`), and the ABC,
     which is left out when no melody was heard (:func:`m2i.features.stated_abc`), after a
     ``warning: ...`` line for a file read past damaged data; or ``error: ...`` for a bad file."""
-    from m2i.features import FEATURE_NAMES, describe, stated_abc, unsure
+    from m2i.features import FEATURE_NAMES, clip_label, describe, stated_abc, unsure
 
     clip = f" #{result['clip']}" if "clip" in result else ""  # a row of a .npy of clips
+    if (song := clip_label(None, result.get("meta"))) and clip:  # the annotation file's track and artists
+        clip += f" ({song})"
     if "error" in result:
         return f"error: {result['file']}{clip}: {result['error']}" if clip else f"error: {result['error']}"
     lines = [f"== {result['file']}{clip}"] + ([f"warning: {result['warning']}"] if "warning" in result else [])

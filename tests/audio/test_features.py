@@ -372,11 +372,13 @@ def test_cli_analyze_reads_every_clip_of_a_npy_of_clips(tmp_path):
     first, bad, third, song = (json.loads(line) for line in r.stdout.splitlines())
     assert (first["clip"], bad["clip"], third["clip"]) == (0, 1, 2) and "clip" not in song
     assert first["features"]["key"] == "C" and third["features"]["key"] == "E" and song["features"]["key"] == "D"
-    assert set(bad) == {"file", "clip", "error"} and "no 'audio' field" in bad["error"]
+    assert set(bad) == {"file", "clip", "meta", "error"} and "no 'audio' field" in bad["error"]
+    assert (first["meta"], bad["meta"]) == ({"track_name": "t0"}, {"track_name": "t1"})  # which song each row is
+    assert "meta" not in song
     r = subprocess.run([sys.executable, str(cli), "analyze", "label_data_with_16kHz_audio.npy", "song.npy",
                         "--spectrogram-png", "pngs"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert "== label_data_with_16kHz_audio.npy #2" in r.stdout
-    assert r.stderr.startswith("error: label_data_with_16kHz_audio.npy #1: the entry has no 'audio' field")
+    assert "== label_data_with_16kHz_audio.npy #2 (t2)\n" in r.stdout
+    assert r.stderr.startswith("error: label_data_with_16kHz_audio.npy #1 (t1): the entry has no 'audio' field")
     assert sorted(p.name for p in (tmp_path / "pngs").iterdir()) == [
         "label_data_with_16kHz_audio.npy-clip0.png", "label_data_with_16kHz_audio.npy-clip2.png", "song.npy.png"]
 
