@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import sys
 import tempfile
@@ -177,15 +178,22 @@ MAX_STREAM_BYTES = 2 << 30
 
 
 def is_stream(path: str | Path) -> bool:
-    """``"-"`` (standard input; a file named ``-`` is ``./-``), or a path that is neither a file nor
-    a folder: a pipe (``<(ffmpeg ...)``, ``/dev/stdin`` fed by a pipe) or a device."""
+    """``"-"`` (standard input; a file named ``-`` is ``./-``), a path that is neither a file nor
+    a folder: a pipe (``<(ffmpeg ...)``, ``/dev/stdin`` fed by a pipe) or a device, or a file
+    descriptor's name (``/dev/stdin < song.wav``, ``/dev/fd/3``, ``/proc/self/fd/0``), which has no
+    suffix to read it by."""
     if str(path) == "-":
         return True
     try:
         mode = os.stat(path).st_mode
     except OSError:
         return False
+    if stat.S_ISREG(mode) and _FD_NAME.match(os.path.abspath(path)):
+        return True
     return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+_FD_NAME = re.compile(r"^/(dev/(stdin|fd/\d+)|proc/(self|\d+)/fd/\d+)$")
 
 
 @contextmanager

@@ -437,6 +437,12 @@ def test_cli_analyze_reads_audio_piped_in(tmp_path):
     assert r.returncode == 1 and first["features"] == direct["features"]
     assert second == {"file": "stdin", "error": "'-' is given twice; what was piped in is one stream, read for the first."}
 
+    # /dev/stdin fed from a file has no suffix to read it by: it is read by its bytes as well
+    with open(tmp_path / "tune.wav", "rb") as fh:
+        r = subprocess.run([*cli, "/dev/stdin", "--json"], cwd=tmp_path, stdin=fh, capture_output=True, timeout=300)
+    assert r.returncode == 0 and json.loads(r.stdout)["file"] == "/dev/stdin", r.stderr
+    assert json.loads(r.stdout)["features"] == direct["features"]
+
     # a pipe given as a path (what bash's <(...) passes) is read the same way, under its own name
     os.mkfifo(fifo := tmp_path / "live")
     writer = threading.Thread(target=lambda: fifo.write_bytes(wav))
