@@ -110,6 +110,30 @@ async def test_compare_plots_the_metric_under_the_cursor(seeded_db, frozen_app):
         await wait_until(pilot, lambda: plot.metric == "alignment", what="the plot to follow the cursor")
 
 
+async def test_compare_plot_keeps_its_rows_for_the_bars_in_a_short_pane(seeded_db, frozen_app):
+    """In a 20-row terminal (a tmux pane) the title and axis label took two of the plot's few rows,
+    and every clip's bar was drawn on the one row left, the same height whatever its difference."""
+    from tui.widgets.diff_plot import COMPACT_BELOW, DiffPlot
+
+    def bar_rows(plot) -> int:
+        return sum("█" in line for line in plot.render().plain.splitlines())
+
+    app = frozen_app(seeded_db)
+    async with app.run_test(size=(80, 20)) as pilot:
+        await pilot.press("c")
+        await refreshed(pilot)
+        plot = app.screen.query_one(DiffPlot)
+        assert 0 < plot.size.height < COMPACT_BELOW
+        text = plot.render().plain
+        assert "divergent - convergent" not in text and bar_rows(plot) >= 3
+    async with frozen_app(seeded_db).run_test(size=(120, 40)) as pilot:
+        await pilot.press("c")
+        await refreshed(pilot)
+        plot = pilot.app.screen.query_one(DiffPlot)
+        assert "originality: divergent - convergent, per clip (5 clips)" in plot.render().plain
+        assert "clip (sample id)" in plot.render().plain and bar_rows(plot) >= 8
+
+
 async def test_samples_and_compare_name_clips_by_the_same_sample_id(seeded_db, frozen_app):
     """The Samples screen's # and the Compare plot's clips are the sample ids `m2i sql` shows, not positions."""
     from tui.widgets.diff_plot import DiffPlot, clip_differences
