@@ -189,8 +189,8 @@ def analyze(
         "--spectrogram-png", help="Also draw each file's mel spectrogram into this folder (<file name>.png).")] = None,
     sr: SrOpt = None,
     workers: Annotated[int | None, typer.Option(
-        "--workers", min=1, help="Processes to spread 8 or more files over (default: one per core, up to 8; "
-        "1: this process).")] = None,
+        "--workers", min=1, help="Processes to spread 8 or more files or clips of a .npy over (default: one per "
+        "core, up to 8; 1: this process).")] = None,
 ) -> None:
     """Print the eight features and the ABC transcription of audio files (one JSON object per line with --json).
 

@@ -1,12 +1,14 @@
-"""Wall time of ``m2i analyze FOLDER --json`` in one process and spread over worker processes.
+"""Wall time of ``m2i analyze`` in one process and spread over worker processes.
 
     python benchmarks/evalset/render.py        # once: renders bench-data/evalset
     python benchmarks/bench_analyze.py [--data bench-data/evalset] [--files 100] [--workers 1 2]
 
-Copies (links) the first ``--files`` clips of the evaluation set into a temporary folder, then runs
-``m2i analyze FOLDER --json --workers N`` in a new process for each N (after one untimed run that
-fills the workers' numba caches, as after the first analyses on a machine), timing the whole command, start-up included. Prints the
-seconds and files per second for each N, and whether every N printed the same lines.
+Links the first ``--files`` clips of the evaluation set into a temporary folder, and writes the same
+clips (cut or padded to 10 s) as one ``[N, T]`` .npy, the shape of the annotation file's audio.
+Then runs ``m2i analyze FOLDER --json --workers N`` and ``m2i analyze clips.npy --json --workers N``
+in a new process for each N (after one untimed run that fills the workers' numba caches, as after
+the first analyses on a machine), timing the whole command, start-up included. Prints the seconds
+and clips per second for each, and whether every N printed the same lines.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
+import soundfile as sf
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,23 +38,32 @@ def main() -> None:
         sys.exit(f"no clips in {args.data}; run python benchmarks/evalset/render.py first")
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     cli = [sys.executable, str(ROOT / "cli.py"), "analyze"]
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as tmp_npy:
         for f in files:
             (Path(tmp) / f.name).symlink_to(f.resolve())
         # warm every worker's numba cache slot (each process compiles into its own, once per machine)
         subprocess.run([*cli, tmp, "--json", "--workers", str(max(args.workers))], env=env, capture_output=True)
-        outputs = {}
-        print(f"load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} cores, {len(files)} files of "
+        clips = np.zeros((len(files), 10 * 16000), dtype=np.float32)
+        for i, f in enumerate(files):
+            y, sr = sf.read(f, dtype="float32")
+            assert sr == 16000, f
+            clips[i, : min(y.size, clips.shape[1])] = y[: clips.shape[1]]
+        npy = Path(tmp_npy) / "clips.npy"  # beside the folder, not in it
+        np.save(npy, clips)
+        print(f"load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} cores, {len(files)} clips of "
               f"{args.data}")
-        for n in args.workers:
-            t = time.perf_counter()
-            r = subprocess.run([*cli, tmp, "--json", "--workers", str(n)], env=env, capture_output=True, text=True)
-            s = time.perf_counter() - t
-            outputs[n] = r.stdout
-            lines = r.stdout.count("\n")
-            print(f"m2i analyze --workers {n}: {s:.1f} s for {lines} lines ({lines / s:.1f} files/s), exit {r.returncode}")
-        same = len(set(outputs.values())) == 1
-        print(f"every --workers printed the same lines: {'yes' if same else 'NO'}")
+        for what, target in (("a folder of files", Path(tmp)), ("one .npy of clips", npy)):
+            outputs = {}
+            for n in args.workers:
+                t = time.perf_counter()
+                r = subprocess.run([*cli, str(target), "--json", "--workers", str(n)], env=env, capture_output=True,
+                                   text=True)
+                s = time.perf_counter() - t
+                outputs[n] = r.stdout
+                lines = r.stdout.count("\n")
+                print(f"m2i analyze {what} --workers {n}: {s:.1f} s for {lines} lines ({lines / s:.1f} clips/s), "
+                      f"exit {r.returncode}")
+            print(f"  every --workers printed the same lines: {'yes' if len(set(outputs.values())) == 1 else 'NO'}")
 
 
 if __name__ == "__main__":

@@ -270,23 +270,44 @@ def analyze_rows(path: str | Path, *, settings: dict[str, Any] | None = None,
     InputError
         The file cannot be used at all (missing, refused, not audio).
     """
-    from m2i.audio.datasets import WARNING_KEYS, load_dataset
+    for row, clip in npy_clips(path, npy_sr=npy_sr):
+        if row is None:  # one long signal cut into windows, not rows: the file is read once
+            yield _first_usable(path, clip, settings, spectrogram_png(None) if spectrogram_png else None)
+            return
+        yield row_record(path, row, clip, settings, spectrogram_png(row) if spectrogram_png else None)
+
+
+def npy_clips(path: str | Path, *, npy_sr: int | None = None) -> Iterator[tuple[int | None, Any]]:
+    """``(row, clip)`` for each row of a .npy of clips, read once; for a .npy that is one signal
+    (``[T]``, ``[T, channels]``) a single ``(None, clips)``, the iterator of its windows.
+
+    Raises
+    ------
+    InputError
+        The file cannot be used at all (missing, refused, not audio).
+    """
+    from m2i.audio.datasets import load_dataset
 
     clips = load_dataset(path, npy_sr=npy_sr)
     for clip in clips:
         row = clip.source.rpartition("#")[2]
-        if not row.isdigit():  # one long signal cut into windows, not rows: the file is read once
-            yield _first_usable(path, itertools.chain([clip], clips), settings,
-                                spectrogram_png(None) if spectrogram_png else None)
+        if not row.isdigit():
+            yield None, itertools.chain([clip], clips)
             return
-        # the annotation file's audio_meta (track, artists, album, ...): which song the row is
-        about = {k: v for k, v in clip.meta.items() if k not in (*WARNING_KEYS, "sr", "file", "start_s")}
-        meta = {"meta": about} if about else {}
-        if clip.error is not None or clip.pcm is None:
-            yield {"file": str(path), "clip": int(row), **meta, "error": clip.error}
-            continue
-        png = spectrogram_png(int(row)) if spectrogram_png else None
-        yield {"file": str(path), "clip": int(row), **meta, **_clip_record(path, clip, settings, png)}
+        yield int(row), clip
+
+
+def row_record(path: str | Path, row: int, clip: Any, settings: dict[str, Any] | None,
+               png: Path | None) -> dict[str, Any]:
+    """The ``m2i analyze`` record of row ``row`` of a .npy of clips (:func:`analyze_rows`)."""
+    from m2i.audio.datasets import WARNING_KEYS
+
+    # the annotation file's audio_meta (track, artists, album, ...): which song the row is
+    about = {k: v for k, v in clip.meta.items() if k not in (*WARNING_KEYS, "sr", "file", "start_s")}
+    meta = {"meta": about} if about else {}
+    if clip.error is not None or clip.pcm is None:
+        return {"file": str(path), "clip": row, **meta, "error": clip.error}
+    return {"file": str(path), "clip": row, **meta, **_clip_record(path, clip, settings, png)}
 
 
 def _clip_record(path: str | Path, clip: Any, settings: dict[str, Any] | None, png: Path | None) -> dict[str, Any]:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
 import stat
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +35,9 @@ def analyze_results(paths: Iterable[str | Path], *, settings: dict[str, Any] | N
         Also draw each analysed window's mel spectrogram into this folder, as ``<file name>.png``
         (``<file name>-2.png`` and on when two files share a name); the record names it.
     workers : int or None
-        Worker processes to spread the files over (None: one per core, at most 8), from
-        :data:`POOL_FROM` files on and when no path is a pipe; 1 analyses them in this process.
-        The records come in the order of ``paths`` either way, and are the same.
+        Worker processes to spread the files and the clips of a .npy over (None: one per core, at
+        most 8), from :data:`POOL_FROM` of them on; 1 analyses them in this process. The records
+        come in the order of ``paths`` either way, and are the same.
 
     Yields
     ------
@@ -55,29 +56,74 @@ def analyze_results(paths: Iterable[str | Path], *, settings: dict[str, Any] | N
     stems = _png_stems(Path(n).name for n in shown)
     job = {"settings": settings, "png_dir": None if png_dir is None else str(png_dir), "npy_sr": npy_sr}
     n = max(1, min(os.cpu_count() or 1, 8)) if workers is None else workers
-    if n > 1 and len(items) >= POOL_FROM and not any(map(is_stream, items)):
-        yield from _pooled(items, stems, job, min(n, len(items)))
-        return
-    stdin_read = False
-    for path, name, stem in zip(items, shown, stems):
-        if str(path) == "-" and stdin_read:
-            yield {"file": name, "error": "'-' is given twice; what was piped in is one stream, read for the first."}
-            continue
-        stdin_read = stdin_read or str(path) == "-"
-        if not is_stream(path):
-            yield from file_records(path, stem, **job)
-            continue
-        try:
-            with spooled(path) as file:
-                for result in file_records(file, stem, **job):
-                    yield _renamed(result, file, name)
-        except M2IError as exc:
-            yield {"file": name, "error": str(exc)}
+    with tempfile.TemporaryDirectory(prefix="m2i-pipe-") as spool:
+        units = _units(items, shown, stems, job, Path(spool))
+        first = list(itertools.islice(units, POOL_FROM))
+        if n > 1 and len(first) >= POOL_FROM:
+            yield from _pooled(itertools.chain(first, units), n)
+            return
+        for unit in itertools.chain(first, units):
+            yield from unit.finish(unit.run())
 
 
 POOL_FROM = 8
-"""``m2i analyze`` spreads the files over worker processes from this many on (a worker takes a
-second or two to start, the analysis of a 10 s window about 0.1 s)."""
+"""``m2i analyze`` spreads the work over worker processes from this many files or clips of a .npy
+on (a worker takes a second or two to start, the analysis of a 10 s window about 0.1 s)."""
+
+
+@dataclass
+class _Unit:
+    """One piece of ``m2i analyze``'s work: a file, or a row of a .npy of clips, run by ``fn(*args)``
+    here or in a worker process; or records already known (``done``: a bad row, a refused pipe)."""
+
+    fn: Callable[..., list[dict[str, Any]]] | None = None
+    args: tuple[Any, ...] = ()
+    done: list[dict[str, Any]] | None = None
+    spooled: tuple[Path, str] | None = None  # (temporary file, the pipe's name): records name the pipe
+
+    def run(self) -> list[dict[str, Any]]:
+        return self.done if self.fn is None else self.fn(*self.args)
+
+    def finish(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return records if self.spooled is None else [_renamed(r, *self.spooled) for r in records]
+
+
+def _units(items: list[str | Path], shown: list[str], stems: list[str], job: dict[str, Any],
+           spool: Path) -> Iterator[_Unit]:
+    """The work for ``items``, in order: a pipe is copied into ``spool`` first (here, as it comes),
+    a .npy of clips is read here and each of its rows is a unit of its own."""
+    from m2i.audio.analyze import npy_clips
+
+    stdin_read = False
+    for i, (path, name, stem) in enumerate(zip(items, shown, stems)):
+        spooled = None
+        if is_stream(path):
+            if str(path) == "-" and stdin_read:
+                yield _Unit(done=[{"file": name, "error": "'-' is given twice; what was piped in is one stream, "
+                                                          "read for the first."}])
+                continue
+            stdin_read = stdin_read or str(path) == "-"
+            try:
+                (spool / str(i)).mkdir()
+                path = _spool(path, spool / str(i))
+            except M2IError as exc:
+                yield _Unit(done=[{"file": name, "error": str(exc)}])
+                continue
+            spooled = (path, name)
+        if not (Path(path).suffix.lower() == ".npy" and Path(path).is_file()):
+            yield _Unit(_file_job, (str(path), stem, job), spooled=spooled)
+            continue
+        try:
+            for row, clip in npy_clips(path, npy_sr=job["npy_sr"]):
+                if row is None:  # one signal, not rows: a worker reads its first usable window
+                    yield _Unit(_file_job, (str(path), stem, job), spooled=spooled)
+                    break
+                png = None if job["png_dir"] is None else Path(job["png_dir"]) / f"{stem}-clip{row}.png"
+                yield _Unit(_row_job, (str(path), row, clip, job["settings"], png), spooled=spooled)
+        except M2IError as exc:  # the file cannot be read at all, or breaks off (its rows before stay)
+            from m2i.audio.datasets import plain_json
+
+            yield _Unit(done=[plain_json({"file": str(path), "error": str(exc)})], spooled=spooled)
 
 
 def file_records(path: str | Path, stem: str, *, settings: dict[str, Any] | None, png_dir: str | None,
@@ -102,16 +148,27 @@ def file_records(path: str | Path, stem: str, *, settings: dict[str, Any] | None
 
 
 def _file_job(path: str, stem: str, job: dict[str, Any]) -> list[dict[str, Any]]:
-    """:func:`file_records` in a worker process."""
+    """:func:`file_records`, as a list (run here or in a worker process)."""
     return list(file_records(path, stem, **job))
 
 
-def _pooled(items: list[str | Path], stems: list[str], job: dict[str, Any], workers: int) -> Iterator[dict[str, Any]]:
-    """:func:`file_records` of each item, computed in ``workers`` processes, yielded in order.
+def _row_job(path: str, row: int, clip: Any, settings: dict[str, Any] | None, png: Path | None) -> list[dict[str, Any]]:
+    """The record of one row of a .npy of clips (run here or in a worker process)."""
+    from m2i.audio.analyze import row_record
+    from m2i.audio.datasets import plain_json
 
-    A worker that dies (out of memory, a crash in native code) breaks the pool: the file at the
-    head is then analysed alone in a fresh pool, so that it fails only if it is the cause, and the
-    files that were in flight are handed to the fresh pool.
+    try:
+        return [plain_json(row_record(path, row, clip, settings, png))]
+    except M2IError as exc:
+        return [plain_json({"file": path, "clip": row, "error": str(exc)})]
+
+
+def _pooled(units: Iterator[_Unit], workers: int) -> Iterator[dict[str, Any]]:
+    """The records of each unit, computed in ``workers`` processes (a few units ahead), in order.
+
+    A worker that dies (out of memory, a crash in native code) breaks the pool: the unit at the
+    head is then run alone in a fresh pool, so that it fails only if it is the cause, and the
+    units that were in flight are handed to the fresh pool.
     """
     from collections import deque
     from concurrent.futures import BrokenExecutor
@@ -119,39 +176,39 @@ def _pooled(items: list[str | Path], stems: list[str], job: dict[str, Any], work
     from m2i.runner import make_process_pool
 
     pool = make_process_pool(workers)
-    todo = iter(range(len(items)))
-    flight: deque[tuple[int, Any]] = deque()
+    flight: deque[tuple[_Unit, Any]] = deque()
 
-    def submit(i: int) -> None:
-        flight.append((i, pool.submit(_file_job, str(items[i]), stems[i], job)))
+    def submit(unit: _Unit) -> None:
+        flight.append((unit, None if unit.fn is None else pool.submit(unit.fn, *unit.args)))
 
     try:
-        for i in todo:
-            submit(i)
+        for unit in units:
+            submit(unit)
             if len(flight) >= 2 * workers:
                 break
         while flight:
-            i, future = flight.popleft()
+            unit, future = flight.popleft()
             try:
-                records = future.result()
+                records = unit.run() if future is None else future.result()
             except BrokenExecutor:
                 pool.shutdown(wait=False, cancel_futures=True)
                 pool = make_process_pool(workers)
                 try:
-                    records = pool.submit(_file_job, str(items[i]), stems[i], job).result()
+                    records = pool.submit(unit.fn, *unit.args).result()
                 except BrokenExecutor:
-                    records = [{"file": str(items[i]), "error": (
+                    where = {"clip": unit.args[1]} if unit.fn is _row_job else {}
+                    records = [{"file": unit.args[0], **where, "error": (
                         "the analysis worker process died on this file (out of memory, a crash in the decoder, "
                         "or a signal); the other files go on")}]
                     pool.shutdown(wait=False, cancel_futures=True)
                     pool = make_process_pool(workers)
-                again = [j for j, _ in flight]
+                again = [u for u, _ in flight]
                 flight.clear()
-                for j in again:
-                    submit(j)
-            yield from records
-            if (j := next(todo, None)) is not None:
-                submit(j)
+                for u in again:
+                    submit(u)
+            yield from unit.finish(records)
+            if (nxt := next(units, None)) is not None:
+                submit(nxt)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
 
@@ -196,10 +253,9 @@ def is_stream(path: str | Path) -> bool:
 _FD_NAME = re.compile(r"^/(dev/(stdin|fd/\d+)|proc/(self|\d+)/fd/\d+)$")
 
 
-@contextmanager
-def spooled(path: str | Path) -> Iterator[Path]:
-    """A pipe's bytes in a temporary file whose suffix says what they hold (a WAV written to a pipe
-    gets its true sizes: :func:`m2i.audio.datasets.mend_streamed_wav`); removed afterwards.
+def _spool(path: str | Path, folder: Path) -> Path:
+    """A pipe's bytes copied into a file in ``folder`` whose suffix says what they hold (a WAV
+    written to a pipe gets its true sizes: :func:`m2i.audio.datasets.mend_streamed_wav`).
 
     Raises
     ------
@@ -207,12 +263,6 @@ def spooled(path: str | Path) -> Iterator[Path]:
         Standard input is a terminal; the pipe cannot be read; its bytes are not audio m2i
         decodes; it held more than :data:`MAX_STREAM_BYTES`.
     """
-    with tempfile.TemporaryDirectory(prefix="m2i-pipe-") as folder:
-        yield _spool(path, Path(folder))
-
-
-def _spool(path: str | Path, folder: Path) -> Path:
-    """:func:`spooled`'s copy of the pipe into ``folder``."""
     from m2i.audio.datasets import AUDIO_EXTENSIONS, UNREAD_AUDIO, mend_streamed_wav, sniff_suffix
 
     stdin = str(path) == "-"

@@ -568,8 +568,9 @@ def test_analyze_a_folder_gives_each_file_its_own_line(tmp_path):
 
 def test_analyze_spreads_many_files_over_processes_in_order(tmp_path):
     """`m2i analyze corpus/` analysed one file at a time on one core however many the machine had;
-    from 8 files on they go to worker processes, and the lines are the same, in the same order,
-    as from one process: a bad file's error in its place, spectrogram pictures named alike."""
+    from 8 files (or clips of a .npy) on they go to worker processes, and the lines are the same, in
+    the same order, as from one process: a bad file's error and a bad row's in their places, the
+    annotation file's rows one by one, spectrogram pictures named alike."""
     import soundfile as sf
 
     from m2i.audio.cli_support import analyze_results
@@ -578,16 +579,25 @@ def test_analyze_spreads_many_files_over_processes_in_order(tmp_path):
     for i, name in enumerate([f"k{i}.wav" for i in range(8)] + ["sub/k7.wav"]):  # nine keys, one name twice
         sf.write(tmp_path / name, synth_notes(scale_notes(60 + i, MAJOR_STEPS, bpm=100), duration=3.0), SR)
     (tmp_path / "bad.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEfmt garbage")
-    paths = [tmp_path / f"k{i}.wav" for i in range(8)] + [tmp_path / "bad.wav", tmp_path / "sub"]
+    rows = [{"audio": synth_notes(scale_notes(62 - i, MAJOR_STEPS, bpm=100), duration=3.0),
+             "audio_meta": {"track_name": f"t{i}"}} for i in range(3)]
+    rows[1] = {"audio_meta": {"track_name": "t1"}}  # no audio
+    arr = np.empty(3, dtype=object)
+    arr[:] = rows
+    np.save(tmp_path / "label.npy", arr, allow_pickle=True)
+    paths = [tmp_path / f"k{i}.wav" for i in range(8)] + [tmp_path / "bad.wav", tmp_path / "sub", tmp_path / "label.npy"]
     alone = list(analyze_results(paths, workers=1, png_dir=tmp_path / "png1"))
     spread = list(analyze_results(paths, workers=2, png_dir=tmp_path / "png2"))
-    assert [r["file"] for r in spread] == [str(p) for p in paths[:9]] + [str(tmp_path / "sub" / "k7.wav")]
-    assert [r.get("features") for r in spread] == [r.get("features") for r in alone]
-    assert [r.get("abc") for r in spread] == [r.get("abc") for r in alone]
+    assert spread == [{**r, **({"spectrogram_png": r["spectrogram_png"].replace("png1", "png2")}
+                               if "spectrogram_png" in r else {})} for r in alone]
+    assert [r["file"] for r in spread] == [str(p) for p in paths[:9]] + [str(tmp_path / "sub" / "k7.wav")] + [
+        str(tmp_path / "label.npy")] * 3
     assert [r["features"]["key"] for r in spread[:8]] == ["C", "Db", "D", "Eb", "E", "F", "F#", "G"]
     assert "could not be decoded" in spread[8]["error"] and spread[9]["features"]["key"] == "Ab"
+    assert [(r["clip"], r["meta"]["track_name"], r.get("features", {}).get("key")) for r in spread[10:]] == [
+        (0, "t0", "D"), (1, "t1", None), (2, "t2", "C")]
     assert sorted(p.name for p in (tmp_path / "png2").iterdir()) == sorted(p.name for p in (tmp_path / "png1").iterdir())
-    assert (tmp_path / "png2" / "k7.wav-2.png").is_file()
+    assert (tmp_path / "png2" / "k7.wav-2.png").is_file() and (tmp_path / "png2" / "label.npy-clip2.png").is_file()
 
 
 def test_analyze_goes_on_when_a_worker_process_is_killed(tmp_path):
