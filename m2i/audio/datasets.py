@@ -579,7 +579,9 @@ def _stream_audio_file(path: Path, info: Any, *, clip_s: float, hop_s: float, no
 
 
 def _wav_shortfall(path: Path) -> int:
-    """Bytes missing from a RIFF/WAVE file's data chunk (0 when complete or not a WAV)."""
+    """Bytes missing from a RIFF/WAVE file's data chunk (0 when complete or not a WAV, and when the
+    size is 0xFFFFFFFF: "unknown", what ffmpeg writes to a pipe, `ffmpeg ... -f wav - | tee x.wav`;
+    libsndfile then reads the data to the end of the file)."""
     import struct
 
     size = path.stat().st_size
@@ -592,7 +594,7 @@ def _wav_shortfall(path: Path) -> int:
             fh.seek(pos)
             cid, clen = struct.unpack("<4sI", fh.read(8))
             if cid == b"data":
-                return max(0, pos + 8 + clen - size)
+                return 0 if clen == 0xFFFFFFFF else max(0, pos + 8 + clen - size)
             pos += 8 + clen + (clen & 1)
     return 0
 

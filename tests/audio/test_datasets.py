@@ -446,6 +446,23 @@ def test_an_mp3_that_holds_no_mp3_says_so(tmp_path):
     assert clip.error == "song.mp3 could not be decoded (no MP3 frame in it could be read); it is corrupt or truncated."
 
 
+def test_a_wav_saved_from_a_pipe_is_read_whole_not_called_truncated(tmp_path):
+    """`ffmpeg -i song.flac -f wav - | tee song.wav` leaves the data size 0xFFFFFFFF ("unknown");
+    the file was refused as "ends 4294647295 bytes before its data chunk does", though libsndfile
+    reads it to its end. A WAV cut short with a real size is still refused."""
+    sf.write(tmp_path / "whole.wav", _tone(25), SR, subtype="PCM_16")
+    data = bytearray((tmp_path / "whole.wav").read_bytes())
+    at = data.find(b"data")
+    data[4:8] = data[at + 4:at + 8] = b"\xff\xff\xff\xff"
+    (tmp_path / "piped.wav").write_bytes(bytes(data))
+    whole, piped = (list(load_dataset(tmp_path / f"{n}.wav")) for n in ("whole", "piped"))
+    assert [c.error for c in piped] == [None, None, None]
+    assert [pcm_sha256(c.pcm) for c in piped] == [pcm_sha256(c.pcm) for c in whole]
+    (tmp_path / "cut.wav").write_bytes((tmp_path / "whole.wav").read_bytes()[: len(data) // 2])
+    (clip,) = list(load_dataset(tmp_path / "cut.wav"))
+    assert "bytes before its data chunk does" in clip.error
+
+
 def test_a_truncated_mp3_fails_with_what_was_missing(tmp_path):
     """A truncated MP3 decodes without an error, only shorter; it used to be analysed as a 3.6 s clip."""
     write_mp3(tmp_path / "cut.mp3", _tone(12), keep=0.3)
