@@ -132,10 +132,9 @@ class Run:
         """Add clips (.npy, folder, audio file or "demo", or a list of them); returns added/failed/skipped counts."""
         from m2i.pipeline import ingest
 
-        if samples is not None and (isinstance(samples, bool) or not isinstance(samples, int) or samples < 1):
-            raise InputError(f"samples={samples!r} is not a number of clips; give a whole number from 1, or None for all.")
+        limit = load_settings({"samples": samples}).samples  # 0 or -1 is one sentence, as --samples 0 is
         return ingest(self.store, self.id, dataset, clip_s=self.settings.clip_s, hop_s=self.settings.hop_s,
-                      limit=samples, npy_sr=(self.info.get("config") or {}).get("npy_sr", self.settings.npy_sr))
+                      limit=limit, npy_sr=(self.info.get("config") or {}).get("npy_sr", self.settings.npy_sr))
 
     def process(self, stages: str | Sequence[str] | None = None) -> dict[str, dict[str, int]]:
         """Run the given stages (one name, or several; default all four) until they have no work

@@ -1,5 +1,6 @@
-"""Process liveness on this host, for the places that name a process by ``host`` and ``pid``
-(a runner's worker id ``host:pid[:tag]``, a PNG writer's temporary file)."""
+"""Processes on this host: liveness, for the places that name a process by ``host`` and ``pid``
+(a runner's worker id ``host:pid[:tag]``, a PNG writer's temporary file), and the size of a
+worker pool."""
 
 from __future__ import annotations
 
@@ -15,3 +16,8 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True  # another user's process
     return True
+
+
+def pool_size(workers: int | None = None) -> int:
+    """Worker processes for a pool: ``workers``, else one per core, at most 8."""
+    return workers or max(1, min(os.cpu_count() or 1, 8))

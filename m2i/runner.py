@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from m2i.errors import InputError, M2IError
+from m2i.procs import pool_size
 from m2i.provenance import software_line
 from m2i.store import ops
 from m2i.store.engine import Store
@@ -460,7 +461,7 @@ def make_process_pool(workers: int | None = None) -> Executor:
         raise InputError(f"{where} runs m2i at the top level of the script; put it under "
                          "`if __name__ == \"__main__\":` (each analysis worker process imports the script "
                          "again and would run it too).")
-    n = workers or max(1, min(os.cpu_count() or 1, 8))
+    n = pool_size(workers)
     _start_resource_tracker()
     pool = ProcessPoolExecutor(
         max_workers=n, mp_context=mp.get_context("spawn"), initializer=_init_worker, initargs=(os.getpid(),)

@@ -12,7 +12,7 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -205,8 +205,8 @@ def analyze_clip(pcm: np.ndarray, sr: int = 16000, *, settings: dict[str, Any] |
 
 def analyze_file(path: str | Path, *, settings: dict[str, Any] | None = None,
                  spectrogram_png: str | Path | None = None, npy_sr: int | None = None) -> dict[str, Any]:
-    """Analyse an audio file (or the first clip of a .npy: :func:`analyze_rows` takes them all) in the
-    ``m2i analyze --json`` shape.
+    """Analyse an audio file (or the first clip of a .npy: :func:`npy_clips` and :func:`row_record`
+    give them all) in the ``m2i analyze --json`` shape.
 
     Parameters
     ----------
@@ -253,30 +253,6 @@ def _first_usable(path: str | Path, clips: Iterator[Any], settings: dict[str, An
     raise InputError(first.error if named else f"{path}: {first.error}")
 
 
-def analyze_rows(path: str | Path, *, settings: dict[str, Any] | None = None,
-                 spectrogram_png: Callable[[int | None], Path] | None = None,
-                 npy_sr: int | None = None) -> Iterator[dict[str, Any]]:
-    """Analyse every clip of a .npy file of clips (the annotation file, or ``[N, T]``), one record
-    each in the ``m2i analyze --json`` shape plus ``"clip"``, its row; a bad row's record is
-    ``{"file", "clip", "error"}``; a row of the annotation file adds ``"meta"``, its ``audio_meta``
-    (track, artists, album, ...). A file that is one signal (``[T]``) gives its first window, as
-    :func:`analyze_file` does for an audio file.
-
-    ``spectrogram_png`` maps a row (None: the file's one signal) to the PNG to draw its mel
-    spectrogram into.
-
-    Raises
-    ------
-    InputError
-        The file cannot be used at all (missing, refused, not audio).
-    """
-    for row, clip in npy_clips(path, npy_sr=npy_sr):
-        if row is None:  # one long signal cut into windows, not rows: the file is read once
-            yield _first_usable(path, clip, settings, spectrogram_png(None) if spectrogram_png else None)
-            return
-        yield row_record(path, row, clip, settings, spectrogram_png(row) if spectrogram_png else None)
-
-
 def npy_clips(path: str | Path, *, npy_sr: int | None = None) -> Iterator[tuple[int | None, Any]]:
     """``(row, clip)`` for each row of a .npy of clips, read once; for a .npy that is one signal
     (``[T]``, ``[T, channels]``) a single ``(None, clips)``, the iterator of its windows.
@@ -299,7 +275,9 @@ def npy_clips(path: str | Path, *, npy_sr: int | None = None) -> Iterator[tuple[
 
 def row_record(path: str | Path, row: int, clip: Any, settings: dict[str, Any] | None,
                png: Path | None) -> dict[str, Any]:
-    """The ``m2i analyze`` record of row ``row`` of a .npy of clips (:func:`analyze_rows`)."""
+    """The ``m2i analyze`` record of row ``row`` of a .npy of clips (:func:`npy_clips`): the
+    ``m2i analyze --json`` shape plus ``"clip"``, its row, and for a row of the annotation file
+    ``"meta"``, its ``audio_meta`` (track, artists, album, ...); a bad row's is ``{"file", "clip", "error"}``."""
     from m2i.audio.datasets import WARNING_KEYS
 
     # the annotation file's audio_meta (track, artists, album, ...): which song the row is

@@ -5,8 +5,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import re
-import stat
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
@@ -15,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from m2i.errors import InputError, M2IError
+from m2i.procs import pool_size
 
 
 def analyze_results(paths: Iterable[str | Path], *, settings: dict[str, Any] | None = None,
@@ -55,7 +54,7 @@ def analyze_results(paths: Iterable[str | Path], *, settings: dict[str, Any] | N
     shown = [STDIN_NAME if str(p) == "-" else str(p) for p in items]
     stems = _png_stems(Path(n).name for n in shown)
     job = {"settings": settings, "png_dir": None if png_dir is None else str(png_dir), "npy_sr": npy_sr}
-    n = max(1, min(os.cpu_count() or 1, 8)) if workers is None else workers
+    n = pool_size(workers) if workers is None else workers
     with tempfile.TemporaryDirectory(prefix="m2i-pipe-") as spool:
         units = _units(items, shown, stems, job, Path(spool))
         first = list(itertools.islice(units, POOL_FROM))
@@ -93,6 +92,7 @@ def _units(items: list[str | Path], shown: list[str], stems: list[str], job: dic
     """The work for ``items``, in order: a pipe is copied into ``spool`` first (here, as it comes),
     a .npy of clips is read here and each of its rows is a unit of its own."""
     from m2i.audio.analyze import npy_clips
+    from m2i.audio.datasets import is_stream
 
     stdin_read = False
     for i, (path, name, stem) in enumerate(zip(items, shown, stems)):
@@ -126,30 +126,18 @@ def _units(items: list[str | Path], shown: list[str], stems: list[str], job: dic
             yield _Unit(done=[plain_json({"file": str(path), "error": str(exc)})], spooled=spooled)
 
 
-def file_records(path: str | Path, stem: str, *, settings: dict[str, Any] | None, png_dir: str | None,
-                 npy_sr: int | None) -> Iterator[dict[str, Any]]:
-    """The ``m2i analyze`` records of one file (every clip of a .npy of clips), its error last if it
-    has one; spectrogram pictures go to ``png_dir`` as ``<stem>.png`` (``<stem>-clip<row>.png``)."""
-    from m2i.audio.analyze import analyze_file, analyze_rows
+def _file_job(path: str, stem: str, job: dict[str, Any]) -> list[dict[str, Any]]:
+    """The record of an audio file, or of a .npy that is one signal (its first usable window), or
+    its error, as a list (run here or in a worker process); the spectrogram picture goes to
+    ``<png_dir>/<stem>.png``."""
+    from m2i.audio.analyze import analyze_file
     from m2i.audio.datasets import plain_json
 
-    def png(row: int | None = None) -> Path | None:
-        return None if png_dir is None else Path(png_dir) / (f"{stem}.png" if row is None else f"{stem}-clip{row}.png")
-
+    png = None if job["png_dir"] is None else Path(job["png_dir"]) / f"{stem}.png"
     try:
-        if Path(path).suffix.lower() == ".npy" and Path(path).is_file():  # every clip of it
-            for result in analyze_rows(path, settings=settings, npy_sr=npy_sr,
-                                       spectrogram_png=png if png_dir is not None else None):
-                yield plain_json(result)
-            return
-        yield plain_json(analyze_file(path, settings=settings, spectrogram_png=png(), npy_sr=npy_sr))
+        return [plain_json(analyze_file(path, settings=job["settings"], spectrogram_png=png, npy_sr=job["npy_sr"]))]
     except M2IError as exc:
-        yield plain_json({"file": str(path), "error": str(exc)})
-
-
-def _file_job(path: str, stem: str, job: dict[str, Any]) -> list[dict[str, Any]]:
-    """:func:`file_records`, as a list (run here or in a worker process)."""
-    return list(file_records(path, stem, **job))
+        return [plain_json({"file": path, "error": str(exc)})]
 
 
 def _row_job(path: str, row: int, clip: Any, settings: dict[str, Any] | None, png: Path | None) -> list[dict[str, Any]]:
@@ -232,25 +220,6 @@ STDIN_NAME = "stdin"
 
 MAX_STREAM_BYTES = 2 << 30
 """``m2i analyze`` keeps at most this much of a pipe (an hour of 48 kHz stereo 24-bit WAV is 1 GiB)."""
-
-
-def is_stream(path: str | Path) -> bool:
-    """``"-"`` (standard input; a file named ``-`` is ``./-``), a path that is neither a file nor
-    a folder: a pipe (``<(ffmpeg ...)``, ``/dev/stdin`` fed by a pipe) or a device, or a file
-    descriptor's name (``/dev/stdin < song.wav``, ``/dev/fd/3``, ``/proc/self/fd/0``), which has no
-    suffix to read it by."""
-    if str(path) == "-":
-        return True
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        return False
-    if stat.S_ISREG(mode) and _FD_NAME.match(os.path.abspath(path)):
-        return True
-    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
-
-
-_FD_NAME = re.compile(r"^/(dev/(stdin|fd/\d+)|proc/(self|\d+)/fd/\d+)$")
 
 
 def _spool(path: str | Path, folder: Path) -> Path:

@@ -27,6 +27,7 @@ import logging
 import os
 import pickle
 import re
+import stat
 import sys
 import tempfile
 import threading
@@ -103,22 +104,37 @@ def mend_streamed_wav(path: Path) -> None:
     is left as it is; RF64 and anything else is left to libsndfile.
     """
     size = path.stat().st_size
-    with open(path, "r+b") as f:
-        head = f.read(1 << 16)
-        if head[:4] != b"RIFF" or head[8:12] != b"WAVE" or size > 0xFFFFFFFF:
-            return
-        at = 12
-        while at + 8 <= len(head):  # the chunks before "data": fmt, LIST, ...
-            cid, n = head[at:at + 4], int.from_bytes(head[at + 4:at + 8], "little")
-            if cid == b"data":
-                room = size - (at + 8)
-                if n in (0, 0xFFFFFFFF) or n > room:
-                    f.seek(at + 4)
-                    f.write(room.to_bytes(4, "little"))
-                    f.seek(4)
-                    f.write((size - 8).to_bytes(4, "little"))
-                return
-            at += 8 + n + (n & 1)
+    chunk = _wav_data_chunk(path)
+    if chunk is None or size > 0xFFFFFFFF:
+        return
+    at, n = chunk
+    room = size - (at + 8)
+    if n in (0, 0xFFFFFFFF) or n > room:
+        with open(path, "r+b") as f:
+            f.seek(at + 4)
+            f.write(room.to_bytes(4, "little"))
+            f.seek(4)
+            f.write((size - 8).to_bytes(4, "little"))
+
+
+def is_stream(path: str | Path) -> bool:
+    """``"-"`` (standard input; a file named ``-`` is ``./-``), a path that is neither a file nor
+    a folder: a pipe (``<(ffmpeg ...)``, ``/dev/stdin`` fed by a pipe) or a device, or a file
+    descriptor's name (``/dev/stdin < song.wav``, ``/dev/fd/3``, ``/proc/self/fd/0``), which has no
+    suffix to read it by. ``m2i analyze`` reads these by their bytes; a run refuses them."""
+    if str(path) == "-":
+        return True
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    if stat.S_ISREG(mode) and _FD_NAME.match(os.path.abspath(path)):
+        return True
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+_FD_NAME = re.compile(r"^/(dev/(stdin|fd/\d+)|proc/(self|\d+)/fd/\d+)$")
+
 
 DEMO_DIR = Path(__file__).resolve().parent.parent / "data" / "demo"
 
@@ -582,21 +598,30 @@ def _wav_shortfall(path: Path) -> int:
     """Bytes missing from a RIFF/WAVE file's data chunk (0 when complete or not a WAV, and when the
     size is 0xFFFFFFFF: "unknown", what ffmpeg writes to a pipe, `ffmpeg ... -f wav - | tee x.wav`;
     libsndfile then reads the data to the end of the file)."""
+    chunk = _wav_data_chunk(path)
+    if chunk is None or chunk[1] == 0xFFFFFFFF:
+        return 0
+    at, n = chunk
+    return max(0, at + 8 + n - path.stat().st_size)
+
+
+def _wav_data_chunk(path: Path) -> tuple[int, int] | None:
+    """(offset, declared size) of a RIFF/WAVE file's ``data`` chunk; None for anything else."""
     import struct
 
     size = path.stat().st_size
     with open(path, "rb") as fh:
         head = fh.read(12)
         if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-            return 0
+            return None
         pos = 12
         while pos + 8 <= size:
             fh.seek(pos)
             cid, clen = struct.unpack("<4sI", fh.read(8))
             if cid == b"data":
-                return 0 if clen == 0xFFFFFFFF else max(0, pos + 8 + clen - size)
+                return pos, clen
             pos += 8 + clen + (clen & 1)
-    return 0
+    return None
 
 
 def _file_meta(path: Path, info: Any) -> dict[str, Any]:
@@ -875,7 +900,7 @@ def _checked_path(path: str | Path) -> Path:
                          "from, so save the audio to a file and give its path.")
     if not p.exists():
         raise InputError(_dangling(p) or f"{p} does not exist; give a .npy file, an audio file, a folder or 'demo'.")
-    if not p.is_dir() and not p.is_file():  # a pipe (<(ffmpeg ...), /dev/stdin) or a device
+    if is_stream(p):  # a pipe (<(ffmpeg ...), /dev/stdin) or a device
         raise InputError(f"{path} is a pipe or a device, not a file; m2i keeps where each clip of a run came from, "
                          "so save the audio to a file and give its path (m2i analyze reads a pipe).")
     if p.is_dir() or p.suffix.lower() == ".npy" or p.suffix.lower() in AUDIO_EXTENSIONS:

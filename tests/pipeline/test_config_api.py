@@ -150,8 +150,8 @@ def test_notebook_api_runs_stages_and_reads_results(tmp_path, tiny_gguf):
                            max_tokens=700)  # the tiny model spells its answer one character a token
         with pytest.raises(InputError, match="does not exist"):  # checked before any clip is added, as the CLI does
             run.ingest(["demo", str(tmp_path / "missing.wav")])
-        with pytest.raises(InputError, match=r"^samples=0 is not a number of clips"):  # added nothing, said nothing
-            run.ingest("demo", samples=0)
+        with pytest.raises(ConfigError, match=r"^setting samples should be greater than or equal to 1 \(got 0\)\.$"):
+            run.ingest("demo", samples=0)  # added nothing, said nothing
         assert run.ingest("demo", samples=2) == {"added": 2, "failed": 0, "skipped": 0}
         with pytest.raises(InputError, match=r"^Unknown stage 'analyse'; choose one of analyze, generate, score, render\.$"):
             run.process(["analyse"])  # ran nothing and said nothing
