@@ -134,6 +134,41 @@ async def test_compare_plot_keeps_its_rows_for_the_bars_in_a_short_pane(seeded_d
         assert "clip (sample id)" in plot.render().plain and bar_rows(plot) >= 8
 
 
+async def test_compare_table_fits_60_columns_with_p_and_d_z_in_sight(seeded_db, frozen_app):
+    """At 60 columns the table was 70 wide: p (Holm) and d_z, the figures the screen is for, sat
+    off to the right behind a horizontal scroll. Narrow, it goes to two decimals and fits."""
+    from tui.widgets.diff_plot import DiffPlot
+    from tui.widgets.metrics_table import COLUMNS, WIDE_WIDTH
+
+    app = frozen_app(seeded_db)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("c")
+        await refreshed(pilot)
+        table = app.screen.query_one(MetricsTable)
+        wide, rows = [str(c) for c in table.get_row("originality")], table.row_count
+        assert [str(c.label) for c in table.columns.values()] == list(COLUMNS)
+        assert table.virtual_size.width <= WIDE_WIDTH  # the wide table fits where it is shown
+        assert wide[1].count(".") == 1 and len(wide[1].split(".")[1]) == 3 and wide[4].startswith("[")
+        await pilot.press("down", "down")
+        plot = app.screen.query_one(DiffPlot)
+        await wait_until(pilot, lambda: plot.metric == "alignment", what="the cursor on alignment")
+        await pilot.resize_terminal(60, 24)
+
+        def fits() -> bool:
+            return (table.row_count == rows and [str(c.label) for c in table.columns.values()][5] == "p"
+                    and 0 < table.virtual_size.width <= table.scrollable_content_region.width)
+
+        await wait_until(pilot, fits, what="the compact metrics table to fit 60 columns")
+        row = [str(c) for c in table.get_row("originality")]
+        assert row[1] == format(float(wide[1]), ".2f")  # the same figures, rounded
+        assert abs(float(row[6]) - float(wide[6])) <= 0.05 and len(row[6]) <= 5
+        assert row[5].rstrip("*") and row[5].rstrip("*") != "-"
+        assert table.cursor_row == 2 and plot.metric == "alignment"  # still the metric chosen
+        await pilot.resize_terminal(120, 40)
+        await wait_until(pilot, lambda: [str(c) for c in table.get_row("originality")] == wide,
+                         what="three decimals again when wide")
+
+
 async def test_samples_and_compare_name_clips_by_the_same_sample_id(seeded_db, frozen_app):
     """The Samples screen's # and the Compare plot's clips are the sample ids `m2i sql` shows, not positions."""
     from tui.widgets.diff_plot import DiffPlot, clip_differences
