@@ -245,17 +245,26 @@ def safe_load_npy(path: str | Path) -> np.ndarray:
     path = Path(path)
     try:
         with open(path, "rb") as fh:
+            if os.fstat(fh.fileno()).st_size == 0:
+                raise InputError(f"{path} is empty (0 bytes); copy it again.")
             version = np.lib.format.read_magic(fh)
             if version == (1, 0):
                 shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
             else:
                 shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
             if not dtype.hasobject:
+                count, start = int(np.prod(shape)), fh.tell()
+                held = (os.fstat(fh.fileno()).st_size - start) // max(dtype.itemsize, 1)
+                if held < count:  # numpy's own message ("could only read 36 elements") names no cause
+                    raise InputError(f"{path} is cut short: its header announces {count} values and it holds "
+                                     f"{held}; copy it again.")
                 fh.seek(0)
                 return np.load(fh, allow_pickle=False)
             try:
                 obj = _RestrictedUnpickler(fh).load()
-            except (pickle.UnpicklingError, AttributeError, ImportError) as exc:
+            except (pickle.UnpicklingError, AttributeError, ImportError, EOFError) as exc:
+                if isinstance(exc, EOFError) or "truncated" in str(exc):  # not a refusal: the copy is incomplete
+                    raise InputError(f"{path} is cut short: its pickled contents end early; copy it again.") from exc
                 raise InputError(
                     f"{path} contains pickled code or objects other than numpy arrays and plain "
                     f"containers ({exc}); refusing to load it: re-save it with plain arrays and dicts."
@@ -303,6 +312,16 @@ def to_mono_16k(y: np.ndarray, sr: int) -> np.ndarray:
     return np.ascontiguousarray(y, dtype=np.float32)
 
 
+_KIND_WORDS = {"U": "text", "S": "text", "b": "true/false", "c": "complex", "O": "Python object",
+               "M": "date", "m": "time span", "V": "structured record"}
+
+
+def kind_of_values(dtype: np.dtype) -> str:
+    """What a non-numeric array holds, in words a user knows, numpy's name beside it: "text (<U4)"."""
+    words = _KIND_WORDS.get(dtype.kind)
+    return f"{words} ({dtype})" if words else str(dtype)
+
+
 def check_pcm(pcm: np.ndarray, sr: int = SR) -> str | None:
     """Return one sentence saying why a clip is unusable, or ``None`` when it is fine.
 
@@ -312,7 +331,7 @@ def check_pcm(pcm: np.ndarray, sr: int = SR) -> str | None:
     """
     a = np.asarray(pcm)
     if a.dtype.kind not in "fiu":
-        return f"the clip holds {a.dtype} values, not audio samples; supply numeric PCM."
+        return f"the clip holds {kind_of_values(a.dtype)} values, not audio samples; supply numeric PCM."
     if a.ndim != 1:
         return f"the clip has shape {a.shape}, not one mono signal; supply a 1-D array."
     if a.size == 0:
@@ -468,7 +487,7 @@ def _npy_clips(path: Path, sr: int, *, clip_s: float, hop_s: float) -> Iterator[
                 yield Clip(source, {}, None, f"the entry is a {type(item).__name__}, not audio; drop it.")
         return
     if arr.dtype.kind not in "fiu":
-        raise InputError(f"{path} holds {arr.dtype} values, not audio samples; supply a numeric array.")
+        raise InputError(f"{path} holds {kind_of_values(arr.dtype)} values, not audio samples; supply a numeric array.")
     if arr.ndim == 1:
         yield from signal(arr, {"sr": sr, "n_samples": int(arr.size)})
         return

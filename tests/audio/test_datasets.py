@@ -163,8 +163,40 @@ def test_npy_whose_rows_are_all_under_a_second_is_one_error(tmp_path):
 def test_npy_of_strings_is_refused(tmp_path):
     f = tmp_path / "names.npy"
     np.save(f, np.array(["a", "b"]))
-    with pytest.raises(InputError, match="not audio"):
+    with pytest.raises(InputError, match=r"holds text \(<U1\) values, not audio samples"):
         list(load_dataset(f))
+
+
+def test_a_cut_short_npy_says_so(tmp_path):
+    """A .npy copied only in part was refused with numpy's "could only read 36 elements. (file
+    seems not fully written?)" inside the sentence; an annotation file cut short, with "Ran out of input"."""
+    whole = tmp_path / "whole.npy"
+    np.save(whole, np.zeros((3, 16000), np.float32))
+    cut = tmp_path / "cut.npy"
+    cut.write_bytes(whole.read_bytes()[:128 + 4 * 20000])
+    with pytest.raises(InputError) as err:
+        list(load_dataset(cut))
+    assert str(err.value) == f"{cut} is cut short: its header announces 48000 values and it holds 20000; copy it again."
+    arr = np.empty(2, dtype=object)
+    arr[0], arr[1] = {"audio": _tone(10)}, {"audio": _tone(10)}
+    np.save(whole, arr, allow_pickle=True)
+    cut.write_bytes(whole.read_bytes()[:200_000])
+    with pytest.raises(InputError, match=r"is cut short: its pickled contents end early; copy it again\.$"):
+        list(load_dataset(cut))
+    cut.write_bytes(b"")
+    with pytest.raises(InputError, match=r"cut.npy is empty \(0 bytes\); copy it again\.$"):
+        list(load_dataset(cut))
+
+
+def test_an_entry_of_text_says_text(tmp_path):
+    """An annotation entry whose 'audio' is a string said "holds <U4 values", numpy's code for it."""
+    arr = np.empty(2, dtype=object)
+    arr[0], arr[1] = {"audio": "none"}, {"audio": np.array([True, False] * 16000)}
+    f = tmp_path / "label.npy"
+    np.save(f, arr, allow_pickle=True)
+    text, flags = load_dataset(f)
+    assert text.error == "the clip holds text (<U4) values, not audio samples; supply numeric PCM."
+    assert flags.error.startswith("the clip holds true/false (bool) values")
 
 
 def test_bad_clips_in_npy_become_failed_clips(tmp_path):
