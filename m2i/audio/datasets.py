@@ -319,7 +319,7 @@ _KIND_WORDS = {"U": "text", "S": "text", "b": "true/false", "c": "complex", "O":
 def kind_of_values(dtype: np.dtype) -> str:
     """What a non-numeric array holds, in words a user knows, numpy's name beside it: "text (<U4)"."""
     words = _KIND_WORDS.get(dtype.kind)
-    return f"{words} ({dtype})" if words else str(dtype)
+    return str(dtype) if not words else words if dtype.kind == "O" else f"{words} ({dtype})"
 
 
 def check_pcm(pcm: np.ndarray, sr: int = SR) -> str | None:
@@ -484,7 +484,8 @@ def _npy_clips(path: Path, sr: int, *, clip_s: float, hop_s: float) -> Iterator[
             elif isinstance(item, np.ndarray):
                 yield _make_clip(source, item, {"sr": sr, "_n_samples": item.size}, sr)
             else:
-                yield Clip(source, {}, None, f"the entry is a {type(item).__name__}, not audio; drop it.")
+                kind = type(item).__name__
+                yield Clip(source, {}, None, f"the entry is {'an' if kind[0] in 'aeiou' else 'a'} {kind}, not audio; drop it.")
         return
     if arr.dtype.kind not in "fiu":
         raise InputError(f"{path} holds {kind_of_values(arr.dtype)} values, not audio samples; supply a numeric array.")

@@ -190,13 +190,15 @@ def test_a_cut_short_npy_says_so(tmp_path):
 
 def test_an_entry_of_text_says_text(tmp_path):
     """An annotation entry whose 'audio' is a string said "holds <U4 values", numpy's code for it."""
-    arr = np.empty(2, dtype=object)
-    arr[0], arr[1] = {"audio": "none"}, {"audio": np.array([True, False] * 16000)}
+    arr = np.empty(4, dtype=object)
+    arr[:] = [{"audio": "none"}, {"audio": np.array([True, False] * 16000)}, {"audio": None}, 7]
     f = tmp_path / "label.npy"
     np.save(f, arr, allow_pickle=True)
-    text, flags = load_dataset(f)
+    text, flags, none, number = load_dataset(f)
     assert text.error == "the clip holds text (<U4) values, not audio samples; supply numeric PCM."
     assert flags.error.startswith("the clip holds true/false (bool) values")
+    assert none.error.startswith("the clip holds Python object values")
+    assert number.error == "the entry is an int, not audio; drop it."
 
 
 def test_bad_clips_in_npy_become_failed_clips(tmp_path):
