@@ -189,8 +189,8 @@ def analyze(
         "--spectrogram-png", help="Also draw each file's mel spectrogram into this folder (<file name>.png).")] = None,
     sr: SrOpt = None,
     workers: Annotated[int | None, typer.Option(
-        "--workers", min=1, help="Processes to spread 8 or more files or clips of a .npy over (default: one per "
-        "core, up to 8; 1: this process).")] = None,
+        "--workers", help="Processes to spread 8 or more files or clips of a .npy over (default: analyze_workers "
+        "of m2i.toml or M2I_ANALYZE_WORKERS, else one per core, up to 8; 1: this process).")] = None,
 ) -> None:
     """Print the eight features and the ABC transcription of audio files (one JSON object per line with --json).
 
@@ -207,10 +207,11 @@ def analyze(
     from m2i.audio.cli_support import analyze_results, human_summary
 
     failed = 0
-    if sr is not None:
-        _settings({"npy_sr": sr}, None)  # an impossible rate is one sentence naming --sr, before any file
-    for result in analyze_results(files, settings={"spectrogram": spectrogram}, png_dir=spectrogram_png, npy_sr=sr,
-                                  workers=workers):
+    # an impossible rate or worker count is one sentence naming its flag, before any file; the
+    # machine's analyze_workers (m2i.toml, M2I_ANALYZE_WORKERS) is the default pool, as for a run
+    settings = _settings({"npy_sr": sr, "analyze_workers": workers}, None, analyze_workers="--workers")
+    for result in analyze_results(files, settings={"spectrogram": spectrogram}, png_dir=spectrogram_png,
+                                  npy_sr=settings.npy_sr, workers=settings.analyze_workers):
         failed += "error" in result
         if json_out:
             _echo_json(result)

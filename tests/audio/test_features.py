@@ -600,6 +600,42 @@ def test_analyze_spreads_many_files_over_processes_in_order(tmp_path):
     assert (tmp_path / "png2" / "k7.wav-2.png").is_file() and (tmp_path / "png2" / "label.npy-clip2.png").is_file()
 
 
+def test_analyze_workers_is_the_machine_setting_and_a_bad_count_is_one_sentence(tmp_path, monkeypatch):
+    """`m2i analyze --workers 0` printed a usage block and exited 2, unlike every other bad number;
+    and the machine's analyze_workers (M2I_ANALYZE_WORKERS, m2i.toml), which bounds a run's
+    analysis processes, did not bound `m2i analyze`'s."""
+    import os
+    from pathlib import Path
+
+    import soundfile as sf
+    from typer.testing import CliRunner
+
+    import cli
+    import m2i.audio.cli_support as cli_support
+
+    sf.write(tmp_path / "a.wav", synth_notes(scale_notes(60, MAJOR_STEPS, bpm=100), duration=2.0), SR)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("M2I_")}
+    for args, extra, said in ((["--workers", "0"], {}, "--workers"), ([], {"M2I_ANALYZE_WORKERS": "0"}, "M2I_ANALYZE_WORKERS")):
+        got = "0" if args else "'0'"  # an environment variable's value is text, and is quoted as such
+        r = subprocess.run([sys.executable, str(Path(cli.__file__)), "analyze", "a.wav", *args], cwd=tmp_path,
+                           env={**env, **extra}, capture_output=True, text=True, timeout=120)
+        assert (r.returncode, r.stdout, r.stderr) == (1, "", f"error: {said} should be greater than or equal to 1 (got {got}).\n")
+    asked = []
+    monkeypatch.setattr(cli_support, "analyze_results", lambda files, **kw: asked.append(kw["workers"]) or iter(()))
+    monkeypatch.chdir(tmp_path)
+    for k in [k for k in os.environ if k.startswith("M2I_")]:
+        monkeypatch.delenv(k)
+    (tmp_path / "m2i.toml").write_text("analyze_workers = 3\n")
+    assert CliRunner().invoke(cli.app, ["analyze", "a.wav"]).exit_code == 0
+    monkeypatch.setenv("M2I_ANALYZE_WORKERS", "2")
+    assert CliRunner().invoke(cli.app, ["analyze", "a.wav"]).exit_code == 0
+    assert CliRunner().invoke(cli.app, ["analyze", "a.wav", "--workers", "1"]).exit_code == 0
+    (tmp_path / "m2i.toml").unlink()
+    monkeypatch.delenv("M2I_ANALYZE_WORKERS")
+    assert CliRunner().invoke(cli.app, ["analyze", "a.wav"]).exit_code == 0
+    assert asked == [3, 2, 1, None]  # None: one per core, up to 8 (procs.pool_size)
+
+
 def test_analyze_goes_on_when_a_worker_process_is_killed(tmp_path):
     """A worker killed mid-file (the kernel's out-of-memory killer) broke the pool; the files in
     flight are analysed again in a fresh pool and every file still gets its line, in order."""
