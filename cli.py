@@ -191,33 +191,43 @@ def analyze(
     workers: Annotated[int | None, typer.Option(
         "--workers", help="Processes to spread 8 or more files or clips of a .npy over (default: analyze_workers "
         "of m2i.toml or M2I_ANALYZE_WORKERS, else one per core, up to 8; 1: this process).")] = None,
+    windows: Annotated[bool, typer.Option(
+        "--windows", help="Every 10 s window of each file, a line each with its start_s (as m2i ingest cuts "
+        "it), instead of the first window that holds sound.")] = False,
+    hop: Annotated[float | None, typer.Option("--hop", help="With --windows: seconds between window starts "
+                                                            "(default 10; 5 overlaps them).")] = None,
 ) -> None:
     """Print the eight features and the ABC transcription of audio files (one JSON object per line with --json).
 
     A file longer than 10 s is analysed on its first 10 s window that holds sound (``start_s`` in
-    the output); ``m2i ingest`` / ``m2i run`` analyse every window. A .npy of clips (the annotation
+    the output); ``--windows`` analyses every window, as ``m2i ingest`` / ``m2i run`` do. A .npy of clips (the annotation
     file, or [N, T]) is analysed clip by clip, each line with ``clip``: its row.
 
     A bad file is reported (with --json as its line, ``{"file", "error"}``) and the others go on;
-    the exit status is 1 if any file failed.
+    the exit status is 1 if any file failed (with ``--windows``: if no window of a file could be
+    analysed; a window of silence between two pieces is reported but fails nothing).
 
     ``-`` reads audio piped in, recognised by its bytes (``ffmpeg -i song.m4a -f wav - | m2i analyze -``);
     so is a pipe given as a path (``m2i analyze <(sox ...)``).
     """
     from m2i.audio.cli_support import analyze_results, human_summary
 
-    failed = 0
+    analysed: dict[Any, bool] = {}  # file (a .npy's row) -> whether anything of it was analysed
     # an impossible rate or worker count is one sentence naming its flag, before any file; the
     # machine's analyze_workers (m2i.toml, M2I_ANALYZE_WORKERS) is the default pool, as for a run
-    settings = _settings({"npy_sr": sr, "analyze_workers": workers}, None, analyze_workers="--workers")
+    if hop is not None and not windows:
+        raise InputError("--hop sets the step between the windows of --windows; add --windows.")
+    settings = _settings({"npy_sr": sr, "analyze_workers": workers, "hop_s": hop}, None, analyze_workers="--workers")
     for result in analyze_results(files, settings={"spectrogram": spectrogram}, png_dir=spectrogram_png,
-                                  npy_sr=settings.npy_sr, workers=settings.analyze_workers):
-        failed += "error" in result
+                                  npy_sr=settings.npy_sr, workers=settings.analyze_workers, windows=windows,
+                                  clip_s=settings.clip_s, hop_s=settings.hop_s):
+        unit = (result["file"], result.get("clip")) if windows else len(analysed)  # else each record counts
+        analysed[unit] = analysed.get(unit, False) or "error" not in result
         if json_out:
             _echo_json(result)
         else:
-            typer.echo(human_summary(result), err="error" in result)
-    if failed:
+            typer.echo(human_summary(result, windows=windows), err="error" in result)
+    if not all(analysed.values()):
         raise typer.Exit(code=1)
 
 

@@ -204,7 +204,8 @@ def analyze_clip(pcm: np.ndarray, sr: int = 16000, *, settings: dict[str, Any] |
 
 
 def analyze_file(path: str | Path, *, settings: dict[str, Any] | None = None,
-                 spectrogram_png: str | Path | None = None, npy_sr: int | None = None) -> dict[str, Any]:
+                 spectrogram_png: str | Path | None = None, npy_sr: int | None = None,
+                 clip_s: float = 10.0) -> dict[str, Any]:
     """Analyse an audio file (or the first clip of a .npy: :func:`npy_clips` and :func:`row_record`
     give them all) in the ``m2i analyze --json`` shape.
 
@@ -219,6 +220,8 @@ def analyze_file(path: str | Path, *, settings: dict[str, Any] | None = None,
         (:func:`m2i.audio.spectrogram.render_png`); its path is returned as ``"spectrogram_png"``.
     npy_sr : int, optional
         Sample rate of a .npy's audio (default 16000; see :func:`m2i.audio.datasets.load_dataset`).
+    clip_s : float
+        Length of the window analysed (the ``clip_s`` setting); :func:`window_record` analyses every one.
 
     Returns
     -------
@@ -236,7 +239,7 @@ def analyze_file(path: str | Path, *, settings: dict[str, Any] | None = None,
     """
     from m2i.audio.datasets import load_dataset
 
-    return _first_usable(path, load_dataset(path, npy_sr=npy_sr), settings, spectrogram_png)
+    return _first_usable(path, load_dataset(path, npy_sr=npy_sr, clip_s=clip_s, hop_s=clip_s), settings, spectrogram_png)
 
 
 def _first_usable(path: str | Path, clips: Iterator[Any], settings: dict[str, Any] | None,
@@ -253,7 +256,8 @@ def _first_usable(path: str | Path, clips: Iterator[Any], settings: dict[str, An
     raise InputError(first.error if named else f"{path}: {first.error}")
 
 
-def npy_clips(path: str | Path, *, npy_sr: int | None = None) -> Iterator[tuple[int | None, Any]]:
+def npy_clips(path: str | Path, *, npy_sr: int | None = None, clip_s: float = 10.0,
+              hop_s: float = 10.0) -> Iterator[tuple[int | None, Any]]:
     """``(row, clip)`` for each row of a .npy of clips, read once; for a .npy that is one signal
     (``[T]``, ``[T, channels]``) a single ``(None, clips)``, the iterator of its windows.
 
@@ -264,7 +268,7 @@ def npy_clips(path: str | Path, *, npy_sr: int | None = None) -> Iterator[tuple[
     """
     from m2i.audio.datasets import load_dataset
 
-    clips = load_dataset(path, npy_sr=npy_sr)
+    clips = load_dataset(path, npy_sr=npy_sr, clip_s=clip_s, hop_s=hop_s)
     for clip in clips:
         row = clip.source.rpartition("#")[2]
         if not row.isdigit():
@@ -286,6 +290,30 @@ def row_record(path: str | Path, row: int, clip: Any, settings: dict[str, Any] |
     if clip.error is not None or clip.pcm is None:
         return {"file": str(path), "clip": row, **meta, "error": clip.error}
     return {"file": str(path), "clip": row, **meta, **_clip_record(path, clip, settings, png)}
+
+
+def window_record(path: str | Path, clip: Any, settings: dict[str, Any] | None, png: Path | None) -> dict[str, Any]:
+    """The ``m2i analyze --windows`` record of one window of a file (a clip of
+    :func:`m2i.audio.datasets.load_dataset`): the ``m2i analyze --json`` shape, ``start_s`` saying
+    where the window starts; a window that cannot be analysed (silence between movements) gives
+    ``{"file", "start_s", "error"}``, and a file that cannot be read at all ``{"file", "error"}``."""
+    if clip.error is not None or clip.pcm is None:
+        start = window_start(clip)
+        return {"file": str(path), **({} if start is None else {"start_s": start}), "error": clip.error}
+    return _clip_record(path, clip, settings, png)
+
+
+def window_start(clip: Any) -> float | None:
+    """Where a window of a file starts (s): ``start_s`` of its meta, or the ``@0`` of its source for
+    a file short enough to be one window; None for a clip that stands for the whole file (one
+    that could not be read)."""
+    if (start := clip.meta.get("start_s")) is not None:
+        return float(start)
+    head, at, tail = str(clip.source).rpartition("@")
+    try:
+        return float(tail) if at else None
+    except ValueError:
+        return None
 
 
 def _clip_record(path: str | Path, clip: Any, settings: dict[str, Any] | None, png: Path | None) -> dict[str, Any]:

@@ -18,7 +18,8 @@ from m2i.procs import pool_size
 
 def analyze_results(paths: Iterable[str | Path], *, settings: dict[str, Any] | None = None,
                     png_dir: str | Path | None = None, npy_sr: int | None = None,
-                    workers: int | None = 1) -> Iterator[dict[str, Any]]:
+                    workers: int | None = 1, windows: bool = False, clip_s: float = 10.0,
+                    hop_s: float = 10.0) -> Iterator[dict[str, Any]]:
     """Analyse files; a bad file gives an error record and the other files go on.
 
     Parameters
@@ -37,6 +38,12 @@ def analyze_results(paths: Iterable[str | Path], *, settings: dict[str, Any] | N
         Worker processes to spread the files and the clips of a .npy over (None: one per core, at
         most 8), from :data:`POOL_FROM` of them on; 1 analyses them in this process. The records
         come in the order of ``paths`` either way, and are the same.
+    windows : bool
+        Every ``clip_s`` window of a file, every ``hop_s`` seconds (as ``m2i ingest`` cuts it), a
+        record each with its ``start_s`` (:func:`m2i.audio.analyze.window_record`), instead of the
+        file's first window that holds sound. The rows of a .npy of clips are clips already.
+    clip_s, hop_s : float
+        The window's length, and the hop between windows (``--windows``).
 
     Yields
     ------
@@ -53,7 +60,8 @@ def analyze_results(paths: Iterable[str | Path], *, settings: dict[str, Any] | N
     items = list(_expand_folders(paths))
     shown = [STDIN_NAME if str(p) == "-" else str(p) for p in items]
     stems = _png_stems(Path(n).name for n in shown)
-    job = {"settings": settings, "png_dir": None if png_dir is None else str(png_dir), "npy_sr": npy_sr}
+    job = {"settings": settings, "png_dir": None if png_dir is None else str(png_dir), "npy_sr": npy_sr,
+           "windows": windows, "clip_s": clip_s, "hop_s": hop_s}
     n = pool_size(workers) if workers is None else workers
     with tempfile.TemporaryDirectory(prefix="m2i-pipe-") as spool:
         units = _units(items, shown, stems, job, Path(spool))
@@ -111,12 +119,14 @@ def _units(items: list[str | Path], shown: list[str], stems: list[str], job: dic
                 continue
             spooled = (path, name)
         if not (Path(path).suffix.lower() == ".npy" and Path(path).is_file()):
-            yield _Unit(_file_job, (str(path), stem, job), spooled=spooled)
+            yield from _window_units(path, None, stem, job, spooled) if job["windows"] else [
+                _Unit(_file_job, (str(path), stem, job), spooled=spooled)]
             continue
         try:
-            for row, clip in npy_clips(path, npy_sr=job["npy_sr"]):
-                if row is None:  # one signal, not rows: a worker reads its first usable window
-                    yield _Unit(_file_job, (str(path), stem, job), spooled=spooled)
+            for row, clip in npy_clips(path, npy_sr=job["npy_sr"], clip_s=job["clip_s"], hop_s=job["hop_s"]):
+                if row is None:  # one signal, not rows: its windows, or a worker reads its first usable one
+                    yield from _window_units(path, clip, stem, job, spooled) if job["windows"] else [
+                        _Unit(_file_job, (str(path), stem, job), spooled=spooled)]
                     break
                 png = None if job["png_dir"] is None else Path(job["png_dir"]) / f"{stem}-clip{row}.png"
                 yield _Unit(_row_job, (str(path), row, clip, job["settings"], png), spooled=spooled)
@@ -124,6 +134,36 @@ def _units(items: list[str | Path], shown: list[str], stems: list[str], job: dic
             from m2i.audio.datasets import plain_json
 
             yield _Unit(done=[plain_json({"file": str(path), "error": str(exc)})], spooled=spooled)
+
+
+def _window_units(path: str | Path, clips: Iterator[Any] | None, stem: str, job: dict[str, Any],
+                  spooled: tuple[Path, str] | None) -> Iterator[_Unit]:
+    """A unit per window of a file (``--windows``), read here as the work goes on (a long file is
+    read block by block); ``clips``: its windows when already being read."""
+    from m2i.audio.analyze import window_start
+    from m2i.audio.datasets import load_dataset, plain_json
+
+    try:
+        if clips is None:
+            clips = load_dataset(path, npy_sr=job["npy_sr"], clip_s=job["clip_s"], hop_s=job["hop_s"])
+        for clip in clips:
+            start = window_start(clip)
+            png = None if job["png_dir"] is None or start is None else Path(job["png_dir"]) / f"{stem}@{start:g}.png"
+            yield _Unit(_window_job, (str(path), clip, job["settings"], png), spooled=spooled)
+    except M2IError as exc:  # the file cannot be read at all
+        yield _Unit(done=[plain_json({"file": str(path), "error": str(exc)})], spooled=spooled)
+
+
+def _window_job(path: str, clip: Any, settings: dict[str, Any] | None, png: Path | None) -> list[dict[str, Any]]:
+    """The record of one window of a file (run here or in a worker process)."""
+    from m2i.audio.analyze import window_record, window_start
+    from m2i.audio.datasets import plain_json
+
+    try:
+        return [plain_json(window_record(path, clip, settings, png))]
+    except M2IError as exc:
+        start = window_start(clip)
+        return [plain_json({"file": path, **({} if start is None else {"start_s": start}), "error": str(exc)})]
 
 
 def _file_job(path: str, stem: str, job: dict[str, Any]) -> list[dict[str, Any]]:
@@ -135,7 +175,8 @@ def _file_job(path: str, stem: str, job: dict[str, Any]) -> list[dict[str, Any]]
 
     png = None if job["png_dir"] is None else Path(job["png_dir"]) / f"{stem}.png"
     try:
-        return [plain_json(analyze_file(path, settings=job["settings"], spectrogram_png=png, npy_sr=job["npy_sr"]))]
+        return [plain_json(analyze_file(path, settings=job["settings"], spectrogram_png=png, npy_sr=job["npy_sr"],
+                                        clip_s=job["clip_s"]))]
     except M2IError as exc:
         return [plain_json({"file": path, "error": str(exc)})]
 
@@ -300,9 +341,10 @@ def analyze_lines(paths: Iterable[str | Path], *, settings: dict[str, Any] | Non
         yield json.dumps(out, ensure_ascii=False)
 
 
-def human_summary(result: dict[str, Any]) -> str:
+def human_summary(result: dict[str, Any], *, windows: bool = False) -> str:
     """What ``m2i analyze`` prints without ``--json``: ``== FILE`` (``== FILE #ROW`` for a clip of a
-    .npy, ``== FILE #ROW (track · artists)`` for a row of the annotation file), the features one per line (as
+    .npy, ``== FILE #ROW (track · artists)`` for a row of the annotation file, ``== FILE@30`` for a
+    window that starts 30 s in, every window with ``windows``), the features one per line (as
     the LLM reads them, :func:`m2i.features.describe`), a ``not stated: ...`` line naming those
     measured too unsure to state (:func:`m2i.features.unsure`), and the ABC,
     which is left out when no melody was heard (:func:`m2i.features.stated_abc`), after a
@@ -312,6 +354,8 @@ def human_summary(result: dict[str, Any]) -> str:
     clip = f" #{result['clip']}" if "clip" in result else ""  # a row of a .npy of clips
     if (song := clip_label(None, result.get("meta"))) and clip:  # the annotation file's track and artists
         clip += f" ({song})"
+    if "clip" not in result and (windows or result.get("start_s")):  # where in the file, as m2i ingest names a window
+        clip = f"@{result['start_s']:g}" if "start_s" in result else ""
     if "error" in result:
         return f"error: {result['file']}{clip}: {result['error']}" if clip else f"error: {result['error']}"
     lines = [f"== {result['file']}{clip}"] + ([f"warning: {result['warning']}"] if "warning" in result else [])

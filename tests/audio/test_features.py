@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -634,6 +635,43 @@ def test_analyze_workers_is_the_machine_setting_and_a_bad_count_is_one_sentence(
     monkeypatch.delenv("M2I_ANALYZE_WORKERS")
     assert CliRunner().invoke(cli.app, ["analyze", "a.wav"]).exit_code == 0
     assert asked == [3, 2, 1, None]  # None: one per core, up to 8 (procs.pool_size)
+
+
+def test_analyze_windows_reads_a_song_window_by_window(tmp_path):
+    """`m2i analyze song.wav` analyses one window, so a song that changes key could not be read
+    along its length without ingesting it into a run; --windows gives every window (as `m2i ingest`
+    cuts the file), a window of silence is reported, and only a file with no window fails."""
+    import soundfile as sf
+
+    from m2i.audio.cli_support import analyze_results
+
+    two = MAJOR_STEPS + MAJOR_STEPS[1:]  # two octaves of a major scale, one note per beat
+    song = np.concatenate([synth_notes(scale_notes(60, two, bpm=100), duration=10.0), np.zeros(10 * SR, np.float32),
+                           synth_notes(scale_notes(67, two, bpm=100), duration=10.5)])
+    sf.write(tmp_path / "song.wav", song, SR)
+    sf.write(tmp_path / "hum.wav", np.zeros(3 * SR, np.float32), SR)
+    records = list(analyze_results([tmp_path / "song.wav"], windows=True))
+    assert [(r["start_s"], r.get("features", {}).get("key"), r.get("error")) for r in records] == [
+        (0.0, "C", None), (10.0, None, "the clip is silent (every sample is 0); drop it."), (20.0, "G", None)]
+    assert analyze_results([tmp_path / "song.wav"]).__next__()["features"]["key"] == "C"  # without: the first window
+    spread = list(analyze_results([tmp_path / "song.wav"], windows=True, hop_s=3.0, workers=2))
+    assert [r["start_s"] for r in spread] == [3.0 * i for i in range(8)]  # until a window reaches the end (30.5 s)
+    assert spread[0] == records[0] and spread[-1]["duration_s"] == 9.5
+    assert spread == list(analyze_results([tmp_path / "song.wav"], windows=True, hop_s=3.0, workers=1))
+
+    cli = Path(__file__).resolve().parents[2] / "cli.py"
+    r = subprocess.run([sys.executable, str(cli), "analyze", "--windows", "song.wav"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, "a silent window fails nothing: other windows of the file were analysed"
+    assert [line for line in r.stdout.splitlines() if line.startswith("==")] == ["== song.wav@0", "== song.wav@20"]
+    assert r.stderr == "error: song.wav@10: the clip is silent (every sample is 0); drop it.\n"
+    r = subprocess.run([sys.executable, str(cli), "analyze", "--windows", "--json", "song.wav", "hum.wav"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and json.loads(r.stdout.splitlines()[-1]) == {
+        "file": "hum.wav", "start_s": 0.0, "error": "the clip is silent (every sample is 0); drop it."}
+    r = subprocess.run([sys.executable, str(cli), "analyze", "--hop", "5", "song.wav"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120)
+    assert (r.returncode, r.stderr) == (1, "error: --hop sets the step between the windows of --windows; add --windows.\n")
 
 
 def test_analyze_goes_on_when_a_worker_process_is_killed(tmp_path):
