@@ -28,6 +28,23 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
+def _print_version(value: bool) -> None:
+    if value:
+        from m2i.provenance import SOFTWARE_PREFIX, software_line
+
+        # what a run records as its software event: the versions that can change a result
+        typer.echo(software_line().removeprefix(SOFTWARE_PREFIX))
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option(
+        "--version", "-V", callback=_print_version, is_eager=True,
+        help="Print m2i's version (and commit, in a checkout) and those of the packages that can change a result.")] = False,
+) -> None:
+    """Music to image: features, LLM visual prompts, creativity scores and images, in a resumable run store."""
+
+
 DbOpt = Annotated[str | None, typer.Option("--db", help="Database path or URL (default $M2I_DB or ./m2i.db).")]
 RunOpt = Annotated[str | None, typer.Option("--run", help="Run id or name (default: the newest run).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]

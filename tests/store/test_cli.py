@@ -40,6 +40,20 @@ def test_init_status_and_json(tmp_path):
     assert "analyze" in r.stdout and r.returncode == 0
 
 
+def test_version_prints_what_a_run_records_as_its_software(tmp_path):
+    """`m2i --version` said "No such option"; a bug report or a methods section needs m2i's version
+    and commit and the versions of the packages that change results, the line a run records."""
+    from m2i import __version__
+    from m2i.provenance import SOFTWARE_PREFIX, software_line
+
+    for flag in ("--version", "-V"):
+        r = m2i(flag, cwd=tmp_path)
+        assert (r.returncode, r.stderr) == (0, "")
+        assert r.stdout == software_line().removeprefix(SOFTWARE_PREFIX) + "\n"
+        assert r.stdout.startswith(f"m2i {__version__} (git ") and " · python 3.11" in r.stdout
+    assert m2i("status", "--db", str(tmp_path / "none.db")).stderr.startswith("error: No m2i database")
+
+
 def test_status_names_the_image_backend_that_drew_the_images(tmp_path):
     from m2i.runner import Runner
 
