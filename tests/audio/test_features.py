@@ -669,6 +669,10 @@ def test_analyze_windows_reads_a_song_window_by_window(tmp_path):
                        cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and json.loads(r.stdout.splitlines()[-1]) == {
         "file": "hum.wav", "start_s": 0.0, "error": "the clip is silent (every sample is 0); drop it."}
+    sf.write(tmp_path / "late.wav", song[10 * SR:], SR)  # 10 s of silence, then G major
+    r = subprocess.run([sys.executable, str(cli), "analyze", "late.wav"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.splitlines()[:2] == ["== late.wav@10", "key: G"]  # where it was read
     r = subprocess.run([sys.executable, str(cli), "analyze", "--hop", "5", "song.wav"], cwd=tmp_path,
                        capture_output=True, text=True, timeout=120)
     assert (r.returncode, r.stderr) == (1, "error: --hop sets the step between the windows of --windows; add --windows.\n")
