@@ -4,16 +4,20 @@
     python benchmarks/bench_analyze.py [--data bench-data/evalset] [--files 100] [--workers 1 2]
 
 Links the first ``--files`` clips of the evaluation set into a temporary folder, and writes the same
-clips (cut or padded to 10 s) as one ``[N, T]`` .npy, the shape of the annotation file's audio.
-Then runs ``m2i analyze FOLDER --json --workers N`` and ``m2i analyze clips.npy --json --workers N``
-in a new process for each N (after one untimed run that fills the workers' numba caches, as after
-the first analyses on a machine), timing the whole command, start-up included. Prints the seconds
-and clips per second for each, and whether every N printed the same lines.
+clips (cut or padded to 10 s) as one ``[N, T]`` .npy, the shape of the annotation file's audio, and
+one after another as one long float WAV (100 clips: 16 min 40 s, past the 10 minutes from which a
+file is read block by block). Then runs ``m2i analyze FOLDER --json --workers N``, ``m2i analyze
+clips.npy --json --workers N`` and ``m2i analyze long.wav --windows --json --workers N`` in a new
+process for each N (after one untimed run that fills the workers' numba caches, as after the first
+analyses on a machine), timing the whole command, start-up included. Prints the seconds and clips
+per second for each, whether every N printed the same lines, and whether the long file's windows got
+the features the same clips got in the .npy (they are the same samples).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -50,20 +54,27 @@ def main() -> None:
             clips[i, : min(y.size, clips.shape[1])] = y[: clips.shape[1]]
         npy = Path(tmp_npy) / "clips.npy"  # beside the folder, not in it
         np.save(npy, clips)
+        long = Path(tmp_npy) / "long.wav"
+        sf.write(long, clips.reshape(-1), 16000, subtype="FLOAT")
         print(f"load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} cores, {len(files)} clips of "
               f"{args.data}")
-        for what, target in (("a folder of files", Path(tmp)), ("one .npy of clips", npy)):
+        features = {}
+        for what, target, extra in (("a folder of files", Path(tmp), []), ("one .npy of clips", npy, []),
+                                    ("one long file's windows", long, ["--windows"])):
             outputs = {}
             for n in args.workers:
                 t = time.perf_counter()
-                r = subprocess.run([*cli, str(target), "--json", "--workers", str(n)], env=env, capture_output=True,
-                                   text=True)
+                r = subprocess.run([*cli, str(target), *extra, "--json", "--workers", str(n)], env=env,
+                                   capture_output=True, text=True)
                 s = time.perf_counter() - t
                 outputs[n] = r.stdout
                 lines = r.stdout.count("\n")
                 print(f"m2i analyze {what} --workers {n}: {s:.1f} s for {lines} lines ({lines / s:.1f} clips/s), "
                       f"exit {r.returncode}")
             print(f"  every --workers printed the same lines: {'yes' if len(set(outputs.values())) == 1 else 'NO'}")
+            features[target] = [json.loads(line).get("features") for line in outputs[args.workers[0]].splitlines()]
+        same = features[npy] == features[long]
+        print(f"  the long file's windows got the features the .npy's clips got: {'yes' if same else 'NO'}")
 
 
 if __name__ == "__main__":
