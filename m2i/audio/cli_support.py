@@ -320,10 +320,17 @@ def _renamed(result: dict[str, Any], file: Path, shown: str) -> dict[str, Any]:
 
 def _expand_folders(paths: Iterable[str | Path]) -> Iterator[str | Path]:
     """Each path, a folder replaced by the files in it that ``m2i ingest`` would read (so every
-    line names the file it describes); a folder with none stays, to be reported."""
-    from m2i.audio.datasets import folder_files
+    line names the file it describes), ``demo`` by the bundled demo clips, as for ``m2i ingest``;
+    a folder with none stays, to be reported."""
+    from m2i.audio.datasets import DEMO_DIR, demo_entries, folder_files
 
     for path in paths:
+        if str(path) == "demo":  # was read as one file named demo: its first clip, named "demo"
+            try:
+                yield from (DEMO_DIR / entry["file"] for entry in demo_entries())
+            except M2IError:
+                yield path
+            continue
         if not Path(path).is_dir():
             yield path
             continue

@@ -819,12 +819,17 @@ def native_stderr(notes: list[str]) -> Iterator[None]:
                     data = data[os.write(2, data):]
 
 
-def _iter_demo() -> Iterator[Clip]:
+def demo_entries() -> list[dict[str, Any]]:
+    """The bundled demo clips' index (``m2i/data/demo/clips.json``): per clip its ``file`` and what
+    it is (title, composer, key, metre, ...)."""
     index = DEMO_DIR / "clips.json"
     if not index.exists():
         raise InputError(f"the demo clips are missing from {DEMO_DIR}; reinstall m2i.")
-    entries = json.loads(index.read_text())
-    for entry in entries:
+    return json.loads(index.read_text())
+
+
+def _iter_demo() -> Iterator[Clip]:
+    for entry in demo_entries():
         path = DEMO_DIR / entry["file"]
         for clip in _iter_audio_file(path, clip_s=10.0, hop_s=10.0):
             clip.source = f"demo:{entry['file']}"

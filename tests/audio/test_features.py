@@ -678,6 +678,17 @@ def test_analyze_windows_reads_a_song_window_by_window(tmp_path):
     assert (r.returncode, r.stderr) == (1, "error: --hop sets the step between the windows of --windows; add --windows.\n")
 
 
+def test_analyze_demo_gives_every_demo_clip(demo_results):
+    """`m2i ingest demo` adds the six bundled clips, but `m2i analyze demo` printed one record, for
+    the first of them, named "demo"; it now gives a line per clip, each naming its file."""
+    from m2i.audio.cli_support import analyze_results
+    from m2i.audio.datasets import DEMO_DIR
+
+    records = list(analyze_results(["demo"]))
+    assert [r["file"] for r in records] == [str(DEMO_DIR / name) for name in demo_results]
+    assert [r["features"] for r in records] == [out["features"] for _, out in demo_results.values()]
+
+
 def test_analyze_goes_on_when_a_worker_process_is_killed(tmp_path):
     """A worker killed mid-file (the kernel's out-of-memory killer) broke the pool; the files in
     flight are analysed again in a fresh pool and every file still gets its line, in order."""
