@@ -62,6 +62,8 @@ def run_readonly_query(store: Store, query: str, *, max_rows: int | None = None)
     q = query.strip().rstrip(";").strip()
     if not q:
         raise InputError("Give one SQL statement, e.g. m2i sql \"SELECT count(*) FROM prompt\".")
+    if q.startswith("."):
+        return _dot_command(store, q)
     if ";" in q:
         # sqlite3 refuses several statements anyway; say it plainly.
         raise InputError("m2i sql runs one statement at a time; remove the extra ';'.")
@@ -82,6 +84,41 @@ def run_readonly_query(store: Store, query: str, *, max_rows: int | None = None)
     return columns, rows
 
 
+def _tables(insp: Any) -> list[tuple[str, str]]:
+    """(name, "table" or "view") of the store, m2i's migration bookkeeping left out."""
+    return sorted([(t, "table") for t in insp.get_table_names() if t != "alembic_version"]
+                  + [(v, "view") for v in insp.get_view_names()])
+
+
+def _dot_command(store: Store, q: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """The sqlite3 shell's ``.tables`` and ``.schema [TABLE]``, which users type out of habit (they
+    were a syntax error): the tables and views, and their columns, read through SQLAlchemy's
+    inspector so that they work on PostgreSQL too."""
+    from sqlalchemy import inspect
+
+    command, _, arg = q.partition(" ")
+    arg = arg.strip().strip("'\"")
+    if command not in (".tables", ".schema"):
+        raise InputError(f"{command} is a command of the sqlite3 shell, not SQL; m2i sql knows .tables and "
+                         ".schema [TABLE] besides SQL statements.")
+    if command == ".tables" and arg:
+        raise InputError(f".tables lists every table and view and takes no pattern; .schema {arg} gives the columns of one.")
+    insp = inspect(store.engine)
+    tables = _tables(insp)
+    if command == ".tables":
+        return ["name", "type"], tables
+    names = [t for t, _ in tables]
+    if arg and arg not in names:
+        import difflib
+
+        near = difflib.get_close_matches(arg.lower(), names, n=3, cutoff=0.6)
+        raise InputError(f"No table or view {arg!r}" + (f"; did you mean {' or '.join(near)}?" if near else
+                                                        f"; the tables and views are: {', '.join(names)}."))
+    rows = [(t, c["name"], str(c["type"]), "" if c.get("nullable", True) else "NOT NULL")
+            for t in (names if not arg else [arg]) for c in insp.get_columns(t)]
+    return ["table", "column", "type", "null"], rows
+
+
 _MISSING = re.compile(r'no such (table|column): (?:\w+\.)?(\w+)|(relation|column) "(?:\w+\.)?(\w+)" does not exist', re.I)
 
 
@@ -99,7 +136,7 @@ def _name_hint(store: Store, msg: str, query: str) -> str:
     kind, name = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
     try:
         insp = inspect(store.engine)
-        tables = sorted(t for t in insp.get_table_names() + insp.get_view_names() if t != "alembic_version")
+        tables = [t for t, _ in _tables(insp)]
         read = [t for t in tables if re.search(rf"\b(?:from|join)\s+{t}\b", query, re.I)] or tables
         columns = {t: [c["name"] for c in insp.get_columns(t)] for t in read} if kind.lower() == "column" else {}
     except DBAPIError:  # the hint is a courtesy: the database's own message stands without it

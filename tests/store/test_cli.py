@@ -122,6 +122,34 @@ def test_sql_reads_and_refuses_writes(tmp_path):
     assert r.returncode == 1 and r.stderr.startswith("error: SQL error")
 
 
+def test_sql_answers_the_sqlite3_shells_tables_and_schema(db_url):
+    """`m2i sql .tables` and `m2i sql ".schema sample"`, typed out of habit from the sqlite3 shell,
+    were "SQL error: near ".": syntax error"; they list the tables and views, and a table's columns,
+    on either backend."""
+    store = open_store(db_url)
+    seed_run(store, 2)
+    store.close()
+    r = m2i("sql", ".tables", "--db", db_url)
+    lines = r.stdout.splitlines()
+    assert r.returncode == 0 and lines[0] == "name\ttype"
+    assert {"sample\ttable", "prompt\ttable", "v_prompt_scores\tview", "v_mode_summary\tview"} <= set(lines[1:])
+    assert not any(line.startswith("alembic_version") for line in lines)
+    r = m2i("sql", ".schema sample;", "--db", db_url, "--json")
+    columns = [json.loads(line) for line in r.stdout.splitlines()]
+    assert r.returncode == 0 and {c["table"] for c in columns} == {"sample"}
+    assert {c["column"]: c["null"] for c in columns if c["column"] in ("id", "source", "features")} == {
+        "id": "NOT NULL", "source": "NOT NULL", "features": ""}
+    assert {json.loads(line)["table"] for line in m2i("sql", ".schema", "--db", db_url, "--json").stdout.splitlines()} \
+        == {line.split("\t")[0] for line in lines[1:]}
+    for query, said in ((".schema sampel", "error: No table or view 'sampel'; did you mean sample?\n"),
+                        (".dump", "error: .dump is a command of the sqlite3 shell, not SQL; m2i sql knows .tables "
+                                  "and .schema [TABLE] besides SQL statements.\n"),
+                        (".tables samp", "error: .tables lists every table and view and takes no pattern; "
+                                         ".schema samp gives the columns of one.\n")):
+        r = m2i("sql", query, "--db", db_url)
+        assert (r.returncode, r.stdout, r.stderr) == (1, "", said)
+
+
 def test_sql_names_the_table_or_column_meant(tmp_path):
     """A misspelt name got only SQLite's "no such table: samples"; the nearest real names follow it."""
     db = tmp_path / "a.db"
