@@ -228,7 +228,7 @@ def analyze(
     ``-`` reads audio piped in, recognised by its bytes (``ffmpeg -i song.m4a -f wav - | m2i analyze -``);
     so is a pipe given as a path (``m2i analyze <(sox ...)``).
     """
-    from m2i.audio.cli_support import analyze_results, human_summary
+    from m2i.audio.cli_support import analyze_results, human_summary, window_heading, window_row
 
     analysed: dict[Any, bool] = {}  # file (a .npy's row) -> whether anything of it was analysed
     # an impossible rate or worker count is one sentence naming its flag, before any file; the
@@ -240,11 +240,16 @@ def analyze(
                                   npy_sr=settings.npy_sr, workers=settings.analyze_workers, windows=windows,
                                   clip_s=settings.clip_s, hop_s=settings.hop_s):
         unit = (result["file"], result.get("clip")) if windows else len(analysed)  # else each record counts
-        analysed[unit] = analysed.get(unit, False) or "error" not in result
         if json_out:
             _echo_json(result)
+        elif windows and "clip" not in result and "start_s" in result:  # a table: a row per window
+            if unit not in analysed:
+                typer.echo(window_heading(result["file"], settings.clip_s, settings.hop_s))
+            typer.echo(window_row(result) if "error" not in result else human_summary(result, windows=True),
+                       err="error" in result)
         else:
             typer.echo(human_summary(result, windows=windows), err="error" in result)
+        analysed[unit] = analysed.get(unit, False) or "error" not in result
     if not all(analysed.values()):
         raise typer.Exit(code=1)
 

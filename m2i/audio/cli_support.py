@@ -348,6 +348,41 @@ def analyze_lines(paths: Iterable[str | Path], *, settings: dict[str, Any] | Non
         yield json.dumps(out, ensure_ascii=False)
 
 
+WINDOW_COLUMNS = ("start", "key", "tempo", "metre", "dyn", "melody", "mood", "harmony")
+
+
+def window_heading(file: str, clip_s: float, hop_s: float) -> str:
+    """What ``m2i analyze --windows`` prints above a file's windows: the file, the windows, the columns."""
+    return f"== {file} · {clip_s:g} s windows every {hop_s:g} s · -: too unsure to state\n" + _window_cells(WINDOW_COLUMNS)
+
+
+def window_row(result: dict[str, Any]) -> str:
+    """One window as a row under :func:`window_heading`: where it starts (m:ss), then the features
+    as ``m2i analyze`` words them (:func:`m2i.features.summarize`), shortest form, ``-`` for one
+    measured too unsure to state."""
+    from m2i.features import key_label, summarize
+
+    f = result["features"]
+    s = summarize(f)
+    return _window_cells((
+        clock(float(result.get("start_s", 0.0))), key_label(f) or "-", s["tempo"].removesuffix(" BPM") or "-",
+        s["time_signature"] or "-", s["dynamic_intensity"].partition(",")[0] or "-",
+        s["melody_contour"].partition(",")[0] or "-", s["mood"].partition(" (")[0] or "-",
+        s["harmonic_progression"] or "-"))
+
+
+def _window_cells(cells: tuple[str, ...]) -> str:
+    widths = (7, 10, 5, 5, 3, 10, 24)
+    return "  ".join([f"{c:>{w}}" if i in (0, 2) else f"{c:<{w}}" for i, (c, w) in enumerate(zip(cells, widths))]
+                     + list(cells[len(widths):])).rstrip()
+
+
+def clock(seconds: float) -> str:
+    """``75.5`` -> ``1:15.5``, ``30`` -> ``0:30``: where a window starts, as a player shows it."""
+    minutes, rest = divmod(seconds, 60.0)
+    return f"{int(minutes)}:{rest:04.1f}" if rest != int(rest) else f"{int(minutes)}:{int(rest):02d}"
+
+
 def human_summary(result: dict[str, Any], *, windows: bool = False) -> str:
     """What ``m2i analyze`` prints without ``--json``: ``== FILE`` (``== FILE #ROW`` for a clip of a
     .npy, ``== FILE #ROW (track · artists)`` for a row of the annotation file, ``== FILE@30`` for a

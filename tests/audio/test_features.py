@@ -663,7 +663,16 @@ def test_analyze_windows_reads_a_song_window_by_window(tmp_path):
     r = subprocess.run([sys.executable, str(cli), "analyze", "--windows", "song.wav"], cwd=tmp_path,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, "a silent window fails nothing: other windows of the file were analysed"
-    assert [line for line in r.stdout.splitlines() if line.startswith("==")] == ["== song.wav@0", "== song.wav@20"]
+    heading, columns, *rows = r.stdout.splitlines()  # a table: a row per window
+    assert heading == "== song.wav · 10 s windows every 10 s · -: too unsure to state"
+    assert columns.split() == ["start", "key", "tempo", "metre", "dyn", "melody", "mood", "harmony"]
+    assert [row.split()[:6] for row in rows] == [["0:00", "C", "major", "100", "4/4", "f"],
+                                                 ["0:20", "G", "major", "100", "4/4", "f"]]
+    assert rows[0].split()[6:8] == ["ascending", records[0]["features"]["mood"]["words"][0] + ","]
+    assert rows[0].endswith("  -"), "a solo line states no harmony"
+    from m2i.audio.cli_support import clock
+
+    assert [clock(s) for s in (0.0, 7.5, 75.5, 3600.0)] == ["0:00", "0:07.5", "1:15.5", "60:00"]
     assert r.stderr == "error: song.wav@10: the clip is silent (every sample is 0); drop it.\n"
     r = subprocess.run([sys.executable, str(cli), "analyze", "--windows", "--json", "song.wav", "hum.wav"],
                        cwd=tmp_path, capture_output=True, text=True, timeout=120)
