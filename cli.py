@@ -231,6 +231,7 @@ def analyze(
     from m2i.audio.cli_support import analyze_results, human_summary, window_heading, window_row
 
     analysed: dict[Any, bool] = {}  # file (a .npy's row) -> whether anything of it was analysed
+    warned: set[tuple[Any, str]] = set()
     # an impossible rate or worker count is one sentence naming its flag, before any file; the
     # machine's analyze_workers (m2i.toml, M2I_ANALYZE_WORKERS) is the default pool, as for a run
     if hop is not None and not windows:
@@ -245,6 +246,9 @@ def analyze(
         elif windows and "clip" not in result and "start_s" in result:  # a table: a row per window
             if unit not in analysed:
                 typer.echo(window_heading(result["file"], settings.clip_s, settings.hop_s))
+            if (said := result.get("warning")) and (unit, said) not in warned:  # once a file, not once a row
+                warned.add((unit, said))
+                typer.echo(f"warning: {result['file']}: {said}", err=True)
             typer.echo(window_row(result) if "error" not in result else human_summary(result, windows=True),
                        err="error" in result)
         else:

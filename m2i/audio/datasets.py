@@ -424,7 +424,7 @@ def _sf_path(path: Path) -> bytes:
 NPY_RATES = (44100, 48000, 22050, 24000, 32000, 11025, 8000)
 """Sample rates a .npy of clips is often written at (librosa loads at 22050 Hz by default)."""
 
-WARNING_KEYS = ("decoder_warning", "rate_warning")
+WARNING_KEYS = ("decoder_warning", "rate_warning", "cut_warning")
 """Clip meta keys holding one sentence about a clip that was read but may be wrong; ingest records
 each as a warning event, ``m2i analyze`` prints it."""
 
@@ -729,7 +729,68 @@ def _too_low_rate(path: Path, sr: int) -> str | None:
             f"{sr // 2} Hz; m2i needs at least {MIN_FILE_SR} Hz); check what the file holds.")
 
 
+_OGG_PAGE_MAX = 27 + 255 + 255 * 255
+"""The largest Ogg page: header, 255 lacing values, 255 segments of 255 bytes."""
+
+
+def _ogg_crc_table() -> list[int]:
+    table = []
+    for i in range(256):
+        r = i << 24
+        for _ in range(8):
+            r = ((r << 1) ^ 0x04C11DB7) if r & 0x80000000 else r << 1
+        table.append(r & 0xFFFFFFFF)
+    return table
+
+
+_OGG_CRC = _ogg_crc_table()
+
+
+def _ogg_page_ok(page: bytes) -> bool:
+    """Whether ``page`` (one whole page) carries the CRC its header states (Ogg's CRC-32, polynomial
+    0x04C11DB7, computed with the CRC field zeroed): a real page, not "OggS" met inside audio data."""
+    crc = 0
+    for b in page[:22] + b"\0\0\0\0" + page[26:]:
+        crc = ((crc << 8) & 0xFFFFFFFF) ^ _OGG_CRC[(crc >> 24) ^ b]
+    return crc == int.from_bytes(page[22:26], "little")
+
+
+def ogg_cut_short(path: Path) -> bool:
+    """True for an Ogg file (Vorbis, Opus) whose stream breaks off: its last whole page does not end
+    the stream (no end-of-stream flag), as in a download or copy cut short. libsndfile reads such a
+    file without an error, to where it breaks off, and says nothing; every writer ends a stream it
+    finishes with that flag. False when no whole page is found in the last 128 KiB (nothing to go by)."""
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(4) != b"OggS":
+                return False
+            fh.seek(max(0, os.fstat(fh.fileno()).st_size - 2 * _OGG_PAGE_MAX))
+            tail = fh.read()
+    except OSError:  # unreadable: the reader says why
+        return False
+    at = len(tail)
+    while (at := tail.rfind(b"OggS", 0, at)) >= 0:
+        head = tail[at:at + 27]
+        if len(head) < 27 or head[4] != 0 or at + 27 + head[26] > len(tail):
+            continue
+        end = at + 27 + head[26] + sum(tail[at + 27:at + 27 + head[26]])
+        if end <= len(tail) and _ogg_page_ok(tail[at:end]):
+            return not head[5] & 0x04
+    return False
+
+
+_CUT_OGG = "the file is cut short (its Ogg stream breaks off without its end); the audio up to the break was read"
+
+
 def _iter_audio_file(path: Path, *, clip_s: float, hop_s: float) -> Iterator[Clip]:
+    cut = ogg_cut_short(path)
+    for clip in _audio_file_clips(path, clip_s=clip_s, hop_s=hop_s):
+        if cut and clip.error is None:
+            clip.meta["cut_warning"] = _CUT_OGG
+        yield clip
+
+
+def _audio_file_clips(path: Path, *, clip_s: float, hop_s: float) -> Iterator[Clip]:
     notes: list[str] = []
     info = _long_file(path, clip_s, notes)
     if info is not None and (why := _too_low_rate(path, int(info.samplerate))):
