@@ -43,7 +43,7 @@ def _root(version: Annotated[bool, typer.Option(
         "--version", "-V", callback=_print_version, is_eager=True,
         help="Print m2i's version (and commit, in a checkout) and those of the packages that can change a result.")] = False,
 ) -> None:
-    """Music to image: features, LLM visual prompts, creativity scores and images, in a resumable run store."""
+    """m2i's own options (the app's help text is set on ``app``)."""
 
 
 DbOpt = Annotated[str | None, typer.Option("--db", help="Database path or URL (default $M2I_DB or ./m2i.db).")]

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from m2i.errors import InputError
+from m2i.errors import InputError, M2IError
 
 logger = logging.getLogger(__name__)
 
@@ -295,12 +295,16 @@ def row_record(path: str | Path, row: int, clip: Any, settings: dict[str, Any] |
 def window_record(path: str | Path, clip: Any, settings: dict[str, Any] | None, png: Path | None) -> dict[str, Any]:
     """The ``m2i analyze --windows`` record of one window of a file (a clip of
     :func:`m2i.audio.datasets.load_dataset`): the ``m2i analyze --json`` shape, ``start_s`` saying
-    where the window starts; a window that cannot be analysed (silence between movements) gives
-    ``{"file", "start_s", "error"}``, and a file that cannot be read at all ``{"file", "error"}``."""
-    if clip.error is not None or clip.pcm is None:
-        start = window_start(clip)
-        return {"file": str(path), **({} if start is None else {"start_s": start}), "error": clip.error}
-    return _clip_record(path, clip, settings, png)
+    where the window starts; a window that cannot be read or analysed (silence between movements)
+    gives ``{"file", "start_s", "error"}``, and a file that cannot be read at all ``{"file", "error"}``."""
+    start = window_start(clip)
+    try:
+        if clip.error is None and clip.pcm is not None:
+            return _clip_record(path, clip, settings, png)
+        why = clip.error
+    except M2IError as exc:
+        why = str(exc)
+    return {"file": str(path), **({} if start is None else {"start_s": start}), "error": why}
 
 
 def window_start(clip: Any) -> float | None:

@@ -62,7 +62,7 @@ def analyze_results(paths: Iterable[str | Path], *, settings: dict[str, Any] | N
     stems = _png_stems(Path(n).name for n in shown)
     job = {"settings": settings, "png_dir": None if png_dir is None else str(png_dir), "npy_sr": npy_sr,
            "windows": windows, "clip_s": clip_s, "hop_s": hop_s}
-    n = pool_size(workers) if workers is None else workers
+    n = pool_size(workers)
     with tempfile.TemporaryDirectory(prefix="m2i-pipe-") as spool:
         units = _units(items, shown, stems, job, Path(spool))
         first = list(itertools.islice(units, POOL_FROM))
@@ -156,14 +156,10 @@ def _window_units(path: str | Path, clips: Iterator[Any] | None, stem: str, job:
 
 def _window_job(path: str, clip: Any, settings: dict[str, Any] | None, png: Path | None) -> list[dict[str, Any]]:
     """The record of one window of a file (run here or in a worker process)."""
-    from m2i.audio.analyze import window_record, window_start
+    from m2i.audio.analyze import window_record
     from m2i.audio.datasets import plain_json
 
-    try:
-        return [plain_json(window_record(path, clip, settings, png))]
-    except M2IError as exc:
-        start = window_start(clip)
-        return [plain_json({"file": path, **({} if start is None else {"start_s": start}), "error": str(exc)})]
+    return [plain_json(window_record(path, clip, settings, png))]
 
 
 def _file_job(path: str, stem: str, job: dict[str, Any]) -> list[dict[str, Any]]:

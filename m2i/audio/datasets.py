@@ -245,7 +245,7 @@ def safe_load_npy(path: str | Path) -> np.ndarray:
     path = Path(path)
     try:
         with open(path, "rb") as fh:
-            if os.fstat(fh.fileno()).st_size == 0:
+            if (size := os.fstat(fh.fileno()).st_size) == 0:
                 raise InputError(f"{path} is empty (0 bytes); copy it again.")
             version = np.lib.format.read_magic(fh)
             if version == (1, 0):
@@ -254,7 +254,7 @@ def safe_load_npy(path: str | Path) -> np.ndarray:
                 shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
             if not dtype.hasobject:
                 count, start = int(np.prod(shape)), fh.tell()
-                held = (os.fstat(fh.fileno()).st_size - start) // max(dtype.itemsize, 1)
+                held = (size - start) // max(dtype.itemsize, 1)
                 if held < count:  # numpy's own message ("could only read 36 elements") names no cause
                     raise InputError(f"{path} is cut short: its header announces {count} values and it holds "
                                      f"{held}; copy it again.")
@@ -783,22 +783,15 @@ _CUT_OGG = "the file is cut short (its Ogg stream breaks off without its end); t
 
 
 def _iter_audio_file(path: Path, *, clip_s: float, hop_s: float) -> Iterator[Clip]:
-    cut = ogg_cut_short(path)
-    for clip in _audio_file_clips(path, clip_s=clip_s, hop_s=hop_s):
-        if cut and clip.error is None:
-            clip.meta["cut_warning"] = _CUT_OGG
-        yield clip
-
-
-def _audio_file_clips(path: Path, *, clip_s: float, hop_s: float) -> Iterator[Clip]:
     notes: list[str] = []
+    cut = ogg_cut_short(path)
     info = _long_file(path, clip_s, notes)
     if info is not None and (why := _too_low_rate(path, int(info.samplerate))):
         yield Clip(str(path), {"file": str(path), "sr": int(info.samplerate)}, None, why)
         return
     if info is not None:
         for clip in _stream_audio_file(path, info, clip_s=clip_s, hop_s=hop_s, notes=notes):
-            yield _with_decoder_notes(clip, notes)
+            yield _with_decoder_notes(clip, notes, cut=cut)
         return
     try:
         y, sr, meta = _read_audio(path, notes)
@@ -825,17 +818,20 @@ def _audio_file_clips(path: Path, *, clip_s: float, hop_s: float) -> Iterator[Cl
         return
     y16 = to_mono_16k(y, sr) if sr != SR else y.astype(np.float32)
     for clip in _slices(str(path), y16, SR, meta, clip_s=clip_s, hop_s=hop_s):
-        yield _with_decoder_notes(clip, notes)
+        yield _with_decoder_notes(clip, notes, cut=cut)
 
 
-def _with_decoder_notes(clip: Clip, notes: list[str]) -> Clip:
+def _with_decoder_notes(clip: Clip, notes: list[str], *, cut: bool) -> Clip:
     """A clip decoded from a file whose decoder met damaged data (libmpg123 resyncing past a bad
     frame header, or failing to dequantise a frame, which it then plays as silence) says so in its
     meta, ``decoder_warning``: one sentence, stored with the sample and printed by ``m2i analyze``.
     The file was read to its announced length (a short read fails it); a header whose byte count
-    is off ("Xing stream size off") alone is not damage to the audio and is not reported."""
+    is off ("Xing stream size off") alone is not damage to the audio and is not reported. A clip of
+    an Ogg file cut short (``cut``: :func:`ogg_cut_short`) says so in ``cut_warning``."""
     if clip.error is None and any(w in n for n in notes for w in ("error:", "Illegal", "resync", "Skipped")):
         clip.meta["decoder_warning"] = "the MP3 decoder met damaged data and skipped it; the audio may have gaps"
+    if clip.error is None and cut:
+        clip.meta["cut_warning"] = _CUT_OGG
     return clip
 
 
