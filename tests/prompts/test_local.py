@@ -91,7 +91,7 @@ async def test_model_is_a_gguf_path_or_the_bundled_model(tiny_model, tmp_path, m
         LocalProvider.recorded_model("llama3.1:70b")
     provider = get_provider("local", model=str(tiny_model))
     assert provider.model == "tiny-llama" and provider.model_path == tiny_model
-    assert (await provider.check()).startswith(f"loads ({tiny_model}")
+    assert (await provider.check()) == f"loads and answers a 1-token request ({tiny_model})"
     await provider.aclose()
     # a run records the file that runs, as an absolute path; the bundled model by its name
     monkeypatch.chdir(tiny_model.parent)
@@ -139,3 +139,22 @@ def test_models_load_without_amx_buffers_only_where_llama_cpp_has_amx():
         assert off == has_amx
         assert lib.llama_model_default_params().use_extra_bufts is not has_amx
     assert lib.llama_model_default_params().use_extra_bufts is True  # restored for anything else
+
+
+async def test_a_model_that_crashes_llama_cpp_is_one_sentence_before_the_run(tiny_model, monkeypatch):
+    # `m2i run` and `m2i doctor` check the provider first: a native crash (SIGILL, SIGSEGV) while
+    # generating is met in a child process and refused in one sentence, so the run is never started
+    # and the dashboard is not taken down at its first prompt. The child is made to die of SIGILL
+    # here, as llama.cpp's AMX kernels did on this machine.
+    from m2i.prompts.providers import local
+
+    monkeypatch.setattr(local, "_ANSWER_SCRIPT", "import os, signal; os.kill(os.getpid(), signal.SIGILL)")
+    monkeypatch.setattr(local, "_ANSWERED", set())
+    provider = get_provider("local", model=str(tiny_model))
+    with pytest.raises(ProviderError, match=r"^llama\.cpp crashed \(SIGILL\) generating with tiny-llama\.gguf on "
+                                            r"this CPU, .*CMAKE_ARGS='-DGGML_NATIVE=OFF' pip install"):
+        await provider.check()
+    monkeypatch.setattr(local, "_ANSWER_SCRIPT", "raise SystemExit('out of memory')")
+    with pytest.raises(ProviderError, match=r"could not generate with tiny-llama\.gguf \(out of memory\)"):
+        await provider.check()
+    await provider.aclose()

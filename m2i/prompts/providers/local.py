@@ -125,6 +125,50 @@ def _without_amx() -> Iterator[bool]:
             lib.llama_model_default_params = default_params
 
 
+_ANSWER_SCRIPT = """
+import sys
+from m2i.prompts.providers.local import LocalProvider
+llm = LocalProvider(model_path=sys.argv[1], n_ctx=256, n_threads=int(sys.argv[2]))._load()
+llm.create_completion("Colours:", max_tokens=1, temperature=0.0)
+"""
+_ANSWERED: set[tuple[str, int, float]] = set()
+
+
+def _answers_in_child(path: Path, n_threads: int, timeout: float = 120.0) -> None:
+    """Raise :class:`ProviderError` unless llama.cpp answers one token from ``path`` in a child process.
+
+    Loaded exactly as :meth:`LocalProvider._load` loads it (so with :func:`_without_amx`); a child
+    that a signal ends (SIGILL, SIGSEGV) gets a sentence naming the signal and the fix."""
+    import signal
+    import subprocess
+    import sys
+
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime)
+    if key in _ANSWERED:
+        return
+    try:
+        proc = subprocess.run([sys.executable, "-c", _ANSWER_SCRIPT, str(path), str(n_threads)],
+                              capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise ProviderError(f"llama.cpp loaded {path.name} but gave no token within {timeout:.0f} s; "
+                            "check that the machine is not out of memory.") from None
+    if proc.returncode < 0:
+        try:
+            name = signal.Signals(-proc.returncode).name
+        except ValueError:
+            name = f"signal {-proc.returncode}"
+        raise ProviderError(
+            f"llama.cpp crashed ({name}) generating with {path.name} on this CPU, so the local model "
+            "cannot run here: rebuild it for a plain x86-64 CPU with CMAKE_ARGS='-DGGML_NATIVE=OFF' "
+            "pip install --force-reinstall --no-cache-dir llama-cpp-python, or pass --llm ollama/openai."
+        )
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
+        raise ProviderError(f"llama.cpp could not generate with {path.name} ({last}); use a valid GGUF chat model.")
+    _ANSWERED.add(key)
+
+
 def is_gguf_path(model: str | os.PathLike[str]) -> bool:
     """Whether ``--model`` names a GGUF file (by its extension) rather than a served model."""
     return str(model).lower().endswith(".gguf")
@@ -347,9 +391,16 @@ class LocalProvider(LLMProvider):
         )
 
     async def check(self) -> str:
-        """Find and load the model (in a thread): one sentence if it is missing or unreadable."""
+        """Find and load the model (in a thread), then have it answer one token in a child process.
+
+        One sentence if the file is missing or unreadable, or if llama.cpp dies running it: a
+        native crash (an illegal instruction from a build for another CPU) would otherwise end the
+        run, or the dashboard with it, at the first prompt. The answer is checked once per file and
+        process (about a second)."""
         await asyncio.to_thread(self._load)
-        return f"loads ({self._path()})"
+        path = self._path()
+        await asyncio.to_thread(_answers_in_child, path, self.n_threads)
+        return f"loads and answers a 1-token request ({path})"
 
     async def detach(self) -> None:
         self._lock = None  # the model stays loaded; the lock belongs to the loop that made it
