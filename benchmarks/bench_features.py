@@ -439,13 +439,19 @@ def main(argv: list[str] | None = None) -> int:
         ).replace("%r", "{!r}").format(str(ROOT), files)
         script = data / "_e2e.py"
         script.write_text(code)
-        t = time.perf_counter()
-        res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
-        wall = time.perf_counter() - t
-        if res.returncode != 0:
-            print("e2e_100_clips_s: failed\n" + res.stderr[-2000:])
-        else:
-            line("e2e_100_clips_s", wall, "target <= 40 s, new process, 2 workers, numba cache warm", 100)
+        # twice: each process compiles into a numba cache slot of its own (ensure_numba_cache), and the
+        # two workers take the slots beside this process's, which on a new machine no process has
+        # filled yet; the first run pays for compiling there, the second is the warm figure
+        walls = []
+        for _ in range(2):
+            t = time.perf_counter()
+            res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+            walls.append(time.perf_counter() - t)
+            if res.returncode != 0:
+                print("e2e_100_clips_s: failed\n" + res.stderr[-2000:])
+                return 1
+        line("e2e_100_clips_s", walls[1], "target <= 40 s, new process, 2 workers, numba cache warm; the run "
+             f"before it, which fills the cache where it was cold, took {walls[0]:.1f} s", 100)
     return 0
 
 
