@@ -147,9 +147,13 @@ def _answers_in_child(path: Path, n_threads: int, timeout: float = 120.0) -> Non
     key = (str(path.resolve()), stat.st_size, stat.st_mtime)
     if key in _ANSWERED:
         return
+    # the child imports m2i from where this process did (`python cli.py` from a checkout, not installed)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[3]),
+                                                      env.get("PYTHONPATH")) if p)
     try:
         proc = subprocess.run([sys.executable, "-c", _ANSWER_SCRIPT, str(path), str(n_threads)],
-                              capture_output=True, text=True, timeout=timeout)
+                              capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         raise ProviderError(f"llama.cpp loaded {path.name} but gave no token within {timeout:.0f} s; "
                             "check that the machine is not out of memory.") from None
