@@ -164,7 +164,7 @@ def _answers_in_child(path: Path, n_threads: int, timeout: float = 120.0) -> Non
             name = f"signal {-proc.returncode}"
         raise ProviderError(
             f"llama.cpp crashed ({name}) generating with {path.name} on this CPU, so the local model "
-            "cannot run here: rebuild it for a plain x86-64 CPU with CMAKE_ARGS='-DGGML_NATIVE=OFF' "
+            "cannot run here: rebuild it without CPU-specific instructions, CMAKE_ARGS='-DGGML_NATIVE=OFF' "
             "pip install --force-reinstall --no-cache-dir llama-cpp-python, or pass --llm ollama/openai."
         )
     if proc.returncode != 0:
