@@ -109,8 +109,8 @@ def test_smollm2_gguf_is_found_without_importing_its_package():
 
 
 def test_bundled_model_answers_on_a_cpu_with_amx():
-    # llama.cpp built with AMX (pip compiles it for the CPU it runs on: a Sapphire Rapids Xeon, this
-    # CI machine) multiplied the bundled Q4_1 weights with AMX tiles and died of SIGILL before its
+    # llama.cpp built with AMX (pip compiles it for the CPU it runs on: a Xeon with AMX, as the machine
+    # of the twentieth session was) multiplied the bundled Q4_1 weights with AMX tiles and died of SIGILL before its
     # first token, killing `m2i run`. In a child process, so that such a crash fails this test
     # instead of ending the test session; on a CPU without AMX it checks that the model answers.
     import subprocess
