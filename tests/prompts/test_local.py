@@ -91,7 +91,10 @@ async def test_model_is_a_gguf_path_or_the_bundled_model(tiny_model, tmp_path, m
         LocalProvider.recorded_model("llama3.1:70b")
     provider = get_provider("local", model=str(tiny_model))
     assert provider.model == "tiny-llama" and provider.model_path == tiny_model
-    assert (await provider.check()) == f"loads and answers a 1-token request ({tiny_model})"
+    import llama_cpp.llama_cpp as lib
+
+    amx = "; llama.cpp's AMX kernels, which crash, left out" if b"AMX_INT8 = 1" in lib.llama_print_system_info() else ""
+    assert (await provider.check()) == f"loads and answers a 1-token request ({tiny_model}{amx})"
     await provider.aclose()
     # a run records the file that runs, as an absolute path; the bundled model by its name
     monkeypatch.chdir(tiny_model.parent)

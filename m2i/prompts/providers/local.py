@@ -271,6 +271,8 @@ class LocalProvider(LLMProvider):
             raise ProviderError(f"grammar must be 'fallback', 'always' or 'never', not {grammar!r}.")
         self.stop = list(DEFAULT_STOP if stop is None else stop)
         self._llm: Any = None
+        self.amx_left_out = False
+        """Whether the model was loaded without llama.cpp's AMX kernels (:func:`_without_amx`)."""
         self._grammars: dict[str, Any] = {}
         self._load_lock = threading.Lock()
         self._lock: asyncio.Lock | None = None
@@ -311,7 +313,7 @@ class LocalProvider(LLMProvider):
                         "llama-cpp-python is not installed: `pip install llama-cpp-python` to use --llm local."
                     ) from exc
                 try:
-                    with _without_amx():
+                    with _without_amx() as self.amx_left_out:
                         self._llm = Llama(model_path=str(path), n_ctx=self.n_ctx, n_threads=self.n_threads,
                                           n_threads_batch=self.n_threads, n_batch=512, verbose=False)
                 except (ValueError, RuntimeError) as exc:
@@ -404,7 +406,8 @@ class LocalProvider(LLMProvider):
         await asyncio.to_thread(self._load)
         path = self._path()
         await asyncio.to_thread(_answers_in_child, path, self.n_threads)
-        return f"loads and answers a 1-token request ({path})"
+        note = "; llama.cpp's AMX kernels, which crash, left out" if self.amx_left_out else ""
+        return f"loads and answers a 1-token request ({path}{note})"
 
     async def detach(self) -> None:
         self._lock = None  # the model stays loaded; the lock belongs to the loop that made it
