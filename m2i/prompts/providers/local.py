@@ -125,51 +125,57 @@ def _without_amx() -> Iterator[bool]:
             lib.llama_model_default_params = default_params
 
 
-_ANSWER_SCRIPT = """
-import sys
-from m2i.prompts.providers.local import LocalProvider
-llm = LocalProvider(model_path=sys.argv[1], n_ctx=256, n_threads=int(sys.argv[2]))._load()
-llm.create_completion("Colours:", max_tokens=1, temperature=0.0)
-"""
 _ANSWERED: set[tuple[str, int, float]] = set()
+
+
+def _answer_one_token(path: str, n_threads: int, conn: Any) -> None:
+    """In the child process of :func:`_answers_in_child`: load ``path`` as the provider does and
+    generate one token; sends ``None``, or the error's sentence."""
+    try:
+        llm = LocalProvider(model_path=path, n_ctx=256, n_threads=n_threads)._load()
+        llm.create_completion("Colours:", max_tokens=1, temperature=0.0)
+        conn.send(None)
+    except Exception as exc:  # any failure is the answer the parent reports
+        conn.send(str(exc) or type(exc).__name__)
 
 
 def _answers_in_child(path: Path, n_threads: int, timeout: float = 120.0) -> None:
     """Raise :class:`ProviderError` unless llama.cpp answers one token from ``path`` in a child process.
 
-    Loaded exactly as :meth:`LocalProvider._load` loads it (so with :func:`_without_amx`); a child
-    that a signal ends (SIGILL, SIGSEGV) gets a sentence naming the signal and the fix."""
+    Loaded exactly as :meth:`LocalProvider._load` loads it (so with :func:`_without_amx`), in a
+    process started by ``spawn`` as the runner's workers are (it imports m2i from where this process
+    did); a child that a signal ends (SIGILL, SIGSEGV) gets a sentence naming the signal and the fix."""
+    import multiprocessing as mp
     import signal
-    import subprocess
-    import sys
 
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime)
     if key in _ANSWERED:
         return
-    # the child imports m2i from where this process did (`python cli.py` from a checkout, not installed)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[3]),
-                                                      env.get("PYTHONPATH")) if p)
-    try:
-        proc = subprocess.run([sys.executable, "-c", _ANSWER_SCRIPT, str(path), str(n_threads)],
-                              capture_output=True, text=True, timeout=timeout, env=env)
-    except subprocess.TimeoutExpired:
+    ctx = mp.get_context("spawn")
+    answer, conn = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_answer_one_token, args=(str(path), n_threads, conn), daemon=True)
+    proc.start()
+    conn.close()
+    proc.join(timeout)
+    if proc.exitcode is None:
+        proc.kill()
+        proc.join()
         raise ProviderError(f"llama.cpp loaded {path.name} but gave no token within {timeout:.0f} s; "
-                            "check that the machine is not out of memory.") from None
-    if proc.returncode < 0:
+                            "check that the machine is not out of memory.")
+    if proc.exitcode < 0:
         try:
-            name = signal.Signals(-proc.returncode).name
+            name = signal.Signals(-proc.exitcode).name
         except ValueError:
-            name = f"signal {-proc.returncode}"
+            name = f"signal {-proc.exitcode}"
         raise ProviderError(
             f"llama.cpp crashed ({name}) generating with {path.name} on this CPU, so the local model "
             "cannot run here: rebuild it without CPU-specific instructions, CMAKE_ARGS='-DGGML_NATIVE=OFF' "
             "pip install --force-reinstall --no-cache-dir llama-cpp-python, or pass --llm ollama/openai."
         )
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
-        raise ProviderError(f"llama.cpp could not generate with {path.name} ({last}); use a valid GGUF chat model.")
+    why = answer.recv() if answer.poll() else f"its process ended with exit status {proc.exitcode}"
+    if why is not None:
+        raise ProviderError(f"llama.cpp could not generate with {path.name} ({why}); use a valid GGUF chat model.")
     _ANSWERED.add(key)
 
 
