@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import and_, false, func, insert, or_, select, update
 
 from m2i.errors import BackendError, InputError, ProviderError
+from m2i.prompts.providers.local import DEFAULT_PARALLEL
 from m2i.runner import Outcome, RunContext, StageImpl, StageStop, make_process_pool
 from m2i.store import ops
 from m2i.store.engine import Store
@@ -30,8 +31,9 @@ log = logging.getLogger(__name__)
 REMOTE_CONCURRENCY = 32
 """LLM requests in flight per runner for a hosted API (Anthropic, OpenAI-compatible servers)."""
 
-DEFAULT_CONCURRENCY = {"local": 1, "ollama": 4}
-"""Fewer for servers on the same machine: the embedded model answers one at a time, and Ollama at
+DEFAULT_CONCURRENCY = {"local": DEFAULT_PARALLEL, "ollama": 4}
+"""Fewer for servers on the same machine: the embedded model decodes ``parallel`` answers together
+(five: a sample's prompts), and Ollama answers at
 most ``OLLAMA_NUM_PARALLEL`` (1 to 4 by default) while it queues the rest, whose wait counts against
 the 300 s request timeout. More in flight adds no speed there: 32 requests queued on an Ollama that
 takes 20 s an answer (an 8B model on a CPU) would wait up to 640 s, and time out."""
