@@ -137,6 +137,20 @@ async def test_finished_answers_give_their_cache_up_to_new_ones(tiny_model):
     await provider.aclose()
 
 
+async def test_a_context_too_large_for_memory_is_one_sentence_each_time(tiny_model):
+    from pathlib import Path
+
+    overcommit = Path("/proc/sys/vm/overcommit_memory")
+    if not overcommit.exists() or overcommit.read_text().strip() == "1":
+        pytest.skip("where any allocation succeeds, llama.cpp would clear 512 GB instead of failing")
+    provider = get_provider("local", model_path=tiny_model, n_ctx=2**30)  # 512 GB of cache
+    for _ in range(2):  # nothing half-loaded is left behind
+        with pytest.raises(ProviderError, match=r"^llama\.cpp cannot make a context of 1073741824 tokens for "
+                                                r"tiny-llama\.gguf \(.*\); lower n_ctx\.$"):
+            await provider.complete(ask(1), temperature=0.8, seed=1, max_tokens=4)
+    assert provider._llm is None
+
+
 def test_parallel_must_be_positive(tiny_model):
     with pytest.raises(ProviderError, match="parallel must be at least 1, not 0"):
         get_provider("local", model_path=tiny_model, parallel=0)

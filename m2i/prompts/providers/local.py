@@ -342,13 +342,21 @@ class LocalProvider(LLMProvider):
                 try:
                     with _without_amx() as self.amx_left_out:
                         # the model, its tokenizer and chat template; the answers' context is BatchedLlama's
-                        self._llm = Llama(model_path=str(path), n_ctx=64, n_threads=self.n_threads,
-                                          n_threads_batch=self.n_threads, verbose=False)
-                    self._batched = BatchedLlama(self._llm, parallel=self.parallel, n_ctx=self.n_ctx,
-                                                 n_threads=self.n_threads, repeat_penalty=self.repeat_penalty,
-                                                 model_name=str(path))
+                        llm = Llama(model_path=str(path), n_ctx=64, n_threads=self.n_threads,
+                                    n_threads_batch=self.n_threads, verbose=False)
                 except (ValueError, RuntimeError) as exc:
                     raise ProviderError(f"llama.cpp cannot load {path.name}: {exc}; use a valid GGUF chat model.") from exc
+                try:
+                    batched = BatchedLlama(llm, parallel=self.parallel, n_ctx=self.n_ctx, n_threads=self.n_threads,
+                                           repeat_penalty=self.repeat_penalty, model_name=str(path))
+                except (ValueError, RuntimeError) as exc:
+                    llm.close()
+                    raise ProviderError(f"llama.cpp cannot make a context of {self.n_ctx} tokens for {path.name} "
+                                        f"({exc}); lower n_ctx.") from exc
+                except BaseException:
+                    llm.close()
+                    raise
+                self._llm, self._batched = llm, batched
             return self._llm
 
     def _grammar(self, schema: dict[str, Any] | None) -> Any:
