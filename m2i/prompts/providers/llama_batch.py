@@ -120,9 +120,9 @@ class BatchedLlama:
         self.prefix_reused = 0
         """Prompt tokens taken from the cache instead of decoded."""
         self.most_in_step = 0
+        """The most answers that were sampled from one step."""
         self._cur: Any = None
         self._cur_np: Any = None
-        """The most answers that were sampled from one step."""
         self._thread = threading.Thread(target=self._run, name="m2i-llama-batch", daemon=True)
         self._thread.start()
 
@@ -145,6 +145,10 @@ class BatchedLlama:
             self._closed = True
             self._inbox.put(None)
             self._thread.join()
+            while not self._inbox.empty():  # submitted while closing
+                late = self._inbox.get_nowait()
+                if late is not None:
+                    late.done(None, BatchError("the model was closed"))
             self._batch.close()
             self._ctx.close()
 
