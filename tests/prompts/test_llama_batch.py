@@ -152,6 +152,17 @@ async def test_a_context_llama_cpp_cannot_make_is_one_sentence_each_time(tiny_mo
     assert provider._llm is None
 
 
+async def test_a_chat_template_that_refuses_the_chat_is_one_sentence(tmp_path):
+    # some models' templates refuse a system message (raise_exception in the template)
+    refusing = "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
+    model = write_tiny_llama(tmp_path / "no-system.gguf", chat_template=refusing)
+    provider = get_provider("local", model_path=model)
+    with pytest.raises(ProviderError, match=r"^The chat template of no-system\.gguf refuses m2i's chat \(System "
+                                            r"role not supported\); use a GGUF chat model whose template takes"):
+        await provider.complete(ask(1), system="You write image prompts.", temperature=0.8, seed=1, max_tokens=4)
+    await provider.aclose()
+
+
 def test_parallel_must_be_positive(tiny_model):
     with pytest.raises(ProviderError, match="parallel must be at least 1, not 0"):
         get_provider("local", model_path=tiny_model, parallel=0)

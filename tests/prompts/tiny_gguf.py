@@ -20,7 +20,7 @@ CHATML = (
 
 
 def write_tiny_llama(path: Path, *, seed: int = 0, n_embd: int = 64, n_layer: int = 2, n_head: int = 4,
-                     n_ff: int = 128) -> Path:
+                     n_ff: int = 128, chat_template: str = CHATML) -> Path:
     """Write the model to ``path`` and return it."""
     import gguf
 
@@ -52,7 +52,7 @@ def write_tiny_llama(path: Path, *, seed: int = 0, n_embd: int = 64, n_layer: in
     w.add_eos_token_id(4)  # <|im_end|> ends a turn
     w.add_unk_token_id(0)
     w.add_add_bos_token(False)
-    w.add_chat_template(CHATML)
+    w.add_chat_template(chat_template)
 
     rng = np.random.default_rng(seed)
 

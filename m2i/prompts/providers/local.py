@@ -384,6 +384,9 @@ class LocalProvider(LLMProvider):
             if isinstance(prompt, str):
                 prompt = llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
             return list(prompt), [stop] if isinstance(stop, str) else list(stop)
+        except Exception as exc:  # the template's raise_exception (a ValueError), or a Jinja error
+            raise ProviderError(f"The chat template of {self._path().name} refuses m2i's chat ({exc}); use a GGUF "
+                                "chat model whose template takes a system message and a user turn.") from exc
         raise ProviderError(f"llama-cpp-python's {llm.chat_format} chat format does not make a text prompt; "
                             "use a GGUF chat model with a chat template.")
 
@@ -423,9 +426,10 @@ class LocalProvider(LLMProvider):
         plan = {"always": [True], "never": [False], "fallback": [False, True]}[self.grammar_mode]
         tokens_in = tokens_out = attempts = 0
         t0 = time.perf_counter()
-        tokens, stop = await asyncio.to_thread(self._prompt, chat)
         for constrained in plan:
             attempts += 1
+            if attempts == 1:
+                tokens, stop = await asyncio.to_thread(self._prompt, chat)
             grammar = self._grammar(json_schema) if constrained else None
             try:
                 out = await asyncio.wrap_future(self._submit(tokens, stop, max_tokens=max_tokens,
