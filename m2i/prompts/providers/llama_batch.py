@@ -26,6 +26,7 @@ with ``parallel=1``.
 
 from __future__ import annotations
 
+import ctypes
 import queue
 import threading
 import time
@@ -34,6 +35,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 Done = Callable[[dict[str, Any] | None, BaseException | None], None]
 
@@ -123,6 +126,7 @@ class BatchedLlama:
         """The most answers that were sampled from one step."""
         self._cur: Any = None
         self._cur_np: Any = None
+        self._ids: Any = None
         self._thread = threading.Thread(target=self._run, name="m2i-llama-batch", daemon=True)
         self._thread.start()
 
@@ -198,27 +202,18 @@ class BatchedLlama:
             if not free or (active and sum(r.need for r in active) + req.need > self.n_ctx):
                 return
             # a prompt that starts like one still being decoded waits a step, then copies that prefix
-            cached = max(_common_prefix(c, req.tokens) for c in self._cached)
-            if any(r.fed < len(r.tokens) and _common_prefix(r.tokens, req.tokens) > cached + 16 for r in active):
+            lcp = [_common_prefix(c, req.tokens) for c in self._cached]
+            if any(r.fed < len(r.tokens) and _common_prefix(r.tokens, req.tokens) > max(lcp) + 16 for r in active):
                 return
             self._waiting.popleft()
-            self._place(req, free)
+            self._place(req, free, lcp)
 
-    def _place(self, req: Request, free: list[int]) -> None:
-        """Give ``req`` a sequence, with the longest cached prefix of its prompt copied into it."""
-        lcp = [_common_prefix(c, req.tokens) for c in self._cached]
+    def _place(self, req: Request, free: list[int], lcp: list[int]) -> None:
+        """Give ``req`` a sequence, with the longest cached prefix of its prompt (``lcp[i]`` tokens of
+        sequence ``i``'s) copied into it."""
         slot = max(free, key=lambda i: (lcp[i], -self._used[i]))
         donor = max(range(self.parallel), key=lambda i: (lcp[i], i == slot))
         keep = min(lcp[donor], len(req.tokens) - 1)  # the last prompt token is decoded again for its logits
-        # idle sequences keep their tokens only while the cache holds them beside every reservation
-        reserved = sum(r.need for r in self._active()) + req.need
-        for i in sorted(free, key=lambda i: self._used[i]):
-            if i in (slot, donor) or not self._cached[i]:
-                continue
-            kept = sum(len(self._cached[j]) for j in free if j not in (slot, donor))
-            if reserved + kept <= self.n_ctx:
-                break
-            self._forget(i, 0)
         if donor == slot:
             self._forget(slot, keep)
         else:
@@ -226,10 +221,15 @@ class BatchedLlama:
             if keep:
                 self._lib.llama_memory_seq_cp(self._ctx.memory, donor, slot, 0, keep)
             self._cached[slot] = self._cached[donor][:keep]
-            if self._slots[donor] is None:  # an idle donor's cells past the prefix count too
-                kept = sum(len(self._cached[j]) for j in free if j not in (slot, donor))
-                if reserved + kept + len(self._cached[donor]) - keep > self.n_ctx:
-                    self._forget(donor, 0)  # the prefix stays: the new sequence holds it
+        # idle sequences keep their tokens only while the cache holds them beside every reservation
+        # (the least recently used go first, the donor last; its first ``keep`` cells are the new one's too)
+        reserved = sum(r.need for r in self._active()) + req.need
+        idle = sorted((i for i in free if i != slot), key=lambda i: (i == donor, self._used[i]))
+        for i in idle:
+            held = sum(len(self._cached[j]) - (keep if j == donor else 0) for j in idle if self._cached[j])
+            if reserved + held <= self.n_ctx:
+                break
+            self._forget(i, 0)
         self.prefix_reused += keep
         req.slot, req.fed = slot, keep
         req.sampler = self._sampler(req)
@@ -262,7 +262,7 @@ class BatchedLlama:
     def _step(self) -> None:
         for r in self._active():
             if r.cancelled:
-                self._finish(r, error=None)
+                self._finish(r)
         batch = self._batch.batch
         n = 0
         wants: list[tuple[Request, int]] = []
@@ -319,18 +319,15 @@ class BatchedLlama:
         lib = self._lib
         if r.grammar_sampler is None:
             return int(lib.llama_sampler_sample(r.sampler.sampler, self._ctx.ctx, i))
-        import ctypes
-
-        import numpy as np
-
-        if self._cur is None:
+        if self._cur is None:  # the candidates array, made on the first grammar token
             self._cur = (lib.llama_token_data * self._n_vocab)()
             self._cur_np = np.frombuffer(self._cur, dtype=np.dtype(
                 [("id", np.int32), ("logit", np.float32), ("p", np.float32)]))
+            self._ids = np.arange(self._n_vocab, dtype=np.int32)
         logits = np.ctypeslib.as_array(lib.llama_get_logits_ith(self._ctx.ctx, i), shape=(self._n_vocab,))
 
-        def draw(first: Any | None) -> int:
-            self._cur_np["id"] = np.arange(self._n_vocab, dtype=np.int32)
+        def draw(first: Any | None) -> int:  # the samplers sort the array in place: filled anew each time
+            self._cur_np["id"] = self._ids
             self._cur_np["logit"] = logits
             self._cur_np["p"] = 0.0
             cur = lib.llama_token_data_array(data=self._cur, size=self._n_vocab, selected=-1, sorted=False)
@@ -365,17 +362,17 @@ class BatchedLlama:
         else:
             r.pending = token
 
-    def _finish(self, r: Request, *, reason: str | None = None, error: BaseException | None = None) -> None:
+    def _finish(self, r: Request, *, reason: str = "stop", error: BaseException | None = None) -> None:
         self._slots[r.slot] = None
         self._used[r.slot] = time.monotonic()
         for sampler in (r.sampler, r.grammar_sampler):
             if sampler is not None:
                 sampler.close()
         r.sampler = r.grammar_sampler = None
-        if r.cancelled:
+        if r.cancelled:  # nobody waits for it
             return
-        if error is not None or reason is None:
-            r.done(None, error or BatchError("the answer was cancelled"))
+        if error is not None:
+            r.done(None, error)
             return
         text = r.text.decode("utf-8", errors="ignore")
         r.done({

@@ -426,10 +426,9 @@ class LocalProvider(LLMProvider):
         plan = {"always": [True], "never": [False], "fallback": [False, True]}[self.grammar_mode]
         tokens_in = tokens_out = attempts = 0
         t0 = time.perf_counter()
+        tokens, stop = await asyncio.to_thread(self._prompt, chat)
         for constrained in plan:
             attempts += 1
-            if attempts == 1:
-                tokens, stop = await asyncio.to_thread(self._prompt, chat)
             grammar = self._grammar(json_schema) if constrained else None
             try:
                 out = await asyncio.wrap_future(self._submit(tokens, stop, max_tokens=max_tokens,
