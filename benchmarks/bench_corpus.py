@@ -8,7 +8,8 @@ The evaluation set's figures rest on 32-143 clips each (a standard error of 0.02
 benchmark renders (once, into ``bench-data/key-corpus/`` and ``bench-data/folk-corpus/``, or again
 with ``--render``; seeded, needs FluidSynth like ``evalset/render.py``) two larger sets from music21
 corpus pieces no clip of that set comes from, exactly as ``evalset/render.py`` renders its own.
-Nothing is fitted or chosen on them.
+Nothing is fitted or chosen on the folk set; the key set's renders are the melody model's training
+clips (``evalset/fit_melody.py``), and only their key is scored here.
 
 **key**: the chorales with a key label (signature + final bass note, modal endings left out), per
 chorale one ``key_open`` and one ``key_end`` excerpt and three from a random bar (two ensembles, one

@@ -24,6 +24,10 @@ The chords are scored on every clip (majmin weighted recall, ``bench_features.py
 against the triads of the progression as rendered (sevenths as their triad), overall and by the
 comping pattern; and on how many clips as rendered the harmonic progression is stated (every
 clip has chords under its melody). Each clip goes through ``analyze_clip`` as a user's would.
+
+The melody is scored on the clips with a lead line (as rendered): mir_eval's raw pitch accuracy
+(``bench_features.raw_pitch``) of ``melody_track`` against the lead's notes, with the learned
+selector (the default) and with the rule it replaced (``melody_selector="highest"``).
 """
 
 from __future__ import annotations
@@ -240,6 +244,8 @@ def render_set(data: Path) -> None:
     for i, spec in enumerate(plan(rng)):
         name = f"{spec['meter'].replace('/', '')}_{i:02d}_{spec['bpm']}.wav"
         tracks, spec["tonic"] = song(spec["meter"], spec["bpm"], rng, **{k: v for k, v in spec.items() if k not in ("meter", "bpm")})
+        lead = [notes for prog, notes in tracks if prog in LEAD_PROGRAMS and spec["melody"]]
+        spec["lead"] = [[round(a, 4), round(b, 4), int(p)] for a, b, p, _ in (lead[0] if lead else []) if a < 10.0]
         y = R.render_midi(tracks, data / name, rng.choice(R.SOUNDFONTS))
         sf.write(str(data / name), y, R.SR)  # fluidsynth writes stereo at full length: keep the 10 s mono clip
         labels.append({"file": name, **spec})
@@ -261,9 +267,15 @@ def main(argv: list[str] | None = None) -> int:
     import soundfile as sf
     from fit_meter import cut_seconds
 
-    from benchmarks.bench_features import by_confidence, majmin_overlap, metre_confidence, triple_vs_duple
+    from benchmarks.bench_features import (
+        by_confidence,
+        majmin_overlap,
+        metre_confidence,
+        raw_pitch,
+        triple_vs_duple,
+    )
     from m2i.audio.analyze import analyze_clip
-    from m2i.audio.features import SR
+    from m2i.audio.features import SR, melody_track, prepare
     from m2i.features import unsure
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -274,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     labels_file = data / "labels.json"
     labels = json.loads(labels_file.read_text()) if labels_file.exists() and not args.render else []
     # a set rendered before the labels carried the tonic renders again (the same audio)
-    if not labels or any("tonic" not in r for r in labels):
+    if not labels or any("tonic" not in r or "lead" not in r for r in labels):
         render_set(data)
         labels = json.loads(labels_file.read_text())
     kinds = ("as rendered", "cut mid-bar (3 draws)")
@@ -282,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     keys: dict[str, list[tuple[float, bool, float]]] = {k: [] for k in kinds}  # (MIREX, exact, confidence)
     chords: dict[str, dict[str, list[float]]] = {k: {} for k in kinds}  # comping -> [seconds right, seconds scored]
     stated: list[bool] = []  # harmonic progression stated (m2i.features.unsure), each clip as rendered
+    melody = {"learned": [0.0, 0], "highest": [0.0, 0]}  # raw pitch accuracy of the lead: frames right, frames
     for i, r in enumerate(labels):
         y, _ = sf.read(str(data / r["file"]), dtype="float32")
         truth = key_truth(r)
@@ -298,6 +311,11 @@ def main(argv: list[str] | None = None) -> int:
             tally[1] += scored
             if cut == 0.0:
                 stated.append(not unsure(f, "harmonic_progression"))
+        if r["lead"]:
+            for selector, tally in melody.items():
+                num, den = raw_pitch(r["lead"], melody_track(prepare(y, {"melody_selector": selector})))
+                tally[0] += num
+                tally[1] += den
     print(f"synthetic metre set: {data} clips={len(labels)}")
     for key, rs in rows.items():
         per = {m: [e == m for t, e, _ in rs if t == m] for m in ("4/4", "3/4", "6/8", "2/4")}
@@ -314,6 +332,10 @@ def main(argv: list[str] | None = None) -> int:
         right, scored = np.sum(list(by_comp.values()), axis=0)
         print(f"chords, {kind}: majmin weighted recall {right / scored:.3f}; by comping "
               + ", ".join(f"{c} {v[0] / v[1]:.3f}" for c, v in sorted(by_comp.items())))
+    n_lead = sum(bool(r["lead"]) for r in labels)
+    print(f"melody raw pitch accuracy of the lead over comping, bass (and drums), as rendered: "
+          f"{melody['learned'][0] / melody['learned'][1]:.3f} (the rule before the learned selector, the highest "
+          f"peak within 90 % of the strongest: {melody['highest'][0] / melody['highest'][1]:.3f}; n={n_lead})")
     print(f"harmonic progression stated (as rendered): {sum(stated)} of {len(stated)} clips (every clip has chords; "
           "a key under 0.1 leaves it out too)")
     k = np.array(keys[kinds[0]] + keys[kinds[1]], dtype=float)

@@ -7,7 +7,10 @@ Usage::
 On the chorale, chorale_rn and lead clips of the evaluation set (the test split by default: nothing
 was tuned on it) each condition is applied to the clip before ``analyze_clip``, seeded, and the
 benchmark's measures are printed per condition: key MIREX weighted (random-bar excerpts), tempo
-Acc1 (4 %), metre balanced accuracy (triple vs duple). Conditions: clean; pink-ish noise at 20 and
+Acc1 (4 %), metre balanced accuracy (triple vs duple), and the melody's raw pitch accuracy
+(``bench_features.raw_pitch``) on the lead clips and on the ensembles (``chorale``: the soprano),
+with the learned selector and with the rule before it (``melody_selector="highest"``).
+Conditions: clean; pink-ish noise at 20 and
 10 dB SNR; a synthetic room (exponentially decaying noise impulse response, RT60 1.2 s, the direct
 sound kept); an MP3 round trip through libsndfile; the clip resampled to sound 32 cents flat (A432,
 which also slows it 1.9 %, so the tempo truth is scaled with it).
@@ -69,7 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     import mir_eval
     import soundfile as sf
 
+    from benchmarks.bench_features import raw_pitch
     from m2i.audio.analyze import analyze_clip
+    from m2i.audio.features import melody_track, prepare
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(ROOT / "bench-data" / "evalset"))
@@ -91,18 +96,30 @@ def main(argv: list[str] | None = None) -> int:
     for name, (apply, speed) in conditions.items():
         rng = np.random.default_rng(0)
         keys, tempo_ok, metre = [], [], []
+        rpa = {(sub, sel): [0.0, 0] for sub in ("lead", "chorale") for sel in ("learned", "highest")}
         for r in rows:
             y, _ = sf.read(str(data / r["file"]), dtype="float32")
-            f = analyze_clip(apply(y, rng), SR)["features"]
+            y = apply(y, rng)
+            f = analyze_clip(y, SR)["features"]
+            if r["subset"] in ("lead", "chorale") and r.get("melody"):
+                cents = 1200 * np.log2(speed)  # a detuned clip's notes sound that much lower, and later
+                truth_notes = [(on / speed, off / speed, p + cents / 100) for on, off, p in r["melody"]]
+                for sel in ("learned", "highest"):
+                    num, den = raw_pitch(truth_notes, melody_track(prepare(y, {"melody_selector": sel})))
+                    rpa[(r["subset"], sel)][0] += num
+                    rpa[(r["subset"], sel)][1] += den
             if r.get("key"):
                 keys.append(mir_eval.key.weighted_score(f"{r['key']} {r['mode']}", f"{f['key']} {f['tonality']}"))
             truth = r["tempo"] * speed
             tempo_ok.append(abs(f["tempo"] - truth) <= 0.04 * truth)
             metre.append((r["meter"] == "3/4", f["time_signature"] == "3/4"))
+        share = {k: num / max(den, 1) for k, (num, den) in rpa.items()}
         tri = [e for t, e in metre if t]
         dup = [not e for t, e in metre if not t]
         print(f"{name}: key MIREX {np.mean(keys):.3f} (n={len(keys)}), tempo Acc1 {np.mean(tempo_ok):.3f}, "
-              f"metre balanced {(np.mean(tri) + np.mean(dup)) / 2:.3f} (n={len(metre)}, {len(tri)} triple)", flush=True)
+              f"metre balanced {(np.mean(tri) + np.mean(dup)) / 2:.3f} (n={len(metre)}, {len(tri)} triple); melody raw "
+              f"pitch accuracy, lead {share['lead', 'learned']:.3f} (old rule {share['lead', 'highest']:.3f}), "
+              f"ensembles {share['chorale', 'learned']:.3f} (old rule {share['chorale', 'highest']:.3f})", flush=True)
     return 0
 
 

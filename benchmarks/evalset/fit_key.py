@@ -25,7 +25,6 @@ chord observations under these statistics (forward algorithm) on top of the prof
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -36,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fit_chords import LABELS, score_labels, transition_table  # noqa: E402
+from fitting import evalset_labels  # noqa: E402
 
 
 def piece_states(score) -> tuple[str, list[int], np.ndarray] | None:
@@ -91,12 +91,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="evaluation set whose pieces are left out (its labels.json)")
     ap.add_argument("--out", default=str(ROOT / "m2i" / "audio" / "key_model.py"))
     args = ap.parse_args(argv)
-    labels_path = Path(args.data) / "labels.json"
-    if not labels_path.is_file():
-        print(f"error: {labels_path} not found; render the evaluation set first (benchmarks/evalset/render.py).",
-              file=sys.stderr)
+    labels = evalset_labels(Path(args.data))
+    if labels is None:
         return 1
-    paths = other_chorales(json.loads(labels_path.read_text()))
+    paths = other_chorales(labels)
     n_pieces, uni, trans = count_key_statistics(paths)
     print(f"{n_pieces['major']} major + {n_pieces['minor']} minor chorales of {len(paths)} not in the evaluation set",
           file=sys.stderr)

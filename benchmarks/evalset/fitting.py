@@ -1,4 +1,5 @@
-"""What the fit scripts share: the dev clips they read, and the logistic regression they fit.
+"""What the fit scripts share: the evaluation set's labels and dev clips they read, and the logistic
+regression they fit.
 
 ``dev_clips`` yields the even-indexed clips of ``labels.json`` (the dev split of
 ``benchmarks/bench_features.py``; odd-indexed clips, the test split, are never read) with their
@@ -15,6 +16,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+
+def evalset_labels(data: Path) -> list[dict[str, Any]] | None:
+    """The evaluation set's ``labels.json`` in folder ``data``; None, after one sentence on stderr,
+    when it has not been rendered."""
+    import sys
+
+    path = data / "labels.json"
+    if not path.is_file():
+        print(f"error: {path} not found; render the evaluation set first (benchmarks/evalset/render.py).",
+              file=sys.stderr)
+        return None
+    return json.loads(path.read_text())
 
 
 def dev_clips(data: Path, *, skip_subsets: tuple[str, ...] = ()) -> Iterator[tuple[int, dict[str, Any], np.ndarray]]:

@@ -185,10 +185,13 @@ def notes_to_abc(
     if notes:
         ons = _to_beats(np.array([n[0] for n in notes]), bt, tempo) - downbeat
         offs = _to_beats(np.array([n[1] for n in notes]), bt, tempo) - downbeat
-        first_bar = int(np.floor(ons.min() * per_beat / bar_units))
+        starts = np.round(ons * per_beat / step).astype(int) * step  # units from the downbeat, on the grid
+        # the bar of the first note as written: a note a hair before the first beat (the melody's
+        # latency compensation) rounds onto the beat and must not open a bar of rests before it
+        first_bar = int(np.floor(starts.min() / bar_units))
         origin = first_bar * bar_units
-        for on, off, (_, _, midi) in zip(ons, offs, notes):
-            s = max(0, int(round(on * per_beat / step)) * step - origin)
+        for start, off, (_, _, midi) in zip(starts, offs, notes):
+            s = max(0, int(start) - origin)
             e = int(round(off * per_beat / step)) * step - origin
             if e <= s:
                 e = s + step

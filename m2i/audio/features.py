@@ -24,7 +24,9 @@ Everything is computed from one constant-Q transform (36 bins per octave, C2..C8
   the beats subdivide in three. The confidence is the model's probability, so it varies clip to clip.
 - **mood**: valence and arousal from a documented linear mapping (see :func:`mood`).
 - **melody contour**: predominant-melody pitch track by harmonic summation on the CQT with a
-  voicing gate, reduced to a shape and a range in semitones.
+  voicing gate; which salience peak is the melody is a Viterbi path through each frame's strongest
+  peaks scored by a small network (:mod:`m2i.audio.melody_model`, fitted on renders of chorales and
+  folk songs the evaluation set does not use). Reduced to a shape and a range in semitones.
 - **harmonic progression**: half-beat segments scored by a rotation-shared logistic classifier
   over the 24 triads and decoded by Viterbi with key-relative, beat-position-dependent
   transitions (:mod:`m2i.audio.chord_model`); the earlier template matching (mean chroma of
@@ -105,6 +107,10 @@ DEFAULTS: dict[str, Any] = {
     "melody_fmax_midi": 96,  # C7
     "melody_voicing": 0.25,
     "melody_top_ratio": 0.9,
+    # "learned": a path through each frame's salience peaks scored by melody_model.py; "highest":
+    # the highest peak within melody_top_ratio of the strongest (the rule before the learned one)
+    "melody_selector": "learned",
+    "melody_jump_cost": 2.0,  # Viterbi cost per semitone moved between frames (learned selector)
     "melody_f0_power": 0.0,
     "melody_min_contrast": 1.5,
     "melody_bass_partials": 0.8,
@@ -1158,14 +1164,14 @@ def estimate_meter(a: Analysis, beats: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- melody
 
 
-def melody_track(a: Analysis) -> dict[str, Any]:
-    """Predominant melody f0 per frame (Hz, 0 = unvoiced) by harmonic summation on the CQT.
+def melody_salience(a: Analysis) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Harmonic-summation salience of the clip's pitches: ``(C, full, sal, lo)``.
 
-    The salience of a candidate pitch is the weighted sum of the CQT magnitudes at its first
-    six harmonics. Among salience peaks within ``melody_top_ratio`` of the strongest one the
-    highest is taken (melodies usually sit on top); frames whose salience is below
-    ``melody_voicing`` times the clip's 95th percentile, or whose loudness is 35 dB under the
-    clip's peak, are unvoiced.
+    ``C`` is the square root of the CQT magnitude; ``full[b]`` the weighted sum of ``C`` at the
+    first six harmonics of bin ``b`` counted from the bottom of the CQT; ``sal`` the rows of
+    ``full`` in the melody range (from bin ``lo``), with the partials of bass notes below the range
+    taken out (``melody_bass_partials``) and, if ``melody_f0_power`` > 0, weighted by the presence
+    of each candidate's own fundamental.
     """
     s = a.settings
     C = np.sqrt(a.cqt)
@@ -1188,42 +1194,196 @@ def melody_track(a: Analysis) -> dict[str, Any]:
         # fundamental they count among their harmonics. A candidate goes when the pitch an octave
         # or a twelfth below it, itself below the range, has kappa x its salience or more
         below_range = full[: lo + 1]  # the sub-harmonics looked at lie under the range
-        near = below_range.copy()  # max over the bin and its two neighbours
-        near[1:] = np.maximum(near[1:], below_range[:-1])
-        near[:-1] = np.maximum(near[:-1], below_range[1:])
+        near = _max3(below_range)  # max over the bin and its two neighbours
         for h in (2, 3):
             d = int(round(BPO * math.log2(h)))
             b = np.arange(max(lo, d), min(hi, lo + d))  # candidates whose sub-harmonic is below the range
             if b.size:
                 below = near[b - d]
                 sal[b - lo] = np.where(below >= kappa * sal[b - lo], 0.0, sal[b - lo])
-    # weight each candidate by the presence of its own fundamental (rejects sub-harmonics) and
-    # pick, among salience peaks within melody_top_ratio of the frame's best, the highest one
     beta = float(s["melody_f0_power"])
     if beta > 0:
+        # weight each candidate by the presence of its own fundamental (rejects sub-harmonics)
         fund = C[lo:hi] / (C[lo:hi].max() + 1e-9)
         sal = sal * np.power(fund + 1e-3, beta)
+    return C, full, sal, lo
+
+
+def _max3(x: np.ndarray) -> np.ndarray:
+    """Maximum over each row and its two neighbours (axis 0)."""
+    m = x.copy()
+    m[1:] = np.maximum(m[1:], x[:-1])
+    m[:-1] = np.maximum(m[:-1], x[1:])
+    return m
+
+
+def _moving_mean(x: np.ndarray, r: int) -> np.ndarray:
+    """Mean over frames ``t - r .. t + r`` (zeros beyond the clip), along axis 1."""
+    cs = np.cumsum(np.pad(x, ((0, 0), (r + 1, r))), axis=1)
+    return (cs[:, 2 * r + 1 :] - cs[:, : -2 * r - 1]) / (2 * r + 1)
+
+
+MELODY_CANDIDATES = 8
+MELODY_CANDIDATE_FLOOR = 0.05  # a salience peak under 5 % of the frame's strongest is no candidate
+
+
+def melody_candidates(C: np.ndarray, full: np.ndarray, sal: np.ndarray, lo: int, top_ratio: float) -> tuple[np.ndarray, np.ndarray]:
+    """The frame's strongest salience peaks and what the melody model reads of each.
+
+    Returns ``bins`` ``[K, T]`` (rows of ``sal``, strongest first; -1 where a frame has fewer
+    peaks) and ``X`` ``[K, T, 28]``: the peak's salience against the frame's best, the clip's 95th
+    percentile and its own neighbourhood in time (the frames before and after, +-4 and +-12
+    frames); its rank by salience and by height; its height above C5 and under the highest peak;
+    its fundamental's own CQT energy; the salience an octave and a twelfth below it and an octave
+    above; whether it is the highest peak within ``top_ratio`` of the best (the pick of
+    ``melody_selector="highest"``); the number of peaks; a few products of these; and three
+    clip-wide shares (how often the highest and the strongest peak coincide, and so on) that tell
+    a lead over an accompaniment from an ensemble whose voices share a timbre.
+    """
+    nb, T = sal.shape
+    k = min(MELODY_CANDIDATES, nb)
+    up = np.zeros_like(sal, dtype=bool)
+    up[1:-1] = (sal[1:-1] >= sal[:-2]) & (sal[1:-1] > sal[2:])
+    mx = sal.max(axis=0) + 1e-9
+    masked = np.where(up & (sal >= MELODY_CANDIDATE_FLOOR * mx[None, :]), sal, -1.0)
+    idx = np.argpartition(-masked, k - 1, axis=0)[:k]
+    v = np.take_along_axis(masked, idx, 0)
+    order = np.argsort(-v, axis=0, kind="stable")
+    idx = np.take_along_axis(idx, order, 0)
+    v = np.take_along_axis(v, order, 0)
+    valid = v > 0
+    b = np.where(valid, idx, 0)
+    vv = np.where(valid, v, 1e-9)
+    cols = np.broadcast_to(np.arange(T), (k, T))
+    hb = np.where(valid, b, -1)
+    prank = (hb[None, :, :] > hb[:, None, :]).sum(1)  # candidates above this one
+    heur = np.where(valid & (vv >= top_ratio * mx[None, :]), b, -1).max(0)
+    g = lo + b
+    eps = 1e-6 * mx[None, :]
+
+    def rel(x: np.ndarray) -> np.ndarray:
+        return np.log((x + eps) / vv)
+
+    octave, twelfth = BPO, int(round(BPO * math.log2(3)))
+    near = _max3(sal)
+    zero = np.zeros((nb, 1), dtype=near.dtype)
+    prev = np.concatenate([zero, near[:, :-1]], 1)
+    nxt = np.concatenate([near[:, 1:], zero], 1)
+    ctx4, ctx12 = _moving_mean(near, 4), _moving_mean(near, 12)
+    p95 = float(np.percentile(mx, 95))
+    r = np.arange(k)[:, None]
+    log_sal = np.log(vv / mx[None, :])
+    below_top = (b - hb.max(0)[None, :]) / 36.0
+    height = (g / 3.0 + FMIN_MIDI - 72) / 12.0
+    octave_below = np.where(g - octave >= 0, rel(full[np.maximum(g - octave, 0), cols]), 0.0)
+    fs = [
+        log_sal,
+        r == 0, r == 1, r == 2, r >= 3,
+        prank == 0, prank == 1, prank == 2,
+        below_top,
+        height,
+        np.log(C[g, cols] / (C.max() + 1e-9) + 1e-4),
+        octave_below,
+        np.where(b + octave < nb, rel(sal[np.minimum(b + octave, nb - 1), cols]), -5.0),
+        np.where(g - twelfth >= 0, rel(full[np.maximum(g - twelfth, 0), cols]), 0.0),
+        np.log(vv / p95 + 1e-3),
+        rel(prev[b, cols]),
+        rel(nxt[b, cols]),
+        valid.sum(0) / MELODY_CANDIDATES,
+        b == heur[None, :],
+        rel(ctx4[b, cols]),
+        rel(ctx12[b, cols]),
+        np.log(ctx12[b, cols] / (_moving_mean(mx[None, :], 12)[0][None, :] + 1e-9) + 1e-4),
+        log_sal * below_top,
+        height**2,
+        octave_below * log_sal,
+    ]
+    first = valid[0]
+    shares = [
+        float(np.mean((b[0] == heur)[first])) if first.any() else 0.0,  # the strongest is the pick
+        float(np.mean((prank[0] == 0)[first])) if first.any() else 0.0,  # the strongest is the highest
+        float(np.mean(valid.sum(0))) / MELODY_CANDIDATES,
+    ]
+    X = np.stack([np.broadcast_to(np.asarray(f, dtype=np.float32), (k, T)) for f in fs]
+                 + [np.full((k, T), x, dtype=np.float32) for x in shares], -1)
+    X[~valid] = 0.0
+    return np.where(valid, idx, -1), X
+
+
+def melody_candidate_scores(X: np.ndarray, model: Any = None) -> np.ndarray:
+    """The melody model's score of each candidate (``X`` from :func:`melody_candidates`): a
+    two-layer network fitted by ``benchmarks/evalset/fit_melody.py`` (``m2i/audio/melody_model.py``)."""
+    if model is None:
+        from m2i.audio import melody_model as model
+    h = (X - np.asarray(model.MEAN, dtype=np.float32)) / np.asarray(model.SCALE, dtype=np.float32)
+    for w, bias in zip(model.WEIGHTS[:-1], model.BIASES[:-1]):
+        h = np.tanh(h @ np.asarray(w, dtype=np.float32) + np.asarray(bias, dtype=np.float32))
+    return (h @ np.asarray(model.WEIGHTS[-1], dtype=np.float32))[..., 0] + np.float32(model.BIASES[-1][0])
+
+
+def melody_path(scores: np.ndarray, valid: np.ndarray, pitch: np.ndarray, jump_cost: float) -> np.ndarray:
+    """Viterbi path through the candidates: each frame's log-softmax score minus ``jump_cost`` per
+    semitone moved since the previous frame (at most 12). Returns the row of ``scores`` chosen in
+    each frame, -1 where a frame has no candidate."""
+    k, T = scores.shape
+    s = np.where(valid, scores, -1e9)
+    top = s.max(0)
+    logp = s - top - np.log(np.exp(s - top).sum(0))
+    value = logp[:, 0].copy()
+    back = np.zeros((k, T), dtype=np.int64)
+    rows = np.arange(k)
+    # cost[t - 1, i, j]: from candidate j of frame t - 1 to candidate i of frame t
+    cost = jump_cost * np.minimum(np.abs(pitch.T[1:, :, None] - pitch.T[:-1, None, :]), 12.0)
+    for t in range(1, T):
+        total = value[None, :] - cost[t - 1]
+        j = total.argmax(1)
+        back[:, t] = j
+        value = logp[:, t] + total[rows, j]
+    path = np.zeros(T, dtype=np.int64)
+    path[-1] = int(value.argmax())
+    for t in range(T - 1, 0, -1):
+        path[t - 1] = back[path[t], t]
+    return np.where(valid.any(0), path, -1)
+
+
+def _peak_midi(sal: np.ndarray, b: np.ndarray, lo: int) -> np.ndarray:
+    """MIDI pitch of salience peaks at rows ``b`` (one per frame or ``[K, T]``; parabolic
+    interpolation over the peak and its two neighbours)."""
     T = sal.shape[1]
-    f0 = np.zeros(T)
-    strength = np.zeros(T)
+    cols = np.broadcast_to(np.arange(T), b.shape)
+    b = np.clip(b, 0, sal.shape[0] - 1)
+    y1 = sal[b, cols]
+    y0 = sal[np.maximum(b - 1, 0), cols]
+    y2 = sal[np.minimum(b + 1, sal.shape[0] - 1), cols]
+    den = y0 - 2 * y1 + y2
+    ok = np.abs(den) > 1e-12
+    d = np.where(ok, 0.5 * (y0 - y2) / np.where(ok, den, 1.0), 0.0)
+    return CQT_FMIN_MIDI + (lo + b + np.clip(d, -0.5, 0.5)) / 3.0
+
+
+def melody_track(a: Analysis) -> dict[str, Any]:
+    """Predominant melody f0 per frame (Hz, 0 = unvoiced) by harmonic summation on the CQT.
+
+    The salience of a candidate pitch is the weighted sum of the CQT magnitudes at its first
+    six harmonics (:func:`melody_salience`). With ``melody_selector="learned"`` (the default) the
+    melody is a Viterbi path through each frame's strongest salience peaks, scored by a small
+    network fitted on rendered chorales and folk songs (:func:`melody_candidates`); with
+    ``"highest"`` it is, in each frame, the highest peak within ``melody_top_ratio`` of the
+    strongest (melodies usually sit on top). Frames whose salience is below ``melody_voicing``
+    times the clip's 95th percentile, or whose loudness is 35 dB under the clip's peak, are
+    unvoiced.
+    """
+    s = a.settings
+    C, full, sal, lo = melody_salience(a)
+    T = sal.shape[1]
     up = np.zeros_like(sal, dtype=bool)
     up[1:-1] = (sal[1:-1] >= sal[:-2]) & (sal[1:-1] >= sal[2:])
     mx = sal.max(axis=0)
     ratio = float(s["melody_top_ratio"])
     cand = up & (sal >= ratio * mx[None, :])
-    rev = cand[::-1]
-    top = sal.shape[0] - 1 - rev.argmax(axis=0)
+    top = sal.shape[0] - 1 - cand[::-1].argmax(axis=0)  # the highest peak within ratio of the best
     has = cand.any(axis=0)
-    for t in np.nonzero(has)[0]:
-        b = int(top[t])
-        y0 = sal[b - 1, t] if b > 0 else sal[b, t]
-        y2 = sal[b + 1, t] if b + 1 < sal.shape[0] else sal[b, t]
-        y1 = sal[b, t]
-        den = y0 - 2 * y1 + y2
-        d = 0.5 * (y0 - y2) / den if abs(den) > 1e-12 else 0.0
-        midi = CQT_FMIN_MIDI + (lo + b + float(np.clip(d, -0.5, 0.5))) / 3.0
-        f0[t] = 440.0 * 2 ** ((midi - 69) / 12)
-        strength[t] = y1
+    strength = np.where(has, sal[top, np.arange(T)], 0.0)
     thr = float(s["melody_voicing"]) * float(np.percentile(mx, 95))
     voiced = (strength > thr) & (a.rms_db > a.rms_db.max() - 35.0)
     # a pitch stands out of its neighbourhood: the CQT at the chosen pitch over the median of the
@@ -1241,15 +1401,31 @@ def melody_track(a: Analysis) -> dict[str, Any]:
         voiced &= contrast > min_contrast
     else:
         pitched = 1.0
-    f0 = np.where(voiced, f0, 0.0)
-    # median-smooth the pitch in MIDI over 5 frames inside voiced regions
-    midi = np.where(f0 > 0, 69 + 12 * np.log2(np.maximum(f0, 1e-9) / 440.0), 0.0)
+    selector = s["melody_selector"]
+    if selector == "learned":
+        # which voice: the learned path through the candidates (voicing stays the frame's own)
+        rows, X = melody_candidates(C, full, sal, lo, ratio)
+        pitch = _peak_midi(sal, np.maximum(rows, 0), lo)
+        path = melody_path(melody_candidate_scores(X), rows >= 0, pitch, float(s["melody_jump_cost"]))
+        cols = np.arange(T)
+        midi = np.where(path >= 0, pitch[np.maximum(path, 0), cols], 0.0)
+        voiced &= path >= 0
+    elif selector == "highest":
+        midi = _peak_midi(sal, top, lo)
+    else:
+        raise ValueError(f"melody_selector must be 'learned' or 'highest', not {selector!r}")
+    midi = np.where(voiced & has, midi, 0.0)
+    # median-smooth the pitch in MIDI over 5 frames inside voiced regions: a voiced frame takes the
+    # median of the voiced frames among itself and its two neighbours either side, if there are 3
     sm = midi.copy()
-    for t in range(2, T - 2):
-        win = midi[t - 2 : t + 3]
-        v = win[win > 0]
-        if midi[t] > 0 and v.size >= 3:
-            sm[t] = float(np.median(v))
+    if T >= 5:
+        win = np.lib.stride_tricks.sliding_window_view(midi, 5)  # win[i] is frames i..i+4, centre i+2
+        n_voiced = (win > 0).sum(axis=1)
+        take = (midi[2:-2] > 0) & (n_voiced >= 3)
+        if take.any():
+            with np.errstate(all="ignore"):
+                med = np.nanmedian(np.where(win[take] > 0, win[take], np.nan), axis=1)
+            sm[2:-2][take] = med
     # f0 in Hz as it sounds; midi stays on the clip's own semitone grid (its notes' names)
     f0 = np.where(sm > 0, 440.0 * 2 ** ((sm - 69 + a.tuning_cents / 100.0) / 12), 0.0)
     times = np.arange(T) / FPS

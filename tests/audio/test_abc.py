@@ -59,6 +59,18 @@ def test_notes_across_bar_lines_are_tied():
     assert [(on, d, p) for on, d, p in abc_notes(abc)] == [(0.0, 3.0, 60), (3.0, 3.0, 62)]
 
 
+def test_a_note_a_hair_before_the_first_beat_opens_no_bar_of_rests():
+    """The melody's onsets are moved back by the pitch track's latency, so the first note of a clip
+    can start 30 ms before the first tracked beat; it rounds onto the beat, and the tune must start
+    with it, not with a whole bar of rests (bwv26.6's demo clip did)."""
+    bpm = 60.0
+    notes = [(-0.03, 0.97, 69), (0.97, 1.97, 71), (1.97, 3.97, 72)]
+    abc = notes_to_abc(notes, beats=_grid(8, bpm), tempo=bpm, meter="4/4", tonic="A", mode="minor")
+    body = abc.splitlines()[-1]
+    assert not body.startswith("z"), body
+    assert [(on, d, p) for on, d, p in abc_notes(abc)] == [(0.0, 1.0, 69), (1.0, 1.0, 71), (2.0, 2.0, 72)]
+
+
 def test_six_eight_uses_dotted_quarter_tempo():
     bpm = 60.0  # dotted quarters
     notes = [(i / 3, (i + 1) / 3, 69 + (i % 3)) for i in range(12)]
@@ -80,7 +92,7 @@ def test_every_demo_abc_parses(demo_results):
         assert re.search(r"^K:[A-G][#b]?m?$", abc, re.M), name
         assert re.search(r"^Q:(1/4|3/8)=\d+$", abc, re.M), name
         notes = abc_notes(abc)
-        assert len(notes) >= 8, name
+        assert len(notes) >= 5, name  # bwv26.6's 10 s hold 10 soprano notes, 4 of them repeats tied by the strings
         melody = out["features"]["melody_notes"]
         # every written note is a transcribed one; only notes quantised onto the same slot are merged
         assert {p for _, _, p in notes} <= {p for _, _, p in melody}, name

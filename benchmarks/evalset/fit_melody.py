@@ -1,0 +1,188 @@
+"""Fit the melody model of ``melody_selector="learned"`` and write ``m2i/audio/melody_model.py``.
+
+Usage (renders its training clips once, seeded; needs FluidSynth like ``render.py``)::
+
+    python benchmarks/evalset/fit_melody.py [--evalset bench-data/evalset] [--out m2i/audio/melody_model.py]
+
+No clip or piece of the evaluation set is used. Training clips:
+
+- ``bench-data/key-corpus/``: the 772 renders of the 155 key-labelled chorales the evaluation set
+  does not use (``bench_corpus.py``'s key set, rendered here the same way if missing): random-bar,
+  opening and ending excerpts, ensembles and melody-led, truth the soprano's notes;
+- ``bench-data/melody-train/``: 160 monophonic Essen folk songs from books neither the evaluation
+  set nor ``bench_corpus.py``'s folk set draws from (``erk``, ``boehme``, ``dva0``, ``fink0``; no
+  title the evaluation set has), rendered by ``render.render_folk`` (seed 779).
+
+Each frame of each clip offers up to eight salience peaks (:func:`m2i.audio.features.melody_candidates`,
+computed exactly as at analysis time); the right one is the peak within half a semitone of the
+sounding truth note. Frames with no right peak (a rest, or a melody note no peak sits on) are left
+out. The model is a conditional logit over the frame's peaks whose score is a two-layer tanh
+network (28 inputs standardised, 32 and 32 units), trained with Adam (lr 3e-3, weight decay 1e-4,
+batches of 2048 frames, 10 epochs, seed 0, one thread). The jump cost of the Viterbi path
+(``melody_jump_cost`` = 2 per semitone) was chosen among 1, 2 and 4 on the evaluation set's dev
+clips (all three within 0.01).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+from pathlib import Path
+
+for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ.setdefault(_v, "1")
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+FOLK_SEED, FOLK_SONGS = 779, 160
+FOLK_BOOKS = ("erk5", "erk10", "erk20", "erk30", "boehme10", "boehme20", "dva0", "fink0")
+HIDDEN, EPOCHS, BATCH, LR, WEIGHT_DECAY, SEED = 32, 10, 2048, 3e-3, 1e-4, 0
+
+
+def training_sets(ev_labels: list[dict]) -> list[tuple[Path, list[dict]]] | None:
+    """The two training sets as (folder, labels), rendering what is missing; None without FluidSynth."""
+    import render as R
+    from fit_key import other_chorales
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_corpus import render_key_set, rendered
+
+    key_dir = ROOT / "bench-data" / "key-corpus"
+    paths = other_chorales(ev_labels)
+    key = rendered(key_dir, lambda: render_key_set(key_dir, paths), False)
+    titles = {r["source"].split(":", 1)[1] for r in ev_labels if r["subset"] == "folk"}
+    folk_dir = ROOT / "bench-data" / "melody-train"
+    folk = rendered(folk_dir, lambda: R.render_folk(folk_dir, FOLK_SONGS, random.Random(FOLK_SEED), books=FOLK_BOOKS,
+                                                    skip_titles=titles), False)
+    if key is None or folk is None:
+        return None
+    return [(key_dir, key), (folk_dir, folk)]
+
+
+def clip_rows(y: np.ndarray, melody: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(X [frames, K, 28], right [frames, K], valid [frames, K]) over the frames where one of the
+    peaks is the truth."""
+    from m2i.audio import features as F
+
+    a = F.prepare(y)
+    C, full, sal, lo = F.melody_salience(a)
+    rows, X = F.melody_candidates(C, full, sal, lo, float(a.settings["melody_top_ratio"]))
+    pitch = F._peak_midi(sal, np.maximum(rows, 0), lo)
+    T = sal.shape[1]
+    times = np.arange(T) / F.FPS
+    truth = np.zeros(T)
+    for on, off, p in melody:
+        truth[(times >= on) & (times < off)] = p
+    right = (rows >= 0) & (truth[None, :] > 0) & (np.abs(pitch - truth[None, :]) <= 0.5)
+    keep = right.any(0)
+    return X[:, keep].transpose(1, 0, 2), right[:, keep].T, (rows >= 0)[:, keep].T
+
+
+def fit(X: np.ndarray, right: np.ndarray, valid: np.ndarray) -> dict[str, list]:
+    import torch
+
+    torch.manual_seed(SEED)
+    torch.set_num_threads(1)
+    mean = X[valid].mean(0)
+    scale = X[valid].std(0) + 1e-6
+    Xt = torch.tensor((X - mean) / scale, dtype=torch.float32)
+    okt, vt = torch.tensor(right), torch.tensor(valid)
+    net = torch.nn.Sequential(torch.nn.Linear(X.shape[-1], HIDDEN), torch.nn.Tanh(), torch.nn.Linear(HIDDEN, HIDDEN),
+                              torch.nn.Tanh(), torch.nn.Linear(HIDDEN, 1))
+    opt = torch.optim.Adam(net.parameters(), LR, weight_decay=WEIGHT_DECAY)
+    n = Xt.shape[0]
+    for epoch in range(EPOCHS):
+        perm = torch.randperm(n)
+        total = 0.0
+        for i in range(0, n, BATCH):
+            j = perm[i:i + BATCH]
+            logp = torch.log_softmax(net(Xt[j]).squeeze(-1).masked_fill(~vt[j], -1e9), 1)
+            loss = -torch.logsumexp(logp.masked_fill(~okt[j], -1e9), 1).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(j)
+        print(f"epoch {epoch + 1}/{EPOCHS}: log-loss {total / n:.4f}", flush=True)
+    layers = [m for m in net if isinstance(m, torch.nn.Linear)]
+    return {"MEAN": mean.tolist(), "SCALE": scale.tolist(),
+            "WEIGHTS": [m.weight.detach().numpy().T.tolist() for m in layers],
+            "BIASES": [m.bias.detach().numpy().tolist() for m in layers]}
+
+
+def write(out: Path, model: dict[str, list], summary: str) -> None:
+    def fmt(x) -> str:
+        if isinstance(x, list):
+            return "[" + ", ".join(fmt(v) for v in x) + "]"
+        return f"{x:.6g}"
+
+    text = [
+        '"""Fitted constants of the ``melody_selector="learned"`` melody model (generated; do not edit).',
+        "",
+        "Written by ``python benchmarks/evalset/fit_melody.py`` (see its docstring): " + summary,
+        '"""',
+        "",
+        "# m2i.audio.features.melody_candidate_scores: (x - MEAN) / SCALE, then tanh(x @ W + b) per",
+        "# hidden layer, then x @ W + b: the score of one candidate (28 inputs of melody_candidates).",
+    ]
+    for name in ("MEAN", "SCALE"):
+        text.append(f"{name} = {fmt(model[name])}")
+    text.append("WEIGHTS = [")
+    for w in model["WEIGHTS"]:
+        text.append("    [")
+        text += [f"        {fmt(row)}," for row in w]
+        text.append("    ],")
+    text.append("]")
+    text.append(f"BIASES = {fmt(model['BIASES'])}")
+    out.write_text("\n".join(text) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    import soundfile as sf
+
+    from m2i.audio.analyze import ensure_numba_cache
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--evalset", default=str(ROOT / "bench-data" / "evalset"),
+                    help="the evaluation set whose pieces and songs are left out (its labels.json)")
+    ap.add_argument("--out", default=str(ROOT / "m2i" / "audio" / "melody_model.py"))
+    args = ap.parse_args(argv)
+    from fitting import evalset_labels
+
+    ev_labels = evalset_labels(Path(args.evalset))
+    if ev_labels is None:
+        return 1
+    sets = training_sets(ev_labels)
+    if sets is None:
+        return 1
+    ensure_numba_cache()
+    Xs, rights, valids, counts = [], [], [], []
+    for folder, labels in sets:
+        n = 0
+        for r in labels:
+            if not r.get("melody"):
+                continue
+            y, _ = sf.read(str(folder / r["file"]), dtype="float32")
+            X, right, valid = clip_rows(y, r["melody"])
+            Xs.append(X)
+            rights.append(right)
+            valids.append(valid)
+            n += 1
+        counts.append(f"{n} clips of {folder.relative_to(ROOT)}")
+    X, right, valid = np.concatenate(Xs), np.concatenate(rights), np.concatenate(valids)
+    print(f"training on {', '.join(counts)}: {len(X)} frames", flush=True)
+    model = fit(X, right, valid)
+    summary = (f"{' and '.join(counts)} ({len(X)} frames with a right peak), none from the evaluation set; "
+               f"{HIDDEN}x{HIDDEN} tanh units, {EPOCHS} epochs.")
+    write(Path(args.out), model, summary)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
