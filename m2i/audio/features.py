@@ -1310,15 +1310,32 @@ def melody_candidates(C: np.ndarray, full: np.ndarray, sal: np.ndarray, lo: int,
     return np.where(valid, idx, -1), X
 
 
+def _network(model: Any) -> tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+    """A melody model module's constants as float32 arrays: (mean, scale, [(weights, bias), ...])."""
+    def f32(x: Any) -> np.ndarray:
+        return np.asarray(x, dtype=np.float32)
+
+    return f32(model.MEAN), f32(model.SCALE), [(f32(w), f32(b)) for w, b in zip(model.WEIGHTS, model.BIASES)]
+
+
+@functools.cache
+def _shipped_network() -> tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+    """:func:`_network` of ``m2i/audio/melody_model.py``. Cached; callers only read it."""
+    from m2i.audio import melody_model
+
+    return _network(melody_model)
+
+
 def melody_candidate_scores(X: np.ndarray, model: Any = None) -> np.ndarray:
     """The melody model's score of each candidate (``X`` from :func:`melody_candidates`): a
-    two-layer network fitted by ``benchmarks/evalset/fit_melody.py`` (``m2i/audio/melody_model.py``)."""
-    if model is None:
-        from m2i.audio import melody_model as model
-    h = (X - np.asarray(model.MEAN, dtype=np.float32)) / np.asarray(model.SCALE, dtype=np.float32)
-    for w, bias in zip(model.WEIGHTS[:-1], model.BIASES[:-1]):
-        h = np.tanh(h @ np.asarray(w, dtype=np.float32) + np.asarray(bias, dtype=np.float32))
-    return (h @ np.asarray(model.WEIGHTS[-1], dtype=np.float32))[..., 0] + np.float32(model.BIASES[-1][0])
+    two-layer network fitted by ``benchmarks/evalset/fit_melody.py`` (``m2i/audio/melody_model.py``,
+    or ``model``, a module or namespace with the same constants)."""
+    mean, scale, layers = _shipped_network() if model is None else _network(model)
+    h = (X - mean) / scale
+    for w, bias in layers[:-1]:
+        h = np.tanh(h @ w + bias)
+    w, bias = layers[-1]
+    return (h @ w)[..., 0] + bias[0]
 
 
 def melody_path(scores: np.ndarray, valid: np.ndarray, pitch: np.ndarray, jump_cost: float) -> np.ndarray:
