@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     data = Path(args.data)
     labels_file = data / "labels.json"
     labels = json.loads(labels_file.read_text()) if labels_file.exists() and not args.render else []
-    # a set rendered before the labels carried the tonic renders again (the same audio)
+    # a set rendered before the labels carried the tonic and the lead's notes renders again (the same audio)
     if not labels or any("tonic" not in r or "lead" not in r for r in labels):
         render_set(data)
         labels = json.loads(labels_file.read_text())
