@@ -216,6 +216,18 @@ def raw_pitch(melody: list, track: dict) -> tuple[float, int]:
     return (mir_eval.melody.raw_pitch_accuracy(rv, rc, ev, ec) * n_ref if n_ref else 0.0), n_ref
 
 
+def raw_pitch_by_selector(melody: list, y: np.ndarray) -> dict[str, tuple[float, int]]:
+    """:func:`raw_pitch` of the clip's melody track with the learned selector and with the rule
+    before it (``melody_selector="highest"``), from one analysis of the clip."""
+    import dataclasses
+
+    from m2i.audio import features as F
+
+    a = F.prepare(y)
+    return {sel: raw_pitch(melody, F.melody_track(dataclasses.replace(a, settings={**a.settings, "melody_selector": sel})))
+            for sel in ("learned", "highest")}
+
+
 def majmin_overlap(ref: list, est: list, duration: float = 10.0) -> tuple[float, float]:
     """mir_eval's majmin comparison of two ``[start_s, end_s, "G:maj"]`` lists over ``[0, duration]``:
     (seconds right, seconds scored); chords outside major/minor are not scored. Summed over clips,

@@ -271,11 +271,11 @@ def main(argv: list[str] | None = None) -> int:
         by_confidence,
         majmin_overlap,
         metre_confidence,
-        raw_pitch,
+        raw_pitch_by_selector,
         triple_vs_duple,
     )
     from m2i.audio.analyze import analyze_clip
-    from m2i.audio.features import SR, melody_track, prepare
+    from m2i.audio.features import SR
     from m2i.features import unsure
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -312,10 +312,9 @@ def main(argv: list[str] | None = None) -> int:
             if cut == 0.0:
                 stated.append(not unsure(f, "harmonic_progression"))
         if r["lead"]:
-            for selector, tally in melody.items():
-                num, den = raw_pitch(r["lead"], melody_track(prepare(y, {"melody_selector": selector})))
-                tally[0] += num
-                tally[1] += den
+            for selector, (num, den) in raw_pitch_by_selector(r["lead"], y).items():
+                melody[selector][0] += num
+                melody[selector][1] += den
     print(f"synthetic metre set: {data} clips={len(labels)}")
     for key, rs in rows.items():
         per = {m: [e == m for t, e, _ in rs if t == m] for m in ("4/4", "3/4", "6/8", "2/4")}

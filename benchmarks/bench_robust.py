@@ -72,9 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     import mir_eval
     import soundfile as sf
 
-    from benchmarks.bench_features import raw_pitch
+    from benchmarks.bench_features import raw_pitch_by_selector
     from m2i.audio.analyze import analyze_clip
-    from m2i.audio.features import melody_track, prepare
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(ROOT / "bench-data" / "evalset"))
@@ -104,8 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             if r["subset"] in ("lead", "chorale") and r.get("melody"):
                 cents = 1200 * np.log2(speed)  # a detuned clip's notes sound that much lower, and later
                 truth_notes = [(on / speed, off / speed, p + cents / 100) for on, off, p in r["melody"]]
-                for sel in ("learned", "highest"):
-                    num, den = raw_pitch(truth_notes, melody_track(prepare(y, {"melody_selector": sel})))
+                for sel, (num, den) in raw_pitch_by_selector(truth_notes, y).items():
                     rpa[(r["subset"], sel)][0] += num
                     rpa[(r["subset"], sel)][1] += den
             if r.get("key"):

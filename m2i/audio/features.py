@@ -1223,6 +1223,17 @@ def _moving_mean(x: np.ndarray, r: int) -> np.ndarray:
     return (cs[:, 2 * r + 1 :] - cs[:, : -2 * r - 1]) / (2 * r + 1)
 
 
+def highest_peak(sal: np.ndarray, ratio: float) -> np.ndarray:
+    """Per frame, the highest salience peak within ``ratio`` of the frame's strongest (the row of
+    ``sal``; -1 where a frame has none): the melody of ``melody_selector="highest"``, and where
+    the learned selector measures each frame's pitch contrast and voicing."""
+    up = np.zeros_like(sal, dtype=bool)
+    up[1:-1] = (sal[1:-1] >= sal[:-2]) & (sal[1:-1] >= sal[2:])
+    cand = up & (sal >= ratio * sal.max(axis=0)[None, :])
+    top = sal.shape[0] - 1 - cand[::-1].argmax(axis=0)
+    return np.where(cand.any(axis=0), top, -1)
+
+
 MELODY_CANDIDATES = 8
 MELODY_CANDIDATE_FLOOR = 0.05  # a salience peak under 5 % of the frame's strongest is no candidate
 
@@ -1235,8 +1246,8 @@ def melody_candidates(C: np.ndarray, full: np.ndarray, sal: np.ndarray, lo: int,
     percentile and its own neighbourhood in time (the frames before and after, +-4 and +-12
     frames); its rank by salience and by height; its height above C5 and under the highest peak;
     its fundamental's own CQT energy; the salience an octave and a twelfth below it and an octave
-    above; whether it is the highest peak within ``top_ratio`` of the best (the pick of
-    ``melody_selector="highest"``); the number of peaks; a few products of these; and three
+    above; whether it is the highest of the candidates within ``top_ratio`` of the best (the old rule,
+    :func:`highest_peak`, among these eight peaks: what the model was fitted on); the number of peaks; a few products of these; and three
     clip-wide shares (how often the highest and the strongest peak coincide, and so on) that tell
     a lead over an accompaniment from an ensemble whose voices share a timbre.
     """
@@ -1257,7 +1268,7 @@ def melody_candidates(C: np.ndarray, full: np.ndarray, sal: np.ndarray, lo: int,
     cols = np.broadcast_to(np.arange(T), (k, T))
     hb = np.where(valid, b, -1)
     prank = (hb[None, :, :] > hb[:, None, :]).sum(1)  # candidates above this one
-    heur = np.where(valid & (vv >= top_ratio * mx[None, :]), b, -1).max(0)
+    pick = np.where(valid & (vv >= top_ratio * mx[None, :]), b, -1).max(0)
     g = lo + b
     eps = 1e-6 * mx[None, :]
 
@@ -1290,7 +1301,7 @@ def melody_candidates(C: np.ndarray, full: np.ndarray, sal: np.ndarray, lo: int,
         rel(prev[b, cols]),
         rel(nxt[b, cols]),
         valid.sum(0) / MELODY_CANDIDATES,
-        b == heur[None, :],
+        b == pick[None, :],
         rel(ctx4[b, cols]),
         rel(ctx12[b, cols]),
         np.log(ctx12[b, cols] / (_moving_mean(mx[None, :], 12)[0][None, :] + 1e-9) + 1e-4),
@@ -1300,7 +1311,7 @@ def melody_candidates(C: np.ndarray, full: np.ndarray, sal: np.ndarray, lo: int,
     ]
     first = valid[0]
     shares = [
-        float(np.mean((b[0] == heur)[first])) if first.any() else 0.0,  # the strongest is the pick
+        float(np.mean((b[0] == pick)[first])) if first.any() else 0.0,  # the strongest is the pick
         float(np.mean((prank[0] == 0)[first])) if first.any() else 0.0,  # the strongest is the highest
         float(np.mean(valid.sum(0))) / MELODY_CANDIDATES,
     ]
@@ -1310,27 +1321,22 @@ def melody_candidates(C: np.ndarray, full: np.ndarray, sal: np.ndarray, lo: int,
     return np.where(valid, idx, -1), X
 
 
-def _network(model: Any) -> tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
-    """A melody model module's constants as float32 arrays: (mean, scale, [(weights, bias), ...])."""
+@functools.cache
+def _melody_network() -> tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+    """``m2i/audio/melody_model.py``'s constants as float32 arrays: (mean, scale, [(weights, bias),
+    ...]). Cached; callers only read them."""
+    from m2i.audio import melody_model as m
+
     def f32(x: Any) -> np.ndarray:
         return np.asarray(x, dtype=np.float32)
 
-    return f32(model.MEAN), f32(model.SCALE), [(f32(w), f32(b)) for w, b in zip(model.WEIGHTS, model.BIASES)]
+    return f32(m.MEAN), f32(m.SCALE), [(f32(w), f32(b)) for w, b in zip(m.WEIGHTS, m.BIASES)]
 
 
-@functools.cache
-def _shipped_network() -> tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
-    """:func:`_network` of ``m2i/audio/melody_model.py``. Cached; callers only read it."""
-    from m2i.audio import melody_model
-
-    return _network(melody_model)
-
-
-def melody_candidate_scores(X: np.ndarray, model: Any = None) -> np.ndarray:
+def melody_candidate_scores(X: np.ndarray) -> np.ndarray:
     """The melody model's score of each candidate (``X`` from :func:`melody_candidates`): a
-    two-layer network fitted by ``benchmarks/evalset/fit_melody.py`` (``m2i/audio/melody_model.py``,
-    or ``model``, a module or namespace with the same constants)."""
-    mean, scale, layers = _shipped_network() if model is None else _network(model)
+    two-layer network fitted by ``benchmarks/evalset/fit_melody.py`` (``m2i/audio/melody_model.py``)."""
+    mean, scale, layers = _melody_network()
     h = (X - mean) / scale
     for w, bias in layers[:-1]:
         h = np.tanh(h @ w + bias)
@@ -1393,15 +1399,12 @@ def melody_track(a: Analysis) -> dict[str, Any]:
     s = a.settings
     C, full, sal, lo = melody_salience(a)
     T = sal.shape[1]
-    up = np.zeros_like(sal, dtype=bool)
-    up[1:-1] = (sal[1:-1] >= sal[:-2]) & (sal[1:-1] >= sal[2:])
-    mx = sal.max(axis=0)
-    ratio = float(s["melody_top_ratio"])
-    cand = up & (sal >= ratio * mx[None, :])
-    top = sal.shape[0] - 1 - cand[::-1].argmax(axis=0)  # the highest peak within ratio of the best
-    has = cand.any(axis=0)
-    strength = np.where(has, sal[top, np.arange(T)], 0.0)
-    thr = float(s["melody_voicing"]) * float(np.percentile(mx, 95))
+    cols = np.arange(T)
+    pick = highest_peak(sal, float(s["melody_top_ratio"]))
+    has = pick >= 0
+    top = np.maximum(pick, 0)
+    strength = np.where(has, sal[top, cols], 0.0)
+    thr = float(s["melody_voicing"]) * float(np.percentile(sal.max(axis=0), 95))
     voiced = (strength > thr) & (a.rms_db > a.rms_db.max() - 35.0)
     # a pitch stands out of its neighbourhood: the CQT at the chosen pitch over the median of the
     # bins 1.3-2.3 semitones either side. Harmonic tones give 3-20 in most frames; noise, drums
@@ -1409,7 +1412,6 @@ def melody_track(a: Analysis) -> dict[str, Any]:
     min_contrast = float(s["melody_min_contrast"])
     if min_contrast > 0:
         bins = np.clip(lo + top, 7, N_BINS - 8)
-        cols = np.arange(T)
         side = np.stack([C[bins + d, cols] for d in (-7, -6, -5, -4, 4, 5, 6, 7)])
         contrast = C[bins, cols] / (np.median(side, axis=0) + 1e-9)
         # share of the would-be melody frames that are clearly pitched (contrast > 2): 0.86-1.00
@@ -1421,10 +1423,9 @@ def melody_track(a: Analysis) -> dict[str, Any]:
     selector = s["melody_selector"]
     if selector == "learned":
         # which voice: the learned path through the candidates (voicing stays the frame's own)
-        rows, X = melody_candidates(C, full, sal, lo, ratio)
+        rows, X = melody_candidates(C, full, sal, lo, float(s["melody_top_ratio"]))
         pitch = _peak_midi(sal, np.maximum(rows, 0), lo)
         path = melody_path(melody_candidate_scores(X), rows >= 0, pitch, float(s["melody_jump_cost"]))
-        cols = np.arange(T)
         midi = np.where(path >= 0, pitch[np.maximum(path, 0), cols], 0.0)
         voiced &= path >= 0
     elif selector == "highest":
