@@ -1322,26 +1322,32 @@ def melody_candidates(C: np.ndarray, full: np.ndarray, sal: np.ndarray, lo: int,
 
 
 @functools.cache
-def _melody_network() -> tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
-    """``m2i/audio/melody_model.py``'s constants as float32 arrays: (mean, scale, [(weights, bias),
-    ...]). Cached; callers only read them."""
+def _melody_network() -> dict[str, np.ndarray]:
+    """``m2i/audio/melody_model.py``'s constants as float32 arrays (``MEAN``, ``SCALE``, ``W1``,
+    ``B1``, ...). Cached; callers only read them."""
     from m2i.audio import melody_model as m
 
-    def f32(x: Any) -> np.ndarray:
-        return np.asarray(x, dtype=np.float32)
-
-    return f32(m.MEAN), f32(m.SCALE), [(f32(w), f32(b)) for w, b in zip(m.WEIGHTS, m.BIASES)]
+    return {k: np.asarray(v, dtype=np.float32) for k, v in m.NETWORK.items()}
 
 
-def melody_candidate_scores(X: np.ndarray) -> np.ndarray:
-    """The melody model's score of each candidate (``X`` from :func:`melody_candidates`): a
-    two-layer network fitted by ``benchmarks/evalset/fit_melody.py`` (``m2i/audio/melody_model.py``)."""
-    mean, scale, layers = _melody_network()
-    h = (X - mean) / scale
-    for w, bias in layers[:-1]:
-        h = np.tanh(h @ w + bias)
-    w, bias = layers[-1]
-    return (h @ w)[..., 0] + bias[0]
+def melody_candidate_scores(X: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """The melody model's score of each of a frame's candidates (``X`` ``[K, T, 28]`` and ``valid``
+    ``[K, T]`` from :func:`melody_candidates`). Each candidate's inputs, standardised, pass a tanh
+    layer; its second layer also reads what the frame's other candidates offer, through one
+    attention head over them (so that "a stronger peak a third above me" can count), then a linear
+    score. Fitted by ``benchmarks/evalset/fit_melody.py`` (``m2i/audio/melody_model.py``), whose
+    torch module computes the same."""
+    net = _melody_network()
+    k, T = valid.shape
+    x = (((X - net["MEAN"]) / net["SCALE"]) * valid[..., None]).transpose(1, 0, 2).reshape(T * k, -1)
+    h1 = np.tanh(x @ net["W1"] + net["B1"])  # [T * K, H]: one matrix product for all frames
+    q, key, v = ((h1 @ net[w] + net[b]).reshape(T, k, -1) for w, b in (("WQ", "BQ"), ("WK", "BK"), ("WV", "BV")))
+    att = q @ key.transpose(0, 2, 1) / np.float32(math.sqrt(h1.shape[-1]))
+    att = np.where(valid.T[:, None, :], att, np.float32(-1e9))
+    att = np.exp(att - att.max(-1, keepdims=True))
+    att /= att.sum(-1, keepdims=True)
+    h2 = np.tanh(h1 @ net["W2"] + net["B2"] + (att @ v).reshape(T * k, -1))
+    return (h2 @ net["WO"]).reshape(T, k).T + net["BO"][0]
 
 
 def melody_path(scores: np.ndarray, valid: np.ndarray, pitch: np.ndarray, jump_cost: float) -> np.ndarray:
@@ -1425,7 +1431,7 @@ def melody_track(a: Analysis) -> dict[str, Any]:
         # which voice: the learned path through the candidates (voicing stays the frame's own)
         rows, X = melody_candidates(C, full, sal, lo, float(s["melody_top_ratio"]))
         pitch = _peak_midi(sal, np.maximum(rows, 0), lo)
-        path = melody_path(melody_candidate_scores(X), rows >= 0, pitch, float(s["melody_jump_cost"]))
+        path = melody_path(melody_candidate_scores(X, rows >= 0), rows >= 0, pitch, float(s["melody_jump_cost"]))
         midi = np.where(path >= 0, pitch[np.maximum(path, 0), cols], 0.0)
         voiced &= path >= 0
     elif selector == "highest":
