@@ -17,14 +17,15 @@ No clip or piece of the evaluation set is used. Training clips:
   harmonics rolling off as 1/h^0.7-2.5, with vibrato, a random attack and faint noise, moved an
   octave up or down at random within C3-C7. GM instruments all have strong harmonics; without
   these, a pure tone (a whistle, a sine lead) was read an octave or two low, at its sub-harmonic.
-  One take rather than two (measured with the first model, which had no attention): the mean raw pitch accuracy of the dev clips' three kinds (ensemble,
-  lead, folk) was 0.835 against 0.830 (0.841 with no synthesis, which misreads pure tones).
+  One take rather than two (measured with the first model, which had no attention): the mean raw
+  pitch accuracy of the dev clips' three kinds (ensemble, lead, folk) was 0.835 against 0.830
+  (0.841 with no synthesis, which misreads pure tones).
 
 Each frame of each clip offers up to eight salience peaks (:func:`m2i.audio.features.melody_candidates`,
 computed exactly as at analysis time); the right one is the peak within half a semitone of the
 sounding truth note. Frames with no right peak (a rest, or a melody note no peak sits on) are left
 out. The model is a conditional logit over the frame's peaks whose score is a small network
-(:class:`CandidateNetwork`, :func:`m2i.audio.features.melody_candidate_scores`): the peak's 28
+(:func:`candidate_module`, :func:`m2i.audio.features.melody_candidate_scores`): the peak's 28
 inputs standardised, a tanh layer of 32 units, a second of 32 that also reads the frame's other
 peaks through one attention head, a linear score; trained with Adam (lr 3e-3, weight decay 1e-4,
 batches of 2048 frames, 10 epochs, seed 0, one thread). The jump cost of the Viterbi path
@@ -111,7 +112,7 @@ def additive(melody: list, rng: np.random.Generator, sr: int = 16000, duration: 
 def clip_arrays(y: np.ndarray, melody: list) -> dict[str, np.ndarray]:
     """One clip's candidates as :func:`m2i.audio.features.melody_track` sees them: ``X`` ``[K, T,
     28]``, ``valid`` and ``right`` ``[K, T]`` (the peak within half a semitone of the sounding truth
-    note) and ``pitch`` ``[K, T]``."""
+    note)."""
     from m2i.audio import features as F
 
     a = F.prepare(y)
@@ -124,40 +125,53 @@ def clip_arrays(y: np.ndarray, melody: list) -> dict[str, np.ndarray]:
     for on, off, p in melody:
         truth[(times >= on) & (times < off)] = p
     right = (rows >= 0) & (truth[None, :] > 0) & (np.abs(pitch - truth[None, :]) <= 0.5)
-    return {"X": X, "valid": rows >= 0, "right": right, "pitch": pitch}
+    return {"X": X, "valid": rows >= 0, "right": right}
 
 
-class CandidateNetwork:
-    """torch twin of :func:`m2i.audio.features.melody_candidate_scores` (built lazily: torch is only
-    needed to fit)."""
+def candidate_module(d: int):
+    """The torch twin of :func:`m2i.audio.features.melody_candidate_scores` for ``d`` inputs per
+    candidate (torch is imported here: only fitting needs it). Called with ``(x, valid)``, ``x``
+    ``[B, K, d]`` standardised and zero where ``valid`` is False, it returns ``[B, K]`` scores."""
+    import torch
 
-    def __new__(cls, d: int):
-        import torch
+    class CandidateNetwork(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.l1, self.l2 = torch.nn.Linear(d, HIDDEN), torch.nn.Linear(HIDDEN, HIDDEN)
+            self.q, self.k, self.v = (torch.nn.Linear(HIDDEN, HIDDEN) for _ in range(3))
+            self.out = torch.nn.Linear(HIDDEN, 1)
 
-        class Net(torch.nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.l1, self.l2 = torch.nn.Linear(d, HIDDEN), torch.nn.Linear(HIDDEN, HIDDEN)
-                self.q, self.k, self.v = (torch.nn.Linear(HIDDEN, HIDDEN) for _ in range(3))
-                self.out = torch.nn.Linear(HIDDEN, 1)
+        def forward(self, x, valid):
+            h1 = torch.tanh(self.l1(x))
+            att = self.q(h1) @ self.k(h1).transpose(1, 2) / HIDDEN**0.5
+            att = att.masked_fill(~valid.unsqueeze(1), -1e9).softmax(-1)
+            return self.out(torch.tanh(self.l2(h1) + att @ self.v(h1))).squeeze(-1)
 
-            def forward(self, x, valid):  # x [B, K, d] standardised and zero where not valid
-                h1 = torch.tanh(self.l1(x))
-                att = self.q(h1) @ self.k(h1).transpose(1, 2) / HIDDEN**0.5
-                att = att.masked_fill(~valid.unsqueeze(1), -1e9).softmax(-1)
-                return self.out(torch.tanh(self.l2(h1) + att @ self.v(h1))).squeeze(-1)
-
-        return Net()
+    return CandidateNetwork()
 
 
-def fit(clips: list[dict[str, np.ndarray]], key: str = "X") -> dict[str, list]:
-    """A :class:`CandidateNetwork` fitted on the frames of ``clips`` that have a right peak, reading
-    ``clip[key]``: a conditional logit over each frame's candidates (the right one's log-probability
-    maximised)."""
+def export(net, mean: np.ndarray, scale: np.ndarray) -> dict[str, list]:
+    """A :func:`candidate_module` and its input standardisation as ``melody_model.NETWORK``."""
+
+    def w(m) -> list:
+        return m.weight.detach().numpy().T.tolist()
+
+    def b(m) -> list:
+        return m.bias.detach().numpy().tolist()
+
+    return {"MEAN": mean.tolist(), "SCALE": scale.tolist(), "W1": w(net.l1), "B1": b(net.l1),
+            "W2": w(net.l2), "B2": b(net.l2), "WQ": w(net.q), "BQ": b(net.q), "WK": w(net.k),
+            "BK": b(net.k), "WV": w(net.v), "BV": b(net.v), "WO": w(net.out), "BO": b(net.out)}
+
+
+def fit(clips: list[dict[str, np.ndarray]]) -> dict[str, list]:
+    """A :func:`candidate_module` fitted on the frames of ``clips`` that have a right peak (a
+    conditional logit over each frame's candidates: the right one's log-probability maximised),
+    as :func:`export` gives it."""
     import torch
 
     keep = [c["right"].any(0) for c in clips]
-    X = np.concatenate([c[key][:, k].transpose(1, 0, 2) for c, k in zip(clips, keep)])
+    X = np.concatenate([c["X"][:, k].transpose(1, 0, 2) for c, k in zip(clips, keep)])
     right = np.concatenate([c["right"][:, k].T for c, k in zip(clips, keep)])
     valid = np.concatenate([c["valid"][:, k].T for c, k in zip(clips, keep)])
     torch.manual_seed(SEED)
@@ -166,7 +180,7 @@ def fit(clips: list[dict[str, np.ndarray]], key: str = "X") -> dict[str, list]:
     scale = X[valid].std(0) + 1e-6
     Xt = torch.tensor((X - mean) / scale, dtype=torch.float32) * torch.tensor(valid).unsqueeze(-1)
     okt, vt = torch.tensor(right), torch.tensor(valid)
-    net = CandidateNetwork(X.shape[-1])
+    net = candidate_module(X.shape[-1])
     opt = torch.optim.Adam(net.parameters(), LR, weight_decay=WEIGHT_DECAY)
     n = Xt.shape[0]
     for epoch in range(EPOCHS):
@@ -182,16 +196,7 @@ def fit(clips: list[dict[str, np.ndarray]], key: str = "X") -> dict[str, list]:
             total += float(loss.detach()) * len(j)
         print(f"  epoch {epoch + 1}/{EPOCHS}: log-loss {total / n:.4f} ({n} frames)", flush=True)
 
-    def t(m) -> list:
-        return m.weight.detach().numpy().T.tolist()
-
-    def bias(m) -> list:
-        return m.bias.detach().numpy().tolist()
-
-    return {"MEAN": mean.tolist(), "SCALE": scale.tolist(), "W1": t(net.l1), "B1": bias(net.l1),
-            "W2": t(net.l2), "B2": bias(net.l2), "WQ": t(net.q), "BQ": bias(net.q), "WK": t(net.k),
-            "BK": bias(net.k), "WV": t(net.v), "BV": bias(net.v), "WO": t(net.out), "BO": bias(net.out)}
-
+    return export(net, mean, scale)
 
 def write(out: Path, network: dict[str, list], summary: str) -> None:
     def fmt(x) -> str:

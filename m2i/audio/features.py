@@ -1330,14 +1330,14 @@ def _melody_network() -> dict[str, np.ndarray]:
     return {k: np.asarray(v, dtype=np.float32) for k, v in m.NETWORK.items()}
 
 
-def melody_candidate_scores(X: np.ndarray, valid: np.ndarray) -> np.ndarray:
+def melody_candidate_scores(X: np.ndarray, valid: np.ndarray, net: dict[str, np.ndarray] | None = None) -> np.ndarray:
     """The melody model's score of each of a frame's candidates (``X`` ``[K, T, 28]`` and ``valid``
     ``[K, T]`` from :func:`melody_candidates`). Each candidate's inputs, standardised, pass a tanh
     layer; its second layer also reads what the frame's other candidates offer, through one
     attention head over them (so that "a stronger peak a third above me" can count), then a linear
-    score. Fitted by ``benchmarks/evalset/fit_melody.py`` (``m2i/audio/melody_model.py``), whose
-    torch module computes the same."""
-    net = _melody_network()
+    score. ``net``: the constants, by default ``m2i/audio/melody_model.py``'s, fitted by
+    ``benchmarks/evalset/fit_melody.py``, whose torch module computes the same."""
+    net = _melody_network() if net is None else net
     k, T = valid.shape
     x = (((X - net["MEAN"]) / net["SCALE"]) * valid[..., None]).transpose(1, 0, 2).reshape(T * k, -1)
     h1 = np.tanh(x @ net["W1"] + net["B1"])  # [T * K, H]: one matrix product for all frames

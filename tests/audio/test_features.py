@@ -395,6 +395,31 @@ def test_a_candidates_score_depends_on_the_frames_other_peaks_only():
     assert not np.allclose(features.melody_candidate_scores(X, alone)[0], s[0], atol=1e-3)
 
 
+def test_the_fitting_scripts_network_is_the_one_analysis_runs():
+    """fit_melody.py trains a torch module and exports its weights; melody_candidate_scores (numpy)
+    must compute the same scores from them, or the shipped model is not the one that was fitted."""
+    import importlib.util
+
+    import torch
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "evalset" / "fit_melody.py"
+    spec = importlib.util.spec_from_file_location("fit_melody_under_test", path)
+    fit_melody = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fit_melody)
+    torch.manual_seed(1)
+    module = fit_melody.candidate_module(28)
+    rng = np.random.default_rng(1)
+    mean, scale = rng.standard_normal(28).astype(np.float32), rng.uniform(0.5, 2.0, 28).astype(np.float32)
+    net = {k: np.asarray(v, dtype=np.float32) for k, v in fit_melody.export(module, mean, scale).items()}
+    X = rng.standard_normal((8, 50, 28)).astype(np.float32)
+    valid = rng.random((8, 50)) < 0.7
+    with torch.no_grad():
+        x = torch.tensor((X.transpose(1, 0, 2) - mean) / scale) * torch.tensor(valid.T).unsqueeze(-1)
+        want = module(x, torch.tensor(valid.T)).numpy().T
+    got = features.melody_candidate_scores(X, valid, net)
+    assert np.allclose(got[valid], want[valid], atol=1e-4)
+
+
 def test_dynamics_follow_the_level():
     bpm = 100
     notes = scale_notes(60, [0, 2, 2, 1, 2, 2, 2, 1] * 2, bpm=bpm)
