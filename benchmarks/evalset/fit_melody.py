@@ -110,9 +110,9 @@ def additive(melody: list, rng: np.random.Generator, sr: int = 16000, duration: 
 
 
 def clip_arrays(y: np.ndarray, melody: list) -> dict[str, np.ndarray]:
-    """One clip's candidates as :func:`m2i.audio.features.melody_track` sees them: ``X`` ``[K, T,
-    28]``, ``valid`` and ``right`` ``[K, T]`` (the peak within half a semitone of the sounding truth
-    note)."""
+    """One clip's candidates as :func:`m2i.audio.features.melody_track` sees them, over the frames
+    where one of them is the truth (within half a semitone of the sounding note): ``X`` ``[frames,
+    K, 28]``, ``right`` and ``valid`` ``[frames, K]``."""
     from m2i.audio import features as F
 
     a = F.prepare(y)
@@ -125,7 +125,8 @@ def clip_arrays(y: np.ndarray, melody: list) -> dict[str, np.ndarray]:
     for on, off, p in melody:
         truth[(times >= on) & (times < off)] = p
     right = (rows >= 0) & (truth[None, :] > 0) & (np.abs(pitch - truth[None, :]) <= 0.5)
-    return {"X": X, "valid": rows >= 0, "right": right}
+    keep = right.any(0)
+    return {"X": X[:, keep].transpose(1, 0, 2), "right": right[:, keep].T, "valid": (rows >= 0)[:, keep].T}
 
 
 def candidate_module(d: int):
@@ -165,15 +166,12 @@ def export(net, mean: np.ndarray, scale: np.ndarray) -> dict[str, list]:
 
 
 def fit(clips: list[dict[str, np.ndarray]]) -> dict[str, list]:
-    """A :func:`candidate_module` fitted on the frames of ``clips`` that have a right peak (a
-    conditional logit over each frame's candidates: the right one's log-probability maximised),
-    as :func:`export` gives it."""
+    """A :func:`candidate_module` fitted on ``clips`` (from :func:`clip_arrays`) as a conditional
+    logit over each frame's candidates (the right one's log-probability maximised), as
+    :func:`export` gives it."""
     import torch
 
-    keep = [c["right"].any(0) for c in clips]
-    X = np.concatenate([c["X"][:, k].transpose(1, 0, 2) for c, k in zip(clips, keep)])
-    right = np.concatenate([c["right"][:, k].T for c, k in zip(clips, keep)])
-    valid = np.concatenate([c["valid"][:, k].T for c, k in zip(clips, keep)])
+    X, right, valid = (np.concatenate([c[name] for c in clips]) for name in ("X", "right", "valid"))
     torch.manual_seed(SEED)
     torch.set_num_threads(1)
     mean = X[valid].mean(0)
@@ -263,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
             clips.append(clip_arrays(y, played))
             n += 1
     counts.append(f"{n} additive-synthesis takes of those songs")
-    frames = sum(int(c["right"].any(0).sum()) for c in clips)
+    frames = sum(len(c["X"]) for c in clips)
     print(f"training on {', '.join(counts)}: {frames} frames with a right peak", flush=True)
     network = fit(clips)
     summary = (f"{', '.join(counts)} ({frames} frames with a right peak), none from the evaluation set; "

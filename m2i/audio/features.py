@@ -1246,9 +1246,9 @@ def melody_candidates(C: np.ndarray, full: np.ndarray, sal: np.ndarray, lo: int,
     percentile and its own neighbourhood in time (the frames before and after, +-4 and +-12
     frames); its rank by salience and by height; its height above C5 and under the highest peak;
     its fundamental's own CQT energy; the salience an octave and a twelfth below it and an octave
-    above; whether it is the highest of the candidates within ``top_ratio`` of the best (the old rule,
-    :func:`highest_peak`, among these eight peaks: what the model was fitted on); the number of peaks; a few products of these; and three
-    clip-wide shares (how often the highest and the strongest peak coincide, and so on) that tell
+    above; whether it is the highest of the candidates within ``top_ratio`` of the best (the old
+    rule, :func:`highest_peak`, among these eight peaks: what the model was fitted on); the number
+    of peaks; a few products of these; and three clip-wide shares (how often the highest and the strongest peak coincide, and so on) that tell
     a lead over an accompaniment from an ensemble whose voices share a timbre.
     """
     nb, T = sal.shape
@@ -1406,7 +1406,8 @@ def melody_track(a: Analysis) -> dict[str, Any]:
     C, full, sal, lo = melody_salience(a)
     T = sal.shape[1]
     cols = np.arange(T)
-    pick = highest_peak(sal, float(s["melody_top_ratio"]))
+    ratio = float(s["melody_top_ratio"])
+    pick = highest_peak(sal, ratio)
     has = pick >= 0
     top = np.maximum(pick, 0)
     strength = np.where(has, sal[top, cols], 0.0)
@@ -1429,9 +1430,10 @@ def melody_track(a: Analysis) -> dict[str, Any]:
     selector = s["melody_selector"]
     if selector == "learned":
         # which voice: the learned path through the candidates (voicing stays the frame's own)
-        rows, X = melody_candidates(C, full, sal, lo, float(s["melody_top_ratio"]))
+        rows, X = melody_candidates(C, full, sal, lo, ratio)
         pitch = _peak_midi(sal, np.maximum(rows, 0), lo)
-        path = melody_path(melody_candidate_scores(X, rows >= 0), rows >= 0, pitch, float(s["melody_jump_cost"]))
+        valid = rows >= 0
+        path = melody_path(melody_candidate_scores(X, valid), valid, pitch, float(s["melody_jump_cost"]))
         midi = np.where(path >= 0, pitch[np.maximum(path, 0), cols], 0.0)
         voiced &= path >= 0
     elif selector == "highest":
