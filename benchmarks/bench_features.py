@@ -27,6 +27,10 @@ Prints one figure per line. Conventions:
 - ABC note F1: the ABC is parsed back with music21, its notes placed on the detected beat grid,
   and compared with the score's notes by mir_eval.transcription (onset tolerance 50 ms and
   100 ms, pitch 50 cents, offsets ignored) on the monophonic folk clips;
+- the low register (no target): the folk clips' melodies played again by low instruments (cello,
+  bassoon, trombone, tuba, saxophones, a low voice or choir), an octave or two lower where the
+  instrument reaches, E2 and up (``evalset/render.py``'s ``render_low``, rendered once into
+  ``<data>-low/``, seeded): melody raw pitch accuracy and ABC note F1 at 50 ms;
 - speed: analyze_clip per 10 s clip in this warm process with one thread (wall-clock median and
   95th percentile, and the process's CPU time, which does not count waiting for a busy CPU), and
   100 clips end to end in a new process with a 2-process pool; the load average is printed.
@@ -56,6 +60,8 @@ sys.path.insert(0, str(ROOT))
 
 DETUNE_CENTS = (-32, 40)
 """Tunings the key is also measured at: A432 (-32 cents), and a record 40 cents sharp."""
+LOW_SEED = 20261129
+"""Seed of the low-register renders of the folk melodies (:func:`low_register`)."""
 
 
 def _hz(m):
@@ -246,6 +252,36 @@ def majmin_overlap(ref: list, est: list, duration: float = 10.0) -> tuple[float,
     return float(np.sum(comp[mask] * dur[mask])), float(np.sum(dur[mask]))
 
 
+def low_register(data: Path, labels: list[dict], split: str) -> tuple[float, int, list[float]] | None:
+    """The set's folk melodies played by low instruments (``render.render_low``: a cello, a
+    bassoon, a low voice, ..., down an octave or two where the instrument reaches, E2 and up;
+    rendered once into ``<data>-low/``, seeded): melody raw pitch accuracy (summed hits, frames)
+    and the ABC note F1 at 50 ms per clip, on ``split``. None without FluidSynth."""
+    import random
+
+    import render as R
+    import soundfile as sf
+
+    from benchmarks.bench_corpus import rendered
+    from m2i.audio import features as F
+    from m2i.audio.analyze import analyze_clip
+
+    low_dir = data.parent / f"{data.name}-low"
+    folk = [(i, r) for i, r in enumerate(labels) if r["subset"] == "folk"]
+    rows = rendered(low_dir, lambda: R.render_low(low_dir, folk, random.Random(LOW_SEED)), False)
+    if rows is None:
+        return None
+    num, den, f1 = 0.0, 0, []
+    for r in rows:
+        if split != "all" and (r["source_index"] % 2 == 0) != (split == "dev"):
+            continue
+        y, _ = sf.read(str(low_dir / r["file"]), dtype="float32")
+        n, d = raw_pitch(r["melody"], F.melody_track(F.prepare(y)))
+        num, den = num + n, den + d
+        f1.append(abc_note_f1(analyze_clip(y), r["melody"])[0])
+    return num, den, f1
+
+
 def main(argv: list[str] | None = None) -> int:
     import mir_eval
     import soundfile as sf
@@ -416,6 +452,11 @@ def main(argv: list[str] | None = None) -> int:
         line("abc_note_f1_50ms", float(np.mean(f1_50)), "target >= 0.80", len(f1_50))
         line("abc_note_f1_100ms", float(np.mean(f1_100)), "onset tolerance 100 ms", len(f1_100))
         line("abc_parsed_by_music21", abc_parsed / len(f1_50), "must be 1.000", len(f1_50))
+    low = low_register(data, json.loads((data / "labels.json").read_text()), args.split) if f1_50 else None
+    if low and low[1]:
+        line("melody_raw_pitch_accuracy_low", low[0] / low[1], "no target; the folk melodies played by low "
+             "instruments (cello, bassoon, trombone, a low voice, ...), an octave or two down, E2 and up", len(low[2]))
+        line("abc_note_f1_50ms_low", float(np.mean(low[2])), "no target; the same clips", len(low[2]))
     if local_scores:
         line("key_mirex_vs_local_key", float(np.mean(local_scores)),
              "chorale_rn clips against the analysis' prevailing local key", len(local_scores))

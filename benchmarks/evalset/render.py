@@ -28,6 +28,10 @@ Four subsets (``labels.json`` lists every clip with its ground truth):
 - ``folk``: monophonic Essen folk songs (2/4, 3/4, 4/4, 6/8) on one instrument at 60-140 BPM.
   Truth: notes, metre, key signature; used for ABC note F1 and metre.
 
+``bench_features.py`` also renders (once, into ``<out>-low/``, with :func:`render_low`) each folk
+clip's melody twice more on low instruments, an octave or two down where the instrument reaches:
+the low-register figures, with no target.
+
 Performance model (documented so nobody mistakes it for a hidden cue): velocity 78 +- 6 random
 jitter, plus a downbeat accent drawn per clip from 0-10 velocity units (so some clips carry no
 accent at all), onset jitter of +-8 ms. No other expression.
@@ -415,6 +419,48 @@ def render_folk(out: Path, n: int, rng: random.Random, books: tuple[str, ...] = 
         recs.append({"file": f"{name}.flac", "subset": "folk", "source": f"essenFolksong/{book}:{sc.metadata.title}",
                      "tempo": beat_bpm, "meter": meter, "fifths": int(ks.sharps), "melody": truth,
                      "instrument": prog_name, "soundfont": Path(sf2).name, "accent": round(accent, 2)})
+    return recs
+
+
+# Low instruments: GM program and the lowest note (MIDI) each is asked to play here. A melody played
+# by one moves down an octave or two where the instrument reaches, never under LOW_FLOOR (E2, the
+# bottom of a baritone voice, a guitar, a cello's melodic range). Used by the low-register set below
+# and by fit_melody.py's low takes.
+LOW_PROGRAMS = {"cello": (42, 36), "bassoon": (70, 34), "trombone": (57, 40), "baritone sax": (67, 36),
+                "voice oohs": (53, 40), "choir aahs": (52, 40), "tuba": (58, 28), "french horn": (60, 41),
+                "tenor sax": (66, 44)}
+LOW_FLOOR = 40
+
+
+def low_arrangement(melody: list, rng: random.Random) -> tuple[str, list]:
+    """An instrument of :data:`LOW_PROGRAMS` for ``melody`` (``[on_s, off_s, midi]``) and the notes
+    it plays: down two octaves in 3 draws of 10 where it reaches, otherwise down one or (half the
+    time) as written: (name, notes)."""
+    name = sorted(LOW_PROGRAMS)[rng.randrange(len(LOW_PROGRAMS))]
+    floor = max(LOW_PROGRAMS[name][1], LOW_FLOOR)
+    lo = min(p for _, _, p in melody)
+    shifts = [k for k in ((-24, -12) if rng.random() < 0.3 else (-12, 0)) if lo + k >= floor]
+    shift = rng.choice(shifts) if shifts else 0
+    return name, [(on, off, p + shift) for on, off, p in melody]
+
+
+def render_low(out: Path, rows: list[tuple[int, dict]], rng: random.Random, takes: int = 2) -> list[dict]:
+    """Each ``(index, label)`` of a folk clip played ``takes`` times by :func:`low_arrangement`
+    into ``out``: labels with the notes as played and ``source_index`` (its row in the set's
+    ``labels.json``, whose parity is its split)."""
+    import soundfile as sf
+
+    recs = []
+    for i, r in rows:
+        for j in range(takes):
+            name, played = low_arrangement(r["melody"], rng)
+            notes = [(on, off - 0.02, p, 85 + rng.uniform(-6, 6)) for on, off, p in played]
+            f = f"low_{i:03d}_{j}"
+            y = render_midi([(LOW_PROGRAMS[name][0], notes)], out / f"{f}.wav", rng.choice(SOUNDFONTS))
+            sf.write(str(out / f"{f}.flac"), y, SR, subtype="PCM_16")
+            (out / f"{f}.wav").unlink()
+            recs.append({"file": f"{f}.flac", "subset": "folk_low", "source": r["source"], "source_index": i,
+                         "instrument": name, "melody": [list(n) for n in played]})
     return recs
 
 

@@ -67,3 +67,19 @@ def test_key_model_counts_chords_relative_to_the_tonic(chorale):
         from_v = np.array(TRANSITION_COUNTS[mode][0][7])
         from_v[7] = 0
         assert int(from_v.argmax()) == tonic, mode
+
+
+def test_low_arrangement_moves_a_melody_down_by_octaves_within_the_instrument(render):
+    """The low-register set (bench_features.py) plays the folk melodies on low instruments: the
+    notes it scores against are the melody moved by whole octaves, never under the instrument's
+    lowest note or E2, and most draws move it down."""
+    melody = [(0.0, 0.5, 67), (0.5, 1.0, 72), (1.0, 2.0, 79)]
+    shifts = []
+    for seed in range(60):
+        name, played = render.low_arrangement(melody, random.Random(seed))
+        shift = played[0][2] - melody[0][2]
+        assert [(on, off) for on, off, _ in played] == [(on, off) for on, off, _ in melody]
+        assert all(p - q == shift for (_, _, p), (_, _, q) in zip(played, melody)) and shift % 12 == 0
+        assert min(p for _, _, p in played) >= max(render.LOW_PROGRAMS[name][1], render.LOW_FLOOR)
+        shifts.append(shift)
+    assert sum(s < 0 for s in shifts) > len(shifts) / 2 and -24 in shifts

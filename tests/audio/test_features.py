@@ -307,41 +307,73 @@ def _voice_like(f0: float) -> list[float]:
     return [sum(g * np.exp(-0.5 * ((n * f0 - fc) / bw) ** 2) for fc, bw, g in formants) + 0.05 / n for n in range(1, 30)]
 
 
-@pytest.mark.parametrize(("lead", "vibrato_cents", "at_least"), [("voice", 50.0, 0.75), ("sine", 20.0, 0.9)])
-def test_a_sung_or_pure_lead_over_a_held_pad_is_the_melody(lead, vibrato_cents, at_least):
-    """Out of the melody model's training (GM renders, folk songs): a vowel-like lead with vibrato,
-    or a pure tone, over a pad of held triads a quarter as loud. The old rule followed the pad's
-    partials in over half the frames (0.47 and 0.34 here); the learned selector follows the lead
-    (0.86 and 1.00 when this test was written; 0.86 and 0.95 with the attention over the frame's
-    peaks, twenty-third session)."""
-    beat = 0.5
-    tune = [67, 69, 71, 72, 74, 72, 71, 69, 67, 64, 66, 67, 69, 71, 72, 74, 76, 74]
-    chords = [[55, 59, 62], [52, 55, 59], [48, 52, 55], [50, 54, 57]]
+def _sung_tone(f0: float, dur: float, amps: list[float], vibrato: float, attack: float) -> np.ndarray:
+    """A harmonic tone with partial amplitudes ``amps``, ``vibrato`` cents deep at 5.8 Hz, a linear
+    attack and a 50 ms release."""
+    t = np.arange(int(dur * SR)) / SR
+    phase = 2 * np.pi * np.cumsum(f0 * 2 ** (vibrato / 1200 * np.sin(2 * np.pi * 5.8 * t))) / SR
+    y = sum(a * np.sin(h * phase) for h, a in enumerate(amps, 1) if h * f0 < SR / 2)
+    return y * np.minimum(1, t / attack) * np.minimum(1, (t[-1] - t + 1e-3) / 0.05)
 
-    def tone(f0: float, dur: float, amps: list[float], vibrato: float, attack: float) -> np.ndarray:
-        t = np.arange(int(dur * SR)) / SR
-        phase = 2 * np.pi * np.cumsum(f0 * 2 ** (vibrato / 1200 * np.sin(2 * np.pi * 5.8 * t))) / SR
-        y = sum(a * np.sin(h * phase) for h, a in enumerate(amps, 1) if h * f0 < SR / 2)
-        return y * np.minimum(1, t / attack) * np.minimum(1, (t[-1] - t + 1e-3) / 0.05)
 
-    y = np.zeros(int(9.5 * SR))
-    for i, p in enumerate(tune):
-        f0 = 440.0 * 2 ** ((p - 69) / 12)
-        seg = tone(f0, beat * 0.95, _voice_like(f0) if lead == "voice" else [1.0], vibrato_cents, 0.03)
-        y[int(i * beat * SR) : int(i * beat * SR) + seg.size] += seg
-    for b in range(5):
-        for p in chords[b % 4]:
-            seg = 0.25 * tone(440.0 * 2 ** ((p - 69) / 12), 1.9, [1 / h for h in range(1, 12)], 0.0, 0.1)
-            i0 = int(b * 2.0 * SR)
-            y[i0 : i0 + seg.size] += seg[: y.size - i0]
-    y = (0.5 * y / np.abs(y).max()).astype(np.float32)
+_PAD_TUNE = [67, 69, 71, 72, 74, 72, 71, 69, 67, 64, 66, 67, 69, 71, 72, 74, 76, 74]
+
+
+def _tune_accuracy(y: np.ndarray, tune: list[int], beat: float) -> float:
+    """Share of the frames inside ``tune``'s notes (one per ``beat``) whose melody is the note."""
     track = features.melody_track(features.prepare(y))
     t = np.arange(track["midi"].size) / features.FPS
     sung = np.zeros(t.size)
     for i, p in enumerate(tune):
         sung[(t >= i * beat + 0.03) & (t < (i + 0.95) * beat - 0.03)] = p
     on = sung > 0
-    assert float(np.mean(np.abs(track["midi"][on] - sung[on]) <= 0.5)) >= at_least
+    return float(np.mean(np.abs(track["midi"][on] - sung[on]) <= 0.5))
+
+
+@pytest.mark.parametrize(("lead", "vibrato_cents", "at_least"), [("voice", 50.0, 0.75), ("sine", 20.0, 0.9)])
+def test_a_sung_or_pure_lead_over_a_held_pad_is_the_melody(lead, vibrato_cents, at_least):
+    """Out of the melody model's training (GM renders, folk songs): a vowel-like lead with vibrato,
+    or a pure tone, over a pad of held triads a quarter as loud. The old rule followed the pad's
+    partials in over half the frames (0.47 and 0.34 here); the learned selector follows the lead
+    (0.86 and 1.00 when this test was written; 0.86 and 0.95 with the attention over the frame's
+    peaks, twenty-third session; 0.86 and 0.99 with low and band takes in training, twenty-fourth)."""
+    beat = 0.5
+    chords = [[55, 59, 62], [52, 55, 59], [48, 52, 55], [50, 54, 57]]
+    y = np.zeros(int(9.5 * SR))
+    for i, p in enumerate(_PAD_TUNE):
+        f0 = 440.0 * 2 ** ((p - 69) / 12)
+        seg = _sung_tone(f0, beat * 0.95, _voice_like(f0) if lead == "voice" else [1.0], vibrato_cents, 0.03)
+        y[int(i * beat * SR) : int(i * beat * SR) + seg.size] += seg
+    for b in range(5):
+        for p in chords[b % 4]:
+            seg = 0.25 * _sung_tone(440.0 * 2 ** ((p - 69) / 12), 1.9, [1 / h for h in range(1, 12)], 0.0, 0.1)
+            i0 = int(b * 2.0 * SR)
+            y[i0 : i0 + seg.size] += seg[: y.size - i0]
+    y = (0.5 * y / np.abs(y).max()).astype(np.float32)
+    assert _tune_accuracy(y, _PAD_TUNE, beat) >= at_least
+
+
+# a double reed's partials: a weak fundamental under its strongest third to fifth partials
+_REED = [0.15, 0.5, 1.0, 0.9, 0.7, 0.5, 0.35, 0.25, 0.15, 0.1]
+
+
+@pytest.mark.parametrize(("lead", "shift", "at_least"), [("voice", -12, 0.85), ("reed", -12, 0.9), ("reed", -19, 0.7)])
+def test_a_melody_in_a_low_register_is_read_at_its_pitch(lead, shift, at_least):
+    """Out of the melody model's training: the tune of the test above sung an octave lower (E3-E4,
+    a tenor or a baritone) or played by a reed-like tone an octave or a twelfth lower (A2-A3: two
+    of its notes under the melody range, which starts at C3). Fitted without low takes, the model
+    read the voice an octave high (0.39 of its frames right) and the reed's A2-A3 at its fifth
+    partial (0.27), and the reed an octave down right (1.00); with them (twenty-fourth session)
+    0.94, 1.00 and 0.85."""
+    beat = 0.5
+    tune = [p + shift for p in _PAD_TUNE]
+    y = np.zeros(int(9.5 * SR))
+    for i, p in enumerate(tune):
+        f0 = 440.0 * 2 ** ((p - 69) / 12)
+        seg = _sung_tone(f0, beat * 0.95, _voice_like(f0) if lead == "voice" else _REED, 40.0, 0.03)
+        y[int(i * beat * SR) : int(i * beat * SR) + seg.size] += seg
+    y = (0.5 * y / np.abs(y).max()).astype(np.float32)
+    assert _tune_accuracy(y, tune, beat) >= at_least
 
 
 def test_melody_path_keeps_the_line_through_a_stray_frame():
