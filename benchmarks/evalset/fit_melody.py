@@ -129,25 +129,17 @@ MAJOR_CHORDS = [(0, "maj"), (2, "min"), (5, "maj"), (7, "maj"), (9, "min")]  # I
 MINOR_CHORDS = [(0, "min"), (5, "min"), (7, "maj"), (8, "maj"), (3, "maj")]  # i iv V VI III
 
 
-def _fluidsynth(tracks: list, rng: random.Random) -> np.ndarray:
-    """``tracks`` rendered by :func:`render.render_midi` with a soundfont drawn from ``rng``."""
+def low_take(melody: list, rng: random.Random) -> tuple[np.ndarray, list]:
+    """``melody`` played alone by a low instrument (a cello, a bassoon, a low voice, ...), an
+    octave or two lower where it reaches (:func:`render.play_low`, as the benchmark's low-register
+    set is): (audio, the notes as played)."""
     import tempfile
 
     import render as R
 
-    sf2 = rng.choice(R.SOUNDFONTS)
     with tempfile.TemporaryDirectory() as td:
-        return R.render_midi(tracks, Path(td) / "take.wav", sf2)
-
-
-def low_take(melody: list, rng: random.Random) -> tuple[np.ndarray, list]:
-    """``melody`` played alone by a low instrument (a cello, a bassoon, a low voice, ...), an
-    octave or two lower where it reaches (:func:`render.low_arrangement`): (audio, the notes as played)."""
-    import render as R
-
-    name, played = R.low_arrangement(melody, rng)
-    notes = [(on, off - 0.02, p, 85 + rng.uniform(-6, 6)) for on, off, p in played]
-    return _fluidsynth([(R.LOW_PROGRAMS[name][0], notes)], rng), played
+        _, y, played = R.play_low(melody, rng, Path(td) / "take.wav")
+    return y, played
 
 
 def band_take(song: dict, rng: random.Random) -> tuple[np.ndarray, list]:
@@ -159,6 +151,10 @@ def band_take(song: dict, rng: random.Random) -> tuple[np.ndarray, list]:
     strings, a synth lead, ...) goes up an octave when its lowest note is under G4 and its highest
     stays under G6, so that it sits above the comping as a lead in a band does: (audio, the lead's
     notes as played)."""
+    import tempfile
+
+    import render as R
+
     melody = song["melody"]
     beat = 60.0 / float(song["tempo"])
     span = beat * (3 if song["meter"] == "3/4" else 2)  # a bar (half a bar in 4/4; 6/8's beat is the dotted quarter)
@@ -211,7 +207,8 @@ def band_take(song: dict, rng: random.Random) -> tuple[np.ndarray, list]:
         tracks.append((rng.choice(BAND_COMPS), comp))
     if drums:
         tracks.append((-1, drums))
-    return _fluidsynth(tracks, rng), played
+    with tempfile.TemporaryDirectory() as td:
+        return R.render_midi(tracks, Path(td) / "take.wav", rng.choice(R.SOUNDFONTS)), played
 
 
 def clip_arrays(y: np.ndarray, melody: list) -> dict[str, np.ndarray]:
@@ -300,6 +297,7 @@ def fit(clips: list[dict[str, np.ndarray]]) -> dict[str, list]:
         print(f"  epoch {epoch + 1}/{EPOCHS}: log-loss {total / n:.4f} ({n} frames)", flush=True)
 
     return export(net, mean, scale)
+
 
 def write(out: Path, network: dict[str, list], summary: str) -> None:
     def fmt(x) -> str:

@@ -444,19 +444,25 @@ def low_arrangement(melody: list, rng: random.Random) -> tuple[str, list]:
     return name, [(on, off, p + shift) for on, off, p in melody]
 
 
+def play_low(melody: list, rng: random.Random, path_wav: Path) -> tuple[str, np.ndarray, list]:
+    """``melody`` played by :func:`low_arrangement`'s instrument, velocity 85 +- 6, with a
+    soundfont drawn from ``rng`` (rendered through ``path_wav``): (name, audio, the notes as played)."""
+    name, played = low_arrangement(melody, rng)
+    notes = [(on, off - 0.02, p, 85 + rng.uniform(-6, 6)) for on, off, p in played]
+    return name, render_midi([(LOW_PROGRAMS[name][0], notes)], path_wav, rng.choice(SOUNDFONTS)), played
+
+
 def render_low(out: Path, rows: list[tuple[int, dict]], rng: random.Random, takes: int = 2) -> list[dict]:
-    """Each ``(index, label)`` of a folk clip played ``takes`` times by :func:`low_arrangement`
-    into ``out``: labels with the notes as played and ``source_index`` (its row in the set's
+    """Each ``(index, label)`` of a folk clip played ``takes`` times by :func:`play_low` into
+    ``out``: labels with the notes as played and ``source_index`` (its row in the set's
     ``labels.json``, whose parity is its split)."""
     import soundfile as sf
 
     recs = []
     for i, r in rows:
         for j in range(takes):
-            name, played = low_arrangement(r["melody"], rng)
-            notes = [(on, off - 0.02, p, 85 + rng.uniform(-6, 6)) for on, off, p in played]
             f = f"low_{i:03d}_{j}"
-            y = render_midi([(LOW_PROGRAMS[name][0], notes)], out / f"{f}.wav", rng.choice(SOUNDFONTS))
+            name, y, played = play_low(r["melody"], rng, out / f"{f}.wav")
             sf.write(str(out / f"{f}.flac"), y, SR, subtype="PCM_16")
             (out / f"{f}.wav").unlink()
             recs.append({"file": f"{f}.flac", "subset": "folk_low", "source": r["source"], "source_index": i,

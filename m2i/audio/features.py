@@ -1248,8 +1248,9 @@ def melody_candidates(C: np.ndarray, full: np.ndarray, sal: np.ndarray, lo: int,
     its fundamental's own CQT energy; the salience an octave and a twelfth below it and an octave
     above; whether it is the highest of the candidates within ``top_ratio`` of the best (the old
     rule, :func:`highest_peak`, among these eight peaks: what the model was fitted on); the number
-    of peaks; a few products of these; and three clip-wide shares (how often the highest and the strongest peak coincide, and so on) that tell
-    a lead over an accompaniment from an ensemble whose voices share a timbre.
+    of peaks; a few products of these; and three clip-wide shares (how often the highest and the
+    strongest peak coincide, and so on) that tell a lead over an accompaniment from an ensemble
+    whose voices share a timbre.
     """
     nb, T = sal.shape
     k = min(MELODY_CANDIDATES, nb)
