@@ -13,7 +13,8 @@ Every clip is analysed as rendered (it starts on a bar line) and with its first 
 (three draws), and the share read with the right time signature is printed per metre, with the
 balanced accuracy of triple vs duple as in ``bench_features.py`` (2/4 read 4/4 is counted wrong in
 the per-metre line, right in the triple-vs-duple one), and the metre's mean confidence against how
-often triple vs duple is right, by confidence.
+often triple vs duple is right, by confidence. The tempo is scored on the same analyses: Acc1, within
+4 % of the rendered beat (the quarter note; 6/8's dotted quarter), per metre.
 
 The key is scored on the same analyses (MIREX weighted, and the exact-key rate) against the tonic
 of the progression, major except ``i-VI-III-VII``; the 7 minor-progression clips whose lead plays
@@ -292,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     kinds = ("as rendered", "cut mid-bar (3 draws)")
     rows: dict[str, list[tuple[str, str, float]]] = {k: [] for k in kinds}  # (truth, read, confidence)
     keys: dict[str, list[tuple[float, bool, float]]] = {k: [] for k in kinds}  # (MIREX, exact, confidence)
+    tempos: dict[str, list[tuple[str, bool]]] = {k: [] for k in kinds}  # (metre, within 4 % of the rendered tempo)
     chords: dict[str, dict[str, list[float]]] = {k: {} for k in kinds}  # comping -> [seconds right, seconds scored]
     stated: list[bool] = []  # harmonic progression stated (m2i.features.unsure), each clip as rendered
     melody = {"learned": [0.0, 0], "highest": [0.0, 0]}  # raw pitch accuracy of the lead: frames right, frames
@@ -302,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
             out = analyze_clip(y[int(cut * SR):])
             f = out["features"]
             rows[kind].append((r["meter"], f["time_signature"], f["confidence"]["time_signature"]))
+            tempos[kind].append((r["meter"], abs(f["tempo"] - r["bpm"]) <= 0.04 * r["bpm"]))
             if truth is not None:
                 score = mir_eval.key.weighted_score(truth, f"{f['key']} {f['tonality']}")
                 keys[kind].append((score, score == 1.0, f["confidence"]["key"]))
@@ -320,6 +323,10 @@ def main(argv: list[str] | None = None) -> int:
         per = {m: [e == m for t, e, _ in rs if t == m] for m in ("4/4", "3/4", "6/8", "2/4")}
         print(f"{key}: " + ", ".join(f"{m} read {m} {np.mean(v):.3f} (n={len(v)})" for m, v in per.items())
               + f"; triple-vs-duple balanced accuracy {triple_vs_duple(rs)[0]:.3f}")
+    for kind, ts in tempos.items():
+        print(f"tempo Acc1 (4 %), {kind}: " + ", ".join(
+            f"{m} {np.mean([ok for t, ok in ts if t == m]):.3f}" for m in ("4/4", "3/4", "6/8", "2/4"))
+            + f"; all {np.mean([ok for _, ok in ts]):.3f} (n={len(ts)})")
     every = rows[kinds[0]] + rows[kinds[1]]
     conf, right, bands = metre_confidence(every, (0.0, 0.4, 0.6, 0.8, 0.9))
     print(f"metre confidence: mean {conf:.3f} for {right:.3f} right (triple vs duple, all {len(every)} "

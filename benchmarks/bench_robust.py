@@ -29,6 +29,7 @@ for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_
     os.environ.setdefault(_v, "1")
 
 import numpy as np  # noqa: E402
+from scipy.signal import fftconvolve  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -48,7 +49,7 @@ def reverb(y: np.ndarray, rt60: float, rng: np.random.Generator) -> np.ndarray:
     t = np.arange(int(SR * rt60)) / SR
     ir = rng.standard_normal(t.size) * np.exp(-6.9 * t / rt60)
     ir[0] = 1.0
-    out = np.convolve(y, ir)[: y.size]
+    out = fftconvolve(y, ir)[: y.size]  # np.convolve's direct sum took 3-12 s a clip
     return (out / (np.abs(out).max() + 1e-9) * np.abs(y).max()).astype(np.float32)
 
 
