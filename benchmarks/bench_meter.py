@@ -247,8 +247,8 @@ def render_set(data: Path) -> None:
         tracks, spec["tonic"] = song(spec["meter"], spec["bpm"], rng, **{k: v for k, v in spec.items() if k not in ("meter", "bpm")})
         lead = [notes for prog, notes in tracks if prog in LEAD_PROGRAMS and spec["melody"]]
         spec["lead"] = [[round(a, 4), round(b, 4), int(p)] for a, b, p, _ in (lead[0] if lead else []) if a < 10.0]
-        y = R.render_midi(tracks, data / name, rng.choice(R.SOUNDFONTS))
-        sf.write(str(data / name), y, R.SR)  # fluidsynth writes stereo at full length: keep the 10 s mono clip
+        y = R.render_midi(tracks, rng.choice(R.SOUNDFONTS))
+        sf.write(str(data / name), y, R.SR)
         labels.append({"file": name, **spec})
     (data / "labels.json").write_text(json.dumps(labels, indent=1))
 

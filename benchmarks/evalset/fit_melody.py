@@ -133,12 +133,9 @@ def low_take(melody: list, rng: random.Random) -> tuple[np.ndarray, list]:
     """``melody`` played alone by a low instrument (a cello, a bassoon, a low voice, ...), an
     octave or two lower where it reaches (:func:`render.play_low`, as the benchmark's low-register
     set is): (audio, the notes as played)."""
-    import tempfile
-
     import render as R
 
-    with tempfile.TemporaryDirectory() as td:
-        _, y, played = R.play_low(melody, rng, Path(td) / "take.wav")
+    _, y, played = R.play_low(melody, rng)
     return y, played
 
 
@@ -151,8 +148,6 @@ def band_take(song: dict, rng: random.Random) -> tuple[np.ndarray, list]:
     strings, a synth lead, ...) goes up an octave when its lowest note is under G4 and its highest
     stays under G6, so that it sits above the comping as a lead in a band does: (audio, the lead's
     notes as played)."""
-    import tempfile
-
     import render as R
 
     melody = song["melody"]
@@ -207,8 +202,7 @@ def band_take(song: dict, rng: random.Random) -> tuple[np.ndarray, list]:
         tracks.append((rng.choice(BAND_COMPS), comp))
     if drums:
         tracks.append((-1, drums))
-    with tempfile.TemporaryDirectory() as td:
-        return R.render_midi(tracks, Path(td) / "take.wav", rng.choice(R.SOUNDFONTS)), played
+    return R.render_midi(tracks, rng.choice(R.SOUNDFONTS)), played
 
 
 def clip_arrays(y: np.ndarray, melody: list) -> dict[str, np.ndarray]:

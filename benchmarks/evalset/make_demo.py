@@ -62,9 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             tracks.append((prog, R.perform(notes, start_ql=start_ql, qpm=qpm, beats_per_bar=bar_ql, bar0=mo.get(1, 0.0),
                                            rng=rng, accent=6.0, vel=vel)))
         name = f"demo{i + 1}_{Path(path).name.replace('.', '_')}.flac"
-        wav = out / (name + ".wav")
-        y = R.render_midi(tracks, wav, sf2)
-        wav.unlink()
+        y = R.render_midi(tracks, sf2)
         sf.write(str(out / name), y, R.SR, subtype="PCM_16")
         last_m = max(m for m, off in mo.items() if off < start_ql + 10.0 * qpm / 60.0)
         entries.append({"file": name, "piece": f"J. S. Bach, chorale {Path(path).name}",
@@ -89,9 +87,7 @@ def main(argv: list[str] | None = None) -> int:
                                                 rng=rng, accent=6.0, vel=90))]
         title = sc.metadata.title or "untitled"
         name = f"demo{len(entries) + 1}_folk_{meter.replace('/', '')}.flac"
-        wav = out / (name + ".wav")
-        y = R.render_midi(tr, wav, sf2)
-        wav.unlink()
+        y = R.render_midi(tr, sf2)
         sf.write(str(out / name), y, R.SR, subtype="PCM_16")
         ks = sc.recurse().getElementsByClass("KeySignature")[0]
         entries.append({"file": name, "piece": f"Essen folk song '{title}' ({book})", "corpus": f"essenFolksong/{book}",

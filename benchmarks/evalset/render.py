@@ -108,9 +108,10 @@ def measure_offsets(part) -> dict[int, float]:
     return out
 
 
-def render_midi(tracks, path_wav: Path, soundfont: str, gain: float = 0.5) -> np.ndarray:
-    """tracks: list of (program, [(start_s, end_s, midi, velocity)]) -> mono float32 at 16 kHz.
-    Program -1 is the GM drum kit (``midi`` then picks the drum)."""
+def render_midi(tracks, soundfont: str, gain: float = 0.5) -> np.ndarray:
+    """tracks: list of (program, [(start_s, end_s, midi, velocity)]) -> mono float32 at 16 kHz,
+    ``CLIP_S`` long. Program -1 is the GM drum kit (``midi`` then picks the drum). FluidSynth's own
+    file (stereo, as long as the notes ring) stays in a scratch folder."""
     import pretty_midi
     import soundfile as sf
 
@@ -122,11 +123,11 @@ def render_midi(tracks, path_wav: Path, soundfont: str, gain: float = 0.5) -> np
                                                end=max(s + 0.03, e)))
         pm.instruments.append(inst)
     with tempfile.TemporaryDirectory() as td:
-        mid = Path(td) / "x.mid"
+        mid, wav = Path(td) / "x.mid", Path(td) / "x.wav"
         pm.write(str(mid))
-        subprocess.run(["fluidsynth", "-ni", "-q", "-g", str(gain), "-r", str(SR), "-F", str(path_wav), soundfont,
+        subprocess.run(["fluidsynth", "-ni", "-q", "-g", str(gain), "-r", str(SR), "-F", str(wav), soundfont,
                         str(mid)], check=True, capture_output=True)
-    y, sr = sf.read(str(path_wav), dtype="float32", always_2d=True)
+        y, sr = sf.read(str(wav), dtype="float32", always_2d=True)
     y = y.mean(axis=1)
     assert sr == SR, sr
     n = int(CLIP_S * SR)
@@ -220,13 +221,11 @@ def render_chorale(path: str, out: Path, idx: int, rng: random.Random, *, lead: 
             tracks.append((prog, perform(p, start_ql=start_ql, qpm=qpm, beats_per_bar=bar_ql, bar0=bar0, rng=rng,
                                          accent=accent)))
         meta.update(upper=a, lower=b)
-    wav = out / f"{name}.wav"
-    y = render_midi(tracks, wav, sf2)
+    y = render_midi(tracks, sf2)
     flac = out / f"{name}.flac"
     import soundfile as sf
 
     sf.write(str(flac), y, SR, subtype="PCM_16")
-    wav.unlink()
     sec = 60.0 / qpm
     n_beats = int(CLIP_S / sec) + 1
     beats = [round(i * sec, 4) for i in range(n_beats) if i * sec < CLIP_S]
@@ -409,9 +408,8 @@ def render_folk(out: Path, n: int, rng: random.Random, books: tuple[str, ...] = 
         notes_s = perform(pitched, start_ql=start_ql, qpm=qpm, beats_per_bar=bar_ql, bar0=0.0, rng=rng, accent=accent,
                           vel=90)
         name = f"folk_{i:03d}"
-        y = render_midi([(FOLK_PROGRAMS[prog_name], notes_s)], out / f"{name}.wav", sf2)
+        y = render_midi([(FOLK_PROGRAMS[prog_name], notes_s)], sf2)
         sf.write(str(out / f"{name}.flac"), y, SR, subtype="PCM_16")
-        (out / f"{name}.wav").unlink()
         sec = 60.0 / qpm
         truth = [(round((on - start_ql) * sec, 4), round((on + d - start_ql) * sec, 4), p) for on, d, p in pitched
                  if (on - start_ql) * sec < CLIP_S - 0.05]
@@ -444,12 +442,12 @@ def low_arrangement(melody: list, rng: random.Random) -> tuple[str, list]:
     return name, [(on, off, p + shift) for on, off, p in melody]
 
 
-def play_low(melody: list, rng: random.Random, path_wav: Path) -> tuple[str, np.ndarray, list]:
+def play_low(melody: list, rng: random.Random) -> tuple[str, np.ndarray, list]:
     """``melody`` played by :func:`low_arrangement`'s instrument, velocity 85 +- 6, with a
-    soundfont drawn from ``rng`` (rendered through ``path_wav``): (name, audio, the notes as played)."""
+    soundfont drawn from ``rng``: (name, audio, the notes as played)."""
     name, played = low_arrangement(melody, rng)
     notes = [(on, off - 0.02, p, 85 + rng.uniform(-6, 6)) for on, off, p in played]
-    return name, render_midi([(LOW_PROGRAMS[name][0], notes)], path_wav, rng.choice(SOUNDFONTS)), played
+    return name, render_midi([(LOW_PROGRAMS[name][0], notes)], rng.choice(SOUNDFONTS)), played
 
 
 def render_low(out: Path, rows: list[tuple[int, dict]], rng: random.Random, takes: int = 2) -> list[dict]:
@@ -462,9 +460,8 @@ def render_low(out: Path, rows: list[tuple[int, dict]], rng: random.Random, take
     for i, r in rows:
         for j in range(takes):
             f = f"low_{i:03d}_{j}"
-            name, y, played = play_low(r["melody"], rng, out / f"{f}.wav")
+            name, y, played = play_low(r["melody"], rng)
             sf.write(str(out / f"{f}.flac"), y, SR, subtype="PCM_16")
-            (out / f"{f}.wav").unlink()
             recs.append({"file": f"{f}.flac", "subset": "folk_low", "source": r["source"], "source_index": i,
                          "instrument": name, "melody": [list(n) for n in played]})
     return recs

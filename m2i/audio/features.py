@@ -733,10 +733,10 @@ def track_beats(onset_env: np.ndarray, bpm: float, *, tightness: float = 400.0) 
     window = np.array([math.exp(-0.5 * (j * 32.0 / fpb) ** 2) for j in np.arange(-fpb, fpb + 1)])
     K = window.size
     local = np.zeros(n)  # the smoothed envelope, summed in librosa's order (its first frame left out, as there)
-    src = np.arange(n) + K // 2
-    for k in range(K):
-        ok = (src - k > 0) & (src - k < n)
-        local[ok] = local[ok] + window[k] * x[src[ok] - k]
+    h = K // 2
+    for k in range(K):  # frame i takes window[k] x x[i + h - k] where that index is 1 .. n - 1
+        lo, hi = max(0, k - h + 1), min(n, n + k - h)
+        local[lo:hi] += window[k] * x[lo + h - k: hi + h - k]
     near, far = int(np.round(fpb / 2)), int(2 * fpb)
     log_fpb = math.log(fpb)
     dist = np.arange(near, far + 1)  # predecessors, the nearest first (librosa's search order)
