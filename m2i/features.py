@@ -12,6 +12,7 @@ Full form (written by ``m2i.audio``)::
       "key_runner_up": "A major",
       "tempo": 96.0, "beats": [0.41, 1.03, ...],       # BPM, beat times in s
       "time_signature": "3/4",                          # 2/4 | 3/4 | 4/4 | 6/8
+      "downbeats": [1.03, 2.89, ...],                   # the beats that start a bar (the ABC's bar lines)
       "mood": {"valence": 0.31, "arousal": 0.72, "words": ["tense", "driving"]},   # each in [0, 1]
       "melody_contour": {"shape": "arch", "range_semitones": 12.0},
       "harmonic_progression": {"roman": ["i", "iv", "V", "i"], "text": "i-iv-V-i"},

@@ -113,6 +113,21 @@ def _split(units: int) -> list[int]:
     return out
 
 
+def bar_starts(beats: list[float] | np.ndarray, meter: str, downbeat: int) -> list[float]:
+    """The tracked beats that start a bar, where :func:`notes_to_abc` puts its bar lines: every
+    second beat from ``downbeat`` in 2/4 and 6/8 (whose tracked beat is the dotted quarter), every
+    third in 3/4, every fourth in 4/4.
+
+    >>> bar_starts([0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0], "3/4", downbeat=1)
+    [0.5, 2.0]
+    """
+    if meter not in METERS:
+        raise ValueError(f"meter {meter!r} must be one of {', '.join(METERS)}")
+    bar_units, per_beat, _ = METERS[meter]
+    n = bar_units // per_beat
+    return [float(t) for t in list(beats)[downbeat % n::n]]
+
+
 def _to_beats(times: np.ndarray, beats: np.ndarray, tempo: float) -> np.ndarray:
     """Map seconds to (fractional) beat indices on the tracked grid, linear outside it."""
     period = 60.0 / tempo

@@ -136,7 +136,7 @@ def analyze_clip(pcm: np.ndarray, sr: int = 16000, *, settings: dict[str, Any] |
         y = y / peak
     ensure_numba_cache()
     from m2i.audio import features as F
-    from m2i.audio.abc import notes_to_abc
+    from m2i.audio.abc import bar_starts, notes_to_abc
 
     s = dict(settings or {})
     t0 = time.perf_counter()
@@ -177,6 +177,7 @@ def analyze_clip(pcm: np.ndarray, sr: int = 16000, *, settings: dict[str, Any] |
         "tuning_cents": a.tuning_cents,
         "tempo": beats["tempo"],
         "beats": beats["beats"],
+        "downbeats": bar_starts(beats["beats"], meter["time_signature"], meter["downbeat"]),
         "time_signature": meter["time_signature"],
         "mood": {k: md[k] for k in ("valence", "arousal", "words")},
         "melody_contour": {k: shape[k] for k in ("shape", "range_semitones")},
