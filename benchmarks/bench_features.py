@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/evalset/render.py            # once: renders bench-data/evalset
-    python benchmarks/bench_features.py [--data bench-data/evalset] [--split all|dev|test] [--no-e2e]
+    python benchmarks/bench_features.py [--data bench-data/evalset] [--split all|dev|test] [--no-e2e] [--pyin]
 
 Prints one figure per line. Conventions:
 
@@ -27,6 +27,10 @@ Prints one figure per line. Conventions:
 - ABC note F1: the ABC is parsed back with music21, its notes placed on the detected beat grid,
   and compared with the score's notes by mir_eval.transcription (onset tolerance 50 ms and
   100 ms, pitch 50 cents, offsets ignored) on the monophonic folk clips;
+- ``--pyin`` (no target; about 6 s of CPU a clip): the issue's suggested tracker, librosa's pYIN
+  (C2-C7, 64 ms frames, 10 ms hop), on the same lead, chorale and folk clips: raw pitch accuracy with
+  its own voicing decision and with its pitch guess in every frame (voicing ignored, its best case),
+  beside m2i's track on the same clips, and the CPU time of each tracker per clip;
 - the low register (no target): the folk clips' melodies played again by low instruments (cello,
   bassoon, trombone, tuba, saxophones, a low voice or choir), an octave or two lower where the
   instrument reaches, E2 and up (``evalset/render.py``'s ``render_low``, rendered once into
@@ -234,6 +238,20 @@ def raw_pitch_by_selector(melody: list, y: np.ndarray) -> dict[str, tuple[float,
             for sel in ("learned", "highest")}
 
 
+def pyin_tracks(y: np.ndarray) -> tuple[dict, dict, float]:
+    """librosa's pYIN on a 16 kHz clip, C2-C7, 64 ms frames every 10 ms: its track with its own
+    voicing, the same with its pitch guess in every frame (voicing ignored), and its CPU seconds."""
+    import librosa
+
+    c = time.process_time()
+    f0, voiced, _ = librosa.pyin(y, fmin=librosa.note_to_hz("C2"), fmax=librosa.note_to_hz("C7"), sr=16000,
+                                 frame_length=1024, hop_length=160, fill_na=None)
+    cpu = time.process_time() - c
+    times = librosa.times_like(f0, sr=16000, hop_length=160)
+    return ({"times": times, "f0": f0, "voiced": voiced}, {"times": times, "f0": f0, "voiced": np.ones_like(voiced)},
+            cpu)
+
+
 def majmin_overlap(ref: list, est: list, duration: float = 10.0) -> tuple[float, float]:
     """mir_eval's majmin comparison of two ``[start_s, end_s, "G:maj"]`` lists over ``[0, duration]``:
     (seconds right, seconds scored); chords outside major/minor are not scored. Summed over clips,
@@ -301,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--verbose", action="store_true")
     ap.add_argument("--symbolic", action="store_true",
                     help="also score the key of each chorale excerpt's own notes (music21 parse, slow)")
+    ap.add_argument("--pyin", action="store_true",
+                    help="also track the melody clips with librosa's pYIN and compare (about 6 s of CPU a clip)")
     args = ap.parse_args(argv)
     data = Path(args.data)
     all_labels = json.loads((data / "labels.json").read_text())
@@ -325,6 +345,9 @@ def main(argv: list[str] | None = None) -> int:
     downbeat_cut_ok: list[bool] = []
     chord_num = chord_den = 0.0
     rpa = {"lead": [0.0, 0], "chorale": [0.0, 0]}  # melody over an accompaniment / four voices alike
+    # --pyin: per kind of clip [m2i's hits, pYIN's hits, pYIN's hits in every frame, frames], CPU s per clip
+    vs_pyin: dict[str, list[float]] = {}
+    cpu_track: dict[str, list[float]] = {"m2i": [], "pyin": []}
     f1_50, f1_100, abc_parsed = [], [], 0
     times, cpu_times = [], []
     for r in labels:
@@ -384,6 +407,15 @@ def main(argv: list[str] | None = None) -> int:
             num, den = raw_pitch(r["melody"], F.melody_track(F.prepare(y)))
             rpa[sub][0] += num
             rpa[sub][1] += den
+        if args.pyin and sub in ("lead", "chorale", "folk") and r.get("melody"):
+            c = time.process_time()
+            num, den = raw_pitch(r["melody"], F.melody_track(F.prepare(y)))
+            cpu_track["m2i"].append(time.process_time() - c)
+            own, every, cpu = pyin_tracks(y[: 10 * F.SR])
+            cpu_track["pyin"].append(cpu)
+            tally = vs_pyin.setdefault(sub, [0.0, 0.0, 0.0, 0])
+            for j, n in enumerate((num, raw_pitch(r["melody"], own)[0], raw_pitch(r["melody"], every)[0], den)):
+                tally[j] += n
         if sub == "folk":
             fm50, fm100, parsed = abc_note_f1(out, r["melody"])
             f1_50.append(fm50)
@@ -449,6 +481,14 @@ def main(argv: list[str] | None = None) -> int:
         line("melody_raw_pitch_accuracy_ensembles", rpa["chorale"][0] / rpa["chorale"][1],
              "no target; chorale clips whose four voices share one timbre, the soprano as the melody",
              sum(1 for r in labels if r["subset"] == "chorale"))
+    for sub, (ours, own, every, den) in vs_pyin.items():
+        n = sum(1 for r in labels if r["subset"] == sub and r.get("melody"))
+        line(f"melody_raw_pitch_accuracy_pyin_{sub}", own / den, f"no target; librosa's pYIN, its own voicing; "
+             f"its pitch in every frame {every / den:.3f}; m2i's track on the same clips {ours / den:.3f}", n)
+    if vs_pyin:
+        line("melody_track_cpu_median_s_pyin", float(np.median(cpu_track["pyin"])),
+             f"no target; m2i's melody track with its analysis front end {np.median(cpu_track['m2i']):.3f} s",
+             len(cpu_track["pyin"]))
     if f1_50:
         line("abc_note_f1_50ms", float(np.mean(f1_50)), "target >= 0.80", len(f1_50))
         line("abc_note_f1_100ms", float(np.mean(f1_100)), "onset tolerance 100 ms", len(f1_100))
