@@ -11,7 +11,9 @@ clips.npy --json --workers N`` and ``m2i analyze long.wav --windows --json --wor
 process for each N (after one untimed run that fills the workers' numba caches, as after the first
 analyses on a machine), timing the whole command, start-up included. Prints the seconds and clips
 per second for each, whether every N printed the same lines, and whether the long file's windows got
-the features the same clips got in the .npy (they are the same samples).
+the features the same clips got in the .npy (they are the same samples): all but those that rest on the
+key, which a window with more of its file after it reads without the final-bass cue (a .npy's clip
+keeps it; ``m2i.audio.analyze.clip_settings``), and how many windows that changed.
 """
 
 from __future__ import annotations
@@ -73,8 +75,23 @@ def main() -> None:
                       f"exit {r.returncode}")
             print(f"  every --workers printed the same lines: {'yes' if len(set(outputs.values())) == 1 else 'NO'}")
             features[target] = [json.loads(line).get("features") for line in outputs[args.workers[0]].splitlines()]
-        same = features[npy] == features[long]
-        print(f"  the long file's windows got the features the .npy's clips got: {'yes' if same else 'NO'}")
+        def keyless(f: dict | None) -> dict | None:
+            """The features that do not rest on the key (chords, numerals, mood and the ABC do)."""
+            if f is None:
+                return None
+            conf = {k: v for k, v in f["confidence"].items() if k in ("tempo", "time_signature", "melody_contour",
+                                                                       "dynamic_intensity")}
+            return {k: v for k, v in f.items() if k in ("tempo", "beats", "downbeats", "time_signature",
+                                                         "melody_contour", "dynamic_intensity", "melody_notes",
+                                                         "tuning_cents")} | {"confidence": conf}
+
+        same = [keyless(a) == keyless(b) for a, b in zip(features[npy], features[long])]
+        other_key = sum(a is not None and b is not None and (a["key"], a["tonality"]) != (b["key"], b["tonality"])
+                        for a, b in zip(features[npy], features[long]))
+        print(f"  the long file's windows got the features the .npy's clips got, the key and what rests on it "
+              f"aside: {'yes' if len(same) == len(files) and all(same) else 'NO'}; {other_key} of "
+              f"{len(files) - 1} windows with more of the file after them read another key than the same clip "
+              f"alone (no final-bass cue)")
 
 
 if __name__ == "__main__":

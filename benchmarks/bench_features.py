@@ -12,7 +12,9 @@ Prints one figure per line. Conventions:
   excerpts (chorale, chorale_rn when not modal, lead), on the ``key_open`` excerpts (start at the
   pickup, bar 1 or 2) and on the ``key_end`` excerpts (window ending in the final bar); the plain
   librosa CENS + profile baseline of the issue is scored on the same clips for reference; and
-  again with every key clip resampled to sound 32 cents flat (A432) and 40 cents sharp;
+  again with every key clip resampled to sound 32 cents flat (A432) and 40 cents sharp; the
+  random-bar and opening excerpts, which end inside their piece, also as m2i reads a slice cut from
+  inside a longer recording (``clip_settings``: without the final-bass cue);
 - tempo Acc1: share of estimates within 4 % of the rendered tempo (chorales and lead clips;
   folk reported separately);
 - meter balanced accuracy: mean of the recall of triple (3/4) and of duple (2/4, 4/4, 6/8) clips
@@ -306,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from benchmarks.bench_robust import detune
     from m2i.audio import features as F
-    from m2i.audio.analyze import analyze_clip
+    from m2i.audio.analyze import analyze_clip, clip_settings
     from m2i.features import unsure
 
     sys.path.insert(0, str(ROOT / "benchmarks" / "evalset"))
@@ -336,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     key_detuned: list[tuple[float, float, float]] = []  # (score in tune, score detuned, tuning error in cents)
     key_by: dict[str, list[float]] = {}
     base_by: dict[str, list[float]] = {}
+    inside_by: dict[str, list[float]] = {}  # random-bar and opening excerpts read as slices of a recording
     key_scores, tempo_ok, tempo_ok_folk, meter_rows, meter_cut_rows = [], [], [], [], []
     downbeat_ok: list[bool] = []
     tempo_cut_ok: list[bool] = []
@@ -369,6 +372,10 @@ def main(argv: list[str] | None = None) -> int:
                 key_detuned.append((key_by[grp][-1], mir_eval.key.weighted_score(ref, f"{fd['key']} {fd['tonality']}"),
                                     fd["tuning_cents"] - cents))
             base_by.setdefault(grp, []).append(mir_eval.key.weighted_score(ref, cens_baseline_key(y)))
+            if grp != "key_end":  # an excerpt that ends inside its piece, read as m2i reads a window cut from
+                # inside a longer recording or a row of the annotation file (clip_settings: no final-bass cue)
+                fi = analyze_clip(y, sr, settings=clip_settings({}, {"slice_pos": 0}, 10.0))["features"]
+                inside_by.setdefault(grp, []).append(mir_eval.key.weighted_score(ref, f"{fi['key']} {fi['tonality']}"))
         if sub.startswith("key_"):
             continue  # the key subsets repeat chorales already scored below; they only measure the key
         stated.setdefault({"folk": "solo folk melodies", "lead": "melodies over an accompaniment"}.get(sub, "chorales"),
@@ -438,6 +445,10 @@ def main(argv: list[str] | None = None) -> int:
         if key_by.get(grp):
             line(f"key_mirex_weighted_{grp[4:]}", float(np.mean(key_by[grp])), f"target >= 0.87; {what}",
                  len(key_by[grp]))
+    for grp, v in sorted(inside_by.items()):
+        line(f"key_mirex_weighted_inside_{grp.removeprefix('key_')}", float(np.mean(v)),
+             "no target; the same excerpts (they end inside their piece) read as m2i reads a slice cut from inside "
+             "a longer recording: no final-bass cue", len(v))
     for grp, v in sorted(base_by.items()):
         line(f"key_baseline_cens_temperley_{grp}", float(np.mean(v)), "plain librosa CENS + profile, same clips",
              len(v))

@@ -19,7 +19,9 @@ often triple vs duple is right, by confidence. The tempo is scored on the same a
 The key is scored on the same analyses (MIREX weighted, and the exact-key rate) against the tonic
 of the progression, major except ``i-VI-III-VII``; the 7 minor-progression clips whose lead plays
 the major scale of the tonic have no single key and are left out (73 clips). Printed with the
-key's mean confidence and how often keys given at each confidence are exactly right.
+key's mean confidence and how often keys given at each confidence are exactly right; and again with
+each clip read as m2i reads a slice cut from inside a longer recording (a window with more of its
+file after it, a row of the annotation file: ``clip_settings``, no final-bass cue).
 
 The chords are scored on every clip (majmin weighted recall, ``bench_features.py``'s measure)
 against the triads of the progression as rendered (sevenths as their triad), overall and by the
@@ -275,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         raw_pitch_by_selector,
         triple_vs_duple,
     )
-    from m2i.audio.analyze import analyze_clip
+    from m2i.audio.analyze import analyze_clip, clip_settings
     from m2i.audio.features import SR
     from m2i.features import unsure
 
@@ -293,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     kinds = ("as rendered", "cut mid-bar (3 draws)")
     rows: dict[str, list[tuple[str, str, float]]] = {k: [] for k in kinds}  # (truth, read, confidence)
     keys: dict[str, list[tuple[float, bool, float]]] = {k: [] for k in kinds}  # (MIREX, exact, confidence)
+    inside: dict[str, list[float]] = {k: [] for k in kinds}  # MIREX, each clip read as a slice of a longer recording
     tempos: dict[str, list[tuple[str, bool]]] = {k: [] for k in kinds}  # (metre, within 4 % of the rendered tempo)
     chords: dict[str, dict[str, list[float]]] = {k: {} for k in kinds}  # comping -> [seconds right, seconds scored]
     stated: list[bool] = []  # harmonic progression stated (m2i.features.unsure), each clip as rendered
@@ -308,6 +311,10 @@ def main(argv: list[str] | None = None) -> int:
             if truth is not None:
                 score = mir_eval.key.weighted_score(truth, f"{f['key']} {f['tonality']}")
                 keys[kind].append((score, score == 1.0, f["confidence"]["key"]))
+                # the same clip as a window cut from inside a longer recording (a song's slice, the
+                # annotation file's rows): m2i reads its key without the final-bass cue (clip_settings)
+                fi = analyze_clip(y[int(cut * SR):], settings=clip_settings({}, {"slice_pos": 0}, 10.0))["features"]
+                inside[kind].append(mir_eval.key.weighted_score(truth, f"{fi['key']} {fi['tonality']}"))
             right, scored = majmin_overlap(chord_truth(r, cut), f["chords"], out["duration_s"])
             tally = chords[kind].setdefault(r["comp"], [0.0, 0.0])
             tally[0] += right
@@ -334,6 +341,10 @@ def main(argv: list[str] | None = None) -> int:
     for kind, v in keys.items():
         k = np.array(v, dtype=float)
         print(f"key, {kind}: MIREX weighted {k[:, 0].mean():.3f}, exact {k[:, 1].mean():.3f} (n={len(k)})")
+    print("key as slices of a longer recording (read without the final-bass cue, as m2i reads a window with more "
+          "of its file after it or a row of the annotation file): MIREX weighted "
+          + ", ".join(f"{kind} {np.mean(v):.3f}" for kind, v in inside.items()) + f" (n={len(inside[kinds[0]])} / "
+          f"{len(inside[kinds[1]])})")
     for kind, by_comp in chords.items():
         right, scored = np.sum(list(by_comp.values()), axis=0)
         print(f"chords, {kind}: majmin weighted recall {right / scored:.3f}; by comping "

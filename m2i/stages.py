@@ -42,11 +42,12 @@ takes 20 s an answer (an 8B model on a CPU) would wait up to 640 s, and time out
 # --------------------------------------------------------------------------- analyze
 
 
-def _analyze_job(pcm, sr: int, settings: dict[str, Any]) -> dict[str, Any]:
-    """Runs in a worker process."""
-    from m2i.audio.analyze import analyze_clip
+def _analyze_job(pcm, sr: int, settings: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+    """Runs in a worker process: ``analyze_clip`` with the settings for this clip (``clip_settings``:
+    a window cut from inside a longer recording reads its key without the final-bass cue)."""
+    from m2i.audio.analyze import analyze_clip, clip_settings
 
-    return analyze_clip(pcm, sr, settings=settings)
+    return analyze_clip(pcm, sr, settings=clip_settings(settings, meta, len(pcm) / sr))
 
 
 class AnalyzeStage(StageImpl):
@@ -88,7 +89,7 @@ class AnalyzeStage(StageImpl):
             pcm, sr = await asyncio.to_thread(ops.load_pcm, ctx.store, row["audio_sha256"])
             pool = ctx.executor or self._pool or self._new_pool()
             try:
-                result = await loop.run_in_executor(pool, _analyze_job, pcm, sr, self.settings)
+                result = await loop.run_in_executor(pool, _analyze_job, pcm, sr, self.settings, row.get("meta") or {})
             except InputError as exc:
                 out.append(Outcome(id=row["id"], error=str(exc), retryable=False))
                 continue

@@ -528,20 +528,47 @@ def _one_window(n_samples: int, sr: int, clip_s: float | None) -> bool:
 
 
 def _slices(
-    source: str, y: np.ndarray, sr: int, meta: dict[str, Any], *, clip_s: float | None, hop_s: float = 10.0
+    source: str, y: np.ndarray, sr: int, meta: dict[str, Any], *, clip_s: float | None, hop_s: float = 10.0,
+    total_s: float | None = None,
 ) -> Iterator[Clip]:
-    """Cut a signal into windows (``clip_s`` None: the whole signal is one clip)."""
+    """Cut a signal into windows (``clip_s`` None: the whole signal is one clip); ``total_s``, the
+    recording's length as read before resampling (default: the signal's)."""
     n = y.shape[0]
     if _one_window(n, sr, clip_s):
         yield _make_clip(source if clip_s is None else f"{source}@0", y, meta, sr)
         return
     win = int(round(clip_s * sr))
     for start in _window_starts(0, n, win, max(1, int(round(hop_s * sr))), int(MIN_CLIP_S * sr)):
-        yield _window_clip(source, y[start : start + win], start, sr, meta)
+        yield _window_clip(source, y[start : start + win], start, sr, meta, total_s or n / sr)
 
 
-def _window_clip(source: str, seg: np.ndarray, start: int, sr: int, meta: dict[str, Any]) -> Clip:
-    return _make_clip(f"{source}@{start / sr:g}", seg, {**meta, "start_s": round(start / sr, 3)}, sr)
+def _window_clip(source: str, seg: np.ndarray, start: int, sr: int, meta: dict[str, Any],
+                 total_s: float | None) -> Clip:
+    """A window of a longer signal: its meta says where it starts (``start_s``) and how long the
+    whole recording is (``file_duration_s``, when known), so :func:`ends_inside_recording` can tell."""
+    where = {"start_s": round(start / sr, 3), **({"file_duration_s": round(total_s, 3)} if total_s else {})}
+    return _make_clip(f"{source}@{start / sr:g}", seg, {**meta, **where}, sr)
+
+
+def ends_inside_recording(meta: dict[str, Any], duration_s: float) -> bool:
+    """Whether a clip stops at least :data:`MIN_CLIP_S` before the end of the recording it was cut
+    from: a window of a longer file or signal whose ``start_s`` plus its length ``duration_s`` falls
+    short of ``file_duration_s``, or a row of the annotation file (its ``slice_pos``: a slice of a
+    track). A whole file, a clip of a plain .npy and a file's last window may end where their music
+    ends; nothing is known of them. :func:`m2i.audio.analyze.clip_settings` reads such a clip's key
+    without the final-bass cue, which assumes the clip ends on a cadence.
+
+    >>> ends_inside_recording({"start_s": 10.0, "file_duration_s": 30.0}, 10.0)
+    True
+    >>> ends_inside_recording({"start_s": 20.0, "file_duration_s": 30.0}, 10.0)
+    False
+    """
+    if "slice_pos" in meta:
+        return True
+    start, total = meta.get("start_s"), meta.get("file_duration_s")
+    if start is None or total is None:
+        return False
+    return float(total) - float(start) - float(duration_s) >= MIN_CLIP_S
 
 
 STREAM_ABOVE_S = 600.0
@@ -564,6 +591,7 @@ def _stream_audio_file(path: Path, info: Any, *, clip_s: float, hop_s: float, no
     meta = _file_meta(path, info)
     sr = int(info.samplerate)
     win, hop, min_len = int(round(clip_s * SR)), max(1, int(round(hop_s * SR))), int(MIN_CLIP_S * SR)
+    announced = info.frames / sr if info.frames else None  # the header's length, for the windows read so far
 
     def blocks() -> Iterator[np.ndarray]:
         it = sf.blocks(_sf_path(path), blocksize=_BLOCK_FRAMES, dtype="float64", always_2d=True)
@@ -595,7 +623,7 @@ def _stream_audio_file(path: Path, info: Any, *, clip_s: float, hop_s: float, no
             out = stream.resample_chunk(mono, last=False) if stream is not None else mono
             buf = np.concatenate([buf, out.astype(np.float32)])
             while nxt + win < buf_start + buf.shape[0]:  # more follows: not the last window
-                yield _window_clip(str(path), buf[nxt - buf_start : nxt - buf_start + win], nxt, SR, meta)
+                yield _window_clip(str(path), buf[nxt - buf_start : nxt - buf_start + win], nxt, SR, meta, announced)
                 nxt += hop
             drop = min(nxt - buf_start, buf.shape[0])
             buf, buf_start = buf[drop:], buf_start + drop
@@ -611,7 +639,7 @@ def _stream_audio_file(path: Path, info: Any, *, clip_s: float, hop_s: float, no
         buf = np.concatenate([buf, stream.resample_chunk(np.zeros(0), last=True).astype(np.float32)])
     n = buf_start + buf.shape[0]
     for start in _window_starts(nxt, n, win, hop, min_len):
-        yield _window_clip(str(path), buf[start - buf_start : start - buf_start + win], start, SR, meta)
+        yield _window_clip(str(path), buf[start - buf_start : start - buf_start + win], start, SR, meta, read / sr)
 
 
 def _wav_shortfall(path: Path) -> int:
@@ -817,7 +845,7 @@ def _iter_audio_file(path: Path, *, clip_s: float, hop_s: float) -> Iterator[Cli
         yield Clip(str(path), meta, None, check_pcm(y, sr))
         return
     y16 = to_mono_16k(y, sr) if sr != SR else y.astype(np.float32)
-    for clip in _slices(str(path), y16, SR, meta, clip_s=clip_s, hop_s=hop_s):
+    for clip in _slices(str(path), y16, SR, meta, clip_s=clip_s, hop_s=hop_s, total_s=y.shape[0] / sr):
         yield _with_decoder_notes(clip, notes, cut=cut)
 
 

@@ -287,9 +287,11 @@ def test_run_takes_hop_like_ingest(tmp_path):
                            capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stderr
         con = sqlite3.connect(db)
-        starts = [json.loads(m)["start_s"] for (m,) in con.execute("SELECT meta FROM sample ORDER BY idx")]
+        metas = [json.loads(m) for (m,) in con.execute("SELECT meta FROM sample ORDER BY idx")]
         con.close()
-        assert starts == [0.0, 5.0, 10.0, 15.0], cmd[0]
+        assert [m["start_s"] for m in metas] == [0.0, 5.0, 10.0, 15.0], cmd[0]
+        # the recording's length is kept with each window: the analysis knows which ones end inside it
+        assert [m["file_duration_s"] for m in metas] == [25.0] * 4, cmd[0]
 
 
 def test_several_datasets_are_read_in_turn_as_the_shell_gives_them(tmp_path):

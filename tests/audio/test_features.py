@@ -1264,3 +1264,37 @@ def test_melody_note_onsets_stay_near_the_note_ons():
         assert len(got) >= 12
         lag = float(np.median([a - on[np.argmin(np.abs(on - a))] for a, _, _ in got]))
         assert abs(lag) <= tol, lag
+
+
+def test_a_window_cut_from_inside_a_song_reads_its_key_without_the_final_bass(tmp_path):
+    """The key's final-bass cue assumes a clip ends on its piece's cadence. A window cut from inside
+    a longer recording ends wherever the cut falls: the second 10 s of this I-V-vi-IV loop in C ends
+    on the IV chord's bass and was read F major. A window with more of the file after it, and a row
+    of the annotation file (a slice of a track), are now read without the cue; the file's last
+    window, and a clip given alone, keep it, as does a weight the settings name."""
+    import soundfile as sf
+
+    from m2i.audio.analyze import clip_settings, window_record
+    from m2i.audio.datasets import ends_inside_recording, load_dataset
+    from m2i.stages import _analyze_job
+
+    chords = [((60, 64, 67), 48), ((59, 62, 67), 43), ((60, 64, 69), 45), ((60, 65, 69), 41)]  # I V vi IV, roots
+    bar, notes = 240.0 / 90.0, []
+    for k in range(12):
+        ch, root = chords[k % 4]
+        notes += [(k * bar, (k + 0.98) * bar, p) for p in ch]
+        notes += [(k * bar + j * bar / 4, k * bar + (j + 0.9) * bar / 4, root) for j in range(4)]
+    song = tmp_path / "loop.wav"
+    sf.write(song, synth_notes(notes, duration=30.0), SR)
+    clips = list(load_dataset(song))
+    assert [c.meta["file_duration_s"] for c in clips] == [30.0] * 3
+    assert [ends_inside_recording(c.meta, c.pcm.size / SR) for c in clips] == [True, True, False]
+    records = [window_record(song, c, None, None) for c in clips]  # m2i analyze --windows
+    assert [(r["features"]["key"], r["features"]["tonality"]) for r in records] == [("C", "major")] * 3
+    assert records[1]["features"] == analyze_clip(clips[1].pcm, settings={"key_final_weight": 0.0})["features"]
+    assert records[2]["features"] == analyze_clip(clips[2].pcm)["features"]  # it ends where the file does
+    # the run's analysis stage reads a sample's meta the same way: a window, a slice of a track
+    assert _analyze_job(clips[1].pcm, SR, {}, clips[1].meta)["features"] == records[1]["features"]
+    track_slice = {"track_name": "Loop", "artist_name": ["A"], "slice_pos": 3}
+    assert _analyze_job(clips[1].pcm, SR, {}, track_slice)["features"] == records[1]["features"]
+    assert clip_settings({"key_final_weight": 0.3}, clips[1].meta, 10.0) == {"key_final_weight": 0.3}
