@@ -33,6 +33,19 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parents[1]
 
 
+KEYLESS = ("tempo", "beats", "downbeats", "time_signature", "melody_contour", "dynamic_intensity", "melody_notes",
+           "tuning_cents")
+"""The features, and confidences, that do not rest on the key (the chords, numerals, mood and ABC do)."""
+
+
+def keyless(f: dict | None) -> dict | None:
+    """A clip's features without those that rest on its key (:data:`KEYLESS`)."""
+    if f is None:
+        return None
+    return {k: v for k, v in f.items() if k in KEYLESS} | {
+        "confidence": {k: v for k, v in f["confidence"].items() if k in KEYLESS}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(ROOT / "bench-data" / "evalset"))
@@ -75,16 +88,6 @@ def main() -> None:
                       f"exit {r.returncode}")
             print(f"  every --workers printed the same lines: {'yes' if len(set(outputs.values())) == 1 else 'NO'}")
             features[target] = [json.loads(line).get("features") for line in outputs[args.workers[0]].splitlines()]
-        def keyless(f: dict | None) -> dict | None:
-            """The features that do not rest on the key (chords, numerals, mood and the ABC do)."""
-            if f is None:
-                return None
-            conf = {k: v for k, v in f["confidence"].items() if k in ("tempo", "time_signature", "melody_contour",
-                                                                       "dynamic_intensity")}
-            return {k: v for k, v in f.items() if k in ("tempo", "beats", "downbeats", "time_signature",
-                                                         "melody_contour", "dynamic_intensity", "melody_notes",
-                                                         "tuning_cents")} | {"confidence": conf}
-
         same = [keyless(a) == keyless(b) for a, b in zip(features[npy], features[long])]
         other_key = sum(a is not None and b is not None and (a["key"], a["tonality"]) != (b["key"], b["tonality"])
                         for a, b in zip(features[npy], features[long]))
