@@ -100,7 +100,7 @@ def bench_key(data: Path, ev_labels: list[dict], again: bool) -> bool:
     import soundfile as sf
     from fit_key import count_key_statistics, other_chorales
 
-    from benchmarks.bench_features import cens_baseline_key
+    from benchmarks.bench_features import SLICE_META, cens_baseline_key
     from m2i.audio import features as F
     from m2i.audio.analyze import clip_settings, ensure_numba_cache
 
@@ -125,7 +125,7 @@ def bench_key(data: Path, ev_labels: list[dict], again: bool) -> bool:
         obs = F.chord_observations(a, beats["beat_frames"])
         key = F.estimate_key(a, obs, tables=tables[1 - half[r["source"]]])
         # the same excerpt read as m2i reads a slice cut from inside a longer recording (no final-bass cue)
-        sliced = dataclasses.replace(a, settings={**a.settings, **clip_settings({}, {"slice_pos": 0}, 10.0)})
+        sliced = dataclasses.replace(a, settings={**a.settings, **clip_settings({}, SLICE_META, a.duration_s)})
         key_in = F.estimate_key(sliced, obs, tables=tables[1 - half[r["source"]]])
         truth = f"{r['key']} {r['mode']}"
         got.setdefault(r["kind"], []).append((

@@ -240,6 +240,19 @@ def raw_pitch_by_selector(melody: list, y: np.ndarray) -> dict[str, tuple[float,
             for sel in ("learned", "highest")}
 
 
+SLICE_META = {"slice_pos": 0}
+"""The meta of a row of the annotation file: a slice from inside a track, which m2i reads without
+the final-bass cue (:func:`m2i.audio.analyze.clip_settings`)."""
+
+
+def key_as_slice(y: np.ndarray) -> str:
+    """The key m2i gives a 16 kHz clip read as a slice cut from inside a longer recording, ``"C major"``."""
+    from m2i.audio.analyze import analyze_clip, clip_settings
+
+    f = analyze_clip(y, settings=clip_settings({}, SLICE_META, y.size / 16000))["features"]
+    return f"{f['key']} {f['tonality']}"
+
+
 def pyin_tracks(y: np.ndarray) -> tuple[dict, dict, float]:
     """librosa's pYIN on a 16 kHz clip, C2-C7, 64 ms frames every 10 ms: its track with its own
     voicing, the same with its pitch guess in every frame (voicing ignored), and its CPU seconds."""
@@ -308,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from benchmarks.bench_robust import detune
     from m2i.audio import features as F
-    from m2i.audio.analyze import analyze_clip, clip_settings
+    from m2i.audio.analyze import analyze_clip
     from m2i.features import unsure
 
     sys.path.insert(0, str(ROOT / "benchmarks" / "evalset"))
@@ -374,8 +387,7 @@ def main(argv: list[str] | None = None) -> int:
             base_by.setdefault(grp, []).append(mir_eval.key.weighted_score(ref, cens_baseline_key(y)))
             if grp != "key_end":  # an excerpt that ends inside its piece, read as m2i reads a window cut from
                 # inside a longer recording or a row of the annotation file (clip_settings: no final-bass cue)
-                fi = analyze_clip(y, sr, settings=clip_settings({}, {"slice_pos": 0}, 10.0))["features"]
-                inside_by.setdefault(grp, []).append(mir_eval.key.weighted_score(ref, f"{fi['key']} {fi['tonality']}"))
+                inside_by.setdefault(grp, []).append(mir_eval.key.weighted_score(ref, key_as_slice(y)))
         if sub.startswith("key_"):
             continue  # the key subsets repeat chorales already scored below; they only measure the key
         stated.setdefault({"folk": "solo folk melodies", "lead": "melodies over an accompaniment"}.get(sub, "chorales"),
@@ -410,14 +422,15 @@ def main(argv: list[str] | None = None) -> int:
             num, den = majmin_overlap(ref, f["chords"])
             chord_num += num
             chord_den += den
-        if sub in ("lead", "chorale") and r.get("melody"):
-            num, den = raw_pitch(r["melody"], F.melody_track(F.prepare(y)))
-            rpa[sub][0] += num
-            rpa[sub][1] += den
-        if args.pyin and sub in ("lead", "chorale", "folk") and r.get("melody"):
+        if r.get("melody") and (sub in rpa or (args.pyin and sub == "folk")):
             c = time.process_time()
             num, den = raw_pitch(r["melody"], F.melody_track(F.prepare(y)))
-            cpu_track["m2i"].append(time.process_time() - c)
+            track_cpu = time.process_time() - c
+            if sub in rpa:
+                rpa[sub][0] += num
+                rpa[sub][1] += den
+        if args.pyin and sub in ("lead", "chorale", "folk") and r.get("melody"):
+            cpu_track["m2i"].append(track_cpu)
             own, every, cpu = pyin_tracks(y[: 10 * F.SR])
             cpu_track["pyin"].append(cpu)
             tally = vs_pyin.setdefault(sub, [0.0, 0.0, 0.0, 0])

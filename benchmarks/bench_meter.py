@@ -272,12 +272,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from benchmarks.bench_features import (
         by_confidence,
+        key_as_slice,
         majmin_overlap,
         metre_confidence,
         raw_pitch_by_selector,
         triple_vs_duple,
     )
-    from m2i.audio.analyze import analyze_clip, clip_settings
+    from m2i.audio.analyze import analyze_clip
     from m2i.audio.features import SR
     from m2i.features import unsure
 
@@ -313,8 +314,7 @@ def main(argv: list[str] | None = None) -> int:
                 keys[kind].append((score, score == 1.0, f["confidence"]["key"]))
                 # the same clip as a window cut from inside a longer recording (a song's slice, the
                 # annotation file's rows): m2i reads its key without the final-bass cue (clip_settings)
-                fi = analyze_clip(y[int(cut * SR):], settings=clip_settings({}, {"slice_pos": 0}, 10.0))["features"]
-                inside[kind].append(mir_eval.key.weighted_score(truth, f"{fi['key']} {fi['tonality']}"))
+                inside[kind].append(mir_eval.key.weighted_score(truth, key_as_slice(y[int(cut * SR):])))
             right, scored = majmin_overlap(chord_truth(r, cut), f["chords"], out["duration_s"])
             tally = chords[kind].setdefault(r["comp"], [0.0, 0.0])
             tally[0] += right
